@@ -1,0 +1,203 @@
+"""Provider callbacks: parse, match to an attempt, apply once (DESIGN §6).
+
+Every callback lands in the ``callbacks`` inbox with its outcome. A callback is applied only when
+its ``state`` matches a REDIRECTED attempt (compared in constant time against the stored hash),
+before the deadline, and (OAuth1) its ``oauth_token`` is the issued request token. An exact repeat
+of an applied callback is a harmless duplicate; one for an attempt still committing its redirect
+waits as ``pending``; anything else is rejected and changes nothing.
+"""
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlsplit
+
+from persistence.repository import NewCallback
+from states.attempt import Attempt, HistoryEntry
+from states.model import FailureReason, Flow, State, Trigger
+
+from .errors import CallbackRejectedError
+from .secrets import digest
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+log = logging.getLogger(__name__)
+
+MAX_CALLBACK_CHARS = 8192
+MAX_VALUE_CHARS = 2048
+KNOWN_PARAMS = frozenset(
+    {"state", "oauth_token", "oauth_verifier", "realmId", "dataSource", "code", "error", "error_description"}
+)
+REQUIRED = {Flow.OAUTH1: ("oauth_token", "oauth_verifier", "realmId"), Flow.OAUTH2: ("code",)}
+
+
+@dataclass(frozen=True)
+class CallbackOutcome:
+    """What happened to a callback: ``applied``, ``duplicate`` or ``pending``."""
+
+    status: str
+    attempt_id: str | None
+    state: State | None
+    reason: str | None = None
+
+
+def parse_callback(url_or_params: str | Mapping[str, Any]) -> dict[str, str]:
+    """The callback's query parameters as a dict; raises ``CallbackRejectedError`` on bad input."""
+    if isinstance(url_or_params, str):
+        if len(url_or_params) > MAX_CALLBACK_CHARS:
+            raise CallbackRejectedError(f"callback longer than {MAX_CALLBACK_CHARS} characters")
+        text = url_or_params.strip()
+        query = urlsplit(text).query if ("?" in text or "://" in text) else text
+        try:
+            pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=False, max_num_fields=50)
+        except ValueError:
+            raise CallbackRejectedError("too many query parameters") from None
+    elif isinstance(url_or_params, Mapping):
+        pairs = []
+        for k, v in url_or_params.items():
+            values = v if isinstance(v, (list, tuple)) else [v]
+            pairs.extend((str(k), str(x)) for x in values)
+    else:
+        raise CallbackRejectedError("callback must be a URL or a mapping of query parameters")
+    params: dict[str, str] = {}
+    for key, value in pairs:
+        if key not in KNOWN_PARAMS:
+            continue  # providers add parameters we do not use; ignore them rather than store them
+        if key in params:
+            raise CallbackRejectedError(f"parameter {key!r} appears more than once")
+        if len(value) > MAX_VALUE_CHARS or any(ord(c) < 32 for c in value):
+            raise CallbackRejectedError(f"parameter {key!r} is too long or contains control characters")
+        params[key] = value
+    if not params.get("state"):
+        raise CallbackRejectedError("no 'state' parameter: not a callback of this engine")
+    return params
+
+
+def _canonical(params: Mapping[str, str]) -> str:
+    return digest(json.dumps(sorted(params.items())))
+
+
+class CallbackHandler:
+    """Applies callbacks for one engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.repo = engine.repo
+
+    def receive(self, url_or_params: str | Mapping[str, Any]) -> CallbackOutcome:
+        """Record and apply one callback; raises ``CallbackRejectedError`` (after recording it)."""
+        now = self.engine.now()
+        try:
+            params = parse_callback(url_or_params)
+        except CallbackRejectedError as exc:
+            self._reject(None, None, None, exc.reason)
+            raise
+        return self._process(params, existing_id=None)
+
+    def apply_pending(self, attempt_id: str) -> None:
+        """Apply callbacks that arrived before the attempt's redirect was committed."""
+        for row in self.repo.callbacks(attempt_id, status="pending"):
+            params = self.repo.codec.open(row.params) if row.params else {}
+            try:
+                self._process(params, existing_id=row.id)
+            except CallbackRejectedError:
+                pass  # recorded on the inbox row by _process
+
+    def _reject(self, attempt_id: str | None, params: dict[str, str] | None, existing_id: int | None,
+                reason: str) -> None:
+        log.warning("callback rejected: %s (attempt %s)", reason, attempt_id or "-")
+        if existing_id is not None:
+            self.repo.update_callback(existing_id, "rejected", reason)
+        else:
+            self.repo.record_callback(NewCallback(attempt_id, self.engine.now(), params,
+                                                  _canonical(params) if params else None, "rejected", reason))
+
+    def _process(self, params: dict[str, str], existing_id: int | None) -> CallbackOutcome:
+        state_param = params["state"]
+        attempt_id = state_param.split(".", 1)[0]
+        for _ in range(5):  # re-read and retry when a worker commits between our read and write
+            attempt = self.repo.get(attempt_id) if len(attempt_id) <= 36 else None
+            if attempt is None:
+                self._reject(None, params, existing_id, "unknown state")
+                raise CallbackRejectedError("unknown state")
+            outcome = self._decide(attempt, params, existing_id)
+            if outcome is not None:
+                return outcome
+        raise CallbackRejectedError("attempt keeps changing; try again", attempt_id=attempt_id)
+
+    def _decide(self, attempt: Attempt, params: dict[str, str], existing_id: int | None) -> CallbackOutcome | None:
+        now = self.engine.now()
+        fingerprint = _canonical(params)
+        if any(c.digest == fingerprint for c in self.repo.callbacks(attempt.id, status="applied")):
+            self._record(attempt, params, existing_id, "duplicate", "same callback already applied")
+            return CallbackOutcome("duplicate", attempt.id, attempt.state, "same callback already applied")
+        if attempt.state in (State.NEW, State.TOKEN_ISSUED):
+            if existing_id is None:
+                self._record(attempt, params, None, "pending", "attempt not redirected yet")
+            return CallbackOutcome("pending", attempt.id, attempt.state, "attempt not redirected yet")
+        if attempt.state is not State.REDIRECTED:
+            reason = ("callback deadline passed" if attempt.failure_reason == FailureReason.CALLBACK_TIMEOUT.value
+                      else f"attempt is {attempt.state.value}; its state was already used")
+            self._reject(attempt.id, params, existing_id, reason)
+            raise CallbackRejectedError(reason, attempt_id=attempt.id)
+        if not attempt.state_nonce_hash or not hmac.compare_digest(
+            digest(params["state"]).encode(), attempt.state_nonce_hash.encode()
+        ):
+            self._reject(attempt.id, params, existing_id, "state does not match")
+            raise CallbackRejectedError("state does not match", attempt_id=attempt.id)
+        if attempt.deadline_at is not None and now >= attempt.deadline_at:
+            self._reject(attempt.id, params, existing_id, "callback deadline passed")
+            raise CallbackRejectedError("callback deadline passed", attempt_id=attempt.id)
+        if attempt.flow is Flow.OAUTH1 and "oauth_token" in params and not hmac.compare_digest(
+            digest(params["oauth_token"]).encode(), (attempt.request_token_hash or "").encode()
+        ):
+            self._reject(attempt.id, params, existing_id, "oauth_token is not the request token issued")
+            raise CallbackRejectedError("oauth_token is not the request token issued", attempt_id=attempt.id)
+        if "error" in params:
+            error = params["error"][:100]
+            reason = FailureReason.USER_DENIED if error == "access_denied" else FailureReason.PERMANENT_ERROR
+            info = {"kind": reason.value, "message": f"provider redirected with error={error}",
+                    "hint": "The user did not approve; start a new attempt if they want to connect."}
+            ok = self._commit(attempt, params, existing_id, Trigger.FAIL, State.FAILED, now,
+                              failure_reason=reason.value, error=info, secrets=None)
+            return CallbackOutcome("applied", attempt.id, State.FAILED, reason.value) if ok else None
+        missing = [p for p in REQUIRED.get(attempt.flow, ()) if not params.get(p)]
+        if missing:
+            reason_text = f"missing parameter(s) {', '.join(missing)}"
+            self._reject(attempt.id, params, existing_id, reason_text)
+            raise CallbackRejectedError(reason_text, attempt_id=attempt.id)
+        secrets = {**attempt.secrets, "callback": params}
+        ok = self._commit(attempt, params, existing_id, Trigger.RECEIVE_CALLBACK, State.CALLBACK_RECEIVED, now,
+                          failure_reason=None, error=None, secrets=secrets)
+        if ok:
+            self.engine.wake()
+        return CallbackOutcome("applied", attempt.id, State.CALLBACK_RECEIVED) if ok else None
+
+    def _record(self, attempt: Attempt, params: dict[str, str], existing_id: int | None, status: str,
+                reason: str) -> None:
+        if existing_id is not None:
+            self.repo.update_callback(existing_id, status, reason)
+        else:
+            self.repo.record_callback(NewCallback(attempt.id, self.engine.now(), params, _canonical(params),
+                                                  status, reason))
+
+    def _commit(self, attempt: Attempt, params: dict[str, str], existing_id: int | None, trigger: Trigger,
+                dest: State, now: Any, *, failure_reason: str | None, error: dict[str, Any] | None,
+                secrets: dict[str, Any] | None) -> bool:
+        entry = HistoryEntry(attempt.id, attempt.history_seq + 1, trigger.value, attempt.state.value, dest.value,
+                             now, duration_ms=0, worker=self.engine.worker_id, outcome="ok" if dest is not State.FAILED
+                             else "failed", tries=1, error=error, note="callback")
+        new_cb = None if existing_id is not None else NewCallback(attempt.id, now, params, _canonical(params),
+                                                                  "applied", None)
+        updates = [(existing_id, "applied", None)] if existing_id is not None else []
+        return self.repo.commit_transition(
+            attempt, entry, owner=None, now=now,
+            next_run_at=now if dest is State.CALLBACK_RECEIVED else None,
+            secrets=secrets, failure_reason=failure_reason, last_error=error,
+            callback=new_cb, callback_updates=updates,
+        )

@@ -1,0 +1,273 @@
+"""The ``Engine``: the embeddable API of element-provisioner (explicit object, no globals)."""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from persistence.repository import Repository
+from states.attempt import Attempt, HistoryEntry
+from states.machine import next_state
+from states.model import FailureReason, Flow, State, Trigger
+from states.ports import StepSettings
+
+from .callbacks import CallbackHandler, CallbackOutcome
+from .client import ElementsClient
+from .clock import utcnow
+from .errors import AttemptNotFoundError, ConcurrentUpdateError, InvalidInputError, InvalidTransitionError
+from .inputs import validate_start
+from .retry import RetryPolicy
+from .runner import StepResult, run_step
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """Worker tunables."""
+
+    lease_s: float = 120.0  # longer than one step with its in-process retries
+    batch_size: int = 50  # attempts claimed per tick
+    concurrency: int = 1  # steps in flight per tick
+    poll_max_s: float = 5.0  # the worker's longest wait between ticks (callbacks may arrive)
+    callback_wait_s: int = 1800
+
+
+@dataclass
+class TickReport:
+    """What one ``tick`` did."""
+
+    at: datetime
+    results: list[StepResult] = field(default_factory=list)
+
+    @property
+    def claimed(self) -> int:
+        """Attempts claimed in this tick."""
+        return len(self.results)
+
+    def count(self, outcome: str) -> int:
+        """How many steps ended with ``outcome`` (advanced, failed, retry, waiting, lost)."""
+        return sum(1 for r in self.results if r.outcome == outcome)
+
+
+class Engine:
+    """Starts attempts, applies callbacks and drives due steps against one database and platform.
+
+    Two engines in one process are independent; every dependency (repository, client, clock,
+    sleep, random source) is passed in so tests can replace it.
+    """
+
+    def __init__(
+        self,
+        repo: Repository,
+        client: ElementsClient,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        sleep: Callable[[float], None] = time.sleep,
+        policy: RetryPolicy | None = None,
+        settings: EngineSettings | None = None,
+        worker_id: str | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.repo = repo
+        self.client = client
+        self.clock = clock
+        self.sleep = sleep
+        self.policy = policy or RetryPolicy()
+        self.settings = settings or EngineSettings()
+        self.step_settings = StepSettings(callback_wait_s=self.settings.callback_wait_s)
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.rng = rng or random.Random()
+        self.callbacks = CallbackHandler(self)
+        self._wake = threading.Event()
+        self._pool: ThreadPoolExecutor | None = None
+
+    # --- time ------------------------------------------------------------------------------------
+
+    def now(self) -> datetime:
+        """The engine clock (injectable)."""
+        return self.clock()
+
+    def wake(self) -> None:
+        """Cut the worker's current wait short (a callback made work due)."""
+        self._wake.set()
+
+    # --- attempts --------------------------------------------------------------------------------
+
+    def start(
+        self,
+        element: str,
+        name: str,
+        *,
+        flow: str | Flow | None = None,
+        api_key: str | None = None,
+        api_secret: str | None = None,
+        callback_url: str | None = None,
+        tags: Iterable[str] = (),
+        config: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        callback_wait_s: int | None = None,
+    ) -> Attempt:
+        """Create an attempt in NEW, due now; with a known ``idempotency_key`` return the existing one.
+
+        Raises ``InvalidInputError`` (``MissingConfigurationError`` for missing entries) before
+        anything is stored or sent.
+        """
+        req = validate_start(element=element, name=name, flow=flow, api_key=api_key, api_secret=api_secret,
+                             callback_url=callback_url, tags=tags, config=config,
+                             idempotency_key=idempotency_key, callback_wait_s=callback_wait_s)
+        now = self.now()
+        attempt = Attempt(
+            id=str(uuid.uuid4()), element_key=req.element_key, flow=req.flow, name=req.name, state=State.NEW,
+            version=1, created_at=now, updated_at=now, tags=req.tags, idempotency_key=req.idempotency_key,
+            next_run_at=now, callback_wait_s=req.callback_wait_s, secrets={"config": req.config},
+        )
+        stored, created = self.repo.insert_attempt(attempt)
+        if not created and (stored.element_key, stored.flow, stored.name) != (req.element_key, req.flow, req.name):
+            raise InvalidInputError("idempotency_key", f"already used by attempt {stored.id} with other inputs")
+        if created:
+            log.info("attempt %s started: %s/%s", stored.id, stored.element_key, stored.flow)
+            self.wake()
+        return stored
+
+    def get(self, attempt_id: str) -> Attempt:
+        """The attempt, or ``AttemptNotFoundError``."""
+        attempt = self.repo.get(attempt_id) if isinstance(attempt_id, str) and len(attempt_id) <= 36 else None
+        if attempt is None:
+            raise AttemptNotFoundError(str(attempt_id)[:60])
+        return attempt
+
+    def list(self, state: State | str | None = None, *, element: str | None = None,
+             older_than: timedelta | None = None, newer_than: timedelta | None = None,
+             limit: int | None = None) -> list[Attempt]:
+        """Attempts, newest first, filtered by state, element and age."""
+        st = None
+        if state is not None:
+            try:
+                st = State(str(state).upper())
+            except ValueError:
+                raise InvalidInputError("state", f"must be one of {', '.join(s.value for s in State)}") from None
+        now = self.now()
+        return self.repo.list(
+            state=st, element=element, limit=limit,
+            created_before=now - older_than if older_than is not None else None,
+            created_after=now - newer_than if newer_than is not None else None,
+        )
+
+    def counts(self) -> dict[str, int]:
+        """Attempts per state."""
+        return self.repo.counts_by_state()
+
+    def history(self, attempt_id: str) -> list[HistoryEntry]:
+        """The attempt's transitions in order."""
+        self.get(attempt_id)
+        return self.repo.history(attempt_id)
+
+    def redirect_url(self, attempt: Attempt) -> str | None:
+        """The consent URL to send the user to, while the attempt is REDIRECTED."""
+        return attempt.secrets.get("redirect_url") if attempt.state is State.REDIRECTED else None
+
+    def handle_callback(self, url_or_params: str | Mapping[str, Any]) -> CallbackOutcome:
+        """Apply a provider redirect (full URL, query string or params); see ``engine.callbacks``."""
+        return self.callbacks.receive(url_or_params)
+
+    # --- operator actions ------------------------------------------------------------------------
+
+    def _operator_move(self, attempt_id: str, trigger: Trigger, *, reason: str | None,
+                       next_run_at: Callable[[], datetime | None]) -> Attempt:
+        for _ in range(5):
+            attempt = self.get(attempt_id)
+            dest = next_state(trigger, attempt.state)
+            if dest is None:
+                raise InvalidTransitionError(f"cannot {trigger.value} attempt {attempt.id} in state {attempt.state}")
+            now = self.now()
+            error = {"kind": reason, "message": "cancelled by an operator"} if reason else None
+            entry = HistoryEntry(attempt.id, attempt.history_seq + 1, trigger.value, attempt.state.value,
+                                 dest.value, now, 0, self.worker_id, "failed" if reason else "ok", 1, error, "operator")
+            if self.repo.commit_transition(attempt, entry, owner=None, now=now, next_run_at=next_run_at(),
+                                           failure_reason=reason, last_error=error):
+                self.wake()
+                return self.get(attempt_id)
+        raise ConcurrentUpdateError(f"attempt {attempt_id} kept changing; try again")
+
+    def cancel(self, attempt_id: str) -> Attempt:
+        """Move a non-terminal attempt to FAILED(cancelled)."""
+        return self._operator_move(attempt_id, Trigger.FAIL, reason=FailureReason.CANCELLED.value,
+                                   next_run_at=lambda: None)
+
+    def restart(self, attempt_id: str) -> Attempt:
+        """Move a FAILED attempt back to NEW (history is kept); it is due at once."""
+        return self._operator_move(attempt_id, Trigger.RESTART, reason=None, next_run_at=self.now)
+
+    # --- the scheduler ---------------------------------------------------------------------------
+
+    def tick(self, now: datetime | None = None) -> TickReport:
+        """One pass: claim due attempts and run their steps (DESIGN §7)."""
+        at = now or self.now()
+        lease_until = at + timedelta(seconds=self.settings.lease_s)
+        batch = self.repo.claim_due(at, self.worker_id, lease_until, self.settings.batch_size)
+        report = TickReport(at)
+        if not batch:
+            return report
+        if self.settings.concurrency <= 1 or len(batch) == 1:
+            report.results = [run_step(self, a) for a in batch]
+        else:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.settings.concurrency, thread_name_prefix="provision-step")
+            report.results = list(self._pool.map(lambda a: run_step(self, a), batch))
+        return report
+
+    def run_until_idle(self, max_ticks: int = 10_000) -> list[TickReport]:
+        """Tick until nothing is due now (waiting attempts and future retries stay pending)."""
+        reports = []
+        for _ in range(max_ticks):
+            report = self.tick()
+            if not report.claimed:
+                break
+            reports.append(report)
+        return reports
+
+    def next_wait(self, now: datetime) -> float:
+        """Seconds until the next due attempt, capped by ``poll_max_s``."""
+        due = self.repo.next_due_at()
+        if due is None:
+            return self.settings.poll_max_s
+        return max(0.0, min(self.settings.poll_max_s, (due - now).total_seconds()))
+
+    def run(self, stop: threading.Event, *, once: bool = False) -> int:
+        """The worker loop: tick, then wait until the next due time; returns steps run.
+
+        ``stop`` (set by SIGINT/SIGTERM handlers) ends the loop after the in-flight tick finishes.
+        """
+        steps = 0
+        while not stop.is_set():
+            report = self.tick()
+            steps += report.claimed
+            if once:
+                if report.claimed == 0:
+                    break
+                continue
+            if report.claimed:
+                continue  # more may be due right away
+            self._wake.clear()
+            wait = self.next_wait(self.now())
+            if wait > 0:
+                self._wake.wait(wait)  # stop handlers call wake() too, so shutdown is prompt
+        return steps
+
+    def close(self) -> None:
+        """Release the thread pool, HTTP connections and database connections."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        self.client.close()
+        self.repo.engine.dispose()

@@ -1,0 +1,68 @@
+"""Building an ``Engine`` from URLs and environment variables (the CLI's and embedders' entry)."""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from persistence.database import DEFAULT_URL, create_db_engine, sqlite_path
+from persistence.migrate import current_revision, head_revision, upgrade
+from persistence.repository import Repository
+from sandbox.defaults import BASE_PATH, DEFAULT_HOST, DEFAULT_ORG_SECRET, DEFAULT_PORT, DEFAULT_USER_SECRET
+
+from .client import ClientSettings, ElementsClient
+from .engine import Engine
+from .errors import InvalidInputError, ProvisionError
+from .inputs import check_url
+from .secrets import load_codec
+
+DEFAULT_BASE_URL = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}{BASE_PATH}"
+
+
+class SchemaOutdatedError(ProvisionError):
+    """The database is not at the newest migration."""
+
+    kind = "schema_outdated"
+
+
+def db_url_from_env(environ: Mapping[str, str] | None = None) -> str:
+    """``PROVISION_DB_URL`` or the embedded SQLite default."""
+    env = os.environ if environ is None else environ
+    return env.get("PROVISION_DB_URL") or DEFAULT_URL
+
+
+def client_settings_from_env(environ: Mapping[str, str] | None = None, **overrides: Any) -> ClientSettings:
+    """Platform location and secrets from ``ELEMENTS_*`` variables (defaults: the local sandbox)."""
+    env = os.environ if environ is None else environ
+    base_url = overrides.pop("base_url", None) or env.get("ELEMENTS_BASE_URL") or DEFAULT_BASE_URL
+    check_url("ELEMENTS_BASE_URL", base_url)
+    return ClientSettings(
+        base_url=base_url,
+        user_secret=overrides.pop("user_secret", None) or env.get("ELEMENTS_USER_SECRET") or DEFAULT_USER_SECRET,
+        org_secret=overrides.pop("org_secret", None) or env.get("ELEMENTS_ORG_SECRET") or DEFAULT_ORG_SECRET,
+        **overrides,
+    )
+
+
+def open_repository(db_url: str, *, migrate: bool | None = None, environ: Mapping[str, str] | None = None) -> Repository:
+    """Connect, migrate (automatically for SQLite files; on request otherwise) and build the repository."""
+    try:
+        db = create_db_engine(db_url)
+    except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises several types for bad URLs
+        raise InvalidInputError("--db", f"cannot use database URL ({type(exc).__name__}: {str(exc)[:120]})",
+                                hint="e.g. sqlite:///provision.db or postgresql+psycopg://user@host/db") from None
+    path = sqlite_path(db.url)
+    auto = db.url.get_backend_name() == "sqlite" if migrate is None else migrate
+    if auto:
+        upgrade(db)
+    elif current_revision(db) != head_revision():
+        raise SchemaOutdatedError("the database schema is not up to date",
+                                  hint="Run `provision db upgrade` (with the same --db) first.")
+    return Repository(db, load_codec(path, dict(environ) if environ is not None else None))
+
+
+def open_engine(db_url: str | None = None, *, client: ElementsClient | None = None,
+                environ: Mapping[str, str] | None = None, migrate: bool | None = None, **engine_kw: Any) -> Engine:
+    """An ``Engine`` on ``db_url`` (default from the environment) talking to the configured platform."""
+    repo = open_repository(db_url or db_url_from_env(environ), migrate=migrate, environ=environ)
+    return Engine(repo, client or ElementsClient(client_settings_from_env(environ)), **engine_kw)

@@ -1,0 +1,144 @@
+"""Validation of everything a caller gives ``Engine.start`` (issue 5/6 item 4).
+
+Each check raises ``InvalidInputError`` naming the field, the rule and the fix, before anything is
+persisted or sent. The CLI maps these to exit code 2.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from states.elements import spec_for
+from states.model import Flow
+
+from .errors import InvalidInputError, MissingConfigurationError
+
+_ELEMENT_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+_TAG_RE = re.compile(r"^[A-Za-z0-9 _.:@/+=-]{1,100}$")
+_CONFIG_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_PRINTABLE_RE = re.compile(r"^[^\x00-\x1f\x7f]+$")
+MAX_TAGS = 20
+MAX_CONFIG_VALUE = 4096
+MAX_CALLBACK_WAIT_S = 30 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class StartRequest:
+    """A validated request to start an attempt."""
+
+    element_key: str
+    flow: Flow
+    name: str
+    tags: tuple[str, ...]
+    config: dict[str, Any]
+    idempotency_key: str | None
+    callback_wait_s: int | None
+
+
+def check_url(field: str, value: str) -> str:
+    """An absolute http(s) URL with a host."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc or any(c.isspace() for c in value):
+        raise InvalidInputError(field, f"must be an absolute http or https URL, got {value[:100]!r}")
+    return value
+
+
+def _int_field(field: str, value: Any, *, minimum: int, maximum: int | None = None) -> int:
+    try:
+        number = int(str(value).strip())
+    except (TypeError, ValueError):
+        raise InvalidInputError(field, f"must be a whole number, got {str(value)[:50]!r}") from None
+    if number < minimum or (maximum is not None and number > maximum):
+        bound = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
+        raise InvalidInputError(field, f"must be {bound}, got {number}")
+    return number
+
+
+def parse_config_pairs(pairs: Iterable[str]) -> dict[str, str]:
+    """``KEY=VALUE`` strings (the CLI's ``--config``) to a dict."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InvalidInputError("--config", f"expected KEY=VALUE, got {pair.split('=')[0][:60]!r}",
+                                    hint="Write it as --config oauth.api.key=VALUE")
+        out[key.strip()] = value
+    return out
+
+
+def validate_start(
+    *,
+    element: str,
+    name: str,
+    flow: str | Flow | None,
+    api_key: str | None,
+    api_secret: str | None,
+    callback_url: str | None,
+    tags: Iterable[str],
+    config: Mapping[str, Any] | None,
+    idempotency_key: str | None,
+    callback_wait_s: int | str | None,
+) -> StartRequest:
+    """Check every start input; return the normalised request or raise ``InvalidInputError``."""
+    if not isinstance(element, str) or not _ELEMENT_RE.match(element):
+        raise InvalidInputError("element", "must be an element key: lowercase letters, digits, '_', '.', '-' "
+                                f"(at most 64), e.g. quickbooks; got {str(element)[:70]!r}")
+    spec = spec_for(element)
+    if flow is None or flow == "":
+        chosen = spec.default_flow
+    else:
+        try:
+            chosen = Flow(flow)
+        except ValueError:
+            raise InvalidInputError("flow", f"must be one of oauth1, oauth2, quick; got {str(flow)[:30]!r}") from None
+    if chosen not in spec.flows:
+        raise InvalidInputError(
+            "flow", f"element {element!r} supports {', '.join(f.value for f in spec.flows)}, not {chosen.value}"
+        )
+    if not isinstance(name, str) or not name.strip() or len(name) > 200 or not _PRINTABLE_RE.match(name):
+        raise InvalidInputError("name", "must be 1 to 200 printable characters")
+    tag_list = list(tags)
+    if len(tag_list) > MAX_TAGS:
+        raise InvalidInputError("tag", f"at most {MAX_TAGS} tags, got {len(tag_list)}")
+    for tag in tag_list:
+        if not isinstance(tag, str) or not _TAG_RE.match(tag):
+            raise InvalidInputError("tag", "each tag must be 1 to 100 of letters, digits, space and _.:@/+=-, "
+                                    f"got {str(tag)[:110]!r}")
+    cfg: dict[str, Any] = {}
+    for key, value in (config or {}).items():
+        if not isinstance(key, str) or not _CONFIG_KEY_RE.match(key):
+            raise InvalidInputError("config", f"key {str(key)[:60]!r} must be letters, digits and ._- (e.g. oauth.api.key)")
+        if isinstance(value, bool) or value is None:
+            cfg[key] = value
+            continue
+        if not isinstance(value, (str, int, float)) or len(str(value)) > MAX_CONFIG_VALUE:
+            raise InvalidInputError("config", f"value of {key} must be a string of at most {MAX_CONFIG_VALUE} characters")
+        cfg[key] = str(value)
+    for field, key, value in (("api_key", "oauth.api.key", api_key), ("api_secret", "oauth.api.secret", api_secret),
+                              ("callback_url", "oauth.callback.url", callback_url)):
+        if value is not None and value != "":
+            cfg[key] = value
+    if "oauth.callback.url" in cfg:
+        check_url("callback_url", str(cfg["oauth.callback.url"]))
+    if "oauth.user.refresh_interval" in cfg:
+        cfg["oauth.user.refresh_interval"] = str(
+            _int_field("oauth.user.refresh_interval", cfg["oauth.user.refresh_interval"], minimum=60,
+                       maximum=10 * 365 * 86400))
+    if "oauth.user.refresh_time" in cfg:
+        cfg["oauth.user.refresh_time"] = str(
+            _int_field("oauth.user.refresh_time", cfg["oauth.user.refresh_time"], minimum=0, maximum=10**14))
+    missing = [k for k in spec.required_config(chosen) if cfg.get(k) in (None, "")]
+    if missing:
+        raise MissingConfigurationError(element, chosen.value, missing)
+    if idempotency_key is not None and (
+        not isinstance(idempotency_key, str) or not 1 <= len(idempotency_key) <= 200
+        or not _PRINTABLE_RE.match(idempotency_key)
+    ):
+        raise InvalidInputError("idempotency_key", "must be 1 to 200 printable characters")
+    wait = None
+    if callback_wait_s is not None:
+        wait = _int_field("callback_wait_s", callback_wait_s, minimum=1, maximum=MAX_CALLBACK_WAIT_S)
+    return StartRequest(element, chosen, name.strip(), tuple(tag_list), cfg, idempotency_key, wait)

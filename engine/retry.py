@@ -1,0 +1,118 @@
+"""Retry policies as data, turned into tenacity objects by one factory (DESIGN §5, STYLE 3-4).
+
+Two layers: a transient error is first retried in-process (tenacity: exponential backoff with
+full jitter, Retry-After honoured), then the step is durably rescheduled through ``next_run_at``
+with a growing delay, and once the attempt's budget is spent it fails as ``retries_exhausted``.
+"""
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from states.decisions import Fail, RetryLater
+from states.model import FailureReason
+
+from .errors import ProvisionError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try before giving up; one per engine (or per element)."""
+
+    in_process_attempts: int = 3  # tries of one HTTP call inside one step
+    in_process_initial: float = 0.2  # seconds; full jitter over an exponential window
+    in_process_max: float = 2.0  # cap of one in-process wait (and of an honoured Retry-After)
+    durable_initial: float = 5.0  # first durable reschedule, seconds
+    durable_multiplier: float = 2.0
+    durable_max: float = 600.0
+    budget: int = 6  # durable reschedules allowed per step before retries_exhausted
+
+    def __post_init__(self) -> None:
+        for name in ("in_process_initial", "in_process_max", "durable_initial", "durable_max"):
+            value = getattr(self, name)
+            if not value >= 0:
+                raise ValueError(f"RetryPolicy.{name} must be a number >= 0, got {value!r}")
+        if self.in_process_attempts < 1 or self.budget < 0:
+            raise ValueError("RetryPolicy.in_process_attempts must be >= 1 and budget >= 0")
+
+
+def _retryable(policy: RetryPolicy) -> Callable[[BaseException], bool]:
+    def check(exc: BaseException) -> bool:
+        if not (isinstance(exc, ProvisionError) and exc.transient):
+            return False
+        after = getattr(exc, "retry_after", None)
+        # A server asking for a long pause gets it durably, not by blocking this worker thread.
+        return after is None or after <= policy.in_process_max
+
+    return check
+
+
+def _wait(policy: RetryPolicy) -> Callable[[RetryCallState], float]:
+    jitter = wait_random_exponential(multiplier=policy.in_process_initial, max=policy.in_process_max)
+
+    def wait(state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        after = getattr(exc, "retry_after", None)
+        if after is not None:
+            return float(after)
+        return float(jitter(state))
+
+    return wait
+
+
+def retrying(
+    policy: RetryPolicy,
+    *,
+    sleep: Callable[[float], None],
+    before_sleep: Callable[[RetryCallState], None] | None = None,
+) -> Retrying:
+    """The tenacity ``Retrying`` for one step's HTTP call; ``sleep`` is injected (tests record waits)."""
+    return Retrying(
+        stop=stop_after_attempt(policy.in_process_attempts),
+        wait=_wait(policy),
+        retry=retry_if_exception(_retryable(policy)),
+        sleep=sleep,
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+
+
+def call_with_retries(retryer: Retrying, fn: Callable[[int], T]) -> T:
+    """Run ``fn(try_number)`` under ``retryer``; the try number lets a step act differently on repeats."""
+    for attempt in retryer:
+        with attempt:
+            result = fn(attempt.retry_state.attempt_number)
+        if not attempt.retry_state.outcome or not attempt.retry_state.outcome.failed:
+            return result
+    raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover
+
+
+def durable_delay(policy: RetryPolicy, failures: int, retry_after: float | None, rng: random.Random) -> float:
+    """Seconds until the next durable try after ``failures`` consecutive failed steps (full jitter)."""
+    window = min(policy.durable_max, policy.durable_initial * policy.durable_multiplier ** max(failures, 0))
+    delay = rng.uniform(window / 2, window)  # half jitter keeps a floor so storms spread but still back off
+    return max(delay, retry_after or 0.0)
+
+
+def decide_on_error(
+    error: ProvisionError, *, failures: int, policy: RetryPolicy, now: datetime, rng: random.Random
+) -> RetryLater | Fail:
+    """What to do with a step that raised ``error`` after in-process retries (pure, STYLE 12)."""
+    info: dict[str, Any] = error.to_dict()
+    if not error.transient:
+        reason = (
+            FailureReason.INVALID_DATABASE if error.kind == "invalid_database" else FailureReason.PERMANENT_ERROR
+        )
+        return Fail(reason, info)
+    if failures >= policy.budget:
+        info["attempts"] = failures + 1
+        return Fail(FailureReason.RETRIES_EXHAUSTED, info)
+    delay = durable_delay(policy, failures, getattr(error, "retry_after", None), rng)
+    return RetryLater(now + timedelta(seconds=delay), info)

@@ -1,0 +1,145 @@
+"""Running one claimed step: call the handler, classify errors, commit the decision (DESIGN §4)."""
+from __future__ import annotations
+
+import logging
+import secrets as pysecrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from states.attempt import Attempt, HistoryEntry
+from states.decisions import Advance, Decision, Fail, RetryLater, WaitForCallback
+from states.handlers import HANDLERS
+from states.machine import next_state
+from states.model import State, Trigger
+from states.ports import ClientPort, StepSettings
+
+from .errors import ProvisionError
+from .retry import call_with_retries, decide_on_error, retrying
+from .secrets import digest
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class InternalStepError(ProvisionError):
+    """A handler crashed with an unexpected exception; treated as transient so it is retried."""
+
+    kind = "internal"
+    transient = True
+
+
+@dataclass
+class StepPorts:
+    """The ports one step sees; counts in-process tries for the history row."""
+
+    client: ClientPort
+    settings: StepSettings
+    clock: Callable[[], datetime]
+    retry_factory: Callable[[], Any]
+    tries: int = 0
+    waits: list[float] = field(default_factory=list)
+
+    def now(self) -> datetime:
+        return self.clock()
+
+    def call(self, fn: Callable[[int], T]) -> T:
+        def counted(n: int) -> T:
+            self.tries += 1
+            return fn(n)
+
+        return call_with_retries(self.retry_factory(), counted)
+
+    def new_nonce(self) -> str:
+        return pysecrets.token_urlsafe(32)
+
+    def digest(self, text: str) -> str:
+        return digest(text)
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one step did: ``advanced``, ``failed``, ``retry``, ``waiting`` or ``lost``."""
+
+    attempt_id: str
+    outcome: str
+    source: State
+    dest: State | None = None
+
+
+def run_step(engine: Engine, attempt: Attempt) -> StepResult:
+    """Run the handler of ``attempt``'s state and commit its decision under the lease."""
+    handler = HANDLERS.get(attempt.state)
+    ports = StepPorts(engine.client, engine.step_settings, engine.now,
+                      lambda: retrying(engine.policy, sleep=engine.sleep))
+    started = time.monotonic()
+    decision: Decision
+    if handler is None:  # terminal states are never due; release defensively
+        engine.repo.reschedule(attempt, owner=engine.worker_id, now=engine.now(), next_run_at=None, error=None,
+                               count_failure=False)
+        return StepResult(attempt.id, "waiting", attempt.state)
+    try:
+        decision = handler(attempt, ports)
+    except ProvisionError as exc:
+        decision = decide_on_error(exc, failures=attempt.failures, policy=engine.policy, now=engine.now(),
+                                   rng=engine.rng)
+    except Exception as exc:  # noqa: BLE001 - a bug must not kill the worker loop; log and retry later
+        log.exception("step %s of attempt %s crashed", attempt.state, attempt.id)
+        internal = InternalStepError(f"unexpected {type(exc).__name__} in the {attempt.state} step")
+        decision = decide_on_error(internal, failures=attempt.failures, policy=engine.policy, now=engine.now(),
+                                   rng=engine.rng)
+    duration_ms = int((time.monotonic() - started) * 1000)
+    return apply_decision(engine, attempt, decision, tries=max(ports.tries, 1), duration_ms=duration_ms)
+
+
+def apply_decision(engine: Engine, attempt: Attempt, decision: Decision, *, tries: int, duration_ms: int,
+                   owner: str | None = None) -> StepResult:
+    """Commit ``decision`` for ``attempt`` (guarded by version and, for workers, the lease)."""
+    owner = owner if owner is not None else engine.worker_id
+    now = engine.now()
+    total_tries = attempt.failures + tries
+    if isinstance(decision, Advance):
+        dest = next_state(decision.trigger, attempt.state)
+        if dest is None:
+            raise AssertionError(f"handler chose {decision.trigger} from {attempt.state}")
+        entry = HistoryEntry(attempt.id, attempt.history_seq + 1, decision.trigger.value, attempt.state.value,
+                             dest.value, now, duration_ms, engine.worker_id, "ok", total_tries,
+                             attempt.last_error if total_tries > 1 else None, decision.note)
+        merged = {**attempt.secrets, **decision.secrets} if decision.secrets else None
+        ok = engine.repo.commit_transition(attempt, entry, owner=owner, now=now, next_run_at=decision.next_run_at,
+                                           changes=decision.changes, secrets=merged)
+        if ok and dest is State.REDIRECTED:
+            engine.callbacks.apply_pending(attempt.id)
+        return _result(engine, attempt, ok, "advanced", dest)
+    if isinstance(decision, Fail):
+        entry = HistoryEntry(attempt.id, attempt.history_seq + 1, Trigger.FAIL.value, attempt.state.value,
+                             State.FAILED.value, now, duration_ms, engine.worker_id, "failed", total_tries,
+                             decision.error, decision.reason.value)
+        ok = engine.repo.commit_transition(attempt, entry, owner=owner, now=now, next_run_at=None,
+                                           failure_reason=decision.reason.value, last_error=decision.error)
+        if ok:
+            log.info("attempt %s failed: %s", attempt.id, decision.reason.value)
+        return _result(engine, attempt, ok, "failed", State.FAILED)
+    if isinstance(decision, RetryLater):
+        ok = engine.repo.reschedule(attempt, owner=owner, now=now, next_run_at=decision.at, error=decision.error,
+                                    count_failure=True)
+        if ok:
+            log.info("attempt %s step %s: %s; retry at %s", attempt.id, attempt.state,
+                     decision.error.get("kind"), decision.at.isoformat())
+        return _result(engine, attempt, ok, "retry", None)
+    ok = engine.repo.reschedule(attempt, owner=owner, now=now, next_run_at=decision.deadline, error=None,
+                                count_failure=False)
+    return _result(engine, attempt, ok, "waiting", None)
+
+
+def _result(engine: Engine, attempt: Attempt, ok: bool, outcome: str, dest: State | None) -> StepResult:
+    if not ok:
+        # Our lease expired and someone else moved the attempt: our work is discarded (DESIGN §4.3).
+        log.warning("attempt %s: lease lost during %s step; result discarded", attempt.id, attempt.state)
+        return StepResult(attempt.id, "lost", attempt.state)
+    return StepResult(attempt.id, outcome, attempt.state, dest)

@@ -1,0 +1,93 @@
+"""Secrets at rest: Fernet encryption of the attempt blob and inbox params (issue 5/6).
+
+The key comes from ``PROVISION_SECRET_KEY`` (a Fernet key; several comma-separated keys allow
+rotation: the first encrypts, all decrypt). For the embedded SQLite default, a key file is created
+beside the database with mode 0600 and a warning is logged, so ``provision demo`` needs no setup.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
+from .errors import SecretKeyError
+
+log = logging.getLogger(__name__)
+ENV_KEY = "PROVISION_SECRET_KEY"
+
+
+def digest(text: str) -> str:
+    """SHA-256 hex of a high-entropy value (state nonce, request token, callback params).
+
+    Unkeyed on purpose: the inputs carry >= 128 bits of randomness, and a keyed hash would break
+    every waiting attempt when the encryption key is rotated.
+    """
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class FernetCodec:
+    """Encrypts JSON blobs with Fernet (AES-128-CBC + HMAC-SHA256, authenticated)."""
+
+    def __init__(self, keys: list[bytes]) -> None:
+        if not keys:
+            raise SecretKeyError("no encryption key given", hint=f"Set {ENV_KEY} to a Fernet key.")
+        try:
+            self._fernet = MultiFernet([Fernet(k) for k in keys])
+        except (ValueError, TypeError) as exc:
+            raise SecretKeyError(
+                f"{ENV_KEY} is not a valid Fernet key (32 url-safe base64-encoded bytes)",
+                hint="Generate one with: python -c 'from cryptography.fernet import Fernet; "
+                "print(Fernet.generate_key().decode())'",
+            ) from exc
+
+    def seal(self, data: dict[str, Any]) -> bytes:
+        """Encrypt ``data`` (JSON) under the first key."""
+        return self._fernet.encrypt(json.dumps(data, separators=(",", ":")).encode())
+
+    def open(self, blob: bytes) -> dict[str, Any]:
+        """Decrypt with any configured key."""
+        try:
+            value = json.loads(self._fernet.decrypt(bytes(blob)))
+        except InvalidToken as exc:
+            raise SecretKeyError(
+                "stored secrets cannot be decrypted with the configured key",
+                hint=f"Use the {ENV_KEY} (or key file) the database was written with.",
+            ) from exc
+        assert isinstance(value, dict)
+        return value
+
+    def rotate(self, blob: bytes) -> bytes:
+        """Re-encrypt ``blob`` under the first key (``provision keys rotate``)."""
+        return self._fernet.rotate(bytes(blob))
+
+
+def parse_keys(text: str) -> list[bytes]:
+    """Split a comma-separated key list (first = current)."""
+    return [k.strip().encode() for k in text.split(",") if k.strip()]
+
+
+def load_codec(db_path: Path | None, environ: dict[str, str] | None = None) -> FernetCodec:
+    """The codec for a database: env key, else the key file beside a SQLite file (created once)."""
+    env = os.environ if environ is None else environ
+    if env.get(ENV_KEY):
+        return FernetCodec(parse_keys(env[ENV_KEY]))
+    if db_path is None:
+        raise SecretKeyError(
+            f"{ENV_KEY} is not set",
+            hint="Set it to a Fernet key; only the embedded SQLite database gets a key file automatically.",
+        )
+    key_file = db_path.with_name(db_path.name + ".key")
+    if not key_file.exists():
+        key = Fernet.generate_key()
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(key + b"\n")
+        log.warning(
+            "created encryption key file %s (mode 0600); back it up, or set %s instead", key_file, ENV_KEY
+        )
+    return FernetCodec(parse_keys(key_file.read_text()))

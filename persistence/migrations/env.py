@@ -1,0 +1,13 @@
+"""Alembic environment: runs migrations on the engine handed over by ``persistence.migrate``."""
+from __future__ import annotations
+
+from alembic import context
+
+from persistence.schema import metadata
+
+engine = context.config.attributes["engine"]
+with engine.connect() as connection:
+    context.configure(connection=connection, target_metadata=metadata, render_as_batch=True)
+    with context.begin_transaction():
+        context.run_migrations()
+    connection.commit()

@@ -1,0 +1,282 @@
+"""The repository: every read and write of attempts, history and callbacks (DESIGN §3, §4).
+
+Writes that move an attempt are compare-and-set UPDATEs guarded by ``version`` (and the lease
+owner when a worker holds one), committed in the same transaction as the history INSERT; a
+rowcount of 0 means someone else moved the attempt first and nothing is written.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from states.attempt import MUTABLE_COLUMNS, Attempt, HistoryEntry
+from states.model import Flow, State
+
+from .claims import claim_statement
+from .codec import SecretCodec
+from .schema import attempts, callbacks, history
+
+_COLUMNS = [c.name for c in attempts.columns if c.name != "secrets"]
+
+
+@dataclass(frozen=True)
+class CallbackRecord:
+    """A callbacks-inbox row; ``params`` stays sealed until the engine needs it."""
+
+    id: int
+    attempt_id: str | None
+    received_at: datetime
+    status: str
+    reason: str | None
+    digest: str | None
+    params: bytes | None = None
+
+
+@dataclass(frozen=True)
+class NewCallback:
+    """A callback to insert together with a transition (or alone)."""
+
+    attempt_id: str | None
+    received_at: datetime
+    params: dict[str, Any] | None
+    digest: str | None
+    status: str
+    reason: str | None = None
+
+
+class Repository:
+    """SQLAlchemy Core access for one database; safe to share between threads."""
+
+    def __init__(self, engine: sa.Engine, codec: SecretCodec) -> None:
+        self.engine = engine
+        self.codec = codec
+        self.dialect = engine.dialect.name
+
+    # --- reads -----------------------------------------------------------------------------------
+
+    def _to_attempt(self, row: Mapping[str, Any]) -> Attempt:
+        data = {k: row[k] for k in _COLUMNS}
+        data["state"] = State(data["state"])
+        data["flow"] = Flow(data["flow"])
+        data["tags"] = tuple(data["tags"] or ())
+        blob = row.get("secrets")
+        data["secrets"] = self.codec.open(blob) if blob else {}
+        return Attempt(**data)
+
+    def get(self, attempt_id: str) -> Attempt | None:
+        """The attempt with ``attempt_id``, or None."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(attempts).where(attempts.c.id == attempt_id)).mappings().first()
+        return self._to_attempt(row) if row else None
+
+    def get_by_idempotency_key(self, key: str) -> Attempt | None:
+        """The attempt created with the caller's idempotency ``key``, or None."""
+        with self.engine.connect() as conn:
+            row = (
+                conn.execute(sa.select(attempts).where(attempts.c.idempotency_key == key)).mappings().first()
+            )
+        return self._to_attempt(row) if row else None
+
+    def list(
+        self,
+        *,
+        state: State | None = None,
+        element: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[Attempt]:
+        """Attempts, newest first, filtered by state, element and creation time."""
+        q = sa.select(attempts).order_by(attempts.c.created_at.desc(), attempts.c.id)
+        if state is not None:
+            q = q.where(attempts.c.state == state.value)
+        if element is not None:
+            q = q.where(attempts.c.element_key == element)
+        if created_after is not None:
+            q = q.where(attempts.c.created_at >= created_after)
+        if created_before is not None:
+            q = q.where(attempts.c.created_at < created_before)
+        if limit is not None:
+            q = q.limit(limit)
+        with self.engine.connect() as conn:
+            return [self._to_attempt(r) for r in conn.execute(q).mappings()]
+
+    def counts_by_state(self) -> dict[str, int]:
+        """How many attempts are in each state (states with none are omitted)."""
+        q = sa.select(attempts.c.state, sa.func.count()).group_by(attempts.c.state)
+        with self.engine.connect() as conn:
+            return {s: n for s, n in conn.execute(q)}
+
+    def history(self, attempt_id: str) -> list[HistoryEntry]:
+        """Every transition the attempt took, in order."""
+        q = sa.select(history).where(history.c.attempt_id == attempt_id).order_by(history.c.seq)
+        with self.engine.connect() as conn:
+            return [HistoryEntry(**dict(r)) for r in conn.execute(q).mappings()]
+
+    def callbacks(self, attempt_id: str | None = None, status: str | None = None) -> list[CallbackRecord]:
+        """Inbox rows, oldest first, optionally for one attempt and/or one status."""
+        q = sa.select(callbacks).order_by(callbacks.c.id)
+        if attempt_id is not None:
+            q = q.where(callbacks.c.attempt_id == attempt_id)
+        if status is not None:
+            q = q.where(callbacks.c.status == status)
+        with self.engine.connect() as conn:
+            return [CallbackRecord(**dict(r)) for r in conn.execute(q).mappings()]
+
+    def next_due_at(self) -> datetime | None:
+        """The earliest ``next_run_at`` of any attempt (leased or not), for the worker's wait."""
+        q = sa.select(sa.func.min(attempts.c.next_run_at)).where(attempts.c.next_run_at.is_not(None))
+        with self.engine.connect() as conn:
+            value = conn.execute(q).scalar()
+        return attempts.c.next_run_at.type.process_result_value(value, self.engine.dialect) if value else None
+
+    # --- writes ----------------------------------------------------------------------------------
+
+    def insert_attempt(self, attempt: Attempt) -> tuple[Attempt, bool]:
+        """Insert a NEW attempt; with an idempotency key already used, return the existing one.
+
+        Returns ``(attempt, created)``.
+        """
+        values = {k: getattr(attempt, k) for k in _COLUMNS}
+        values["state"] = attempt.state.value
+        values["flow"] = attempt.flow.value
+        values["tags"] = list(attempt.tags)
+        values["secrets"] = self.codec.seal(attempt.secrets)
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(attempts.insert().values(**values))
+        except sa.exc.IntegrityError:
+            if attempt.idempotency_key is None:
+                raise
+            existing = self.get_by_idempotency_key(attempt.idempotency_key)
+            if existing is None:
+                raise
+            return existing, False
+        return attempt, True
+
+    def claim_due(self, now: datetime, owner: str, lease_until: datetime, limit: int) -> list[Attempt]:
+        """Atomically lease up to ``limit`` due attempts whose lease is free or expired."""
+        stmt = claim_statement(self.dialect, now=now, owner=owner, lease_until=lease_until, limit=limit)
+        with self.engine.begin() as conn:
+            rows = conn.execute(stmt).mappings().all()
+        claimed = [self._to_attempt(r) for r in rows]
+        claimed.sort(key=lambda a: (a.next_run_at or now, a.id))
+        return claimed
+
+    def _guard(self, attempt: Attempt, owner: str | None) -> Any:
+        cond = sa.and_(
+            attempts.c.id == attempt.id,
+            attempts.c.version == attempt.version,
+            attempts.c.state == attempt.state.value,
+        )
+        if owner is not None:
+            cond = sa.and_(cond, attempts.c.lease_owner == owner)
+        return cond
+
+    def commit_transition(
+        self,
+        attempt: Attempt,
+        entry: HistoryEntry,
+        *,
+        owner: str | None,
+        now: datetime,
+        next_run_at: datetime | None,
+        changes: Mapping[str, Any] | None = None,
+        secrets: dict[str, Any] | None = None,
+        failure_reason: str | None = None,
+        last_error: dict[str, Any] | None = None,
+        callback: NewCallback | None = None,
+        callback_updates: Iterable[tuple[int, str, str | None]] = (),
+    ) -> bool:
+        """Apply one transition in one transaction: guarded UPDATE, history INSERT, inbox rows.
+
+        ``attempt`` is the version the caller read; ``owner`` is the lease holder (None for
+        callers that hold no lease, such as callbacks and operator actions, guarded by version
+        alone). Returns False, writing nothing, when the guard no longer matches.
+        """
+        bad = set(changes or ()) - MUTABLE_COLUMNS
+        if bad:
+            raise ValueError(f"decision may not set {sorted(bad)}")
+        values: dict[str, Any] = dict(changes or {})
+        values.update(
+            state=entry.dest,
+            version=attempt.version + 1,
+            history_seq=entry.seq,
+            runs=0,
+            failures=0,
+            updated_at=now,
+            next_run_at=next_run_at,
+            lease_owner=None,
+            lease_expires_at=None,
+            failure_reason=failure_reason,
+            last_error=last_error,
+        )
+        if secrets is not None:
+            values["secrets"] = self.codec.seal(secrets)
+        with self.engine.begin() as conn:
+            result = conn.execute(attempts.update().where(self._guard(attempt, owner)).values(**values))
+            if result.rowcount != 1:
+                conn.rollback()
+                return False
+            conn.execute(history.insert().values(**entry.__dict__))
+            if callback is not None:
+                conn.execute(callbacks.insert().values(**self._callback_values(callback)))
+            for cb_id, status, reason in callback_updates:
+                conn.execute(
+                    callbacks.update().where(callbacks.c.id == cb_id).values(status=status, reason=reason)
+                )
+        return True
+
+    def reschedule(
+        self,
+        attempt: Attempt,
+        *,
+        owner: str | None,
+        now: datetime,
+        next_run_at: datetime | None,
+        error: dict[str, Any] | None,
+        count_failure: bool,
+    ) -> bool:
+        """Release the lease without a transition: a durable retry, or a wait for the user."""
+        values: dict[str, Any] = dict(
+            version=attempt.version + 1,
+            updated_at=now,
+            next_run_at=next_run_at,
+            lease_owner=None,
+            lease_expires_at=None,
+        )
+        if count_failure:
+            values["failures"] = attempts.c.failures + 1
+            values["last_error"] = error
+        with self.engine.begin() as conn:
+            result = conn.execute(attempts.update().where(self._guard(attempt, owner)).values(**values))
+        return result.rowcount == 1
+
+    def _callback_values(self, cb: NewCallback) -> dict[str, Any]:
+        return {
+            "attempt_id": cb.attempt_id,
+            "received_at": cb.received_at,
+            "params": self.codec.seal(cb.params) if cb.params is not None else None,
+            "digest": cb.digest,
+            "status": cb.status,
+            "reason": cb.reason,
+        }
+
+    def record_callback(self, cb: NewCallback) -> int:
+        """Insert an inbox row on its own (rejected, duplicate or pending callbacks)."""
+        with self.engine.begin() as conn:
+            result = conn.execute(callbacks.insert().values(**self._callback_values(cb)))
+            key = result.inserted_primary_key
+        assert key is not None
+        return int(key[0])
+
+    def update_callback(self, callback_id: int, status: str, reason: str | None) -> None:
+        """Settle a pending inbox row."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                callbacks.update().where(callbacks.c.id == callback_id).values(status=status, reason=reason)
+            )

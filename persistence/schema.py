@@ -1,0 +1,90 @@
+"""Table definitions only (DESIGN §3). Migrations in ``persistence/migrations`` create them."""
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from .types import UTCDateTime
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "pk": "pk_%(table_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    }
+)
+
+attempts = sa.Table(
+    "attempts",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("idempotency_key", sa.String(200), nullable=True, unique=True),
+    sa.Column("element_key", sa.String(100), nullable=False),
+    sa.Column("flow", sa.String(16), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("tags", sa.JSON, nullable=False),
+    sa.Column("state", sa.String(32), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("history_seq", sa.Integer, nullable=False),
+    # How often the current state's step was claimed: > 1 means it may have run before (crash).
+    sa.Column("runs", sa.Integer, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    # When a worker should act next: the next step, a retry, the callback deadline or the renewal.
+    # NULL while nothing is due (terminal states).
+    sa.Column("next_run_at", UTCDateTime, nullable=True),
+    sa.Column("deadline_at", UTCDateTime, nullable=True),
+    sa.Column("callback_wait_s", sa.Integer, nullable=True),
+    sa.Column("failures", sa.Integer, nullable=False),
+    sa.Column("last_error", sa.JSON, nullable=True),
+    sa.Column("failure_reason", sa.String(40), nullable=True),
+    sa.Column("lease_owner", sa.String(100), nullable=True),
+    sa.Column("lease_expires_at", UTCDateTime, nullable=True),
+    sa.Column("state_nonce_hash", sa.String(64), nullable=True, unique=True),
+    sa.Column("request_token_hash", sa.String(64), nullable=True),
+    sa.Column("instance_id", sa.String(64), nullable=True),
+    sa.Column("refresh_interval_s", sa.BigInteger, nullable=True),
+    sa.Column("refresh_time", sa.BigInteger, nullable=True),  # epoch milliseconds
+    sa.Column("next_renewal_at", UTCDateTime, nullable=True),
+    sa.Column("renewals", sa.Integer, nullable=False),
+    sa.Column("secrets", sa.LargeBinary, nullable=True),  # encrypted JSON (engine.secrets)
+    # "What is due now" is a range scan on this partial index (issue 3/6 asserts the plan).
+    sa.Index(
+        "ix_attempts_due",
+        "next_run_at",
+        sqlite_where=sa.text("next_run_at IS NOT NULL"),
+        postgresql_where=sa.text("next_run_at IS NOT NULL"),
+    ),
+    sa.Index("ix_attempts_state_created", "state", "created_at"),
+    sa.Index("ix_attempts_element_created", "element_key", "created_at"),
+)
+
+history = sa.Table(
+    "history",
+    metadata,
+    sa.Column("attempt_id", sa.String(36), sa.ForeignKey("attempts.id"), primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True),
+    sa.Column("trigger", sa.String(32), nullable=False),
+    sa.Column("source", sa.String(32), nullable=False),
+    sa.Column("dest", sa.String(32), nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("duration_ms", sa.Integer, nullable=True),
+    sa.Column("worker", sa.String(100), nullable=True),
+    sa.Column("outcome", sa.String(32), nullable=False),
+    sa.Column("tries", sa.Integer, nullable=False),
+    sa.Column("error", sa.JSON, nullable=True),
+    sa.Column("note", sa.String(500), nullable=True),
+)
+
+callbacks = sa.Table(
+    "callbacks",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("attempt_id", sa.String(36), nullable=True),
+    sa.Column("received_at", UTCDateTime, nullable=False),
+    sa.Column("params", sa.LargeBinary, nullable=True),  # encrypted JSON of the query parameters
+    sa.Column("digest", sa.String(64), nullable=True),  # keyed hash, to recognise exact repeats
+    sa.Column("status", sa.String(16), nullable=False),  # applied | duplicate | rejected | pending
+    sa.Column("reason", sa.String(300), nullable=True),
+    sa.Index("ix_callbacks_attempt", "attempt_id", "status"),
+)

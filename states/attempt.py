@@ -1,0 +1,107 @@
+"""The in-memory view of one provisioning attempt, as handlers and callers see it."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from .model import Flow, State
+
+# Columns of ``attempts`` a decision may set through ``Advance.changes`` (the rest belong to the engine).
+MUTABLE_COLUMNS: frozenset[str] = frozenset(
+    {
+        "deadline_at",
+        "state_nonce_hash",
+        "request_token_hash",
+        "instance_id",
+        "refresh_interval_s",
+        "refresh_time",
+        "next_renewal_at",
+        "renewals",
+    }
+)
+
+
+@dataclass
+class Attempt:
+    """One row of ``attempts`` with its secrets decrypted (``secrets``); never logged whole."""
+
+    id: str
+    element_key: str
+    flow: Flow
+    name: str
+    state: State
+    version: int
+    created_at: datetime
+    updated_at: datetime
+    tags: tuple[str, ...] = ()
+    idempotency_key: str | None = None
+    history_seq: int = 0
+    runs: int = 0
+    next_run_at: datetime | None = None
+    deadline_at: datetime | None = None
+    callback_wait_s: int | None = None
+    failures: int = 0
+    last_error: dict[str, Any] | None = None
+    failure_reason: str | None = None
+    lease_owner: str | None = None
+    lease_expires_at: datetime | None = None
+    state_nonce_hash: str | None = None
+    request_token_hash: str | None = None
+    instance_id: str | None = None
+    refresh_interval_s: int | None = None
+    refresh_time: int | None = None
+    next_renewal_at: datetime | None = None
+    renewals: int = 0
+    secrets: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def instance_tag(self) -> str:
+        """The tag that marks this attempt's instance, so a repeated create step can adopt it."""
+        return f"provision-attempt-{self.id}"
+
+    @property
+    def config(self) -> dict[str, str]:
+        """The element configuration given at start (stored encrypted: it holds api secrets)."""
+        cfg = self.secrets.get("config", {})
+        return dict(cfg) if isinstance(cfg, dict) else {}
+
+    def __repr__(self) -> str:  # debug-friendly and secret-free (STYLE habit 15)
+        return (
+            f"<Attempt {self.id} {self.element_key}/{self.flow} {self.state} v{self.version}"
+            f" failures={self.failures} next_run_at={self.next_run_at}>"
+        )
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One applied transition (a ``history`` row); never updated or deleted."""
+
+    attempt_id: str
+    seq: int
+    trigger: str
+    source: str
+    dest: str
+    at: datetime
+    duration_ms: int | None = None
+    worker: str | None = None
+    outcome: str = "ok"
+    tries: int = 1
+    error: dict[str, Any] | None = None
+    note: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly form (timestamps as ISO-8601)."""
+        return {
+            "seq": self.seq,
+            "trigger": self.trigger,
+            "source": self.source,
+            "dest": self.dest,
+            "at": self.at.isoformat(),
+            "duration_ms": self.duration_ms,
+            "worker": self.worker,
+            "outcome": self.outcome,
+            "tries": self.tries,
+            "error": self.error,
+            "note": self.note,
+        }

@@ -1,0 +1,49 @@
+"""What a state handler decides; the engine applies it (DESIGN §2, STYLE habit 1).
+
+Handlers return these small values and never touch the database. ``changes`` names attempt
+columns to set; ``secrets`` is merged into the attempt's encrypted secrets blob.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Union
+
+from .model import FailureReason, Trigger
+
+
+@dataclass(frozen=True)
+class Advance:
+    """Apply ``trigger``; set ``changes`` on the row and merge ``secrets``; run again at ``next_run_at``."""
+
+    trigger: Trigger
+    changes: dict[str, Any] = field(default_factory=dict)
+    secrets: dict[str, Any] = field(default_factory=dict)
+    next_run_at: datetime | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class RetryLater:
+    """Nothing moved; try the same step again at ``at`` because of ``error`` (a structured dict)."""
+
+    at: datetime
+    error: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Fail:
+    """Move to FAILED with ``reason``; ``error`` keeps the platform's words and a hint."""
+
+    reason: FailureReason
+    error: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class WaitForCallback:
+    """The attempt waits for the user; wake up at ``deadline`` to expire it."""
+
+    deadline: datetime
+
+
+Decision = Union[Advance, RetryLater, Fail, WaitForCallback]

@@ -1,0 +1,125 @@
+"""One handler per state: the step that leaves it (DESIGN §2). No database, no sleeping.
+
+A handler returns a decision; exceptions it lets through (``ProvisionError`` from the client,
+after in-process retries) are classified by the engine into RetryLater or Fail.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from .attempt import Attempt
+from .decisions import Advance, Decision, Fail, WaitForCallback
+from .elements import spec_for
+from .model import FailureReason, Flow, State, Trigger
+from .ports import Ports
+from .requests import instance_body, oauth_url_params, quick_body, token_params
+from .schedule import is_past, next_renewal_at
+
+Handler = Callable[[Attempt, Ports], Decision]
+
+
+def handle_new(attempt: Attempt, ports: Ports) -> Decision:
+    """NEW: quick flow creates the instance; OAuth1 gets a request token; OAuth2 redirects."""
+    if attempt.flow is Flow.QUICK:
+        return _provision(attempt, ports, Trigger.QUICK_PROVISION, quick_body(attempt, ports.now()))
+    if attempt.flow is Flow.OAUTH1:
+        p = token_params(attempt)
+        rt = ports.call(
+            lambda _n: ports.client.request_token(
+                attempt.element_key, api_key=p["apiKey"], api_secret=p["apiSecret"], callback_url=p["callbackUrl"]
+            )
+        )
+        return Advance(
+            Trigger.ISSUE_TOKEN,
+            changes={"request_token_hash": ports.digest(rt.token)},
+            secrets={"request_token": rt.token, "request_token_secret": rt.secret},
+            next_run_at=ports.now(),
+        )
+    return _redirect(attempt, ports, request_token=None)
+
+
+def handle_token_issued(attempt: Attempt, ports: Ports) -> Decision:
+    """TOKEN_ISSUED: ask for the consent URL carrying the request token and a fresh state."""
+    return _redirect(attempt, ports, request_token=attempt.secrets.get("request_token"))
+
+
+def _redirect(attempt: Attempt, ports: Ports, request_token: str | None) -> Decision:
+    # The attempt id in the state lets an early callback (before this commit) find its attempt;
+    # the random part is what proves it genuine, and only its hash is stored.
+    state = f"{attempt.id}.{ports.new_nonce()}"
+    params = oauth_url_params(attempt, state=state, request_token=request_token)
+    url = ports.call(lambda _n: ports.client.oauth_url(attempt.element_key, params))
+    wait = attempt.callback_wait_s or ports.settings.callback_wait_s
+    deadline = ports.now() + timedelta(seconds=wait)
+    return Advance(
+        Trigger.REDIRECT,
+        changes={"state_nonce_hash": ports.digest(state), "deadline_at": deadline},
+        secrets={"redirect_url": url},
+        next_run_at=deadline,  # wake up to expire the attempt if the user never comes back
+    )
+
+
+def handle_redirected(attempt: Attempt, ports: Ports) -> Decision:
+    """REDIRECTED: nothing to call; fail once the callback deadline has passed."""
+    if is_past(attempt.deadline_at, ports.now()):
+        return Fail(
+            FailureReason.CALLBACK_TIMEOUT,
+            {"kind": "callback_timeout", "message": "no callback before the deadline",
+             "hint": "Start a new attempt (or `provision restart ID`) and ask the user to consent in time."},
+        )
+    assert attempt.deadline_at is not None
+    return WaitForCallback(attempt.deadline_at)
+
+
+def handle_callback_received(attempt: Attempt, ports: Ports) -> Decision:
+    """CALLBACK_RECEIVED: create the instance (or adopt the one a crashed try created)."""
+    return _provision(attempt, ports, Trigger.PROVISION, instance_body(attempt))
+
+
+def _provision(attempt: Attempt, ports: Ports, trigger: Trigger, body: dict[str, Any]) -> Decision:
+    def create_or_adopt(try_number: int) -> tuple[dict[str, Any], bool]:
+        # POST /instances is not idempotent. If this step may have run before (a crash after the
+        # platform created the instance, or a timed-out POST retried here), look the tag up first.
+        if try_number > 1 or attempt.runs > 1:
+            found = ports.client.find_instances_by_tag(attempt.instance_tag)
+            if found:
+                return found[0], True
+        return ports.client.create_instance(body), False
+
+    instance, adopted = ports.call(create_or_adopt)
+    config = instance.get("configuration") if isinstance(instance.get("configuration"), dict) else {}
+    interval = _int(config.get("oauth.user.refresh_interval")) or _int(
+        body.get("configuration", {}).get("oauth.user.refresh_interval")
+    ) or spec_for(attempt.element_key).refresh_interval_s.get(attempt.flow)
+    now_ms = int(ports.now().timestamp() * 1000)
+    refresh_time = _int(config.get("oauth.user.refresh_time")) or _int(
+        body.get("configuration", {}).get("oauth.user.refresh_time")
+    ) or now_ms
+    changes: dict[str, Any] = {"instance_id": str(instance["id"]), "refresh_time": refresh_time}
+    if interval:
+        changes["refresh_interval_s"] = interval
+        changes["next_renewal_at"] = next_renewal_at(refresh_time, interval)
+    tokens = {k: v for k, v in config.items() if k.startswith("oauth.user.") and "token" in k and v}
+    return Advance(
+        trigger,
+        changes=changes,
+        secrets={"instance_token": instance.get("token"), "user_tokens": tokens},
+        note=f"adopted instance {instance['id']} found by tag" if adopted else None,
+    )
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+HANDLERS: dict[State, Handler] = {
+    State.NEW: handle_new,
+    State.TOKEN_ISSUED: handle_token_issued,
+    State.REDIRECTED: handle_redirected,
+    State.CALLBACK_RECEIVED: handle_callback_received,
+}

@@ -1,0 +1,100 @@
+"""The provisioning machine as data: states, triggers and every allowed transition.
+
+This module is the single source of truth. The `transitions` Machine (``states.machine``), the
+engine's transition checks and the diagrams are all derived from ``TRANSITIONS``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class State(str, Enum):
+    """A provisioning attempt's state; the value is what the database stores."""
+
+    NEW = "NEW"
+    TOKEN_ISSUED = "TOKEN_ISSUED"
+    REDIRECTED = "REDIRECTED"
+    CALLBACK_RECEIVED = "CALLBACK_RECEIVED"
+    PROVISIONED = "PROVISIONED"
+    FAILED = "FAILED"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Trigger(str, Enum):
+    """The name of a transition (DESIGN §2)."""
+
+    ISSUE_TOKEN = "issue_token"
+    REDIRECT = "redirect"
+    RECEIVE_CALLBACK = "receive_callback"
+    PROVISION = "provision"
+    QUICK_PROVISION = "quick_provision"
+    RENEW = "renew"
+    FAIL = "fail"
+    RESTART = "restart"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Flow(str, Enum):
+    """How an attempt obtains its credentials (DESIGN §1)."""
+
+    OAUTH1 = "oauth1"
+    OAUTH2 = "oauth2"
+    QUICK = "quick"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class FailureReason(str, Enum):
+    """Why an attempt ended in FAILED; stored in ``attempts.failure_reason``."""
+
+    USER_DENIED = "user_denied"
+    CALLBACK_TIMEOUT = "callback_timeout"
+    RETRIES_EXHAUSTED = "retries_exhausted"
+    PERMANENT_ERROR = "permanent_error"
+    INVALID_DATABASE = "invalid_database"
+    RENEWAL_REJECTED = "renewal_rejected"
+    CANCELLED = "cancelled"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One edge of the machine: ``trigger`` moves an attempt from ``source`` to ``dest``."""
+
+    trigger: Trigger
+    source: State
+    dest: State
+
+
+# States a worker never has to act on again without outside help (an operator or the user).
+TERMINAL: frozenset[State] = frozenset({State.PROVISIONED, State.FAILED})
+
+# Every non-terminal state can fail; PROVISIONED fails only when a renewal is rejected.
+_FAILABLE = (State.NEW, State.TOKEN_ISSUED, State.REDIRECTED, State.CALLBACK_RECEIVED, State.PROVISIONED)
+
+TRANSITIONS: tuple[Transition, ...] = (
+    Transition(Trigger.ISSUE_TOKEN, State.NEW, State.TOKEN_ISSUED),
+    Transition(Trigger.REDIRECT, State.TOKEN_ISSUED, State.REDIRECTED),
+    Transition(Trigger.REDIRECT, State.NEW, State.REDIRECTED),  # oauth2: no request token
+    Transition(Trigger.RECEIVE_CALLBACK, State.REDIRECTED, State.CALLBACK_RECEIVED),
+    Transition(Trigger.PROVISION, State.CALLBACK_RECEIVED, State.PROVISIONED),
+    Transition(Trigger.QUICK_PROVISION, State.NEW, State.PROVISIONED),
+    Transition(Trigger.RENEW, State.PROVISIONED, State.PROVISIONED),
+    *(Transition(Trigger.FAIL, s, State.FAILED) for s in _FAILABLE),
+    Transition(Trigger.RESTART, State.FAILED, State.NEW),
+)
+
+# The path each flow takes when nothing goes wrong; used by docs, the demo and path checks.
+HAPPY_PATHS: dict[Flow, tuple[Trigger, ...]] = {
+    Flow.OAUTH1: (Trigger.ISSUE_TOKEN, Trigger.REDIRECT, Trigger.RECEIVE_CALLBACK, Trigger.PROVISION),
+    Flow.OAUTH2: (Trigger.REDIRECT, Trigger.RECEIVE_CALLBACK, Trigger.PROVISION),
+    Flow.QUICK: (Trigger.QUICK_PROVISION,),
+}

@@ -1,0 +1,52 @@
+"""What a handler may use (ports): the platform client, the clock, retries, randomness."""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
+
+T = TypeVar("T")
+
+
+class TokenLike(Protocol):
+    """An OAuth1 request token answer."""
+
+    token: str
+    secret: str
+
+
+class ClientPort(Protocol):
+    """The subset of ``engine.client.ElementsClient`` the steps call."""
+
+    def request_token(self, element: str, *, api_key: str, api_secret: str, callback_url: str) -> TokenLike: ...
+
+    def oauth_url(self, element: str, params: Mapping[str, str]) -> str: ...
+
+    def create_instance(self, body: Mapping[str, Any]) -> dict[str, Any]: ...
+
+    def find_instances_by_tag(self, tag: str) -> list[dict[str, Any]]: ...
+
+
+@dataclass(frozen=True)
+class StepSettings:
+    """Tunables the steps read."""
+
+    callback_wait_s: int = 1800  # DESIGN §6: 30 minutes for the user to consent
+
+
+class Ports(Protocol):
+    """Everything a handler can touch; the engine supplies the real implementation."""
+
+    client: ClientPort
+    settings: StepSettings
+
+    def now(self) -> datetime: ...
+
+    def call(self, fn: Callable[[int], T]) -> T:
+        """Run ``fn(try_number)`` with in-process retries for transient errors."""
+        ...
+
+    def new_nonce(self) -> str: ...
+
+    def digest(self, text: str) -> str: ...
