@@ -75,7 +75,12 @@ class Attempt:
 
 @dataclass(frozen=True)
 class HistoryEntry:
-    """One applied transition (a ``history`` row); never updated or deleted."""
+    """One applied transition (a ``history`` row); never updated or deleted.
+
+    ``tries`` is how hard the step was: the failed runs of this step before (durable retries)
+    plus the HTTP tries of the run that committed. ``error`` is the error that ended the
+    attempt (fail rows) or the last error before a retried step finally succeeded.
+    """
 
     attempt_id: str
     seq: int

@@ -1,0 +1,139 @@
+"""Shared fixtures (STYLE: documented fixtures; one repository contract run on every backend).
+
+- ``db_url``: a fresh database, parametrised over a SQLite file and PostgreSQL. PostgreSQL runs
+  when ``PROVISION_TEST_PG_URL`` is set (``.ci/run`` sets it); each test gets its own schema.
+  Outside CI the PostgreSQL cases skip with a reason when it is not configured; in CI they fail.
+- ``sandbox``: the simulator on 127.0.0.1, port 0, fresh per test.
+- ``make_engine``: builds engines on ``db_url`` against ``sandbox`` and closes them afterwards.
+- ``clock``: a ``FakeClock``; ``waits``: a list that records every in-process retry sleep.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import requests
+import sqlalchemy as sa
+from cryptography.fernet import Fernet
+
+from engine import ElementsClient, Engine, EngineSettings, FakeClock, RetryPolicy
+from engine.client import ClientSettings
+from engine.factory import open_repository
+from sandbox import start as start_sandbox
+
+PG_ENV = "PROVISION_TEST_PG_URL"
+TEST_KEY = Fernet.generate_key().decode()
+
+
+def pg_url_or_skip() -> str:
+    """The PostgreSQL URL for tests; skip (outside CI) or fail (in CI) when it is not set."""
+    url = os.environ.get(PG_ENV)
+    if not url:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{PG_ENV} must be set in CI: PostgreSQL tests may not skip there")
+        pytest.skip(f"PostgreSQL not configured: set {PG_ENV}=postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    return url
+
+
+@pytest.fixture
+def pg_schema_url() -> Iterator[str]:
+    """A PostgreSQL URL whose search_path is a new, empty schema (dropped afterwards)."""
+    base = pg_url_or_skip()
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(base)
+    try:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    except sa.exc.OperationalError as exc:
+        admin.dispose()
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip(f"PostgreSQL at {PG_ENV} unreachable: {type(exc).__name__}")
+    url = sa.make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    """A fresh database URL on each backend."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/provision.db"
+    return str(request.getfixturevalue("pg_schema_url"))
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Any) -> str:
+    """A fresh SQLite file URL (for tests that need only the embedded default)."""
+    return f"sqlite:///{tmp_path}/provision.db"
+
+
+@pytest.fixture
+def sandbox() -> Iterator[Any]:
+    """The Cloud Elements / Intuit simulator on a free loopback port."""
+    sb = start_sandbox(port=0)
+    try:
+        yield sb
+    finally:
+        sb.stop()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A fake clock starting 2026-01-01T00:00Z."""
+    return FakeClock()
+
+
+@pytest.fixture
+def waits() -> list[float]:
+    """Recorded in-process retry waits (the engine's ``sleep``)."""
+    return []
+
+
+@pytest.fixture
+def make_engine(db_url: str, sandbox: Any, waits: list[float]) -> Iterator[Callable[..., Engine]]:
+    """Factory: ``make_engine(clock=None, policy=None, settings=None, base_url=None, **client_kw)``."""
+    made: list[Engine] = []
+
+    def make(*, clock: Callable[[], Any] | None = None, policy: RetryPolicy | None = None,
+             settings: EngineSettings | None = None, base_url: str | None = None,
+             user_secret: str | None = None, **client_kw: Any) -> Engine:
+        repo = open_repository(db_url, migrate=True, environ={"PROVISION_SECRET_KEY": TEST_KEY})
+        client = ElementsClient(ClientSettings(
+            base_url=base_url or sandbox.base_url,
+            user_secret=user_secret or "sandbox-user-secret",
+            org_secret="sandbox-org-secret", **client_kw))
+        kw: dict[str, Any] = {"sleep": waits.append, "policy": policy, "settings": settings}
+        if clock is not None:
+            kw["clock"] = clock
+        eng = Engine(repo, client, **kw)
+        made.append(eng)
+        return eng
+
+    yield make
+    for eng in made:
+        eng.close()
+
+
+def consent(url: str, decision: str = "approve", company: str = "sandbox") -> str:
+    """Play the user on the sandbox consent page; returns the redirect Location."""
+    page = requests.get(url, timeout=5)
+    assert page.status_code == 200 and "decision" in page.text
+    resp = requests.post(url, data={"decision": decision, "company": company}, allow_redirects=False, timeout=5)
+    assert resp.status_code == 302, resp.text
+    return resp.headers["Location"]
+
+
+QBO = {"api_key": "dev-consumer-key", "api_secret": "dev-consumer-secret", "callback_url": "https://app.example.com/cb"}
+QUICK_CONFIG = {
+    "oauth.api.key": "dev-consumer-key", "oauth.api.secret": "dev-consumer-secret",
+    "oauth.user.token": "qyprd-user-token", "oauth.user.token.secret": "user-token-secret",
+    "quickbooks.realm.id": "123146096291789", "oauth.callback.url": "https://app.example.com/cb",
+}

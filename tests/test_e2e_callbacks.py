@@ -1,0 +1,138 @@
+"""Callback matching (DESIGN §6): every rejection changes nothing and is recorded in the inbox."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import pytest
+
+from conftest import QBO, consent
+from engine import CallbackRejectedError, Engine
+from engine.runner import StepPorts
+from states import State
+
+
+def redirected(engine: Engine, flow: str = "oauth1", **kw: Any) -> tuple[Any, str]:
+    a = engine.start("quickbooks", "Cb", flow=flow, **QBO, **kw)
+    engine.run_until_idle()
+    a = engine.get(a.id)
+    assert a.state is State.REDIRECTED
+    return a, consent(engine.redirect_url(a) or "")
+
+
+def with_params(location: str, **changes: str | None) -> str:
+    parts = urlsplit(location)
+    params = dict(parse_qsl(parts.query))
+    for k, v in changes.items():
+        if v is None:
+            params.pop(k, None)
+        else:
+            params[k] = v
+    return parts._replace(query=urlencode(params)).geturl()
+
+
+def assert_rejected(engine: Engine, url: str, reason: str, attempt: Any) -> None:
+    before = engine.get(attempt.id)
+    history_before = engine.history(attempt.id)
+    with pytest.raises(CallbackRejectedError) as info:
+        engine.handle_callback(url)
+    assert reason in info.value.reason
+    after = engine.get(attempt.id)
+    assert (after.state, after.version) == (before.state, before.version)
+    assert engine.history(attempt.id) == history_before
+    last = engine.repo.callbacks()[-1]
+    assert last.status == "rejected" and reason in (last.reason or "")
+
+
+def test_unknown_state(make_engine: Callable[..., Engine]) -> None:
+    engine = make_engine()
+    a, location = redirected(engine)
+    assert_rejected(engine, with_params(location, state="00000000-0000-0000-0000-000000000000.x"),
+                    "unknown state", a)
+
+
+def test_forged_state_for_a_real_attempt(make_engine: Callable[..., Engine]) -> None:
+    engine = make_engine()
+    a, location = redirected(engine)
+    assert_rejected(engine, with_params(location, state=f"{a.id}.forged-nonce"), "state does not match", a)
+
+
+def test_missing_state(make_engine: Callable[..., Engine]) -> None:
+    engine = make_engine()
+    a, location = redirected(engine)
+    assert_rejected(engine, with_params(location, state=None), "no 'state'", a)
+
+
+def test_oauth1_callback_must_carry_the_issued_request_token(make_engine: Callable[..., Engine]) -> None:
+    engine = make_engine()
+    a, location = redirected(engine)
+    assert_rejected(engine, with_params(location, oauth_token="qyprd-someone-elses"), "request token", a)
+
+
+def test_missing_verifier(make_engine: Callable[..., Engine]) -> None:
+    engine = make_engine()
+    a, location = redirected(engine)
+    assert_rejected(engine, with_params(location, oauth_verifier=None), "oauth_verifier", a)
+
+
+def test_repeated_parameter(make_engine: Callable[..., Engine]) -> None:
+    engine = make_engine()
+    a, location = redirected(engine)
+    assert_rejected(engine, location + "&oauth_verifier=other", "more than once", a)
+
+
+def test_repeat_is_a_harmless_duplicate_and_a_different_second_callback_is_rejected(
+        make_engine: Callable[..., Engine]) -> None:
+    engine = make_engine()
+    a, location = redirected(engine)
+    assert engine.handle_callback(location).status == "applied"
+    assert engine.handle_callback(location).status == "duplicate"
+    a = engine.get(a.id)
+    assert_rejected(engine, with_params(location, oauth_verifier="replayed"), "already used", a)
+    engine.run_until_idle()
+    assert engine.get(a.id).state is State.PROVISIONED
+    assert engine.handle_callback(location).status == "duplicate"
+    statuses = [c.status for c in engine.repo.callbacks(a.id)]
+    assert statuses == ["applied", "duplicate", "rejected", "duplicate"]
+
+
+def test_deadline_expiry_and_late_callback(make_engine: Callable[..., Engine], clock: Any) -> None:
+    engine = make_engine(clock=clock)
+    a, location = redirected(engine, flow="oauth2", callback_wait_s=600)
+    assert a.deadline_at == clock() + timedelta(seconds=600)
+    clock.advance(599)
+    assert engine.tick().claimed == 0
+    clock.advance(1)
+    report = engine.tick()
+    assert report.count("failed") == 1
+    a = engine.get(a.id)
+    assert a.state is State.FAILED and a.failure_reason == "callback_timeout"
+    assert_rejected(engine, location, "deadline passed", a)
+
+
+def test_callback_before_redirect_commit_waits_in_the_inbox(make_engine: Callable[..., Engine], sandbox: Any,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The provider can redirect before our REDIRECTED commit lands (slow commit, crash and retry)."""
+    monkeypatch.setattr(StepPorts, "new_nonce", lambda self: "known-nonce-for-test-0123456789abcdef")
+    engine = make_engine()
+    a = engine.start("sfdc", "Early", flow="oauth2", **QBO)
+    early = f"https://app.example.com/cb?code=early-code&state={a.id}.known-nonce-for-test-0123456789abcdef"
+    assert engine.handle_callback(early).status == "pending"
+    assert engine.get(a.id).state is State.NEW
+    engine.run_until_idle()  # redirect commits, the pending callback is applied, then provision runs
+    a = engine.get(a.id)
+    assert [c.status for c in engine.repo.callbacks(a.id)] == ["applied"]
+    # The sandbox never issued "early-code", so the create step fails permanently: proof it was used.
+    assert a.state is State.FAILED and a.last_error and a.last_error["kind"] == "provider_rejected"
+
+
+def test_every_callback_is_recorded_with_secrets_sealed(make_engine: Callable[..., Engine]) -> None:
+    engine = make_engine()
+    a, location = redirected(engine)
+    engine.handle_callback(location)
+    verifier = dict(parse_qsl(urlsplit(location).query))["oauth_verifier"]
+    [row] = engine.repo.callbacks(a.id)
+    assert row.params and verifier.encode() not in row.params
+    assert engine.repo.codec.open(row.params)["oauth_verifier"] == verifier
