@@ -11,7 +11,7 @@ from persistence.repository import Repository
 from sandbox.defaults import BASE_PATH, DEFAULT_HOST, DEFAULT_ORG_SECRET, DEFAULT_PORT, DEFAULT_USER_SECRET
 
 from .client import ClientSettings, ElementsClient
-from .engine import Engine
+from .engine import Engine, EngineSettings
 from .errors import InvalidInputError, ProvisionError
 from .inputs import check_url
 from .secrets import load_codec
@@ -44,6 +44,35 @@ def client_settings_from_env(environ: Mapping[str, str] | None = None, **overrid
     )
 
 
+_SETTINGS_ENV = {
+    "lease_s": "PROVISION_LEASE_SECONDS",
+    "batch_size": "PROVISION_BATCH_SIZE",
+    "poll_max_s": "PROVISION_POLL_SECONDS",
+    "callback_wait_s": "PROVISION_CALLBACK_WAIT_SECONDS",
+}
+
+
+def engine_settings_from_env(environ: Mapping[str, str] | None = None, **overrides: Any) -> EngineSettings:
+    """``EngineSettings`` from ``PROVISION_*`` variables (lease, batch, poll, callback wait) plus overrides."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    defaults = EngineSettings()
+    for field_name, var in _SETTINGS_ENV.items():
+        raw = env.get(var)
+        if raw is None or raw == "":
+            continue
+        kind = type(getattr(defaults, field_name))
+        try:
+            value = kind(raw)
+        except ValueError:
+            raise InvalidInputError(var, f"must be a {kind.__name__} number, got {raw[:30]!r}") from None
+        if value <= 0:
+            raise InvalidInputError(var, f"must be greater than 0, got {raw[:30]!r}")
+        values[field_name] = value
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return EngineSettings(**values)
+
+
 def open_repository(db_url: str, *, migrate: bool | None = None, environ: Mapping[str, str] | None = None) -> Repository:
     """Connect, migrate (automatically for SQLite files; on request otherwise) and build the repository."""
     try:
@@ -65,4 +94,5 @@ def open_engine(db_url: str | None = None, *, client: ElementsClient | None = No
                 environ: Mapping[str, str] | None = None, migrate: bool | None = None, **engine_kw: Any) -> Engine:
     """An ``Engine`` on ``db_url`` (default from the environment) talking to the configured platform."""
     repo = open_repository(db_url or db_url_from_env(environ), migrate=migrate, environ=environ)
+    engine_kw.setdefault("settings", engine_settings_from_env(environ))
     return Engine(repo, client or ElementsClient(client_settings_from_env(environ)), **engine_kw)
