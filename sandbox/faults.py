@@ -1,0 +1,200 @@
+"""Fault injection: per-endpoint delays ("hold after commit") and error rates.
+
+Spec strings come from the CLI: ``--delay ENDPOINT=SECONDS`` and ``--fail ENDPOINT=RATE[:STATUS]``.
+The same rules can be replaced at run time with ``POST /_sandbox/faults`` (see :meth:`Faults.load_json`),
+where a fail rule may also carry ``count`` (fail only the next N matching calls, for deterministic tests)
+and ``retry_after`` (seconds put in ``Retry-After`` on 429/503).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sandbox.defaults import ENDPOINTS
+
+DEFAULT_FAIL_STATUS = 503
+DEFAULT_RETRY_AFTER = 1.0
+
+
+@dataclass
+class FailRule:
+    """Fail calls to one endpoint with probability ``rate``, answering ``status``."""
+
+    rate: float
+    status: int = DEFAULT_FAIL_STATUS
+    count: int | None = None  # None: unlimited; N: only the next N calls that the rate selects
+    retry_after: float = DEFAULT_RETRY_AFTER
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form, as accepted by :meth:`Faults.load_json`."""
+        return {"rate": self.rate, "status": self.status, "count": self.count,
+                "retry_after": self.retry_after}
+
+
+#: What ``start(delays=...)`` accepts: spec strings or ``{endpoint: seconds}``.
+DelaySpec = Mapping[str, float] | Iterable[str] | None
+#: What ``start(fails=...)`` accepts: spec strings or ``{endpoint: rate | FailRule | {rate, status, ...}}``.
+FailSpec = Mapping[str, float | FailRule | Mapping[str, Any]] | Iterable[str] | None
+
+
+def _check_endpoint(name: str, spec: str) -> str:
+    name = name.strip()
+    if name not in ENDPOINTS:
+        raise ValueError(f"unknown endpoint {name!r} in {spec!r}; expected one of: {', '.join(ENDPOINTS)}")
+    return name
+
+
+def _number(text: Any, what: str, spec: str) -> float:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} {text!r} in {spec!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{what} {text!r} in {spec!r} must be a finite number")
+    return value
+
+
+def _check_seconds(value: Any, spec: str) -> float:
+    seconds = _number(value, "SECONDS", spec)
+    if seconds < 0:
+        raise ValueError(f"SECONDS {value!r} in {spec!r} must be at least 0")
+    return seconds
+
+
+def _check_rate(value: Any, spec: str) -> float:
+    rate = _number(value, "RATE", spec)
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"RATE {value!r} in {spec!r} must be between 0 and 1")
+    return rate
+
+
+def _check_status(value: Any, spec: str) -> int:
+    try:
+        status = int(str(value).strip())
+    except ValueError:
+        raise ValueError(f"STATUS {value!r} in {spec!r} is not an integer") from None
+    if not 400 <= status <= 599:
+        raise ValueError(f"STATUS {value!r} in {spec!r} must be an HTTP error status (400-599)")
+    return status
+
+
+def parse_delay(spec: str) -> tuple[str, float]:
+    """Parse ``ENDPOINT=SECONDS``; raise ``ValueError`` naming the bad part."""
+    name, sep, value = spec.partition("=")
+    if not sep:
+        raise ValueError(f"{spec!r} is not of the form ENDPOINT=SECONDS")
+    return _check_endpoint(name, spec), _check_seconds(value.strip(), spec)
+
+
+def parse_fail(spec: str) -> tuple[str, FailRule]:
+    """Parse ``ENDPOINT=RATE[:STATUS]``; raise ``ValueError`` naming the bad part."""
+    name, sep, value = spec.partition("=")
+    if not sep:
+        raise ValueError(f"{spec!r} is not of the form ENDPOINT=RATE[:STATUS]")
+    endpoint = _check_endpoint(name, spec)
+    rate_text, colon, status_text = value.partition(":")
+    rate = _check_rate(rate_text.strip(), spec)
+    status = _check_status(status_text, spec) if colon else DEFAULT_FAIL_STATUS
+    return endpoint, FailRule(rate, status)
+
+
+def _fail_rule_from_json(endpoint: str, value: Any) -> FailRule:
+    spec = f"fail.{endpoint}"
+    if isinstance(value, FailRule):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return FailRule(_check_rate(value, spec))
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{spec} must be a rate or an object with rate/status/count/retry_after")
+    unknown = sorted(set(value) - {"rate", "status", "count", "retry_after"})
+    if unknown:
+        raise ValueError(f"{spec} has unknown keys: {', '.join(unknown)}")
+    rule = FailRule(_check_rate(value.get("rate", 1.0), spec))
+    if value.get("status") is not None:
+        rule.status = _check_status(value["status"], spec)
+    if value.get("count") is not None:
+        count = value["count"]
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            raise ValueError(f"count {count!r} in {spec} must be a non-negative integer")
+        rule.count = count
+    if value.get("retry_after") is not None:
+        rule.retry_after = _check_seconds(value["retry_after"], spec)
+    return rule
+
+
+class Faults:
+    """The fault rules in force, and the seeded RNG that decides each request."""
+
+    def __init__(self, delays: Mapping[str, float] | None = None,
+                 fails: Mapping[str, FailRule] | None = None, seed: int | None = None) -> None:
+        self._lock = threading.Lock()
+        self._rng = random.Random(seed)
+        self.delays: dict[str, float] = dict(delays or {})
+        self.fails: dict[str, FailRule] = dict(fails or {})
+
+    @classmethod
+    def build(cls, delays: DelaySpec = None, fails: FailSpec = None, seed: int | None = None) -> Faults:
+        """Build from spec strings (``["create_instance=1.5"]``) or mappings (``{"consent": 1.5}``)."""
+        faults = cls(seed=seed)
+        faults.replace(delays, fails)
+        return faults
+
+    def replace(self, delays: DelaySpec = None, fails: FailSpec = None) -> None:
+        """Validate, then replace all rules at once (nothing changes if validation fails)."""
+        new_delays: dict[str, float] = {}
+        if isinstance(delays, Mapping):
+            for name, seconds in delays.items():
+                new_delays[_check_endpoint(name, f"delay.{name}")] = _check_seconds(seconds, f"delay.{name}")
+        elif delays is not None:
+            new_delays.update(parse_delay(spec) for spec in delays)
+        new_fails: dict[str, FailRule] = {}
+        if isinstance(fails, Mapping):
+            for name, value in fails.items():
+                new_fails[_check_endpoint(name, f"fail.{name}")] = _fail_rule_from_json(name, value)
+        elif fails is not None:
+            new_fails.update(parse_fail(spec) for spec in fails)
+        with self._lock:
+            self.delays, self.fails = new_delays, new_fails
+
+    def load_json(self, body: Any) -> None:
+        """Apply a ``POST /_sandbox/faults`` body: ``{"delay": {...}, "fail": {...}}``."""
+        if not isinstance(body, Mapping):
+            raise ValueError("body must be a JSON object with optional 'delay' and 'fail' objects")
+        unknown = sorted(set(body) - {"delay", "fail"})
+        if unknown:
+            raise ValueError(f"unknown keys: {', '.join(unknown)} (expected 'delay' and 'fail')")
+        delays, fails = body.get("delay") or {}, body.get("fail") or {}
+        if not isinstance(delays, Mapping) or not isinstance(fails, Mapping):
+            raise ValueError("'delay' and 'fail' must be JSON objects keyed by endpoint name")
+        self.replace(delays, fails)
+
+    def to_json(self) -> dict[str, Any]:
+        """The rules in force, in the shape :meth:`load_json` accepts."""
+        with self._lock:
+            return {"delay": dict(self.delays),
+                    "fail": {name: rule.to_json() for name, rule in self.fails.items()}}
+
+    def decide_failure(self, endpoint: str) -> FailRule | None:
+        """The rule to apply to this call, or None to serve it normally.  Consumes ``count``."""
+        with self._lock:
+            rule = self.fails.get(endpoint)
+            if rule is None or rule.rate <= 0.0:
+                return None
+            if rule.count is not None and rule.count <= 0:
+                return None
+            # random() is in [0, 1), so rate 1.0 always fails and rate 0.0 never does.
+            if self._rng.random() >= rule.rate:
+                return None
+            if rule.count is not None:
+                rule.count -= 1
+            return FailRule(rule.rate, rule.status, rule.count, rule.retry_after)
+
+    def delay_for(self, endpoint: str) -> float:
+        """Seconds to hold the response of a call to ``endpoint`` (after its effect)."""
+        with self._lock:
+            return self.delays.get(endpoint, 0.0)
