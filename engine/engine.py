@@ -87,9 +87,23 @@ class Engine:
         self.step_settings = StepSettings(callback_wait_s=self.settings.callback_wait_s)
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.rng = rng or random.Random()
+        self._check_lease()
         self.callbacks = CallbackHandler(self)
         self._wake = threading.Event()
         self._pool: ThreadPoolExecutor | None = None
+
+    def _check_lease(self) -> None:
+        # The lease protocol is sound only if a lease outlives the longest step: otherwise a second
+        # worker takes over a step that is still running (see test_many_workers).
+        cs = self.client.settings
+        p = self.policy
+        worst = p.in_process_attempts * (cs.connect_timeout + cs.read_timeout) + (
+            p.in_process_attempts - 1) * p.in_process_max
+        if self.settings.lease_s <= worst:
+            raise InvalidInputError(
+                "lease_s", f"a lease of {self.settings.lease_s:g}s is shorter than the longest step "
+                f"({p.in_process_attempts} tries x ({cs.connect_timeout:g}s connect + {cs.read_timeout:g}s read) "
+                f"+ waits = {worst:g}s)", hint="Raise PROVISION_LEASE_SECONDS or lower the client timeouts.")
 
     # --- time ------------------------------------------------------------------------------------
 

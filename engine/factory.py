@@ -14,6 +14,7 @@ from .client import ClientSettings, ElementsClient
 from .engine import Engine, EngineSettings
 from .errors import InvalidInputError, ProvisionError
 from .inputs import check_url
+from .retry import RetryPolicy
 from .secrets import load_codec
 
 DEFAULT_BASE_URL = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}{BASE_PATH}"
@@ -36,6 +37,16 @@ def client_settings_from_env(environ: Mapping[str, str] | None = None, **overrid
     env = os.environ if environ is None else environ
     base_url = overrides.pop("base_url", None) or env.get("ELEMENTS_BASE_URL") or DEFAULT_BASE_URL
     check_url("ELEMENTS_BASE_URL", base_url)
+    for field_name, var in (("connect_timeout", "PROVISION_CONNECT_TIMEOUT_SECONDS"),
+                            ("read_timeout", "PROVISION_READ_TIMEOUT_SECONDS")):
+        raw = env.get(var)
+        if raw and field_name not in overrides:
+            try:
+                overrides[field_name] = float(raw)
+            except ValueError:
+                raise InvalidInputError(var, f"must be a number of seconds, got {raw[:30]!r}") from None
+            if not overrides[field_name] > 0:
+                raise InvalidInputError(var, f"must be greater than 0, got {raw[:30]!r}")
     return ClientSettings(
         base_url=base_url,
         user_secret=overrides.pop("user_secret", None) or env.get("ELEMENTS_USER_SECRET") or DEFAULT_USER_SECRET,
@@ -73,6 +84,33 @@ def engine_settings_from_env(environ: Mapping[str, str] | None = None, **overrid
     return EngineSettings(**values)
 
 
+_POLICY_ENV = {
+    "in_process_attempts": "PROVISION_RETRY_IN_PROCESS_ATTEMPTS",
+    "durable_initial": "PROVISION_RETRY_DURABLE_INITIAL_SECONDS",
+    "durable_max": "PROVISION_RETRY_DURABLE_MAX_SECONDS",
+    "budget": "PROVISION_RETRY_BUDGET",
+}
+
+
+def retry_policy_from_env(environ: Mapping[str, str] | None = None) -> RetryPolicy:
+    """``RetryPolicy`` with overrides from ``PROVISION_RETRY_*`` variables."""
+    env = os.environ if environ is None else environ
+    defaults = RetryPolicy()
+    values: dict[str, Any] = {}
+    for field_name, var in _POLICY_ENV.items():
+        raw = env.get(var)
+        if raw:
+            kind = type(getattr(defaults, field_name))
+            try:
+                values[field_name] = kind(raw)
+            except ValueError:
+                raise InvalidInputError(var, f"must be a {kind.__name__} number, got {raw[:30]!r}") from None
+    try:
+        return RetryPolicy(**values)
+    except ValueError as exc:
+        raise InvalidInputError("PROVISION_RETRY_*", str(exc)) from None
+
+
 def open_repository(db_url: str, *, migrate: bool | None = None, environ: Mapping[str, str] | None = None) -> Repository:
     """Connect, migrate (automatically for SQLite files; on request otherwise) and build the repository."""
     try:
@@ -95,4 +133,5 @@ def open_engine(db_url: str | None = None, *, client: ElementsClient | None = No
     """An ``Engine`` on ``db_url`` (default from the environment) talking to the configured platform."""
     repo = open_repository(db_url or db_url_from_env(environ), migrate=migrate, environ=environ)
     engine_kw.setdefault("settings", engine_settings_from_env(environ))
+    engine_kw.setdefault("policy", retry_policy_from_env(environ))
     return Engine(repo, client or ElementsClient(client_settings_from_env(environ)), **engine_kw)

@@ -79,14 +79,24 @@ def handle_callback_received(attempt: Attempt, ports: Ports) -> Decision:
 
 
 def _provision(attempt: Attempt, ports: Ports, trigger: Trigger, body: dict[str, Any]) -> Decision:
+    def adopt() -> dict[str, Any] | None:
+        found = ports.client.find_instances_by_tag(attempt.instance_tag)
+        return min(found, key=lambda i: str(i.get("id"))) if found else None
+
     def create_or_adopt(try_number: int) -> tuple[dict[str, Any], bool]:
         # POST /instances is not idempotent. If this step may have run before (a crash after the
         # platform created the instance, or a timed-out POST retried here), look the tag up first.
-        if try_number > 1 or attempt.runs > 1:
-            found = ports.client.find_instances_by_tag(attempt.instance_tag)
-            if found:
-                return found[0], True
-        return ports.client.create_instance(body), False
+        repeat = try_number > 1 or attempt.runs > 1
+        if repeat and (found := adopt()) is not None:
+            return found, True
+        try:
+            return ports.client.create_instance(body), False
+        except Exception as exc:
+            # On a repeat, "verifier/code already used" means an earlier try of this very step
+            # (whose lease we took over) consumed it and created the instance: adopt that one.
+            if repeat and getattr(exc, "kind", None) == "provider_rejected" and (found := adopt()) is not None:
+                return found, True
+            raise
 
     instance, adopted = ports.call(create_or_adopt)
     config = instance.get("configuration") if isinstance(instance.get("configuration"), dict) else {}

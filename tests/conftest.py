@@ -98,14 +98,14 @@ def waits() -> list[float]:
 
 
 @pytest.fixture
-def make_engine(db_url: str, sandbox: Any, waits: list[float]) -> Iterator[Callable[..., Engine]]:
-    """Factory: ``make_engine(clock=None, policy=None, settings=None, base_url=None, **client_kw)``."""
+def engine_on(sandbox: Any, waits: list[float]) -> Iterator[Callable[..., Engine]]:
+    """Factory: ``engine_on(db_url, clock=None, policy=None, settings=None, base_url=None, **client_kw)``."""
     made: list[Engine] = []
 
-    def make(*, clock: Callable[[], Any] | None = None, policy: RetryPolicy | None = None,
+    def make(url: str, *, clock: Callable[[], Any] | None = None, policy: RetryPolicy | None = None,
              settings: EngineSettings | None = None, base_url: str | None = None,
              user_secret: str | None = None, **client_kw: Any) -> Engine:
-        repo = open_repository(db_url, migrate=True, environ={"PROVISION_SECRET_KEY": TEST_KEY})
+        repo = open_repository(url, migrate=True, environ={"PROVISION_SECRET_KEY": TEST_KEY})
         client = ElementsClient(ClientSettings(
             base_url=base_url or sandbox.base_url,
             user_secret=user_secret or "sandbox-user-secret",
@@ -120,6 +120,12 @@ def make_engine(db_url: str, sandbox: Any, waits: list[float]) -> Iterator[Calla
     yield make
     for eng in made:
         eng.close()
+
+
+@pytest.fixture
+def make_engine(db_url: str, engine_on: Callable[..., Engine]) -> Callable[..., Engine]:
+    """Factory: an engine on ``db_url`` (both backends) against ``sandbox``; closed afterwards."""
+    return lambda **kw: engine_on(db_url, **kw)
 
 
 def consent(url: str, decision: str = "approve", company: str = "sandbox") -> str:
