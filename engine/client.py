@@ -40,6 +40,8 @@ class ClientSettings:
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
     max_body_bytes: int = 1_000_000  # hostile or broken servers must not exhaust memory
+    # Root of the provider's token endpoints; None means Intuit's real ones (engine.provider).
+    provider_root: str | None = None
 
     def __repr__(self) -> str:  # never show the secrets
         return f"ClientSettings(base_url={self.base_url!r}, timeouts=({self.connect_timeout}, {self.read_timeout}))"
@@ -115,6 +117,12 @@ class ElementsClient:
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self._auth = f"User {settings.user_secret}, Organization {settings.org_secret}"
+        from .provider import ProviderClient, ProviderUrls  # noqa: PLC0415 - provider imports this module
+
+        urls = ProviderUrls.under(settings.provider_root) if settings.provider_root else ProviderUrls()
+        self.provider = ProviderClient(self.session, urls, (settings.connect_timeout, settings.read_timeout))
+        self.refresh_oauth2 = self.provider.refresh_oauth2
+        self.reconnect_oauth1 = self.provider.reconnect_oauth1
 
     def close(self) -> None:
         """Close pooled connections."""

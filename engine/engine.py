@@ -25,7 +25,7 @@ from .client import ElementsClient
 from .clock import utcnow
 from .errors import AttemptNotFoundError, ConcurrentUpdateError, InvalidInputError, InvalidTransitionError
 from .inputs import validate_start
-from .retry import RetryPolicy
+from .retry import RenewalPolicy, RetryPolicy
 from .runner import StepResult, run_step
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,7 @@ class Engine:
         clock: Callable[[], datetime] = utcnow,
         sleep: Callable[[float], None] = time.sleep,
         policy: RetryPolicy | None = None,
+        renewal_policy: RenewalPolicy | None = None,
         settings: EngineSettings | None = None,
         worker_id: str | None = None,
         rng: random.Random | None = None,
@@ -83,6 +84,7 @@ class Engine:
         self.clock = clock
         self.sleep = sleep
         self.policy = policy or RetryPolicy()
+        self.renewal_policy = renewal_policy or RenewalPolicy()
         self.settings = settings or EngineSettings()
         self.step_settings = StepSettings(callback_wait_s=self.settings.callback_wait_s)
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -217,6 +219,23 @@ class Engine:
         """Move a non-terminal attempt to FAILED(cancelled)."""
         return self._operator_move(attempt_id, Trigger.FAIL, reason=FailureReason.CANCELLED.value,
                                    next_run_at=lambda: None)
+
+    def reauthorize(self, attempt_id: str) -> Attempt:
+        """New consent for the same instance after ``renewal_rejected`` (PUT ?reAuthenticate=true).
+
+        The attempt goes FAILED --restart--> NEW and walks the OAuth flow again; its final step
+        re-authenticates the existing instance instead of creating a second one.
+        """
+        attempt = self.get(attempt_id)
+        if attempt.state is not State.FAILED or not attempt.instance_id:
+            raise InvalidTransitionError(
+                f"attempt {attempt.id} is {attempt.state} without a failed instance to re-authorise",
+                hint="Only FAILED attempts that have an instance (e.g. renewal_rejected) can be re-authorised.")
+        if attempt.flow is Flow.QUICK:
+            raise InvalidTransitionError(
+                f"attempt {attempt.id} used the quick flow: there is no consent to repeat",
+                hint="Start a new quick attempt with fresh tokens, or use --flow oauth1/oauth2.")
+        return self.restart(attempt_id)
 
     def restart(self, attempt_id: str) -> Attempt:
         """Move a FAILED attempt back to NEW (history is kept); it is due at once."""

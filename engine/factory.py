@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from urllib.parse import urlsplit
 from typing import Any
 
 from persistence.database import DEFAULT_URL, create_db_engine, sqlite_path
@@ -47,6 +48,13 @@ def client_settings_from_env(environ: Mapping[str, str] | None = None, **overrid
                 raise InvalidInputError(var, f"must be a number of seconds, got {raw[:30]!r}") from None
             if not overrides[field_name] > 0:
                 raise InvalidInputError(var, f"must be greater than 0, got {raw[:30]!r}")
+    provider_root = env.get("PROVISION_PROVIDER_URL") or None
+    if provider_root is None:
+        # The local sandbox serves the provider endpoints beside the platform; anything else is real.
+        parts = urlsplit(base_url)
+        if parts.hostname in ("127.0.0.1", "localhost", "::1") and parts.path.rstrip("/").endswith(BASE_PATH):
+            provider_root = f"{parts.scheme}://{parts.netloc}/_provider"
+    overrides.setdefault("provider_root", provider_root)
     return ClientSettings(
         base_url=base_url,
         user_secret=overrides.pop("user_secret", None) or env.get("ELEMENTS_USER_SECRET") or DEFAULT_USER_SECRET,

@@ -116,3 +116,39 @@ def decide_on_error(
         return Fail(FailureReason.RETRIES_EXHAUSTED, info)
     delay = durable_delay(policy, failures, getattr(error, "retry_after", None), rng)
     return RetryLater(now + timedelta(seconds=delay), info)
+
+
+@dataclass(frozen=True)
+class RenewalPolicy:
+    """How renewals retry. Our choice (documented in the README): transient failures back off
+    from 1 minute, doubling to at most 1 hour, for up to 4 days after the renewal fell due (like
+    Nango); an OAuth2 refresh token lives 100 days and an OAuth1 token has 29 days of Reconnect
+    window left, so 4 days of trying loses nothing. A first ``invalid_grant`` is retried once after
+    ``reject_confirm_s``: a worker whose lease expired mid-renewal may have rotated the token and
+    be about to store it; only a second rejection fails the attempt as ``renewal_rejected``.
+    """
+
+    initial: float = 60.0
+    maximum: float = 3600.0
+    give_up_after: float = 4 * 86400.0
+    reject_confirm_s: float = 60.0
+
+
+def decide_on_renewal_error(
+    error: ProvisionError, *, attempt: Any, policy: RenewalPolicy, now: datetime, rng: random.Random
+) -> RetryLater | Fail:
+    """What to do when a PROVISIONED step (renewal, push or check) raised ``error``."""
+    info: dict[str, Any] = error.to_dict()
+    if error.kind == "renewal_rejected":
+        if attempt.failures == 0:
+            return RetryLater(now + timedelta(seconds=policy.reject_confirm_s), info)
+        return Fail(FailureReason.RENEWAL_REJECTED, info)
+    if not error.transient:
+        return Fail(FailureReason.PERMANENT_ERROR, info)
+    due = attempt.next_renewal_at or now
+    if (now - due).total_seconds() >= policy.give_up_after:
+        info["attempts"] = attempt.failures + 1
+        return Fail(FailureReason.RETRIES_EXHAUSTED, info)
+    window = min(policy.maximum, policy.initial * 2 ** attempt.failures)
+    after = getattr(error, "retry_after", None) or 0.0
+    return RetryLater(now + timedelta(seconds=max(rng.uniform(window / 2, window), after)), info)

@@ -10,14 +10,14 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from states.attempt import Attempt, HistoryEntry
-from states.decisions import Advance, Decision, Fail, RetryLater, WaitForCallback
+from states.decisions import Advance, Decision, Fail, RetryLater, Stay, WaitForCallback
 from states.handlers import HANDLERS
 from states.machine import next_state
 from states.model import State, Trigger
 from states.ports import ClientPort, StepSettings
 
 from .errors import ProvisionError
-from .retry import call_with_retries, decide_on_error, retrying
+from .retry import call_with_retries, decide_on_error, decide_on_renewal_error, retrying
 from .secrets import digest
 
 if TYPE_CHECKING:
@@ -85,14 +85,16 @@ def run_step(engine: Engine, attempt: Attempt) -> StepResult:
         return StepResult(attempt.id, "waiting", attempt.state)
     try:
         decision = handler(attempt, ports)
-    except ProvisionError as exc:
-        decision = decide_on_error(exc, failures=attempt.failures, policy=engine.policy, now=engine.now(),
-                                   rng=engine.rng)
     except Exception as exc:  # noqa: BLE001 - a bug must not kill the worker loop; log and retry later
-        log.exception("step %s of attempt %s crashed", attempt.state, attempt.id)
-        internal = InternalStepError(f"unexpected {type(exc).__name__} in the {attempt.state} step")
-        decision = decide_on_error(internal, failures=attempt.failures, policy=engine.policy, now=engine.now(),
-                                   rng=engine.rng)
+        if not isinstance(exc, ProvisionError):
+            log.exception("step %s of attempt %s crashed", attempt.state, attempt.id)
+            exc = InternalStepError(f"unexpected {type(exc).__name__} in the {attempt.state} step")
+        if attempt.state is State.PROVISIONED:
+            decision = decide_on_renewal_error(exc, attempt=attempt, policy=engine.renewal_policy,
+                                               now=engine.now(), rng=engine.rng)
+        else:
+            decision = decide_on_error(exc, failures=attempt.failures, policy=engine.policy, now=engine.now(),
+                                       rng=engine.rng)
     duration_ms = int((time.monotonic() - started) * 1000)
     return apply_decision(engine, attempt, decision, tries=max(ports.tries, 1), duration_ms=duration_ms)
 
@@ -115,7 +117,15 @@ def apply_decision(engine: Engine, attempt: Attempt, decision: Decision, *, trie
                                            changes=decision.changes, secrets=merged)
         if ok and dest is State.REDIRECTED:
             engine.callbacks.apply_pending(attempt.id)
+        if not ok and decision.trigger is Trigger.RENEW:
+            # The provider already rotated the token: keep it even though our transition lost.
+            engine.repo.merge_secrets(attempt.id, decision.secrets, now=now)
         return _result(engine, attempt, ok, "advanced", dest)
+    if isinstance(decision, Stay):
+        merged = {**attempt.secrets, **decision.secrets} if decision.secrets else None
+        ok = engine.repo.reschedule(attempt, owner=owner, now=now, next_run_at=decision.next_run_at, error=None,
+                                    count_failure=False, changes=decision.changes, secrets=merged)
+        return _result(engine, attempt, ok, "waiting", None)
     if isinstance(decision, Fail):
         entry = HistoryEntry(attempt.id, attempt.history_seq + 1, Trigger.FAIL.value, attempt.state.value,
                              State.FAILED.value, now, duration_ms, engine.worker_id, "failed", total_tries,

@@ -240,21 +240,52 @@ class Repository:
         next_run_at: datetime | None,
         error: dict[str, Any] | None,
         count_failure: bool,
+        changes: Mapping[str, Any] | None = None,
+        secrets: dict[str, Any] | None = None,
     ) -> bool:
-        """Release the lease without a transition: a durable retry, or a wait for the user."""
-        values: dict[str, Any] = dict(
+        """Release the lease without a transition: a durable retry, a wait, or progress (``Stay``)."""
+        bad = set(changes or ()) - MUTABLE_COLUMNS
+        if bad:
+            raise ValueError(f"decision may not set {sorted(bad)}")
+        values: dict[str, Any] = dict(changes or {})
+        values.update(
             version=attempt.version + 1,
             updated_at=now,
             next_run_at=next_run_at,
             lease_owner=None,
             lease_expires_at=None,
         )
+        if secrets is not None:
+            values["secrets"] = self.codec.seal(secrets)
         if count_failure:
             values["failures"] = attempts.c.failures + 1
             values["last_error"] = error
+        elif secrets is not None or changes:
+            values["failures"] = 0  # progress was made: the next failure starts a new count
         with self.engine.begin() as conn:
             result = conn.execute(attempts.update().where(self._guard(attempt, owner)).values(**values))
         return result.rowcount == 1
+
+    def merge_secrets(self, attempt_id: str, updates: dict[str, Any], *, now: datetime) -> bool:
+        """Merge ``updates`` into the stored secrets whatever the lease (compare-and-set loop).
+
+        The last resort for a rotated token whose transition was discarded because the lease was
+        lost: the provider already invalidated the old token, so the new one must be kept.
+        """
+        for _ in range(10):
+            current = self.get(attempt_id)
+            if current is None:
+                return False
+            merged = {**current.secrets, **updates}
+            with self.engine.begin() as conn:
+                result = conn.execute(
+                    attempts.update()
+                    .where(attempts.c.id == attempt_id, attempts.c.version == current.version)
+                    .values(secrets=self.codec.seal(merged), version=current.version + 1, updated_at=now)
+                )
+            if result.rowcount == 1:
+                return True
+        return False
 
     def _callback_values(self, cb: NewCallback) -> dict[str, Any]:
         return {

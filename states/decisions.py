@@ -46,4 +46,16 @@ class WaitForCallback:
     deadline: datetime
 
 
-Decision = Union[Advance, RetryLater, Fail, WaitForCallback]
+@dataclass(frozen=True)
+class Stay:
+    """No transition, but progress: set ``changes``/``secrets`` and run again at ``next_run_at``.
+
+    Used after a renewal to push the new tokens to the instance, and for health checks.
+    """
+
+    changes: dict[str, Any] = field(default_factory=dict)
+    secrets: dict[str, Any] = field(default_factory=dict)
+    next_run_at: datetime | None = None
+
+
+Decision = Union[Advance, RetryLater, Fail, WaitForCallback, Stay]

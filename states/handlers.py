@@ -15,6 +15,7 @@ from .elements import spec_for
 from .model import FailureReason, Flow, State, Trigger
 from .ports import Ports
 from .requests import instance_body, oauth_url_params, quick_body, token_params
+from .renewal import handle_provisioned
 from .schedule import is_past, next_renewal_at
 
 Handler = Callable[[Attempt, Ports], Decision]
@@ -98,7 +99,14 @@ def _provision(attempt: Attempt, ports: Ports, trigger: Trigger, body: dict[str,
                 return found, True
             raise
 
-    instance, adopted = ports.call(create_or_adopt)
+    if attempt.instance_id:
+        # A restarted (re-authorised) attempt keeps its instance: new consent, same instance.
+        reauth = {**body, "providerData": body.get("providerData", {})}
+        instance = ports.call(lambda _n: ports.client.update_instance(
+            str(attempt.instance_id), reauth, method="PUT", reauthenticate=True))
+        adopted = False
+    else:
+        instance, adopted = ports.call(create_or_adopt)
     config = instance.get("configuration") if isinstance(instance.get("configuration"), dict) else {}
     interval = _int(config.get("oauth.user.refresh_interval")) or _int(
         body.get("configuration", {}).get("oauth.user.refresh_interval")
@@ -112,11 +120,16 @@ def _provision(attempt: Attempt, ports: Ports, trigger: Trigger, body: dict[str,
         changes["refresh_interval_s"] = interval
         changes["next_renewal_at"] = next_renewal_at(refresh_time, interval)
     tokens = {k: v for k, v in config.items() if k.startswith("oauth.user.") and "token" in k and v}
+    note = f"adopted instance {instance['id']} found by tag" if adopted else None
+    if attempt.instance_id:
+        note = f"re-authenticated instance {attempt.instance_id}"
     return Advance(
         trigger,
         changes=changes,
-        secrets={"instance_token": instance.get("token"), "user_tokens": tokens},
-        note=f"adopted instance {instance['id']} found by tag" if adopted else None,
+        secrets={"instance_token": instance.get("token") or attempt.secrets.get("instance_token"),
+                 "user_tokens": tokens, "push_pending": False},
+        next_run_at=changes.get("next_renewal_at"),
+        note=note,
     )
 
 
@@ -132,4 +145,5 @@ HANDLERS: dict[State, Handler] = {
     State.TOKEN_ISSUED: handle_token_issued,
     State.REDIRECTED: handle_redirected,
     State.CALLBACK_RECEIVED: handle_callback_received,
+    State.PROVISIONED: handle_provisioned,
 }

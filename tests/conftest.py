@@ -109,7 +109,7 @@ def engine_on(sandbox: Any, waits: list[float]) -> Iterator[Callable[..., Engine
         client = ElementsClient(ClientSettings(
             base_url=base_url or sandbox.base_url,
             user_secret=user_secret or "sandbox-user-secret",
-            org_secret="sandbox-org-secret", **client_kw))
+            org_secret="sandbox-org-secret", provider_root=f"{sandbox.root_url}/_provider", **client_kw))
         kw: dict[str, Any] = {"sleep": waits.append, "policy": policy, "settings": settings}
         if clock is not None:
             kw["clock"] = clock

@@ -1,0 +1,92 @@
+"""The PROVISIONED step: keep the instance's tokens fresh (DESIGN §7, elements-api.md §13).
+
+Three modes, picked from what the attempt holds:
+- ``oauth2``: we hold the refresh token: refresh-token grant at the provider (the token rotates).
+- ``oauth1``: we hold an OAuth1 token/secret (QuickBooks): Reconnect, only in the last 30 days of
+  the 180-day token (Intuit error 212 outside it, 270 once expired).
+- ``platform``: the platform refreshes by itself; we only check ``valid`` on GET /instances/{id}.
+
+A renewal commits PROVISIONED --renew--> PROVISIONED with the new tokens in the same transaction;
+pushing them to the instance (PATCH /instances/{id}) is the next run of this step, so a failed push
+is retried without ever losing the rotated token.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from .attempt import Attempt
+from .decisions import Advance, Decision, Fail, Stay
+from .model import FailureReason, Flow, Trigger
+from .ports import Ports
+from .schedule import next_renewal_at
+
+OAUTH1_TOKEN_LIFETIME = timedelta(days=180)
+OAUTH1_RECONNECT_WINDOW = timedelta(days=30)
+REAUTHORIZE_HINT = "The user must approve again: run `provision reauthorize ID` (same instance, new consent)."
+
+
+def renewal_mode(attempt: Attempt) -> str:
+    """``oauth2``, ``oauth1`` or ``platform`` (see the module docstring)."""
+    tokens: dict[str, Any] = attempt.secrets.get("user_tokens") or {}
+    if attempt.flow is Flow.OAUTH2 and tokens.get("oauth.user.refresh_token"):
+        return "oauth2"
+    if tokens.get("oauth.user.token") and tokens.get("oauth.user.token.secret"):
+        return "oauth1"
+    return "platform"
+
+
+def _renewed(attempt: Attempt, ports: Ports, tokens: dict[str, Any], note: str) -> Advance:
+    now = ports.now()
+    now_ms = int(now.timestamp() * 1000)
+    interval = attempt.refresh_interval_s or 3600
+    return Advance(
+        Trigger.RENEW,
+        changes={"refresh_time": now_ms, "next_renewal_at": next_renewal_at(now_ms, interval),
+                 "renewals": attempt.renewals + 1},
+        secrets={"user_tokens": tokens, "push_pending": True},
+        next_run_at=now,  # push the new tokens to the instance right away
+        note=note,
+    )
+
+
+def handle_provisioned(attempt: Attempt, ports: Ports) -> Decision:
+    """Renew, push renewed tokens to the instance, or check a platform-managed instance."""
+    secrets = attempt.secrets
+    tokens: dict[str, Any] = dict(secrets.get("user_tokens") or {})
+    config = attempt.config
+    instance_id = attempt.instance_id or ""
+    if secrets.get("push_pending"):
+        body = {"configuration": {**tokens, "oauth.user.refresh_time": str(attempt.refresh_time)}}
+        ports.call(lambda _n: ports.client.update_instance(instance_id, body))
+        return Stay(secrets={"push_pending": False}, next_run_at=attempt.next_renewal_at)
+    mode = renewal_mode(attempt)
+    if mode == "oauth2":
+        fresh = ports.call(lambda _n: ports.client.refresh_oauth2(
+            config["oauth.api.key"], config["oauth.api.secret"], tokens["oauth.user.refresh_token"]))
+        tokens.update({"oauth.user.token": fresh.access_token, "oauth.user.refresh_token": fresh.refresh_token})
+        return _renewed(attempt, ports, tokens, "refresh-token grant")
+    if mode == "oauth1":
+        result = ports.call(lambda _n: ports.client.reconnect_oauth1(config["oauth.api.key"],
+                                                                     tokens["oauth.user.token"]))
+        if result.code == 0:
+            tokens.update({"oauth.user.token": result.token, "oauth.user.token.secret": result.secret})
+            return _renewed(attempt, ports, tokens, "OAuth1 Reconnect")
+        if result.code == 212 and attempt.refresh_time:
+            # Outside the 30-day window: wait for it instead of failing (our clock or the grant time
+            # may differ a little from Intuit's).
+            granted = datetime.fromtimestamp(attempt.refresh_time / 1000, tz=timezone.utc)
+            opens = granted + OAUTH1_TOKEN_LIFETIME - OAUTH1_RECONNECT_WINDOW + timedelta(hours=1)
+            if opens > ports.now():
+                return Stay(next_run_at=opens)
+        return Fail(FailureReason.RENEWAL_REJECTED, {
+            "kind": "renewal_rejected", "message": f"Reconnect error {result.code}: {result.message}",
+            "hint": "Intuit says we are outside the Reconnect window although our records say otherwise; "
+                    + REAUTHORIZE_HINT})
+    instance = ports.call(lambda _n: ports.client.get_instance(instance_id))
+    if instance.get("valid") is False:
+        return Fail(FailureReason.RENEWAL_REJECTED, {
+            "kind": "renewal_rejected", "message": f"instance {instance_id} is no longer valid",
+            "hint": REAUTHORIZE_HINT})
+    interval = attempt.refresh_interval_s or 3600
+    return Stay(next_run_at=ports.now() + timedelta(seconds=interval))
