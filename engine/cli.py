@@ -1,0 +1,395 @@
+"""The ``provision`` command line (DESIGN §10): a thin argparse layer over ``Engine``.
+
+Exit codes: 0 success, 1 runtime failure, 2 bad usage or input. Errors are printed as
+``provision: error: <message> (hint: ...)`` without a traceback (``-v`` adds one for unexpected
+errors). Output formatting and secret redaction live in ``engine.cli_output``; the callback receiver
+in ``engine.serve``; the demo in ``engine.demo``.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from . import cli_output as fmt
+from .errors import (
+    AttemptNotFoundError,
+    CallbackRejectedError,
+    InvalidInputError,
+    InvalidTransitionError,
+    ProvisionError,
+)
+
+log = logging.getLogger("provision")
+PROG = "provision"
+_DURATION_RE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$", re.IGNORECASE)
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+# Input errors (exit 2): the caller can fix them by changing the command.
+INPUT_ERRORS = (InvalidInputError, CallbackRejectedError, AttemptNotFoundError, InvalidTransitionError)
+DIAGRAM_FORMATS = ("svg", "png", "mermaid", "dot")
+_SUFFIX_FORMATS = {".svg": "svg", ".png": "png", ".mmd": "mermaid", ".mermaid": "mermaid", ".md": "mermaid",
+                   ".dot": "dot", ".gv": "dot"}
+
+
+class UsageError(InvalidInputError):
+    """A CLI option value that argparse cannot check by itself (exit code 2)."""
+
+
+def parse_duration(flag: str, text: str) -> timedelta:
+    """``30m``, ``2h``, ``7d`` (also ``s`` and ``w``) to a timedelta; ``UsageError`` naming ``flag``."""
+    match = _DURATION_RE.match(text or "")
+    if not match:
+        raise UsageError(flag, f"expected a duration like 30m, 2h or 7d, got {text[:40]!r}")
+    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+# --- commands ---------------------------------------------------------------------------------------
+
+
+def _engine(args: argparse.Namespace, **kw: Any) -> Any:
+    from .factory import open_engine  # noqa: PLC0415 - keeps `provision --help` fast
+
+    return open_engine(args.db, **kw)
+
+
+def _out(text: str) -> None:
+    print(text, flush=True)
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    """Create an attempt (validated before anything is stored) and print its id."""
+    from .inputs import parse_config_pairs, validate_start  # noqa: PLC0415
+
+    inputs = dict(flow=args.flow, api_key=args.api_key, api_secret=args.api_secret,
+                  callback_url=args.callback_url,
+                  tags=args.tag, config=parse_config_pairs(args.config), idempotency_key=args.idempotency_key,
+                  callback_wait_s=args.callback_wait)
+    # Validate before opening the database, so bad input does not even create one (start re-checks).
+    validate_start(element=args.element, name=args.name, **inputs)
+    engine = _engine(args)
+    try:
+        attempt = engine.start(args.element, args.name, **inputs)
+    finally:
+        engine.close()
+    _out(fmt.to_json({"id": attempt.id, "state": attempt.state.value}) if args.json else attempt.id)
+    return 0
+
+
+def _install_stop_handlers(on_stop: Callable[[], None]) -> dict[int, Any]:
+    def _handler(signum: int, frame: FrameType | None) -> None:
+        log.info("received %s; finishing the steps in flight", signal.Signals(signum).name)
+        on_stop()
+
+    return {sig: signal.signal(sig, _handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Run the scheduler loop until SIGINT/SIGTERM (``--once``: until nothing is due now)."""
+    from .factory import engine_settings_from_env  # noqa: PLC0415
+
+    if args.concurrency < 1:
+        raise UsageError("--concurrency", f"must be at least 1, got {args.concurrency}")
+    engine = _engine(args, settings=engine_settings_from_env(concurrency=args.concurrency))
+    stop = threading.Event()
+
+    def _stop() -> None:
+        stop.set()
+        engine.wake()  # cut the idle wait short so shutdown is prompt
+
+    previous = _install_stop_handlers(_stop)
+    print(f"worker {engine.worker_id} started (concurrency {args.concurrency}"
+          f"{', once' if args.once else ''}); Ctrl-C or SIGTERM stops it", file=sys.stderr, flush=True)
+    try:
+        steps = engine.run(stop, once=args.once)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        engine.close()
+    stopped = ", stopped by signal" if stop.is_set() else ""
+    print(f"worker: {steps} step{'s' if steps != 1 else ''} run{stopped}",
+          file=sys.stderr, flush=True)
+    if args.json:
+        _out(fmt.to_json({"steps": steps}))
+    return 0
+
+
+def cmd_callback(args: argparse.Namespace) -> int:
+    """Deliver a provider redirect URL (or its query string) to the engine."""
+    engine = _engine(args)
+    try:
+        outcome = engine.handle_callback(args.url)
+    finally:
+        engine.close()
+    state = outcome.state.value if outcome.state else None
+    if args.json:
+        _out(fmt.to_json({"status": outcome.status, "attempt_id": outcome.attempt_id, "state": state,
+                          "reason": outcome.reason}))
+    else:
+        reason = f" ({outcome.reason})" if outcome.reason else ""
+        _out(f"{outcome.status}: attempt {outcome.attempt_id} is {state}{reason}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Receive provider redirects over HTTP until SIGINT/SIGTERM."""
+    from .serve import serve  # noqa: PLC0415
+
+    engine = _engine(args)
+    try:
+        serve(engine, args.host, args.port, ready=lambda url: _out(f"serving callbacks on {url}/callback"))
+    finally:
+        engine.close()
+    print("serve: stopped", file=sys.stderr, flush=True)
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """Attempts (newest first) and counts per state."""
+    older = parse_duration("--older-than", args.older_than) if args.older_than is not None else None
+    newer = parse_duration("--newer-than", args.newer_than) if args.newer_than is not None else None
+    if args.limit is not None and args.limit < 1:
+        raise UsageError("--limit", f"must be at least 1, got {args.limit}")
+    engine = _engine(args)
+    try:
+        attempts = engine.list(args.state, element=args.element, older_than=older, newer_than=newer,
+                               limit=args.limit)
+        counts = engine.counts()
+    finally:
+        engine.close()
+    if args.json:
+        _out(fmt.to_json(fmt.list_dict(attempts, counts)))
+    else:
+        _out(fmt.format_list(attempts, counts, tty=sys.stdout.isatty()))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """One attempt with its timeline; the consent URL while REDIRECTED."""
+    engine = _engine(args)
+    try:
+        attempt = engine.get(args.id)
+        history = engine.history(attempt.id)
+        url = engine.redirect_url(attempt)
+    finally:
+        engine.close()
+    _out(fmt.to_json(fmt.attempt_dict(attempt, history, url)) if args.json
+         else fmt.format_attempt(attempt, history, url))
+    return 0
+
+
+def _operator(action: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        engine = _engine(args)
+        try:
+            attempt = getattr(engine, action)(args.id)
+        finally:
+            engine.close()
+        if args.json:
+            _out(fmt.to_json({"id": attempt.id, "state": attempt.state.value,
+                              "failure_reason": attempt.failure_reason}))
+        else:
+            reason = f" ({attempt.failure_reason})" if attempt.failure_reason else ""
+            _out(f"{'cancelled' if action == 'cancel' else 'restarted'}: attempt {attempt.id} is "
+                 f"{attempt.state.value}{reason}")
+        return 0
+
+    run.__doc__ = f"Operator action: {action} an attempt."
+    return run
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    """Apply migrations without opening an engine (which would refuse an outdated PostgreSQL schema)."""
+    from persistence.database import create_db_engine  # noqa: PLC0415
+    from persistence.migrate import upgrade  # noqa: PLC0415
+
+    from .factory import db_url_from_env  # noqa: PLC0415
+
+    url = args.db or db_url_from_env()
+    try:
+        db = create_db_engine(url)
+    except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises several types for bad URLs
+        raise UsageError("--db", f"cannot use database URL ({type(exc).__name__}: {str(exc)[:120]})",
+                         hint="e.g. sqlite:///provision.db or postgresql+psycopg://user@host/db") from None
+    try:
+        revision = upgrade(db)
+    finally:
+        db.dispose()
+    _out(fmt.to_json({"revision": revision}) if args.json else f"database at revision {revision}")
+    return 0
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    """Run the simulator in the foreground (options owned by ``sandbox.cli``)."""
+    from sandbox import cli as sandbox_cli  # noqa: PLC0415
+
+    return sandbox_cli.run(args)
+
+
+def cmd_diagram(args: argparse.Namespace) -> int:
+    """Render the machine, or one attempt's path, as SVG/PNG (graphviz) or Mermaid/DOT text."""
+    fmt_name = args.format or (_SUFFIX_FORMATS.get(Path(args.output).suffix.lower()) if args.output else None)
+    fmt_name = fmt_name or "mermaid"
+    if fmt_name == "png" and not args.output and sys.stdout.isatty():
+        raise UsageError("--format", "png is binary; write it to a file with -o FILE")
+    try:
+        from . import diagrams  # noqa: PLC0415 - optional; needs graphviz for svg/png
+    except ImportError as exc:
+        raise ProvisionError("diagram rendering is not available in this install",
+                             hint=f"engine.diagrams could not be imported ({exc})") from None
+    if args.id:
+        engine = _engine(args)
+        try:
+            attempt = engine.get(args.id)
+            result = diagrams.render_attempt(attempt, engine.history(attempt.id), fmt_name)
+        finally:
+            engine.close()
+    else:
+        result = diagrams.render_machine(fmt_name)
+    data = result.encode() if isinstance(result, str) else result
+    if args.output:
+        Path(args.output).write_bytes(data)
+        print(f"wrote {args.output} ({fmt_name}, {len(data)} bytes)", file=sys.stderr)
+    else:
+        sys.stdout.buffer.write(data if data.endswith(b"\n") or isinstance(result, bytes) else data + b"\n")
+        sys.stdout.flush()
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run every flow against an in-process sandbox."""
+    from .demo import run_demo  # noqa: PLC0415
+
+    return run_demo(args.db, out=sys.stdout, as_json=args.json)
+
+
+# --- the parser -------------------------------------------------------------------------------------
+
+
+def _global_options(parser: argparse.ArgumentParser, *, sub: bool) -> None:
+    # On subcommands the defaults are SUPPRESS so `provision --json list` is not undone by the
+    # subparser's own default; options may thus come before or after the verb.
+    default: Any = argparse.SUPPRESS if sub else None
+    parser.add_argument("--db", metavar="URL", default=default,
+                        help="database URL (env PROVISION_DB_URL, default sqlite:///provision.db)")
+    parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS if sub else False,
+                        help="machine-readable output")
+    parser.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS if sub else 0,
+                        help="log to stderr (-vv for debug)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The complete ``provision`` argument parser."""
+    parser = argparse.ArgumentParser(prog=PROG, description="Provision Cloud Elements instances as persisted "
+                                     "state machines (DESIGN §10).")
+    _global_options(parser, sub=False)
+    subs = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
+        p = subs.add_parser(name, help=help_text, description=help_text)
+        _global_options(p, sub=True)
+        p.set_defaults(func=func)
+        return p
+
+    add("demo", cmd_demo, "start a sandbox on a free loopback port and run every flow end to end")
+    from sandbox import cli as sandbox_cli  # noqa: PLC0415
+
+    sandbox_cli.add_arguments(add("sandbox", cmd_sandbox,
+                                  "run the Cloud Elements simulator in the foreground"))
+
+    p = add("start", cmd_start, "create an attempt; prints its id")
+    p.add_argument("--element", required=True, metavar="KEY", help="element key, e.g. quickbooks")
+    p.add_argument("--name", required=True, help="instance name")
+    p.add_argument("--flow", choices=("oauth1", "oauth2", "quick"), help="default: the element's usual flow")
+    p.add_argument("--api-key", metavar="K", help="oauth.api.key")
+    p.add_argument("--api-secret", metavar="S", help="oauth.api.secret (stored encrypted, never printed)")
+    p.add_argument("--callback-url", metavar="URL", help="oauth.callback.url (where the provider redirects)")
+    p.add_argument("--tag", action="append", default=[], metavar="T", help="instance tag (repeatable)")
+    p.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra element configuration (repeatable)")
+    p.add_argument("--idempotency-key", metavar="K",
+                   help="a second start with the same key returns the first attempt")
+    p.add_argument("--callback-wait", metavar="SECONDS", help="how long the user has to consent")
+
+    p = add("worker", cmd_worker, "run the scheduler loop")
+    p.add_argument("--once", action="store_true", help="do what is due now, then exit")
+    p.add_argument("--concurrency", type=int, default=1, metavar="N", help="steps in flight (default 1)")
+
+    p = add("callback", cmd_callback, "deliver a provider redirect URL to the engine")
+    p.add_argument("url", metavar="URL", help="the full redirect URL (or its query string); quote it")
+
+    p = add("serve", cmd_serve, "HTTP callback receiver (GET /callback) with the status page at /status")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8050, help="port (default 8050, 0 = any free port)")
+
+    p = add("list", cmd_list, "list attempts with counts per state")
+    p.add_argument("--state", metavar="S", help="only attempts in state S (e.g. REDIRECTED)")
+    p.add_argument("--element", metavar="KEY", help="only this element")
+    p.add_argument("--older-than", metavar="DURATION", help="created more than DURATION ago (30m, 2h, 7d)")
+    p.add_argument("--newer-than", metavar="DURATION", help="created less than DURATION ago")
+    p.add_argument("--limit", type=int, metavar="N", help="at most N attempts")
+
+    p = add("show", cmd_show, "one attempt with its timeline (secrets redacted)")
+    p.add_argument("id", metavar="ID")
+
+    p = add("diagram", cmd_diagram, "render the machine, or one attempt's path")
+    p.add_argument("id", metavar="ID", nargs="?", help="an attempt id (default: the whole machine)")
+    p.add_argument("--format", choices=DIAGRAM_FORMATS, help="default: from -o's suffix, else mermaid")
+    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+
+    for action, text in (("cancel", "fail a non-terminal attempt as cancelled"),
+                         ("restart", "move a FAILED attempt back to NEW (history is kept)")):
+        add(action, _operator(action), text).add_argument("id", metavar="ID")
+
+    p = add("db", lambda a: 0, "database maintenance")
+    db_subs = p.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    up = db_subs.add_parser("upgrade", help="apply migrations; prints the revision")
+    _global_options(up, sub=True)
+    up.set_defaults(func=cmd_db_upgrade)
+    return parser
+
+
+def _configure_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    layout = "%(levelname)s %(name)s: %(message)s"
+    if verbose > 0:
+        layout = "%(asctime)s " + layout
+    logging.basicConfig(level=level, stream=sys.stderr, format=layout)
+    # urllib3's debug lines include request URLs, and GET /oauth/token carries apiSecret in its query.
+    logging.getLogger("urllib3").setLevel(max(level, logging.INFO))
+    logging.getLogger("alembic").setLevel(max(level, logging.WARNING if verbose < 2 else logging.INFO))
+
+
+def error(message: str) -> None:
+    """Print ``provision: error: message`` on stderr."""
+    print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``provision`` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    _configure_logging(args.verbose)
+    try:
+        return int(args.func(args))
+    except INPUT_ERRORS as exc:
+        error(str(exc))
+        return 2
+    except ProvisionError as exc:
+        error(str(exc))
+        return 1
+    except KeyboardInterrupt:
+        error("interrupted")
+        return 130
+    except Exception as exc:  # noqa: BLE001 - database/network failures: one line, traceback with -v
+        if args.verbose:
+            log.exception("unexpected failure")
+        error(f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}".rstrip(": ")
+              + " (run with -v for details)")
+        return 1

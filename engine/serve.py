@@ -1,0 +1,171 @@
+"""``provision serve``: the HTTP callback receiver, with the read-only status page mounted at /status.
+
+The provider redirects the user's browser to the callback URL; this app hands the query string to
+``Engine.handle_callback`` and answers a plain page saying whether the connection worked. It only
+answers GET/HEAD, never reflects input unescaped, bounds request bodies, and never logs query
+strings (they carry the OAuth verifier or code).
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable, Iterable
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from markupsafe import escape
+from werkzeug.serving import WSGIRequestHandler, make_server
+from werkzeug.wrappers import Request, Response
+
+from states.model import FailureReason, State
+
+from .errors import CallbackRejectedError, ProvisionError
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+    from .engine import Engine
+
+log = logging.getLogger(__name__)
+
+MAX_CONTENT_LENGTH = 16 * 1024  # callbacks are GETs; anything with a large body is not for us
+MAX_QUERY_CHARS = 16 * 1024
+_RETRY_LATER = "The connection could not be recorded; please try again later."
+
+
+class CallbackRequest(Request):
+    """A request whose body may not exceed ``MAX_CONTENT_LENGTH``."""
+
+    max_content_length = MAX_CONTENT_LENGTH
+
+
+def _page(title: str, detail: str, status: int) -> Response:
+    # Both strings are escaped here, whatever their origin, so no caller can forget it.
+    html = (
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{t}</title></head>"
+        "<body><h1>{t}</h1>\n<p>{d}</p>\n</body></html>\n"
+    ).format(t=escape(title), d=escape(detail))
+    resp = Response(html, status=status, mimetype="text/html")
+    resp.headers["Cache-Control"] = "no-store"
+    resp.headers["X-Content-Type-Options"] = "nosniff"
+    resp.headers["Content-Security-Policy"] = "default-src 'none'"
+    resp.headers["Referrer-Policy"] = "no-referrer"  # the callback URL carries a one-time code
+    return resp
+
+
+class CallbackApp:
+    """WSGI app: ``GET */callback`` applies a callback, ``/status...`` goes to the status page."""
+
+    def __init__(self, engine: Engine, status_factory: Callable[[Engine], Any] | None = None) -> None:
+        self.engine = engine
+        self._status_factory = status_factory
+        self._status_app: Any = None
+        self._status_loaded = False
+        self._lock = threading.Lock()
+
+    def _status(self) -> Any:
+        """The status page app, imported lazily (it is optional); None when not installed."""
+        with self._lock:
+            if not self._status_loaded:
+                self._status_loaded = True
+                factory = self._status_factory
+                if factory is None:
+                    try:
+                        from .status_page import StatusPage  # noqa: PLC0415 - optional module
+                    except ImportError:
+                        log.info("engine.status_page is not available; /status answers 404")
+                        return None
+                    factory = StatusPage
+                self._status_app = factory(self.engine)
+            return self._status_app
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        request = CallbackRequest(environ)
+        path = request.path
+        if path == "/status" or path.startswith("/status/"):
+            status_app = self._status()
+            if status_app is not None:
+                return status_app(environ, start_response)  # type: ignore[no-any-return]
+            return _page("Not found", "The status page is not installed.", 404)(environ, start_response)
+        if not path.rstrip("/").endswith("/callback"):
+            return _page("Not found", "Nothing here.", 404)(environ, start_response)
+        if request.method not in ("GET", "HEAD"):
+            resp = _page("Method not allowed", "Callbacks are GET requests.", 405)
+            resp.headers["Allow"] = "GET, HEAD"
+            return resp(environ, start_response)
+        if request.method == "HEAD":
+            # Link checkers send HEAD; a one-time code must only be spent by the browser's GET.
+            return _page("Callback", "Open this link in a browser.", 200)(environ, start_response)
+        return self.callback(request)(environ, start_response)
+
+    def callback(self, request: Request) -> Response:
+        """Apply the callback in ``request``'s query string and describe the result."""
+        query = request.query_string.decode("latin-1")
+        if len(query) > MAX_QUERY_CHARS:
+            return _page("Link rejected", "Link rejected: the link is too long.", 400)
+        try:
+            outcome = self.engine.handle_callback(query)
+        except CallbackRejectedError as exc:
+            return _page("Link rejected", f"Link rejected: {exc.reason}", 400)
+        except ProvisionError as exc:
+            log.error("callback could not be processed: %s", exc)
+            return _page("Something went wrong", _RETRY_LATER, 500)
+        except Exception:  # noqa: BLE001 - a browser gets a page, the operator gets the log
+            log.exception("callback failed unexpectedly")
+            return _page("Something went wrong", _RETRY_LATER, 500)
+        if outcome.status == "duplicate":
+            return _page("This link was already used", "This link was already used; nothing changed.", 200)
+        if outcome.state is State.FAILED:
+            if outcome.reason == FailureReason.USER_DENIED.value:
+                return _page("Access was denied", "Access was denied, so the account was not connected.", 200)
+            return _page("Connection failed", "The provider reported an error; nothing was connected.", 200)
+        return _page("Connected", "Connected. You can close this window; setup finishes in the background.",
+                     200)
+
+
+def make_app(engine: Engine, *, status_factory: Callable[[Engine], Any] | None = None) -> WSGIApplication:
+    """The callback receiver as a WSGI app (``status_factory`` overrides the lazily imported status page)."""
+    return CallbackApp(engine, status_factory)
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """Logs method, path and status only: query strings carry one-time codes and verifiers."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:  # noqa: D102
+        path = self.path.split("?", 1)[0]
+        log.info("%s %s %s", self.command, path[:200], code)
+
+    def log_error(self, format: str, *args: Any) -> None:  # noqa: A002, D102 - werkzeug's signature
+        log.warning("http: " + format, *args)
+
+
+def serve(engine: Engine, host: str, port: int, *, ready: Callable[[str], None] | None = None,
+          stop: threading.Event | None = None) -> None:
+    """Serve until SIGINT/SIGTERM (or ``stop``); ``ready`` gets the base URL once listening."""
+    server = make_server(host, port, make_app(engine), threaded=True, request_handler=_QuietHandler)
+    stop = stop or threading.Event()
+    previous: dict[int, Any] = {}
+
+    def _on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, _on_signal)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
+                              name="provision-serve", daemon=True)
+    thread.start()
+    try:
+        url_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        if ready is not None:
+            ready(f"http://{url_host}:{server.server_port}")
+        # A timed wait keeps the main thread responsive to signals.
+        while not stop.wait(0.2):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        server.shutdown()  # finishes the request in flight
+        server.server_close()
+        thread.join(timeout=5)

@@ -1,0 +1,46 @@
+"""Usage, input and runtime errors: the right exit code, one clear line on stderr, nothing persisted."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+START = ("start", "--element", "quickbooks", "--name", "N")
+
+
+def test_usage_errors_exit_2_and_change_nothing(cli: Any) -> None:
+    secret = ("--api-secret", cli.SECRET)
+    results = cli.many(
+        ("start", "--name", "N", *secret),
+        (*START, "--api-key", "k", *secret, "--callback-url", cli.CALLBACK_URL, "--config", "novalue"),
+        (*START, "--api-key", "k", *secret, "--callback-url", "ftp://example.com/cb"),
+        (*START, "--flow", "quick", *secret),
+        ("show", "no-such-attempt"),
+        ("list", "--older-than", "soon"),
+    )
+    for result in results:
+        assert result.returncode == 2, (result.args, result.stdout, result.stderr)
+        assert result.stdout == ""
+    missing_element, bad_config, bad_url, missing_config, unknown, older = (r.stderr for r in results)
+    assert "the following arguments are required: --element" in missing_element
+    assert "provision: error: --config: expected KEY=VALUE, got 'novalue'" in bad_config
+    assert "provision: error: callback_url: must be an absolute http or https URL" in bad_url
+    # The message names every missing entry, and the hint says how to pass them.
+    assert missing_config.startswith("provision: error: configuration:")
+    for entry in ("oauth.api.key", "oauth.user.token", "oauth.user.token.secret", "quickbooks.realm.id"):
+        assert entry in missing_config
+    assert "oauth.api.secret," not in missing_config and "--config KEY=VALUE" in missing_config
+    assert "provision: error: no attempt with id 'no-such-attempt'" in unknown
+    assert "provision: error: --older-than: expected a duration like 30m, 2h or 7d" in older
+    for text in (bad_config, bad_url, missing_config, unknown, older):
+        assert len(text.strip().splitlines()) == 1, text  # one line, no traceback
+
+    assert json.loads(cli("--json", "list").stdout) == {"attempts": [], "counts": {}}
+
+
+def test_runtime_failure_exits_1(cli: Any) -> None:
+    # Nothing listens on port 1: a runtime failure (exit 1), reported in one line without a traceback.
+    down, bad_db = cli.many(("--db", "postgresql+psycopg://nobody@127.0.0.1:1/none", "list"),
+                            ("--db", "sqlite:////nonexistent-dir/x.db", "list"))
+    assert down.returncode == 1 and down.stderr.startswith("provision: error: OperationalError")
+    assert len(down.stderr.strip().splitlines()) == 1
+    assert bad_db.returncode == 2 and "provision: error: --db:" in bad_db.stderr
