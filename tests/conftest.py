@@ -15,17 +15,15 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-import requests
 import sqlalchemy as sa
-from cryptography.fernet import Fernet
 
 from engine import ElementsClient, Engine, EngineSettings, FakeClock, RetryPolicy
 from engine.client import ClientSettings
 from engine.factory import open_repository
 from sandbox import start as start_sandbox
+from testkit import TEST_KEY
 
 PG_ENV = "PROVISION_TEST_PG_URL"
-TEST_KEY = Fernet.generate_key().decode()
 
 
 def pg_url_or_skip() -> str:
@@ -126,20 +124,3 @@ def engine_on(sandbox: Any, waits: list[float]) -> Iterator[Callable[..., Engine
 def make_engine(db_url: str, engine_on: Callable[..., Engine]) -> Callable[..., Engine]:
     """Factory: an engine on ``db_url`` (both backends) against ``sandbox``; closed afterwards."""
     return lambda **kw: engine_on(db_url, **kw)
-
-
-def consent(url: str, decision: str = "approve", company: str = "sandbox") -> str:
-    """Play the user on the sandbox consent page; returns the redirect Location."""
-    page = requests.get(url, timeout=5)
-    assert page.status_code == 200 and "decision" in page.text
-    resp = requests.post(url, data={"decision": decision, "company": company}, allow_redirects=False, timeout=5)
-    assert resp.status_code == 302, resp.text
-    return resp.headers["Location"]
-
-
-QBO = {"api_key": "dev-consumer-key", "api_secret": "dev-consumer-secret", "callback_url": "https://app.example.com/cb"}
-QUICK_CONFIG = {
-    "oauth.api.key": "dev-consumer-key", "oauth.api.secret": "dev-consumer-secret",
-    "oauth.user.token": "qyprd-user-token", "oauth.user.token.secret": "user-token-secret",
-    "quickbooks.realm.id": "123146096291789", "oauth.callback.url": "https://app.example.com/cb",
-}

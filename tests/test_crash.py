@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from conftest import QBO, QUICK_CONFIG, TEST_KEY, consent
+from testkit import QBO, QUICK_CONFIG, TEST_KEY, consent
 from engine import Engine
 from states import HAPPY_PATHS, TERMINAL, Flow, State, invalid_step
 

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import sqlalchemy as sa
 
-from conftest import TEST_KEY
+from testkit import TEST_KEY
 from engine.factory import open_repository
 from persistence.claims import claim_statement
 from persistence.schema import attempts

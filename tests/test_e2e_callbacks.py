@@ -8,7 +8,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import pytest
 
-from conftest import QBO, consent
+from testkit import QBO, consent
 from engine import CallbackRejectedError, Engine
 from engine.runner import StepPorts
 from states import State

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from conftest import QBO, QUICK_CONFIG
+from testkit import QBO, QUICK_CONFIG
 from engine import Engine, RetryPolicy
 from states import State
 

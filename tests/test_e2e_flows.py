@@ -7,7 +7,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from conftest import QBO, QUICK_CONFIG, consent
+from testkit import QBO, QUICK_CONFIG, consent
 from engine import Engine, MissingConfigurationError
 from states import Flow, State, invalid_step
 

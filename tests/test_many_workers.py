@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import requests
 
-from conftest import QBO, consent
+from testkit import QBO, consent
 from engine import Engine
 from states import HAPPY_PATHS, TERMINAL, Flow, State
 from test_crash import PROVISION, assert_exactly_once, spawn_worker, worker_env

@@ -10,7 +10,7 @@ import pytest
 import requests
 from freezegun import freeze_time
 
-from conftest import QBO, QUICK_CONFIG, consent
+from testkit import QBO, QUICK_CONFIG, consent
 from engine import Engine
 from engine.clock import FakeClock
 from states import State, invalid_step

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from conftest import TEST_KEY
+from testkit import TEST_KEY
 from engine.factory import open_repository
 from persistence import NewCallback, Repository
 from persistence.schema import attempts, metadata
