@@ -197,8 +197,8 @@ def _operator(action: str) -> Callable[[argparse.Namespace], int]:
                               "failure_reason": attempt.failure_reason}))
         else:
             reason = f" ({attempt.failure_reason})" if attempt.failure_reason else ""
-            _out(f"{'cancelled' if action == 'cancel' else 'restarted'}: attempt {attempt.id} is "
-                 f"{attempt.state.value}{reason}")
+            done = {"cancel": "cancelled", "restart": "restarted", "reauthorize": "re-authorising"}[action]
+            _out(f"{done}: attempt {attempt.id} is {attempt.state.value}{reason}")
         return 0
 
     run.__doc__ = f"Operator action: {action} an attempt."
@@ -345,7 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
 
     for action, text in (("cancel", "fail a non-terminal attempt as cancelled"),
-                         ("restart", "move a FAILED attempt back to NEW (history is kept)")):
+                         ("restart", "move a FAILED attempt back to NEW (history is kept)"),
+                         ("reauthorize", "new consent for the same instance after renewal_rejected")):
         add(action, _operator(action), text).add_argument("id", metavar="ID")
 
     p = add("db", lambda a: 0, "database maintenance")

@@ -44,3 +44,11 @@ def test_runtime_failure_exits_1(cli: Any) -> None:
     assert down.returncode == 1 and down.stderr.startswith("provision: error: OperationalError")
     assert len(down.stderr.strip().splitlines()) == 1
     assert bad_db.returncode == 2 and "provision: error: --db:" in bad_db.stderr
+
+
+def test_reauthorize_refuses_an_attempt_without_instance(cli: Any) -> None:
+    """`provision reauthorize` is an operator action: usage error (exit 2) when nothing to re-authorise."""
+    attempt_id = cli("start", "--element", "quickbooks", "--flow", "oauth2", "--name", "R", "--api-key", "k",
+                     "--api-secret", cli.SECRET, "--callback-url", cli.CALLBACK_URL).stdout.strip()
+    result = cli("reauthorize", attempt_id, expect=2)
+    assert "re-authorise" in result.stderr
