@@ -11,7 +11,7 @@ import requests
 from freezegun import freeze_time
 
 from testkit import QBO, QUICK_CONFIG, consent
-from engine import Engine
+from engine import CallbackRejectedError, Engine
 from engine.clock import FakeClock
 from states import State, invalid_step
 from states.schedule import next_renewal_at, renewal_lead_s
@@ -252,3 +252,25 @@ def test_transient_renewal_failures_back_off_then_give_up_after_four_days(
     assert max(delays) <= 3600 and max(delays) >= 1800  # backed off up to the 1-hour cap
     assert all(d >= 30 for d in delays)
     assert len(delays) < 150  # about 4 days at <= 1 hour per try, not a retry storm
+
+
+def test_callback_deadline_expires_under_freezegun(make_engine: Callable[..., Engine], sandbox: Any) -> None:
+    """Default 30 minutes; a per-attempt override at start; a late callback changes nothing."""
+    with freeze_time(T0) as frozen:
+        engine = make_engine()
+        default = engine.start("sfdc", "Default wait", flow="oauth2", **QBO)
+        short = engine.start("sfdc", "Short wait", flow="oauth2", callback_wait_s=120, **QBO)
+        engine.run_until_idle()
+        late = consent(engine.redirect_url(engine.get(short.id)) or "")
+        assert engine.get(default.id).deadline_at == T0 + timedelta(minutes=30)
+        frozen.move_to(T0 + timedelta(seconds=120))
+        engine.run_until_idle()
+        assert engine.get(short.id).failure_reason == "callback_timeout"
+        assert engine.get(default.id).state is State.REDIRECTED
+        frozen.move_to(T0 + timedelta(minutes=30))
+        engine.run_until_idle()
+        assert engine.get(default.id).failure_reason == "callback_timeout"
+        before = engine.history(short.id)
+        with pytest.raises(CallbackRejectedError, match="deadline passed"):
+            engine.handle_callback(late)
+        assert engine.history(short.id) == before
