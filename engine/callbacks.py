@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,7 @@ MAX_VALUE_CHARS = 2048
 KNOWN_PARAMS = frozenset(
     {"state", "oauth_token", "oauth_verifier", "realmId", "dataSource", "code", "error", "error_description"}
 )
+_BAD_CHAR_RE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 REQUIRED = {Flow.OAUTH1: ("oauth_token", "oauth_verifier", "realmId"), Flow.OAUTH2: ("code",)}
 
 
@@ -52,12 +54,17 @@ def parse_callback(url_or_params: str | Mapping[str, Any]) -> dict[str, str]:
         if len(url_or_params) > MAX_CALLBACK_CHARS:
             raise CallbackRejectedError(f"callback longer than {MAX_CALLBACK_CHARS} characters")
         text = url_or_params.strip()
-        query = urlsplit(text).query if ("?" in text or "://" in text) else text
+        try:
+            query = urlsplit(text).query if ("?" in text or "://" in text) else text
+        except ValueError:  # e.g. "http://[bad" (an unbalanced IPv6 bracket) from a hostile caller
+            raise CallbackRejectedError("not a valid URL") from None
         try:
             pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=False, max_num_fields=50)
         except ValueError:
             raise CallbackRejectedError("too many query parameters") from None
     elif isinstance(url_or_params, Mapping):
+        if len(url_or_params) > 50:
+            raise CallbackRejectedError("too many query parameters")
         pairs = []
         for k, v in url_or_params.items():
             values = v if isinstance(v, (list, tuple)) else [v]
@@ -70,7 +77,9 @@ def parse_callback(url_or_params: str | Mapping[str, Any]) -> dict[str, str]:
             continue  # providers add parameters we do not use; ignore them rather than store them
         if key in params:
             raise CallbackRejectedError(f"parameter {key!r} appears more than once")
-        if len(value) > MAX_VALUE_CHARS or any(ord(c) < 32 for c in value):
+        if len(value) > MAX_VALUE_CHARS or _BAD_CHAR_RE.search(value):
+            # Control characters and lone surrogates (not encodable as UTF-8) have no place in a
+            # provider's parameters, and would break hashing and storage further on.
             raise CallbackRejectedError(f"parameter {key!r} is too long or contains control characters")
         params[key] = value
     if not params.get("state"):
@@ -97,6 +106,9 @@ class CallbackHandler:
         except CallbackRejectedError as exc:
             self._reject(None, None, None, exc.reason)
             raise
+        except Exception as exc:  # noqa: BLE001 - e.g. a mapping whose values cannot be str()-ed
+            self._reject(None, None, None, f"malformed callback ({type(exc).__name__})")
+            raise CallbackRejectedError(f"malformed callback ({type(exc).__name__})") from None
         return self._process(params, existing_id=None)
 
     def apply_pending(self, attempt_id: str) -> None:

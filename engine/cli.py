@@ -20,6 +20,7 @@ from types import FrameType
 from typing import Any
 
 from . import cli_output as fmt
+from .logging_redaction import configure_logging
 from .errors import (
     AttemptNotFoundError,
     CallbackRejectedError,
@@ -263,6 +264,13 @@ def cmd_diagram(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    """Re-encrypt every stored secret under the new key (``engine.keys``)."""
+    from .keys import run_rotate  # noqa: PLC0415
+
+    return run_rotate(args.db, batch=args.batch_size, as_json=args.json, out=_out)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run every flow against an in-process sandbox."""
     from .demo import run_demo  # noqa: PLC0415
@@ -349,23 +357,17 @@ def build_parser() -> argparse.ArgumentParser:
                          ("reauthorize", "new consent for the same instance after renewal_rejected")):
         add(action, _operator(action), text).add_argument("id", metavar="ID")
 
-    p = add("db", lambda a: 0, "database maintenance")
-    db_subs = p.add_subparsers(dest="db_command", metavar="ACTION", required=True)
-    up = db_subs.add_parser("upgrade", help="apply migrations; prints the revision")
-    _global_options(up, sub=True)
-    up.set_defaults(func=cmd_db_upgrade)
+    for group, action, func, text, group_text in (
+            ("db", "upgrade", cmd_db_upgrade, "apply migrations; prints the revision", "database maintenance"),
+            ("keys", "rotate", cmd_keys_rotate, "re-encrypt every stored secret under the new key (resumable)",
+             "encryption key maintenance")):
+        nested = add(group, lambda a: 0, group_text).add_subparsers(dest=f"{group}_command", metavar="ACTION",
+                                                                     required=True).add_parser(action, help=text)
+        _global_options(nested, sub=True)
+        nested.set_defaults(func=func)
+        if group == "keys":
+            nested.add_argument("--batch-size", type=int, default=200, metavar="N", help="rows per transaction")
     return parser
-
-
-def _configure_logging(verbose: int) -> None:
-    level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    layout = "%(levelname)s %(name)s: %(message)s"
-    if verbose > 0:
-        layout = "%(asctime)s " + layout
-    logging.basicConfig(level=level, stream=sys.stderr, format=layout)
-    # urllib3's debug lines include request URLs, and GET /oauth/token carries apiSecret in its query.
-    logging.getLogger("urllib3").setLevel(max(level, logging.INFO))
-    logging.getLogger("alembic").setLevel(max(level, logging.WARNING if verbose < 2 else logging.INFO))
 
 
 def error(message: str) -> None:
@@ -376,7 +378,7 @@ def error(message: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``provision`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
-    _configure_logging(args.verbose)
+    configure_logging(args.verbose)
     try:
         return int(args.func(args))
     except INPUT_ERRORS as exc:

@@ -17,6 +17,8 @@ from sandbox.defaults import MASK
 from states.attempt import Attempt, HistoryEntry
 from states.model import TERMINAL, State
 
+from .secrets import scrub, secret_values
+
 _SECRET_KEY_RE = re.compile(r"secret|token|password|verifier|code", re.IGNORECASE)
 LIST_COLUMNS = ("id", "element", "flow", "state", "name", "created", "updated", "failure_reason")
 
@@ -83,7 +85,8 @@ def attempt_dict(attempt: Attempt, history: Sequence[HistoryEntry],
     }
     # redirect_url is shown on purpose (the user must open it); everything else goes through redact().
     url = data.pop("redirect_url")
-    out = redact(data)
+    # Then every known secret value is masked wherever it appears (e.g. echoed in an error message).
+    out: dict[str, Any] = scrub(redact(data), secret_values(attempt.secrets))
     out["redirect_url"] = url
     return out
 
@@ -164,9 +167,11 @@ def format_attempt(attempt: Attempt, history: Sequence[HistoryEntry], redirect_u
                                "`provision callback URL` "
                                "(or let `provision serve` receive it)"))
     width = max(len(k) for k, _ in fields)
-    lines = [f"{k.ljust(width)}  {v}" for k, v in fields]
+    needles = secret_values(attempt.secrets)
+    # The consent URL is shown on purpose (for OAuth1 it carries the request token); all else is scrubbed.
+    lines = [f"{k.ljust(width)}  {v if k == 'consent URL' else scrub(v, needles)}" for k, v in fields]
     lines.append("timeline:")
-    lines.extend(format_timeline(history))
+    lines.extend(scrub(format_timeline(history), needles))
     return "\n".join(lines)
 
 

@@ -19,7 +19,11 @@ from .errors import InvalidInputError, MissingConfigurationError
 _ELEMENT_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 _TAG_RE = re.compile(r"^[A-Za-z0-9 _.:@/+=-]{1,100}$")
 _CONFIG_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-_PRINTABLE_RE = re.compile(r"^[^\x00-\x1f\x7f]+$")
+# No C0/C1 controls, no line/paragraph separators, no lone surrogates (they cannot be stored as UTF-8).
+_PRINTABLE_RE = re.compile(r"[^\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]+")
+# Configuration values may be multi-line (PEM keys) but carry no other control characters.
+_VALUE_RE = re.compile(r"[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]*")
+MAX_URL = 2048
 MAX_TAGS = 20
 MAX_CONFIG_VALUE = 4096
 MAX_CALLBACK_WAIT_S = 30 * 24 * 3600
@@ -39,10 +43,17 @@ class StartRequest:
 
 
 def check_url(field: str, value: str) -> str:
-    """An absolute http(s) URL with a host."""
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc or any(c.isspace() for c in value):
-        raise InvalidInputError(field, f"must be an absolute http or https URL, got {value[:100]!r}")
+    """An absolute http(s) URL with a host (and a valid port, if any), at most ``MAX_URL`` characters."""
+    problem = f"must be an absolute http or https URL, got {str(value)[:100]!r}"
+    if not isinstance(value, str) or len(value) > MAX_URL or not _PRINTABLE_RE.fullmatch(value):
+        raise InvalidInputError(field, problem)
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in 0-65535
+    except ValueError:
+        raise InvalidInputError(field, problem) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in value):
+        raise InvalidInputError(field, problem)
     return value
 
 
@@ -61,11 +72,19 @@ def parse_config_pairs(pairs: Iterable[str]) -> dict[str, str]:
     """``KEY=VALUE`` strings (the CLI's ``--config``) to a dict."""
     out: dict[str, str] = {}
     for pair in pairs:
-        key, sep, value = pair.partition("=")
+        key, sep, value = str(pair).partition("=")
+        key = key.strip()
+        # Only the key is echoed: the value may be a secret (--config oauth.api.secret=...).
         if not sep or not key:
-            raise InvalidInputError("--config", f"expected KEY=VALUE, got {pair.split('=')[0][:60]!r}",
+            raise InvalidInputError("--config", f"expected KEY=VALUE, got {key[:60]!r} without '='" if not sep
+                                    else "expected KEY=VALUE, got an empty KEY",
                                     hint="Write it as --config oauth.api.key=VALUE")
-        out[key.strip()] = value
+        if not _CONFIG_KEY_RE.fullmatch(key):
+            raise InvalidInputError("--config", f"key {key[:60]!r} must be letters, digits and ._- "
+                                    "(e.g. oauth.api.key)")
+        if key in out:
+            raise InvalidInputError("--config", f"key {key!r} given twice")
+        out[key] = value
     return out
 
 
@@ -83,7 +102,7 @@ def validate_start(
     callback_wait_s: int | str | None,
 ) -> StartRequest:
     """Check every start input; return the normalised request or raise ``InvalidInputError``."""
-    if not isinstance(element, str) or not _ELEMENT_RE.match(element):
+    if not isinstance(element, str) or not _ELEMENT_RE.fullmatch(element):
         raise InvalidInputError("element", "must be an element key: lowercase letters, digits, '_', '.', '-' "
                                 f"(at most 64), e.g. quickbooks; got {str(element)[:70]!r}")
     spec = spec_for(element)
@@ -92,35 +111,47 @@ def validate_start(
     else:
         try:
             chosen = Flow(flow)
-        except ValueError:
+        except (ValueError, TypeError):
             raise InvalidInputError("flow", f"must be one of oauth1, oauth2, quick; got {str(flow)[:30]!r}") from None
     if chosen not in spec.flows:
         raise InvalidInputError(
             "flow", f"element {element!r} supports {', '.join(f.value for f in spec.flows)}, not {chosen.value}"
         )
-    if not isinstance(name, str) or not name.strip() or len(name) > 200 or not _PRINTABLE_RE.match(name):
+    if not isinstance(name, str) or not name.strip() or len(name) > 200 or not _PRINTABLE_RE.fullmatch(name):
         raise InvalidInputError("name", "must be 1 to 200 printable characters")
+    if tags is None:
+        tags = ()
+    if isinstance(tags, (str, bytes)) or not isinstance(tags, Iterable):
+        raise InvalidInputError("tag", "tags must be a list of strings (a single string is not a list)")
     tag_list = list(tags)
     if len(tag_list) > MAX_TAGS:
         raise InvalidInputError("tag", f"at most {MAX_TAGS} tags, got {len(tag_list)}")
     for tag in tag_list:
-        if not isinstance(tag, str) or not _TAG_RE.match(tag):
+        if not isinstance(tag, str) or not _TAG_RE.fullmatch(tag):
             raise InvalidInputError("tag", "each tag must be 1 to 100 of letters, digits, space and _.:@/+=-, "
                                     f"got {str(tag)[:110]!r}")
     cfg: dict[str, Any] = {}
+    if config is not None and not isinstance(config, Mapping):
+        raise InvalidInputError("config", "must be a mapping of configuration keys to values")
     for key, value in (config or {}).items():
-        if not isinstance(key, str) or not _CONFIG_KEY_RE.match(key):
+        if not isinstance(key, str) or not _CONFIG_KEY_RE.fullmatch(key):
             raise InvalidInputError("config", f"key {str(key)[:60]!r} must be letters, digits and ._- (e.g. oauth.api.key)")
         if isinstance(value, bool) or value is None:
             cfg[key] = value
             continue
-        if not isinstance(value, (str, int, float)) or len(str(value)) > MAX_CONFIG_VALUE:
-            raise InvalidInputError("config", f"value of {key} must be a string of at most {MAX_CONFIG_VALUE} characters")
+        if (not isinstance(value, (str, int, float)) or len(str(value)) > MAX_CONFIG_VALUE
+                or not _VALUE_RE.fullmatch(str(value))):
+            # The value is never echoed: it may be a secret.
+            raise InvalidInputError("config", f"value of {key} must be a string of at most {MAX_CONFIG_VALUE} "
+                                    "characters without control characters")
         cfg[key] = str(value)
     for field, key, value in (("api_key", "oauth.api.key", api_key), ("api_secret", "oauth.api.secret", api_secret),
                               ("callback_url", "oauth.callback.url", callback_url)):
-        if value is not None and value != "":
-            cfg[key] = value
+        if value is None or value == "":
+            continue
+        if not isinstance(value, str) or len(value) > MAX_CONFIG_VALUE or not _PRINTABLE_RE.fullmatch(value):
+            raise InvalidInputError(field, f"must be a string of 1 to {MAX_CONFIG_VALUE} printable characters")
+        cfg[key] = value
     if "oauth.callback.url" in cfg:
         check_url("callback_url", str(cfg["oauth.callback.url"]))
     if "oauth.user.refresh_interval" in cfg:
@@ -135,7 +166,7 @@ def validate_start(
         raise MissingConfigurationError(element, chosen.value, missing)
     if idempotency_key is not None and (
         not isinstance(idempotency_key, str) or not 1 <= len(idempotency_key) <= 200
-        or not _PRINTABLE_RE.match(idempotency_key)
+        or not _PRINTABLE_RE.fullmatch(idempotency_key)
     ):
         raise InvalidInputError("idempotency_key", "must be 1 to 200 printable characters")
     wait = None

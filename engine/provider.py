@@ -12,6 +12,7 @@ import requests
 
 from .errors import ApiConnectionError, ApiTimeoutError, MalformedResponseError, PermanentApiError
 from .client import error_from_response
+from .logging_redaction import install as install_log_redaction
 
 INTUIT_TOKEN_URL = "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer"
 INTUIT_RECONNECT_URL = "https://appcenter.intuit.com/api/v1/connection/reconnect"
@@ -69,6 +70,10 @@ class ProviderClient:
         self.session = session
         self.urls = urls
         self.timeout = timeout
+        # Every ElementsClient builds one of these: the earliest point at which the engine does HTTP,
+        # so urllib3's DEBUG request lines (apiSecret in GET /oauth/token's query) are redacted
+        # even for embedders that never go through the CLI.
+        install_log_redaction()
 
     def _call(self, method: str, url: str, **kw: object) -> requests.Response:
         try:

@@ -91,3 +91,51 @@ def load_codec(db_path: Path | None, environ: dict[str, str] | None = None) -> F
             "created encryption key file %s (mode 0600); back it up, or set %s instead", key_file, ENV_KEY
         )
     return FernetCodec(parse_keys(key_file.read_text()))
+
+
+# --- redaction by value ----------------------------------------------------------------------------
+
+_SECRET_KEY_HINTS = ("secret", "token", "password", "verifier", "code")
+MIN_SCRUB_LEN = 6  # shorter values (booleans, "0") would mask innocent text
+MASK = "********"
+
+
+def secret_values(data: Any, *, inside: bool = False) -> set[str]:
+    """Every string leaf of ``data`` (an attempt's decrypted secrets) stored under a secret-ish key.
+
+    A key is secret-ish when it mentions secret, token, password, verifier or code (so
+    ``oauth.api.secret``, ``request_token_secret``, ``callback.oauth_verifier``, ``callback.code``,
+    ``instance_token`` and everything under ``user_tokens``); the consent URL and the public
+    configuration (api key, callback URL) are not collected.
+    """
+    found: set[str] = set()
+    if isinstance(data, dict):
+        for key, value in data.items():
+            hit = inside or any(h in str(key).lower() for h in _SECRET_KEY_HINTS)
+            found |= secret_values(value, inside=hit)
+    elif isinstance(data, (list, tuple)):
+        for value in data:
+            found |= secret_values(value, inside=inside)
+    elif inside and isinstance(data, str) and len(data) >= MIN_SCRUB_LEN:
+        found.add(data)
+    return found
+
+
+def scrub(value: Any, needles: set[str]) -> Any:
+    """A copy of ``value`` with every occurrence of a string in ``needles`` replaced by ``MASK``.
+
+    The last line of defence for text that came from outside (a platform error message that echoes
+    a token, a provider message): whatever its key, a known secret value is never shown.
+    """
+    if not needles:
+        return value
+    if isinstance(value, str):
+        for needle in sorted(needles, key=len, reverse=True):
+            if needle in value:
+                value = value.replace(needle, MASK)
+        return value
+    if isinstance(value, dict):
+        return {k: scrub(v, needles) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [scrub(v, needles) for v in value]
+    return value

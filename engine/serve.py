@@ -2,8 +2,9 @@
 
 The provider redirects the user's browser to the callback URL; this app hands the query string to
 ``Engine.handle_callback`` and answers a plain page saying whether the connection worked. It only
-answers GET/HEAD, never reflects input unescaped, bounds request bodies, and never logs query
-strings (they carry the OAuth verifier or code).
+answers GET/HEAD on the callback and status routes, never reflects input unescaped, refuses request
+bodies and request lines or query strings longer than a callback needs (``MAX_REQUEST_LINE``,
+``MAX_QUERY_CHARS``), and never logs query strings (they carry the OAuth verifier or code).
 """
 from __future__ import annotations
 
@@ -20,7 +21,10 @@ from werkzeug.wrappers import Request, Response
 
 from states.model import FailureReason, State
 
+from .callbacks import MAX_CALLBACK_CHARS
 from .errors import CallbackRejectedError, ProvisionError
+from .logging_redaction import install as install_log_redaction
+from .logging_redaction import redact_text
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -30,7 +34,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_CONTENT_LENGTH = 16 * 1024  # callbacks are GETs; anything with a large body is not for us
-MAX_QUERY_CHARS = 16 * 1024
+MAX_QUERY_CHARS = MAX_CALLBACK_CHARS  # what Engine.handle_callback accepts anyway
+MAX_PATH_CHARS = 1024
+# Longest request line (method, path, query, version) the server reads; the standard library's
+# limit is 64 KiB. Longer lines get 414 before any parsing.
+MAX_REQUEST_LINE = MAX_QUERY_CHARS + MAX_PATH_CHARS + 32
+ALLOWED_METHODS = ("GET", "HEAD")
 _RETRY_LATER = "The connection could not be recorded; please try again later."
 
 
@@ -83,6 +92,19 @@ class CallbackApp:
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         request = CallbackRequest(environ)
         path = request.path
+        if request.method not in ALLOWED_METHODS:
+            # Every route is read-only (a callback is a browser redirect); nothing else is served.
+            resp = _page("Method not allowed", "Only GET and HEAD are served here.", 405)
+            resp.headers["Allow"] = ", ".join(ALLOWED_METHODS)
+            return resp(environ, start_response)
+        if (request.content_length or 0) > 0 or "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+            # GET/HEAD carry no body; one that does is not a browser redirect. Close the connection so
+            # the unread body cannot be taken for the next request.
+            resp = _page("Payload too large", "Requests to this server carry no body.", 413)
+            resp.headers["Connection"] = "close"
+            return resp(environ, start_response)
+        if len(path) > MAX_PATH_CHARS or len(request.query_string) > MAX_QUERY_CHARS:
+            return _page("Link rejected", "Link rejected: the link is too long.", 414)(environ, start_response)
         if path == "/status" or path.startswith("/status/"):
             status_app = self._status()
             if status_app is not None:
@@ -90,10 +112,6 @@ class CallbackApp:
             return _page("Not found", "The status page is not installed.", 404)(environ, start_response)
         if not path.rstrip("/").endswith("/callback"):
             return _page("Not found", "Nothing here.", 404)(environ, start_response)
-        if request.method not in ("GET", "HEAD"):
-            resp = _page("Method not allowed", "Callbacks are GET requests.", 405)
-            resp.headers["Allow"] = "GET, HEAD"
-            return resp(environ, start_response)
         if request.method == "HEAD":
             # Link checkers send HEAD; a one-time code must only be spent by the browser's GET.
             return _page("Callback", "Open this link in a browser.", 200)(environ, start_response)
@@ -103,7 +121,7 @@ class CallbackApp:
         """Apply the callback in ``request``'s query string and describe the result."""
         query = request.query_string.decode("latin-1")
         if len(query) > MAX_QUERY_CHARS:
-            return _page("Link rejected", "Link rejected: the link is too long.", 400)
+            return _page("Link rejected", "Link rejected: the link is too long.", 414)
         try:
             outcome = self.engine.handle_callback(query)
         except CallbackRejectedError as exc:
@@ -126,6 +144,7 @@ class CallbackApp:
 
 def make_app(engine: Engine, *, status_factory: Callable[[Engine], Any] | None = None) -> WSGIApplication:
     """The callback receiver as a WSGI app (``status_factory`` overrides the lazily imported status page)."""
+    install_log_redaction()  # werkzeug's error lines quote request lines, which carry codes and verifiers
     return CallbackApp(engine, status_factory)
 
 
@@ -133,11 +152,27 @@ class _QuietHandler(WSGIRequestHandler):
     """Logs method, path and status only: query strings carry one-time codes and verifiers."""
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:  # noqa: D102
-        path = self.path.split("?", 1)[0]
-        log.info("%s %s %s", self.command, path[:200], code)
+        # A malformed request line leaves no ``path``: this used to raise here, so the client got no
+        # answer at all instead of its 400/414.
+        path = str(getattr(self, "path", "") or "").split("?", 1)[0]
+        log.info("%s %s %s", getattr(self, "command", "") or "-", path[:200], code)
 
     def log_error(self, format: str, *args: Any) -> None:  # noqa: A002, D102 - werkzeug's signature
-        log.warning("http: " + format, *args)
+        # "Bad request syntax ('GET /callback?code=...')": the request line is quoted; mask its values.
+        try:
+            text = format % args
+        except (TypeError, ValueError):
+            text = format
+        log.warning("http: %s", redact_text(text)[:500])
+
+    def parse_request(self) -> bool:  # noqa: D102 - BaseHTTPRequestHandler's hook
+        # The standard library accepts request lines up to 64 KiB; a callback needs far less.
+        if len(self.raw_requestline) > MAX_REQUEST_LINE:
+            self.requestline, self.request_version, self.command = "", "HTTP/1.1", ""
+            self.close_connection = True
+            self.send_error(414, "Request line too long")
+            return False
+        return bool(super().parse_request())
 
 
 def serve(engine: Engine, host: str, port: int, *, ready: Callable[[str], None] | None = None,

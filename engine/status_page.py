@@ -26,6 +26,7 @@ from states.model import State
 
 from .diagrams import GraphvizMissingError, render_attempt
 from .errors import AttemptNotFoundError, InvalidInputError
+from .secrets import scrub, secret_values
 
 if TYPE_CHECKING:  # the page only reads through the Engine's public methods
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -165,7 +166,7 @@ class StatusPage:
             urls.build("index", {}), attempt.id, _state(attempt.state), attempt.element_key, attempt.flow,
             attempt.name, self._diagram(attempt, history),
             Markup('<a href="{}">diagram.svg</a> · <a href="{}">diagram.mmd</a>').format(svg_url, mmd_url),
-            self._details(attempt), self._timeline(history),
+            self._details(attempt), self._timeline(history, secret_values(attempt.secrets)),
         )
         return Response(_page(f"attempt {attempt.id}", body), mimetype="text/html")
 
@@ -175,7 +176,8 @@ class StatusPage:
             ("id", attempt.id), ("element", attempt.element_key), ("flow", attempt.flow),
             ("name", attempt.name),
             ("state", _state(attempt.state)), ("failure reason", attempt.failure_reason or ""),
-            ("last error", " - ".join(str(error[k]) for k in ("kind", "message") if error.get(k))),
+            ("last error", scrub(" - ".join(str(error[k]) for k in ("kind", "message") if error.get(k)),
+                                 secret_values(attempt.secrets))),
             ("instance id", attempt.instance_id if attempt.instance_id is not None else ""),
             ("renewals", attempt.renewals), ("created", _when(attempt.created_at)),
             ("updated", _when(attempt.updated_at)), ("next run", _when(attempt.next_run_at)),
@@ -192,13 +194,15 @@ class StatusPage:
                       "source (install graphviz for a picture).</p><pre>{}</pre>").format(
             render_attempt(attempt, history, "mermaid"))
 
-    def _timeline(self, history: Sequence[HistoryEntry]) -> Markup:
+    def _timeline(self, history: Sequence[HistoryEntry], needles: set[str]) -> Markup:
         rows = []
         for h in history:
             err = h.error if isinstance(h.error, dict) else {}  # only kind/message/hint are ever shown
+            # A platform message may echo a token we sent: known secret values are masked (scrub).
             message = Markup("{}{}").format(
-                " - ".join(str(err[k]) for k in ("kind", "message") if err.get(k)),
-                Markup('<br><span class="hint">{}</span>').format(err["hint"]) if err.get("hint") else "",
+                scrub(" - ".join(str(err[k]) for k in ("kind", "message") if err.get(k)), needles),
+                Markup('<br><span class="hint">{}</span>').format(scrub(str(err["hint"]), needles))
+                if err.get("hint") else "",
             )
             rows.append((h.seq, h.trigger, h.source, _state(h.dest), _when(h.at),
                          "" if h.duration_ms is None else f"{h.duration_ms} ms", h.outcome, h.tries,

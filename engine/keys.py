@@ -1,0 +1,230 @@
+"""``provision keys rotate``: re-encrypt every stored secret under a new key (issue 5/6 item 1).
+
+Two ways to hold the key (``engine.secrets``), two procedures:
+
+- ``PROVISION_SECRET_KEY``: the user puts ``NEW,OLD`` in the variable (first encrypts, all decrypt),
+  runs ``provision keys rotate``, and may drop ``OLD`` once it reports success.
+- The key file beside a SQLite database (``<db>.key``): a new key is generated and the file is
+  rewritten as ``NEW,OLD`` (temp file + rename, mode 0600) *before* any row changes, so that every
+  row stays readable whatever happens; after the re-encryption the file is rewritten as ``NEW``.
+
+Rows are re-encrypted in batches, one transaction per batch, each row with a compare-and-set
+``UPDATE ... WHERE id=? AND <blob>=<the blob we read>``: a worker that rewrote the row meanwhile
+wins, and the row is read again. ``version`` is not bumped on purpose, so a worker holding a lease
+does not lose its step because of a rotation. An interrupted run is simply run again: rows already
+under ``NEW`` are recognised and skipped.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from cryptography.fernet import Fernet, InvalidToken
+
+from .errors import InvalidInputError, SecretKeyError
+from .secrets import ENV_KEY, FernetCodec, parse_keys
+
+log = logging.getLogger(__name__)
+DEFAULT_BATCH = 200
+
+
+@dataclass
+class RotationReport:
+    """What a rotation did; ``complete`` is False while some row could not be decrypted."""
+
+    mode: str  # "env" or "key_file"
+    attempts: int = 0  # attempts.secrets rows re-encrypted by this run
+    callbacks: int = 0  # callbacks.params rows re-encrypted by this run
+    already_current: int = 0  # rows found under the new key already (an earlier, interrupted run)
+    unreadable: int = 0  # rows no configured key opens: left untouched
+    retried: int = 0  # rows a concurrent writer changed under us, read again
+    key_file: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        """True when every row is now encrypted under the new key."""
+        return self.unreadable == 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """The ``--json`` document."""
+        return {**asdict(self), "complete": self.complete}
+
+
+def key_file_for(db_path: Path) -> Path:
+    """Where ``engine.secrets.load_codec`` keeps the key of a SQLite file."""
+    return db_path.with_name(db_path.name + ".key")
+
+
+def write_key_file(path: Path, keys: list[bytes]) -> None:
+    """Replace ``path`` atomically with ``keys`` (comma-separated), mode 0600, fsynced."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.unlink()
+    except FileNotFoundError:
+        pass
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(b",".join(keys) + b"\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)  # atomic: a crash leaves the old file or the new one, never half of one
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+class _Rotator:
+    """Re-encrypts one column of one table in id order, batch by batch."""
+
+    def __init__(self, db: sa.Engine, codec: FernetCodec, newest: Fernet, report: RotationReport,
+                 batch: int) -> None:
+        self.db, self.codec, self.newest, self.report, self.batch = db, codec, newest, report, batch
+
+    def _is_current(self, blob: bytes) -> bool:
+        try:
+            self.newest.decrypt(blob)
+            return True
+        except InvalidToken:
+            return False
+
+    def run(self, table: sa.Table, column: str) -> int:
+        col, key = table.c[column], table.c[list(table.primary_key.columns)[0].name]
+        done, after = 0, None
+        while True:
+            q = sa.select(key, col).where(col.is_not(None)).order_by(key).limit(self.batch)
+            if after is not None:
+                q = q.where(key > after)
+            with self.db.connect() as conn:
+                rows = conn.execute(q).all()
+            if not rows:
+                return done
+            after = rows[-1][0]
+            pending = [(row_id, bytes(blob)) for row_id, blob in rows]
+            for _ in range(20):  # rows a writer changed under us are read again (bounded)
+                if not pending:
+                    break
+                rotated, pending = self._batch(table, key, col, pending)
+                done += rotated
+            if pending:
+                raise SecretKeyError(f"{len(pending)} {table.name} rows kept changing during the rotation",
+                                     hint="Run `provision keys rotate` again.")
+
+    def _batch(self, table: sa.Table, key: Any, col: Any,
+               rows: list[tuple[Any, bytes]]) -> tuple[int, list[tuple[Any, bytes]]]:
+        """One transaction: (rows rotated, rows whose compare-and-set lost, with their current blob)."""
+        lost: list[Any] = []
+        rotated = 0
+        with self.db.begin() as conn:
+            for row_id, blob in rows:
+                if self._is_current(blob):
+                    self.report.already_current += 1
+                    continue
+                try:
+                    fresh = self.codec.rotate(blob)
+                except InvalidToken:
+                    self.report.unreadable += 1
+                    log.error("%s row %s: no configured key decrypts it; left untouched", table.name, row_id)
+                    continue
+                result = conn.execute(sa.update(table).where(key == row_id, col == blob).values({col.name: fresh}))
+                if result.rowcount == 1:
+                    rotated += 1
+                else:
+                    lost.append(row_id)
+        if not lost:
+            return rotated, []
+        self.report.retried += len(lost)
+        with self.db.connect() as conn:
+            again = conn.execute(sa.select(key, col).where(key.in_(lost), col.is_not(None))).all()
+        return rotated, [(row_id, bytes(blob)) for row_id, blob in again]
+
+
+def _reencrypt(db: sa.Engine, keys: list[bytes], report: RotationReport, batch: int) -> None:
+    from persistence.schema import attempts, callbacks  # noqa: PLC0415 - adapter import kept local
+
+    codec = FernetCodec(keys)
+    rotator = _Rotator(db, codec, Fernet(keys[0]), report, batch)
+    report.attempts = rotator.run(attempts, "secrets")
+    report.callbacks = rotator.run(callbacks, "params")
+
+
+def rotate_keys(db_url: str, *, environ: Mapping[str, str] | None = None, batch: int = DEFAULT_BATCH) -> RotationReport:
+    """Rotate the encryption key of the database at ``db_url`` (see the module docstring)."""
+    from persistence.database import create_db_engine, sqlite_path  # noqa: PLC0415
+    from persistence.migrate import upgrade  # noqa: PLC0415
+
+    env = os.environ if environ is None else environ
+    if batch < 1:
+        raise InvalidInputError("--batch-size", f"must be at least 1, got {batch}")
+    try:
+        db = create_db_engine(db_url)
+    except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises several types for bad URLs
+        raise InvalidInputError("--db", f"cannot use database URL ({type(exc).__name__})") from None
+    try:
+        path = sqlite_path(db.url)
+        if path is not None and not path.exists():
+            raise InvalidInputError("--db", f"no database at {path}: nothing to rotate")
+        if path is not None:
+            upgrade(db)
+        if env.get(ENV_KEY):
+            keys = parse_keys(env[ENV_KEY])
+            if len(keys) < 2:
+                raise InvalidInputError(ENV_KEY, "holds one key; to rotate, set it to NEW,OLD (the new key first)",
+                                        hint="Generate NEW with: python -c 'from cryptography.fernet import "
+                                        "Fernet; print(Fernet.generate_key().decode())'")
+            report = RotationReport("env")
+            _reencrypt(db, keys, report, batch)
+            return report
+        if path is None:
+            raise SecretKeyError(f"{ENV_KEY} is not set",
+                                 hint="Set it to NEW,OLD (the new key first) and run the rotation again.")
+        key_file = key_file_for(path)
+        if not key_file.exists():
+            raise SecretKeyError(f"no key file {key_file} and {ENV_KEY} is not set",
+                                 hint="Nothing was ever encrypted with a key this command can find.")
+        keys = parse_keys(key_file.read_text())
+        FernetCodec(keys)  # validate before touching anything
+        if len(keys) == 1:
+            # NEW goes first and OLD stays, written before any row changes: every row stays readable.
+            keys = [Fernet.generate_key(), keys[0]]
+            write_key_file(key_file, keys)
+        # else: an interrupted rotation left NEW,OLD...: finish it with the same NEW.
+        report = RotationReport("key_file", key_file=str(key_file))
+        _reencrypt(db, keys, report, batch)
+        if report.complete:
+            write_key_file(key_file, keys[:1])
+        return report
+    finally:
+        db.dispose()
+
+
+def format_report(report: RotationReport) -> str:
+    """The human summary printed by the CLI."""
+    lines = [f"re-encrypted {report.attempts} attempt secret blob(s) and {report.callbacks} callback "
+             f"param blob(s); {report.already_current} already under the new key"]
+    if report.unreadable:
+        lines.append(f"{report.unreadable} row(s) cannot be decrypted with any configured key and were left "
+                     "untouched; the old key(s) are still needed")
+    elif report.mode == "env":
+        lines.append(f"done: you may now drop the old key(s) from {ENV_KEY} (keep only the first), "
+                     "then restart workers and `provision serve`")
+    else:
+        lines.append(f"done: {report.key_file} now holds only the new key; restart running workers and "
+                     "`provision serve` so they load it")
+    return "\n".join(lines)
+
+
+def run_rotate(db_url: str | None, *, batch: int, as_json: bool, out: Callable[[str], None]) -> int:
+    """The body of ``provision keys rotate``: rotate, print counts; exit 1 while rows stay unreadable."""
+    from .cli_output import to_json  # noqa: PLC0415
+    from .factory import db_url_from_env  # noqa: PLC0415
+
+    report = rotate_keys(db_url or db_url_from_env(), batch=batch)
+    out(to_json(report.as_dict()) if as_json else format_report(report))
+    return 0 if report.complete else 1

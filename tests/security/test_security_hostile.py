@@ -1,0 +1,173 @@
+"""A hostile platform: every endpoint answers badly. Attempts end classified, never crash or hang.
+
+The server answers each request according to the current ``mode``: not JSON, wrong JSON types,
+missing fields, a body larger than the client accepts, a slow drip, an HTML 500, a connection
+closed mid-answer. Real attempts of every flow are driven against it through the engine.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from engine import Engine, FakeClock, RetryPolicy
+from states import State
+from testkit import QBO, QUICK_CONFIG
+
+CLASSIFIED = {"malformed_response", "timeout", "unavailable", "connection", "bad_request", "unauthorized",
+              "not_found", "forbidden", "conflict", "rate_limited", "provider_rejected"}
+MAX_BODY = 2000
+
+
+class Hostile(BaseHTTPRequestHandler):
+    """Answers per ``server.mode``; logs nothing."""
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass
+
+    def _send(self, status: int, body: bytes, ctype: str = "application/json", length: int | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body) if length is None else length))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _answer(self) -> None:
+        if self.headers.get("Content-Length"):
+            self.rfile.read(int(self.headers["Content-Length"]))
+        mode = self.server.mode  # type: ignore[attr-defined]
+        if mode == "not_json":
+            self._send(200, b"<html>welcome to nginx</html>", "text/html")
+        elif mode == "wrong_types":  # every documented field has the wrong JSON type
+            self._send(200, json.dumps({"token": ["x"], "secret": {"a": 1}, "oauthUrl": 42, "id": None,
+                                        "configuration": "nope"}).encode())
+        elif mode == "json_list":
+            self._send(200, b"[1, 2, 3]")
+        elif mode == "missing_fields":
+            self._send(200, b"{}")
+        elif mode == "null":
+            self._send(200, b"null")
+        elif mode == "huge":
+            self._send(200, b"[" + b"1," * (MAX_BODY * 5) + b"1]")
+        elif mode == "drip":  # a byte at a time, each inside the read timeout, the whole far beyond it
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(DRIP_BYTES))
+            self.end_headers()
+            for _ in range(DRIP_BYTES):
+                try:
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                except OSError:
+                    return
+                time.sleep(0.03)
+        elif mode == "html_500":
+            self._send(500, b"<html>Bad Gateway</html>", "text/html")
+        elif mode == "truncated":
+            self._send(200, b'{"id": 1', length=500)  # promises 500 bytes, closes after 8
+        elif mode == "error_json_wrong_types":
+            self._send(400, json.dumps({"message": ["a"], "providerMessage": {"x": 1}, "requestId": 5}).encode())
+
+    do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _answer
+
+
+@pytest.fixture
+def hostile() -> Iterator[Any]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hostile)
+    server.daemon_threads = True
+    server.mode = "not_json"  # type: ignore[attr-defined]
+    server.url = f"http://127.0.0.1:{server.server_port}"  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+MODES = ["not_json", "wrong_types", "json_list", "missing_fields", "null", "huge", "drip", "html_500", "truncated",
+         "error_json_wrong_types"]
+DRIP_BYTES = 25
+DRIP_S = DRIP_BYTES * 0.03  # how long the hostile server takes to drip its body: beyond every deadline here
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_flow_ends_classified(mode: str, hostile: Any, sqlite_url: str,
+                                    engine_on: Callable[..., Engine]) -> None:
+    hostile.mode = mode
+    clock = FakeClock()
+    engine = engine_on(sqlite_url, clock=clock, base_url=hostile.url + "/elements/api-v2", connect_timeout=0.3,
+                       read_timeout=0.3, max_body_bytes=MAX_BODY,
+                       # The drip costs real time per run: one run each (budget 0) keeps the test fast.
+                       policy=RetryPolicy(in_process_attempts=1, budget=0 if mode == "drip" else 2,
+                                          durable_initial=1, durable_max=1))
+    started = time.monotonic()
+    ids = [engine.start("quickbooks", f"{mode} {flow}", flow=flow, **(
+        {"config": QUICK_CONFIG} if flow == "quick" else QBO)).id for flow in ("oauth1", "oauth2", "quick")]
+    seen: set[str] = set()
+    for _ in range(4):  # budget 2: three runs exhaust it
+        report = engine.tick()  # must never raise
+        for attempt_id in ids:
+            a = engine.get(attempt_id)
+            if a.last_error:
+                seen.add(a.last_error["kind"])
+                assert a.last_error["kind"] in CLASSIFIED, a.last_error
+        clock.advance(seconds=5)
+        if report.claimed == 0:
+            break
+    for attempt_id in ids:
+        a = engine.get(attempt_id)
+        assert a.state is State.FAILED, (mode, a, a.last_error)
+        assert a.failure_reason in ("retries_exhausted", "permanent_error"), a.failure_reason
+        assert a.last_error and a.last_error["kind"] in CLASSIFIED and a.last_error["kind"] != "internal"
+        assert a.next_run_at is None and a.lease_owner is None  # nothing stuck
+    assert "internal" not in seen
+    # 3 attempts x 3 runs, each bounded by connect + read timeout (the drip: see the xfail test below).
+    assert time.monotonic() - started < (3 * DRIP_S if mode == "drip" else 9 * 0.6) + 3, "a step outlived its timeouts"
+    if mode == "drip":
+        assert seen == {"timeout"}
+    if mode == "huge":
+        assert seen == {"malformed_response"}
+
+
+def test_renewal_against_hostile_platform_is_retried_not_crashed(hostile: Any, sqlite_url: str, sandbox: Any,
+                                                                   engine_on: Callable[..., Engine]) -> None:
+    """A provisioned attempt whose platform turns hostile keeps its instance and retries its check."""
+    clock = FakeClock()
+    good = engine_on(sqlite_url, clock=clock)
+    a = good.start("quickbooks", "renew", flow="quick", config={**QUICK_CONFIG, "oauth.user.refresh_interval": "3600",
+                                                                "oauth.user.refresh_time": "0"})
+    good.run_until_idle()
+    assert good.get(a.id).state is State.PROVISIONED
+    hostile.mode = "wrong_types"
+    bad = engine_on(sqlite_url, clock=clock, base_url=hostile.url + "/elements/api-v2", read_timeout=0.3,
+                    connect_timeout=0.3)
+    clock.advance(seconds=2 * 3600)
+    bad.tick()
+    after = bad.get(a.id)
+    assert after.instance_id == good.get(a.id).instance_id
+    assert after.last_error is None or after.last_error["kind"] in CLASSIFIED | {"renewal_rejected"}
+    assert after.state in (State.PROVISIONED, State.FAILED)
+    assert after.next_run_at is None or after.next_run_at > clock() - timedelta(seconds=1)
+
+
+@pytest.mark.xfail(strict=True, reason="engine/client.py ElementsClient._read_body checks its deadline only between "
+                   "chunks, and resp.read(65536) blocks until 64 KiB or EOF: a drip holds the step for as long as the "
+                   "server likes (fix: read with resp.read1(), or shrink the socket timeout to the time left)")
+def test_slow_drip_is_cut_at_the_body_deadline(hostile: Any, sqlite_url: str,
+                                               engine_on: Callable[..., Engine]) -> None:
+    hostile.mode = "drip"
+    engine = engine_on(sqlite_url, base_url=hostile.url + "/elements/api-v2", connect_timeout=0.2, read_timeout=0.2)
+    started = time.monotonic()
+    with pytest.raises(Exception) as err:
+        engine.client.request("oauth_url", "GET", "/elements/quickbooks/oauth/url")
+    elapsed = time.monotonic() - started
+    assert getattr(err.value, "kind", None) == "timeout"
+    assert elapsed < 0.4 + 0.2 < DRIP_S, f"the drip held the call for {elapsed:.2f}s"

@@ -1,0 +1,176 @@
+"""Bad input is refused with a ``ProvisionError`` (CLI: exit 2) and changes nothing persisted.
+
+Property-based (hypothesis) over callback parsing, ``Engine.handle_callback`` and start inputs;
+examples for each documented rule.
+"""
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from engine import Engine
+from engine.callbacks import parse_callback
+from engine.cli import main as cli_main
+from engine.errors import InvalidInputError, ProvisionError
+from engine.inputs import parse_config_pairs, validate_start
+from persistence.schema import attempts, callbacks, history
+from testkit import QBO, QUICK_CONFIG
+
+FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+PARAM_NAMES = st.sampled_from(["state", "code", "oauth_token", "oauth_verifier", "realmId", "error", "x", ""])
+# Text with the characters parsers trip on: separators, percent signs, NUL, a lone surrogate, brackets.
+ANY_TEXT = st.lists(st.one_of(st.text(max_size=6), st.sampled_from(
+    ["&", "=", "?", "#", "%", "%zz", ".", "\x00", "\ud800", "[", "]", "://", "http://[", "\n"])), max_size=8).map("".join)
+WEIRD = st.one_of(st.none(), st.integers(), st.floats(), st.booleans(), ANY_TEXT, st.lists(ANY_TEXT, max_size=3),
+                  st.binary(max_size=10), st.dictionaries(ANY_TEXT, ANY_TEXT, max_size=2))
+
+
+def counts(engine: Engine) -> tuple[int, ...]:
+    """attempts/history sizes and a fingerprint of every attempt row (the inbox may grow by design)."""
+    with engine.repo.engine.connect() as conn:
+        rows = conn.execute(sa.select(attempts.c.id, attempts.c.version, attempts.c.state)).all()
+        n_history = conn.execute(sa.select(sa.func.count()).select_from(history)).scalar_one()
+    return (len(rows), int(n_history), hash(tuple(sorted(map(tuple, rows)))))
+
+
+@FAST
+@given(url=st.one_of(ANY_TEXT, ANY_TEXT.map(lambda q: "https://app.example.com/cb?" + q),
+                     st.dictionaries(PARAM_NAMES, st.one_of(ANY_TEXT, st.lists(ANY_TEXT, max_size=3)), max_size=6),
+                     WEIRD))
+def test_parse_callback_raises_only_provision_errors(url: Any) -> None:
+    try:
+        params = parse_callback(url)
+    except ProvisionError:
+        return
+    assert params["state"] and all(isinstance(v, str) for v in params.values())
+
+
+_ENGINES: weakref.WeakKeyDictionary[Any, tuple[Engine, str]] = weakref.WeakKeyDictionary()
+
+
+@FAST
+@given(data=st.data())
+def test_handle_callback_refuses_without_changing_attempts(make_engine: Callable[..., Engine], data: Any) -> None:
+    if make_engine not in _ENGINES:  # one engine per test run: function fixtures span all examples
+        engine = make_engine()
+        waiting = engine.start("quickbooks", "waiting", flow="oauth1", **QBO)
+        engine.run_until_idle()
+        _ENGINES[make_engine] = (engine, waiting.id)
+    engine, attempt_id = _ENGINES[make_engine]
+    state = data.draw(st.one_of(ANY_TEXT, st.just(attempt_id), ANY_TEXT.map(lambda s: f"{attempt_id}.{s}")))
+    params = data.draw(st.dictionaries(PARAM_NAMES, ANY_TEXT, max_size=5))
+    shape = data.draw(st.sampled_from(["dict", "query", "url"]))
+    from urllib.parse import urlencode
+
+    payload: Any = {**params, "state": state}
+    if shape != "dict":
+        try:
+            payload = ("https://app.example.com/cb?" if shape == "url" else "") + urlencode(payload)
+        except UnicodeEncodeError:
+            payload = {**params, "state": state}
+    before = counts(engine)
+    try:
+        engine.handle_callback(payload)
+    except ProvisionError:
+        assert counts(engine) == before  # refused: no attempt or history change
+        return
+    # Accepted only with the real state, which a random draw cannot guess.
+    raise AssertionError(f"callback accepted: {payload!r}")
+
+
+START_KW = st.fixed_dictionaries({}, optional={
+    "flow": st.one_of(st.sampled_from(["oauth1", "oauth2", "quick", "OAUTH1", ""]), WEIRD),
+    "api_key": st.one_of(st.just("k"), WEIRD), "api_secret": st.one_of(st.just("s"), WEIRD),
+    "callback_url": st.one_of(st.sampled_from(["https://a.example/cb", "ftp://x/y", "http://[::1", "http://h:99999",
+                                               "javascript:alert(1)", "https://a.example/cb\n"]), WEIRD),
+    "tags": st.one_of(st.lists(ANY_TEXT, max_size=3), WEIRD),
+    "config": st.one_of(st.dictionaries(st.sampled_from(["oauth.user.refresh_interval", "oauth.user.refresh_time",
+                                                         "oauth.api.key", "bad key", ""]), WEIRD, max_size=3), WEIRD),
+    "idempotency_key": WEIRD, "callback_wait_s": WEIRD,
+})
+
+
+@FAST
+@given(element=st.one_of(st.sampled_from(["quickbooks", "sfdc", "QuickBooks", "quickbooks\n", "../x"]), WEIRD),
+       name=st.one_of(st.sampled_from(["ok", " ", "a\nb", "x" * 201]), WEIRD), kw=START_KW)
+def test_validate_start_raises_only_invalid_input(element: Any, name: Any, kw: dict[str, Any]) -> None:
+    try:
+        validate_start(element=element, name=name, **{"flow": None, "api_key": None, "api_secret": None,
+                                                       "callback_url": None, "tags": (), "config": None,
+                                                       "idempotency_key": None, "callback_wait_s": None, **kw})
+    except InvalidInputError:
+        pass
+
+
+@FAST
+@given(element=st.one_of(st.just("quickbooks"), WEIRD), name=st.one_of(st.just("n"), WEIRD), kw=START_KW)
+def test_engine_start_refuses_without_storing(sqlite_url: str, engine_on: Callable[..., Engine], element: Any,
+                                              name: Any, kw: dict[str, Any]) -> None:
+    if engine_on not in _ENGINES:
+        _ENGINES[engine_on] = (engine_on(sqlite_url), "")
+    engine = _ENGINES[engine_on][0]
+    before = counts(engine)
+    try:
+        engine.start(element, name, **kw)
+    except ProvisionError:
+        assert counts(engine) == before
+        return
+    assert counts(engine)[0] == before[0] + 1 or kw.get("idempotency_key") is not None
+
+
+@pytest.mark.parametrize("field,kw", [
+    ("element", {"element": "Quick Books"}), ("element", {"element": "quickbooks\n"}),
+    ("name", {"name": "x" * 201}), ("name", {"name": "a\u2028b"}), ("name", {"name": "tab\tname"}),
+    ("tag", {"tags": "one-string"}), ("tag", {"tags": ["ok", "bad\n"]}), ("tag", {"tags": ["x"] * 21}),
+    ("callback_url", {"callback_url": "ftp://files.example/cb"}), ("callback_url", {"callback_url": "http://[::1"}),
+    ("callback_url", {"callback_url": "https://h:99999/cb"}), ("callback_url", {"callback_url": "/relative"}),
+    ("oauth.user.refresh_interval", {"config": {"oauth.user.refresh_interval": "59"}}),
+    ("oauth.user.refresh_interval", {"config": {"oauth.user.refresh_interval": "1.5h"}}),
+    ("config", {"config": {"bad key": "v"}}), ("config", {"config": ["oauth.api.key=x"]}),
+    ("api_secret", {"api_secret": 12345}), ("callback_wait_s", {"callback_wait_s": "0"}),
+])
+def test_each_rule_names_its_field(field: str, kw: dict[str, Any]) -> None:
+    args = {"element": "quickbooks", "name": "n", "flow": "oauth1", "api_key": "k", "api_secret": "s",
+            "callback_url": "https://a.example/cb", "tags": (), "config": None, "idempotency_key": None,
+            "callback_wait_s": None, **kw}
+    with pytest.raises(InvalidInputError) as err:
+        validate_start(**args)
+    assert field in str(err.value)
+
+
+@pytest.mark.parametrize("pairs,message", [
+    (["novalue"], "without '='"), (["=v"], "empty KEY"), (["bad key=v"], "letters, digits"),
+    (["a=1", "a=2"], "given twice"),
+])
+def test_config_pairs(pairs: list[str], message: str) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        parse_config_pairs(pairs)
+    assert parse_config_pairs(["oauth.api.secret=a=b"]) == {"oauth.api.secret": "a=b"}
+
+
+@pytest.mark.parametrize("argv", [
+    ["start", "--element", "BAD KEY", "--name", "n"],
+    ["start", "--element", "quickbooks", "--name", "n", "--flow", "quick", "--config", "nokey"],
+    ["start", "--element", "quickbooks", "--name", "n", "--callback-url", "ftp://x/cb", "--api-key", "k",
+     "--api-secret", "TOPSECRET-VALUE"],
+    ["start", "--element", "quickbooks", "--name", "n", "--tag", "bad\ttag", *sum((["--config", f"{k}={v}"]
+                                                                                  for k, v in QUICK_CONFIG.items()), [])],
+    ["start", "--element", "quickbooks", "--name", "n", "--callback-wait", "soon"],
+    ["worker", "--concurrency", "0"], ["list", "--older-than", "yesterday"], ["list", "--state", "NOPE"],
+    ["show", "not-an-id"], ["callback", "https://app.example.com/cb?code=x"],
+])
+def test_cli_bad_input_exits_2_without_echoing_secrets(argv: list[str], sqlite_url: str,
+                                                        capsys: pytest.CaptureFixture[str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from testkit import TEST_KEY
+
+    monkeypatch.setenv("PROVISION_SECRET_KEY", TEST_KEY)
+    assert cli_main(["--db", sqlite_url, *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("provision: error: ") and "Traceback" not in err and "TOPSECRET" not in err

@@ -1,0 +1,118 @@
+"""``provision serve`` over real HTTP: only its routes and methods, bounded requests, no reflection,
+single use, rejected callbacks recorded and logged with their reason, no secret in its logs."""
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+from werkzeug.serving import make_server
+
+from engine import Engine
+from engine.serve import MAX_QUERY_CHARS, MAX_REQUEST_LINE, _QuietHandler, make_app
+from states import State
+from testkit import QBO, consent
+
+
+@pytest.fixture
+def served(sqlite_url: str, engine_on: Callable[..., Engine]) -> Iterator[tuple[Engine, str]]:
+    engine = engine_on(sqlite_url)
+    server = make_server("127.0.0.1", 0, make_app(engine), threaded=True, request_handler=_QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield engine, f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def raw(base: str, data: bytes) -> bytes:
+    """Send raw bytes, return the whole answer (for requests no HTTP client would send)."""
+    parts = urlsplit(base)
+    with socket.create_connection((parts.hostname, parts.port), timeout=5) as sock:
+        sock.sendall(data)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def redirect_to(base: str, location: str) -> str:
+    """The provider's redirect, pointed at our receiver instead of the app's callback URL."""
+    return f"{base}/callback?{urlsplit(location).query}"
+
+
+def test_callback_applies_once_then_duplicate_and_forgeries_are_rejected(
+        served: tuple[Engine, str], caplog: pytest.LogCaptureFixture) -> None:
+    engine, base = served
+    a = engine.start("quickbooks", "served", flow="oauth2", **QBO)
+    engine.run_until_idle()
+    url = redirect_to(base, consent(engine.redirect_url(engine.get(a.id)) or ""))
+    assert requests.head(url, timeout=5).status_code == 200  # link checkers do not spend the code
+    assert engine.get(a.id).state is State.REDIRECTED
+    first = requests.get(url, timeout=5)
+    assert first.status_code == 200 and "Connected" in first.text
+    assert first.headers["Referrer-Policy"] == "no-referrer" and first.headers["Cache-Control"] == "no-store"
+    assert engine.get(a.id).state is State.CALLBACK_RECEIVED
+    assert "already used" in requests.get(url, timeout=5).text  # single use: a harmless duplicate
+    code = dict(p.split("=", 1) for p in urlsplit(url).query.split("&"))["code"]
+    forged = requests.get(url.replace(f"code={code}", "code=forged"), timeout=5)
+    assert forged.status_code == 400 and "Link rejected" in forged.text
+    # Recorded with its reason and logged (the reason only: no parameter values in the log).
+    assert [c.reason for c in engine.repo.callbacks(a.id, status="rejected")] == [
+        "attempt is CALLBACK_RECEIVED; its state was already used"]
+    assert "callback rejected: attempt is CALLBACK_RECEIVED" in caplog.text
+    assert code not in caplog.text
+
+
+def test_only_get_and_head_on_known_routes(served: tuple[Engine, str]) -> None:
+    _, base = served
+    for method in ("POST", "PUT", "DELETE", "PATCH", "OPTIONS"):
+        for path in ("/callback", "/status", "/status/x"):
+            resp = requests.request(method, base + path, timeout=5)
+            assert resp.status_code == 405 and resp.headers["Allow"] == "GET, HEAD", (method, path)
+    for path in ("/", "/admin", "/callbacks", "/status/x/y/z", "/_sandbox/requests"):
+        assert requests.get(base + path, timeout=5).status_code == 404, path
+
+
+def test_sizes_are_bounded(served: tuple[Engine, str]) -> None:
+    engine, base = served
+    long_query = requests.get(f"{base}/callback?state={'a' * (MAX_QUERY_CHARS + 1)}", timeout=5)
+    assert long_query.status_code == 414
+    answer = raw(base, b"GET /callback?state=" + b"a" * MAX_REQUEST_LINE + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.") and b" 414 " in answer.split(b"\r\n", 1)[0]
+    with_body = requests.get(f"{base}/callback?state=x", data=b"x" * 100, timeout=5)
+    assert with_body.status_code == 413
+    assert requests.get(f"{base}/{'p' * 2000}/callback", timeout=5).status_code == 414
+    assert engine.repo.callbacks() == []  # none of these reached the engine
+
+
+def test_nothing_is_reflected_unescaped(served: tuple[Engine, str]) -> None:
+    engine, base = served
+    a = engine.start("quickbooks", "xss", flow="oauth2", **QBO)
+    engine.run_until_idle()
+    payload = "<script>alert(1)</script>"
+    for query in (f"state={payload}", f"state={a.id}.{payload}&code={payload}", f"{payload}={payload}",
+                  f"state={a.id}.x&error={payload}"):
+        resp = requests.get(f"{base}/callback", params=dict(p.split("=", 1) for p in query.split("&")), timeout=5)
+        assert resp.status_code in (200, 400) and "<script" not in resp.text, query
+        assert resp.headers["Content-Security-Policy"] == "default-src 'none'"
+    assert "<script" not in requests.get(f"{base}/status/{payload}", timeout=5).text
+
+
+def test_malformed_request_lines_are_logged_without_their_values(served: tuple[Engine, str],
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    _, base = served
+    answer = raw(base, b"GET /callback?code=SECRETCODE123&oauth_verifier=SECRETVERIFIER HTTP/1.1 extra\r\n\r\n")
+    assert b" 400 " in answer.split(b"\r\n", 1)[0]
+    assert "Bad request" in caplog.text or "bad request" in caplog.text.lower()
+    assert "SECRETCODE123" not in caplog.text and "SECRETVERIFIER" not in caplog.text
+    assert "SECRETCODE123" not in answer.decode("latin-1")
+
