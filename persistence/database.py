@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,15 @@ from sqlalchemy import event
 
 DEFAULT_URL = "sqlite:///provision.db"
 
+# Execution options of a connection that runs only self-contained single statements (reads, and
+# on PostgreSQL single-statement writes): each statement is its own transaction, so no BEGIN
+# IMMEDIATE (SQLite: it would queue a read behind writers) and no BEGIN/COMMIT round trips (PostgreSQL).
+AUTOCOMMIT_OPTIONS = {"provision_autocommit": True}
+PG_AUTOCOMMIT_OPTIONS = {"isolation_level": "AUTOCOMMIT", **AUTOCOMMIT_OPTIONS}
+
+# A pooled connection idle for longer than this is pinged before use (see _ping_idle).
+PING_AFTER_IDLE_S = 1.0
+
 
 def sqlite_path(url: str | sa.URL) -> Path | None:
     """The file behind a SQLite URL, or None for other backends and in-memory databases."""
@@ -17,6 +27,11 @@ def sqlite_path(url: str | sa.URL) -> Path | None:
     if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:":
         return None
     return Path(u.database)
+
+
+def autocommit_options(engine: sa.Engine) -> dict[str, Any]:
+    """The execution options for a statement-per-transaction connection on ``engine``'s backend."""
+    return PG_AUTOCOMMIT_OPTIONS if engine.dialect.name == "postgresql" else AUTOCOMMIT_OPTIONS
 
 
 def create_db_engine(url: str, **kwargs: Any) -> sa.Engine:
@@ -38,9 +53,41 @@ def create_db_engine(url: str, **kwargs: Any) -> sa.Engine:
     if u.get_backend_name() == "postgresql" and u.get_driver_name() in ("psycopg2", ""):
         # We ship with psycopg 3; a bare postgresql:// URL would pick psycopg2.
         u = u.set(drivername="postgresql+psycopg")
-    kwargs.setdefault("pool_pre_ping", True)
+    pre_ping = kwargs.pop("pool_pre_ping", None)
     kwargs.setdefault("pool_size", int(os.environ.get("PROVISION_DB_POOL_SIZE", "10")))
-    return sa.create_engine(u, **kwargs)
+    engine = sa.create_engine(u, pool_pre_ping=bool(pre_ping), **kwargs)
+    if pre_ping is None:
+        _ping_idle(engine)
+    return engine
+
+
+def _ping_idle(engine: sa.Engine) -> None:
+    """Pessimistic disconnect handling, but only for connections that sat idle in the pool.
+
+    ``pool_pre_ping`` costs a round trip (and a BEGIN) on every checkout, i.e. on every step of a
+    busy worker. A connection returned milliseconds ago is as alive as a ping would show; one idle
+    for ``PING_AFTER_IDLE_S`` (the database may have restarted meanwhile) is pinged, and replaced
+    when dead: raising ``DisconnectionError`` makes the pool retry with a fresh connection.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_conn: Any, record: Any) -> None:
+        record.info["provision_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("provision_idle_since")
+        if since is None or time.monotonic() - since < PING_AFTER_IDLE_S:
+            return  # brand new, or just used
+        try:
+            cur = dbapi_conn.cursor()
+            try:
+                cur.execute("SELECT 1")
+            finally:
+                cur.close()
+            dbapi_conn.rollback()
+        except Exception as exc:  # noqa: BLE001 - any failure means the connection is unusable
+            raise sa.exc.DisconnectionError(f"stale pooled connection ({type(exc).__name__})") from exc
 
 
 def _tune_sqlite(engine: sa.Engine) -> None:
@@ -56,4 +103,8 @@ def _tune_sqlite(engine: sa.Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        if conn.get_execution_options().get("provision_autocommit"):
+            return  # one SELECT is its own consistent snapshot in WAL mode; no write lock needed
+        # Straight to the driver: the same statement through SQLAlchemy's execution path cost
+        # more than the rest of a short transaction.
+        conn.connection.driver_connection.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]

@@ -6,7 +6,9 @@ rowcount of 0 means someone else moved the attempt first and nothing is written.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,12 +18,23 @@ import sqlalchemy as sa
 from states.attempt import MUTABLE_COLUMNS, Attempt, HistoryEntry
 from states.model import Flow, State
 
-from .claims import claim_statement
+from .claims import claim_params, parameterised_claim
 from .codec import SecretCodec
-from .schema import attempts, callbacks, history
+from .database import autocommit_options
+from .schema import attempts, history
+from .statements import (
+    CALLBACKS_BY,
+    GET,
+    INSERT_ATTEMPT,
+    INSERT_CALLBACK,
+    INSERT_HISTORY,
+    UPDATE_CALLBACK,
+    guarded_params,
+    guarded_update,
+    transition_statement,
+)
 
 _COLUMNS = [c.name for c in attempts.columns if c.name != "secrets"]
-
 
 @dataclass(frozen=True)
 class CallbackRecord:
@@ -55,6 +68,39 @@ class Repository:
         self.engine = engine
         self.codec = codec
         self.dialect = engine.dialect.name
+        self._autocommit = autocommit_options(engine)
+        self._pg = self.dialect == "postgresql"
+        # SQLite has one writer at a time. Threads of this process queue on a lock instead of
+        # SQLite's busy handler, which sleeps 1, 2, 5, 10... ms between tries and so idles the
+        # worker's thread pool; other processes still queue through busy_timeout.
+        self._write_lock: Any = threading.Lock() if self.dialect == "sqlite" else nullcontext()
+
+    @contextmanager
+    def _read(self) -> Iterator[sa.Connection]:
+        """A connection for single-statement reads: no transaction, no write lock."""
+        with self.engine.connect() as conn:
+            yield conn.execution_options(**self._autocommit)
+
+    @contextmanager
+    def _write(self) -> Iterator[sa.Connection]:
+        """A write transaction (committed on exit), serialised within the process on SQLite."""
+        with self._write_lock, self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _write_one(self) -> Iterator[sa.Connection]:
+        """A connection for ONE self-contained write statement.
+
+        PostgreSQL: autocommit, so the statement is its own transaction in one round trip instead
+        of three (BEGIN, statement, COMMIT). SQLite: an ordinary ``_write`` transaction (no round
+        trips to save, and BEGIN IMMEDIATE keeps its locking simple).
+        """
+        if not self._pg:
+            with self._write() as conn:
+                yield conn
+            return
+        with self.engine.connect() as conn:
+            yield conn.execution_options(**self._autocommit)
 
     # --- reads -----------------------------------------------------------------------------------
 
@@ -69,13 +115,13 @@ class Repository:
 
     def get(self, attempt_id: str) -> Attempt | None:
         """The attempt with ``attempt_id``, or None."""
-        with self.engine.connect() as conn:
-            row = conn.execute(sa.select(attempts).where(attempts.c.id == attempt_id)).mappings().first()
+        with self._read() as conn:
+            row = conn.execute(GET, {"g_id": attempt_id}).mappings().first()
         return self._to_attempt(row) if row else None
 
     def get_by_idempotency_key(self, key: str) -> Attempt | None:
         """The attempt created with the caller's idempotency ``key``, or None."""
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             row = (
                 conn.execute(sa.select(attempts).where(attempts.c.idempotency_key == key)).mappings().first()
             )
@@ -102,35 +148,38 @@ class Repository:
             q = q.where(attempts.c.created_at < created_before)
         if limit is not None:
             q = q.limit(limit)
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return [self._to_attempt(r) for r in conn.execute(q).mappings()]
 
     def counts_by_state(self) -> dict[str, int]:
         """How many attempts are in each state (states with none are omitted)."""
         q = sa.select(attempts.c.state, sa.func.count()).group_by(attempts.c.state)
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return {s: n for s, n in conn.execute(q)}
 
     def history(self, attempt_id: str) -> list[HistoryEntry]:
         """Every transition the attempt took, in order."""
         q = sa.select(history).where(history.c.attempt_id == attempt_id).order_by(history.c.seq)
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return [HistoryEntry(**dict(r)) for r in conn.execute(q).mappings()]
 
     def callbacks(self, attempt_id: str | None = None, status: str | None = None) -> list[CallbackRecord]:
         """Inbox rows, oldest first, optionally for one attempt and/or one status."""
-        q = sa.select(callbacks).order_by(callbacks.c.id)
-        if attempt_id is not None:
-            q = q.where(callbacks.c.attempt_id == attempt_id)
-        if status is not None:
-            q = q.where(callbacks.c.status == status)
-        with self.engine.connect() as conn:
-            return [CallbackRecord(**dict(r)) for r in conn.execute(q).mappings()]
+        q = CALLBACKS_BY[(attempt_id is not None, status is not None)]
+        with self._read() as conn:
+            rows = conn.execute(q, {"g_attempt": attempt_id, "g_status": status}).mappings()
+            return [CallbackRecord(**dict(r)) for r in rows]
 
-    def next_due_at(self) -> datetime | None:
-        """The earliest ``next_run_at`` of any attempt (leased or not), for the worker's wait."""
+    def next_due_at(self, now: datetime | None = None) -> datetime | None:
+        """The earliest ``next_run_at``; with ``now``, only among attempts this worker could claim.
+
+        The worker passes ``now``: work leased by another worker must not count as due, or an idle
+        worker would spin until that lease ends (it notices expired leases within its poll cap).
+        """
         q = sa.select(sa.func.min(attempts.c.next_run_at)).where(attempts.c.next_run_at.is_not(None))
-        with self.engine.connect() as conn:
+        if now is not None:
+            q = q.where(sa.or_(attempts.c.lease_expires_at.is_(None), attempts.c.lease_expires_at <= now))
+        with self._read() as conn:
             value = conn.execute(q).scalar()
         return attempts.c.next_run_at.type.process_result_value(value, self.engine.dialect) if value else None
 
@@ -147,8 +196,8 @@ class Repository:
         values["tags"] = list(attempt.tags)
         values["secrets"] = self.codec.seal(attempt.secrets)
         try:
-            with self.engine.begin() as conn:
-                conn.execute(attempts.insert().values(**values))
+            with self._write_one() as conn:
+                conn.execute(INSERT_ATTEMPT, values)
         except sa.exc.IntegrityError:
             if attempt.idempotency_key is None:
                 raise
@@ -160,22 +209,12 @@ class Repository:
 
     def claim_due(self, now: datetime, owner: str, lease_until: datetime, limit: int) -> list[Attempt]:
         """Atomically lease up to ``limit`` due attempts whose lease is free or expired."""
-        stmt = claim_statement(self.dialect, now=now, owner=owner, lease_until=lease_until, limit=limit)
-        with self.engine.begin() as conn:
-            rows = conn.execute(stmt).mappings().all()
+        stmt = parameterised_claim(self.dialect)
+        with self._write_one() as conn:
+            rows = conn.execute(stmt, claim_params(now, owner, lease_until, limit)).mappings().all()
         claimed = [self._to_attempt(r) for r in rows]
         claimed.sort(key=lambda a: (a.next_run_at or now, a.id))
         return claimed
-
-    def _guard(self, attempt: Attempt, owner: str | None) -> Any:
-        cond = sa.and_(
-            attempts.c.id == attempt.id,
-            attempts.c.version == attempt.version,
-            attempts.c.state == attempt.state.value,
-        )
-        if owner is not None:
-            cond = sa.and_(cond, attempts.c.lease_owner == owner)
-        return cond
 
     def commit_transition(
         self,
@@ -217,18 +256,18 @@ class Repository:
         )
         if secrets is not None:
             values["secrets"] = self.codec.seal(secrets)
-        with self.engine.begin() as conn:
-            result = conn.execute(attempts.update().where(self._guard(attempt, owner)).values(**values))
-            if result.rowcount != 1:
+        if self._pg and not callback_updates:
+            return self._transition_one_statement(attempt, entry, owner, values, callback)
+        with self._write() as conn:
+            if conn.execute(guarded_update(frozenset(values), leased=owner is not None, count_failure=False),
+                            guarded_params(attempt, owner, values)).rowcount != 1:
                 conn.rollback()
                 return False
-            conn.execute(history.insert().values(**entry.__dict__))
+            conn.execute(INSERT_HISTORY, entry.__dict__)
             if callback is not None:
-                conn.execute(callbacks.insert().values(**self._callback_values(callback)))
+                conn.execute(INSERT_CALLBACK, self._callback_values(callback))
             for cb_id, status, reason in callback_updates:
-                conn.execute(
-                    callbacks.update().where(callbacks.c.id == cb_id).values(status=status, reason=reason)
-                )
+                conn.execute(UPDATE_CALLBACK, {"g_cb_id": cb_id, "v_status": status, "v_reason": reason})
         return True
 
     def reschedule(
@@ -258,13 +297,26 @@ class Repository:
         if secrets is not None:
             values["secrets"] = self.codec.seal(secrets)
         if count_failure:
-            values["failures"] = attempts.c.failures + 1
-            values["last_error"] = error
+            values["last_error"] = error  # and failures = failures + 1, in the statement
         elif secrets is not None or changes:
             values["failures"] = 0  # progress was made: the next failure starts a new count
-        with self.engine.begin() as conn:
-            result = conn.execute(attempts.update().where(self._guard(attempt, owner)).values(**values))
-        return result.rowcount == 1
+        stmt = guarded_update(frozenset(values), leased=owner is not None, count_failure=count_failure)
+        with self._write_one() as conn:
+            return bool(conn.execute(stmt, guarded_params(attempt, owner, values)).rowcount == 1)
+
+    def _transition_one_statement(self, attempt: Attempt, entry: HistoryEntry, owner: str | None,
+                                  values: dict[str, Any], callback: NewCallback | None) -> bool:
+        """PostgreSQL ``commit_transition``: guarded UPDATE + INSERTs as one autocommit statement."""
+        stmt = transition_statement(frozenset(values), leased=owner is not None,
+                                    with_callback=callback is not None)
+        params = guarded_params(attempt, owner, values)
+        for k, v in entry.__dict__.items():
+            params["h_" + k] = v
+        if callback is not None:
+            for k, v in self._callback_values(callback).items():
+                params["cb_" + k] = v
+        with self._write_one() as conn:
+            return len(conn.execute(stmt, params).all()) == 1
 
     def merge_secrets(self, attempt_id: str, updates: dict[str, Any], *, now: datetime) -> bool:
         """Merge ``updates`` into the stored secrets whatever the lease (compare-and-set loop).
@@ -277,7 +329,7 @@ class Repository:
             if current is None:
                 return False
             merged = {**current.secrets, **updates}
-            with self.engine.begin() as conn:
+            with self._write() as conn:
                 result = conn.execute(
                     attempts.update()
                     .where(attempts.c.id == attempt_id, attempts.c.version == current.version)
@@ -299,15 +351,13 @@ class Repository:
 
     def record_callback(self, cb: NewCallback) -> int:
         """Insert an inbox row on its own (rejected, duplicate or pending callbacks)."""
-        with self.engine.begin() as conn:
-            result = conn.execute(callbacks.insert().values(**self._callback_values(cb)))
+        with self._write_one() as conn:
+            result = conn.execute(INSERT_CALLBACK, self._callback_values(cb))
             key = result.inserted_primary_key
         assert key is not None
         return int(key[0])
 
     def update_callback(self, callback_id: int, status: str, reason: str | None) -> None:
         """Settle a pending inbox row."""
-        with self.engine.begin() as conn:
-            conn.execute(
-                callbacks.update().where(callbacks.c.id == callback_id).values(status=status, reason=reason)
-            )
+        with self._write_one() as conn:
+            conn.execute(UPDATE_CALLBACK, {"g_cb_id": callback_id, "v_status": status, "v_reason": reason})

@@ -1,0 +1,107 @@
+"""Statements the repository runs, built once with bound parameters (issue 6/6).
+
+SQLAlchemy memoises a statement object's cache key and compiled SQL, so executing a prebuilt
+statement with a parameter dict costs a dict lookup; building it per call with literal values
+(``.values(**v)``, ``col == value``) cost more CPU than the database work itself (bench/README.md).
+Parameter names are prefixed (``g_`` guard, ``v_`` new value, ``h_`` history, ``cb_`` inbox)
+because SQLAlchemy reserves bare column names in SET/VALUES clauses.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import sqlalchemy as sa
+
+from states.attempt import Attempt
+
+from .schema import attempts, callbacks, history
+
+GET = sa.select(attempts).where(attempts.c.id == sa.bindparam("g_id", type_=attempts.c.id.type))
+INSERT_ATTEMPT = attempts.insert()
+INSERT_HISTORY = history.insert()
+INSERT_CALLBACK = callbacks.insert()
+UPDATE_CALLBACK = (
+    callbacks.update()
+    .where(callbacks.c.id == sa.bindparam("g_cb_id", type_=callbacks.c.id.type))
+    .values(status=sa.bindparam("v_status", type_=callbacks.c.status.type),
+            reason=sa.bindparam("v_reason", type_=callbacks.c.reason.type))
+)
+
+
+def _callbacks_query(by_attempt: bool, by_status: bool) -> Any:
+    q = sa.select(callbacks).order_by(callbacks.c.id)
+    if by_attempt:
+        q = q.where(callbacks.c.attempt_id == sa.bindparam("g_attempt", type_=callbacks.c.attempt_id.type))
+    if by_status:
+        q = q.where(callbacks.c.status == sa.bindparam("g_status", type_=callbacks.c.status.type))
+    return q
+
+
+CALLBACKS_BY = {(a, b): _callbacks_query(a, b) for a in (False, True) for b in (False, True)}
+_GUARDED: dict[tuple[frozenset[str], bool, bool], Any] = {}
+
+
+def guarded_update(keys: frozenset[str], *, leased: bool, count_failure: bool) -> Any:
+    """``UPDATE attempts SET <keys> WHERE id, version, state [, lease_owner]`` with bound parameters.
+
+    Parameters: ``g_id``, ``g_version``, ``g_state`` (``g_owner`` when ``leased``) and ``v_<column>``
+    for each of ``keys``; ``count_failure`` adds ``failures = failures + 1``. One statement per
+    combination, cached (a handful exist: the columns a decision may change are fixed).
+    """
+    cache_key = (keys, leased, count_failure)
+    stmt = _GUARDED.get(cache_key)
+    if stmt is None:
+        c = attempts.c
+        cond = sa.and_(c.id == sa.bindparam("g_id", type_=c.id.type),
+                       c.version == sa.bindparam("g_version", type_=c.version.type),
+                       c.state == sa.bindparam("g_state", type_=c.state.type))
+        if leased:
+            cond = sa.and_(cond, c.lease_owner == sa.bindparam("g_owner", type_=c.lease_owner.type))
+        values: dict[str, Any] = {k: sa.bindparam("v_" + k, type_=c[k].type) for k in sorted(keys)}
+        if count_failure:
+            values["failures"] = c.failures + 1
+        stmt = _GUARDED[cache_key] = attempts.update().where(cond).values(values)
+    return stmt
+
+
+def guarded_params(attempt: Attempt, owner: str | None, values: Mapping[str, Any]) -> dict[str, Any]:
+    """Parameters of ``guarded_update`` / ``transition_statement`` for ``attempt`` and ``values``."""
+    params: dict[str, Any] = {"g_id": attempt.id, "g_version": attempt.version,
+                              "g_state": attempt.state.value}
+    if owner is not None:
+        params["g_owner"] = owner
+    for k, v in values.items():
+        params["v_" + k] = v
+    return params
+
+
+_HISTORY_COLS = [c.name for c in history.columns]
+_CALLBACK_COLS = ["attempt_id", "received_at", "params", "digest", "status", "reason"]
+_TRANSITIONS: dict[tuple[frozenset[str], bool, bool], Any] = {}
+
+
+def transition_statement(keys: frozenset[str], *, leased: bool, with_callback: bool) -> Any:
+    """PostgreSQL: the guarded UPDATE, the history INSERT (and an inbox INSERT) as ONE statement.
+
+    ``WITH moved AS (UPDATE attempts ... WHERE <guard> RETURNING id) INSERT INTO history SELECT
+    ... FROM moved``: the INSERTs select from the UPDATE's RETURNING, so they write a row only when
+    the guard matched, and a single statement is atomic on its own. Run in autocommit it is one
+    round trip instead of five (BEGIN, UPDATE, INSERT, INSERT, COMMIT). One returned row = applied.
+    Extra parameters: ``h_<column>`` for the history row and ``cb_<column>`` for the inbox row.
+    """
+    cache_key = (keys, leased, with_callback)
+    stmt = _TRANSITIONS.get(cache_key)
+    if stmt is None:
+        moved = guarded_update(keys, leased=leased, count_failure=False).returning(attempts.c.id).cte("moved")
+        row = [sa.bindparam("h_" + n, type_=history.c[n].type) for n in _HISTORY_COLS]
+        # RETURNING: SQLAlchemy does not keep the rowcount of an INSERT (its cursor is closed).
+        stmt = history.insert().from_select(_HISTORY_COLS, sa.select(*row).select_from(moved)).returning(
+            history.c.seq)
+        if with_callback:
+            cb = [sa.bindparam("cb_" + n, type_=callbacks.c[n].type) for n in _CALLBACK_COLS]
+            inbox_rows = sa.select(*cb).select_from(moved)
+            inbox = callbacks.insert().from_select(_CALLBACK_COLS, inbox_rows).cte("inbox")
+            stmt = stmt.add_cte(inbox)
+        _TRANSITIONS[cache_key] = stmt
+    return stmt
