@@ -129,7 +129,7 @@ def test_every_flow_ends_classified(mode: str, hostile: Any, sqlite_url: str,
         assert a.last_error and a.last_error["kind"] in CLASSIFIED and a.last_error["kind"] != "internal"
         assert a.next_run_at is None and a.lease_owner is None  # nothing stuck
     assert "internal" not in seen
-    # 3 attempts x 3 runs, each bounded by connect + read timeout (the drip: see the xfail test below).
+    # 3 attempts x 3 runs, each bounded by connect + read timeout (the drip by the body deadline).
     assert time.monotonic() - started < (3 * DRIP_S if mode == "drip" else 9 * 0.6) + 3, "a step outlived its timeouts"
     if mode == "drip":
         assert seen == {"timeout"}
@@ -158,9 +158,6 @@ def test_renewal_against_hostile_platform_is_retried_not_crashed(hostile: Any, s
     assert after.next_run_at is None or after.next_run_at > clock() - timedelta(seconds=1)
 
 
-@pytest.mark.xfail(strict=True, reason="engine/client.py ElementsClient._read_body checks its deadline only between "
-                   "chunks, and resp.read(65536) blocks until 64 KiB or EOF: a drip holds the step for as long as the "
-                   "server likes (fix: read with resp.read1(), or shrink the socket timeout to the time left)")
 def test_slow_drip_is_cut_at_the_body_deadline(hostile: Any, sqlite_url: str,
                                                engine_on: Callable[..., Engine]) -> None:
     hostile.mode = "drip"
