@@ -22,6 +22,7 @@ from states.ports import StepSettings
 
 from .callbacks import CallbackHandler, CallbackOutcome
 from .client import ElementsClient
+from . import logging_redaction as redaction
 from .clock import utcnow
 from .errors import AttemptNotFoundError, ConcurrentUpdateError, InvalidInputError, InvalidTransitionError
 from .inputs import validate_start
@@ -40,6 +41,7 @@ class EngineSettings:
     concurrency: int = 1  # steps in flight per tick
     poll_max_s: float = 5.0  # the worker's longest wait between ticks (callbacks may arrive)
     callback_wait_s: int = 1800
+    renewal_max_lead_s: int = 15 * 60  # lead = min(this, 10% of the refresh interval)
 
 
 @dataclass
@@ -86,10 +88,12 @@ class Engine:
         self.policy = policy or RetryPolicy()
         self.renewal_policy = renewal_policy or RenewalPolicy()
         self.settings = settings or EngineSettings()
-        self.step_settings = StepSettings(callback_wait_s=self.settings.callback_wait_s)
+        self.step_settings = StepSettings(callback_wait_s=self.settings.callback_wait_s,
+                                          renewal_max_lead_s=self.settings.renewal_max_lead_s)
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.rng = rng or random.Random()
         self._check_lease()
+        redaction.install()  # secrets in third-party log lines (urllib3 logs URLs) are masked
         self.callbacks = CallbackHandler(self)
         self._wake = threading.Event()
         self._pool: ThreadPoolExecutor | None = None
@@ -271,7 +275,7 @@ class Engine:
 
     def next_wait(self, now: datetime) -> float:
         """Seconds until the next due attempt, capped by ``poll_max_s``."""
-        due = self.repo.next_due_at()
+        due = self.repo.next_due_at(now)
         if due is None:
             return self.settings.poll_max_s
         return max(0.0, min(self.settings.poll_max_s, (due - now).total_seconds()))

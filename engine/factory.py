@@ -68,6 +68,7 @@ _SETTINGS_ENV = {
     "batch_size": "PROVISION_BATCH_SIZE",
     "poll_max_s": "PROVISION_POLL_SECONDS",
     "callback_wait_s": "PROVISION_CALLBACK_WAIT_SECONDS",
+    "renewal_max_lead_s": "PROVISION_RENEWAL_MAX_LEAD_SECONDS",
 }
 
 

@@ -5,7 +5,7 @@ import logging
 import secrets as pysecrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -18,7 +18,7 @@ from states.ports import ClientPort, StepSettings
 
 from .errors import ProvisionError
 from .retry import call_with_retries, decide_on_error, decide_on_renewal_error, retrying
-from .secrets import digest
+from .secrets import digest, scrub, secret_values
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -96,6 +96,9 @@ def run_step(engine: Engine, attempt: Attempt) -> StepResult:
             decision = decide_on_error(exc, failures=attempt.failures, policy=engine.policy, now=engine.now(),
                                        rng=engine.rng)
     duration_ms = int((time.monotonic() - started) * 1000)
+    if isinstance(decision, (Fail, RetryLater)) and decision.error:
+        # A platform that echoes a token in its error text must not get it stored in plain text.
+        decision = replace(decision, error=scrub(decision.error, secret_values(attempt.secrets)))
     return apply_decision(engine, attempt, decision, tries=max(ports.tries, 1), duration_ms=duration_ms)
 
 

@@ -118,7 +118,7 @@ def _provision(attempt: Attempt, ports: Ports, trigger: Trigger, body: dict[str,
     changes: dict[str, Any] = {"instance_id": str(instance["id"]), "refresh_time": refresh_time}
     if interval:
         changes["refresh_interval_s"] = interval
-        changes["next_renewal_at"] = next_renewal_at(refresh_time, interval)
+        changes["next_renewal_at"] = next_renewal_at(refresh_time, interval, ports.settings.renewal_max_lead_s)
     tokens = {k: v for k, v in config.items() if k.startswith("oauth.user.") and "token" in k and v}
     note = f"adopted instance {instance['id']} found by tag" if adopted else None
     if attempt.instance_id:

@@ -42,6 +42,8 @@ class StepSettings:
     """Tunables the steps read."""
 
     callback_wait_s: int = 1800  # DESIGN §6: 30 minutes for the user to consent
+    # Renew this long before the token's due time at most (never more than 10% of the interval).
+    renewal_max_lead_s: int = 15 * 60
 
 
 class Ports(Protocol):

@@ -42,7 +42,8 @@ def _renewed(attempt: Attempt, ports: Ports, tokens: dict[str, Any], note: str) 
     interval = attempt.refresh_interval_s or 3600
     return Advance(
         Trigger.RENEW,
-        changes={"refresh_time": now_ms, "next_renewal_at": next_renewal_at(now_ms, interval),
+        changes={"refresh_time": now_ms,
+                 "next_renewal_at": next_renewal_at(now_ms, interval, ports.settings.renewal_max_lead_s),
                  "renewals": attempt.renewals + 1},
         secrets={"user_tokens": tokens, "push_pending": True},
         next_run_at=now,  # push the new tokens to the instance right away
