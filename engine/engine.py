@@ -1,6 +1,8 @@
 """The ``Engine``: the embeddable API of element-provisioner (explicit object, no globals)."""
 from __future__ import annotations
 
+import builtins
+
 import logging
 import os
 import random
@@ -168,7 +170,7 @@ class Engine:
 
     def list(self, state: State | str | None = None, *, element: str | None = None,
              older_than: timedelta | None = None, newer_than: timedelta | None = None,
-             limit: int | None = None) -> list[Attempt]:
+             limit: int | None = None) -> builtins.list[Attempt]:
         """Attempts, newest first, filtered by state, element and age."""
         st = None
         if state is not None:
@@ -187,7 +189,7 @@ class Engine:
         """Attempts per state."""
         return self.repo.counts_by_state()
 
-    def history(self, attempt_id: str) -> list[HistoryEntry]:
+    def history(self, attempt_id: str) -> builtins.list[HistoryEntry]:
         """The attempt's transitions in order."""
         self.get(attempt_id)
         return self.repo.history(attempt_id)
@@ -263,7 +265,7 @@ class Engine:
             report.results = list(self._pool.map(lambda a: run_step(self, a), batch))
         return report
 
-    def run_until_idle(self, max_ticks: int = 10_000) -> list[TickReport]:
+    def run_until_idle(self, max_ticks: int = 10_000) -> builtins.list[TickReport]:
         """Tick until nothing is due now (waiting attempts and future retries stay pending)."""
         reports = []
         for _ in range(max_ticks):
@@ -286,8 +288,17 @@ class Engine:
         ``stop`` (set by SIGINT/SIGTERM handlers) ends the loop after the in-flight tick finishes.
         """
         steps = 0
+        failures = 0
         while not stop.is_set():
-            report = self.tick()
+            try:
+                report = self.tick()
+                failures = 0
+            except Exception:  # noqa: BLE001 - a database hiccup must not kill the worker (STYLE 11)
+                failures += 1
+                log.exception("tick failed (%d in a row); retrying after a pause", failures)
+                # Nothing was committed by the failed tick; leases it took expire and are reclaimed.
+                stop.wait(min(self.settings.poll_max_s, 0.5 * 2 ** min(failures, 4)))
+                continue
             steps += report.claimed
             if once:
                 if report.claimed == 0:

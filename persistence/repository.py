@@ -6,6 +6,8 @@ rowcount of 0 means someone else moved the attempt first and nothing is written.
 """
 from __future__ import annotations
 
+import builtins
+
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
@@ -22,6 +24,7 @@ from .claims import claim_params, parameterised_claim
 from .codec import SecretCodec
 from .database import autocommit_options
 from .schema import attempts, history
+from .types import UTCDateTime
 from .statements import (
     CALLBACKS_BY,
     GET,
@@ -104,7 +107,7 @@ class Repository:
 
     # --- reads -----------------------------------------------------------------------------------
 
-    def _to_attempt(self, row: Mapping[str, Any]) -> Attempt:
+    def _to_attempt(self, row: Any) -> Attempt:  # a RowMapping
         data = {k: row[k] for k in _COLUMNS}
         data["state"] = State(data["state"])
         data["flow"] = Flow(data["flow"])
@@ -135,7 +138,7 @@ class Repository:
         created_after: datetime | None = None,
         created_before: datetime | None = None,
         limit: int | None = None,
-    ) -> list[Attempt]:
+    ) -> builtins.list[Attempt]:
         """Attempts, newest first, filtered by state, element and creation time."""
         q = sa.select(attempts).order_by(attempts.c.created_at.desc(), attempts.c.id)
         if state is not None:
@@ -157,13 +160,13 @@ class Repository:
         with self._read() as conn:
             return {s: n for s, n in conn.execute(q)}
 
-    def history(self, attempt_id: str) -> list[HistoryEntry]:
+    def history(self, attempt_id: str) -> builtins.list[HistoryEntry]:
         """Every transition the attempt took, in order."""
         q = sa.select(history).where(history.c.attempt_id == attempt_id).order_by(history.c.seq)
         with self._read() as conn:
             return [HistoryEntry(**dict(r)) for r in conn.execute(q).mappings()]
 
-    def callbacks(self, attempt_id: str | None = None, status: str | None = None) -> list[CallbackRecord]:
+    def callbacks(self, attempt_id: str | None = None, status: str | None = None) -> builtins.list[CallbackRecord]:
         """Inbox rows, oldest first, optionally for one attempt and/or one status."""
         q = CALLBACKS_BY[(attempt_id is not None, status is not None)]
         with self._read() as conn:
@@ -181,7 +184,7 @@ class Repository:
             q = q.where(sa.or_(attempts.c.lease_expires_at.is_(None), attempts.c.lease_expires_at <= now))
         with self._read() as conn:
             value = conn.execute(q).scalar()
-        return attempts.c.next_run_at.type.process_result_value(value, self.engine.dialect) if value else None
+        return UTCDateTime().process_result_value(value, self.engine.dialect) if value else None
 
     # --- writes ----------------------------------------------------------------------------------
 
@@ -207,7 +210,7 @@ class Repository:
             return existing, False
         return attempt, True
 
-    def claim_due(self, now: datetime, owner: str, lease_until: datetime, limit: int) -> list[Attempt]:
+    def claim_due(self, now: datetime, owner: str, lease_until: datetime, limit: int) -> builtins.list[Attempt]:
         """Atomically lease up to ``limit`` due attempts whose lease is free or expired."""
         stmt = parameterised_claim(self.dialect)
         with self._write_one() as conn:

@@ -107,7 +107,8 @@ def _provision(attempt: Attempt, ports: Ports, trigger: Trigger, body: dict[str,
         adopted = False
     else:
         instance, adopted = ports.call(create_or_adopt)
-    config = instance.get("configuration") if isinstance(instance.get("configuration"), dict) else {}
+    raw_config = instance.get("configuration")
+    config: dict[str, Any] = raw_config if isinstance(raw_config, dict) else {}
     interval = _int(config.get("oauth.user.refresh_interval")) or _int(
         body.get("configuration", {}).get("oauth.user.refresh_interval")
     ) or spec_for(attempt.element_key).refresh_interval_s.get(attempt.flow)

@@ -10,10 +10,13 @@ T = TypeVar("T")
 
 
 class TokenLike(Protocol):
-    """An OAuth1 request token answer."""
+    """An OAuth1 request token answer (read-only attributes)."""
 
-    token: str
-    secret: str
+    @property
+    def token(self) -> str: ...
+
+    @property
+    def secret(self) -> str: ...
 
 
 class ClientPort(Protocol):

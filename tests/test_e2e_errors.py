@@ -132,3 +132,38 @@ def test_unknown_element_gives_404(make_engine: Callable[..., Engine]) -> None:
     a = engine.get(a.id)
     assert a.state is State.FAILED and a.last_error and a.last_error["kind"] == "not_found"
     assert "nosuchelement" in a.last_error["message"]
+
+
+def test_worker_loop_survives_a_database_error(make_engine: Callable[..., Engine], sandbox: Any,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failing tick (database locked, connection dropped) is logged; the worker goes on."""
+    import threading
+    import time
+
+    import sqlalchemy as sa
+
+    from engine import EngineSettings
+
+    engine = make_engine(settings=EngineSettings(poll_max_s=0.05))
+    a = quick(engine)
+    real_claim = engine.repo.claim_due
+    calls = []
+
+    def flaky_claim(*args: Any, **kw: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise sa.exc.OperationalError("UPDATE attempts", {}, Exception("database is locked"))
+        return real_claim(*args, **kw)
+
+    monkeypatch.setattr(engine.repo, "claim_due", flaky_claim)
+    stop = threading.Event()
+    worker = threading.Thread(target=engine.run, args=(stop,))
+    worker.start()
+    deadline = time.monotonic() + 10
+    while engine.get(a.id).state is not State.PROVISIONED and time.monotonic() < deadline:
+        time.sleep(0.02)
+    stop.set()
+    engine.wake()
+    worker.join(5)
+    assert not worker.is_alive() and len(calls) >= 2
+    assert engine.get(a.id).state is State.PROVISIONED
