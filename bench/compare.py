@@ -1,0 +1,140 @@
+"""Benchmark element-provisioner against the peer (DBOS) and the floor (SQLAlchemy Core), same run.
+
+One fake Cloud Elements API (``../shared/bench/fake_elements.py``) is spawned once and every
+variant talks to it. Variants run REPS times, interleaved (rep 1 of every variant, then rep 2...),
+each in a fresh process on a fresh database; the table shows medians and the ratios of our
+medians to the peer's and the floor's medians *from this run* (the machine is shared and noisy).
+
+    python bench/compare.py -n 500 --reps 3 [--peer-python /tmp/peer/bin/python] [--no-pg]
+
+Writes ``bench/results.md`` (the table) and appends raw RESULT lines to ``bench/results/runs.jsonl``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+
+def variants(a: argparse.Namespace, peer: str | None, floor_py: str) -> list[tuple[str, str, list[str]]]:
+    """(label, db, command) of every run; the label is the table row."""
+    shared = Path(a.shared)
+    ours = [sys.executable, str(HERE / "engine_bench.py")]
+    out: list[tuple[str, str, list[str]]] = []
+    dbs = [("sqlite", [], [], [])]
+    if a.pg:
+        dbs.append(("postgres", ["--pg", f"{a.pg}/bench_peer"], ["--pg", f"{a.pg}/bench_baseline"],
+                    ["--pg", f"{a.pg}/bench_engine"]))
+    for db, peer_db, floor_db, our_db in dbs:
+        if peer:
+            out.append(("peer (DBOS)", db, [peer, str(shared / "peer_dbos.py"), *peer_db]))
+        wal = ["--sqlite-wal"] if db == "sqlite" else []
+        floor = [floor_py, str(shared / "baseline_sqla.py"), *wal, *floor_db]
+        out.append(("floor (SQLAlchemy Core)", db, floor))
+        for c in a.concurrency:
+            out.append((f"engine, 1 process, concurrency {c}", db, [*ours, "--concurrency", str(c), *our_db]))
+        for w in a.workers:
+            out.append((f"engine, driver + {w} worker process{'es' if w > 1 else ''}", db,
+                        [*ours, "--workers", str(w), "--concurrency", str(a.worker_concurrency), *our_db]))
+    return out
+
+
+def run_once(cmd: list[str], n: int, api: str) -> dict[str, Any]:
+    full = [*cmd, "-n", str(n), "--api", api]
+    out = subprocess.run(full, capture_output=True, text=True, cwd=ROOT)
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    if out.returncode or not line:
+        sys.exit(f"FAILED: {' '.join(full)}\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+    return dict(json.loads(line[7:]))
+
+
+def machine() -> list[str]:
+    """nproc, memory, CPU model, Python and PostgreSQL versions (for the README)."""
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), platform.processor())
+    mem = next((ln.split()[1] for ln in Path("/proc/meminfo").read_text().splitlines()
+                if ln.startswith("MemTotal")), "?")
+    pg = subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-Atc", "show server_version"],
+                        capture_output=True, text=True).stdout.strip() or "?"
+    return [f"nproc {os.cpu_count()}, {int(mem) // 1024 // 1024 + 1} GiB RAM, CPU {cpu}",
+            f"Python {platform.python_version()}, PostgreSQL {pg}"]
+
+
+def table(by: dict[tuple[str, str], list[dict[str, Any]]], n: int) -> list[str]:
+    med = {k: statistics.median(r["attempts_per_s"] for r in rs) for k, rs in by.items()}
+    lines = ["| variant | DB | N | median attempts/s | runs (attempts/s) | vs peer | vs floor |",
+             "|---|---|---|---|---|---|---|"]
+    for (label, db), rs in by.items():
+        peer, floor = med.get(("peer (DBOS)", db)), med.get(("floor (SQLAlchemy Core)", db))
+        ratio = ["", ""]
+        if label.startswith("engine"):
+            ratio = [f"{med[(label, db)] / peer:.2f}x" if peer else "n/a",
+                     f"{med[(label, db)] / floor:.2f}x" if floor else "n/a"]
+        runs = ", ".join(f"{r['attempts_per_s']:.1f}" for r in rs)
+        lines.append(f"| {label} | {db} | {n} | {med[(label, db)]:.1f} | {runs} | {ratio[0]} | {ratio[1]} |")
+    for db in ("sqlite", "postgres"):
+        one = med.get(("engine, driver + 1 worker process", db))
+        two = med.get(("engine, driver + 2 worker processes", db))
+        if one and two:
+            lines.append(f"\n2 worker processes / 1 on {db}: {two / one:.2f}x")
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("-n", type=int, default=500, help="attempts per run (default 500)")
+    ap.add_argument("--reps", type=int, default=3, help="interleaved repeats; the table shows medians")
+    ap.add_argument("--peer-python", default="/tmp/peer/bin/python", help="python of the venv with dbos")
+    ap.add_argument("--floor-python", help="python for baseline_sqla.py (default: --peer-python, else ours)")
+    ap.add_argument("--pg", default="postgresql+psycopg://postgres@127.0.0.1:5432",
+                    help="PostgreSQL server URL without database name (databases bench_* are recreated)")
+    ap.add_argument("--no-pg", dest="pg", action="store_const", const=None, help="SQLite rows only")
+    ap.add_argument("--shared", default=str(ROOT.parent / "shared" / "bench"),
+                    help="the shared bench scripts")
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 4], help="single-process rows to run")
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker-process rows to run")
+    ap.add_argument("--worker-concurrency", type=int, default=1, help="EngineSettings.concurrency of workers")
+    ap.add_argument("--out", default=str(HERE / "results.md"))
+    a = ap.parse_args()
+
+    sys.path.insert(0, a.shared)
+    import common  # the shared helpers: spawn the fake API exactly as run_all.py does
+
+    peer = a.peer_python if os.path.exists(a.peer_python) else None
+    if peer is None:
+        print(f"peer skipped: {a.peer_python} not found (python -m venv /tmp/peer && "
+              "/tmp/peer/bin/pip install dbos sqlalchemy requests 'psycopg[binary]')", flush=True)
+    floor_py = a.floor_python or peer or sys.executable
+    os.makedirs(HERE / "results", exist_ok=True)
+    log = open(HERE / "results" / "runs.jsonl", "a")
+    proc, api = common.spawn_fake_api()
+    by: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    started = time.strftime("%F %T")
+    try:
+        for rep in range(a.reps):
+            for label, db, cmd in variants(a, peer, floor_py):
+                r = run_once(cmd, a.n, api) | {"rep": rep, "variant": label, "at": time.strftime("%FT%T")}
+                log.write(json.dumps(r) + "\n")
+                log.flush()
+                by.setdefault((label, db), []).append(r)
+                print(f"rep {rep}: {label:<45} {db:<8} {r['attempts_per_s']:>7} /s", flush=True)
+    finally:
+        proc.terminate()
+    lines = [f"Run {started}, N={a.n}, {a.reps} interleaved repeats, medians; ratios are ours / theirs "
+             "from this same run.", "", *(f"- {m}" for m in machine()), "", *table(by, a.n)]
+    Path(a.out).write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,247 @@
+"""One timed run of element-provisioner against the shared fake Cloud Elements API.
+
+Every attempt walks the full OAuth1 flow through the public API, exactly as an embedder would:
+
+  Engine.start  ->  step NEW (GET /oauth/token)  ->  step TOKEN_ISSUED (GET /oauth/url)
+  ->  Engine.handle_callback(<provider redirect built from the oauthUrl>)
+  ->  step CALLBACK_RECEIVED (POST /instances)  ->  PROVISIONED
+
+Modes (``--workers``):
+
+* ``0`` (single process): this process is both the driver and the worker. Attempts are started in
+  chunks of ``--chunk``; ``run_until_idle`` drives them to REDIRECTED, the driver reads the consent
+  URLs (one ``Engine.list`` per chunk), delivers one callback per attempt through
+  ``Engine.handle_callback`` and ``run_until_idle`` drives them to PROVISIONED. With
+  ``--concurrency C`` > 1 the engine runs C steps at a time and the driver issues starts and
+  callbacks C at a time (threads of this one process).
+* ``1`` / ``2``: ``W`` separate worker processes (``bench/worker.py``, i.e. ``open_engine(...).run``)
+  drive the steps while this process starts the attempts and, from a second thread, polls for
+  REDIRECTED attempts and delivers their callbacks. Wall time runs from the first start until all
+  attempts are PROVISIONED.
+
+Prints one ``RESULT {json}`` line like the shared scripts (``attempts_per_s`` = N / seconds).
+
+    python bench/engine_bench.py -n 500 --api http://127.0.0.1:8765 [--pg URL] [--workers 2]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from cryptography.fernet import Fernet  # noqa: E402
+
+from engine import Engine, EngineSettings  # noqa: E402
+from engine.client import ElementsClient  # noqa: E402
+from engine.factory import client_settings_from_env, open_engine, open_repository  # noqa: E402
+from states.model import State  # noqa: E402
+
+BASE_PATH = "/elements/api-v2"
+START = dict(element="quickbooks", flow="oauth1", api_key="k", api_secret="s", callback_url="https://app.example/cb")
+
+
+def provider_redirect(oauth_url: str) -> str:
+    """The browser redirect the provider would send back: ``<callbackUrl>?state=..&oauth_token=..``."""
+    q = parse_qs(urlsplit(oauth_url).query)
+    callback = q["oauth_callback"][0]  # the fake carries <callbackUrl>?state=<state> here
+    extra = {"oauth_token": q["oauth_token"][0], "oauth_verifier": secrets.token_hex(6),
+             "realmId": "4620816365", "dataSource": "QBO"}
+    return callback + "&" + urlencode(extra)
+
+
+def fresh_db(pg: str | None, tag: str) -> str:
+    """A new, empty database URL (SQLite file under /tmp or a recreated PostgreSQL database)."""
+    if pg:
+        import sqlalchemy as sa
+
+        u = sa.make_url(pg)
+        admin = sa.create_engine(u.set(database="postgres"), isolation_level="AUTOCOMMIT")
+        with admin.connect() as c:
+            c.exec_driver_sql(f'DROP DATABASE IF EXISTS "{u.database}" WITH (FORCE)')
+            c.exec_driver_sql(f'CREATE DATABASE "{u.database}"')
+        admin.dispose()
+        return pg
+    path = f"/tmp/bench_engine_{tag}.sqlite"
+    for suffix in ("", "-wal", "-shm", "-journal", ".key"):
+        if os.path.exists(path + suffix):
+            os.remove(path + suffix)
+    return f"sqlite:///{path}"
+
+
+def make_engine(db_url: str, api: str, **settings: Any) -> Engine:
+    client = ElementsClient(client_settings_from_env({}, base_url=api + BASE_PATH))
+    return open_engine(db_url, client=client, migrate=True, settings=EngineSettings(**settings))
+
+
+# --- mode 0: one process ----------------------------------------------------------------------------
+
+def run_chunk(engine: Engine, first: int, count: int, pool: ThreadPoolExecutor | None = None) -> None:
+    """Start ``count`` attempts and drive them, with their callbacks, to PROVISIONED.
+
+    With ``pool`` (concurrency > 1) starts and callbacks are issued concurrently, as a web
+    front end would serve them; steps run on the engine's own pool (EngineSettings.concurrency).
+    """
+    run = pool.map if pool is not None else map
+    list(run(lambda i: engine.start(name=f"bench-{i}", **START), range(first, first + count)))
+    engine.run_until_idle()  # NEW -> TOKEN_ISSUED -> REDIRECTED
+    urls = [provider_redirect(engine.redirect_url(a) or "") for a in engine.list(State.REDIRECTED)]
+    list(run(engine.handle_callback, urls))
+    engine.run_until_idle()  # CALLBACK_RECEIVED -> PROVISIONED
+
+
+def single_process(args: argparse.Namespace, db_url: str) -> float:
+    engine = make_engine(db_url, args.api, batch_size=args.chunk, concurrency=args.concurrency)
+    pool = ThreadPoolExecutor(args.concurrency) if args.concurrency > 1 else None
+    try:
+        run_chunk(engine, -args.warmup, args.warmup, pool)
+        t0 = time.perf_counter()
+        with profiler(args.profile):
+            for first in range(0, args.n, args.chunk):
+                run_chunk(engine, first, min(args.chunk, args.n - first), pool)
+        secs = time.perf_counter() - t0
+        check(engine.repo, args.n + args.warmup)
+        return secs
+    finally:
+        if pool is not None:
+            pool.shutdown()
+        engine.close()
+
+
+@contextmanager
+def profiler(out: str | None) -> Iterator[None]:
+    """Optionally run the timed section under pyinstrument and write a text profile to ``out``."""
+    if not out:
+        yield
+        return
+    from pyinstrument import Profiler
+
+    prof = Profiler(interval=0.0005)
+    prof.start()
+    try:
+        yield
+    finally:
+        prof.stop()
+        Path(out).write_text(prof.output_text(unicode=False, color=False, show_all=False))
+
+
+# --- modes 1, 2: separate worker processes ---------------------------------------------------------------
+
+def multi_process(args: argparse.Namespace, db_url: str) -> float:
+    driver = make_engine(db_url, args.api)
+    env = {**os.environ, "PROVISION_POLL_SECONDS": str(args.poll)}
+    cmd = [sys.executable, str(ROOT / "bench" / "worker.py"), db_url, args.api + BASE_PATH,
+           "--concurrency", str(args.concurrency)]
+    workers = [subprocess.Popen(cmd, env=env) for _ in range(args.workers)]
+
+    def watch() -> None:  # a dead worker must fail the run, not hang it
+        while all(w.poll() is None for w in workers):
+            time.sleep(0.2)
+        if any(w.returncode not in (None, 0, -15) for w in workers):
+            print(f"a worker process died: {[w.returncode for w in workers]}", file=sys.stderr, flush=True)
+            os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+    try:
+        wait_for(driver, lambda: True, 0)  # workers need a moment to import and connect
+        time.sleep(1.0)
+        drive(driver, range(-args.warmup, 0), args)
+        t0 = time.perf_counter()
+        drive(driver, range(args.n), args)
+        secs = time.perf_counter() - t0
+        check(driver.repo, args.n + args.warmup)
+        return secs
+    finally:
+        for w in workers:
+            w.terminate()
+        for w in workers:
+            w.wait(timeout=30)
+        driver.close()
+
+
+def drive(driver: Engine, indexes: range, args: argparse.Namespace) -> None:
+    """Start attempts (``--driver-threads`` at a time) while a thread answers their redirects."""
+    done = threading.Event()
+    total = len(indexes)
+    base = driver.counts().get("PROVISIONED", 0)
+    answered: set[str] = set()
+
+    def answer_callbacks() -> None:
+        with ThreadPoolExecutor(args.driver_threads) as pool:
+            while not done.is_set():
+                fresh = [a for a in driver.list(State.REDIRECTED) if a.id not in answered]
+                answered.update(a.id for a in fresh)
+                urls = [provider_redirect(driver.redirect_url(a) or "") for a in fresh]
+                list(pool.map(driver.handle_callback, urls))
+                if not fresh:
+                    time.sleep(args.poll)
+
+    cb = threading.Thread(target=answer_callbacks, daemon=True)
+    cb.start()
+    with ThreadPoolExecutor(args.driver_threads) as pool:
+        list(pool.map(lambda i: driver.start(name=f"bench-{i}", **START), indexes))
+    wait_for(driver, lambda: driver.counts().get("PROVISIONED", 0) >= base + total, args.poll)
+    done.set()
+    cb.join()
+
+
+def wait_for(driver: Engine, cond: Any, poll: float, timeout: float = 600) -> None:
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            raise TimeoutError(f"not done: {driver.counts()}")
+        time.sleep(poll)
+
+
+def check(repo: Any, expected: int) -> None:
+    """Every attempt PROVISIONED with its 4 history rows and 1 applied inbox row."""
+    counts = repo.counts_by_state()
+    assert counts == {"PROVISIONED": expected}, counts
+    import sqlalchemy as sa
+
+    with repo.engine.connect() as c:
+        rows = c.exec_driver_sql("SELECT count(*) FROM history").scalar()
+        applied = c.execute(sa.text("SELECT count(*) FROM callbacks WHERE status = 'applied'")).scalar()
+    assert rows == 4 * expected and applied == expected, (rows, applied)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("-n", type=int, default=500)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--api", required=True, help="base URL of a running fake_elements.py")
+    ap.add_argument("--pg", metavar="URL", help="PostgreSQL database URL (dropped and recreated)")
+    ap.add_argument("--workers", type=int, default=0, help="0 = single process; W = W worker processes")
+    ap.add_argument("--chunk", type=int, default=50, help="single process: attempts started per chunk")
+    ap.add_argument("--concurrency", type=int, default=1, help="steps in flight per engine (EngineSettings)")
+    ap.add_argument("--driver-threads", type=int, default=4, help="workers mode: concurrent starts/callbacks")
+    ap.add_argument("--poll", type=float, default=0.02, help="workers mode: idle poll interval, seconds")
+    ap.add_argument("--profile", metavar="FILE", help="single process: write a pyinstrument profile")
+    args = ap.parse_args()
+    os.environ.setdefault("PROVISION_SECRET_KEY", Fernet.generate_key().decode())
+    db_url = fresh_db(args.pg, f"w{args.workers}")
+    open_repository(db_url, migrate=True).engine.dispose()  # schema via the real migration
+    secs = single_process(args, db_url) if args.workers == 0 else multi_process(args, db_url)
+    label = "engine" if args.workers == 0 else f"engine_{args.workers}w"
+    res = {"bench": label, "db": "postgres" if args.pg else "sqlite", "n": args.n,
+           "threads": args.concurrency, "workers": args.workers, "seconds": round(secs, 3),
+           "attempts_per_s": round(args.n / secs, 1)}
+    print(f"{label}: {args.n} attempts in {secs:.2f} s = {args.n / secs:.1f} attempts/s")
+    print("RESULT " + json.dumps(res), flush=True)
+
+
+if __name__ == "__main__":
+    main()
