@@ -199,8 +199,8 @@ def serve(engine: Engine, host: str, port: int, *, ready: Callable[[str], None] 
         while not stop.wait(0.2):
             pass
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         server.shutdown()  # finishes the request in flight
         server.server_close()
         thread.join(timeout=5)

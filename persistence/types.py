@@ -28,6 +28,5 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        if isinstance(value, str):  # raw SQLite text (e.g. from a textual query)
-            value = datetime.fromisoformat(value)
-        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+        moment: datetime = datetime.fromisoformat(value) if isinstance(value, str) else value  # raw SQLite text
+        return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)

@@ -19,7 +19,7 @@ def build_machine(model: Any = None, initial: State = State.NEW, **kwargs: Any) 
     Enum states and the transition list are passed as data; no callbacks are resolved by name.
     """
     machine_cls = kwargs.pop("machine_cls", Machine)
-    return machine_cls(
+    machine: Machine = machine_cls(
         model=model,
         states=list(State),
         transitions=[
@@ -29,6 +29,7 @@ def build_machine(model: Any = None, initial: State = State.NEW, **kwargs: Any) 
         auto_transitions=False,
         **kwargs,
     )
+    return machine
 
 
 def _read_table(machine: Machine) -> dict[tuple[Trigger, State], State]:
@@ -36,7 +37,7 @@ def _read_table(machine: Machine) -> dict[tuple[Trigger, State], State]:
     for name, event in machine.events.items():
         for source, edges in event.transitions.items():
             for edge in edges:
-                table[(Trigger(name), State[source])] = State[edge.dest]
+                table[(Trigger(name), State[source])] = State[str(edge.dest)]
     return table
 
 
