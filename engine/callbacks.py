@@ -120,6 +120,12 @@ class CallbackHandler:
             except CallbackRejectedError:
                 pass  # recorded on the inbox row by _process
 
+    def reject_pending(self, attempt_id: str, reason: str) -> None:
+        """Settle callbacks still waiting for a redirect that will never come (the attempt failed)."""
+        for row in self.repo.callbacks(attempt_id, status="pending"):
+            log.info("pending callback %s of attempt %s rejected: %s", row.id, attempt_id, reason)
+            self.repo.update_callback(row.id, "rejected", reason)
+
     def _reject(self, attempt_id: str | None, params: dict[str, str] | None, existing_id: int | None,
                 reason: str) -> None:
         log.warning("callback rejected: %s (attempt %s)", reason, attempt_id or "-")

@@ -137,6 +137,9 @@ def apply_decision(engine: Engine, attempt: Attempt, decision: Decision, *, trie
                                            failure_reason=decision.reason.value, last_error=decision.error)
         if ok:
             log.info("attempt %s failed: %s", attempt.id, decision.reason.value)
+            if attempt.state in (State.NEW, State.TOKEN_ISSUED):
+                engine.callbacks.reject_pending(attempt.id, f"attempt failed before its redirect "
+                                                            f"({decision.reason.value})")
         return _result(engine, attempt, ok, "failed", State.FAILED)
     if isinstance(decision, RetryLater):
         ok = engine.repo.reschedule(attempt, owner=owner, now=now, next_run_at=decision.at, error=decision.error,

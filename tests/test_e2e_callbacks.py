@@ -136,3 +136,15 @@ def test_every_callback_is_recorded_with_secrets_sealed(make_engine: Callable[..
     [row] = engine.repo.callbacks(a.id)
     assert row.params and verifier.encode() not in row.params
     assert engine.repo.codec.open(row.params)["oauth_verifier"] == verifier
+
+
+def test_pending_callback_is_rejected_when_its_attempt_fails_first(make_engine: Callable[..., Engine],
+                                                                   sandbox: Any) -> None:
+    engine = make_engine()
+    a = engine.start("sfdc", "Early then failed", flow="oauth2", **QBO)
+    assert engine.handle_callback(f"https://app.example.com/cb?code=c&state={a.id}.whatever").status == "pending"
+    sandbox.set_faults(fails={"oauth_url": {"rate": 1.0, "status": 400}})
+    engine.run_until_idle()
+    assert engine.get(a.id).state is State.FAILED
+    [row] = engine.repo.callbacks(a.id)
+    assert row.status == "rejected" and "failed before its redirect" in (row.reason or "")
