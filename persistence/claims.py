@@ -17,26 +17,6 @@ def _due(now: Any) -> Any:  # a datetime, or a bound parameter of one
     )
 
 
-def claim_statement(dialect: str, *, now: datetime, owner: str, lease_until: datetime, limit: int) -> Any:
-    """``UPDATE ... RETURNING`` that leases the ``limit`` earliest due attempts.
-
-    PostgreSQL: the subquery locks its rows with ``FOR UPDATE SKIP LOCKED`` so concurrent workers
-    take disjoint batches without waiting. SQLite: the single UPDATE runs under the database's one
-    write lock (``BEGIN IMMEDIATE``), which makes the select-and-update atomic by itself.
-    ``runs`` counts claims of the current step, so a handler can tell that it may have run before.
-    """
-    pick = sa.select(attempts.c.id).where(_due(now)).order_by(attempts.c.next_run_at).limit(limit)
-    if dialect == "postgresql":
-        pick = pick.with_for_update(skip_locked=True)
-    return (
-        attempts.update()
-        .where(attempts.c.id.in_(pick.scalar_subquery()))
-        .where(_due(now))  # re-checked on the locked row (PostgreSQL READ COMMITTED re-evaluation)
-        .values(lease_owner=owner, lease_expires_at=lease_until, runs=attempts.c.runs + 1)
-        .returning(*attempts.columns)
-    )
-
-
 _PARAMETERISED: dict[str, Any] = {}
 
 
@@ -46,7 +26,13 @@ def claim_params(now: datetime, owner: str, lease_until: datetime, limit: int) -
 
 
 def parameterised_claim(dialect: str) -> Any:
-    """``claim_statement`` with bound parameters (``claim_params``), built once per dialect.
+    """``UPDATE ... RETURNING`` that leases the ``c_limit`` earliest due attempts, built once per dialect.
+
+    PostgreSQL: the subquery locks its rows with ``FOR UPDATE SKIP LOCKED`` so concurrent workers
+    take disjoint batches without waiting. SQLite: the single UPDATE runs under the database's one
+    write lock, which makes the select-and-update atomic by itself. ``runs`` counts claims of the
+    current step, so a handler can tell that it may have run before. The due condition is
+    re-checked on the locked row (PostgreSQL READ COMMITTED re-evaluation).
 
     Reusing one statement object lets SQLAlchemy reuse its memoised cache key and compiled SQL;
     building the statement with literal values per tick cost more CPU than running it.

@@ -4,12 +4,13 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
-import sqlalchemy as sa
+from sqlalchemy import event
 
 from testkit import TEST_KEY
 from engine.factory import open_repository
-from persistence.claims import claim_statement
+from persistence import Repository
 from persistence.schema import attempts
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -27,16 +28,26 @@ def fill(repo: object, n: int) -> None:
         conn.execute(attempts.insert(), rows)
 
 
-def plan(repo: object, dialect: str) -> str:
-    stmt = claim_statement(dialect, now=T0 + timedelta(hours=1), owner="w", lease_until=T0 + timedelta(hours=2),
-                           limit=1000)
-    compiled = stmt.compile(dialect=repo.engine.dialect, compile_kwargs={"literal_binds": True})  # type: ignore[attr-defined]
-    prefix = "EXPLAIN QUERY PLAN " if dialect == "sqlite" else "EXPLAIN "
-    with repo.engine.begin() as conn:  # type: ignore[attr-defined]
-        if dialect == "postgresql":
+def plan(repo: Repository, dialect: str) -> str:
+    """EXPLAIN the exact SQL and parameters ``Repository.claim_due`` sent to the driver."""
+    if dialect == "postgresql":
+        with repo.engine.begin() as conn:
             conn.exec_driver_sql("ANALYZE attempts")
-        rows = conn.exec_driver_sql(prefix + str(compiled)).fetchall()
-        conn.rollback()  # EXPLAIN only; nothing claimed
+    sent: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
+        if statement.lstrip().upper().startswith("UPDATE ATTEMPTS") and "IN (SELECT" in statement.upper():
+            sent.append((statement, parameters))
+
+    event.listen(repo.engine, "before_cursor_execute", capture)
+    try:
+        repo.claim_due(T0 + timedelta(hours=1), "w", T0 + timedelta(hours=2), 1000)
+    finally:
+        event.remove(repo.engine, "before_cursor_execute", capture)
+    [(statement, parameters)] = sent
+    prefix = "EXPLAIN QUERY PLAN " if dialect == "sqlite" else "EXPLAIN "
+    with repo.engine.connect() as conn:
+        rows = conn.exec_driver_sql(prefix + statement, parameters).fetchall()
     return "\n".join(str(r[-1] if dialect == "sqlite" else r[0]) for r in rows)
 
 
