@@ -63,6 +63,22 @@ def client_settings_from_env(environ: Mapping[str, str] | None = None, **overrid
     )
 
 
+def _numbers_from_env(environ: Mapping[str, str] | None, fields: Mapping[str, str], defaults: Any) -> dict[str, Any]:
+    """Read the variables named in ``fields`` (field -> variable), typed like ``defaults``' fields."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for field_name, var in fields.items():
+        raw = env.get(var)
+        if not raw:
+            continue
+        kind = type(getattr(defaults, field_name))
+        try:
+            values[field_name] = kind(raw)
+        except ValueError:
+            raise InvalidInputError(var, f"must be a {kind.__name__} number, got {raw[:30]!r}") from None
+    return values
+
+
 _SETTINGS_ENV = {
     "lease_s": "PROVISION_LEASE_SECONDS",
     "batch_size": "PROVISION_BATCH_SIZE",
@@ -74,21 +90,10 @@ _SETTINGS_ENV = {
 
 def engine_settings_from_env(environ: Mapping[str, str] | None = None, **overrides: Any) -> EngineSettings:
     """``EngineSettings`` from ``PROVISION_*`` variables (lease, batch, poll, callback wait) plus overrides."""
-    env = os.environ if environ is None else environ
-    values: dict[str, Any] = {}
-    defaults = EngineSettings()
-    for field_name, var in _SETTINGS_ENV.items():
-        raw = env.get(var)
-        if raw is None or raw == "":
-            continue
-        kind = type(getattr(defaults, field_name))
-        try:
-            value = kind(raw)
-        except ValueError:
-            raise InvalidInputError(var, f"must be a {kind.__name__} number, got {raw[:30]!r}") from None
+    values = _numbers_from_env(environ, _SETTINGS_ENV, EngineSettings())
+    for field_name, value in values.items():
         if value <= 0:
-            raise InvalidInputError(var, f"must be greater than 0, got {raw[:30]!r}")
-        values[field_name] = value
+            raise InvalidInputError(_SETTINGS_ENV[field_name], f"must be greater than 0, got {value!r}")
     values.update({k: v for k, v in overrides.items() if v is not None})
     return EngineSettings(**values)
 
@@ -103,17 +108,7 @@ _POLICY_ENV = {
 
 def retry_policy_from_env(environ: Mapping[str, str] | None = None) -> RetryPolicy:
     """``RetryPolicy`` with overrides from ``PROVISION_RETRY_*`` variables."""
-    env = os.environ if environ is None else environ
-    defaults = RetryPolicy()
-    values: dict[str, Any] = {}
-    for field_name, var in _POLICY_ENV.items():
-        raw = env.get(var)
-        if raw:
-            kind = type(getattr(defaults, field_name))
-            try:
-                values[field_name] = kind(raw)
-            except ValueError:
-                raise InvalidInputError(var, f"must be a {kind.__name__} number, got {raw[:30]!r}") from None
+    values = _numbers_from_env(environ, _POLICY_ENV, RetryPolicy())
     try:
         return RetryPolicy(**values)
     except ValueError as exc:
