@@ -150,8 +150,12 @@ class CallbackHandler:
 
     def _decide(self, attempt: Attempt, params: dict[str, str], existing_id: int | None) -> CallbackOutcome | None:
         now = self.engine.now()
-        fingerprint = _canonical(params)
-        if any(c.digest == fingerprint for c in self.repo.callbacks(attempt.id, status="applied")):
+        state_matches = bool(attempt.state_nonce_hash) and hmac.compare_digest(
+            digest(params["state"]).encode(), (attempt.state_nonce_hash or "").encode())
+        # A REDIRECTED attempt whose current nonce matches cannot have applied this callback yet:
+        # applying one leaves REDIRECTED, and coming back needs a new redirect with a new nonce.
+        # So the inbox lookup is needed only otherwise (it costs a query per callback).
+        if not (attempt.state is State.REDIRECTED and state_matches) and self._already_applied(attempt, params):
             self._record(attempt, params, existing_id, "duplicate", "same callback already applied")
             return CallbackOutcome("duplicate", attempt.id, attempt.state, "same callback already applied")
         if attempt.state in (State.NEW, State.TOKEN_ISSUED):
@@ -163,9 +167,7 @@ class CallbackHandler:
                       else f"attempt is {attempt.state.value}; its state was already used")
             self._reject(attempt.id, params, existing_id, reason)
             raise CallbackRejectedError(reason, attempt_id=attempt.id)
-        if not attempt.state_nonce_hash or not hmac.compare_digest(
-            digest(params["state"]).encode(), attempt.state_nonce_hash.encode()
-        ):
+        if not state_matches:
             self._reject(attempt.id, params, existing_id, "state does not match")
             raise CallbackRejectedError("state does not match", attempt_id=attempt.id)
         if attempt.deadline_at is not None and now >= attempt.deadline_at:
@@ -195,6 +197,10 @@ class CallbackHandler:
         if ok:
             self.engine.wake()
         return CallbackOutcome("applied", attempt.id, State.CALLBACK_RECEIVED) if ok else None
+
+    def _already_applied(self, attempt: Attempt, params: dict[str, str]) -> bool:
+        fingerprint = _canonical(params)
+        return any(c.digest == fingerprint for c in self.repo.callbacks(attempt.id, status="applied"))
 
     def _record(self, attempt: Attempt, params: dict[str, str], existing_id: int | None, status: str,
                 reason: str) -> None:

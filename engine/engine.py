@@ -29,7 +29,7 @@ from .clock import utcnow
 from .errors import AttemptNotFoundError, ConcurrentUpdateError, InvalidInputError, InvalidTransitionError
 from .inputs import validate_start
 from .retry import RenewalPolicy, RetryPolicy
-from .runner import StepResult, run_step
+from .runner import PreparedStep, StepResult, commit_group, prepare_step
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,9 @@ class EngineSettings:
     poll_max_s: float = 5.0  # the worker's longest wait between ticks (callbacks may arrive)
     callback_wait_s: int = 1800
     renewal_max_lead_s: int = 15 * 60  # lead = min(this, 10% of the refresh interval)
+    # Group commit: step results finished within this many seconds of the first uncommitted one
+    # are written in one transaction; 0 commits every step on its own.
+    commit_window_s: float = 0.2
 
 
 @dataclass
@@ -59,7 +62,7 @@ class TickReport:
         return len(self.results)
 
     def count(self, outcome: str) -> int:
-        """How many steps ended with ``outcome`` (advanced, failed, retry, waiting, lost)."""
+        """How many steps ended with ``outcome`` (advanced, failed, retry, waiting, lost, released)."""
         return sum(1 for r in self.results if r.outcome == outcome)
 
 
@@ -107,11 +110,14 @@ class Engine:
         p = self.policy
         worst = p.in_process_attempts * (cs.connect_timeout + cs.read_timeout) + (
             p.in_process_attempts - 1) * p.in_process_max
-        if self.settings.lease_s <= worst:
+        # A step's result may wait up to the commit window for its group.
+        self._worst_step_s = worst + max(0.0, self.settings.commit_window_s)
+        if self.settings.lease_s <= self._worst_step_s:
             raise InvalidInputError(
                 "lease_s", f"a lease of {self.settings.lease_s:g}s is shorter than the longest step "
                 f"({p.in_process_attempts} tries x ({cs.connect_timeout:g}s connect + {cs.read_timeout:g}s read) "
-                f"+ waits = {worst:g}s)", hint="Raise PROVISION_LEASE_SECONDS or lower the client timeouts.")
+                f"+ waits + {self.settings.commit_window_s:g}s commit window = {self._worst_step_s:g}s)",
+                hint="Raise PROVISION_LEASE_SECONDS or lower the client timeouts.")
 
     # --- time ------------------------------------------------------------------------------------
 
@@ -250,20 +256,62 @@ class Engine:
     # --- the scheduler ---------------------------------------------------------------------------
 
     def tick(self, now: datetime | None = None) -> TickReport:
-        """One pass: claim due attempts and run their steps (DESIGN §7)."""
+        """One pass: claim due attempts, run their steps and commit the results (DESIGN §7).
+
+        Results are group-committed: the decisions of the steps that finish within
+        ``commit_window_s`` of the first uncommitted one are written in one transaction (one
+        commit for many steps instead of one each). Renewals commit at once (see
+        ``PreparedStep.urgent``). A step whose lease could run out before its result is
+        committed is not started; its lease is released so any worker can take it.
+        """
         at = now or self.now()
         lease_until = at + timedelta(seconds=self.settings.lease_s)
         batch = self.repo.claim_due(at, self.worker_id, lease_until, self.settings.batch_size)
         report = TickReport(at)
         if not batch:
             return report
+        window = self.settings.commit_window_s
+        claimed_at = time.monotonic()
+        results: dict[str, StepResult] = {}
+        group: builtins.list[PreparedStep] = []
+        group_since = 0.0
+
+        def flush() -> None:
+            if group:
+                results.update((r.attempt_id, r) for r in commit_group(self, group))
+                group.clear()
+
+        def prepare(attempt: Attempt) -> PreparedStep | None:
+            if time.monotonic() - claimed_at + self._worst_step_s >= self.settings.lease_s:
+                return None  # too late in the batch to finish (and commit) under the lease
+            return prepare_step(self, attempt)
+
         if self.settings.concurrency <= 1 or len(batch) == 1:
-            report.results = [run_step(self, a) for a in batch]
+            prepared: Iterable[PreparedStep | None] = (prepare(a) for a in batch)
         else:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.settings.concurrency, thread_name_prefix="provision-step")
-            report.results = list(self._pool.map(lambda a: run_step(self, a), batch))
+            prepared = self._pool.map(prepare, batch)
+        for attempt, step in zip(batch, prepared, strict=True):
+            if step is None:
+                results[attempt.id] = self._release(attempt)
+            elif step.urgent or window <= 0:
+                results[attempt.id] = commit_group(self, [step])[0]
+            else:
+                if not group:
+                    group_since = time.monotonic()
+                group.append(step)
+                if time.monotonic() - group_since >= window:
+                    flush()
+        flush()
+        report.results = [results[a.id] for a in batch]
         return report
+
+    def _release(self, attempt: Attempt) -> StepResult:
+        """Give back a claimed attempt without running its step (it stays due)."""
+        self.repo.reschedule(attempt, owner=self.worker_id, now=self.now(), next_run_at=attempt.next_run_at,
+                             error=None, count_failure=False)
+        return StepResult(attempt.id, "released", attempt.state)
 
     def run_until_idle(self, max_ticks: int = 10_000) -> builtins.list[TickReport]:
         """Tick until nothing is due now (waiting attempts and future retries stay pending)."""

@@ -85,15 +85,18 @@ _SETTINGS_ENV = {
     "poll_max_s": "PROVISION_POLL_SECONDS",
     "callback_wait_s": "PROVISION_CALLBACK_WAIT_SECONDS",
     "renewal_max_lead_s": "PROVISION_RENEWAL_MAX_LEAD_SECONDS",
+    "commit_window_s": "PROVISION_COMMIT_WINDOW_SECONDS",
 }
+_MAY_BE_ZERO = {"commit_window_s"}  # 0 turns group commit off
 
 
 def engine_settings_from_env(environ: Mapping[str, str] | None = None, **overrides: Any) -> EngineSettings:
     """``EngineSettings`` from ``PROVISION_*`` variables (lease, batch, poll, callback wait) plus overrides."""
     values = _numbers_from_env(environ, _SETTINGS_ENV, EngineSettings())
     for field_name, value in values.items():
-        if value <= 0:
-            raise InvalidInputError(_SETTINGS_ENV[field_name], f"must be greater than 0, got {value!r}")
+        if value < 0 or (value == 0 and field_name not in _MAY_BE_ZERO):
+            least = "0 or more" if field_name in _MAY_BE_ZERO else "greater than 0"
+            raise InvalidInputError(_SETTINGS_ENV[field_name], f"must be {least}, got {value!r}")
     values.update({k: v for k, v in overrides.items() if v is not None})
     return EngineSettings(**values)
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from persistence.writes import Write, reschedule_write, transition_write
 from states.attempt import Attempt, HistoryEntry
 from states.decisions import Advance, Decision, Fail, RetryLater, Stay, WaitForCallback
 from states.handlers import HANDLERS
@@ -64,7 +65,7 @@ class StepPorts:
 
 @dataclass(frozen=True)
 class StepResult:
-    """What one step did: ``advanced``, ``failed``, ``retry``, ``waiting`` or ``lost``."""
+    """What one step did: ``advanced``, ``failed``, ``retry``, ``waiting``, ``lost`` or ``released``."""
 
     attempt_id: str
     outcome: str
@@ -72,17 +73,45 @@ class StepResult:
     dest: State | None = None
 
 
-def run_step(engine: Engine, attempt: Attempt) -> StepResult:
-    """Run the handler of ``attempt``'s state and commit its decision under the lease."""
+@dataclass(frozen=True)
+class PreparedStep:
+    """A step whose handler has run: its decision, not yet committed."""
+
+    attempt: Attempt
+    decision: Decision
+    tries: int
+    duration_ms: int
+
+    @property
+    def urgent(self) -> bool:
+        """Commit at once rather than with a group: re-running the step could not recreate its result.
+
+        A renewal may have rotated the refresh token, which invalidates the stored one. The steps
+        before PROVISIONED are safe to repeat after a crash (a new request token or consent URL
+        nobody has seen yet; an instance created but not recorded is adopted by its tag).
+        """
+        return self.attempt.state is State.PROVISIONED
+
+
+@dataclass(frozen=True)
+class _Planned:
+    """A decision turned into its row write, with what to do once the write committed or lost."""
+
+    write: Write
+    decision: Decision
+    outcome: str
+    dest: State | None
+
+
+def prepare_step(engine: Engine, attempt: Attempt) -> PreparedStep:
+    """Run the handler of ``attempt``'s state (with in-process retries) and classify its errors."""
     handler = HANDLERS.get(attempt.state)
+    if handler is None:  # terminal states are never due; release the lease defensively
+        return PreparedStep(attempt, Stay(next_run_at=None), 1, 0)
     ports = StepPorts(engine.client, engine.step_settings, engine.now,
                       lambda: retrying(engine.policy, sleep=engine.sleep))
     started = time.monotonic()
     decision: Decision
-    if handler is None:  # terminal states are never due; release defensively
-        engine.repo.reschedule(attempt, owner=engine.worker_id, now=engine.now(), next_run_at=None, error=None,
-                               count_failure=False)
-        return StepResult(attempt.id, "waiting", attempt.state)
     try:
         decision = handler(attempt, ports)
     except Exception as exc:  # noqa: BLE001 - a bug must not kill the worker loop; log and retry later
@@ -99,13 +128,43 @@ def run_step(engine: Engine, attempt: Attempt) -> StepResult:
     if isinstance(decision, (Fail, RetryLater)) and decision.error:
         # A platform that echoes a token in its error text must not get it stored in plain text.
         decision = replace(decision, error=scrub(decision.error, secret_values(attempt.secrets)))
-    return apply_decision(engine, attempt, decision, tries=max(ports.tries, 1), duration_ms=duration_ms)
+    return PreparedStep(attempt, decision, max(ports.tries, 1), duration_ms)
+
+
+def run_step(engine: Engine, attempt: Attempt) -> StepResult:
+    """Run the handler of ``attempt``'s state and commit its decision under the lease."""
+    p = prepare_step(engine, attempt)
+    return apply_decision(engine, p.attempt, p.decision, tries=p.tries, duration_ms=p.duration_ms)
 
 
 def apply_decision(engine: Engine, attempt: Attempt, decision: Decision, *, tries: int, duration_ms: int,
                    owner: str | None = None) -> StepResult:
     """Commit ``decision`` for ``attempt`` (guarded by version and, for workers, the lease)."""
-    owner = owner if owner is not None else engine.worker_id
+    planned = _plan(engine, attempt, decision, tries=tries, duration_ms=duration_ms,
+                    owner=owner if owner is not None else engine.worker_id)
+    return _settle(engine, planned, engine.repo.apply(planned.write), check_pending=True)
+
+
+def commit_group(engine: Engine, steps: list[PreparedStep]) -> list[StepResult]:
+    """Commit the decisions of several steps in one transaction (the worker's group commit).
+
+    Callbacks that arrived before a redirect was committed are looked up for the whole group in
+    one query instead of one per attempt.
+    """
+    if len(steps) == 1:
+        one = steps[0]
+        return [apply_decision(engine, one.attempt, one.decision, tries=one.tries, duration_ms=one.duration_ms)]
+    plans = [_plan(engine, s.attempt, s.decision, tries=s.tries, duration_ms=s.duration_ms,
+                   owner=engine.worker_id) for s in steps]
+    applied = engine.repo.commit_group([p.write for p in plans])
+    redirected = [p.write.attempt.id for p, ok in zip(plans, applied, strict=True) if ok and p.dest is State.REDIRECTED]
+    waiting = engine.repo.attempts_with_pending_callbacks(redirected) if redirected else set()
+    return [_settle(engine, p, ok, check_pending=p.write.attempt.id in waiting) for p, ok in zip(plans, applied, strict=True)]
+
+
+def _plan(engine: Engine, attempt: Attempt, decision: Decision, *, tries: int, duration_ms: int,
+          owner: str) -> _Planned:
+    repo = engine.repo
     now = engine.now()
     total_tries = attempt.failures + tries
     if isinstance(decision, Advance):
@@ -116,46 +175,46 @@ def apply_decision(engine: Engine, attempt: Attempt, decision: Decision, *, trie
                              dest.value, now, duration_ms, engine.worker_id, "ok", total_tries,
                              attempt.last_error if total_tries > 1 else None, decision.note)
         merged = {**attempt.secrets, **decision.secrets} if decision.secrets else None
-        ok = engine.repo.commit_transition(attempt, entry, owner=owner, now=now, next_run_at=decision.next_run_at,
-                                           changes=decision.changes, secrets=merged)
-        if ok and dest is State.REDIRECTED:
-            engine.callbacks.apply_pending(attempt.id)
-        if not ok and decision.trigger is Trigger.RENEW:
-            # The provider already rotated the token: keep it even though our transition lost.
-            engine.repo.merge_secrets(attempt.id, decision.secrets, now=now)
-        return _result(engine, attempt, ok, "advanced", dest)
+        return _Planned(transition_write(attempt, entry, owner=owner, now=now, next_run_at=decision.next_run_at,
+                                         changes=decision.changes, sealed_secrets=repo.seal(merged)),
+                        decision, "advanced", dest)
     if isinstance(decision, Stay):
         merged = {**attempt.secrets, **decision.secrets} if decision.secrets else None
-        ok = engine.repo.reschedule(attempt, owner=owner, now=now, next_run_at=decision.next_run_at, error=None,
-                                    count_failure=False, changes=decision.changes, secrets=merged)
-        return _result(engine, attempt, ok, "waiting", None)
+        return _Planned(reschedule_write(attempt, owner=owner, now=now, next_run_at=decision.next_run_at,
+                                         error=None, count_failure=False, changes=decision.changes,
+                                         sealed_secrets=repo.seal(merged)), decision, "waiting", None)
     if isinstance(decision, Fail):
         entry = HistoryEntry(attempt.id, attempt.history_seq + 1, Trigger.FAIL.value, attempt.state.value,
                              State.FAILED.value, now, duration_ms, engine.worker_id, "failed", total_tries,
                              decision.error, decision.reason.value)
-        ok = engine.repo.commit_transition(attempt, entry, owner=owner, now=now, next_run_at=None,
-                                           failure_reason=decision.reason.value, last_error=decision.error)
-        if ok:
-            log.info("attempt %s failed: %s", attempt.id, decision.reason.value)
-            if attempt.state in (State.NEW, State.TOKEN_ISSUED):
-                engine.callbacks.reject_pending(attempt.id, f"attempt failed before its redirect "
-                                                            f"({decision.reason.value})")
-        return _result(engine, attempt, ok, "failed", State.FAILED)
+        return _Planned(transition_write(attempt, entry, owner=owner, now=now, next_run_at=None,
+                                         failure_reason=decision.reason.value, last_error=decision.error),
+                        decision, "failed", State.FAILED)
     if isinstance(decision, RetryLater):
-        ok = engine.repo.reschedule(attempt, owner=owner, now=now, next_run_at=decision.at, error=decision.error,
-                                    count_failure=True)
-        if ok:
-            log.info("attempt %s step %s: %s; retry at %s", attempt.id, attempt.state,
-                     decision.error.get("kind"), decision.at.isoformat())
-        return _result(engine, attempt, ok, "retry", None)
-    ok = engine.repo.reschedule(attempt, owner=owner, now=now, next_run_at=decision.deadline, error=None,
-                                count_failure=False)
-    return _result(engine, attempt, ok, "waiting", None)
+        return _Planned(reschedule_write(attempt, owner=owner, now=now, next_run_at=decision.at,
+                                         error=decision.error, count_failure=True), decision, "retry", None)
+    return _Planned(reschedule_write(attempt, owner=owner, now=now, next_run_at=decision.deadline, error=None,
+                                     count_failure=False), decision, "waiting", None)
 
 
-def _result(engine: Engine, attempt: Attempt, ok: bool, outcome: str, dest: State | None) -> StepResult:
+def _settle(engine: Engine, planned: _Planned, ok: bool, *, check_pending: bool) -> StepResult:
+    """What follows a committed (or lost) write: pending callbacks, a kept token, log lines."""
+    attempt, decision = planned.write.attempt, planned.decision
+    if ok and planned.dest is State.REDIRECTED and check_pending:
+        engine.callbacks.apply_pending(attempt.id)
+    if not ok and isinstance(decision, Advance) and decision.trigger is Trigger.RENEW:
+        # The provider already rotated the token: keep it even though our transition lost.
+        engine.repo.merge_secrets(attempt.id, decision.secrets, now=engine.now())
+    if ok and isinstance(decision, Fail):
+        log.info("attempt %s failed: %s", attempt.id, decision.reason.value)
+        if attempt.state in (State.NEW, State.TOKEN_ISSUED):
+            engine.callbacks.reject_pending(attempt.id, f"attempt failed before its redirect "
+                                                        f"({decision.reason.value})")
+    if ok and isinstance(decision, RetryLater):
+        log.info("attempt %s step %s: %s; retry at %s", attempt.id, attempt.state,
+                 decision.error.get("kind"), decision.at.isoformat())
     if not ok:
         # Our lease expired and someone else moved the attempt: our work is discarded (DESIGN §4.3).
         log.warning("attempt %s: lease lost during %s step; result discarded", attempt.id, attempt.state)
         return StepResult(attempt.id, "lost", attempt.state)
-    return StepResult(attempt.id, outcome, attempt.state, dest)
+    return StepResult(attempt.id, planned.outcome, attempt.state, planned.dest)

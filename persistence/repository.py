@@ -9,7 +9,7 @@ from __future__ import annotations
 import builtins
 
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,7 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from states.attempt import MUTABLE_COLUMNS, Attempt, HistoryEntry
+from states.attempt import Attempt, HistoryEntry
 from states.model import Flow, State
 
 from .claims import claim_params, parameterised_claim
@@ -25,8 +25,10 @@ from .codec import SecretCodec
 from .database import autocommit_options
 from .schema import attempts, history
 from .types import UTCDateTime
+from .writes import Write, reschedule_write, transition_write
 from .statements import (
     CALLBACKS_BY,
+    PENDING_FOR,
     GET,
     INSERT_ATTEMPT,
     INSERT_CALLBACK,
@@ -38,6 +40,13 @@ from .statements import (
 )
 
 _COLUMNS = [c.name for c in attempts.columns if c.name != "secrets"]
+
+
+def _update_for(key: tuple[frozenset[str], bool, bool]) -> Any:
+    """The prepared guarded UPDATE for a ``Write.statement_key``."""
+    keys, leased, count_failure = key
+    return guarded_update(keys, leased=leased, count_failure=count_failure)
+
 
 @dataclass(frozen=True)
 class CallbackRecord:
@@ -173,6 +182,11 @@ class Repository:
             rows = conn.execute(q, {"g_attempt": attempt_id, "g_status": status}).mappings()
             return [CallbackRecord(**dict(r)) for r in rows]
 
+    def attempts_with_pending_callbacks(self, attempt_ids: Sequence[str]) -> set[str]:
+        """Those of ``attempt_ids`` that have inbox rows still ``pending``."""
+        with self._read() as conn:
+            return {r[0] for r in conn.execute(PENDING_FOR, {"g_ids": list(attempt_ids)})}
+
     def next_due_at(self, now: datetime | None = None) -> datetime | None:
         """The earliest ``next_run_at``; with ``now``, only among attempts this worker could claim.
 
@@ -240,38 +254,10 @@ class Repository:
         callers that hold no lease, such as callbacks and operator actions, guarded by version
         alone). Returns False, writing nothing, when the guard no longer matches.
         """
-        bad = set(changes or ()) - MUTABLE_COLUMNS
-        if bad:
-            raise ValueError(f"decision may not set {sorted(bad)}")
-        values: dict[str, Any] = dict(changes or {})
-        values.update(
-            state=entry.dest,
-            version=attempt.version + 1,
-            history_seq=entry.seq,
-            runs=0,
-            failures=0,
-            updated_at=now,
-            next_run_at=next_run_at,
-            lease_owner=None,
-            lease_expires_at=None,
-            failure_reason=failure_reason,
-            last_error=last_error,
-        )
-        if secrets is not None:
-            values["secrets"] = self.codec.seal(secrets)
-        if self._pg and not callback_updates:
-            return self._transition_one_statement(attempt, entry, owner, values, callback)
-        with self._write() as conn:
-            if conn.execute(guarded_update(frozenset(values), leased=owner is not None, count_failure=False),
-                            guarded_params(attempt, owner, values)).rowcount != 1:
-                conn.rollback()
-                return False
-            conn.execute(INSERT_HISTORY, entry.__dict__)
-            if callback is not None:
-                conn.execute(INSERT_CALLBACK, self._callback_values(callback))
-            for cb_id, status, reason in callback_updates:
-                conn.execute(UPDATE_CALLBACK, {"g_cb_id": cb_id, "v_status": status, "v_reason": reason})
-        return True
+        write = transition_write(attempt, entry, owner=owner, now=now, next_run_at=next_run_at, changes=changes,
+                                 sealed_secrets=self.seal(secrets), failure_reason=failure_reason,
+                                 last_error=last_error)
+        return self.apply(write, callback=callback, callback_updates=callback_updates)
 
     def reschedule(
         self,
@@ -286,26 +272,62 @@ class Repository:
         secrets: dict[str, Any] | None = None,
     ) -> bool:
         """Release the lease without a transition: a durable retry, a wait, or progress (``Stay``)."""
-        bad = set(changes or ()) - MUTABLE_COLUMNS
-        if bad:
-            raise ValueError(f"decision may not set {sorted(bad)}")
-        values: dict[str, Any] = dict(changes or {})
-        values.update(
-            version=attempt.version + 1,
-            updated_at=now,
-            next_run_at=next_run_at,
-            lease_owner=None,
-            lease_expires_at=None,
-        )
-        if secrets is not None:
-            values["secrets"] = self.codec.seal(secrets)
-        if count_failure:
-            values["last_error"] = error  # and failures = failures + 1, in the statement
-        elif secrets is not None or changes:
-            values["failures"] = 0  # progress was made: the next failure starts a new count
-        stmt = guarded_update(frozenset(values), leased=owner is not None, count_failure=count_failure)
-        with self._write_one() as conn:
-            return bool(conn.execute(stmt, guarded_params(attempt, owner, values)).rowcount == 1)
+        return self.apply(reschedule_write(attempt, owner=owner, now=now, next_run_at=next_run_at, error=error,
+                                           count_failure=count_failure, changes=changes,
+                                           sealed_secrets=self.seal(secrets)))
+
+    def seal(self, secrets: dict[str, Any] | None) -> bytes | None:
+        """The encrypted blob of ``secrets`` (None stays None: the stored blob is kept)."""
+        return self.codec.seal(secrets) if secrets is not None else None
+
+    def apply(self, write: Write, *, callback: NewCallback | None = None,
+              callback_updates: Iterable[tuple[int, str, str | None]] = ()) -> bool:
+        """Commit one ``Write`` (with inbox rows for a callback) in its own transaction."""
+        callback_updates = list(callback_updates)
+        if write.entry is None:
+            stmt = _update_for(write.statement_key)
+            with self._write_one() as conn:
+                return bool(conn.execute(stmt, guarded_params(write.attempt, write.owner, write.values)).rowcount == 1)
+        if self._pg and not callback_updates:
+            return self._transition_one_statement(write.attempt, write.entry, write.owner, write.values, callback)
+        with self._write() as conn:
+            if conn.execute(_update_for(write.statement_key),
+                            guarded_params(write.attempt, write.owner, write.values)).rowcount != 1:
+                conn.rollback()
+                return False
+            conn.execute(INSERT_HISTORY, write.entry.__dict__)
+            if callback is not None:
+                conn.execute(INSERT_CALLBACK, self._callback_values(callback))
+            for cb_id, status, reason in callback_updates:
+                conn.execute(UPDATE_CALLBACK, {"g_cb_id": cb_id, "v_status": status, "v_reason": reason})
+        return True
+
+    def commit_group(self, writes: Sequence[Write]) -> builtins.list[bool]:
+        """Commit several ``Write``s of different attempts in ONE transaction; one flag per write.
+
+        The worker's group commit: each distinct UPDATE runs once with many parameter sets (an
+        executemany, pipelined by psycopg) and the history rows go in one INSERT, so a group of
+        steps costs one commit instead of one each. The guards are all-or-nothing here: when any
+        write's guard fails (a lost lease, rare) the transaction is rolled back and every write is
+        applied on its own, which tells exactly which ones were lost.
+        """
+        if len(writes) <= 1 or len({w.attempt.id for w in writes}) != len(writes):
+            return [self.apply(w) for w in writes]
+        groups: dict[tuple[frozenset[str], bool, bool], builtins.list[Write]] = {}
+        for w in writes:
+            groups.setdefault(w.statement_key, []).append(w)
+        with self._write() as conn:
+            for key, members in groups.items():
+                params = [guarded_params(w.attempt, w.owner, w.values) for w in members]
+                if conn.execute(_update_for(key), params).rowcount != len(members):
+                    conn.rollback()
+                    break
+            else:
+                entries = [w.entry.__dict__ for w in writes if w.entry is not None]
+                if entries:
+                    conn.execute(INSERT_HISTORY, entries)
+                return [True] * len(writes)
+        return [self.apply(w) for w in writes]
 
     def _transition_one_statement(self, attempt: Attempt, entry: HistoryEntry, owner: str | None,
                                   values: dict[str, Any], callback: NewCallback | None) -> bool:

@@ -38,6 +38,9 @@ def _callbacks_query(by_attempt: bool, by_status: bool) -> Any:
     return q
 
 
+# Which of these attempts have callbacks waiting for their redirect (one query for a commit group).
+PENDING_FOR = sa.select(callbacks.c.attempt_id).distinct().where(
+    callbacks.c.attempt_id.in_(sa.bindparam("g_ids", expanding=True)), callbacks.c.status == "pending")
 CALLBACKS_BY = {(a, b): _callbacks_query(a, b) for a in (False, True) for b in (False, True)}
 _GUARDED: dict[tuple[frozenset[str], bool, bool], Any] = {}
 

@@ -167,14 +167,14 @@ def test_rotated_token_survives_a_lost_lease(make_engine: Callable[..., Engine],
     att = provision(a_engine, "oauth2")
     clock.now = att.next_run_at
     b_reports = []
-    real_commit = a_engine.repo.commit_transition
+    real_commit = a_engine.repo.apply  # where every step result is written
 
     def stalled_commit(*args: Any, **kw: Any) -> bool:
         clock.advance(a_engine.settings.lease_s + 1)  # A stalls; its lease expires
         b_reports.append(b_engine.tick())  # B claims and tries the old (already rotated) token
         return real_commit(*args, **kw)
 
-    monkeypatch.setattr(a_engine.repo, "commit_transition", stalled_commit)
+    monkeypatch.setattr(a_engine.repo, "apply", stalled_commit)
     report = a_engine.tick()
     assert [r.outcome for r in report.results] == ["lost"]
     assert [r.outcome for r in b_reports[0].results] == ["retry"]  # invalid_grant, not yet a rejection

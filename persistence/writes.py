@@ -1,0 +1,104 @@
+"""One guarded change of an attempt row, as data, so several can be committed together (issue 6/6).
+
+A ``Write`` is either a transition (the row moves to ``entry.dest`` and ``entry`` becomes its
+history row) or a reschedule (no transition: a durable retry, a wait, or progress). The repository
+commits one ``Write`` on its own (``commit_transition`` / ``reschedule``) or a group of them in one
+transaction (``Repository.commit_group``): the worker's group commit, which turns one commit per
+step into one commit per group of steps.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from states.attempt import MUTABLE_COLUMNS, Attempt, HistoryEntry
+
+
+@dataclass(frozen=True)
+class Write:
+    """A compare-and-set UPDATE of ``attempt`` (guarded by version, state and lease ``owner``).
+
+    ``values`` maps columns to their new values (a secrets blob already sealed); ``entry`` is the
+    history row of a transition, None for a reschedule; ``count_failure`` adds one to ``failures``.
+    """
+
+    attempt: Attempt
+    owner: str | None
+    values: dict[str, Any]
+    entry: HistoryEntry | None = None
+    count_failure: bool = False
+
+    @property
+    def statement_key(self) -> tuple[frozenset[str], bool, bool]:
+        """Writes with equal keys run the same prepared UPDATE (``statements.guarded_update``)."""
+        return frozenset(self.values), self.owner is not None, self.count_failure
+
+
+def _checked(changes: Mapping[str, Any] | None) -> dict[str, Any]:
+    bad = set(changes or ()) - MUTABLE_COLUMNS
+    if bad:
+        raise ValueError(f"decision may not set {sorted(bad)}")
+    return dict(changes or {})
+
+
+def transition_write(
+    attempt: Attempt,
+    entry: HistoryEntry,
+    *,
+    owner: str | None,
+    now: datetime,
+    next_run_at: datetime | None,
+    changes: Mapping[str, Any] | None = None,
+    sealed_secrets: bytes | None = None,
+    failure_reason: str | None = None,
+    last_error: dict[str, Any] | None = None,
+) -> Write:
+    """The ``Write`` that moves ``attempt`` along ``entry`` and releases its lease."""
+    values = _checked(changes)
+    values.update(
+        state=entry.dest,
+        version=attempt.version + 1,
+        history_seq=entry.seq,
+        runs=0,
+        failures=0,
+        updated_at=now,
+        next_run_at=next_run_at,
+        lease_owner=None,
+        lease_expires_at=None,
+        failure_reason=failure_reason,
+        last_error=last_error,
+    )
+    if sealed_secrets is not None:
+        values["secrets"] = sealed_secrets
+    return Write(attempt, owner, values, entry)
+
+
+def reschedule_write(
+    attempt: Attempt,
+    *,
+    owner: str | None,
+    now: datetime,
+    next_run_at: datetime | None,
+    error: dict[str, Any] | None,
+    count_failure: bool,
+    changes: Mapping[str, Any] | None = None,
+    sealed_secrets: bytes | None = None,
+) -> Write:
+    """The ``Write`` that releases the lease without a transition, due again at ``next_run_at``."""
+    values = _checked(changes)
+    values.update(
+        version=attempt.version + 1,
+        updated_at=now,
+        next_run_at=next_run_at,
+        lease_owner=None,
+        lease_expires_at=None,
+    )
+    if sealed_secrets is not None:
+        values["secrets"] = sealed_secrets
+    if count_failure:
+        values["last_error"] = error  # and failures = failures + 1, in the statement
+    elif sealed_secrets is not None or changes:
+        values["failures"] = 0  # progress was made: the next failure starts a new count
+    return Write(attempt, owner, values, None, count_failure)

@@ -1,0 +1,104 @@
+"""Group commit (issue 6/6): the steps of one tick are written in one transaction, lost guards are
+discarded one by one, and a step that could outlive its lease is not started."""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from testkit import QBO
+from engine import Engine, EngineSettings
+from engine.retry import RetryPolicy
+from persistence.schema import attempts, history
+from persistence.writes import transition_write
+from states import State
+from states.attempt import HistoryEntry
+
+
+@contextmanager
+def attempt_updates(engine: Engine) -> Iterator[list[int]]:
+    """Records, per UPDATE of ``attempts`` sent to the database, how many rows' parameters it carried."""
+    sizes: list[int] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, parameters: Any, _ctx: Any, executemany: bool) -> None:
+        text = " ".join(statement.split())
+        if text.startswith("WITH moved AS"):  # PostgreSQL's one-statement transition
+            sizes.append(1)
+        elif text.startswith("UPDATE attempts SET"):
+            columns = [part.split("=")[0].strip() for part in text[20:].split(" WHERE ")[0].split(",")]
+            if "state" in columns:  # a transition (claims and reschedules leave the state alone)
+                sizes.append(len(parameters) if executemany else 1)
+
+    sa.event.listen(engine.repo.engine, "before_cursor_execute", seen)
+    try:
+        yield sizes
+    finally:
+        sa.event.remove(engine.repo.engine, "before_cursor_execute", seen)
+
+
+def start(engine: Engine, n: int) -> list[str]:
+    return [engine.start("quickbooks", f"group-{i}", flow="oauth1", **QBO).id for i in range(n)]
+
+
+def test_one_tick_writes_its_steps_with_one_statement(make_engine: Callable[..., Engine]) -> None:
+    engine = make_engine()
+    ids = start(engine, 8)
+    with attempt_updates(engine) as sizes:
+        report = engine.tick()
+    assert [r.outcome for r in report.results] == ["advanced"] * 8
+    assert sizes == [8]  # all eight transitions in one executemany, in one transaction
+    for attempt_id in ids:
+        assert engine.get(attempt_id).state is State.TOKEN_ISSUED
+        assert [h.dest for h in engine.history(attempt_id)] == ["TOKEN_ISSUED"]
+
+
+def test_a_zero_window_commits_every_step_alone(make_engine: Callable[..., Engine]) -> None:
+    engine = make_engine(settings=EngineSettings(commit_window_s=0))
+    start(engine, 4)
+    with attempt_updates(engine) as sizes:
+        report = engine.tick()
+    assert [r.outcome for r in report.results] == ["advanced"] * 4
+    assert sizes == [1, 1, 1, 1]
+
+
+def test_a_lost_guard_discards_only_that_write(make_engine: Callable[..., Engine]) -> None:
+    engine = make_engine()
+    ids = start(engine, 3)
+    repo = engine.repo
+    now = engine.now()
+    claimed = repo.claim_due(now, "w1", now + timedelta(seconds=60), 10)
+    assert sorted(a.id for a in claimed) == sorted(ids)
+    with repo.engine.begin() as conn:  # another worker took over the second attempt
+        conn.execute(attempts.update().where(attempts.c.id == claimed[1].id).values(lease_owner="w2"))
+    writes = [transition_write(a, HistoryEntry(a.id, 1, "issue_token", "NEW", "TOKEN_ISSUED", now, 1, "w1", "ok", 1,
+                                               None, None), owner="w1", now=now, next_run_at=now)
+              for a in claimed]
+    assert repo.commit_group(writes) == [True, False, True]
+    states = {a.id: a.state for a in (repo.get(i) for i in ids) if a}
+    assert states == {claimed[0].id: State.TOKEN_ISSUED, claimed[1].id: State.NEW, claimed[2].id: State.TOKEN_ISSUED}
+    with repo.engine.connect() as conn:
+        rows = conn.execute(sa.select(history.c.attempt_id)).scalars().all()
+    assert sorted(rows) == sorted([claimed[0].id, claimed[2].id])
+    assert repo.get(claimed[1].id).lease_owner == "w2"  # type: ignore[union-attr]
+
+
+@pytest.mark.realtime
+def test_a_step_that_could_outlive_its_lease_is_released(make_engine: Callable[..., Engine], sandbox: Any) -> None:
+    # Longest step: 1 try x (0.2 s connect + 0.3 s read) + 0.2 s commit window = 0.7 s of a 1 s lease.
+    engine = make_engine(settings=EngineSettings(lease_s=1.0, commit_window_s=0.2),
+                         policy=RetryPolicy(in_process_attempts=1), connect_timeout=0.2, read_timeout=0.3)
+    ids = start(engine, 3)
+    sandbox.set_faults(delays={"oauth_token": 0.2})
+    report = engine.tick()
+    # The third step would start 0.4 s into the lease: 0.4 + 0.7 >= 1, so it is handed back unstarted.
+    assert [r.outcome for r in report.results] == ["advanced", "advanced", "released"]
+    released = engine.get(report.results[2].attempt_id)
+    assert released.state is State.NEW and released.lease_owner is None and released.next_run_at is not None
+    assert len([r for r in sandbox.requests() if r["endpoint"] == "oauth_token"]) == 2
+    sandbox.set_faults()
+    engine.run_until_idle()
+    assert {engine.get(i).state for i in ids} == {State.REDIRECTED}
