@@ -174,3 +174,16 @@ def test_cli_bad_input_exits_2_without_echoing_secrets(argv: list[str], sqlite_u
     assert cli_main(["--db", sqlite_url, *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("provision: error: ") and "Traceback" not in err and "TOPSECRET" not in err
+
+
+def test_worker_settings_from_env_name_the_variable() -> None:
+    from engine.factory import engine_settings_from_env
+
+    settings = engine_settings_from_env({"PROVISION_COMMIT_WINDOW_SECONDS": "0", "PROVISION_BATCH_SIZE": "7"})
+    assert (settings.commit_window_s, settings.batch_size) == (0.0, 7)  # 0 turns group commit off
+    for var, raw, message in [("PROVISION_COMMIT_WINDOW_SECONDS", "-1", "0 or more"),
+                              ("PROVISION_BATCH_SIZE", "0", "greater than 0"),
+                              ("PROVISION_LEASE_SECONDS", "soon", "float number")]:
+        with pytest.raises(InvalidInputError, match=message) as err:
+            engine_settings_from_env({var: raw})
+        assert var in str(err.value)
