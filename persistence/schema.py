@@ -57,6 +57,8 @@ attempts = sa.Table(
     ),
     sa.Index("ix_attempts_state_created", "state", "created_at"),
     sa.Index("ix_attempts_element_created", "element_key", "created_at"),
+    # Free space in each page, so that claims and reschedules are heap-only updates (migration 0002).
+    postgresql_with={"fillfactor": 70},
 )
 
 history = sa.Table(

@@ -22,6 +22,7 @@ def test_wheel_contains_every_package_and_the_migrations(tmp_path: Path) -> None
         assert sources <= names, f"missing from the wheel: {sorted(sources - names)}"
     assert "persistence/migrations/script.py.mako" in names
     assert "persistence/migrations/versions/0001_initial.py" in names
+    assert "persistence/migrations/versions/0002_attempts_fillfactor.py" in names
     assert not any(n.startswith(("tests/", "bench/", "diagrams/")) for n in names)
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "provision = engine.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
