@@ -7,6 +7,10 @@ medians to the peer's and the floor's medians *from this run* (the machine is sh
 
     python bench/compare.py -n 500 --reps 3 [--peer-python /tmp/peer/bin/python] [--no-pg]
 
+The worker-process rows are also run against a second fake API that answers ``--latency-ms``
+(default 5) later, as a remote platform does: there the API, not this machine's cores, bounds one
+worker, which shows how worker processes scale.
+
 Writes ``bench/results.md`` (the table) and appends raw RESULT lines to ``bench/results/runs.jsonl``.
 """
 from __future__ import annotations
@@ -26,12 +30,15 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
 
+SLOW = "API +{} ms"  # label suffix of the rows run against the fake API with added latency
+
+
 def variants(a: argparse.Namespace, peer: str | None, floor_py: str) -> list[tuple[str, str, list[str]]]:
     """(label, db, command) of every run; the label is the table row."""
     shared = Path(a.shared)
     ours = [sys.executable, str(HERE / "engine_bench.py")]
     out: list[tuple[str, str, list[str]]] = []
-    dbs = [("sqlite", [], [], [])]
+    dbs: list[tuple[str, list[str], list[str], list[str]]] = [("sqlite", [], [], [])]
     if a.pg:
         dbs.append(("postgres", ["--pg", f"{a.pg}/bench_peer"], ["--pg", f"{a.pg}/bench_baseline"],
                     ["--pg", f"{a.pg}/bench_engine"]))
@@ -46,7 +53,34 @@ def variants(a: argparse.Namespace, peer: str | None, floor_py: str) -> list[tup
         for w in a.workers:
             out.append((f"engine, driver + {w} worker process{'es' if w > 1 else ''}", db,
                         [*ours, "--workers", str(w), "--concurrency", str(a.worker_concurrency), *our_db]))
+        if a.latency_ms and (db == "postgres" or not a.pg):
+            for w in a.workers:  # worker scaling when the API, not the 2 cores, is the bottleneck
+                label = f"engine, driver + {w} worker process{'es' if w > 1 else ''}, "
+                out.append((label + SLOW.format(f"{a.latency_ms:g}"), db,
+                            [*ours, "--workers", str(w), "--concurrency", str(a.worker_concurrency),
+                             *our_db]))
     return out
+
+
+def spawn_slow_api(shared: Path, latency_ms: float) -> tuple[subprocess.Popen[bytes], str]:
+    """A second fake API that waits ``latency_ms`` before every answer, like a remote platform."""
+    import socket
+
+    import requests
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, str(shared / "fake_elements.py"), "--port", str(port),
+                             "--latency-ms", str(latency_ms)], stdout=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            requests.get(url + "/health", timeout=1)
+            return proc, url
+        except requests.ConnectionError:
+            time.sleep(0.05)
+    raise RuntimeError("slow fake API did not start")
 
 
 def run_once(cmd: list[str], n: int, api: str) -> dict[str, Any]:
@@ -77,16 +111,18 @@ def table(by: dict[tuple[str, str], list[dict[str, Any]]], n: int) -> list[str]:
     for (label, db), rs in by.items():
         peer, floor = med.get(("peer (DBOS)", db)), med.get(("floor (SQLAlchemy Core)", db))
         ratio = ["", ""]
-        if label.startswith("engine"):
+        if label.startswith("engine") and not label.endswith(" ms"):  # the peer ran on the plain API
             ratio = [f"{med[(label, db)] / peer:.2f}x" if peer else "n/a",
                      f"{med[(label, db)] / floor:.2f}x" if floor else "n/a"]
         runs = ", ".join(f"{r['attempts_per_s']:.1f}" for r in rs)
         lines.append(f"| {label} | {db} | {n} | {med[(label, db)]:.1f} | {runs} | {ratio[0]} | {ratio[1]} |")
-    for db in ("sqlite", "postgres"):
-        one = med.get(("engine, driver + 1 worker process", db))
-        two = med.get(("engine, driver + 2 worker processes", db))
-        if one and two:
-            lines.append(f"\n2 worker processes / 1 on {db}: {two / one:.2f}x")
+    slow = sorted({label.split(", ")[-1] for label, _ in by if label.endswith(" ms")})
+    for suffix in ["", *(", " + s for s in slow)]:
+        for db in ("sqlite", "postgres"):
+            one = med.get((f"engine, driver + 1 worker process{suffix}", db))
+            two = med.get((f"engine, driver + 2 worker processes{suffix}", db))
+            if one and two:
+                lines.append(f"\n2 worker processes / 1 on {db}{suffix}: {two / one:.2f}x")
     return lines
 
 
@@ -104,6 +140,9 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 4], help="single-process rows to run")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker-process rows to run")
     ap.add_argument("--worker-concurrency", type=int, default=1, help="EngineSettings.concurrency of workers")
+    ap.add_argument("--latency-ms", type=float, default=5.0,
+                    help="also run the worker rows against a fake API answering this much later "
+                         "(PostgreSQL only, unless --no-pg; 0 = skip)")
     ap.add_argument("--out", default=str(HERE / "results.md"))
     a = ap.parse_args()
 
@@ -118,18 +157,22 @@ def main() -> None:
     os.makedirs(HERE / "results", exist_ok=True)
     log = open(HERE / "results" / "runs.jsonl", "a")
     proc, api = common.spawn_fake_api()
+    slow_proc, slow_api = spawn_slow_api(Path(a.shared), a.latency_ms) if a.latency_ms else (None, api)
     by: dict[tuple[str, str], list[dict[str, Any]]] = {}
     started = time.strftime("%F %T")
     try:
         for rep in range(a.reps):
             for label, db, cmd in variants(a, peer, floor_py):
-                r = run_once(cmd, a.n, api) | {"rep": rep, "variant": label, "at": time.strftime("%FT%T")}
+                target = slow_api if label.endswith(" ms") else api
+                r = run_once(cmd, a.n, target) | {"rep": rep, "variant": label, "at": time.strftime("%FT%T")}
                 log.write(json.dumps(r) + "\n")
                 log.flush()
                 by.setdefault((label, db), []).append(r)
                 print(f"rep {rep}: {label:<45} {db:<8} {r['attempts_per_s']:>7} /s", flush=True)
     finally:
         proc.terminate()
+        if slow_proc is not None:
+            slow_proc.terminate()
     lines = [f"Run {started}, N={a.n}, {a.reps} interleaved repeats, medians; ratios are ours / theirs "
              "from this same run.", "", *(f"- {m}" for m in machine()), "", *table(by, a.n)]
     Path(a.out).write_text("\n".join(lines) + "\n")
