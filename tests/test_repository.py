@@ -45,13 +45,17 @@ def test_migrations_match_schema(repo: Repository) -> None:
         assert compare_metadata(MigrationContext.configure(conn), metadata) == []
 
 
-def test_attempts_pages_keep_room_for_heap_only_updates(repo: Repository) -> None:
-    if repo.dialect != "postgresql":
-        pytest.skip("fillfactor is a PostgreSQL storage parameter; SQLite has none")
-    with repo.engine.connect() as conn:
-        options = conn.exec_driver_sql(
-            "SELECT reloptions FROM pg_class WHERE oid = 'attempts'::regclass").scalar_one()
-    assert options == ["fillfactor=70"]  # migration 0002
+@pytest.mark.postgres
+def test_attempts_pages_keep_room_for_heap_only_updates(pg_schema_url: str) -> None:
+    # A PostgreSQL storage parameter (SQLite has none), set by migration 0002.
+    engine = open_repository(pg_schema_url, migrate=True, environ={"PROVISION_SECRET_KEY": TEST_KEY}).engine
+    try:
+        with engine.connect() as conn:
+            options = conn.exec_driver_sql(
+                "SELECT reloptions FROM pg_class WHERE oid = 'attempts'::regclass").scalar_one()
+    finally:
+        engine.dispose()
+    assert options == ["fillfactor=70"]
 
 
 def test_insert_get_roundtrip_with_secrets_encrypted(repo: Repository) -> None:
