@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from persistence.writes import Write, reschedule_write, transition_write
 from states.attempt import Attempt, HistoryEntry
-from states.decisions import Advance, Decision, Fail, RetryLater, Stay, WaitForCallback
+from states.decisions import Advance, Decision, Fail, RetryLater, Stay
 from states.handlers import HANDLERS
 from states.machine import next_state
 from states.model import State, Trigger
@@ -129,12 +129,6 @@ def prepare_step(engine: Engine, attempt: Attempt) -> PreparedStep:
         # A platform that echoes a token in its error text must not get it stored in plain text.
         decision = replace(decision, error=scrub(decision.error, secret_values(attempt.secrets)))
     return PreparedStep(attempt, decision, max(ports.tries, 1), duration_ms)
-
-
-def run_step(engine: Engine, attempt: Attempt) -> StepResult:
-    """Run the handler of ``attempt``'s state and commit its decision under the lease."""
-    p = prepare_step(engine, attempt)
-    return apply_decision(engine, p.attempt, p.decision, tries=p.tries, duration_ms=p.duration_ms)
 
 
 def apply_decision(engine: Engine, attempt: Attempt, decision: Decision, *, tries: int, duration_ms: int,
