@@ -61,6 +61,11 @@ class TickReport:
         """Attempts claimed in this tick."""
         return len(self.results)
 
+    @property
+    def steps(self) -> int:
+        """Steps run in this tick (an attempt may run two under one claim; released ones ran none)."""
+        return sum(r.steps for r in self.results)
+
     def count(self, outcome: str) -> int:
         """How many steps ended with ``outcome`` (advanced, failed, retry, waiting, lost, released)."""
         return sum(1 for r in self.results if r.outcome == outcome)
@@ -261,8 +266,9 @@ class Engine:
         Results are group-committed: the decisions of the steps that finish within
         ``commit_window_s`` of the first uncommitted one are written in one transaction (one
         commit for many steps instead of one each). Renewals commit at once (see
-        ``PreparedStep.urgent``). A step whose lease could run out before its result is
-        committed is not started; its lease is released so any worker can take it.
+        ``PreparedStep.urgent``). A step that leads to a step due at once is followed by that step
+        under the same claim (``prepare_step``). A step whose lease could run out before its
+        result is committed is not started; its lease is released so any worker can take it.
         """
         at = now or self.now()
         lease_until = at + timedelta(seconds=self.settings.lease_s)
@@ -271,7 +277,6 @@ class Engine:
         if not batch:
             return report
         window = self.settings.commit_window_s
-        claimed_at = time.monotonic()
         results: dict[str, StepResult] = {}
         group: builtins.list[PreparedStep] = []
         group_since = 0.0
@@ -281,10 +286,17 @@ class Engine:
                 results.update((r.attempt_id, r) for r in commit_group(self, group))
                 group.clear()
 
+        last_start = lease_until - timedelta(seconds=self._worst_step_s)
+
+        def in_time() -> bool:
+            # Can a step started now finish, and be committed, before the lease runs out? Judged
+            # on the engine clock, the one that wrote lease_until and that other workers compare.
+            return self.now() < last_start
+
         def prepare(attempt: Attempt) -> PreparedStep | None:
-            if time.monotonic() - claimed_at + self._worst_step_s >= self.settings.lease_s:
+            if not in_time():
                 return None  # too late in the batch to finish (and commit) under the lease
-            return prepare_step(self, attempt)
+            return prepare_step(self, attempt, may_chain=in_time)
 
         if self.settings.concurrency <= 1 or len(batch) == 1:
             prepared: Iterable[PreparedStep | None] = (prepare(a) for a in batch)
@@ -311,7 +323,7 @@ class Engine:
         """Give back a claimed attempt without running its step (it stays due)."""
         self.repo.reschedule(attempt, owner=self.worker_id, now=self.now(), next_run_at=attempt.next_run_at,
                              error=None, count_failure=False)
-        return StepResult(attempt.id, "released", attempt.state)
+        return StepResult(attempt.id, "released", attempt.state, steps=0)
 
     def run_until_idle(self, max_ticks: int = 10_000) -> builtins.list[TickReport]:
         """Tick until nothing is due now (waiting attempts and future retries stay pending)."""
@@ -347,7 +359,7 @@ class Engine:
                 # Nothing was committed by the failed tick; leases it took expire and are reclaimed.
                 stop.wait(min(self.settings.poll_max_s, 0.5 * 2 ** min(failures, 4)))
                 continue
-            steps += report.claimed
+            steps += report.steps
             if once:
                 if report.claimed == 0:
                     break

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from persistence.writes import Write, reschedule_write, transition_write
+from persistence.writes import Write, applied, chained, reschedule_write, transition_write
 from states.attempt import Attempt, HistoryEntry
 from states.decisions import Advance, Decision, Fail, RetryLater, Stay
 from states.handlers import HANDLERS
@@ -71,16 +71,22 @@ class StepResult:
     outcome: str
     source: State
     dest: State | None = None
+    steps: int = 1  # 2 when a step due at once ran under the same claim; 0 when released unstarted
 
 
 @dataclass(frozen=True)
 class PreparedStep:
-    """A step whose handler has run: its decision, not yet committed."""
+    """A step whose handler has run: its decision, not yet committed.
+
+    ``before`` is the uncommitted write of the step that ran just before it under the same lease
+    (``attempt`` is then the attempt as that write leaves it); both are committed as one write.
+    """
 
     attempt: Attempt
     decision: Decision
     tries: int
     duration_ms: int
+    before: Write | None = None
 
     @property
     def urgent(self) -> bool:
@@ -101,10 +107,43 @@ class _Planned:
     decision: Decision
     outcome: str
     dest: State | None
+    steps: int = 1  # steps whose results the write carries
 
 
-def prepare_step(engine: Engine, attempt: Attempt) -> PreparedStep:
-    """Run the handler of ``attempt``'s state (with in-process retries) and classify its errors."""
+def prepare_step(engine: Engine, attempt: Attempt, *,
+                 may_chain: Callable[[], bool] = lambda: False) -> PreparedStep:
+    """Run the handler of ``attempt``'s state (with in-process retries) and classify its errors.
+
+    When the step advances to a state whose step is due at once (NEW -> TOKEN_ISSUED in the
+    OAuth1 flow) and ``may_chain()`` says the lease has time left, that next step runs too, under
+    the same lease: one claim and one row update fewer per attempt. Both results are committed
+    together or, after a crash, both lost and both repeated, which is safe for the same reasons
+    as a group commit (``PreparedStep.urgent``).
+    """
+    step = _run_handler(engine, attempt)
+    chain = _chainable(engine, step) if may_chain() else None
+    if chain is None:
+        return step
+    first, advanced = chain
+    return replace(_run_handler(engine, advanced), before=first)
+
+
+def _chainable(engine: Engine, step: PreparedStep) -> tuple[Write, Attempt] | None:
+    """``step``'s write (secrets unsealed) and the attempt it leaves, if its next step is due at once."""
+    decision = step.decision
+    if not isinstance(decision, Advance) or decision.next_run_at is None:
+        return None
+    if decision.next_run_at > engine.now():
+        return None
+    dest = next_state(decision.trigger, step.attempt.state)
+    if dest is None or dest is State.PROVISIONED or dest not in HANDLERS:
+        return None  # renewals commit alone (PreparedStep.urgent)
+    write = _plan(engine, step.attempt, decision, tries=step.tries, duration_ms=step.duration_ms,
+                  owner=engine.worker_id, seal=False).write
+    return write, applied(write, {**step.attempt.secrets, **decision.secrets})
+
+
+def _run_handler(engine: Engine, attempt: Attempt) -> PreparedStep:
     handler = HANDLERS.get(attempt.state)
     if handler is None:  # terminal states are never due; release the lease defensively
         return PreparedStep(attempt, Stay(next_run_at=None), 1, 0)
@@ -131,33 +170,33 @@ def prepare_step(engine: Engine, attempt: Attempt) -> PreparedStep:
     return PreparedStep(attempt, decision, max(ports.tries, 1), duration_ms)
 
 
-def apply_decision(engine: Engine, attempt: Attempt, decision: Decision, *, tries: int, duration_ms: int,
-                   owner: str | None = None) -> StepResult:
-    """Commit ``decision`` for ``attempt`` (guarded by version and, for workers, the lease)."""
-    planned = _plan(engine, attempt, decision, tries=tries, duration_ms=duration_ms,
-                    owner=owner if owner is not None else engine.worker_id)
-    return _settle(engine, planned, engine.repo.apply(planned.write), check_pending=True)
-
-
 def commit_group(engine: Engine, steps: list[PreparedStep]) -> list[StepResult]:
     """Commit the decisions of several steps in one transaction (the worker's group commit).
 
     Callbacks that arrived before a redirect was committed are looked up for the whole group in
     one query instead of one per attempt.
     """
-    if len(steps) == 1:
-        one = steps[0]
-        return [apply_decision(engine, one.attempt, one.decision, tries=one.tries, duration_ms=one.duration_ms)]
-    plans = [_plan(engine, s.attempt, s.decision, tries=s.tries, duration_ms=s.duration_ms,
-                   owner=engine.worker_id) for s in steps]
-    applied = engine.repo.commit_group([p.write for p in plans])
-    redirected = [p.write.attempt.id for p, ok in zip(plans, applied, strict=True) if ok and p.dest is State.REDIRECTED]
+    plans = [_plan_step(engine, s) for s in steps]
+    if len(plans) == 1:
+        return [_settle(engine, plans[0], engine.repo.apply(plans[0].write), check_pending=True)]
+    done = engine.repo.commit_group([p.write for p in plans])
+    outcomes = list(zip(plans, done, strict=True))
+    redirected = [p.write.attempt.id for p, ok in outcomes if ok and p.dest is State.REDIRECTED]
     waiting = engine.repo.attempts_with_pending_callbacks(redirected) if redirected else set()
-    return [_settle(engine, p, ok, check_pending=p.write.attempt.id in waiting) for p, ok in zip(plans, applied, strict=True)]
+    return [_settle(engine, p, ok, check_pending=p.write.attempt.id in waiting) for p, ok in outcomes]
+
+
+def _plan_step(engine: Engine, step: PreparedStep) -> _Planned:
+    planned = _plan(engine, step.attempt, step.decision, tries=step.tries, duration_ms=step.duration_ms,
+                    owner=engine.worker_id)
+    if step.before is None:
+        return planned
+    sealed = engine.repo.seal(step.attempt.secrets) if "secrets" not in planned.write.values else None
+    return replace(planned, write=chained(step.before, planned.write, sealed_secrets=sealed), steps=2)
 
 
 def _plan(engine: Engine, attempt: Attempt, decision: Decision, *, tries: int, duration_ms: int,
-          owner: str) -> _Planned:
+          owner: str, seal: bool = True) -> _Planned:
     repo = engine.repo
     now = engine.now()
     total_tries = attempt.failures + tries
@@ -168,7 +207,7 @@ def _plan(engine: Engine, attempt: Attempt, decision: Decision, *, tries: int, d
         entry = HistoryEntry(attempt.id, attempt.history_seq + 1, decision.trigger.value, attempt.state.value,
                              dest.value, now, duration_ms, engine.worker_id, "ok", total_tries,
                              attempt.last_error if total_tries > 1 else None, decision.note)
-        merged = {**attempt.secrets, **decision.secrets} if decision.secrets else None
+        merged = {**attempt.secrets, **decision.secrets} if decision.secrets and seal else None
         return _Planned(transition_write(attempt, entry, owner=owner, now=now, next_run_at=decision.next_run_at,
                                          changes=decision.changes, sealed_secrets=repo.seal(merged)),
                         decision, "advanced", dest)
@@ -210,5 +249,5 @@ def _settle(engine: Engine, planned: _Planned, ok: bool, *, check_pending: bool)
     if not ok:
         # Our lease expired and someone else moved the attempt: our work is discarded (DESIGN §4.3).
         log.warning("attempt %s: lease lost during %s step; result discarded", attempt.id, attempt.state)
-        return StepResult(attempt.id, "lost", attempt.state)
-    return StepResult(attempt.id, planned.outcome, attempt.state, planned.dest)
+        return StepResult(attempt.id, "lost", attempt.state, steps=planned.steps)
+    return StepResult(attempt.id, planned.outcome, attempt.state, planned.dest, steps=planned.steps)

@@ -284,18 +284,19 @@ class Repository:
               callback_updates: Iterable[tuple[int, str, str | None]] = ()) -> bool:
         """Commit one ``Write`` (with inbox rows for a callback) in its own transaction."""
         callback_updates = list(callback_updates)
-        if write.entry is None:
+        if not write.entries:
             stmt = _update_for(write.statement_key)
             with self._write_one() as conn:
                 return bool(conn.execute(stmt, guarded_params(write.attempt, write.owner, write.values)).rowcount == 1)
-        if self._pg and not callback_updates:
-            return self._transition_one_statement(write.attempt, write.entry, write.owner, write.values, callback)
+        if self._pg and not callback_updates and len(write.entries) == 1:
+            return self._transition_one_statement(write.attempt, write.entries[0], write.owner, write.values,
+                                                  callback)
         with self._write() as conn:
             if conn.execute(_update_for(write.statement_key),
                             guarded_params(write.attempt, write.owner, write.values)).rowcount != 1:
                 conn.rollback()
                 return False
-            conn.execute(INSERT_HISTORY, write.entry.__dict__)
+            conn.execute(INSERT_HISTORY, [e.__dict__ for e in write.entries])
             if callback is not None:
                 conn.execute(INSERT_CALLBACK, self._callback_values(callback))
             for cb_id, status, reason in callback_updates:
@@ -323,7 +324,7 @@ class Repository:
                     conn.rollback()
                     break
             else:
-                entries = [w.entry.__dict__ for w in writes if w.entry is not None]
+                entries = [e.__dict__ for w in writes for e in w.entries]
                 if entries:
                     conn.execute(INSERT_HISTORY, entries)
                 return [True] * len(writes)

@@ -2,42 +2,20 @@
 discarded one by one, and a step that could outlive its lease is not started."""
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from testkit import QBO, attempt_writes
 
-from testkit import QBO
 from engine import Engine, EngineSettings
 from engine.retry import RetryPolicy
 from persistence.schema import attempts, history
 from persistence.writes import transition_write
 from states import State
 from states.attempt import HistoryEntry
-
-
-@contextmanager
-def attempt_updates(engine: Engine) -> Iterator[list[int]]:
-    """Records, per UPDATE of ``attempts`` sent to the database, how many rows' parameters it carried."""
-    sizes: list[int] = []
-
-    def seen(_conn: Any, _cursor: Any, statement: str, parameters: Any, _ctx: Any, executemany: bool) -> None:
-        text = " ".join(statement.split())
-        if text.startswith("WITH moved AS"):  # PostgreSQL's one-statement transition
-            sizes.append(1)
-        elif text.startswith("UPDATE attempts SET"):
-            columns = [part.split("=")[0].strip() for part in text[20:].split(" WHERE ")[0].split(",")]
-            if "state" in columns:  # a transition (claims and reschedules leave the state alone)
-                sizes.append(len(parameters) if executemany else 1)
-
-    sa.event.listen(engine.repo.engine, "before_cursor_execute", seen)
-    try:
-        yield sizes
-    finally:
-        sa.event.remove(engine.repo.engine, "before_cursor_execute", seen)
 
 
 def start(engine: Engine, n: int) -> list[str]:
@@ -47,22 +25,22 @@ def start(engine: Engine, n: int) -> list[str]:
 def test_one_tick_writes_its_steps_with_one_statement(make_engine: Callable[..., Engine]) -> None:
     engine = make_engine()
     ids = start(engine, 8)
-    with attempt_updates(engine) as sizes:
+    with attempt_writes(engine.repo.engine) as writes:
         report = engine.tick()
     assert [r.outcome for r in report.results] == ["advanced"] * 8
-    assert sizes == [8]  # all eight transitions in one executemany, in one transaction
-    for attempt_id in ids:
-        assert engine.get(attempt_id).state is State.TOKEN_ISSUED
-        assert [h.dest for h in engine.history(attempt_id)] == ["TOKEN_ISSUED"]
+    assert [rows for kind, rows in writes if kind == "transition"] == [8]  # all eight writes in one executemany, in one transaction
+    for attempt_id in ids:  # each write carries two chained steps (tests/test_chained_steps.py)
+        assert engine.get(attempt_id).state is State.REDIRECTED
+        assert [h.dest for h in engine.history(attempt_id)] == ["TOKEN_ISSUED", "REDIRECTED"]
 
 
 def test_a_zero_window_commits_every_step_alone(make_engine: Callable[..., Engine]) -> None:
     engine = make_engine(settings=EngineSettings(commit_window_s=0))
     start(engine, 4)
-    with attempt_updates(engine) as sizes:
+    with attempt_writes(engine.repo.engine) as writes:
         report = engine.tick()
     assert [r.outcome for r in report.results] == ["advanced"] * 4
-    assert sizes == [1, 1, 1, 1]
+    assert [rows for kind, rows in writes if kind == "transition"] == [1, 1, 1, 1]
 
 
 def test_a_lost_guard_discards_only_that_write(make_engine: Callable[..., Engine]) -> None:

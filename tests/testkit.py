@@ -2,7 +2,12 @@
 reliably because every test directory may have its own)."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
 import requests
+import sqlalchemy as sa
 from cryptography.fernet import Fernet
 
 TEST_KEY = Fernet.generate_key().decode()
@@ -23,3 +28,30 @@ QUICK_CONFIG = {
     "oauth.user.token": "qyprd-user-token", "oauth.user.token.secret": "user-token-secret",
     "quickbooks.realm.id": "123146096291789", "oauth.callback.url": "https://app.example.com/cb",
 }
+
+
+@contextmanager
+def attempt_writes(db: sa.Engine) -> Iterator[list[tuple[str, int]]]:
+    """Records the writes of ``attempts`` sent to ``db``: ("transition", rows) or ("claim", 1).
+
+    ``rows`` is how many rows' parameters one statement carried (an executemany carries many);
+    PostgreSQL's one-statement transition (``WITH moved AS``) counts as one row.
+    """
+    seen: list[tuple[str, int]] = []
+
+    def on_execute(_conn: Any, _cursor: Any, statement: str, parameters: Any, _ctx: Any, many: bool) -> None:
+        text = " ".join(statement.split())
+        if text.startswith("WITH moved AS"):
+            seen.append(("transition", 1))
+        elif text.startswith("UPDATE attempts SET"):
+            columns = [part.split("=")[0].strip() for part in text[20:].split(" WHERE ")[0].split(",")]
+            if "state" in columns:  # claims and reschedules leave the state alone
+                seen.append(("transition", len(parameters) if many else 1))
+            elif "runs" in columns:  # the claim sets lease_owner, lease_expires_at, runs = runs + 1
+                seen.append(("claim", 1))
+
+    sa.event.listen(db, "before_cursor_execute", on_execute)
+    try:
+        yield seen
+    finally:
+        sa.event.remove(db, "before_cursor_execute", on_execute)
