@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
-from persistence.repository import NewCallback
+from persistence.inbox import NewCallback
 from states.attempt import Attempt, HistoryEntry
 from states.model import FailureReason, Flow, State, Trigger
 
@@ -109,7 +109,31 @@ class CallbackHandler:
         except Exception as exc:  # noqa: BLE001 - e.g. a mapping whose values cannot be str()-ed
             self._reject(None, None, None, f"malformed callback ({type(exc).__name__})")
             raise CallbackRejectedError(f"malformed callback ({type(exc).__name__})") from None
-        return self._process(params, existing_id=None)
+        return self._apply_at_once(params, now) or self._process(params, existing_id=None)
+
+    def _apply_at_once(self, params: dict[str, str], now: Any) -> CallbackOutcome | None:
+        """The common case, a complete callback for a waiting attempt, in one guarded write.
+
+        The guard checks in the database what ``_decide`` checks after reading the row (state
+        REDIRECTED, nonce, deadline, flow, request token), comparing hashes only. When it does
+        not match, nothing was written and ``_process`` reads the attempt to apply, defer or
+        reject the callback with its reason. Saves the read, a decryption and an encryption.
+        """
+        flow = Flow.OAUTH2 if "code" in params else Flow.OAUTH1
+        attempt_id = params["state"].split(".", 1)[0]
+        if "error" in params or len(attempt_id) > 36 or any(not params.get(p) for p in REQUIRED[flow]):
+            return None
+        entry = HistoryEntry(attempt_id, 0, Trigger.RECEIVE_CALLBACK.value, State.REDIRECTED.value,
+                             State.CALLBACK_RECEIVED.value, now, duration_ms=0, worker=self.engine.worker_id,
+                             outcome="ok", tries=1, error=None, note="callback")
+        applied = self.repo.apply_callback(
+            attempt_id, flow=flow, nonce_hash=digest(params["state"]),
+            token_hash=digest(params["oauth_token"]) if flow is Flow.OAUTH1 else None, now=now, entry=entry,
+            callback=NewCallback(attempt_id, now, params, _canonical(params), "applied", None))
+        if not applied:
+            return None
+        self.engine.wake()
+        return CallbackOutcome("applied", attempt_id, State.CALLBACK_RECEIVED)
 
     def apply_pending(self, attempt_id: str) -> None:
         """Apply callbacks that arrived before the attempt's redirect was committed."""
@@ -184,16 +208,15 @@ class CallbackHandler:
             info = {"kind": reason.value, "message": f"provider redirected with error={error}",
                     "hint": "The user did not approve; start a new attempt if they want to connect."}
             ok = self._commit(attempt, params, existing_id, Trigger.FAIL, State.FAILED, now,
-                              failure_reason=reason.value, error=info, secrets=None)
+                              failure_reason=reason.value, error=info, callback_secrets=None)
             return CallbackOutcome("applied", attempt.id, State.FAILED, reason.value) if ok else None
         missing = [p for p in REQUIRED.get(attempt.flow, ()) if not params.get(p)]
         if missing:
             reason_text = f"missing parameter(s) {', '.join(missing)}"
             self._reject(attempt.id, params, existing_id, reason_text)
             raise CallbackRejectedError(reason_text, attempt_id=attempt.id)
-        secrets = {**attempt.secrets, "callback": params}
         ok = self._commit(attempt, params, existing_id, Trigger.RECEIVE_CALLBACK, State.CALLBACK_RECEIVED, now,
-                          failure_reason=None, error=None, secrets=secrets)
+                          failure_reason=None, error=None, callback_secrets=params)
         if ok:
             self.engine.wake()
         return CallbackOutcome("applied", attempt.id, State.CALLBACK_RECEIVED) if ok else None
@@ -212,7 +235,7 @@ class CallbackHandler:
 
     def _commit(self, attempt: Attempt, params: dict[str, str], existing_id: int | None, trigger: Trigger,
                 dest: State, now: Any, *, failure_reason: str | None, error: dict[str, Any] | None,
-                secrets: dict[str, Any] | None) -> bool:
+                callback_secrets: dict[str, str] | None) -> bool:
         entry = HistoryEntry(attempt.id, attempt.history_seq + 1, trigger.value, attempt.state.value, dest.value,
                              now, duration_ms=0, worker=self.engine.worker_id, outcome="ok" if dest is not State.FAILED
                              else "failed", tries=1, error=error, note="callback")
@@ -222,6 +245,6 @@ class CallbackHandler:
         return self.repo.commit_transition(
             attempt, entry, owner=None, now=now,
             next_run_at=now if dest is State.CALLBACK_RECEIVED else None,
-            secrets=secrets, failure_reason=failure_reason, last_error=error,
+            failure_reason=failure_reason, last_error=error, callback_secrets=callback_secrets,
             callback=new_cb, callback_updates=updates,
         )

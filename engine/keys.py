@@ -38,7 +38,7 @@ class RotationReport:
     """What a rotation did; ``complete`` is False while some row could not be decrypted."""
 
     mode: str  # "env" or "key_file"
-    attempts: int = 0  # attempts.secrets rows re-encrypted by this run
+    attempts: int = 0  # attempts blobs (secrets, callback_secrets) re-encrypted by this run
     callbacks: int = 0  # callbacks.params rows re-encrypted by this run
     already_current: int = 0  # rows found under the new key already (an earlier, interrupted run)
     unreadable: int = 0  # rows no configured key opens: left untouched
@@ -150,7 +150,7 @@ def _reencrypt(db: sa.Engine, keys: list[bytes], report: RotationReport, batch: 
 
     codec = FernetCodec(keys)
     rotator = _Rotator(db, codec, Fernet(keys[0]), report, batch)
-    report.attempts = rotator.run(attempts, "secrets")
+    report.attempts = rotator.run(attempts, "secrets") + rotator.run(attempts, "callback_secrets")
     report.callbacks = rotator.run(callbacks, "params")
 
 

@@ -7,11 +7,7 @@ rowcount of 0 means someone else moved the attempt first and nothing is written.
 from __future__ import annotations
 
 import builtins
-
-import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -21,14 +17,9 @@ from states.attempt import Attempt, HistoryEntry
 from states.model import Flow, State
 
 from .claims import claim_params, parameterised_claim
-from .codec import SecretCodec
-from .database import autocommit_options
+from .inbox import Inbox, NewCallback
 from .schema import attempts, history
-from .types import UTCDateTime
-from .writes import Write, reschedule_write, transition_write
 from .statements import (
-    CALLBACKS_BY,
-    PENDING_FOR,
     GET,
     INSERT_ATTEMPT,
     INSERT_CALLBACK,
@@ -38,8 +29,10 @@ from .statements import (
     guarded_update,
     transition_statement,
 )
+from .types import UTCDateTime
+from .writes import Write, reschedule_write, transition_write
 
-_COLUMNS = [c.name for c in attempts.columns if c.name != "secrets"]
+_COLUMNS = [c.name for c in attempts.columns if c.name not in ("secrets", "callback_secrets")]
 
 
 def _update_for(key: tuple[frozenset[str], bool, bool]) -> Any:
@@ -48,71 +41,8 @@ def _update_for(key: tuple[frozenset[str], bool, bool]) -> Any:
     return guarded_update(keys, leased=leased, count_failure=count_failure)
 
 
-@dataclass(frozen=True)
-class CallbackRecord:
-    """A callbacks-inbox row; ``params`` stays sealed until the engine needs it."""
-
-    id: int
-    attempt_id: str | None
-    received_at: datetime
-    status: str
-    reason: str | None
-    digest: str | None
-    params: bytes | None = None
-
-
-@dataclass(frozen=True)
-class NewCallback:
-    """A callback to insert together with a transition (or alone)."""
-
-    attempt_id: str | None
-    received_at: datetime
-    params: dict[str, Any] | None
-    digest: str | None
-    status: str
-    reason: str | None = None
-
-
-class Repository:
+class Repository(Inbox):
     """SQLAlchemy Core access for one database; safe to share between threads."""
-
-    def __init__(self, engine: sa.Engine, codec: SecretCodec) -> None:
-        self.engine = engine
-        self.codec = codec
-        self.dialect = engine.dialect.name
-        self._autocommit = autocommit_options(engine)
-        self._pg = self.dialect == "postgresql"
-        # SQLite has one writer at a time. Threads of this process queue on a lock instead of
-        # SQLite's busy handler, which sleeps 1, 2, 5, 10... ms between tries and so idles the
-        # worker's thread pool; other processes still queue through busy_timeout.
-        self._write_lock: Any = threading.Lock() if self.dialect == "sqlite" else nullcontext()
-
-    @contextmanager
-    def _read(self) -> Iterator[sa.Connection]:
-        """A connection for single-statement reads: no transaction, no write lock."""
-        with self.engine.connect() as conn:
-            yield conn.execution_options(**self._autocommit)
-
-    @contextmanager
-    def _write(self) -> Iterator[sa.Connection]:
-        """A write transaction (committed on exit), serialised within the process on SQLite."""
-        with self._write_lock, self.engine.begin() as conn:
-            yield conn
-
-    @contextmanager
-    def _write_one(self) -> Iterator[sa.Connection]:
-        """A connection for ONE self-contained write statement.
-
-        PostgreSQL: autocommit, so the statement is its own transaction in one round trip instead
-        of three (BEGIN, statement, COMMIT). SQLite: an ordinary ``_write`` transaction (no round
-        trips to save, and BEGIN IMMEDIATE keeps its locking simple).
-        """
-        if not self._pg:
-            with self._write() as conn:
-                yield conn
-            return
-        with self.engine.connect() as conn:
-            yield conn.execution_options(**self._autocommit)
 
     # --- reads -----------------------------------------------------------------------------------
 
@@ -123,6 +53,9 @@ class Repository:
         data["tags"] = tuple(data["tags"] or ())
         blob = row.get("secrets")
         data["secrets"] = self.codec.open(blob) if blob else {}
+        callback = row.get("callback_secrets")
+        if callback:  # rows from before migration 0003 keep "callback" inside secrets
+            data["secrets"]["callback"] = self.codec.open(callback)
         return Attempt(**data)
 
     def get(self, attempt_id: str) -> Attempt | None:
@@ -174,18 +107,6 @@ class Repository:
         q = sa.select(history).where(history.c.attempt_id == attempt_id).order_by(history.c.seq)
         with self._read() as conn:
             return [HistoryEntry(**dict(r)) for r in conn.execute(q).mappings()]
-
-    def callbacks(self, attempt_id: str | None = None, status: str | None = None) -> builtins.list[CallbackRecord]:
-        """Inbox rows, oldest first, optionally for one attempt and/or one status."""
-        q = CALLBACKS_BY[(attempt_id is not None, status is not None)]
-        with self._read() as conn:
-            rows = conn.execute(q, {"g_attempt": attempt_id, "g_status": status}).mappings()
-            return [CallbackRecord(**dict(r)) for r in rows]
-
-    def attempts_with_pending_callbacks(self, attempt_ids: Sequence[str]) -> set[str]:
-        """Those of ``attempt_ids`` that have inbox rows still ``pending``."""
-        with self._read() as conn:
-            return {r[0] for r in conn.execute(PENDING_FOR, {"g_ids": list(attempt_ids)})}
 
     def next_due_at(self, now: datetime | None = None) -> datetime | None:
         """The earliest ``next_run_at``; with ``now``, only among attempts this worker could claim.
@@ -247,16 +168,18 @@ class Repository:
         last_error: dict[str, Any] | None = None,
         callback: NewCallback | None = None,
         callback_updates: Iterable[tuple[int, str, str | None]] = (),
+        callback_secrets: dict[str, Any] | None = None,
     ) -> bool:
         """Apply one transition in one transaction: guarded UPDATE, history INSERT, inbox rows.
 
         ``attempt`` is the version the caller read; ``owner`` is the lease holder (None for
         callers that hold no lease, such as callbacks and operator actions, guarded by version
-        alone). Returns False, writing nothing, when the guard no longer matches.
+        alone). ``callback_secrets`` (an applied callback's parameters) is stored encrypted in
+        its own column. Returns False, writing nothing, when the guard no longer matches.
         """
         write = transition_write(attempt, entry, owner=owner, now=now, next_run_at=next_run_at, changes=changes,
                                  sealed_secrets=self.seal(secrets), failure_reason=failure_reason,
-                                 last_error=last_error)
+                                 last_error=last_error, sealed_callback=self.seal(callback_secrets))
         return self.apply(write, callback=callback, callback_updates=callback_updates)
 
     def reschedule(
@@ -275,10 +198,6 @@ class Repository:
         return self.apply(reschedule_write(attempt, owner=owner, now=now, next_run_at=next_run_at, error=error,
                                            count_failure=count_failure, changes=changes,
                                            sealed_secrets=self.seal(secrets)))
-
-    def seal(self, secrets: dict[str, Any] | None) -> bytes | None:
-        """The encrypted blob of ``secrets`` (None stays None: the stored blob is kept)."""
-        return self.codec.seal(secrets) if secrets is not None else None
 
     def apply(self, write: Write, *, callback: NewCallback | None = None,
               callback_updates: Iterable[tuple[int, str, str | None]] = ()) -> bool:
@@ -364,26 +283,3 @@ class Repository:
             if result.rowcount == 1:
                 return True
         return False
-
-    def _callback_values(self, cb: NewCallback) -> dict[str, Any]:
-        return {
-            "attempt_id": cb.attempt_id,
-            "received_at": cb.received_at,
-            "params": self.codec.seal(cb.params) if cb.params is not None else None,
-            "digest": cb.digest,
-            "status": cb.status,
-            "reason": cb.reason,
-        }
-
-    def record_callback(self, cb: NewCallback) -> int:
-        """Insert an inbox row on its own (rejected, duplicate or pending callbacks)."""
-        with self._write_one() as conn:
-            result = conn.execute(INSERT_CALLBACK, self._callback_values(cb))
-            key = result.inserted_primary_key
-        assert key is not None
-        return int(key[0])
-
-    def update_callback(self, callback_id: int, status: str, reason: str | None) -> None:
-        """Settle a pending inbox row."""
-        with self._write_one() as conn:
-            conn.execute(UPDATE_CALLBACK, {"g_cb_id": callback_id, "v_status": status, "v_reason": reason})

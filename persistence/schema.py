@@ -48,6 +48,9 @@ attempts = sa.Table(
     sa.Column("next_renewal_at", UTCDateTime, nullable=True),
     sa.Column("renewals", sa.Integer, nullable=False),
     sa.Column("secrets", sa.LargeBinary, nullable=True),  # encrypted JSON (engine.secrets)
+    # The applied callback's parameters (verifier, realm...), encrypted; apart from ``secrets`` so
+    # that applying a callback needs no read of the row (migration 0003, engine.callbacks).
+    sa.Column("callback_secrets", sa.LargeBinary, nullable=True),
     # "What is due now" is a range scan on this partial index (issue 3/6 asserts the plan).
     sa.Index(
         "ix_attempts_due",

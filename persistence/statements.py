@@ -108,3 +108,49 @@ def transition_statement(keys: frozenset[str], *, leased: bool, with_callback: b
             stmt = stmt.add_cte(inbox)
         _TRANSITIONS[cache_key] = stmt
     return stmt
+
+
+_APPLY_CALLBACK: dict[tuple[bool, bool], Any] = {}
+
+
+def apply_callback_update(*, oauth1: bool, pg: bool) -> Any:
+    """The UPDATE that applies a callback without reading the row first (``Repository.apply_callback``).
+
+    Guard: the attempt is REDIRECTED with this state nonce, its deadline has not passed, its
+    flow is the callback's and (OAuth1) the request token is the one issued. The row moves to
+    CALLBACK_RECEIVED, due at once, with the parameters in ``callback_secrets``; ``RETURNING id,
+    history_seq`` gives the history row its number. PostgreSQL: a CTE whose history and inbox
+    INSERTs select from the UPDATE, so the whole callback is one autocommit statement.
+    Parameters: ``g_id``, ``g_nonce``, ``g_flow``, ``g_now`` (``g_token`` for OAuth1),
+    ``v_callback_secrets``, ``h_<column>`` and ``cb_<column>`` (PostgreSQL).
+    """
+    stmt = _APPLY_CALLBACK.get((oauth1, pg))
+    if stmt is not None:
+        return stmt
+    c = attempts.c
+    now = sa.bindparam("g_now", type_=c.updated_at.type)
+    cond = sa.and_(c.id == sa.bindparam("g_id", type_=c.id.type), c.state == "REDIRECTED",
+                   c.state_nonce_hash == sa.bindparam("g_nonce", type_=c.state_nonce_hash.type),
+                   sa.or_(c.deadline_at.is_(None), c.deadline_at > now),
+                   c.flow == sa.bindparam("g_flow", type_=c.flow.type))
+    if oauth1:
+        cond = sa.and_(cond, c.request_token_hash == sa.bindparam("g_token", type_=c.request_token_hash.type))
+    values: dict[str, Any] = {
+        "state": "CALLBACK_RECEIVED", "version": c.version + 1, "history_seq": c.history_seq + 1, "runs": 0,
+        "failures": 0, "updated_at": now, "next_run_at": now, "lease_owner": None, "lease_expires_at": None,
+        "failure_reason": None,
+        "last_error": sa.bindparam("v_last_error", None, type_=c.last_error.type),  # as transition_write's
+        "callback_secrets": sa.bindparam("v_callback_secrets", type_=c.callback_secrets.type),
+    }
+    update = attempts.update().where(cond).values(values).returning(c.id, c.history_seq)
+    stmt = update
+    if pg:
+        moved = update.cte("moved")
+        row = [moved.c.id if n == "attempt_id" else moved.c.history_seq if n == "seq"
+               else sa.bindparam("h_" + n, type_=history.c[n].type) for n in _HISTORY_COLS]
+        cb = [sa.bindparam("cb_" + n, type_=callbacks.c[n].type) for n in _CALLBACK_COLS]
+        inbox = callbacks.insert().from_select(_CALLBACK_COLS, sa.select(*cb).select_from(moved)).cte("inbox")
+        stmt = history.insert().from_select(_HISTORY_COLS, sa.select(*row)).returning(history.c.seq)
+        stmt = stmt.add_cte(inbox)
+    _APPLY_CALLBACK[(oauth1, pg)] = stmt
+    return stmt

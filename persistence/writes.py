@@ -57,8 +57,12 @@ def transition_write(
     sealed_secrets: bytes | None = None,
     failure_reason: str | None = None,
     last_error: dict[str, Any] | None = None,
+    sealed_callback: bytes | None = None,
 ) -> Write:
-    """The ``Write`` that moves ``attempt`` along ``entry`` and releases its lease."""
+    """The ``Write`` that moves ``attempt`` along ``entry`` and releases its lease.
+
+    ``sealed_callback`` (an applied callback's encrypted parameters) goes to ``callback_secrets``.
+    """
     values = _checked(changes)
     values.update(
         state=entry.dest,
@@ -75,6 +79,8 @@ def transition_write(
     )
     if sealed_secrets is not None:
         values["secrets"] = sealed_secrets
+    if sealed_callback is not None:
+        values["callback_secrets"] = sealed_callback
     return Write(attempt, owner, values, (entry,))
 
 

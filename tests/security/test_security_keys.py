@@ -21,15 +21,18 @@ from engine.keys import RotationReport, _Rotator, rotate_keys
 from engine.secrets import FernetCodec
 from persistence.schema import attempts, callbacks
 from states import State
-from testkit import QBO, QUICK_CONFIG, TEST_KEY
+from testkit import QBO, QUICK_CONFIG, TEST_KEY, consent
 
 
 def populate(engine: Engine) -> dict[str, dict[str, Any]]:
     """A provisioned attempt, a waiting one and an inbox row with params; returns decrypted secrets by id."""
     quick = engine.start("quickbooks", "quick", flow="quick", config=QUICK_CONFIG)
     waiting = engine.start("quickbooks", "waiting", flow="oauth1", **QBO)
+    called = engine.start("quickbooks", "called back", flow="oauth1", **QBO)
     engine.run_until_idle()
     assert engine.get(quick.id).state is State.PROVISIONED
+    # An applied callback: its parameters sit in attempts.callback_secrets, rotated too.
+    assert engine.handle_callback(consent(engine.redirect_url(engine.get(called.id)) or "")).status == "applied"
     with pytest.raises(CallbackRejectedError):
         engine.handle_callback(f"state={waiting.id}.forged&oauth_token=t&oauth_verifier=v&realmId=1")
     return {a.id: a.secrets for a in engine.list()}
@@ -39,6 +42,7 @@ def blobs(url: str) -> tuple[list[bytes], list[bytes]]:
     db = sa.create_engine(url)
     with db.connect() as conn:
         a = [bytes(r[0]) for r in conn.execute(sa.select(attempts.c.secrets)) if r[0]]
+        a += [bytes(r[0]) for r in conn.execute(sa.select(attempts.c.callback_secrets)) if r[0]]
         c = [bytes(r[0]) for r in conn.execute(sa.select(callbacks.c.params)) if r[0]]
     db.dispose()
     return a, c
