@@ -320,10 +320,13 @@ class Engine:
         return report
 
     def _release(self, attempt: Attempt) -> StepResult:
-        """Give back a claimed attempt without running its step (it stays due)."""
-        self.repo.reschedule(attempt, owner=self.worker_id, now=self.now(), next_run_at=attempt.next_run_at,
-                             error=None, count_failure=False)
-        return StepResult(attempt.id, "released", attempt.state, steps=0)
+        """Give back a claimed attempt without running its step (it stays due).
+
+        ``lost`` instead of ``released`` when the lease was no longer ours to give back.
+        """
+        released = self.repo.reschedule(attempt, owner=self.worker_id, now=self.now(),
+                                        next_run_at=attempt.next_run_at, error=None, count_failure=False)
+        return StepResult(attempt.id, "released" if released else "lost", attempt.state, steps=0)
 
     def run_until_idle(self, max_ticks: int = 10_000) -> builtins.list[TickReport]:
         """Tick until nothing is due now (waiting attempts and future retries stay pending)."""

@@ -80,3 +80,15 @@ def test_a_step_that_could_outlive_its_lease_is_released(make_engine: Callable[.
     sandbox.set_faults()
     engine.run_until_idle()
     assert {engine.get(i).state for i in ids} == {State.REDIRECTED}
+
+
+def test_a_release_that_finds_the_lease_taken_reports_lost(make_engine: Callable[..., Engine]) -> None:
+    engine = make_engine()
+    [attempt_id] = start(engine, 1)
+    now = engine.now()
+    [claimed] = engine.repo.claim_due(now, engine.worker_id, now + timedelta(seconds=60), 10)
+    with engine.repo.engine.begin() as conn:  # our lease expired and another worker took the attempt
+        conn.execute(attempts.update().where(attempts.c.id == attempt_id).values(lease_owner="w2"))
+    result = engine._release(claimed)
+    assert (result.outcome, result.steps) == ("lost", 0)
+    assert engine.get(attempt_id).lease_owner == "w2"  # the other worker's lease is untouched
