@@ -52,14 +52,20 @@ def fill(path: str, size: int, due: int) -> None:
         batch.append((str(uuid.UUID(int=i)), "quickbooks", "oauth2", f"a{i}", "[]", "PROVISIONED", 3, 3, 0,
                       NOW.strftime(fmt), NOW.strftime(fmt), at.strftime(fmt), 0, 0))
         if len(batch) == 50_000:
-            conn.executemany("INSERT INTO attempts (id, element_key, flow, name, tags, state, version, history_seq,"
-                             " runs, created_at, updated_at, next_run_at, failures, renewals)"
-                             " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", batch)
+            conn.executemany(
+                "INSERT INTO attempts (id, element_key, flow, name, tags, state, version, history_seq,"
+                " runs, created_at, updated_at, next_run_at, failures, renewals)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                batch,
+            )
             batch.clear()
     if batch:
-        conn.executemany("INSERT INTO attempts (id, element_key, flow, name, tags, state, version, history_seq,"
-                         " runs, created_at, updated_at, next_run_at, failures, renewals)"
-                         " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", batch)
+        conn.executemany(
+            "INSERT INTO attempts (id, element_key, flow, name, tags, state, version, history_seq,"
+            " runs, created_at, updated_at, next_run_at, failures, renewals)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            batch,
+        )
     conn.commit()
     conn.execute("ANALYZE")
     conn.close()
@@ -80,7 +86,11 @@ def measure(path: str, due: int, repeat: int) -> dict[str, float]:
         got = repo.claim_due(NOW, f"bench-{r}", NOW + timedelta(minutes=5), due)
         times.append(time.perf_counter() - t0)
         assert len(got) == due, len(got)
-    return {"claim_ms": statistics.median(times) * 1000, "rss_mb": rss_mb(), "rss_growth_mb": rss_mb() - base_rss}
+    return {
+        "claim_ms": statistics.median(times) * 1000,
+        "rss_mb": rss_mb(),
+        "rss_growth_mb": rss_mb() - base_rss,
+    }
 
 
 def main() -> None:
@@ -106,14 +116,19 @@ def main() -> None:
         out = subprocess.run([sys.executable, __file__, "--due", str(args.due), "--repeat", str(args.repeat),
                               "--child", path, str(size)], capture_output=True, text=True, check=True)
         results[size] = json.loads(out.stdout.strip().splitlines()[-1])
-    print(f"\n| attempts in table | due claimed | claim (median ms) | worker RSS (MB) | RSS growth in claim (MB) |")
+    print("\n| attempts in table | due claimed | claim (median ms) | worker RSS (MB) "
+          "| RSS growth in claim (MB) |")
     print("|---|---|---|---|---|")
     for size, r in results.items():
-        print(f"| {size:,} | {args.due:,} | {r['claim_ms']:.1f} | {r['rss_mb']:.1f} | {r['rss_growth_mb']:.1f} |")
+        print(f"| {size:,} | {args.due:,} | {r['claim_ms']:.1f} | {r['rss_mb']:.1f} "
+              f"| {r['rss_growth_mb']:.1f} |")
     if len(results) >= 2:
         small, big = min(results), max(results)
-        print(f"\nratio {big:,} / {small:,} rows: claim time x{results[big]['claim_ms'] / results[small]['claim_ms']:.2f}, "
-              f"RSS x{results[big]['rss_mb'] / results[small]['rss_mb']:.2f} (table is x{big / small:.0f})")
+        print(
+            f"\nratio {big:,} / {small:,} rows: "
+            f"claim time x{results[big]['claim_ms'] / results[small]['claim_ms']:.2f}, "
+            f"RSS x{results[big]['rss_mb'] / results[small]['rss_mb']:.2f} (table is x{big / small:.0f})"
+        )
 
 
 if __name__ == "__main__":

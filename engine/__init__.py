@@ -15,7 +15,20 @@ from .factory import open_engine
 from .retry import RetryPolicy
 
 __all__ = [
-    "ApiError", "AttemptNotFoundError", "CallbackOutcome", "CallbackRejectedError", "ClientSettings",
-    "ElementsClient", "Engine", "EngineSettings", "FakeClock", "InvalidInputError", "MissingConfigurationError",
-    "ProvisionError", "RetryPolicy", "TickReport", "open_engine", "utcnow",
+    "ApiError",
+    "AttemptNotFoundError",
+    "CallbackOutcome",
+    "CallbackRejectedError",
+    "ClientSettings",
+    "ElementsClient",
+    "Engine",
+    "EngineSettings",
+    "FakeClock",
+    "InvalidInputError",
+    "MissingConfigurationError",
+    "ProvisionError",
+    "RetryPolicy",
+    "TickReport",
+    "open_engine",
+    "utcnow",
 ]

@@ -172,14 +172,18 @@ class CallbackHandler:
                 return outcome
         raise CallbackRejectedError("attempt keeps changing; try again", attempt_id=attempt_id)
 
-    def _decide(self, attempt: Attempt, params: dict[str, str], existing_id: int | None) -> CallbackOutcome | None:
+    def _decide(
+        self, attempt: Attempt, params: dict[str, str], existing_id: int | None
+    ) -> CallbackOutcome | None:
         now = self.engine.now()
         state_matches = bool(attempt.state_nonce_hash) and hmac.compare_digest(
             digest(params["state"]).encode(), (attempt.state_nonce_hash or "").encode())
         # A REDIRECTED attempt whose current nonce matches cannot have applied this callback yet:
         # applying one leaves REDIRECTED, and coming back needs a new redirect with a new nonce.
         # So the inbox lookup is needed only otherwise (it costs a query per callback).
-        if not (attempt.state is State.REDIRECTED and state_matches) and self._already_applied(attempt, params):
+        if not (attempt.state is State.REDIRECTED and state_matches) and self._already_applied(
+            attempt, params
+        ):
             self._record(attempt, params, existing_id, "duplicate", "same callback already applied")
             return CallbackOutcome("duplicate", attempt.id, attempt.state, "same callback already applied")
         if attempt.state in (State.NEW, State.TOKEN_ISSUED):
@@ -187,8 +191,11 @@ class CallbackHandler:
                 self._record(attempt, params, None, "pending", "attempt not redirected yet")
             return CallbackOutcome("pending", attempt.id, attempt.state, "attempt not redirected yet")
         if attempt.state is not State.REDIRECTED:
-            reason = ("callback deadline passed" if attempt.failure_reason == FailureReason.CALLBACK_TIMEOUT.value
-                      else f"attempt is {attempt.state.value}; its state was already used")
+            reason = (
+                "callback deadline passed"
+                if attempt.failure_reason == FailureReason.CALLBACK_TIMEOUT.value
+                else f"attempt is {attempt.state.value}; its state was already used"
+            )
             self._reject(attempt.id, params, existing_id, reason)
             raise CallbackRejectedError(reason, attempt_id=attempt.id)
         if not state_matches:
@@ -215,8 +222,17 @@ class CallbackHandler:
             reason_text = f"missing parameter(s) {', '.join(missing)}"
             self._reject(attempt.id, params, existing_id, reason_text)
             raise CallbackRejectedError(reason_text, attempt_id=attempt.id)
-        ok = self._commit(attempt, params, existing_id, Trigger.RECEIVE_CALLBACK, State.CALLBACK_RECEIVED, now,
-                          failure_reason=None, error=None, callback_secrets=params)
+        ok = self._commit(
+            attempt,
+            params,
+            existing_id,
+            Trigger.RECEIVE_CALLBACK,
+            State.CALLBACK_RECEIVED,
+            now,
+            failure_reason=None,
+            error=None,
+            callback_secrets=params,
+        )
         if ok:
             self.engine.wake()
         return CallbackOutcome("applied", attempt.id, State.CALLBACK_RECEIVED) if ok else None
@@ -236,9 +252,20 @@ class CallbackHandler:
     def _commit(self, attempt: Attempt, params: dict[str, str], existing_id: int | None, trigger: Trigger,
                 dest: State, now: Any, *, failure_reason: str | None, error: dict[str, Any] | None,
                 callback_secrets: dict[str, str] | None) -> bool:
-        entry = HistoryEntry(attempt.id, attempt.history_seq + 1, trigger.value, attempt.state.value, dest.value,
-                             now, duration_ms=0, worker=self.engine.worker_id, outcome="ok" if dest is not State.FAILED
-                             else "failed", tries=1, error=error, note="callback")
+        entry = HistoryEntry(
+            attempt.id,
+            attempt.history_seq + 1,
+            trigger.value,
+            attempt.state.value,
+            dest.value,
+            now,
+            duration_ms=0,
+            worker=self.engine.worker_id,
+            outcome="ok" if dest is not State.FAILED else "failed",
+            tries=1,
+            error=error,
+            note="callback",
+        )
         new_cb = None if existing_id is not None else NewCallback(attempt.id, now, params, _canonical(params),
                                                                   "applied", None)
         updates = [(existing_id, "applied", None)] if existing_id is not None else []

@@ -20,7 +20,6 @@ from types import FrameType
 from typing import Any
 
 from . import cli_output as fmt
-from .logging_redaction import configure_logging
 from .errors import (
     AttemptNotFoundError,
     CallbackRejectedError,
@@ -28,6 +27,7 @@ from .errors import (
     InvalidTransitionError,
     ProvisionError,
 )
+from .logging_redaction import configure_logging
 
 log = logging.getLogger("provision")
 PROG = "provision"
@@ -358,15 +358,26 @@ def build_parser() -> argparse.ArgumentParser:
         add(action, _operator(action), text).add_argument("id", metavar="ID")
 
     for group, action, func, text, group_text in (
-            ("db", "upgrade", cmd_db_upgrade, "apply migrations; prints the revision", "database maintenance"),
-            ("keys", "rotate", cmd_keys_rotate, "re-encrypt every stored secret under the new key (resumable)",
-             "encryption key maintenance")):
-        nested = add(group, lambda a: 0, group_text).add_subparsers(dest=f"{group}_command", metavar="ACTION",
-                                                                     required=True).add_parser(action, help=text)
+        ("db", "upgrade", cmd_db_upgrade, "apply migrations; prints the revision", "database maintenance"),
+        (
+            "keys",
+            "rotate",
+            cmd_keys_rotate,
+            "re-encrypt every stored secret under the new key (resumable)",
+            "encryption key maintenance",
+        ),
+    ):
+        nested = (
+            add(group, lambda a: 0, group_text)
+            .add_subparsers(dest=f"{group}_command", metavar="ACTION", required=True)
+            .add_parser(action, help=text)
+        )
         _global_options(nested, sub=True)
         nested.set_defaults(func=func)
         if group == "keys":
-            nested.add_argument("--batch-size", type=int, default=200, metavar="N", help="rows per transaction")
+            nested.add_argument(
+                "--batch-size", type=int, default=200, metavar="N", help="rows per transaction"
+            )
     return parser
 
 

@@ -123,8 +123,8 @@ def format_timeline(history: Sequence[HistoryEntry]) -> list[str]:
              h.outcome + (f" ({h.note})" if h.note else ""), f"tries={h.tries}") for h in history]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = []
-    for h, row in zip(history, rows):
-        lines.append("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    for h, row in zip(history, rows, strict=True):
+        lines.append("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
         if h.error:
             message, hint = describe_error(h.error)
             lines.append(f"      error: {message}")
@@ -210,7 +210,7 @@ def format_list(attempts: Iterable[Attempt], counts: Mapping[str, int], *, tty: 
         lines.append("\t".join(["counts", *format_counts(counts).split(" ")]))
         return "\n".join(lines)
     widths = [max(len(r[i]) for r in rows) for i in range(len(LIST_COLUMNS))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     if len(rows) == 1:
         lines.append("(no attempts match)")
     lines.append("")

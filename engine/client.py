@@ -48,7 +48,8 @@ class ClientSettings:
     provider_root: str | None = None
 
     def __repr__(self) -> str:  # never show the secrets
-        return f"ClientSettings(base_url={self.base_url!r}, timeouts=({self.connect_timeout}, {self.read_timeout}))"
+        timeouts = f"({self.connect_timeout}, {self.read_timeout})"
+        return f"ClientSettings(base_url={self.base_url!r}, timeouts={timeouts})"
 
 
 @dataclass(frozen=True)
@@ -78,13 +79,19 @@ def _text(value: Any, limit: int = 500) -> str | None:
     return str(value)[:limit]
 
 
-def error_from_response(endpoint: str, status: int, body: Any, resp: requests.Response | None = None) -> ApiError:
+def error_from_response(
+    endpoint: str, status: int, body: Any, resp: requests.Response | None = None
+) -> ApiError:
     """Map a platform error answer to its ``ApiError`` subclass (public for tests)."""
     payload = body if isinstance(body, dict) else {}
     message = _text(payload.get("message")) or f"HTTP {status} without a JSON error body"
     provider = _text(payload.get("providerMessage"))
-    request_id = _text(payload.get("requestId"), 64) or (resp.headers.get("Elements-Request-Id") if resp else None)
-    kw: dict[str, Any] = dict(status=status, provider_message=provider, request_id=request_id, endpoint=endpoint)
+    request_id = _text(payload.get("requestId"), 64) or (
+        resp.headers.get("Elements-Request-Id") if resp else None
+    )
+    kw: dict[str, Any] = dict(
+        status=status, provider_message=provider, request_id=request_id, endpoint=endpoint
+    )
     retry_after = _retry_after(resp) if resp is not None else None
     if status == 429:
         return RateLimitedError(message, retry_after=retry_after, **kw)
@@ -156,16 +163,22 @@ class ElementsClient:
             except urllib3.exceptions.ReadTimeoutError:
                 raise ApiTimeoutError("no answer within the timeout", endpoint=endpoint) from None
             except urllib3.exceptions.HTTPError as exc:
-                raise ApiConnectionError(f"answer broken off ({type(exc).__name__})", endpoint=endpoint) from None
+                raise ApiConnectionError(
+                    f"answer broken off ({type(exc).__name__})", endpoint=endpoint
+                ) from None
             if not chunk:
                 return b"".join(chunks)
             size += len(chunk)
             if size > self.settings.max_body_bytes:
                 raise MalformedResponseError(
-                    f"response larger than {self.settings.max_body_bytes} bytes", endpoint=endpoint, status=resp.status_code
+                    f"response larger than {self.settings.max_body_bytes} bytes",
+                    endpoint=endpoint,
+                    status=resp.status_code,
                 )
             if time.monotonic() > deadline:  # a slow drip resets the read timeout on every byte
-                raise ApiTimeoutError("response body arrived too slowly", endpoint=endpoint, status=resp.status_code)
+                raise ApiTimeoutError(
+                    "response body arrived too slowly", endpoint=endpoint, status=resp.status_code
+                )
             chunks.append(chunk)
 
     def _prepare(self, method: str, path: str, params: Any, body: Mapping[str, Any] | None,
@@ -221,7 +234,9 @@ class ElementsClient:
         except ValueError:
             decoded = None
             if 200 <= resp.status_code < 300:
-                raise MalformedResponseError("response is not JSON", endpoint=endpoint, status=resp.status_code) from None
+                raise MalformedResponseError(
+                    "response is not JSON", endpoint=endpoint, status=resp.status_code
+                ) from None
         if not 200 <= resp.status_code < 300:
             raise error_from_response(endpoint, resp.status_code, decoded, resp)
         return decoded
@@ -231,13 +246,21 @@ class ElementsClient:
         if not isinstance(value, kind):
             raise MalformedResponseError(f"expected a JSON {kind.__name__}", endpoint=endpoint, status=200)
         for f in fields:
-            if not isinstance(value, dict) or not isinstance(value.get(f), (str, int)) or isinstance(value.get(f), bool):
-                raise MalformedResponseError(f"field {f!r} missing or not a string", endpoint=endpoint, status=200)
+            if (
+                not isinstance(value, dict)
+                or not isinstance(value.get(f), (str, int))
+                or isinstance(value.get(f), bool)
+            ):
+                raise MalformedResponseError(
+                    f"field {f!r} missing or not a string", endpoint=endpoint, status=200
+                )
         return value
 
     # --- API -------------------------------------------------------------------------------------
 
-    def request_token(self, element: str, *, api_key: str, api_secret: str, callback_url: str) -> RequestToken:
+    def request_token(
+        self, element: str, *, api_key: str, api_secret: str, callback_url: str
+    ) -> RequestToken:
         """GET /elements/{key}/oauth/token (OAuth 1.0a only)."""
         data = self.request(
             "oauth_token",
@@ -274,7 +297,12 @@ class ElementsClient:
         return dict(self._expect("get_instance", data, dict, "id"))
 
     def update_instance(
-        self, instance_id: str, body: Mapping[str, Any], *, method: str = "PATCH", reauthenticate: bool = False
+        self,
+        instance_id: str,
+        body: Mapping[str, Any],
+        *,
+        method: str = "PATCH",
+        reauthenticate: bool = False,
     ) -> dict[str, Any]:
         """PATCH (or PUT) /instances/{id}; ``reauthenticate`` adds ``?reAuthenticate=true``."""
         params = {"reAuthenticate": "true"} if reauthenticate else None

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import builtins
-
 import logging
 import os
 import random
@@ -22,9 +21,9 @@ from states.machine import next_state
 from states.model import FailureReason, Flow, State, Trigger
 from states.ports import StepSettings
 
+from . import logging_redaction as redaction
 from .callbacks import CallbackHandler, CallbackOutcome
 from .client import ElementsClient
-from . import logging_redaction as redaction
 from .clock import utcnow
 from .errors import AttemptNotFoundError, ConcurrentUpdateError, InvalidInputError, InvalidTransitionError
 from .inputs import validate_start
@@ -119,10 +118,13 @@ class Engine:
         self._worst_step_s = worst + max(0.0, self.settings.commit_window_s)
         if self.settings.lease_s <= self._worst_step_s:
             raise InvalidInputError(
-                "lease_s", f"a lease of {self.settings.lease_s:g}s is shorter than the longest step "
-                f"({p.in_process_attempts} tries x ({cs.connect_timeout:g}s connect + {cs.read_timeout:g}s read) "
+                "lease_s",
+                f"a lease of {self.settings.lease_s:g}s is shorter than the longest step "
+                f"({p.in_process_attempts} tries x "
+                f"({cs.connect_timeout:g}s connect + {cs.read_timeout:g}s read) "
                 f"+ waits + {self.settings.commit_window_s:g}s commit window = {self._worst_step_s:g}s)",
-                hint="Raise PROVISION_LEASE_SECONDS or lower the client timeouts.")
+                hint="Raise PROVISION_LEASE_SECONDS or lower the client timeouts.",
+            )
 
     # --- time ------------------------------------------------------------------------------------
 
@@ -165,8 +167,14 @@ class Engine:
             next_run_at=now, callback_wait_s=req.callback_wait_s, secrets={"config": req.config},
         )
         stored, created = self.repo.insert_attempt(attempt)
-        if not created and (stored.element_key, stored.flow, stored.name) != (req.element_key, req.flow, req.name):
-            raise InvalidInputError("idempotency_key", f"already used by attempt {stored.id} with other inputs")
+        if not created and (stored.element_key, stored.flow, stored.name) != (
+            req.element_key,
+            req.flow,
+            req.name,
+        ):
+            raise InvalidInputError(
+                "idempotency_key", f"already used by attempt {stored.id} with other inputs"
+            )
         if created:
             log.info("attempt %s started: %s/%s", stored.id, stored.element_key, stored.flow)
             self.wake()
@@ -188,7 +196,9 @@ class Engine:
             try:
                 st = State(str(state).upper())
             except ValueError:
-                raise InvalidInputError("state", f"must be one of {', '.join(s.value for s in State)}") from None
+                raise InvalidInputError(
+                    "state", f"must be one of {', '.join(s.value for s in State)}"
+                ) from None
         now = self.now()
         return self.repo.list(
             state=st, element=element, limit=limit,
@@ -221,11 +231,25 @@ class Engine:
             attempt = self.get(attempt_id)
             dest = next_state(trigger, attempt.state)
             if dest is None:
-                raise InvalidTransitionError(f"cannot {trigger.value} attempt {attempt.id} in state {attempt.state}")
+                raise InvalidTransitionError(
+                    f"cannot {trigger.value} attempt {attempt.id} in state {attempt.state}"
+                )
             now = self.now()
             error = {"kind": reason, "message": "cancelled by an operator"} if reason else None
-            entry = HistoryEntry(attempt.id, attempt.history_seq + 1, trigger.value, attempt.state.value,
-                                 dest.value, now, 0, self.worker_id, "failed" if reason else "ok", 1, error, "operator")
+            entry = HistoryEntry(
+                attempt.id,
+                attempt.history_seq + 1,
+                trigger.value,
+                attempt.state.value,
+                dest.value,
+                now,
+                0,
+                self.worker_id,
+                "failed" if reason else "ok",
+                1,
+                error,
+                "operator",
+            )
             if self.repo.commit_transition(attempt, entry, owner=None, now=now, next_run_at=next_run_at(),
                                            failure_reason=reason, last_error=error):
                 self.wake()
@@ -247,7 +271,9 @@ class Engine:
         if attempt.state is not State.FAILED or not attempt.instance_id:
             raise InvalidTransitionError(
                 f"attempt {attempt.id} is {attempt.state} without a failed instance to re-authorise",
-                hint="Only FAILED attempts that have an instance (e.g. renewal_rejected) can be re-authorised.")
+                hint="Only FAILED attempts that have an instance (e.g. renewal_rejected) "
+                "can be re-authorised.",
+            )
         if attempt.flow is Flow.QUICK:
             raise InvalidTransitionError(
                 f"attempt {attempt.id} used the quick flow: there is no consent to repeat",
@@ -302,7 +328,9 @@ class Engine:
             prepared: Iterable[PreparedStep | None] = (prepare(a) for a in batch)
         else:
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.settings.concurrency, thread_name_prefix="provision-step")
+                self._pool = ThreadPoolExecutor(
+                    self.settings.concurrency, thread_name_prefix="provision-step"
+                )
             prepared = self._pool.map(prepare, batch)
         for attempt, step in zip(batch, prepared, strict=True):
             if step is None:

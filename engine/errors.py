@@ -11,21 +11,42 @@ from typing import Any
 # What to do about each kind of platform error (shown by `provision show` and stored with the error).
 HINTS: dict[str, str] = {
     "unavailable": "Transient platform failure; the engine retries automatically.",
-    "rate_limited": "The platform or provider throttled us; the engine waits (honouring Retry-After) and retries.",
-    "timeout": "The platform did not answer in time; the engine retries. Raise the client timeout if this persists.",
-    "connection": "Could not reach the platform; check ELEMENTS_BASE_URL and the network. The engine retries.",
-    "malformed_response": "The platform answered with something that is not the expected JSON; the engine retries.",
+    "rate_limited": (
+        "The platform or provider throttled us; the engine waits (honouring Retry-After) and "
+        "retries."
+    ),
+    "timeout": (
+        "The platform did not answer in time; the engine retries. Raise the client timeout if "
+        "this persists."
+    ),
+    "connection": (
+        "Could not reach the platform; check ELEMENTS_BASE_URL and the network. The engine "
+        "retries."
+    ),
+    "malformed_response": (
+        "The platform answered with something that is not the expected JSON; "
+        "the engine retries."
+    ),
     "bad_request": "The platform refused the request; its message names what to fix.",
-    "missing_configuration": "Pass the missing entries with --config KEY=VALUE (or the matching option) and restart.",
+    "missing_configuration": (
+        "Pass the missing entries with --config KEY=VALUE (or the matching option) "
+        "and restart."
+    ),
     "unauthorized": "Check ELEMENTS_USER_SECRET and ELEMENTS_ORG_SECRET: the platform rejected them.",
-    "forbidden": "The provider refused access (instance disabled or app not allowed); re-authorise or enable it.",
+    "forbidden": (
+        "The provider refused access (instance disabled or app not allowed); re-authorise or "
+        "enable it."
+    ),
     "not_found": "Check the element key (for example quickbooks, sfdc, hubspot) or the instance id.",
     "conflict": "The platform reports a conflict; check for an existing instance with the same name or tag.",
     "invalid_database": (
         "Development keys can only connect sandbox companies: use the app's production keys "
         "(oauth.api.key / oauth.api.secret), or connect a sandbox company."
     ),
-    "provider_rejected": "The provider rejected the authorisation (expired or reused code/verifier); start a new attempt.",
+    "provider_rejected": (
+        "The provider rejected the authorisation (expired or reused code/verifier); start a new "
+        "attempt."
+    ),
 }
 
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from urllib.parse import urlsplit
 from typing import Any
+from urllib.parse import urlsplit
 
 from persistence.database import DEFAULT_URL, create_db_engine, sqlite_path
 from persistence.migrate import current_revision, head_revision, upgrade
@@ -57,13 +57,17 @@ def client_settings_from_env(environ: Mapping[str, str] | None = None, **overrid
     overrides.setdefault("provider_root", provider_root)
     return ClientSettings(
         base_url=base_url,
-        user_secret=overrides.pop("user_secret", None) or env.get("ELEMENTS_USER_SECRET") or DEFAULT_USER_SECRET,
+        user_secret=overrides.pop("user_secret", None)
+        or env.get("ELEMENTS_USER_SECRET")
+        or DEFAULT_USER_SECRET,
         org_secret=overrides.pop("org_secret", None) or env.get("ELEMENTS_ORG_SECRET") or DEFAULT_ORG_SECRET,
         **overrides,
     )
 
 
-def _numbers_from_env(environ: Mapping[str, str] | None, fields: Mapping[str, str], defaults: Any) -> dict[str, Any]:
+def _numbers_from_env(
+    environ: Mapping[str, str] | None, fields: Mapping[str, str], defaults: Any
+) -> dict[str, Any]:
     """Read the variables named in ``fields`` (field -> variable), typed like ``defaults``' fields."""
     env = os.environ if environ is None else environ
     values: dict[str, Any] = {}
@@ -91,7 +95,10 @@ _MAY_BE_ZERO = {"commit_window_s"}  # 0 turns group commit off
 
 
 def engine_settings_from_env(environ: Mapping[str, str] | None = None, **overrides: Any) -> EngineSettings:
-    """``EngineSettings`` from ``PROVISION_*`` variables (lease, batch, poll, callback wait) plus overrides."""
+    """``EngineSettings`` from ``PROVISION_*`` variables, plus overrides.
+
+    The variables set the lease, batch, poll, callback wait and commit window.
+    """
     values = _numbers_from_env(environ, _SETTINGS_ENV, EngineSettings())
     for field_name, value in values.items():
         if value < 0 or (value == 0 and field_name not in _MAY_BE_ZERO):
@@ -118,13 +125,18 @@ def retry_policy_from_env(environ: Mapping[str, str] | None = None) -> RetryPoli
         raise InvalidInputError("PROVISION_RETRY_*", str(exc)) from None
 
 
-def open_repository(db_url: str, *, migrate: bool | None = None, environ: Mapping[str, str] | None = None) -> Repository:
+def open_repository(
+    db_url: str, *, migrate: bool | None = None, environ: Mapping[str, str] | None = None
+) -> Repository:
     """Connect, migrate (automatically for SQLite files; on request otherwise) and build the repository."""
     try:
         db = create_db_engine(db_url)
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises several types for bad URLs
-        raise InvalidInputError("--db", f"cannot use database URL ({type(exc).__name__}: {str(exc)[:120]})",
-                                hint="e.g. sqlite:///provision.db or postgresql+psycopg://user@host/db") from None
+        raise InvalidInputError(
+            "--db",
+            f"cannot use database URL ({type(exc).__name__}: {str(exc)[:120]})",
+            hint="e.g. sqlite:///provision.db or postgresql+psycopg://user@host/db",
+        ) from None
     path = sqlite_path(db.url)
     auto = db.url.get_backend_name() == "sqlite" if migrate is None else migrate
     if auto:
@@ -135,8 +147,14 @@ def open_repository(db_url: str, *, migrate: bool | None = None, environ: Mappin
     return Repository(db, load_codec(path, dict(environ) if environ is not None else None))
 
 
-def open_engine(db_url: str | None = None, *, client: ElementsClient | None = None,
-                environ: Mapping[str, str] | None = None, migrate: bool | None = None, **engine_kw: Any) -> Engine:
+def open_engine(
+    db_url: str | None = None,
+    *,
+    client: ElementsClient | None = None,
+    environ: Mapping[str, str] | None = None,
+    migrate: bool | None = None,
+    **engine_kw: Any,
+) -> Engine:
     """An ``Engine`` on ``db_url`` (default from the environment) talking to the configured platform."""
     repo = open_repository(db_url or db_url_from_env(environ), migrate=migrate, environ=environ)
     engine_kw.setdefault("settings", engine_settings_from_env(environ))

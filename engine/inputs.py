@@ -112,10 +112,13 @@ def validate_start(
         try:
             chosen = Flow(flow)
         except (ValueError, TypeError):
-            raise InvalidInputError("flow", f"must be one of oauth1, oauth2, quick; got {str(flow)[:30]!r}") from None
+            raise InvalidInputError(
+                "flow", f"must be one of oauth1, oauth2, quick; got {str(flow)[:30]!r}"
+            ) from None
     if chosen not in spec.flows:
         raise InvalidInputError(
-            "flow", f"element {element!r} supports {', '.join(f.value for f in spec.flows)}, not {chosen.value}"
+            "flow",
+            f"element {element!r} supports {', '.join(f.value for f in spec.flows)}, not {chosen.value}",
         )
     if not isinstance(name, str) or not name.strip() or len(name) > 200 or not _PRINTABLE_RE.fullmatch(name):
         raise InvalidInputError("name", "must be 1 to 200 printable characters")
@@ -128,29 +131,41 @@ def validate_start(
         raise InvalidInputError("tag", f"at most {MAX_TAGS} tags, got {len(tag_list)}")
     for tag in tag_list:
         if not isinstance(tag, str) or not _TAG_RE.fullmatch(tag):
-            raise InvalidInputError("tag", "each tag must be 1 to 100 of letters, digits, space and _.:@/+=-, "
-                                    f"got {str(tag)[:110]!r}")
+            raise InvalidInputError(
+                "tag",
+                f"each tag must be 1 to 100 of letters, digits, space and _.:@/+=-, got {str(tag)[:110]!r}",
+            )
     cfg: dict[str, Any] = {}
     if config is not None and not isinstance(config, Mapping):
         raise InvalidInputError("config", "must be a mapping of configuration keys to values")
     for key, value in (config or {}).items():
         if not isinstance(key, str) or not _CONFIG_KEY_RE.fullmatch(key):
-            raise InvalidInputError("config", f"key {str(key)[:60]!r} must be letters, digits and ._- (e.g. oauth.api.key)")
+            raise InvalidInputError(
+                "config", f"key {str(key)[:60]!r} must be letters, digits and ._- (e.g. oauth.api.key)"
+            )
         if isinstance(value, bool) or value is None:
             cfg[key] = value
             continue
         if (not isinstance(value, (str, int, float)) or len(str(value)) > MAX_CONFIG_VALUE
                 or not _VALUE_RE.fullmatch(str(value))):
             # The value is never echoed: it may be a secret.
-            raise InvalidInputError("config", f"value of {key} must be a string of at most {MAX_CONFIG_VALUE} "
-                                    "characters without control characters")
+            raise InvalidInputError(
+                "config",
+                f"value of {key} must be a string of at most {MAX_CONFIG_VALUE} "
+                "characters without control characters",
+            )
         cfg[key] = str(value)
-    for field, key, value in (("api_key", "oauth.api.key", api_key), ("api_secret", "oauth.api.secret", api_secret),
-                              ("callback_url", "oauth.callback.url", callback_url)):
+    for field, key, value in (
+        ("api_key", "oauth.api.key", api_key),
+        ("api_secret", "oauth.api.secret", api_secret),
+        ("callback_url", "oauth.callback.url", callback_url),
+    ):
         if value is None or value == "":
             continue
         if not isinstance(value, str) or len(value) > MAX_CONFIG_VALUE or not _PRINTABLE_RE.fullmatch(value):
-            raise InvalidInputError(field, f"must be a string of 1 to {MAX_CONFIG_VALUE} printable characters")
+            raise InvalidInputError(
+                field, f"must be a string of 1 to {MAX_CONFIG_VALUE} printable characters"
+            )
         cfg[key] = value
     if "oauth.callback.url" in cfg:
         check_url("callback_url", str(cfg["oauth.callback.url"]))

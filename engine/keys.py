@@ -132,7 +132,9 @@ class _Rotator:
                     self.report.unreadable += 1
                     log.error("%s row %s: no configured key decrypts it; left untouched", table.name, row_id)
                     continue
-                result = conn.execute(sa.update(table).where(key == row_id, col == blob).values({col.name: fresh}))
+                result = conn.execute(
+                    sa.update(table).where(key == row_id, col == blob).values({col.name: fresh})
+                )
                 if result.rowcount == 1:
                     rotated += 1
                 else:
@@ -154,7 +156,9 @@ def _reencrypt(db: sa.Engine, keys: list[bytes], report: RotationReport, batch: 
     report.callbacks = rotator.run(callbacks, "params")
 
 
-def rotate_keys(db_url: str, *, environ: Mapping[str, str] | None = None, batch: int = DEFAULT_BATCH) -> RotationReport:
+def rotate_keys(
+    db_url: str, *, environ: Mapping[str, str] | None = None, batch: int = DEFAULT_BATCH
+) -> RotationReport:
     """Rotate the encryption key of the database at ``db_url`` (see the module docstring)."""
     from persistence.database import create_db_engine, sqlite_path  # noqa: PLC0415
     from persistence.migrate import upgrade  # noqa: PLC0415
@@ -175,9 +179,12 @@ def rotate_keys(db_url: str, *, environ: Mapping[str, str] | None = None, batch:
         if env.get(ENV_KEY):
             keys = parse_keys(env[ENV_KEY])
             if len(keys) < 2:
-                raise InvalidInputError(ENV_KEY, "holds one key; to rotate, set it to NEW,OLD (the new key first)",
-                                        hint="Generate NEW with: python -c 'from cryptography.fernet import "
-                                        "Fernet; print(Fernet.generate_key().decode())'")
+                raise InvalidInputError(
+                    ENV_KEY,
+                    "holds one key; to rotate, set it to NEW,OLD (the new key first)",
+                    hint="Generate NEW with: python -c 'from cryptography.fernet import "
+                    "Fernet; print(Fernet.generate_key().decode())'",
+                )
             report = RotationReport("env")
             _reencrypt(db, keys, report, batch)
             return report

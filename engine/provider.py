@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import requests
 
-from .errors import ApiConnectionError, ApiTimeoutError, MalformedResponseError, PermanentApiError
 from .client import error_from_response
+from .errors import ApiConnectionError, ApiTimeoutError, MalformedResponseError, PermanentApiError
 from .logging_redaction import install as install_log_redaction
 
 INTUIT_TOKEN_URL = "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer"
@@ -102,8 +102,11 @@ class ProviderClient:
             raise error_from_response("provider_token", resp.status_code, body, resp)
         if not (isinstance(body, dict) and isinstance(body.get("access_token"), str)
                 and isinstance(body.get("refresh_token"), str)):
-            raise MalformedResponseError("token answer lacks access_token/refresh_token", endpoint="provider_token",
-                                         status=resp.status_code)
+            raise MalformedResponseError(
+                "token answer lacks access_token/refresh_token",
+                endpoint="provider_token",
+                status=resp.status_code,
+            )
         return OAuth2Tokens(body["access_token"], body["refresh_token"], int(body.get("expires_in") or 3600))
 
     def reconnect_oauth1(self, consumer_key: str, token: str) -> ReconnectResult:
@@ -116,8 +119,11 @@ class ProviderClient:
             root = ET.fromstring(resp.content[:100_000])
             code = int(root.findtext("ErrorCode") or "-1")
         except (ET.ParseError, ValueError):
-            raise MalformedResponseError("Reconnect answer is not the documented XML", endpoint="provider_token",
-                                         status=resp.status_code) from None
+            raise MalformedResponseError(
+                "Reconnect answer is not the documented XML",
+                endpoint="provider_token",
+                status=resp.status_code,
+            ) from None
         result = ReconnectResult(code, (root.findtext("ErrorMessage") or "")[:200],
                                  root.findtext("OAuthToken") or "", root.findtext("OAuthTokenSecret") or "")
         if code not in (0, 212):  # 22/24 not authorised, 270 token expired or rejected

@@ -108,7 +108,9 @@ def decide_on_error(
     info: dict[str, Any] = error.to_dict()
     if not error.transient:
         reason = (
-            FailureReason.INVALID_DATABASE if error.kind == "invalid_database" else FailureReason.PERMANENT_ERROR
+            FailureReason.INVALID_DATABASE
+            if error.kind == "invalid_database"
+            else FailureReason.PERMANENT_ERROR
         )
         return Fail(reason, info)
     if failures >= policy.budget:

@@ -208,9 +208,20 @@ def _plan(engine: Engine, attempt: Attempt, decision: Decision, *, tries: int, d
                              dest.value, now, duration_ms, engine.worker_id, "ok", total_tries,
                              attempt.last_error if total_tries > 1 else None, decision.note)
         merged = {**attempt.secrets, **decision.secrets} if decision.secrets and seal else None
-        return _Planned(transition_write(attempt, entry, owner=owner, now=now, next_run_at=decision.next_run_at,
-                                         changes=decision.changes, sealed_secrets=repo.seal(merged)),
-                        decision, "advanced", dest)
+        return _Planned(
+            transition_write(
+                attempt,
+                entry,
+                owner=owner,
+                now=now,
+                next_run_at=decision.next_run_at,
+                changes=decision.changes,
+                sealed_secrets=repo.seal(merged),
+            ),
+            decision,
+            "advanced",
+            dest,
+        )
     if isinstance(decision, Stay):
         merged = {**attempt.secrets, **decision.secrets} if decision.secrets else None
         return _Planned(reschedule_write(attempt, owner=owner, now=now, next_run_at=decision.next_run_at,

@@ -52,9 +52,9 @@ class CallbackRequest(Request):
 def _page(title: str, detail: str, status: int) -> Response:
     # Both strings are escaped here, whatever their origin, so no caller can forget it.
     html = (
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{t}</title></head>"
-        "<body><h1>{t}</h1>\n<p>{d}</p>\n</body></html>\n"
-    ).format(t=escape(title), d=escape(detail))
+        f"<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{escape(title)}</title></head>"
+        f"<body><h1>{escape(title)}</h1>\n<p>{escape(detail)}</p>\n</body></html>\n"
+    )
     resp = Response(html, status=status, mimetype="text/html")
     resp.headers["Cache-Control"] = "no-store"
     resp.headers["X-Content-Type-Options"] = "nosniff"
@@ -97,14 +97,18 @@ class CallbackApp:
             resp = _page("Method not allowed", "Only GET and HEAD are served here.", 405)
             resp.headers["Allow"] = ", ".join(ALLOWED_METHODS)
             return resp(environ, start_response)
-        if (request.content_length or 0) > 0 or "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+        if (request.content_length or 0) > 0 or "chunked" in environ.get(
+            "HTTP_TRANSFER_ENCODING", ""
+        ).lower():
             # GET/HEAD carry no body; one that does is not a browser redirect. Close the connection so
             # the unread body cannot be taken for the next request.
             resp = _page("Payload too large", "Requests to this server carry no body.", 413)
             resp.headers["Connection"] = "close"
             return resp(environ, start_response)
         if len(path) > MAX_PATH_CHARS or len(request.query_string) > MAX_QUERY_CHARS:
-            return _page("Link rejected", "Link rejected: the link is too long.", 414)(environ, start_response)
+            return _page("Link rejected", "Link rejected: the link is too long.", 414)(
+                environ, start_response
+            )
         if path == "/status" or path.startswith("/status/"):
             status_app = self._status()
             if status_app is not None:

@@ -145,7 +145,9 @@ class Repository(Inbox):
             return existing, False
         return attempt, True
 
-    def claim_due(self, now: datetime, owner: str, lease_until: datetime, limit: int) -> builtins.list[Attempt]:
+    def claim_due(
+        self, now: datetime, owner: str, lease_until: datetime, limit: int
+    ) -> builtins.list[Attempt]:
         """Atomically lease up to ``limit`` due attempts whose lease is free or expired."""
         stmt = parameterised_claim(self.dialect)
         with self._write_one() as conn:
@@ -177,9 +179,18 @@ class Repository(Inbox):
         alone). ``callback_secrets`` (an applied callback's parameters) is stored encrypted in
         its own column. Returns False, writing nothing, when the guard no longer matches.
         """
-        write = transition_write(attempt, entry, owner=owner, now=now, next_run_at=next_run_at, changes=changes,
-                                 sealed_secrets=self.seal(secrets), failure_reason=failure_reason,
-                                 last_error=last_error, sealed_callback=self.seal(callback_secrets))
+        write = transition_write(
+            attempt,
+            entry,
+            owner=owner,
+            now=now,
+            next_run_at=next_run_at,
+            changes=changes,
+            sealed_secrets=self.seal(secrets),
+            failure_reason=failure_reason,
+            last_error=last_error,
+            sealed_callback=self.seal(callback_secrets),
+        )
         return self.apply(write, callback=callback, callback_updates=callback_updates)
 
     def reschedule(
@@ -195,9 +206,18 @@ class Repository(Inbox):
         secrets: dict[str, Any] | None = None,
     ) -> bool:
         """Release the lease without a transition: a durable retry, a wait, or progress (``Stay``)."""
-        return self.apply(reschedule_write(attempt, owner=owner, now=now, next_run_at=next_run_at, error=error,
-                                           count_failure=count_failure, changes=changes,
-                                           sealed_secrets=self.seal(secrets)))
+        return self.apply(
+            reschedule_write(
+                attempt,
+                owner=owner,
+                now=now,
+                next_run_at=next_run_at,
+                error=error,
+                count_failure=count_failure,
+                changes=changes,
+                sealed_secrets=self.seal(secrets),
+            )
+        )
 
     def apply(self, write: Write, *, callback: NewCallback | None = None,
               callback_updates: Iterable[tuple[int, str, str | None]] = ()) -> bool:
@@ -206,7 +226,9 @@ class Repository(Inbox):
         if not write.entries:
             stmt = _update_for(write.statement_key)
             with self._write_one() as conn:
-                return bool(conn.execute(stmt, guarded_params(write.attempt, write.owner, write.values)).rowcount == 1)
+                return bool(
+                    conn.execute(stmt, guarded_params(write.attempt, write.owner, write.values)).rowcount == 1
+                )
         if self._pg and not callback_updates and len(write.entries) == 1:
             return self._transition_one_statement(write.attempt, write.entries[0], write.owner, write.values,
                                                   callback)

@@ -28,5 +28,9 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        moment: datetime = datetime.fromisoformat(value) if isinstance(value, str) else value  # raw SQLite text
-        return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+        moment: datetime = (
+            datetime.fromisoformat(value) if isinstance(value, str) else value
+        )  # raw SQLite text
+        return (
+            moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+        )

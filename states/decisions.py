@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Union
+from typing import Any
 
 from .model import FailureReason, Trigger
 
@@ -58,4 +58,4 @@ class Stay:
     next_run_at: datetime | None = None
 
 
-Decision = Union[Advance, RetryLater, Fail, WaitForCallback, Stay]
+Decision = Advance | RetryLater | Fail | WaitForCallback | Stay

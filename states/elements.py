@@ -33,7 +33,13 @@ class ElementSpec:
         """Configuration keys that must be present before any HTTP call."""
         if flow is Flow.QUICK:
             extra = ("quickbooks.realm.id",) if self.key == "quickbooks" else ()
-            return ("oauth.api.key", "oauth.api.secret", "oauth.user.token", "oauth.user.token.secret", *extra)
+            return (
+                "oauth.api.key",
+                "oauth.api.secret",
+                "oauth.user.token",
+                "oauth.user.token.secret",
+                *extra,
+            )
         return _OAUTH_REQUIRED
 
 
@@ -48,10 +54,15 @@ ELEMENTS: dict[str, ElementSpec] = {
             Flow.OAUTH2: {"authentication.type": "oauth2"},
             Flow.QUICK: {"quickbooks.datasource": "QBO"},
         },
-        refresh_interval_s={Flow.OAUTH1: QBO_OAUTH1_INTERVAL_S, Flow.QUICK: QBO_OAUTH1_INTERVAL_S,
-                            Flow.OAUTH2: OAUTH2_INTERVAL_S},
+        refresh_interval_s={
+            Flow.OAUTH1: QBO_OAUTH1_INTERVAL_S,
+            Flow.QUICK: QBO_OAUTH1_INTERVAL_S,
+            Flow.OAUTH2: OAUTH2_INTERVAL_S,
+        },
     ),
-    "sfdc": ElementSpec("sfdc", (Flow.OAUTH2,), Flow.OAUTH2, refresh_interval_s={Flow.OAUTH2: OAUTH2_INTERVAL_S}),
+    "sfdc": ElementSpec(
+        "sfdc", (Flow.OAUTH2,), Flow.OAUTH2, refresh_interval_s={Flow.OAUTH2: OAUTH2_INTERVAL_S}
+    ),
     "hubspot": ElementSpec(
         "hubspot", (Flow.OAUTH2,), Flow.OAUTH2, refresh_interval_s={Flow.OAUTH2: OAUTH2_INTERVAL_S}
     ),

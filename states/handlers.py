@@ -14,8 +14,8 @@ from .decisions import Advance, Decision, Fail, WaitForCallback
 from .elements import spec_for
 from .model import FailureReason, Flow, State, Trigger
 from .ports import Ports
-from .requests import instance_body, oauth_url_params, quick_body, token_params
 from .renewal import handle_provisioned
+from .requests import instance_body, oauth_url_params, quick_body, token_params
 from .schedule import is_past, next_renewal_at
 
 Handler = Callable[[Attempt, Ports], Decision]
@@ -29,7 +29,10 @@ def handle_new(attempt: Attempt, ports: Ports) -> Decision:
         p = token_params(attempt)
         rt = ports.call(
             lambda _n: ports.client.request_token(
-                attempt.element_key, api_key=p["apiKey"], api_secret=p["apiSecret"], callback_url=p["callbackUrl"]
+                attempt.element_key,
+                api_key=p["apiKey"],
+                api_secret=p["apiSecret"],
+                callback_url=p["callbackUrl"],
             )
         )
         return Advance(
@@ -95,7 +98,11 @@ def _provision(attempt: Attempt, ports: Ports, trigger: Trigger, body: dict[str,
         except Exception as exc:
             # On a repeat, "verifier/code already used" means an earlier try of this very step
             # (whose lease we took over) consumed it and created the instance: adopt that one.
-            if repeat and getattr(exc, "kind", None) == "provider_rejected" and (found := adopt()) is not None:
+            if (
+                repeat
+                and getattr(exc, "kind", None) == "provider_rejected"
+                and (found := adopt()) is not None
+            ):
                 return found, True
             raise
 
@@ -119,7 +126,9 @@ def _provision(attempt: Attempt, ports: Ports, trigger: Trigger, body: dict[str,
     changes: dict[str, Any] = {"instance_id": str(instance["id"]), "refresh_time": refresh_time}
     if interval:
         changes["refresh_interval_s"] = interval
-        changes["next_renewal_at"] = next_renewal_at(refresh_time, interval, ports.settings.renewal_max_lead_s)
+        changes["next_renewal_at"] = next_renewal_at(
+            refresh_time, interval, ports.settings.renewal_max_lead_s
+        )
     tokens = {k: v for k, v in config.items() if k.startswith("oauth.user.") and "token" in k and v}
     note = f"adopted instance {instance['id']} found by tag" if adopted else None
     if attempt.instance_id:

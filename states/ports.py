@@ -22,7 +22,9 @@ class TokenLike(Protocol):
 class ClientPort(Protocol):
     """The subset of ``engine.client.ElementsClient`` the steps call."""
 
-    def request_token(self, element: str, *, api_key: str, api_secret: str, callback_url: str) -> TokenLike: ...
+    def request_token(
+        self, element: str, *, api_key: str, api_secret: str, callback_url: str
+    ) -> TokenLike: ...
 
     def oauth_url(self, element: str, params: Mapping[str, str]) -> str: ...
 

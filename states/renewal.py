@@ -65,7 +65,9 @@ def handle_provisioned(attempt: Attempt, ports: Ports) -> Decision:
     if mode == "oauth2":
         fresh = ports.call(lambda _n: ports.client.refresh_oauth2(
             config["oauth.api.key"], config["oauth.api.secret"], tokens["oauth.user.refresh_token"]))
-        tokens.update({"oauth.user.token": fresh.access_token, "oauth.user.refresh_token": fresh.refresh_token})
+        tokens.update(
+            {"oauth.user.token": fresh.access_token, "oauth.user.refresh_token": fresh.refresh_token}
+        )
         return _renewed(attempt, ports, tokens, "refresh-token grant")
     if mode == "oauth1":
         result = ports.call(lambda _n: ports.client.reconnect_oauth1(config["oauth.api.key"],

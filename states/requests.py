@@ -19,7 +19,11 @@ def _config(attempt: Attempt) -> dict[str, Any]:
 def token_params(attempt: Attempt) -> dict[str, str]:
     """GET /elements/{key}/oauth/token query (OAuth1)."""
     c = attempt.config
-    return {"apiKey": c["oauth.api.key"], "apiSecret": c["oauth.api.secret"], "callbackUrl": c["oauth.callback.url"]}
+    return {
+        "apiKey": c["oauth.api.key"],
+        "apiSecret": c["oauth.api.secret"],
+        "callbackUrl": c["oauth.callback.url"],
+    }
 
 
 def oauth_url_params(attempt: Attempt, *, state: str, request_token: str | None) -> dict[str, str]:

@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from testkit import TEST_KEY
 
 from engine import ElementsClient, Engine, EngineSettings, FakeClock, RetryPolicy
 from engine.client import ClientSettings
 from engine.factory import open_repository
 from sandbox import start as start_sandbox
-from testkit import TEST_KEY
 
 PG_ENV = "PROVISION_TEST_PG_URL"
 

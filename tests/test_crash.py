@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from testkit import QBO, QUICK_CONFIG, TEST_KEY, consent
+
 from engine import Engine
 from states import HAPPY_PATHS, TERMINAL, Flow, State, invalid_step
 
@@ -29,11 +29,20 @@ LEASE_S = 2.0
 
 def worker_env(db_url: str, sandbox: Any, lease_s: float = LEASE_S, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
-    env.update(PROVISION_DB_URL=db_url, ELEMENTS_BASE_URL=sandbox.base_url, PROVISION_SECRET_KEY=TEST_KEY,
-               PROVISION_LEASE_SECONDS=str(lease_s), PROVISION_CONNECT_TIMEOUT_SECONDS="0.5",
-               PROVISION_READ_TIMEOUT_SECONDS=str(lease_s / 3), PROVISION_RETRY_IN_PROCESS_ATTEMPTS="1", PROVISION_POLL_SECONDS="0.1",
-               PROVISION_RETRY_DURABLE_INITIAL_SECONDS="0.2", PROVISION_RETRY_DURABLE_MAX_SECONDS="1",
-               PROVISION_RETRY_BUDGET="50", **extra)
+    env.update(
+        PROVISION_DB_URL=db_url,
+        ELEMENTS_BASE_URL=sandbox.base_url,
+        PROVISION_SECRET_KEY=TEST_KEY,
+        PROVISION_LEASE_SECONDS=str(lease_s),
+        PROVISION_CONNECT_TIMEOUT_SECONDS="0.5",
+        PROVISION_READ_TIMEOUT_SECONDS=str(lease_s / 3),
+        PROVISION_RETRY_IN_PROCESS_ATTEMPTS="1",
+        PROVISION_POLL_SECONDS="0.1",
+        PROVISION_RETRY_DURABLE_INITIAL_SECONDS="0.2",
+        PROVISION_RETRY_DURABLE_MAX_SECONDS="1",
+        PROVISION_RETRY_BUDGET="50",
+        **extra,
+    )
     return env
 
 
@@ -82,7 +91,9 @@ def test_sigkill_inside_each_step_loses_nothing(make_engine: Callable[..., Engin
                                                 endpoint: str, flow: Flow) -> None:
     engine = make_engine()
     if flow is Flow.QUICK:
-        ids = [engine.start("quickbooks", f"Crash {i}", flow="quick", config=QUICK_CONFIG).id for i in range(3)]
+        ids = [
+            engine.start("quickbooks", f"Crash {i}", flow="quick", config=QUICK_CONFIG).id for i in range(3)
+        ]
     else:
         ids = [engine.start("quickbooks", f"Crash {i}", flow="oauth1", **QBO).id for i in range(3)]
     if endpoint == "create_instance" and flow is Flow.OAUTH1:
@@ -114,7 +125,9 @@ def test_sigkill_inside_each_step_loses_nothing(make_engine: Callable[..., Engin
         wait_for(settled, 30, "every attempt to settle after the restart")
     finally:
         restarted.send_signal(signal.SIGTERM)
-        assert restarted.wait(15) == 0, (restarted.stderr.read() if restarted.stderr else b"").decode()[-2000:]
+        assert restarted.wait(15) == 0, (restarted.stderr.read() if restarted.stderr else b"").decode()[
+            -2000:
+        ]
     assert_exactly_once(engine, ids, flow)
     adopted = [h for i in ids for h in engine.history(i) if h.note and "adopted" in h.note]
     if endpoint == "create_instance":

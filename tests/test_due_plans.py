@@ -7,8 +7,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import event
-
 from testkit import TEST_KEY
+
 from engine.factory import open_repository
 from persistence import Repository
 from persistence.schema import attempts
@@ -59,11 +59,14 @@ def test_claim_is_a_range_scan_on_the_due_index(db_url: str) -> None:
         assert "ix_attempts_due" in text, text
         if repo.dialect == "sqlite":
             # A bounded range on the due index, then primary-key lookups; never a full scan.
-            assert re.search(r"SEARCH attempts USING INDEX ix_attempts_due \(next_run_at>\? AND next_run_at<\?\)",
-                             text), text
+            assert re.search(
+                r"SEARCH attempts USING INDEX ix_attempts_due \(next_run_at>\? AND next_run_at<\?\)", text
+            ), text
             assert not re.search(r"^SCAN attempts", text, re.M), text
         else:
-            assert "Index Scan using ix_attempts_due" in text or "Index Only Scan using ix_attempts_due" in text
+            assert (
+                "Index Scan using ix_attempts_due" in text or "Index Only Scan using ix_attempts_due" in text
+            )
             assert "Seq Scan on attempts" not in text, text
     finally:
         repo.engine.dispose()

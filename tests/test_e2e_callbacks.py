@@ -7,8 +7,8 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import pytest
-
 from testkit import QBO, consent
+
 from engine import CallbackRejectedError, Engine
 from engine.runner import StepPorts
 from states import State
@@ -142,7 +142,9 @@ def test_pending_callback_is_rejected_when_its_attempt_fails_first(make_engine: 
                                                                    sandbox: Any) -> None:
     engine = make_engine()
     a = engine.start("sfdc", "Early then failed", flow="oauth2", **QBO)
-    assert engine.handle_callback(f"https://app.example.com/cb?code=c&state={a.id}.whatever").status == "pending"
+    assert (
+        engine.handle_callback(f"https://app.example.com/cb?code=c&state={a.id}.whatever").status == "pending"
+    )
     sandbox.set_faults(fails={"oauth_url": {"rate": 1.0, "status": 400}})
     engine.run_until_idle()
     assert engine.get(a.id).state is State.FAILED

@@ -6,8 +6,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-
 from testkit import QBO, QUICK_CONFIG
+
 from engine import Engine, RetryPolicy
 from states import State
 
@@ -31,7 +31,9 @@ def drive(engine: Engine, clock: Any, rounds: int = 20, until: State | None = No
 
 def test_503_storm_is_retried_in_process_then_succeeds(make_engine: Callable[..., Engine], sandbox: Any,
                                                        clock: Any, waits: list[float]) -> None:
-    sandbox.set_faults(fails={"create_instance": {"rate": 1.0, "status": 503, "count": 2, "retry_after": 0.5}})
+    sandbox.set_faults(
+        fails={"create_instance": {"rate": 1.0, "status": 503, "count": 2, "retry_after": 0.5}}
+    )
     engine = make_engine(clock=clock, policy=FAST)
     a = quick(engine)
     engine.run_until_idle()
@@ -69,7 +71,9 @@ def test_429_with_long_retry_after_is_rescheduled_durably(make_engine: Callable[
     a = engine.start("quickbooks", "Throttled", **QBO)
     engine.run_until_idle()
     a = engine.get(a.id)
-    assert a.state is State.NEW and a.failures == 1 and a.last_error and a.last_error["kind"] == "rate_limited"
+    assert (
+        a.state is State.NEW and a.failures == 1 and a.last_error and a.last_error["kind"] == "rate_limited"
+    )
     assert waits == []  # 30 s is too long to block a worker: durable instead
     assert a.next_run_at is not None and (a.next_run_at - clock()).total_seconds() >= 30
     drive(engine, clock, until=State.REDIRECTED)

@@ -6,14 +6,18 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-
 from testkit import QBO, QUICK_CONFIG, consent
+
 from engine import Engine, MissingConfigurationError
 from states import Flow, State, invalid_step
 
 
 def served(sandbox: Any, endpoint: str, method: str | None = None) -> list[dict[str, Any]]:
-    return [r for r in sandbox.requests() if r["endpoint"] == endpoint and (method is None or r["method"] == method)]
+    return [
+        r
+        for r in sandbox.requests()
+        if r["endpoint"] == endpoint and (method is None or r["method"] == method)
+    ]
 
 
 def path(engine: Engine, attempt_id: str) -> list[tuple[str, str, str]]:
@@ -59,9 +63,12 @@ def test_oauth1_quickbooks_sends_exactly_the_seed_guide_requests(make_engine: Ca
     assert body["configuration"] == {"oauth.api.key": QBO["api_key"], "oauth.api.secret": QBO["api_secret"],
                                      "oauth.callback.url": QBO["callback_url"], "filter.response.nulls": True}
     assert body["tags"] == ["For Docs", a.instance_tag]
-    assert path(engine, a.id) == [("issue_token", "NEW", "TOKEN_ISSUED"), ("redirect", "TOKEN_ISSUED", "REDIRECTED"),
-                                  ("receive_callback", "REDIRECTED", "CALLBACK_RECEIVED"),
-                                  ("provision", "CALLBACK_RECEIVED", "PROVISIONED")]
+    assert path(engine, a.id) == [
+        ("issue_token", "NEW", "TOKEN_ISSUED"),
+        ("redirect", "TOKEN_ISSUED", "REDIRECTED"),
+        ("receive_callback", "REDIRECTED", "CALLBACK_RECEIVED"),
+        ("provision", "CALLBACK_RECEIVED", "PROVISIONED"),
+    ]
     # The sandbox holds exactly one instance for this attempt.
     assert [i["id"] for i in engine.client.find_instances_by_tag(a.instance_tag)] == [int(a.instance_id)]
     assert a.refresh_interval_s == 13_046_400 and a.next_renewal_at is not None
@@ -142,7 +149,9 @@ def test_invalid_database_fails_with_platform_words_and_a_hint(make_engine: Call
     assert len(served(sandbox, "create_instance", "POST")) == 1  # permanent: not retried
 
 
-def test_production_keys_connect_a_production_company(make_engine: Callable[..., Engine], sandbox: Any) -> None:
+def test_production_keys_connect_a_production_company(
+    make_engine: Callable[..., Engine], sandbox: Any
+) -> None:
     engine = make_engine()
     a = engine.start("quickbooks", "Prod", api_key="prod-key", api_secret="prod-secret",
                      callback_url="https://app.example.com/cb")

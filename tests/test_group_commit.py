@@ -28,7 +28,9 @@ def test_one_tick_writes_its_steps_with_one_statement(make_engine: Callable[...,
     with attempt_writes(engine.repo.engine) as writes:
         report = engine.tick()
     assert [r.outcome for r in report.results] == ["advanced"] * 8
-    assert [rows for kind, rows in writes if kind == "transition"] == [8]  # all eight writes in one executemany, in one transaction
+    assert [rows for kind, rows in writes if kind == "transition"] == [
+        8
+    ]  # all eight writes in one executemany, in one transaction
     for attempt_id in ids:  # each write carries two chained steps (tests/test_chained_steps.py)
         assert engine.get(attempt_id).state is State.REDIRECTED
         assert [h.dest for h in engine.history(attempt_id)] == ["TOKEN_ISSUED", "REDIRECTED"]
@@ -52,12 +54,23 @@ def test_a_lost_guard_discards_only_that_write(make_engine: Callable[..., Engine
     assert sorted(a.id for a in claimed) == sorted(ids)
     with repo.engine.begin() as conn:  # another worker took over the second attempt
         conn.execute(attempts.update().where(attempts.c.id == claimed[1].id).values(lease_owner="w2"))
-    writes = [transition_write(a, HistoryEntry(a.id, 1, "issue_token", "NEW", "TOKEN_ISSUED", now, 1, "w1", "ok", 1,
-                                               None, None), owner="w1", now=now, next_run_at=now)
-              for a in claimed]
+    writes = [
+        transition_write(
+            a,
+            HistoryEntry(a.id, 1, "issue_token", "NEW", "TOKEN_ISSUED", now, 1, "w1", "ok", 1, None, None),
+            owner="w1",
+            now=now,
+            next_run_at=now,
+        )
+        for a in claimed
+    ]
     assert repo.commit_group(writes) == [True, False, True]
     states = {a.id: a.state for a in (repo.get(i) for i in ids) if a}
-    assert states == {claimed[0].id: State.TOKEN_ISSUED, claimed[1].id: State.NEW, claimed[2].id: State.TOKEN_ISSUED}
+    assert states == {
+        claimed[0].id: State.TOKEN_ISSUED,
+        claimed[1].id: State.NEW,
+        claimed[2].id: State.TOKEN_ISSUED,
+    }
     with repo.engine.connect() as conn:
         rows = conn.execute(sa.select(history.c.attempt_id)).scalars().all()
     assert sorted(rows) == sorted([claimed[0].id, claimed[2].id])
@@ -65,7 +78,9 @@ def test_a_lost_guard_discards_only_that_write(make_engine: Callable[..., Engine
 
 
 @pytest.mark.realtime
-def test_a_step_that_could_outlive_its_lease_is_released(make_engine: Callable[..., Engine], sandbox: Any) -> None:
+def test_a_step_that_could_outlive_its_lease_is_released(
+    make_engine: Callable[..., Engine], sandbox: Any
+) -> None:
     # Longest step: 1 try x (0.2 s connect + 0.3 s read) + 0.2 s commit window = 0.7 s of a 1 s lease.
     engine = make_engine(settings=EngineSettings(lease_s=1.0, commit_window_s=0.2),
                          policy=RetryPolicy(in_process_attempts=1), connect_timeout=0.2, read_timeout=0.3)

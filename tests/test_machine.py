@@ -34,7 +34,7 @@ def test_lookup_table_matches_a_live_machine() -> None:
     for t in TRANSITIONS:
         model = Model()
         build_machine(model, initial=t.source)
-        assert getattr(model, "trigger")(t.trigger.value) is True
+        assert model.trigger(t.trigger.value) is True
         assert model.state is t.dest
 
 
@@ -47,7 +47,7 @@ def test_machine_refuses_moves_not_in_the_data() -> None:
     from transitions import MachineError
 
     with pytest.raises(MachineError):
-        getattr(model, "trigger")(Trigger.PROVISION.value)
+        model.trigger(Trigger.PROVISION.value)
     assert next_state(Trigger.PROVISION, State.NEW) is None
     assert next_state(Trigger.RESTART, State.PROVISIONED) is None
 

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 import requests
-
+from test_crash import PROVISION, assert_exactly_once, spawn_worker, worker_env
 from testkit import QBO, consent
+
 from engine import Engine
 from states import HAPPY_PATHS, TERMINAL, Flow, State
-from test_crash import PROVISION, assert_exactly_once, spawn_worker, worker_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.realtime]
 FLAKY = {e: {"rate": 0.2, "status": 503, "retry_after": 0.05}
@@ -38,7 +38,9 @@ class SandboxProcess:
         return data
 
     def set_faults(self, fails: dict[str, Any] | None = None) -> None:
-        requests.post(self.root_url + "/_sandbox/faults", json={"fail": fails or {}}, timeout=5).raise_for_status()
+        requests.post(
+            self.root_url + "/_sandbox/faults", json={"fail": fails or {}}, timeout=5
+        ).raise_for_status()
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -62,7 +64,9 @@ def play_user(engine: Engine, pool: ThreadPoolExecutor) -> None:
     list(pool.map(one, engine.list(State.REDIRECTED)))
 
 
-def run_workers(engine: Engine, sandbox: Any, db_url: str, ids: list[str], processes: int, timeout: float) -> None:
+def run_workers(
+    engine: Engine, sandbox: Any, db_url: str, ids: list[str], processes: int, timeout: float
+) -> None:
     env = worker_env(db_url, sandbox, lease_s=30)  # nobody is killed here: leases outlive every step
     sandbox.set_faults(fails=FLAKY)
     workers = [spawn_worker(env, "--concurrency", "4") for _ in range(processes)]
@@ -88,8 +92,9 @@ def run_workers(engine: Engine, sandbox: Any, db_url: str, ids: list[str], proce
 
 @pytest.mark.postgres
 @pytest.mark.timeout(300)
-def test_four_workers_on_postgresql_drive_400_attempts(engine_on: Callable[..., Engine],
-                                                       remote_sandbox: SandboxProcess, pg_schema_url: str) -> None:
+def test_four_workers_on_postgresql_drive_400_attempts(
+    engine_on: Callable[..., Engine], remote_sandbox: SandboxProcess, pg_schema_url: str
+) -> None:
     sandbox = remote_sandbox
     engine = engine_on(pg_schema_url, base_url=sandbox.base_url)
     assert engine.repo.dialect == "postgresql"

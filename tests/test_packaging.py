@@ -11,8 +11,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_wheel_contains_every_package_and_the_migrations(tmp_path: Path) -> None:
     # Build exactly as `pip install .` does: isolated build with the declared build system.
-    build = subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "-q", "-w", str(tmp_path)],
-                           capture_output=True, text=True, cwd=tmp_path)
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "-q", "-w", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert build.returncode == 0, build.stdout + build.stderr
     [wheel] = tmp_path.glob("element_provisioner-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())

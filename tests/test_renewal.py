@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import requests
 from freezegun import freeze_time
-
 from testkit import QBO, QUICK_CONFIG, consent
+
 from engine import CallbackRejectedError, Engine
 from engine.clock import FakeClock
 from states import State, invalid_step
@@ -195,8 +195,12 @@ def test_rejected_renewal_then_reauthorize_the_same_instance(make_engine: Callab
         a = provision(engine, "oauth2")
         # Someone else uses (and so rotates away) our refresh token: the provider will refuse ours.
         stolen = a.secrets["user_tokens"]["oauth.user.refresh_token"]
-        r = requests.post(f"{sandbox.root_url}/_provider/oauth2/tokens/bearer", auth=(QBO["api_key"], QBO["api_secret"]),
-                          data={"grant_type": "refresh_token", "refresh_token": stolen}, timeout=5)
+        r = requests.post(
+            f"{sandbox.root_url}/_provider/oauth2/tokens/bearer",
+            auth=(QBO["api_key"], QBO["api_secret"]),
+            data={"grant_type": "refresh_token", "refresh_token": stolen},
+            timeout=5,
+        )
         assert r.status_code == 200
         frozen.move_to(a.next_run_at)
         engine.run_until_idle()

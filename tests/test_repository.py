@@ -9,8 +9,8 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-
 from testkit import TEST_KEY
+
 from engine.factory import open_repository
 from persistence import NewCallback, Repository
 from persistence.schema import attempts, metadata
@@ -115,7 +115,9 @@ def test_claim_leases_due_work_once_until_the_lease_expires(repo: Repository) ->
     assert repo.commit_transition(again[0], entry(again[0], "issue_token", State.TOKEN_ISSUED), owner="w2",
                                   now=T0, next_run_at=None)
     assert repo.next_due_at() == later.next_run_at
-    assert idle.id not in [a.id for a in repo.claim_due(T0 + timedelta(days=9), "w3", T0 + timedelta(days=10), 10)]
+    assert idle.id not in [
+        a.id for a in repo.claim_due(T0 + timedelta(days=9), "w3", T0 + timedelta(days=10), 10)
+    ]
 
 
 def test_reschedule_counts_failures_and_keeps_state(repo: Repository) -> None:
@@ -132,7 +134,9 @@ def test_reschedule_counts_failures_and_keeps_state(repo: Repository) -> None:
 
 def test_callback_inbox_rows(repo: Repository) -> None:
     a, _ = repo.insert_attempt(new_attempt())
-    cid = repo.record_callback(NewCallback(a.id, T0, {"oauth_verifier": "v-planted"}, "d1", "pending", "early"))
+    cid = repo.record_callback(
+        NewCallback(a.id, T0, {"oauth_verifier": "v-planted"}, "d1", "pending", "early")
+    )
     repo.update_callback(cid, "applied", None)
     [row] = repo.callbacks(a.id)
     assert row.status == "applied" and row.digest == "d1"

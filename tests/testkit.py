@@ -17,7 +17,9 @@ def consent(url: str, decision: str = "approve", company: str = "sandbox") -> st
     """Play the user on the sandbox consent page; returns the redirect Location."""
     page = requests.get(url, timeout=5)
     assert page.status_code == 200 and "decision" in page.text
-    resp = requests.post(url, data={"decision": decision, "company": company}, allow_redirects=False, timeout=5)
+    resp = requests.post(
+        url, data={"decision": decision, "company": company}, allow_redirects=False, timeout=5
+    )
     assert resp.status_code == 302, resp.text
     return resp.headers["Location"]
 

@@ -15,10 +15,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from testkit import QBO, QUICK_CONFIG
 
 from engine import Engine, FakeClock, RetryPolicy
 from states import State
-from testkit import QBO, QUICK_CONFIG
 
 CLASSIFIED = {"malformed_response", "timeout", "unavailable", "connection", "bad_request", "unauthorized",
               "not_found", "forbidden", "conflict", "rate_limited", "provider_rejected"}
@@ -31,7 +31,9 @@ class Hostile(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         pass
 
-    def _send(self, status: int, body: bytes, ctype: str = "application/json", length: int | None = None) -> None:
+    def _send(
+        self, status: int, body: bytes, ctype: str = "application/json", length: int | None = None
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body) if length is None else length))
@@ -72,7 +74,9 @@ class Hostile(BaseHTTPRequestHandler):
         elif mode == "truncated":
             self._send(200, b'{"id": 1', length=500)  # promises 500 bytes, closes after 8
         elif mode == "error_json_wrong_types":
-            self._send(400, json.dumps({"message": ["a"], "providerMessage": {"x": 1}, "requestId": 5}).encode())
+            self._send(
+                400, json.dumps({"message": ["a"], "providerMessage": {"x": 1}, "requestId": 5}).encode()
+            )
 
     do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _answer
 
@@ -92,8 +96,18 @@ def hostile() -> Iterator[Any]:
         server.server_close()
 
 
-MODES = ["not_json", "wrong_types", "json_list", "missing_fields", "null", "huge", "drip", "html_500", "truncated",
-         "error_json_wrong_types"]
+MODES = [
+    "not_json",
+    "wrong_types",
+    "json_list",
+    "missing_fields",
+    "null",
+    "huge",
+    "drip",
+    "html_500",
+    "truncated",
+    "error_json_wrong_types",
+]
 DRIP_BYTES = 25
 DRIP_S = DRIP_BYTES * 0.03  # how long the hostile server takes to drip its body: beyond every deadline here
 
@@ -103,11 +117,18 @@ def test_every_flow_ends_classified(mode: str, hostile: Any, sqlite_url: str,
                                     engine_on: Callable[..., Engine]) -> None:
     hostile.mode = mode
     clock = FakeClock()
-    engine = engine_on(sqlite_url, clock=clock, base_url=hostile.url + "/elements/api-v2", connect_timeout=0.3,
-                       read_timeout=0.3, max_body_bytes=MAX_BODY,
-                       # The drip costs real time per run: one run each (budget 0) keeps the test fast.
-                       policy=RetryPolicy(in_process_attempts=1, budget=0 if mode == "drip" else 2,
-                                          durable_initial=1, durable_max=1))
+    engine = engine_on(
+        sqlite_url,
+        clock=clock,
+        base_url=hostile.url + "/elements/api-v2",
+        connect_timeout=0.3,
+        read_timeout=0.3,
+        max_body_bytes=MAX_BODY,
+        # The drip costs real time per run: one run each (budget 0) keeps the test fast.
+        policy=RetryPolicy(
+            in_process_attempts=1, budget=0 if mode == "drip" else 2, durable_initial=1, durable_max=1
+        ),
+    )
     started = time.monotonic()
     ids = [engine.start("quickbooks", f"{mode} {flow}", flow=flow, **(
         {"config": QUICK_CONFIG} if flow == "quick" else QBO)).id for flow in ("oauth1", "oauth2", "quick")]
@@ -130,7 +151,9 @@ def test_every_flow_ends_classified(mode: str, hostile: Any, sqlite_url: str,
         assert a.next_run_at is None and a.lease_owner is None  # nothing stuck
     assert "internal" not in seen
     # 3 attempts x 3 runs, each bounded by connect + read timeout (the drip by the body deadline).
-    assert time.monotonic() - started < (3 * DRIP_S if mode == "drip" else 9 * 0.6) + 3, "a step outlived its timeouts"
+    assert time.monotonic() - started < (3 * DRIP_S if mode == "drip" else 9 * 0.6) + 3, (
+        "a step outlived its timeouts"
+    )
     if mode == "drip":
         assert seen == {"timeout"}
     if mode == "huge":
@@ -142,8 +165,12 @@ def test_renewal_against_hostile_platform_is_retried_not_crashed(hostile: Any, s
     """A provisioned attempt whose platform turns hostile keeps its instance and retries its check."""
     clock = FakeClock()
     good = engine_on(sqlite_url, clock=clock)
-    a = good.start("quickbooks", "renew", flow="quick", config={**QUICK_CONFIG, "oauth.user.refresh_interval": "3600",
-                                                                "oauth.user.refresh_time": "0"})
+    a = good.start(
+        "quickbooks",
+        "renew",
+        flow="quick",
+        config={**QUICK_CONFIG, "oauth.user.refresh_interval": "3600", "oauth.user.refresh_time": "0"},
+    )
     good.run_until_idle()
     assert good.get(a.id).state is State.PROVISIONED
     hostile.mode = "wrong_types"
@@ -161,7 +188,9 @@ def test_renewal_against_hostile_platform_is_retried_not_crashed(hostile: Any, s
 def test_slow_drip_is_cut_at_the_body_deadline(hostile: Any, sqlite_url: str,
                                                engine_on: Callable[..., Engine]) -> None:
     hostile.mode = "drip"
-    engine = engine_on(sqlite_url, base_url=hostile.url + "/elements/api-v2", connect_timeout=0.2, read_timeout=0.2)
+    engine = engine_on(
+        sqlite_url, base_url=hostile.url + "/elements/api-v2", connect_timeout=0.2, read_timeout=0.2
+    )
     started = time.monotonic()
     with pytest.raises(Exception) as err:
         engine.client.request("oauth_url", "GET", "/elements/quickbooks/oauth/url")

@@ -13,22 +13,37 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from testkit import QBO, QUICK_CONFIG
 
 from engine import Engine
 from engine.callbacks import parse_callback
 from engine.cli import main as cli_main
 from engine.errors import InvalidInputError, ProvisionError
 from engine.inputs import parse_config_pairs, validate_start
-from persistence.schema import attempts, callbacks, history
-from testkit import QBO, QUICK_CONFIG
+from persistence.schema import attempts, history
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 PARAM_NAMES = st.sampled_from(["state", "code", "oauth_token", "oauth_verifier", "realmId", "error", "x", ""])
 # Text with the characters parsers trip on: separators, percent signs, NUL, a lone surrogate, brackets.
-ANY_TEXT = st.lists(st.one_of(st.text(max_size=6), st.sampled_from(
-    ["&", "=", "?", "#", "%", "%zz", ".", "\x00", "\ud800", "[", "]", "://", "http://[", "\n"])), max_size=8).map("".join)
-WEIRD = st.one_of(st.none(), st.integers(), st.floats(), st.booleans(), ANY_TEXT, st.lists(ANY_TEXT, max_size=3),
-                  st.binary(max_size=10), st.dictionaries(ANY_TEXT, ANY_TEXT, max_size=2))
+ANY_TEXT = st.lists(
+    st.one_of(
+        st.text(max_size=6),
+        st.sampled_from(
+            ["&", "=", "?", "#", "%", "%zz", ".", "\x00", "\ud800", "[", "]", "://", "http://[", "\n"]
+        ),
+    ),
+    max_size=8,
+).map("".join)
+WEIRD = st.one_of(
+    st.none(),
+    st.integers(),
+    st.floats(),
+    st.booleans(),
+    ANY_TEXT,
+    st.lists(ANY_TEXT, max_size=3),
+    st.binary(max_size=10),
+    st.dictionaries(ANY_TEXT, ANY_TEXT, max_size=2),
+)
 
 
 def counts(engine: Engine) -> tuple[int, ...]:
@@ -40,9 +55,14 @@ def counts(engine: Engine) -> tuple[int, ...]:
 
 
 @FAST
-@given(url=st.one_of(ANY_TEXT, ANY_TEXT.map(lambda q: "https://app.example.com/cb?" + q),
-                     st.dictionaries(PARAM_NAMES, st.one_of(ANY_TEXT, st.lists(ANY_TEXT, max_size=3)), max_size=6),
-                     WEIRD))
+@given(
+    url=st.one_of(
+        ANY_TEXT,
+        ANY_TEXT.map(lambda q: "https://app.example.com/cb?" + q),
+        st.dictionaries(PARAM_NAMES, st.one_of(ANY_TEXT, st.lists(ANY_TEXT, max_size=3)), max_size=6),
+        WEIRD,
+    )
+)
 def test_parse_callback_raises_only_provision_errors(url: Any) -> None:
     try:
         params = parse_callback(url)
@@ -56,7 +76,9 @@ _ENGINES: weakref.WeakKeyDictionary[Any, tuple[Engine, str]] = weakref.WeakKeyDi
 
 @FAST
 @given(data=st.data())
-def test_handle_callback_refuses_without_changing_attempts(make_engine: Callable[..., Engine], data: Any) -> None:
+def test_handle_callback_refuses_without_changing_attempts(
+    make_engine: Callable[..., Engine], data: Any
+) -> None:
     if make_engine not in _ENGINES:  # one engine per test run: function fixtures span all examples
         engine = make_engine()
         waiting = engine.start("quickbooks", "waiting", flow="oauth1", **QBO)
@@ -84,26 +106,65 @@ def test_handle_callback_refuses_without_changing_attempts(make_engine: Callable
     raise AssertionError(f"callback accepted: {payload!r}")
 
 
-START_KW = st.fixed_dictionaries({}, optional={
-    "flow": st.one_of(st.sampled_from(["oauth1", "oauth2", "quick", "OAUTH1", ""]), WEIRD),
-    "api_key": st.one_of(st.just("k"), WEIRD), "api_secret": st.one_of(st.just("s"), WEIRD),
-    "callback_url": st.one_of(st.sampled_from(["https://a.example/cb", "ftp://x/y", "http://[::1", "http://h:99999",
-                                               "javascript:alert(1)", "https://a.example/cb\n"]), WEIRD),
-    "tags": st.one_of(st.lists(ANY_TEXT, max_size=3), WEIRD),
-    "config": st.one_of(st.dictionaries(st.sampled_from(["oauth.user.refresh_interval", "oauth.user.refresh_time",
-                                                         "oauth.api.key", "bad key", ""]), WEIRD, max_size=3), WEIRD),
-    "idempotency_key": WEIRD, "callback_wait_s": WEIRD,
-})
+START_KW = st.fixed_dictionaries(
+    {},
+    optional={
+        "flow": st.one_of(st.sampled_from(["oauth1", "oauth2", "quick", "OAUTH1", ""]), WEIRD),
+        "api_key": st.one_of(st.just("k"), WEIRD),
+        "api_secret": st.one_of(st.just("s"), WEIRD),
+        "callback_url": st.one_of(
+            st.sampled_from(
+                [
+                    "https://a.example/cb",
+                    "ftp://x/y",
+                    "http://[::1",
+                    "http://h:99999",
+                    "javascript:alert(1)",
+                    "https://a.example/cb\n",
+                ]
+            ),
+            WEIRD,
+        ),
+        "tags": st.one_of(st.lists(ANY_TEXT, max_size=3), WEIRD),
+        "config": st.one_of(
+            st.dictionaries(
+                st.sampled_from(
+                    ["oauth.user.refresh_interval", "oauth.user.refresh_time", "oauth.api.key", "bad key", ""]
+                ),
+                WEIRD,
+                max_size=3,
+            ),
+            WEIRD,
+        ),
+        "idempotency_key": WEIRD,
+        "callback_wait_s": WEIRD,
+    },
+)
 
 
 @FAST
-@given(element=st.one_of(st.sampled_from(["quickbooks", "sfdc", "QuickBooks", "quickbooks\n", "../x"]), WEIRD),
-       name=st.one_of(st.sampled_from(["ok", " ", "a\nb", "x" * 201]), WEIRD), kw=START_KW)
+@given(
+    element=st.one_of(st.sampled_from(["quickbooks", "sfdc", "QuickBooks", "quickbooks\n", "../x"]), WEIRD),
+    name=st.one_of(st.sampled_from(["ok", " ", "a\nb", "x" * 201]), WEIRD),
+    kw=START_KW,
+)
 def test_validate_start_raises_only_invalid_input(element: Any, name: Any, kw: dict[str, Any]) -> None:
     try:
-        validate_start(element=element, name=name, **{"flow": None, "api_key": None, "api_secret": None,
-                                                       "callback_url": None, "tags": (), "config": None,
-                                                       "idempotency_key": None, "callback_wait_s": None, **kw})
+        validate_start(
+            element=element,
+            name=name,
+            **{
+                "flow": None,
+                "api_key": None,
+                "api_secret": None,
+                "callback_url": None,
+                "tags": (),
+                "config": None,
+                "idempotency_key": None,
+                "callback_wait_s": None,
+                **kw,
+            },
+        )
     except InvalidInputError:
         pass
 
@@ -154,17 +215,42 @@ def test_config_pairs(pairs: list[str], message: str) -> None:
     assert parse_config_pairs(["oauth.api.secret=a=b"]) == {"oauth.api.secret": "a=b"}
 
 
-@pytest.mark.parametrize("argv", [
-    ["start", "--element", "BAD KEY", "--name", "n"],
-    ["start", "--element", "quickbooks", "--name", "n", "--flow", "quick", "--config", "nokey"],
-    ["start", "--element", "quickbooks", "--name", "n", "--callback-url", "ftp://x/cb", "--api-key", "k",
-     "--api-secret", "TOPSECRET-VALUE"],
-    ["start", "--element", "quickbooks", "--name", "n", "--tag", "bad\ttag", *sum((["--config", f"{k}={v}"]
-                                                                                  for k, v in QUICK_CONFIG.items()), [])],
-    ["start", "--element", "quickbooks", "--name", "n", "--callback-wait", "soon"],
-    ["worker", "--concurrency", "0"], ["list", "--older-than", "yesterday"], ["list", "--state", "NOPE"],
-    ["show", "not-an-id"], ["callback", "https://app.example.com/cb?code=x"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["start", "--element", "BAD KEY", "--name", "n"],
+        ["start", "--element", "quickbooks", "--name", "n", "--flow", "quick", "--config", "nokey"],
+        [
+            "start",
+            "--element",
+            "quickbooks",
+            "--name",
+            "n",
+            "--callback-url",
+            "ftp://x/cb",
+            "--api-key",
+            "k",
+            "--api-secret",
+            "TOPSECRET-VALUE",
+        ],
+        [
+            "start",
+            "--element",
+            "quickbooks",
+            "--name",
+            "n",
+            "--tag",
+            "bad\ttag",
+            *sum((["--config", f"{k}={v}"] for k, v in QUICK_CONFIG.items()), []),
+        ],
+        ["start", "--element", "quickbooks", "--name", "n", "--callback-wait", "soon"],
+        ["worker", "--concurrency", "0"],
+        ["list", "--older-than", "yesterday"],
+        ["list", "--state", "NOPE"],
+        ["show", "not-an-id"],
+        ["callback", "https://app.example.com/cb?code=x"],
+    ],
+)
 def test_cli_bad_input_exits_2_without_echoing_secrets(argv: list[str], sqlite_url: str,
                                                         capsys: pytest.CaptureFixture[str],
                                                         monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,18 +10,18 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from cryptography.fernet import Fernet, InvalidToken
+from testkit import QBO, QUICK_CONFIG, TEST_KEY, consent
 
 from engine import ElementsClient, Engine
-from engine.client import ClientSettings
 from engine import keys as keys_mod
 from engine.cli import main as cli_main
+from engine.client import ClientSettings
 from engine.errors import CallbackRejectedError
 from engine.factory import open_repository
 from engine.keys import RotationReport, _Rotator, rotate_keys
 from engine.secrets import FernetCodec
 from persistence.schema import attempts, callbacks
 from states import State
-from testkit import QBO, QUICK_CONFIG, TEST_KEY, consent
 
 
 def populate(engine: Engine) -> dict[str, dict[str, Any]]:
@@ -32,7 +32,9 @@ def populate(engine: Engine) -> dict[str, dict[str, Any]]:
     engine.run_until_idle()
     assert engine.get(quick.id).state is State.PROVISIONED
     # An applied callback: its parameters sit in attempts.callback_secrets, rotated too.
-    assert engine.handle_callback(consent(engine.redirect_url(engine.get(called.id)) or "")).status == "applied"
+    assert (
+        engine.handle_callback(consent(engine.redirect_url(engine.get(called.id)) or "")).status == "applied"
+    )
     with pytest.raises(CallbackRejectedError):
         engine.handle_callback(f"state={waiting.id}.forged&oauth_token=t&oauth_verifier=v&realmId=1")
     return {a.id: a.secrets for a in engine.list()}
@@ -48,7 +50,9 @@ def blobs(url: str) -> tuple[list[bytes], list[bytes]]:
     return a, c
 
 
-def test_env_rotation_reencrypts_everything_and_is_idempotent(db_url: str, engine_on: Callable[..., Engine]) -> None:
+def test_env_rotation_reencrypts_everything_and_is_idempotent(
+    db_url: str, engine_on: Callable[..., Engine]
+) -> None:
     before = populate(engine_on(db_url))
     new = Fernet.generate_key().decode()
     report = rotate_keys(db_url, environ={"PROVISION_SECRET_KEY": f"{new},{TEST_KEY}"}, batch=1)
@@ -134,6 +138,8 @@ def test_cli_keys_rotate(sqlite_url: str, engine_on: Callable[..., Engine], monk
     assert doc["complete"] is True and doc["attempts"] >= 2 and doc["callbacks"] >= 1 and doc["mode"] == "env"
     assert cli_main(["--db", sqlite_url, "keys", "rotate"]) == 0
     assert "may now drop the old key" in capsys.readouterr().out
-    monkeypatch.setenv("PROVISION_SECRET_KEY", Fernet.generate_key().decode() + "," + Fernet.generate_key().decode())
+    monkeypatch.setenv(
+        "PROVISION_SECRET_KEY", Fernet.generate_key().decode() + "," + Fernet.generate_key().decode()
+    )
     assert cli_main(["--db", sqlite_url, "--json", "keys", "rotate"]) == 1  # rows no key opens: kept, exit 1
     assert json.loads(capsys.readouterr().out)["unreadable"] >= 3

@@ -21,18 +21,18 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from freezegun import freeze_time
+from testkit import TEST_KEY, consent
 from werkzeug.test import Client
 
 from engine import ElementsClient, Engine, RetryPolicy
+from engine.cli import main as cli_main
 from engine.client import ClientSettings
 from engine.errors import CallbackRejectedError
 from engine.factory import open_repository
-from engine.cli import main as cli_main
 from engine.serve import make_app
 from persistence.schema import attempts, callbacks, history
 from sandbox import Sandbox
 from sandbox import start as start_sandbox
-from testkit import TEST_KEY, consent
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
 PLANT = uuid.uuid4().hex[:10]
@@ -76,11 +76,22 @@ def hits(text: str | bytes, needles: set[str]) -> list[str]:
     return sorted(n for n in needles if n.encode() in data)
 
 
-def make(url: str, sb: Sandbox, *, user_secret: str = USER_SECRET, policy: RetryPolicy | None = None) -> Engine:
+def make(
+    url: str, sb: Sandbox, *, user_secret: str = USER_SECRET, policy: RetryPolicy | None = None
+) -> Engine:
     repo = open_repository(url, migrate=True, environ={"PROVISION_SECRET_KEY": TEST_KEY})
-    client = ElementsClient(ClientSettings(base_url=sb.base_url, user_secret=user_secret, org_secret=ORG_SECRET,
-                                           provider_root=f"{sb.root_url}/_provider", read_timeout=5))
-    return Engine(repo, client, sleep=lambda s: None, policy=policy or RetryPolicy(budget=2, durable_initial=1))
+    client = ElementsClient(
+        ClientSettings(
+            base_url=sb.base_url,
+            user_secret=user_secret,
+            org_secret=ORG_SECRET,
+            provider_root=f"{sb.root_url}/_provider",
+            read_timeout=5,
+        )
+    )
+    return Engine(
+        repo, client, sleep=lambda s: None, policy=policy or RetryPolicy(budget=2, durable_initial=1)
+    )
 
 
 QBO = {"api_key": "dev-consumer-key", "api_secret": API_SECRET, "callback_url": "https://app.example.com/cb"}
@@ -104,7 +115,10 @@ def drive_every_flow(url: str, sb: Sandbox) -> tuple[Engine, dict[str, str]]:
         for flow in ("oauth1", "oauth2"):
             a = engine.start("quickbooks", f"ok {flow}", flow=flow, **QBO)
             engine.run_until_idle()
-            assert engine.handle_callback(consent(engine.redirect_url(engine.get(a.id)) or "")).status == "applied"
+            assert (
+                engine.handle_callback(consent(engine.redirect_url(engine.get(a.id)) or "")).status
+                == "applied"
+            )
             ids[flow] = a.id
         quick_cfg = {"oauth.api.key": "dev-consumer-key", "oauth.api.secret": API_SECRET,
                      "oauth.user.token": QUICK_TOKEN, "oauth.user.token.secret": QUICK_TOKEN_SECRET,
@@ -143,7 +157,10 @@ def drive_every_flow(url: str, sb: Sandbox) -> tuple[Engine, dict[str, str]]:
     states = {k: engine.get(v) for k, v in ids.items()}
     assert states["oauth1"].renewals >= 1 and states["oauth2"].renewals >= 1, states
     assert states["denied"].failure_reason == "user_denied"
-    assert states["invalid_database"].last_error and states["invalid_database"].last_error["kind"] == "invalid_database"
+    assert (
+        states["invalid_database"].last_error
+        and states["invalid_database"].last_error["kind"] == "invalid_database"
+    )
     assert states["retries_503"].failure_reason == "retries_exhausted"
     assert states["unauthorized"].last_error and states["unauthorized"].last_error["kind"] == "unauthorized"
     return engine, ids
@@ -163,7 +180,9 @@ def database_bytes(url: str, engine: Engine) -> bytes:
 
 
 def run_cli(url: str, *args: str, env: dict[str, str]) -> str:
-    proc = subprocess.run([str(PROVISION), "--db", url, *args], env=env, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [str(PROVISION), "--db", url, *args], env=env, capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode in (0, 1), proc.stderr
     return proc.stdout + proc.stderr
 
@@ -198,7 +217,14 @@ def test_no_secret_anywhere(db_url: str, planted_sandbox: Sandbox, caplog: pytes
     engine.run_until_idle()
     consent_url = engine.redirect_url(engine.get(waiting.id)) or ""
     assert consent_url
-    needles = harvest(sb) | {API_SECRET, USER_SECRET, ORG_SECRET, WRONG_USER_SECRET, QUICK_TOKEN, QUICK_TOKEN_SECRET}
+    needles = harvest(sb) | {
+        API_SECRET,
+        USER_SECRET,
+        ORG_SECRET,
+        WRONG_USER_SECRET,
+        QUICK_TOKEN,
+        QUICK_TOKEN_SECRET,
+    }
     assert len(needles) > 25  # the flows really issued verifiers, codes, tokens...
     tokens = request_tokens(sb)
     everything = needles | tokens
@@ -230,7 +256,9 @@ def test_no_secret_anywhere(db_url: str, planted_sandbox: Sandbox, caplog: pytes
     engine.close()
 
 
-def test_cli_flow_verbose_worker_and_callback_never_print_secrets(sqlite_url: str, planted_sandbox: Sandbox) -> None:
+def test_cli_flow_verbose_worker_and_callback_never_print_secrets(
+    sqlite_url: str, planted_sandbox: Sandbox
+) -> None:
     """``start --api-secret``, ``worker -vv`` (urllib3 DEBUG on stderr) and ``callback`` over a real flow."""
     sb = planted_sandbox
     env = {**os.environ, "PROVISION_SECRET_KEY": TEST_KEY, "ELEMENTS_BASE_URL": sb.base_url,

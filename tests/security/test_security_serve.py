@@ -10,12 +10,12 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
+from testkit import QBO, consent
 from werkzeug.serving import make_server
 
 from engine import Engine
 from engine.serve import MAX_QUERY_CHARS, MAX_REQUEST_LINE, _QuietHandler, make_app
 from states import State
-from testkit import QBO, consent
 
 
 @pytest.fixture
@@ -100,7 +100,9 @@ def test_nothing_is_reflected_unescaped(served: tuple[Engine, str]) -> None:
     payload = "<script>alert(1)</script>"
     for query in (f"state={payload}", f"state={a.id}.{payload}&code={payload}", f"{payload}={payload}",
                   f"state={a.id}.x&error={payload}"):
-        resp = requests.get(f"{base}/callback", params=dict(p.split("=", 1) for p in query.split("&")), timeout=5)
+        resp = requests.get(
+            f"{base}/callback", params=dict(p.split("=", 1) for p in query.split("&")), timeout=5
+        )
         assert resp.status_code in (200, 400) and "<script" not in resp.text, query
         assert resp.headers["Content-Security-Policy"] == "default-src 'none'"
     assert "<script" not in requests.get(f"{base}/status/{payload}", timeout=5).text
@@ -110,7 +112,9 @@ def test_malformed_request_lines_are_logged_without_their_values(served: tuple[E
                                                                   caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     _, base = served
-    answer = raw(base, b"GET /callback?code=SECRETCODE123&oauth_verifier=SECRETVERIFIER HTTP/1.1 extra\r\n\r\n")
+    answer = raw(
+        base, b"GET /callback?code=SECRETCODE123&oauth_verifier=SECRETVERIFIER HTTP/1.1 extra\r\n\r\n"
+    )
     assert b" 400 " in answer.split(b"\r\n", 1)[0]
     assert "Bad request" in caplog.text or "bad request" in caplog.text.lower()
     assert "SECRETCODE123" not in caplog.text and "SECRETVERIFIER" not in caplog.text
