@@ -252,20 +252,9 @@ class CallbackHandler:
     def _commit(self, attempt: Attempt, params: dict[str, str], existing_id: int | None, trigger: Trigger,
                 dest: State, now: Any, *, failure_reason: str | None, error: dict[str, Any] | None,
                 callback_secrets: dict[str, str] | None) -> bool:
-        entry = HistoryEntry(
-            attempt.id,
-            attempt.history_seq + 1,
-            trigger.value,
-            attempt.state.value,
-            dest.value,
-            now,
-            duration_ms=0,
-            worker=self.engine.worker_id,
-            outcome="ok" if dest is not State.FAILED else "failed",
-            tries=1,
-            error=error,
-            note="callback",
-        )
+        entry = HistoryEntry.after(attempt, trigger.value, dest, now, worker=self.engine.worker_id,
+                                   outcome="ok" if dest is not State.FAILED else "failed", error=error,
+                                   note="callback")
         new_cb = None if existing_id is not None else NewCallback(attempt.id, now, params, _canonical(params),
                                                                   "applied", None)
         updates = [(existing_id, "applied", None)] if existing_id is not None else []

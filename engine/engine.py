@@ -236,20 +236,8 @@ class Engine:
                 )
             now = self.now()
             error = {"kind": reason, "message": "cancelled by an operator"} if reason else None
-            entry = HistoryEntry(
-                attempt.id,
-                attempt.history_seq + 1,
-                trigger.value,
-                attempt.state.value,
-                dest.value,
-                now,
-                0,
-                self.worker_id,
-                "failed" if reason else "ok",
-                1,
-                error,
-                "operator",
-            )
+            entry = HistoryEntry.after(attempt, trigger.value, dest, now, worker=self.worker_id,
+                                       outcome="failed" if reason else "ok", error=error, note="operator")
             if self.repo.commit_transition(attempt, entry, owner=None, now=now, next_run_at=next_run_at(),
                                            failure_reason=reason, last_error=error):
                 self.wake()

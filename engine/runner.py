@@ -204,9 +204,9 @@ def _plan(engine: Engine, attempt: Attempt, decision: Decision, *, tries: int, d
         dest = next_state(decision.trigger, attempt.state)
         if dest is None:
             raise AssertionError(f"handler chose {decision.trigger} from {attempt.state}")
-        entry = HistoryEntry(attempt.id, attempt.history_seq + 1, decision.trigger.value, attempt.state.value,
-                             dest.value, now, duration_ms, engine.worker_id, "ok", total_tries,
-                             attempt.last_error if total_tries > 1 else None, decision.note)
+        entry = HistoryEntry.after(attempt, decision.trigger.value, dest, now, worker=engine.worker_id,
+                                   tries=total_tries, duration_ms=duration_ms, note=decision.note,
+                                   error=attempt.last_error if total_tries > 1 else None)
         merged = {**attempt.secrets, **decision.secrets} if decision.secrets and seal else None
         return _Planned(
             transition_write(
@@ -228,9 +228,9 @@ def _plan(engine: Engine, attempt: Attempt, decision: Decision, *, tries: int, d
                                          error=None, count_failure=False, changes=decision.changes,
                                          sealed_secrets=repo.seal(merged)), decision, "waiting", None)
     if isinstance(decision, Fail):
-        entry = HistoryEntry(attempt.id, attempt.history_seq + 1, Trigger.FAIL.value, attempt.state.value,
-                             State.FAILED.value, now, duration_ms, engine.worker_id, "failed", total_tries,
-                             decision.error, decision.reason.value)
+        entry = HistoryEntry.after(attempt, Trigger.FAIL.value, State.FAILED, now, worker=engine.worker_id,
+                                   outcome="failed", tries=total_tries, duration_ms=duration_ms,
+                                   error=decision.error, note=decision.reason.value)
         return _Planned(transition_write(attempt, entry, owner=owner, now=now, next_run_at=None,
                                          failure_reason=decision.reason.value, last_error=decision.error),
                         decision, "failed", State.FAILED)

@@ -95,6 +95,14 @@ class HistoryEntry:
     error: dict[str, Any] | None = None
     note: str | None = None
 
+    @classmethod
+    def after(cls, attempt: Attempt, trigger: str, dest: State, at: datetime, *, worker: str | None,
+              outcome: str = "ok", tries: int = 1, duration_ms: int | None = 0,
+              error: dict[str, Any] | None = None, note: str | None = None) -> HistoryEntry:
+        """The history row of ``attempt``'s next transition, ``trigger`` to ``dest``."""
+        return cls(attempt.id, attempt.history_seq + 1, trigger, attempt.state.value, dest.value, at,
+                   duration_ms, worker, outcome, tries, error, note)
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly form (timestamps as ISO-8601)."""
         return {
