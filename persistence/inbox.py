@@ -74,16 +74,17 @@ class Inbox(Store):
         inbox row, whose parameters also go to ``callback_secrets``. On False nothing is written
         and the caller reads the attempt to tell why (``engine.callbacks``).
         """
+        inbox_row = self._callback_values(callback)
+        # The same ciphertext serves both columns: one encryption instead of two.
         params: dict[str, Any] = {"g_id": attempt_id, "g_nonce": nonce_hash, "g_flow": flow.value,
-                                  "g_now": now,
-                                  "v_callback_secrets": self.seal(callback.params)}
+                                  "g_now": now, "v_callback_secrets": inbox_row["params"]}
         if flow is Flow.OAUTH1:
             params["g_token"] = token_hash
         stmt = apply_callback_update(oauth1=flow is Flow.OAUTH1, pg=self._pg)
         history_row = {k: v for k, v in entry.__dict__.items() if k not in ("attempt_id", "seq")}
         if self._pg:
             params.update({"h_" + k: v for k, v in history_row.items()})
-            params.update({"cb_" + k: v for k, v in self._callback_values(callback).items()})
+            params.update({"cb_" + k: v for k, v in inbox_row.items()})
             with self._write_one() as conn:
                 return len(conn.execute(stmt, params).all()) == 1
         with self._write() as conn:
@@ -91,7 +92,7 @@ class Inbox(Store):
             if moved is None:
                 return False
             conn.execute(INSERT_HISTORY, {**history_row, "attempt_id": moved.id, "seq": moved.history_seq})
-            conn.execute(INSERT_CALLBACK, self._callback_values(callback))
+            conn.execute(INSERT_CALLBACK, inbox_row)
         return True
 
     def _callback_values(self, cb: NewCallback) -> dict[str, Any]:

@@ -113,3 +113,4 @@ def test_inbox_and_column_hold_the_same_parameters(make_engine: Callable[..., En
         query = sa.select(callbacks.c.params).where(callbacks.c.attempt_id == a.id)
         sealed = conn.execute(query).scalar_one()
     assert engine.repo.codec.open(sealed) == engine.get(a.id).secrets["callback"]
+    assert bytes(sealed) == bytes(raw_row(engine, a.id)["callback_secrets"])  # encrypted once, stored twice
