@@ -1,10 +1,12 @@
 """Provider callbacks: parse, match to an attempt, apply once (DESIGN §6).
 
 Every callback lands in the ``callbacks`` inbox with its outcome. A callback is applied only when
-its ``state`` matches a REDIRECTED attempt (compared in constant time against the stored hash),
-before the deadline, and (OAuth1) its ``oauth_token`` is the issued request token. An exact repeat
-of an applied callback is a harmless duplicate; one for an attempt still committing its redirect
-waits as ``pending``; anything else is rejected and changes nothing.
+the hash of its ``state`` matches a REDIRECTED attempt's stored hash, before the deadline, and
+(OAuth1) its ``oauth_token`` is the issued request token. The common case is one guarded statement
+that checks all this in the database (``_apply_at_once``); otherwise the attempt is read and
+judged here. An exact repeat of an applied callback is a harmless duplicate; one for an attempt
+still committing its redirect waits as ``pending``; anything else is rejected and changes nothing.
+Only hashes are compared, so comparison timing reveals nothing that helps to forge a ``state``.
 """
 from __future__ import annotations
 
