@@ -4,8 +4,9 @@ from __future__ import annotations
 import gzip
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
 import requests
@@ -61,7 +62,8 @@ def test_environment_proxies_are_read_once(monkeypatch: pytest.MonkeyPatch) -> N
 ])
 @pytest.mark.parametrize("method,body", [("GET", None), ("POST", {"name": "n", "n": [1, "ü"]}),
                                          ("DELETE", None)])
-def test_requests_are_prepared_as_session_request_would(params: object, method: str, body: object) -> None:
+def test_requests_are_prepared_as_session_request_would(params: object, method: str,
+                                                        body: Mapping[str, Any] | None) -> None:
     """``_prepare`` skips Session.request's per-call merging: the request on the wire must not change."""
     client = ElementsClient(ClientSettings("https://api.example.com/elements/api-v2", "u", "o"))
     try:

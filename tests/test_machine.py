@@ -1,6 +1,8 @@
 """The machine data, the transitions Machine built from it, and path checking."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from states import HAPPY_PATHS, TRANSITIONS, Flow, State, Trigger, build_machine, invalid_step, next_state
@@ -30,6 +32,7 @@ def test_lookup_table_matches_a_live_machine() -> None:
 
     class Model:
         state: State
+        trigger: Callable[[str], bool]  # added by build_machine
 
     for t in TRANSITIONS:
         model = Model()
@@ -41,6 +44,7 @@ def test_lookup_table_matches_a_live_machine() -> None:
 def test_machine_refuses_moves_not_in_the_data() -> None:
     class Model:
         state: State
+        trigger: Callable[[str], bool]  # added by build_machine
 
     model = Model()
     build_machine(model, initial=State.NEW)

@@ -58,6 +58,7 @@ def test_quickbooks_oauth1_151_day_schedule(make_engine: Callable[..., Engine], 
         assert a.renewals == 1 and a.state is State.PROVISIONED
         assert a.next_renewal_at == due + timedelta(days=151) - timedelta(minutes=15)
         [push] = pushes(sandbox)
+        assert a.instance_id is not None
         cfg = instance_config(sandbox, a.instance_id)
         assert cfg["oauth.user.token"] != old_token
         assert cfg["oauth.user.refresh_time"] == str(int(due.timestamp() * 1000))
@@ -80,6 +81,7 @@ def test_reconnect_waits_for_the_30_day_window(make_engine: Callable[..., Engine
         a = engine.start("quickbooks", "Early", flow="quick", config=cfg)
         engine.run_until_idle()
         a = engine.get(a.id)
+        assert a.next_run_at is not None
         frozen.move_to(a.next_run_at)
         engine.run_until_idle()
         a = engine.get(a.id)
@@ -100,6 +102,7 @@ def test_expired_oauth1_token_is_rejected_after_confirmation(make_engine: Callab
         engine.run_until_idle()
         a = engine.get(a.id)
         assert a.state is State.PROVISIONED and a.failures == 1  # first rejection waits for confirmation
+        assert a.next_run_at is not None
         frozen.move_to(a.next_run_at)
         engine.run_until_idle()
         a = engine.get(a.id)
@@ -125,6 +128,7 @@ def test_hourly_oauth2_renewals_over_a_week(make_engine: Callable[..., Engine], 
         stored = a.secrets["user_tokens"]["oauth.user.refresh_token"]
         # The last rotated refresh token is the one the provider accepts (none was lost).
         assert sandbox.store.refresh_tokens[stored].valid
+        assert a.instance_id is not None
         assert instance_config(sandbox, a.instance_id)["oauth.user.refresh_token"] == stored
         assert len([h for h in engine.history(a.id) if h.trigger == "renew"]) == 186
 
@@ -181,6 +185,7 @@ def test_rotated_token_survives_a_lost_lease(make_engine: Callable[..., Engine],
     att = a_engine.get(att.id)
     rotated = att.secrets["user_tokens"]["oauth.user.refresh_token"]
     assert sandbox.store.refresh_tokens[rotated].valid  # A's rotated token was kept
+    assert att.next_run_at is not None
     clock.now = att.next_run_at
     b_engine.run_until_idle()
     att = b_engine.get(att.id)
@@ -204,7 +209,9 @@ def test_rejected_renewal_then_reauthorize_the_same_instance(make_engine: Callab
         assert r.status_code == 200
         frozen.move_to(a.next_run_at)
         engine.run_until_idle()
-        frozen.move_to(engine.get(a.id).next_run_at)
+        nxt = engine.get(a.id).next_run_at
+        assert nxt is not None
+        frozen.move_to(nxt)
         engine.run_until_idle()
         a = engine.get(a.id)
         assert a.state is State.FAILED and a.failure_reason == "renewal_rejected"
@@ -232,6 +239,7 @@ def test_platform_managed_instance_is_checked_for_validity(make_engine: Callable
         engine.run_until_idle()
         a = engine.get(a.id)
         assert a.state is State.PROVISIONED and a.renewals == 0
+        assert a.next_renewal_at is not None and a.instance_id is not None
         assert a.next_run_at == a.next_renewal_at + timedelta(seconds=a.refresh_interval_s or 0)
         sandbox.store.instances[int(a.instance_id)].valid = False
         frozen.move_to(a.next_run_at)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -20,7 +21,7 @@ T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
 @pytest.fixture
-def repo(db_url: str) -> Repository:
+def repo(db_url: str) -> Iterator[Repository]:
     r = open_repository(db_url, migrate=True, environ={"PROVISION_SECRET_KEY": TEST_KEY})
     yield r
     r.engine.dispose()

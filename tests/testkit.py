@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypedDict
 
 import requests
 import sqlalchemy as sa
@@ -24,7 +24,16 @@ def consent(url: str, decision: str = "approve", company: str = "sandbox") -> st
     return resp.headers["Location"]
 
 
-QBO = {"api_key": "dev-consumer-key", "api_secret": "dev-consumer-secret", "callback_url": "https://app.example.com/cb"}
+class StartKeys(TypedDict):
+    """The ``Engine.start`` keywords of the QuickBooks development app (``**QBO``)."""
+
+    api_key: str
+    api_secret: str
+    callback_url: str
+
+
+QBO: StartKeys = {"api_key": "dev-consumer-key", "api_secret": "dev-consumer-secret",
+                  "callback_url": "https://app.example.com/cb"}
 QUICK_CONFIG = {
     "oauth.api.key": "dev-consumer-key", "oauth.api.secret": "dev-consumer-secret",
     "oauth.user.token": "qyprd-user-token", "oauth.user.token.secret": "user-token-secret",

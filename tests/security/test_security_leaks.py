@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from freezegun import freeze_time
-from testkit import TEST_KEY, consent
+from testkit import TEST_KEY, StartKeys, consent
 from werkzeug.test import Client
 
 from engine import ElementsClient, Engine, RetryPolicy
@@ -94,7 +94,8 @@ def make(
     )
 
 
-QBO = {"api_key": "dev-consumer-key", "api_secret": API_SECRET, "callback_url": "https://app.example.com/cb"}
+QBO: StartKeys = {"api_key": "dev-consumer-key", "api_secret": API_SECRET,
+                  "callback_url": "https://app.example.com/cb"}
 
 
 def _settle(engine: Engine, frozen: Any, rounds: int = 8) -> None:
@@ -171,7 +172,7 @@ def database_bytes(url: str, engine: Engine) -> bytes:
     if url.startswith("sqlite"):
         path = Path(sa.make_url(url).database or "")
         return b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*") if p.suffix != ".key")
-    out = []
+    out: list[bytes] = []
     with engine.repo.engine.connect() as conn:
         for table in (attempts, history, callbacks):
             # repr() shows every column; blobs as bytes literals, where plaintext would still be readable.

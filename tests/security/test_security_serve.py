@@ -35,6 +35,7 @@ def served(sqlite_url: str, engine_on: Callable[..., Engine]) -> Iterator[tuple[
 def raw(base: str, data: bytes) -> bytes:
     """Send raw bytes, return the whole answer (for requests no HTTP client would send)."""
     parts = urlsplit(base)
+    assert parts.port is not None
     with socket.create_connection((parts.hostname, parts.port), timeout=5) as sock:
         sock.sendall(data)
         chunks = []

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from sandbox import cli
+from sandbox import Sandbox, cli
 from sandbox.server import serve_forever, start
 
 pytest_plugins = ["sim_fixtures"]  # the fixtures of this directory (see sim_fixtures.py)
@@ -20,13 +20,13 @@ pytest_plugins = ["sim_fixtures"]  # the fixtures of this directory (see sim_fix
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def parse(*argv):
+def parse(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     cli.add_arguments(parser)
     return parser.parse_args(list(argv))
 
 
-def test_defaults():
+def test_defaults() -> None:
     args = parse()
     assert (args.host, args.port, args.delay, args.fail, args.seed) == ("127.0.0.1", 8040, [], [], None)
     assert args.user_secret == "sandbox-user-secret" and args.org_secret == "sandbox-org-secret"
@@ -39,17 +39,18 @@ def test_defaults():
     (["--fail", "create_instance=7"], "--fail"),
     (["--fail", "create_instance=0.5:abc"], "--fail"),
 ])
-def test_bad_fault_values_exit_2_with_a_fix(capsys, argv, flag):
+def test_bad_fault_values_exit_2_with_a_fix(capsys: pytest.CaptureFixture[str], argv: list[str],
+                                            flag: str) -> None:
     assert cli.run(parse("--port", "0", *argv)) == 2
     err = capsys.readouterr().err
     assert flag in err and argv[1] in err and "ENDPOINT" in err and "e.g." in err
 
 
-def test_serve_forever_until_stop_event():
+def test_serve_forever_until_stop_event() -> None:
     stop = threading.Event()
-    seen = []
+    seen: list[int] = []
 
-    def ready(sandbox):
+    def ready(sandbox: Sandbox) -> None:
         seen.append(requests.get(sandbox.root_url + "/health", timeout=5).status_code)
         stop.set()
 
@@ -60,9 +61,10 @@ def test_serve_forever_until_stop_event():
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_python_m_sandbox_prints_banner_and_exits_0(sig):
+def test_python_m_sandbox_prints_banner_and_exits_0(sig: signal.Signals) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "sandbox", "--port", "0", "--user-secret", "u"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None  # stdout=PIPE
     try:
         line = proc.stdout.readline().strip()
         assert line.startswith("sandbox listening on http://127.0.0.1:")
@@ -79,7 +81,7 @@ def test_python_m_sandbox_prints_banner_and_exits_0(sig):
         proc.communicate(timeout=5)
 
 
-def test_taken_port_is_an_error_not_an_exit(capsys):
+def test_taken_port_is_an_error_not_an_exit(capsys: pytest.CaptureFixture[str]) -> None:
     with start(port=0) as running:
         with pytest.raises(OSError):
             start(port=running.port)

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 import pytest
 import requests
 
 from sandbox import ENDPOINTS, Faults, parse_delay, parse_fail, start
 
+if TYPE_CHECKING:  # mypy (MYPYPATH=tests) names it simulator.sim_fixtures; pytest_plugins loads it
+    from simulator.sim_fixtures import Api
+
 pytest_plugins = ["sim_fixtures"]  # the fixtures of this directory (see sim_fixtures.py)
 
 
-def test_endpoint_names_are_the_contract():
+def test_endpoint_names_are_the_contract() -> None:
     assert ENDPOINTS == ("oauth_token", "oauth_url", "consent", "create_instance", "list_instances",
                          "update_instance", "provider_token")
 
 
-def test_parse_good_specs():
+def test_parse_good_specs() -> None:
     assert parse_delay("create_instance=1.5") == ("create_instance", 1.5)
     endpoint, rule = parse_fail("oauth_url=0.25:429")
     assert endpoint == "oauth_url" and rule.rate == 0.25 and rule.status == 429
@@ -35,18 +41,18 @@ def test_parse_good_specs():
     (parse_fail, "create_instance=0.5:200", "400-599"),
     (parse_fail, "create_instance", "ENDPOINT=RATE[:STATUS]"),
 ])
-def test_parse_errors_name_the_bad_part(parse, spec, fragment):
+def test_parse_errors_name_the_bad_part(parse: Callable[[str], object], spec: str, fragment: str) -> None:
     with pytest.raises(ValueError) as info:
         parse(spec)
     assert fragment in str(info.value)
 
 
-def test_start_rejects_bad_specs():
+def test_start_rejects_bad_specs() -> None:
     with pytest.raises(ValueError, match="unknown endpoint"):
         start(port=0, delays=["nope=1"])
 
 
-def test_runtime_fail_count_and_retry_after(api):
+def test_runtime_fail_count_and_retry_after(api: Api) -> None:
     set_faults = api.call("POST", "/_sandbox/faults", json={
         "fail": {"create_instance": {"rate": 1.0, "status": 503, "count": 2, "retry_after": 1}}})
     assert set_faults.status_code == 200
@@ -67,15 +73,16 @@ def test_runtime_fail_count_and_retry_after(api):
     assert api.call("GET", "/instances").status_code == 200
 
 
-def test_injected_failure_performs_no_effect(api):
+def test_injected_failure_performs_no_effect(api: Api) -> None:
     api.sandbox.set_faults(fails={"oauth_token": 1.0})
     params = {"apiKey": "k", "apiSecret": "s", "callbackUrl": api.callback}
     assert api.call("GET", "/elements/quickbooks/oauth/token", params=params).status_code == 503
     assert api.sandbox.store.request_tokens == {}
 
 
-def test_bad_runtime_faults_are_400_and_change_nothing(api):
+def test_bad_runtime_faults_are_400_and_change_nothing(api: Api) -> None:
     api.sandbox.set_faults(delays={"consent": 0.01})
+    bad: object
     for bad in ({"delay": {"nope": 1}}, {"fail": {"create_instance": {"rate": 2}}}, {"other": {}}, [1],
                 {"fail": {"create_instance": {"count": -1}}}):
         answer = api.call("POST", "/_sandbox/faults", json=bad)
@@ -84,8 +91,8 @@ def test_bad_runtime_faults_are_400_and_change_nothing(api):
     assert api.call("GET", "/_sandbox/faults").json() == {"delay": {"consent": 0.01}, "fail": {}}
 
 
-def test_seeded_rate_is_reproducible():
-    def statuses(seed):
+def test_seeded_rate_is_reproducible() -> None:
+    def statuses(seed: int) -> list[int]:
         with start(port=0, fails=["list_instances=0.5"], seed=seed) as sandbox:
             headers = {"Authorization": "User sandbox-user-secret, Organization sandbox-org-secret"}
             return [requests.get(sandbox.base_url + "/instances", headers=headers, timeout=5).status_code
@@ -96,12 +103,12 @@ def test_seeded_rate_is_reproducible():
     assert set(first) == {200, 503}
 
 
-def test_rate_zero_never_fails():
+def test_rate_zero_never_fails() -> None:
     faults = Faults.build(fails={"consent": 0.0})
     assert all(faults.decide_failure("consent") is None for _ in range(50))
 
 
-def test_delay_holds_after_commit(api):
+def test_delay_holds_after_commit(api: Api) -> None:
     """A client that gives up while the response is held still leaves the instance created."""
     api.sandbox.set_faults(delays={"create_instance": 0.5})
     body = {"element": {"key": "quickbooks"}, "externalAuthentication": "initial", "tags": ["attempt:x"],
@@ -113,7 +120,7 @@ def test_delay_holds_after_commit(api):
     assert len(found.json()) == 1
 
 
-def test_request_log_content_and_redaction(api):
+def test_request_log_content_and_redaction(api: Api) -> None:
     api.sandbox.clear_requests()
     api.call("GET", "/instances", params=[("tags[]", "a"), ("tags[]", "b")])
     api.create({"element": {"key": "sfdc"}, "configuration": {"oauth.api.key": "k"}})

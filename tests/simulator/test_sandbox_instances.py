@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # mypy (MYPYPATH=tests) names it simulator.sim_fixtures; pytest_plugins loads it
+    from simulator.sim_fixtures import Api
+
 pytest_plugins = ["sim_fixtures"]  # the fixtures of this directory (see sim_fixtures.py)
 
 
@@ -16,11 +22,11 @@ QUICK = {
 }
 
 
-def quick(name="QBO Token", tags=("QBO Token",)):
+def quick(name: str = "QBO Token", tags: Iterable[str] = ("QBO Token",)) -> dict[str, Any]:
     return {**QUICK, "name": name, "tags": list(tags)}
 
 
-def test_quick_provision(api):
+def test_quick_provision(api: Api) -> None:
     created = api.create(quick())
     assert created.status_code == 200, created.text
     instance = created.json()
@@ -30,12 +36,12 @@ def test_quick_provision(api):
     assert instance["configuration"]["oauth.api.key"] == "********"
 
 
-def test_quick_provision_on_element_path(api):
+def test_quick_provision_on_element_path(api: Api) -> None:
     body = {k: v for k, v in quick().items() if k != "element"}
     assert api.call("POST", "/elements/quickbooks/instances", json=body).status_code == 200
 
 
-def test_missing_configuration_names_every_entry(api):
+def test_missing_configuration_names_every_entry(api: Api) -> None:
     oauth1 = api.create({"element": {"key": "quickbooks"}, "configuration": {"oauth.api.key": "k"},
                          "providerData": {}})
     assert oauth1.status_code == 400
@@ -50,17 +56,17 @@ def test_missing_configuration_names_every_entry(api):
         "Missing required configuration entries: oauth.api.key, oauth.api.secret, oauth.callback.url"
 
 
-def test_bad_bodies(api):
+def test_bad_bodies(api: Api) -> None:
     assert api.call("POST", "/instances", data="not json").status_code == 400
     assert api.create({"configuration": {}}).status_code == 400  # no element
 
 
-def test_names_and_tags_are_sanitised(api):
+def test_names_and_tags_are_sanitised(api: Api) -> None:
     instance = api.create(quick(name="<a href='x'>churros-xss</a>", tags=["<b>t</b>"])).json()
     assert instance["name"] == "churros-xss" and instance["tags"] == ["t"]
 
 
-def test_list_and_tags_filter(api):
+def test_list_and_tags_filter(api: Api) -> None:
     a = api.create(quick(tags=["attempt:1", "env:test"])).json()
     b = api.create(quick(tags=["attempt:2", "env:test"])).json()
     assert b["id"] > a["id"]
@@ -74,7 +80,7 @@ def test_list_and_tags_filter(api):
     assert api.call("GET", "/elements/sfdc/instances").json() == []
 
 
-def test_get_put_patch_delete(api):
+def test_get_put_patch_delete(api: Api) -> None:
     instance = api.create(quick(tags=["a", "b"])).json()
     path = f"/instances/{instance['id']}"
     assert api.call("GET", path).json() == instance
@@ -103,7 +109,7 @@ def test_get_put_patch_delete(api):
     assert api.call("PATCH", path, json={}).status_code == 404
 
 
-def test_put_reauthenticate_oauth2(api):
+def test_put_reauthenticate_oauth2(api: Api) -> None:
     first = api.create(api.oauth2_body(api.oauth2_consent())).json()
     old_refresh = api.sandbox.store.instances[first["id"]].configuration["oauth.user.refresh_token"]
     cb = api.oauth2_consent()
@@ -121,7 +127,7 @@ def test_put_reauthenticate_oauth2(api):
         "oauth.user.refresh_token"] == new_refresh
 
 
-def test_put_reauthenticate_oauth1(api):
+def test_put_reauthenticate_oauth1(api: Api) -> None:
     token, cb = api.oauth1_consent()
     first = api.create(api.oauth1_body(token, cb)).json()
     token2, cb2 = api.oauth1_consent()

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import requests
+
+if TYPE_CHECKING:  # mypy (MYPYPATH=tests) names it simulator.sim_fixtures; pytest_plugins loads it
+    from simulator.sim_fixtures import Api
 
 pytest_plugins = ["sim_fixtures"]  # the fixtures of this directory (see sim_fixtures.py)
 
 KEYS = {"apiKey": "dev-key", "apiSecret": "dev-secret"}
 
 
-def test_request_token_shape_and_missing_params(api):
+def test_request_token_shape_and_missing_params(api: Api) -> None:
     ok = api.call("GET", "/elements/quickbooks/oauth/token", params={**KEYS, "callbackUrl": api.callback})
     assert ok.status_code == 200
     token = ok.json()
@@ -20,12 +25,12 @@ def test_request_token_shape_and_missing_params(api):
     assert "apiSecret" not in bad.json()["message"]
 
 
-def test_request_token_is_not_for_oauth2_elements(api):
+def test_request_token_is_not_for_oauth2_elements(api: Api) -> None:
     response = api.call("GET", "/elements/sfdc/oauth/token", params={**KEYS, "callbackUrl": api.callback})
     assert response.status_code == 400
 
 
-def test_oauth_url_requires_an_issued_request_token(api):
+def test_oauth_url_requires_an_issued_request_token(api: Api) -> None:
     params = {**KEYS, "callbackUrl": api.callback, "requestToken": "qyprdforged"}
     assert api.call("GET", "/elements/quickbooks/oauth/url", params=params).status_code == 400
     params.pop("requestToken")
@@ -33,7 +38,7 @@ def test_oauth_url_requires_an_issued_request_token(api):
     assert missing.status_code == 400 and "requestToken" in missing.json()["message"]
 
 
-def test_full_oauth1_path(api):
+def test_full_oauth1_path(api: Api) -> None:
     token = api.call("GET", "/elements/quickbooks/oauth/token",
                      params={**KEYS, "callbackUrl": api.callback}).json()
     url_answer = api.call("GET", "/elements/quickbooks/oauth/url",
@@ -81,7 +86,7 @@ def test_full_oauth1_path(api):
     assert api.sandbox.store.instances[instance["id"]].configuration["oauth.api.key"] == "dev-key"
 
 
-def test_verifier_is_single_use_and_checked(api):
+def test_verifier_is_single_use_and_checked(api: Api) -> None:
     token, cb = api.oauth1_consent()
     wrong = api.oauth1_body(token, cb)
     wrong["providerData"]["oauth_verifier"] = "nope"
@@ -100,12 +105,12 @@ def test_verifier_is_single_use_and_checked(api):
     assert len(api.sandbox.store.instances) == 1
 
 
-def test_deny_redirects_with_access_denied(api):
+def test_deny_redirects_with_access_denied(api: Api) -> None:
     token, cb = api.oauth1_consent(decision="deny", state="mine")
     assert cb == {"state": "mine", "error": "access_denied", "oauth_token": token["token"]}
 
 
-def test_callback_query_is_merged(api):
+def test_callback_query_is_merged(api: Api) -> None:
     keys = {**KEYS, "callbackUrl": "http://app.example/cb?tenant=7"}
     token = api.call("GET", "/elements/quickbooks/oauth/token", params=keys).json()
     url = api.call("GET", "/elements/quickbooks/oauth/url",
@@ -116,7 +121,7 @@ def test_callback_query_is_merged(api):
     assert cb["tenant"] == "7" and cb["state"] == "quickbooks"  # default state = element key
 
 
-def test_consent_errors_are_400_html(api):
+def test_consent_errors_are_400_html(api: Api) -> None:
     unknown = requests.get(api.root + "/_sandbox/consent?oauth_token=nope&oauth_callback=x", timeout=5)
     assert unknown.status_code == 400 and unknown.headers["Content-Type"].startswith("text/html")
     assert "nope" in unknown.text

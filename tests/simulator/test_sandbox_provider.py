@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from typing import TYPE_CHECKING
 
 import requests
 from freezegun import freeze_time
 
+if TYPE_CHECKING:  # mypy (MYPYPATH=tests) names it simulator.sim_fixtures; pytest_plugins loads it
+    from simulator.sim_fixtures import Api
+
 pytest_plugins = ["sim_fixtures"]  # the fixtures of this directory (see sim_fixtures.py)
 
 
-def refresh(api, token, client=("dev-client", "client-secret"), grant="refresh_token"):
+def refresh(api: Api, token: str, client: tuple[str, str] = ("dev-client", "client-secret"),
+            grant: str = "refresh_token") -> requests.Response:
     return requests.post(api.root + "/_provider/oauth2/tokens/bearer", auth=client,
                          data={"grant_type": grant, "refresh_token": token}, timeout=5)
 
 
-def reconnect(api, consumer_key, token):
+def reconnect(api: Api, consumer_key: str, token: str) -> dict[str, str | None]:
     answer = requests.get(api.root + "/_provider/oauth1/reconnect",
                           params={"oauth_consumer_key": consumer_key, "oauth_token": token}, timeout=5)
     assert answer.status_code == 200 and answer.headers["Content-Type"].startswith("application/xml")
@@ -23,7 +28,7 @@ def reconnect(api, consumer_key, token):
     return {child.tag: child.text for child in root}
 
 
-def test_refresh_token_rotates(api):
+def test_refresh_token_rotates(api: Api) -> None:
     with freeze_time("2024-01-01 00:00:00") as frozen:
         instance = api.create(api.oauth2_body(api.oauth2_consent())).json()
         first = instance["configuration"]["oauth.user.refresh_token"]
@@ -50,7 +55,7 @@ def test_refresh_token_rotates(api):
         assert refresh(api, "unknown").json() == {"error": "invalid_grant"}
 
 
-def test_reconnect_window(api):
+def test_reconnect_window(api: Api) -> None:
     with freeze_time("2024-01-01 00:00:00") as frozen:
         token, cb = api.oauth1_consent()
         config = api.create(api.oauth1_body(token, cb)).json()["configuration"]
@@ -59,7 +64,8 @@ def test_reconnect_window(api):
         frozen.move_to("2024-05-31 00:00:00")  # day 151: inside the last 30 days of 180
         renewed = reconnect(api, "dev-key", access)
         assert renewed["ErrorCode"] == "0" and renewed["ErrorMessage"] is None
-        assert renewed["OAuthToken"] != access and renewed["OAuthTokenSecret"]
+        assert renewed["OAuthToken"] is not None and renewed["OAuthToken"] != access
+        assert renewed["OAuthTokenSecret"]
         assert reconnect(api, "dev-key", access)["ErrorCode"] == "270"  # old token invalidated
         assert reconnect(api, "dev-key", renewed["OAuthToken"])["ErrorCode"] == "212"  # fresh 180 days
         assert reconnect(api, "other-key", renewed["OAuthToken"])["ErrorCode"] == "270"
@@ -69,7 +75,7 @@ def test_reconnect_window(api):
         assert reconnect(api, "", "")["ErrorCode"] == "22"
 
 
-def test_quick_provisioned_token_life_runs_from_refresh_time(api):
+def test_quick_provisioned_token_life_runs_from_refresh_time(api: Api) -> None:
     with freeze_time("2024-06-01 00:00:00"):
         granted_ms = 1704067200000  # 2024-01-01: 152 days ago, inside the renewal window
         body = {"element": {"key": "quickbooks"}, "externalAuthentication": "initial",
@@ -80,7 +86,7 @@ def test_quick_provisioned_token_life_runs_from_refresh_time(api):
         assert reconnect(api, "k", "qyprdQ")["ErrorCode"] == "0"
 
 
-def test_provider_calls_are_faultable_and_logged(api):
+def test_provider_calls_are_faultable_and_logged(api: Api) -> None:
     api.sandbox.set_faults(fails={"provider_token": {"rate": 1, "status": 503, "count": 1}})
     assert refresh(api, "x").status_code == 503
     assert refresh(api, "x").status_code == 400
