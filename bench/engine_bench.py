@@ -37,7 +37,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,7 +51,18 @@ from engine.factory import client_settings_from_env, open_engine, open_repositor
 from states.model import State  # noqa: E402
 
 BASE_PATH = "/elements/api-v2"
-START = dict(element="quickbooks", flow="oauth1", api_key="k", api_secret="s", callback_url="https://app.example/cb")
+class StartKeys(TypedDict):
+    """The ``Engine.start`` keywords every benchmark attempt uses (``**START``)."""
+
+    element: str
+    flow: str
+    api_key: str
+    api_secret: str
+    callback_url: str
+
+
+START: StartKeys = {"element": "quickbooks", "flow": "oauth1", "api_key": "k", "api_secret": "s",
+                    "callback_url": "https://app.example/cb"}
 
 
 def provider_redirect(oauth_url: str) -> str:

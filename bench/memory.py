@@ -70,7 +70,7 @@ def main() -> None:
         while done < a.n:
             while started < a.n and started - done < a.backlog:
                 if a.flow == "quick":
-                    driver.start(name=f"mem-{started}", **QUICK)  # type: ignore[arg-type]
+                    driver.start(name=f"mem-{started}", **QUICK)
                 else:
                     driver.start(name=f"mem-{started}", **START)
                 started += 1
@@ -79,7 +79,7 @@ def main() -> None:
                     driver.handle_callback(provider_redirect(driver.redirect_url(att) or ""))
             time.sleep(0.05)
             done = driver.counts().get("PROVISIONED", 0)
-            if done >= next_sample:
+            if done >= next_sample or done >= a.n:  # the last reading, whatever -n is
                 samples.append((done, time.monotonic() - t0, rss_mb(worker.pid)))
                 print(f"{done:>8} {samples[-1][1]:>9.1f} {samples[-1][2]:>12.1f}", flush=True)
                 next_sample = done - done % a.every + a.every
