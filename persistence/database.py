@@ -11,11 +11,10 @@ from sqlalchemy import event
 
 DEFAULT_URL = "sqlite:///provision.db"
 
-# Execution options of a connection that runs only self-contained single statements (reads, and
-# on PostgreSQL single-statement writes): each statement is its own transaction, so no BEGIN
-# IMMEDIATE (SQLite: it would queue a read behind writers) and no BEGIN/COMMIT round trips (PostgreSQL).
+# SQLite: execution options of a connection that runs only single-statement reads. Each statement
+# is its own transaction, so no BEGIN IMMEDIATE (it would queue a read behind writers). PostgreSQL
+# uses a separate pool of autocommit connections for the same purpose (persistence.store).
 AUTOCOMMIT_OPTIONS = {"provision_autocommit": True}
-PG_AUTOCOMMIT_OPTIONS = {"isolation_level": "AUTOCOMMIT", **AUTOCOMMIT_OPTIONS}
 
 # A pooled connection idle for longer than this is pinged before use (see _ping_idle).
 PING_AFTER_IDLE_S = 1.0
@@ -29,12 +28,7 @@ def sqlite_path(url: str | sa.URL) -> Path | None:
     return Path(u.database)
 
 
-def autocommit_options(engine: sa.Engine) -> dict[str, Any]:
-    """The execution options for a statement-per-transaction connection on ``engine``'s backend."""
-    return PG_AUTOCOMMIT_OPTIONS if engine.dialect.name == "postgresql" else AUTOCOMMIT_OPTIONS
-
-
-def create_db_engine(url: str, **kwargs: Any) -> sa.Engine:
+def create_db_engine(url: str | sa.URL, **kwargs: Any) -> sa.Engine:
     """Create a SQLAlchemy engine tuned for the step protocol on either backend.
 
     SQLite: WAL (readers never block the writer), ``synchronous=NORMAL`` (durable at checkpoints,

@@ -26,11 +26,13 @@ def statements(engine: Engine) -> Iterator[list[str]]:
     def on_execute(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
         seen.append(" ".join(statement.split()[:3]))
 
-    sa.event.listen(engine.repo.engine, "before_cursor_execute", on_execute)
+    for db in engine.repo.engines:
+        sa.event.listen(db, "before_cursor_execute", on_execute)
     try:
         yield seen
     finally:
-        sa.event.remove(engine.repo.engine, "before_cursor_execute", on_execute)
+        for db in engine.repo.engines:
+            sa.event.remove(db, "before_cursor_execute", on_execute)
 
 
 def raw_row(engine: Engine, attempt_id: str) -> Any:

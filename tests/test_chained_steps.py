@@ -32,7 +32,7 @@ def test_a_new_oauth1_attempt_reaches_redirected_with_one_claim(make_engine: Cal
                                                                  sandbox: Any, window: float) -> None:
     engine = make_engine(settings=EngineSettings(commit_window_s=window))
     ids = oauth1(engine, 3)
-    with attempt_writes(engine.repo.engine) as writes:
+    with attempt_writes(engine.repo.engines) as writes:
         report = engine.tick()
     assert [(r.outcome, r.source, r.dest, r.steps) for r in report.results] == [
         ("advanced", State.NEW, State.REDIRECTED, 2)] * 3

@@ -39,11 +39,13 @@ def plan(repo: Repository, dialect: str) -> str:
         if statement.lstrip().upper().startswith("UPDATE ATTEMPTS") and "IN (SELECT" in statement.upper():
             sent.append((statement, parameters))
 
-    event.listen(repo.engine, "before_cursor_execute", capture)
+    for db in repo.engines:
+        event.listen(db, "before_cursor_execute", capture)
     try:
         repo.claim_due(T0 + timedelta(hours=1), "w", T0 + timedelta(hours=2), 1000)
     finally:
-        event.remove(repo.engine, "before_cursor_execute", capture)
+        for db in repo.engines:
+            event.remove(db, "before_cursor_execute", capture)
     [(statement, parameters)] = sent
     prefix = "EXPLAIN QUERY PLAN " if dialect == "sqlite" else "EXPLAIN "
     with repo.engine.connect() as conn:

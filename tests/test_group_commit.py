@@ -25,7 +25,7 @@ def start(engine: Engine, n: int) -> list[str]:
 def test_one_tick_writes_its_steps_with_one_statement(make_engine: Callable[..., Engine]) -> None:
     engine = make_engine()
     ids = start(engine, 8)
-    with attempt_writes(engine.repo.engine) as writes:
+    with attempt_writes(engine.repo.engines) as writes:
         report = engine.tick()
     assert [r.outcome for r in report.results] == ["advanced"] * 8
     assert [rows for kind, rows in writes if kind == "transition"] == [
@@ -39,7 +39,7 @@ def test_one_tick_writes_its_steps_with_one_statement(make_engine: Callable[...,
 def test_a_zero_window_commits_every_step_alone(make_engine: Callable[..., Engine]) -> None:
     engine = make_engine(settings=EngineSettings(commit_window_s=0))
     start(engine, 4)
-    with attempt_writes(engine.repo.engine) as writes:
+    with attempt_writes(engine.repo.engines) as writes:
         report = engine.tick()
     assert [r.outcome for r in report.results] == ["advanced"] * 4
     assert [rows for kind, rows in writes if kind == "transition"] == [1, 1, 1, 1]

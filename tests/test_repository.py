@@ -59,6 +59,31 @@ def test_attempts_pages_keep_room_for_heap_only_updates(pg_schema_url: str) -> N
     assert options == ["fillfactor=70"]
 
 
+@pytest.mark.postgres
+def test_single_statements_use_a_pool_of_autocommit_connections(pg_schema_url: str) -> None:
+    repo = open_repository(pg_schema_url, migrate=True, environ={"PROVISION_SECRET_KEY": TEST_KEY})
+    main, auto = repo.engines
+    assert main is repo.engine
+    with repo._read() as conn:  # no isolation level set and reset around each statement
+        driver = conn.connection.driver_connection
+        assert conn.engine is auto and driver is not None and driver.autocommit is True
+    with repo._write() as conn:  # transactions still are transactions
+        driver = conn.connection.driver_connection
+        assert conn.engine is main and driver is not None and driver.autocommit is False
+    pool = auto.pool
+    assert isinstance(pool, sa.QueuePool) and pool.checkedin() == 1
+    repo.engine.dispose()  # disposing the repository's engine closes the autocommit pool too
+    assert isinstance(auto.pool, sa.QueuePool) and auto.pool.checkedin() == 0
+
+
+def test_sqlite_has_one_engine(sqlite_url: str) -> None:
+    repo = open_repository(sqlite_url, migrate=True, environ={"PROVISION_SECRET_KEY": TEST_KEY})
+    try:
+        assert repo.engines == (repo.engine,)
+    finally:
+        repo.engine.dispose()
+
+
 def test_insert_get_roundtrip_with_secrets_encrypted(repo: Repository) -> None:
     a, created = repo.insert_attempt(new_attempt())
     assert created

@@ -2,7 +2,7 @@
 reliably because every test directory may have its own)."""
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypedDict
 
@@ -42,8 +42,9 @@ QUICK_CONFIG = {
 
 
 @contextmanager
-def attempt_writes(db: sa.Engine) -> Iterator[list[tuple[str, int]]]:
-    """Records the writes of ``attempts`` sent to ``db``: ("transition", rows) or ("claim", 1).
+def attempt_writes(engines: Iterable[sa.Engine]) -> Iterator[list[tuple[str, int]]]:
+    """Records the writes of ``attempts`` sent through ``engines`` (``Repository.engines``):
+    ("transition", rows) or ("claim", 1).
 
     ``rows`` is how many rows' parameters one statement carried (an executemany carries many);
     PostgreSQL's one-statement transition (``WITH moved AS``) counts as one row.
@@ -61,8 +62,11 @@ def attempt_writes(db: sa.Engine) -> Iterator[list[tuple[str, int]]]:
             elif "runs" in columns:  # the claim sets lease_owner, lease_expires_at, runs = runs + 1
                 seen.append(("claim", 1))
 
-    sa.event.listen(db, "before_cursor_execute", on_execute)
+    engines = list(engines)
+    for db in engines:
+        sa.event.listen(db, "before_cursor_execute", on_execute)
     try:
         yield seen
     finally:
-        sa.event.remove(db, "before_cursor_execute", on_execute)
+        for db in engines:
+            sa.event.remove(db, "before_cursor_execute", on_execute)
