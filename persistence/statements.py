@@ -84,6 +84,25 @@ _CALLBACK_COLS = ["attempt_id", "received_at", "params", "digest", "status", "re
 _TRANSITIONS: dict[tuple[frozenset[str], bool, bool], Any] = {}
 
 
+def _record_after(moved: Any, *, numbered_by_row: bool, with_callback: bool) -> Any:
+    """``INSERT INTO history SELECT ... FROM moved`` (and an inbox INSERT as a CTE), RETURNING seq.
+
+    ``moved`` is an UPDATE ... RETURNING as a CTE: the rows are written only when it returned a
+    row. ``numbered_by_row`` takes ``attempt_id`` and ``seq`` from ``moved`` (its ``id`` and
+    ``history_seq``) instead of the ``h_`` parameters. RETURNING because SQLAlchemy does not keep
+    the rowcount of an INSERT (its cursor is closed); one returned row = applied.
+    """
+    from_row = {"attempt_id": moved.c.id, "seq": moved.c.history_seq} if numbered_by_row else {}
+    row = [from_row.get(n, sa.bindparam("h_" + n, type_=history.c[n].type)) for n in _HISTORY_COLS]
+    stmt = history.insert().from_select(_HISTORY_COLS, sa.select(*row).select_from(moved)).returning(
+        history.c.seq)
+    if with_callback:
+        cb = [sa.bindparam("cb_" + n, type_=callbacks.c[n].type) for n in _CALLBACK_COLS]
+        inbox = callbacks.insert().from_select(_CALLBACK_COLS, sa.select(*cb).select_from(moved)).cte("inbox")
+        stmt = stmt.add_cte(inbox)
+    return stmt
+
+
 def transition_statement(keys: frozenset[str], *, leased: bool, with_callback: bool) -> Any:
     """PostgreSQL: the guarded UPDATE, the history INSERT (and an inbox INSERT) as ONE statement.
 
@@ -97,15 +116,7 @@ def transition_statement(keys: frozenset[str], *, leased: bool, with_callback: b
     stmt = _TRANSITIONS.get(cache_key)
     if stmt is None:
         moved = guarded_update(keys, leased=leased, count_failure=False).returning(attempts.c.id).cte("moved")
-        row = [sa.bindparam("h_" + n, type_=history.c[n].type) for n in _HISTORY_COLS]
-        # RETURNING: SQLAlchemy does not keep the rowcount of an INSERT (its cursor is closed).
-        stmt = history.insert().from_select(_HISTORY_COLS, sa.select(*row).select_from(moved)).returning(
-            history.c.seq)
-        if with_callback:
-            cb = [sa.bindparam("cb_" + n, type_=callbacks.c[n].type) for n in _CALLBACK_COLS]
-            inbox_rows = sa.select(*cb).select_from(moved)
-            inbox = callbacks.insert().from_select(_CALLBACK_COLS, inbox_rows).cte("inbox")
-            stmt = stmt.add_cte(inbox)
+        stmt = _record_after(moved, numbered_by_row=False, with_callback=with_callback)
         _TRANSITIONS[cache_key] = stmt
     return stmt
 
@@ -145,12 +156,6 @@ def apply_callback_update(*, oauth1: bool, pg: bool) -> Any:
     update = attempts.update().where(cond).values(values).returning(c.id, c.history_seq)
     stmt = update
     if pg:
-        moved = update.cte("moved")
-        row = [moved.c.id if n == "attempt_id" else moved.c.history_seq if n == "seq"
-               else sa.bindparam("h_" + n, type_=history.c[n].type) for n in _HISTORY_COLS]
-        cb = [sa.bindparam("cb_" + n, type_=callbacks.c[n].type) for n in _CALLBACK_COLS]
-        inbox = callbacks.insert().from_select(_CALLBACK_COLS, sa.select(*cb).select_from(moved)).cte("inbox")
-        stmt = history.insert().from_select(_HISTORY_COLS, sa.select(*row)).returning(history.c.seq)
-        stmt = stmt.add_cte(inbox)
+        stmt = _record_after(update.cte("moved"), numbered_by_row=True, with_callback=True)
     _APPLY_CALLBACK[(oauth1, pg)] = stmt
     return stmt
