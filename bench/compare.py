@@ -7,9 +7,14 @@ medians to the peer's and the floor's medians *from this run* (the machine is sh
 
     python bench/compare.py -n 500 --reps 3 [--peer-python /tmp/peer/bin/python] [--no-pg]
 
-The worker-process rows are also run against a second fake API that answers ``--latency-ms``
-(default 5) later, as a remote platform does: there the API, not this machine's cores, bounds one
-worker, which shows how worker processes scale.
+In the worker-process rows the driver plays a back-office job: it starts the attempts in lists of
+50 with ``Engine.start_many`` (one transaction each) and delivers every callback through
+``Engine.handle_callback`` while the worker processes drive the steps. The rows ending "one start
+per attempt" call ``Engine.start`` for each attempt instead; the driver shares the 2 cores with
+the workers, so its CPU weighs on the worker-scaling ratio. The worker-process rows are also run
+against a second fake API that answers ``--latency-ms`` (default 5) later, as a remote platform
+does: there the API, not this machine's cores, bounds one worker, which shows how worker
+processes scale.
 
 Writes ``bench/results.md`` (the table) and appends raw RESULT lines to ``bench/results/runs.jsonl``.
 """
@@ -31,6 +36,7 @@ ROOT = HERE.parent
 
 
 SLOW = "API +{} ms"  # label suffix of the rows run against the fake API with added latency
+EACH = ", one start per attempt"  # label suffix: the driver calls Engine.start per attempt
 
 
 def variants(a: argparse.Namespace, peer: str | None, floor_py: str) -> list[tuple[str, str, list[str]]]:
@@ -50,15 +56,15 @@ def variants(a: argparse.Namespace, peer: str | None, floor_py: str) -> list[tup
         out.append(("floor (SQLAlchemy Core)", db, floor))
         for c in a.concurrency:
             out.append((f"engine, 1 process, concurrency {c}", db, [*ours, "--concurrency", str(c), *our_db]))
-        for w in a.workers:
-            out.append((f"engine, driver + {w} worker process{'es' if w > 1 else ''}", db,
-                        [*ours, "--workers", str(w), "--concurrency", str(a.worker_concurrency), *our_db]))
+        suffixes = [("", "many"), (EACH, "each")] if a.each_starts else [("", "many")]
         if a.latency_ms and (db == "postgres" or not a.pg):
-            for w in a.workers:  # worker scaling when the API, not the 2 cores, is the bottleneck
-                label = f"engine, driver + {w} worker process{'es' if w > 1 else ''}, "
-                out.append((label + SLOW.format(f"{a.latency_ms:g}"), db,
+            # worker scaling when the API, not the 2 cores, is the bottleneck
+            suffixes.append((", " + SLOW.format(f"{a.latency_ms:g}"), "many"))
+        for suffix, starts in suffixes:
+            for w in a.workers:
+                out.append((f"engine, driver + {w} worker process{'es' if w > 1 else ''}{suffix}", db,
                             [*ours, "--workers", str(w), "--concurrency", str(a.worker_concurrency),
-                             *our_db]))
+                             "--starts", starts, *our_db]))
     return out
 
 
@@ -117,7 +123,7 @@ def table(by: dict[tuple[str, str], list[dict[str, Any]]], n: int) -> list[str]:
         runs = ", ".join(f"{r['attempts_per_s']:.1f}" for r in rs)
         lines.append(f"| {label} | {db} | {n} | {med[(label, db)]:.1f} | {runs} | {ratio[0]} | {ratio[1]} |")
     slow = sorted({label.split(", ")[-1] for label, _ in by if label.endswith(" ms")})
-    for suffix in ["", *(", " + s for s in slow)]:
+    for suffix in ["", EACH, *(", " + s for s in slow)]:
         for db in ("sqlite", "postgres"):
             one = med.get((f"engine, driver + 1 worker process{suffix}", db))
             two = med.get((f"engine, driver + 2 worker processes{suffix}", db))
@@ -140,6 +146,9 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 4], help="single-process rows to run")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker-process rows to run")
     ap.add_argument("--worker-concurrency", type=int, default=1, help="EngineSettings.concurrency of workers")
+    ap.add_argument("--no-each-starts", dest="each_starts", action="store_false",
+                    help="skip the worker rows whose driver calls Engine.start per attempt (the "
+                         "plain worker rows start each chunk of 50 with Engine.start_many)")
     ap.add_argument("--latency-ms", type=float, default=5.0,
                     help="also run the worker rows against a fake API answering this much later "
                          "(PostgreSQL only, unless --no-pg; 0 = skip)")

@@ -15,8 +15,10 @@ Modes (``--workers``):
   ``--concurrency C`` > 1 the engine runs C steps at a time and the driver issues starts and
   callbacks C at a time (threads of this one process).
 * ``1`` / ``2``: ``W`` separate worker processes (``bench/worker.py``, i.e. ``open_engine(...).run``)
-  drive the steps while this process starts the attempts and, from a second thread, polls for
-  REDIRECTED attempts and delivers their callbacks. Wall time runs from the first start until all
+  drive the steps while this process starts the attempts (``--starts many``: ``Engine.start_many``
+  per ``--chunk``, as a back-office job enrolling a list would; ``each``: ``Engine.start`` per
+  attempt from ``--driver-threads`` threads) and, from a second thread, polls for REDIRECTED
+  attempts and delivers their callbacks. Wall time runs from the first start until all
   attempts are PROVISIONED.
 
 Prints one ``RESULT {json}`` line like the shared scripts (``attempts_per_s`` = N / seconds).
@@ -170,9 +172,10 @@ def multi_process(args: argparse.Namespace, db_url: str) -> float:
         wait_for(driver, lambda: True, 0)  # workers need a moment to import and connect
         time.sleep(1.0)
         drive(driver, range(-args.warmup, 0), args)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         drive(driver, range(args.n), args)
         secs = time.perf_counter() - t0
+        args.driver_cpu_s = time.process_time() - c0
         check(driver.repo, args.n + args.warmup)
         return secs
     finally:
@@ -202,8 +205,13 @@ def drive(driver: Engine, indexes: range, args: argparse.Namespace) -> None:
 
     cb = threading.Thread(target=answer_callbacks, daemon=True)
     cb.start()
-    with ThreadPoolExecutor(args.driver_threads) as pool:
-        list(pool.map(lambda i: driver.start(name=f"bench-{i}", **START), indexes))
+    if args.starts == "many":  # a back-office job enrolling a list: one transaction per chunk
+        for first in range(indexes.start, indexes.stop, args.chunk):
+            driver.start_many([{"name": f"bench-{i}", **START}
+                               for i in range(first, min(first + args.chunk, indexes.stop))])
+    else:
+        with ThreadPoolExecutor(args.driver_threads) as pool:
+            list(pool.map(lambda i: driver.start(name=f"bench-{i}", **START), indexes))
     # A GROUP BY over the whole table: checked every 0.1 s (<= 1% of a run), not at the 0.02 s poll.
     wait_for(driver, lambda: driver.counts().get("PROVISIONED", 0) >= base + total, 0.1)
     done.set()
@@ -237,9 +245,12 @@ def main() -> None:
     ap.add_argument("--api", required=True, help="base URL of a running fake_elements.py")
     ap.add_argument("--pg", metavar="URL", help="PostgreSQL database URL (dropped and recreated)")
     ap.add_argument("--workers", type=int, default=0, help="0 = single process; W = W worker processes")
-    ap.add_argument("--chunk", type=int, default=50, help="single process: attempts started per chunk")
+    ap.add_argument("--chunk", type=int, default=50,
+                    help="attempts started per chunk (single process; workers mode with --starts many)")
     ap.add_argument("--concurrency", type=int, default=1, help="steps in flight per engine (EngineSettings)")
     ap.add_argument("--driver-threads", type=int, default=4, help="workers mode: concurrent starts/callbacks")
+    ap.add_argument("--starts", choices=("each", "many"), default="many",
+                    help="workers mode: Engine.start per attempt, or Engine.start_many per --chunk")
     ap.add_argument("--poll", type=float, default=0.02, help="workers mode: idle poll interval, seconds")
     ap.add_argument("--profile", metavar="FILE", help="single process: write a pyinstrument profile")
     args = ap.parse_args()
@@ -251,6 +262,8 @@ def main() -> None:
     res = {"bench": label, "db": "postgres" if args.pg else "sqlite", "n": args.n,
            "threads": args.concurrency, "workers": args.workers, "seconds": round(secs, 3),
            "attempts_per_s": round(args.n / secs, 1)}
+    if args.workers:  # CPU the driver (starts, callbacks, polling) took from the workers' cores
+        res["driver_cpu_ms_per_attempt"] = round(args.driver_cpu_s * 1000 / args.n, 3)
     print(f"{label}: {args.n} attempts in {secs:.2f} s = {args.n / secs:.1f} attempts/s")
     print("RESULT " + json.dumps(res), flush=True)
 

@@ -22,6 +22,7 @@ from states.model import FailureReason, Flow, State, Trigger
 from states.ports import StepSettings
 
 from . import logging_redaction as redaction
+from . import starts
 from .callbacks import CallbackHandler, CallbackOutcome
 from .client import ElementsClient
 from .clock import utcnow
@@ -138,20 +139,10 @@ class Engine:
 
     # --- attempts --------------------------------------------------------------------------------
 
-    def start(
-        self,
-        element: str,
-        name: str,
-        *,
-        flow: str | Flow | None = None,
-        api_key: str | None = None,
-        api_secret: str | None = None,
-        callback_url: str | None = None,
-        tags: Iterable[str] = (),
-        config: Mapping[str, Any] | None = None,
-        idempotency_key: str | None = None,
-        callback_wait_s: int | None = None,
-    ) -> Attempt:
+    def start(self, element: str, name: str, *, flow: str | Flow | None = None, api_key: str | None = None,
+              api_secret: str | None = None, callback_url: str | None = None, tags: Iterable[str] = (),
+              config: Mapping[str, Any] | None = None, idempotency_key: str | None = None,
+              callback_wait_s: int | None = None) -> Attempt:
         """Create an attempt in NEW, due now; with a known ``idempotency_key`` return the existing one.
 
         Raises ``InvalidInputError`` (``MissingConfigurationError`` for missing entries) before
@@ -160,25 +151,27 @@ class Engine:
         req = validate_start(element=element, name=name, flow=flow, api_key=api_key, api_secret=api_secret,
                              callback_url=callback_url, tags=tags, config=config,
                              idempotency_key=idempotency_key, callback_wait_s=callback_wait_s)
-        now = self.now()
-        attempt = Attempt(
-            id=str(uuid.uuid4()), element_key=req.element_key, flow=req.flow, name=req.name, state=State.NEW,
-            version=1, created_at=now, updated_at=now, tags=req.tags, idempotency_key=req.idempotency_key,
-            next_run_at=now, callback_wait_s=req.callback_wait_s, secrets={"config": req.config},
-        )
-        stored, created = self.repo.insert_attempt(attempt)
-        if not created and (stored.element_key, stored.flow, stored.name) != (
-            req.element_key,
-            req.flow,
-            req.name,
-        ):
-            raise InvalidInputError(
-                "idempotency_key", f"already used by attempt {stored.id} with other inputs"
-            )
-        if created:
+        stored, created = self.repo.insert_attempt(starts.new_attempt(req, self.now()))
+        if not created:
+            starts.check_same_inputs(stored, req)
+        else:
             log.info("attempt %s started: %s/%s", stored.id, stored.element_key, stored.flow)
             self.wake()
         return stored
+
+    def start_many(self, items: Iterable[Mapping[str, Any]]) -> builtins.list[Attempt]:
+        """Start many attempts (``start`` keywords per item) in ONE transaction; all or none.
+
+        Every item is validated first: ``InvalidInputError`` names the item and field (e.g.
+        ``items[3].callback_url``) and nothing is stored. Idempotency keys work as in ``start``.
+        At most ``starts.MAX_START_MANY`` items per call.
+        """
+        results = starts.start_many(self.repo, starts.validate_items(items), self.now())
+        created = sum(1 for _, new in results if new)
+        if created:
+            log.info("%d attempts started (%d already existed)", created, len(results) - created)
+            self.wake()
+        return [a for a, _ in results]
 
     def get(self, attempt_id: str) -> Attempt:
         """The attempt, or ``AttemptNotFoundError``."""

@@ -128,14 +128,9 @@ class Repository(Inbox):
 
         Returns ``(attempt, created)``.
         """
-        values = {k: getattr(attempt, k) for k in _COLUMNS}
-        values["state"] = attempt.state.value
-        values["flow"] = attempt.flow.value
-        values["tags"] = list(attempt.tags)
-        values["secrets"] = self.codec.seal(attempt.secrets)
         try:
             with self._write_one() as conn:
-                conn.execute(INSERT_ATTEMPT, values)
+                conn.execute(INSERT_ATTEMPT, self._insert_values(attempt))
         except sa.exc.IntegrityError:
             if attempt.idempotency_key is None:
                 raise
@@ -144,6 +139,39 @@ class Repository(Inbox):
                 raise
             return existing, False
         return attempt, True
+
+    def insert_attempts(self, batch: Sequence[Attempt]) -> bool:
+        """Insert NEW attempts in ONE transaction; False, with nothing stored, if a key is taken.
+
+        Used by ``Engine.start_many``, which looks the idempotency keys up first; False means
+        another caller took one of them meanwhile (the unique constraint refused the insert).
+        """
+        if not batch:
+            return True
+        rows = [self._insert_values(a) for a in batch]
+        try:
+            with self._write() as conn:
+                conn.execute(INSERT_ATTEMPT, rows)  # executemany (multi-row VALUES)
+        except sa.exc.IntegrityError:
+            if all(a.idempotency_key is None for a in batch):
+                raise  # not a key collision: a real fault
+            return False
+        return True
+
+    def attempts_by_idempotency_keys(self, keys: Sequence[str]) -> dict[str, Attempt]:
+        """The stored attempts among ``keys``, by key."""
+        with self._read() as conn:
+            rows = conn.execute(sa.select(attempts).where(attempts.c.idempotency_key.in_(keys))).mappings()
+            found = [self._to_attempt(r) for r in rows]
+        return {a.idempotency_key: a for a in found if a.idempotency_key is not None}
+
+    def _insert_values(self, attempt: Attempt) -> dict[str, Any]:
+        values = {k: getattr(attempt, k) for k in _COLUMNS}
+        values["state"] = attempt.state.value
+        values["flow"] = attempt.flow.value
+        values["tags"] = list(attempt.tags)
+        values["secrets"] = self.codec.seal(attempt.secrets)
+        return values
 
     def claim_due(
         self, now: datetime, owner: str, lease_until: datetime, limit: int

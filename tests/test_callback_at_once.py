@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
-from testkit import QBO, consent
+from testkit import QBO, consent, listening
 
 from engine import Engine
 from persistence.schema import attempts, callbacks
@@ -26,13 +26,8 @@ def statements(engine: Engine) -> Iterator[list[str]]:
     def on_execute(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
         seen.append(" ".join(statement.split()[:3]))
 
-    for db in engine.repo.engines:
-        sa.event.listen(db, "before_cursor_execute", on_execute)
-    try:
+    with listening(engine.repo.engines, before_cursor_execute=on_execute):
         yield seen
-    finally:
-        for db in engine.repo.engines:
-            sa.event.remove(db, "before_cursor_execute", on_execute)
 
 
 def raw_row(engine: Engine, attempt_id: str) -> Any:

@@ -2,7 +2,7 @@
 reliably because every test directory may have its own)."""
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypedDict
 
@@ -62,11 +62,21 @@ def attempt_writes(engines: Iterable[sa.Engine]) -> Iterator[list[tuple[str, int
             elif "runs" in columns:  # the claim sets lease_owner, lease_expires_at, runs = runs + 1
                 seen.append(("claim", 1))
 
+    with listening(engines, before_cursor_execute=on_execute):
+        yield seen
+
+
+@contextmanager
+def listening(engines: Iterable[sa.Engine], **handlers: Callable[..., None]) -> Iterator[None]:
+    """SQLAlchemy event handlers (``before_cursor_execute=fn``, ``commit=fn``) on ``engines``
+    (``Repository.engines``) for the duration of the block."""
     engines = list(engines)
     for db in engines:
-        sa.event.listen(db, "before_cursor_execute", on_execute)
+        for name, fn in handlers.items():
+            sa.event.listen(db, name, fn)
     try:
-        yield seen
+        yield
     finally:
         for db in engines:
-            sa.event.remove(db, "before_cursor_execute", on_execute)
+            for name, fn in handlers.items():
+                sa.event.remove(db, name, fn)
