@@ -141,4 +141,7 @@ def test_the_largest_list_fits_one_call(make_engine: Callable[..., Engine]) -> N
     engine = make_engine()
     started = engine.start_many([item(f"acct-{i}") for i in range(MAX_START_MANY)])
     assert len({a.id for a in started}) == MAX_START_MANY
-    assert engine.counts() == {"NEW": MAX_START_MANY}
+    keyed = engine.start_many([item(f"keyed-{i}", idempotency_key=f"k{i}") for i in range(MAX_START_MANY)])
+    again = engine.start_many([item(f"keyed-{i}", idempotency_key=f"k{i}") for i in range(MAX_START_MANY)])
+    assert [a.id for a in again] == [a.id for a in keyed]  # 1,000 keys looked up in one query
+    assert engine.counts() == {"NEW": 2 * MAX_START_MANY}
