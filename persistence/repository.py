@@ -66,11 +66,7 @@ class Repository(Inbox):
 
     def get_by_idempotency_key(self, key: str) -> Attempt | None:
         """The attempt created with the caller's idempotency ``key``, or None."""
-        with self._read() as conn:
-            row = (
-                conn.execute(sa.select(attempts).where(attempts.c.idempotency_key == key)).mappings().first()
-            )
-        return self._to_attempt(row) if row else None
+        return self.attempts_by_idempotency_keys([key]).get(key)
 
     def list(
         self,

@@ -39,11 +39,19 @@ class Write:
         return frozenset(self.values), self.owner is not None, self.count_failure
 
 
-def _checked(changes: Mapping[str, Any] | None) -> dict[str, Any]:
+def _released(attempt: Attempt, changes: Mapping[str, Any] | None, *, now: datetime,
+              next_run_at: datetime | None, sealed_secrets: bytes | None) -> dict[str, Any]:
+    """The columns every write sets: the decision's ``changes`` (checked), the next version, the
+    released lease, when it is due next and, if given, the newly sealed secrets."""
     bad = set(changes or ()) - MUTABLE_COLUMNS
     if bad:
         raise ValueError(f"decision may not set {sorted(bad)}")
-    return dict(changes or {})
+    values = dict(changes or {})
+    values.update(version=attempt.version + 1, updated_at=now, next_run_at=next_run_at, lease_owner=None,
+                  lease_expires_at=None)
+    if sealed_secrets is not None:
+        values["secrets"] = sealed_secrets
+    return values
 
 
 def transition_write(
@@ -63,22 +71,9 @@ def transition_write(
 
     ``sealed_callback`` (an applied callback's encrypted parameters) goes to ``callback_secrets``.
     """
-    values = _checked(changes)
-    values.update(
-        state=entry.dest,
-        version=attempt.version + 1,
-        history_seq=entry.seq,
-        runs=0,
-        failures=0,
-        updated_at=now,
-        next_run_at=next_run_at,
-        lease_owner=None,
-        lease_expires_at=None,
-        failure_reason=failure_reason,
-        last_error=last_error,
-    )
-    if sealed_secrets is not None:
-        values["secrets"] = sealed_secrets
+    values = _released(attempt, changes, now=now, next_run_at=next_run_at, sealed_secrets=sealed_secrets)
+    values.update(state=entry.dest, history_seq=entry.seq, runs=0, failures=0, failure_reason=failure_reason,
+                  last_error=last_error)
     if sealed_callback is not None:
         values["callback_secrets"] = sealed_callback
     return Write(attempt, owner, values, (entry,))
@@ -96,16 +91,7 @@ def reschedule_write(
     sealed_secrets: bytes | None = None,
 ) -> Write:
     """The ``Write`` that releases the lease without a transition, due again at ``next_run_at``."""
-    values = _checked(changes)
-    values.update(
-        version=attempt.version + 1,
-        updated_at=now,
-        next_run_at=next_run_at,
-        lease_owner=None,
-        lease_expires_at=None,
-    )
-    if sealed_secrets is not None:
-        values["secrets"] = sealed_secrets
+    values = _released(attempt, changes, now=now, next_run_at=next_run_at, sealed_secrets=sealed_secrets)
     if count_failure:
         values["last_error"] = error  # and failures = failures + 1, in the statement
     elif sealed_secrets is not None or changes:
