@@ -13,8 +13,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from persistence.repository import Repository
 from states.attempt import Attempt
-from states.model import State
+from states.model import Flow, State
 
 from .errors import ConcurrentUpdateError, InvalidInputError
 from .inputs import StartRequest, validate_start
@@ -33,9 +34,14 @@ def new_attempt(req: StartRequest, now: datetime) -> Attempt:
     )
 
 
+def _inputs(x: Attempt | StartRequest) -> tuple[str, Flow, str]:
+    """What a reused idempotency key must come with again: element, flow and name."""
+    return x.element_key, x.flow, x.name
+
+
 def check_same_inputs(stored: Attempt, req: StartRequest, field: str = "idempotency_key") -> None:
     """An idempotency key may only be reused with the inputs it was first used with."""
-    if (stored.element_key, stored.flow, stored.name) != (req.element_key, req.flow, req.name):
+    if _inputs(stored) != _inputs(req):
         raise InvalidInputError(field, f"already used by attempt {stored.id} with other inputs")
 
 
@@ -72,7 +78,6 @@ def validate_items(items: Iterable[Mapping[str, Any]]) -> list[StartRequest]:
             if required not in item:
                 raise InvalidInputError(f"items[{i}].{required}", "is required")
         kw: dict[str, Any] = {k: item.get(k) for k in START_KEYS}
-        kw["tags"] = () if kw["tags"] is None else kw["tags"]
         try:
             req = validate_start(**kw)
         except InvalidInputError as exc:
@@ -80,8 +85,7 @@ def validate_items(items: Iterable[Mapping[str, Any]]) -> list[StartRequest]:
         key = req.idempotency_key
         if key is not None and key in first_by_key:
             j = first_by_key[key]
-            earlier = requests[j]
-            if (earlier.element_key, earlier.flow, earlier.name) != (req.element_key, req.flow, req.name):
+            if _inputs(requests[j]) != _inputs(req):
                 raise InvalidInputError(f"items[{i}].idempotency_key",
                                         f"same key as items[{j}] with other inputs")
         elif key is not None:
@@ -90,7 +94,8 @@ def validate_items(items: Iterable[Mapping[str, Any]]) -> list[StartRequest]:
     return requests
 
 
-def start_many(repo: Any, requests: Sequence[StartRequest], now: datetime) -> list[tuple[Attempt, bool]]:
+def start_many(repo: Repository, requests: Sequence[StartRequest],
+               now: datetime) -> list[tuple[Attempt, bool]]:
     """Store the requests' attempts in one transaction: ``(attempt, created)`` per request, in order.
 
     A key repeated within the list yields the first item's attempt (``validate_items`` checked
