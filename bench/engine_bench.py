@@ -19,7 +19,9 @@ Modes (``--workers``):
   per ``--chunk``, as a back-office job enrolling a list would; ``each``: ``Engine.start`` per
   attempt from ``--driver-threads`` threads) and, from a second thread, polls for REDIRECTED
   attempts and delivers their callbacks. Wall time runs from the first start until all
-  attempts are PROVISIONED.
+  attempts are PROVISIONED. ``--callbacks free`` swaps ``Engine.handle_callback`` for one bulk
+  transaction per poll (``bench/free_callbacks.py``): a measurement of what the driver's
+  callbacks cost the workers' cores, not the product path.
 
 Prints one ``RESULT {json}`` line like the shared scripts (``attempts_per_s`` = N / seconds).
 
@@ -45,6 +47,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import free_callbacks  # noqa: E402
 from cryptography.fernet import Fernet  # noqa: E402
 
 from engine import Engine, EngineSettings  # noqa: E402
@@ -203,7 +206,10 @@ def drive(driver: Engine, indexes: range, args: argparse.Namespace) -> None:
                 if not fresh:
                     time.sleep(args.poll)
 
-    cb = threading.Thread(target=answer_callbacks, daemon=True)
+    if args.callbacks == "free":  # a measurement of the driver's share, not the product path
+        cb = threading.Thread(target=free_callbacks.answer_until, args=(driver, done, args.poll), daemon=True)
+    else:
+        cb = threading.Thread(target=answer_callbacks, daemon=True)
     cb.start()
     if args.starts == "many":  # a back-office job enrolling a list: one transaction per chunk
         for first in range(indexes.start, indexes.stop, args.chunk):
@@ -251,6 +257,9 @@ def main() -> None:
     ap.add_argument("--driver-threads", type=int, default=4, help="workers mode: concurrent starts/callbacks")
     ap.add_argument("--starts", choices=("each", "many"), default="many",
                     help="workers mode: Engine.start per attempt, or Engine.start_many per --chunk")
+    ap.add_argument("--callbacks", choices=("engine", "free"), default="engine",
+                    help="workers mode: Engine.handle_callback per attempt, or (a measurement only) "
+                         "bench/free_callbacks.py's one bulk transaction per poll")
     ap.add_argument("--poll", type=float, default=0.02, help="workers mode: idle poll interval, seconds")
     ap.add_argument("--profile", metavar="FILE", help="single process: write a pyinstrument profile")
     args = ap.parse_args()

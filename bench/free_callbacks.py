@@ -1,0 +1,59 @@
+"""A measurement only: callbacks that cost the driver (almost) nothing (``engine_bench --callbacks free``).
+
+Not a product path. ``Engine.handle_callback`` parses, hashes, encrypts and writes each callback in
+its own statement, in the driver process, on the same two cores as the worker processes. To see
+how far that cost holds the 2-worker / 1-worker ratio down, this replaces it with one transaction
+per poll that moves every REDIRECTED attempt to CALLBACK_RECEIVED the way an applied callback does
+(history row, inbox row, encrypted parameters, due now), without any of the checks. The workers'
+side is unchanged. Compare ``--callbacks engine`` and ``--callbacks free`` in the same run.
+"""
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import sqlalchemy as sa
+
+from engine import Engine
+from persistence.schema import attempts, callbacks, history
+from states.model import State, Trigger
+
+# What a provider sends back (bench/engine_bench.provider_redirect); the fake API accepts any values.
+PARAMS = {"oauth_token": "rt", "oauth_verifier": "v", "realmId": "4620816365", "dataSource": "QBO"}
+
+
+def apply_all_redirected(driver: Engine) -> int:
+    """Move every REDIRECTED attempt to CALLBACK_RECEIVED in one transaction; how many moved."""
+    repo = driver.repo
+    now = driver.now() + timedelta(microseconds=1)  # after the redirect's own updated_at
+    sealed = repo.codec.seal(PARAMS)
+    c = attempts.c
+    with repo.engine.begin() as conn:
+        pick = sa.select(c.id, c.history_seq).where(c.state == State.REDIRECTED.value)
+        if repo.dialect == "postgresql":
+            pick = pick.with_for_update()  # a worker cannot move them meanwhile; the lock is cheap
+        rows = conn.execute(pick).all()
+        if not rows:
+            return 0
+        ids = [r.id for r in rows]
+        conn.execute(history.insert(), [
+            {"attempt_id": r.id, "seq": r.history_seq + 1, "trigger": Trigger.RECEIVE_CALLBACK.value,
+             "source": State.REDIRECTED.value, "dest": State.CALLBACK_RECEIVED.value, "at": now,
+             "duration_ms": 0, "worker": driver.worker_id, "outcome": "ok", "tries": 1, "error": None,
+             "note": "callback"}
+            for r in rows])
+        conn.execute(callbacks.insert(), [
+            {"attempt_id": i, "received_at": now, "params": sealed, "digest": None, "status": "applied",
+             "reason": None} for i in ids])
+        conn.execute(attempts.update().where(c.id.in_(ids)).values(
+            state=State.CALLBACK_RECEIVED.value, version=c.version + 1, history_seq=c.history_seq + 1, runs=0,
+            failures=0, updated_at=now, next_run_at=now, lease_owner=None, lease_expires_at=None,
+            callback_secrets=sealed))
+    return len(ids)
+
+
+def answer_until(driver: Engine, done: threading.Event, poll: float) -> None:
+    """Apply REDIRECTED attempts' callbacks in bulk until ``done`` is set (a driver thread)."""
+    while not done.is_set():
+        if not apply_all_redirected(driver):
+            done.wait(poll)
