@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from engine import Engine
 from persistence.schema import attempts, callbacks, history
+from persistence.statements import callback_received_values
 from states.model import State, Trigger
 
 # What a provider sends back (bench/engine_bench.provider_redirect); the fake API accepts any values.
@@ -45,10 +46,9 @@ def apply_all_redirected(driver: Engine) -> int:
         conn.execute(callbacks.insert(), [
             {"attempt_id": i, "received_at": now, "params": sealed, "digest": None, "status": "applied",
              "reason": None} for i in ids])
-        conn.execute(attempts.update().where(c.id.in_(ids)).values(
-            state=State.CALLBACK_RECEIVED.value, version=c.version + 1, history_seq=c.history_seq + 1, runs=0,
-            failures=0, updated_at=now, next_run_at=now, lease_owner=None, lease_expires_at=None,
-            callback_secrets=sealed))
+        # The columns Engine.handle_callback's own statement sets, without its guard.
+        conn.execute(attempts.update().where(c.id.in_(ids)).values(callback_received_values()),
+                     {"g_now": now, "v_callback_secrets": sealed})
     return len(ids)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from states.attempt import Attempt
+from states.model import State
 
 from .schema import attempts, callbacks, history
 
@@ -124,6 +125,22 @@ def transition_statement(keys: frozenset[str], *, leased: bool, with_callback: b
 _APPLY_CALLBACK: dict[tuple[bool, bool], Any] = {}
 
 
+def callback_received_values() -> dict[str, Any]:
+    """The columns an applied callback sets: CALLBACK_RECEIVED, due at once, lease released.
+
+    Parameters: ``g_now`` and ``v_callback_secrets`` (the sealed callback parameters).
+    """
+    c = attempts.c
+    now = sa.bindparam("g_now", type_=c.updated_at.type)
+    return {
+        "state": State.CALLBACK_RECEIVED.value, "version": c.version + 1, "history_seq": c.history_seq + 1,
+        "runs": 0, "failures": 0, "updated_at": now, "next_run_at": now, "lease_owner": None,
+        "lease_expires_at": None, "failure_reason": None,
+        "last_error": sa.bindparam("v_last_error", None, type_=c.last_error.type),  # as transition_write's
+        "callback_secrets": sa.bindparam("v_callback_secrets", type_=c.callback_secrets.type),
+    }
+
+
 def apply_callback_update(*, oauth1: bool, pg: bool) -> Any:
     """The UPDATE that applies a callback without reading the row first (``Repository.apply_callback``).
 
@@ -140,20 +157,13 @@ def apply_callback_update(*, oauth1: bool, pg: bool) -> Any:
         return stmt
     c = attempts.c
     now = sa.bindparam("g_now", type_=c.updated_at.type)
-    cond = sa.and_(c.id == sa.bindparam("g_id", type_=c.id.type), c.state == "REDIRECTED",
+    cond = sa.and_(c.id == sa.bindparam("g_id", type_=c.id.type), c.state == State.REDIRECTED.value,
                    c.state_nonce_hash == sa.bindparam("g_nonce", type_=c.state_nonce_hash.type),
                    sa.or_(c.deadline_at.is_(None), c.deadline_at > now),
                    c.flow == sa.bindparam("g_flow", type_=c.flow.type))
     if oauth1:
         cond = sa.and_(cond, c.request_token_hash == sa.bindparam("g_token", type_=c.request_token_hash.type))
-    values: dict[str, Any] = {
-        "state": "CALLBACK_RECEIVED", "version": c.version + 1, "history_seq": c.history_seq + 1, "runs": 0,
-        "failures": 0, "updated_at": now, "next_run_at": now, "lease_owner": None, "lease_expires_at": None,
-        "failure_reason": None,
-        "last_error": sa.bindparam("v_last_error", None, type_=c.last_error.type),  # as transition_write's
-        "callback_secrets": sa.bindparam("v_callback_secrets", type_=c.callback_secrets.type),
-    }
-    update = attempts.update().where(cond).values(values).returning(c.id, c.history_seq)
+    update = attempts.update().where(cond).values(callback_received_values()).returning(c.id, c.history_seq)
     stmt = update
     if pg:
         stmt = _record_after(update.cte("moved"), numbered_by_row=True, with_callback=True)
