@@ -14,17 +14,25 @@ import requests
 from engine.client import ClientSettings, ElementsClient
 
 
-class _Gzip(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        body = gzip.compress(json.dumps({"element": "x", "oauthUrl": "https://consent.example/c"}).encode())
+class _Quiet(BaseHTTPRequestHandler):
+    """A test server's handler: answers 200 with ``body`` and extra headers, logs nothing."""
+
+    def _answer(self, body: bytes, headers: Mapping[str, str]) -> None:
         self.send_response(200)
-        self.send_header("Content-Encoding", "gzip")
+        for name, value in headers.items():
+            self.send_header(name, value)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
 
     def log_message(self, *args: object) -> None:
         pass
+
+
+class _Gzip(_Quiet):
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        body = gzip.compress(json.dumps({"element": "x", "oauthUrl": "https://consent.example/c"}).encode())
+        self._answer(body, {"Content-Encoding": "gzip"})
 
 
 @pytest.fixture
@@ -77,20 +85,13 @@ def test_requests_are_prepared_as_session_request_would(params: object, method: 
         client.close()
 
 
-class _Cookies(BaseHTTPRequestHandler):
+class _Cookies(_Quiet):
     seen: list[str | None] = []
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         type(self).seen.append(self.headers.get("Cookie"))
         body = json.dumps({"oauthUrl": "https://consent.example/c"}).encode()
-        self.send_response(200)
-        self.send_header("Set-Cookie", "AWSALB=sticky-1; Path=/")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        self._answer(body, {"Set-Cookie": "AWSALB=sticky-1; Path=/"})
 
 
 def test_cookies_set_by_the_platform_are_sent_back() -> None:
