@@ -56,6 +56,8 @@ from engine.factory import client_settings_from_env, open_engine, open_repositor
 from states.model import State  # noqa: E402
 
 BASE_PATH = "/elements/api-v2"
+
+
 class StartKeys(TypedDict):
     """The ``Engine.start`` keywords every benchmark attempt uses (``**START``)."""
 
