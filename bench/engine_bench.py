@@ -51,8 +51,9 @@ import free_callbacks  # noqa: E402
 from cryptography.fernet import Fernet  # noqa: E402
 
 from engine import Engine, EngineSettings  # noqa: E402
-from engine.client import ElementsClient  # noqa: E402
-from engine.factory import client_settings_from_env, open_engine, open_repository  # noqa: E402
+from engine.clients.elements import ElementsClient  # noqa: E402
+from engine.config import client_settings_from_env  # noqa: E402
+from engine.wiring import open_engine, open_repository  # noqa: E402
 from states.model import State  # noqa: E402
 
 BASE_PATH = "/elements/api-v2"

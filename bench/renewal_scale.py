@@ -34,7 +34,7 @@ def rss_mb() -> float:
 
 def fill(path: str, size: int, due: int) -> None:
     """Create the schema through the real migration, then bulk-insert with sqlite3 for speed."""
-    from engine.factory import open_repository
+    from engine.wiring import open_repository
 
     if os.path.exists(path):
         return
@@ -73,7 +73,7 @@ def fill(path: str, size: int, due: int) -> None:
 
 def measure(path: str, due: int, repeat: int) -> dict[str, float]:
     """In this (fresh) process: claim the due batch `repeat` times (each on a fresh copy's state)."""
-    from engine.factory import open_repository
+    from engine.wiring import open_repository
 
     repo = open_repository(f"sqlite:///{path}", environ={"PROVISION_SECRET_KEY": KEY})
     base_rss = rss_mb()

@@ -16,8 +16,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.client import ElementsClient  # noqa: E402
-from engine.factory import client_settings_from_env, engine_settings_from_env, open_engine  # noqa: E402
+from engine.clients.elements import ElementsClient  # noqa: E402
+from engine.config import client_settings_from_env, engine_settings_from_env  # noqa: E402
+from engine.wiring import open_engine  # noqa: E402
 
 
 def main() -> None:

@@ -1,9 +1,10 @@
 """element-provisioner's engine: the ``Engine`` API, the Elements client, retries, callbacks, CLI."""
-from .callbacks import CallbackOutcome
-from .client import ClientSettings, ElementsClient
-from .clock import FakeClock, utcnow
-from .engine import Engine, EngineSettings, TickReport
-from .errors import (
+from engine.clients.elements import ElementsClient
+from engine.clock import FakeClock, utcnow
+from engine.config import ClientSettings, EngineSettings, RetryPolicy
+from engine.core.callbacks import CallbackOutcome
+from engine.core.facade import Engine, TickReport
+from engine.errors import (
     ApiError,
     AttemptNotFoundError,
     CallbackRejectedError,
@@ -11,8 +12,7 @@ from .errors import (
     MissingConfigurationError,
     ProvisionError,
 )
-from .factory import open_engine
-from .retry import RetryPolicy
+from engine.wiring import open_engine
 
 __all__ = [
     "ApiError",

@@ -268,3 +268,9 @@ class ProviderRejectedError(BadRequestError):
     """The provider rejected the OAuth material (bad, expired or reused code / verifier / token)."""
 
     kind = "provider_rejected"
+
+
+class SchemaOutdatedError(ProvisionError):
+    """The database is not at the newest migration."""
+
+    kind = "schema_outdated"

@@ -6,7 +6,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .schema import attempts
+from persistence.schema import attempts
 
 
 def _due(now: Any) -> Any:  # a datetime, or a bound parameter of one

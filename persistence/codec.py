@@ -5,7 +5,7 @@ from typing import Any, Protocol
 
 
 class SecretCodec(Protocol):
-    """Turns a JSON-able dict into opaque bytes and back (``engine.secrets.FernetCodec``)."""
+    """Turns a JSON-able dict into opaque bytes and back (``engine.security.crypto.FernetCodec``)."""
 
     def seal(self, data: dict[str, Any]) -> bytes:
         """Encrypt ``data``."""

@@ -10,10 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from states.attempt import HistoryEntry
-from states.model import Flow
-
-from .statements import (
+from persistence.statements import (
     CALLBACKS_BY,
     INSERT_CALLBACK,
     INSERT_HISTORY,
@@ -21,7 +18,9 @@ from .statements import (
     UPDATE_CALLBACK,
     apply_callback_update,
 )
-from .store import Store
+from persistence.store import Store
+from states.attempt import HistoryEntry
+from states.model import Flow
 
 
 @dataclass(frozen=True)
@@ -72,7 +71,7 @@ class Inbox(Store):
         The guard is ``statements.apply_callback_update``'s (state, nonce, deadline, flow, token);
         ``entry`` is the history row (its ``seq`` is taken from the row) and ``callback`` the
         inbox row, whose parameters also go to ``callback_secrets``. On False nothing is written
-        and the caller reads the attempt to tell why (``engine.callbacks``).
+        and the caller reads the attempt to tell why (``engine.core.callbacks``).
         """
         inbox_row = self._callback_values(callback)
         # The same ciphertext serves both columns: one encryption instead of two.

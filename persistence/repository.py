@@ -13,13 +13,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from states.attempt import Attempt, HistoryEntry
-from states.model import Flow, State
-
-from .claims import claim_params, parameterised_claim
-from .inbox import Inbox, NewCallback
-from .schema import attempts, history
-from .statements import (
+from persistence.claims import claim_params, parameterised_claim
+from persistence.inbox import Inbox, NewCallback
+from persistence.schema import attempts, history
+from persistence.statements import (
     GET,
     INSERT_ATTEMPT,
     INSERT_CALLBACK,
@@ -29,8 +26,10 @@ from .statements import (
     guarded_update,
     transition_statement,
 )
-from .types import UTCDateTime
-from .writes import Write, reschedule_write, transition_write
+from persistence.types import UTCDateTime
+from persistence.writes import Write, reschedule_write, transition_write
+from states.attempt import Attempt, HistoryEntry
+from states.model import Flow, State
 
 _COLUMNS = [c.name for c in attempts.columns if c.name not in ("secrets", "callback_secrets")]
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from .types import UTCDateTime
+from persistence.types import UTCDateTime
 
 metadata = sa.MetaData(
     naming_convention={
@@ -47,9 +47,9 @@ attempts = sa.Table(
     sa.Column("refresh_time", sa.BigInteger, nullable=True),  # epoch milliseconds
     sa.Column("next_renewal_at", UTCDateTime, nullable=True),
     sa.Column("renewals", sa.Integer, nullable=False),
-    sa.Column("secrets", sa.LargeBinary, nullable=True),  # encrypted JSON (engine.secrets)
+    sa.Column("secrets", sa.LargeBinary, nullable=True),  # encrypted JSON (engine.security.crypto)
     # The applied callback's parameters (verifier, realm...), encrypted; apart from ``secrets`` so
-    # that applying a callback needs no read of the row (migration 0003, engine.callbacks).
+    # that applying a callback needs no read of the row (migration 0003, engine.core.callbacks).
     sa.Column("callback_secrets", sa.LargeBinary, nullable=True),
     # "What is due now" is a range scan on this partial index (issue 3/6 asserts the plan).
     sa.Index(

@@ -13,10 +13,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from persistence.schema import attempts, callbacks, history
 from states.attempt import Attempt
 from states.model import State
-
-from .schema import attempts, callbacks, history
 
 GET = sa.select(attempts).where(attempts.c.id == sa.bindparam("g_id", type_=attempts.c.id.type))
 INSERT_ATTEMPT = attempts.insert()

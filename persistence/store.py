@@ -8,8 +8,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .codec import SecretCodec
-from .database import AUTOCOMMIT_OPTIONS, create_db_engine
+from persistence.codec import SecretCodec
+from persistence.database import AUTOCOMMIT_OPTIONS, create_db_engine
 
 
 class Store:

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from .model import Flow, State
+from states.model import Flow, State
 
 # Columns of ``attempts`` a decision may set through ``Advance.changes`` (the rest belong to the engine).
 MUTABLE_COLUMNS: frozenset[str] = frozenset(

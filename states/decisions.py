@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from .model import FailureReason, Trigger
+from states.model import FailureReason, Trigger
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .model import Flow
+from states.model import Flow
 
 QBO_OAUTH1_INTERVAL_S = 13_046_400  # 151 days: Intuit's advice for the 180-day OAuth1 token
 OAUTH2_INTERVAL_S = 3_600  # access tokens live one hour

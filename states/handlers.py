@@ -9,14 +9,14 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from .attempt import Attempt
-from .decisions import Advance, Decision, Fail, WaitForCallback
-from .elements import spec_for
-from .model import FailureReason, Flow, State, Trigger
-from .ports import Ports
-from .renewal import handle_provisioned
-from .requests import instance_body, oauth_url_params, quick_body, token_params
-from .schedule import is_past, next_renewal_at
+from states.attempt import Attempt
+from states.decisions import Advance, Decision, Fail, WaitForCallback
+from states.elements import spec_for
+from states.model import FailureReason, Flow, State, Trigger
+from states.payloads import instance_body, oauth_url_params, quick_body, token_params
+from states.ports import Ports
+from states.renewal import handle_provisioned
+from states.schedule import is_past, next_renewal_at
 
 Handler = Callable[[Attempt, Ports], Decision]
 

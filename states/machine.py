@@ -10,7 +10,7 @@ from typing import Any
 
 from transitions import Machine
 
-from .model import TRANSITIONS, State, Trigger
+from states.model import TRANSITIONS, State, Trigger
 
 
 def build_machine(model: Any = None, initial: State = State.NEW, **kwargs: Any) -> Machine:

@@ -20,7 +20,7 @@ class TokenLike(Protocol):
 
 
 class ClientPort(Protocol):
-    """The subset of ``engine.client.ElementsClient`` the steps call."""
+    """The subset of ``engine.clients.elements.ElementsClient`` the steps call."""
 
     def request_token(
         self, element: str, *, api_key: str, api_secret: str, callback_url: str
@@ -40,6 +40,19 @@ class ClientPort(Protocol):
     def refresh_oauth2(self, client_id: str, client_secret: str, refresh_token: str) -> Any: ...
 
     def reconnect_oauth1(self, consumer_key: str, token: str) -> Any: ...
+
+
+class PlatformPort(ClientPort, Protocol):
+    """What the engine itself needs of the client besides the steps' calls."""
+
+    @property
+    def timeouts(self) -> tuple[float, float]:
+        """(connect, read) seconds of one HTTP call: the engine sizes its lease from them."""
+        ...
+
+    def close(self) -> None:
+        """Release pooled connections."""
+        ...
 
 
 @dataclass(frozen=True)

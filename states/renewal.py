@@ -15,11 +15,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from .attempt import Attempt
-from .decisions import Advance, Decision, Fail, Stay
-from .model import FailureReason, Flow, Trigger
-from .ports import Ports
-from .schedule import next_renewal_at
+from states.attempt import Attempt
+from states.decisions import Advance, Decision, Fail, Stay
+from states.model import FailureReason, Flow, Trigger
+from states.ports import Ports
+from states.schedule import next_renewal_at
 
 OAUTH1_TOKEN_LIFETIME = timedelta(days=180)
 OAUTH1_RECONNECT_WINDOW = timedelta(days=30)

@@ -19,8 +19,8 @@ import sqlalchemy as sa
 from testkit import TEST_KEY
 
 from engine import ElementsClient, Engine, EngineSettings, FakeClock, RetryPolicy
-from engine.client import ClientSettings
-from engine.factory import open_repository
+from engine.config import ClientSettings
+from engine.wiring import open_repository
 from sandbox import start as start_sandbox
 
 PG_ENV = "PROVISION_TEST_PG_URL"

@@ -16,7 +16,7 @@ import pytest
 from testkit import QBO, attempt_writes, consent
 
 from engine import Engine, EngineSettings, RetryPolicy
-from engine.runner import commit_group, prepare_step
+from engine.core.runner import commit_group, prepare_step
 from persistence.schema import attempts
 from states import State
 

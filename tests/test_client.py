@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 import requests
 
-from engine.client import ClientSettings, ElementsClient
+from engine.clients.elements import ElementsClient
+from engine.config import ClientSettings, client_settings_from_env
 
 
 class _Quiet(BaseHTTPRequestHandler):
@@ -55,7 +56,9 @@ def test_gzip_bodies_are_decoded(gzip_server: str) -> None:
 def test_environment_proxies_are_read_once(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
     monkeypatch.setenv("NO_PROXY", "")
-    client = ElementsClient(ClientSettings("https://api.example.com/elements/api-v2", "u", "o"))
+    # engine.config reads the environment once; the client never consults it per call.
+    settings = client_settings_from_env(base_url="https://api.example.com/elements/api-v2")
+    client = ElementsClient(settings)
     try:
         assert client.session.proxies.get("https") == "http://proxy.example:3128"
         assert client.session.trust_env is False  # no per-call environment lookups

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import event
 from testkit import TEST_KEY
 
-from engine.factory import open_repository
+from engine.wiring import open_repository
 from persistence import Repository
 from persistence.schema import attempts
 

@@ -10,7 +10,7 @@ import pytest
 from testkit import QBO, consent
 
 from engine import CallbackRejectedError, Engine
-from engine.runner import StepPorts
+from engine.core.runner import StepPorts
 from states import State
 
 

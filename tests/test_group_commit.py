@@ -10,8 +10,7 @@ import pytest
 import sqlalchemy as sa
 from testkit import QBO, attempt_writes
 
-from engine import Engine, EngineSettings
-from engine.retry import RetryPolicy
+from engine import Engine, EngineSettings, RetryPolicy
 from persistence.schema import attempts, history
 from persistence.writes import transition_write
 from states import State

@@ -29,4 +29,4 @@ def test_wheel_contains_every_package_and_the_migrations(tmp_path: Path) -> None
     assert "persistence/migrations/versions/0002_attempts_fillfactor.py" in names
     assert not any(n.startswith(("tests/", "bench/", "diagrams/")) for n in names)
     entry = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "provision = engine.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
+    assert "provision = engine.main:main" in zipfile.ZipFile(wheel).read(entry).decode()

@@ -12,7 +12,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from testkit import TEST_KEY
 
-from engine.factory import open_repository
+from engine.wiring import open_repository
 from persistence import NewCallback, Repository
 from persistence.schema import attempts, metadata
 from states import Attempt, Flow, HistoryEntry, State

@@ -14,7 +14,7 @@ import pytest
 from testkit import QBO, consent, listening
 
 from engine import Engine, InvalidInputError, MissingConfigurationError
-from engine.starts import MAX_START_MANY
+from engine.core.starts import MAX_START_MANY
 from states import State
 
 

@@ -13,7 +13,7 @@ def test_db_upgrade_sqlite_and_diagram(cli: Any, tmp_path: Path) -> None:
     first, mermaid = cli.many(("db", "upgrade"), ("diagram", "--format", "mermaid"))
     assert first.returncode == 0 and first.stdout.strip() == f"database at revision {head_revision()}"
     assert cli.json("db", "upgrade") == {"revision": head_revision()}  # idempotent
-    if mermaid.returncode == 0:  # engine.diagrams is written by another engineer
+    if mermaid.returncode == 0:  # engine.inspection.render is written by another engineer
         assert "REDIRECTED" in mermaid.stdout and "PROVISIONED" in mermaid.stdout
         target = tmp_path / "machine.mmd"
         written = cli("diagram", "-o", str(target))  # format from the suffix

@@ -12,10 +12,10 @@ import pytest
 import requests
 from werkzeug.test import Client
 
-from engine.callbacks import CallbackOutcome
+from engine.core.callbacks import CallbackOutcome
 from engine.errors import CallbackRejectedError
-from engine.factory import open_engine
-from engine.serve import make_app
+from engine.web.callback_app import make_app
+from engine.wiring import open_engine
 from states.model import State
 
 

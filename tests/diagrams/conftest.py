@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 
 from engine.clock import FakeClock
-from engine.engine import Engine
-from engine.factory import open_engine
+from engine.core.facade import Engine
+from engine.wiring import open_engine
 from states.attempt import Attempt, HistoryEntry
 from states.model import Flow, State
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from engine.diagram_path import MAX_LINES_PER_EDGE, clean, trace_path
-from engine.diagrams import render_attempt
 from engine.errors import InvalidInputError
+from engine.inspection.paths import MAX_LINES_PER_EDGE, clean, trace_path
+from engine.inspection.render import render_attempt
 from states.attempt import Attempt, HistoryEntry
 from states.model import Flow, State
 

@@ -8,19 +8,20 @@ from pathlib import Path
 
 import pytest
 
-from engine import diagrams
-from engine.diagrams import (
+from engine.errors import InvalidInputError, ProvisionError
+from engine.inspection import render as diagrams
+from engine.inspection.render import (
     GraphvizMissingError,
     normalise_svg,
     render_machine,
     write_machine_diagrams,
 )
-from engine.errors import InvalidInputError, ProvisionError
 from states.model import TERMINAL, TRANSITIONS, State
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "diagrams"
-REGENERATE = "regenerate: python -c 'import engine.diagrams as d; d.write_machine_diagrams(\"diagrams\")'"
+REGENERATE = ("regenerate: python -c 'import engine.inspection.render as d; "
+              "d.write_machine_diagrams(\"diagrams\")'")
 
 # Same idea as transitions' tests/test_mermaid.py: parse the rendered text, not the picture.
 MERMAID_EDGE = re.compile(r"^\s*(?P<src>\w+)\s*-->\s*(?P<dst>\w+)\s*:\s*(?P<label>.*)$", re.M)

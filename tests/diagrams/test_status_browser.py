@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from engine.engine import Engine
-from engine.status_page import StatusPage
+from engine.core.facade import Engine
+from engine.web.status_page import StatusPage
 from states.attempt import Attempt
 
 Png = tuple[int, int, int, list[bytes]]
-PROVISIONED_FILL = (0xBB, 0xF7, 0xD0)  # engine.diagrams: PROVISIONED node fill
-PATH_BLUE = (0x1D, 0x4E, 0xD8)  # engine.diagrams: edges the attempt took
+PROVISIONED_FILL = (0xBB, 0xF7, 0xD0)  # engine.inspection.render: PROVISIONED node fill
+PATH_BLUE = (0x1D, 0x4E, 0xD8)  # engine.inspection.render: edges the attempt took
 
 
 @pytest.fixture

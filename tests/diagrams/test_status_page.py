@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from werkzeug.test import Client
 
-from engine import status_page
-from engine.engine import Engine
-from engine.status_page import StatusPage
+from engine.core.facade import Engine
+from engine.web import status_page
+from engine.web.status_page import StatusPage
 from states.attempt import Attempt
 
 StartQuick = Callable[..., Attempt]

@@ -18,6 +18,7 @@ import pytest
 from testkit import QBO, QUICK_CONFIG
 
 from engine import Engine, FakeClock, RetryPolicy
+from engine.clients.elements import ElementsClient
 from states import State
 
 CLASSIFIED = {"malformed_response", "timeout", "unavailable", "connection", "bad_request", "unauthorized",
@@ -192,8 +193,10 @@ def test_slow_drip_is_cut_at_the_body_deadline(hostile: Any, sqlite_url: str,
         sqlite_url, base_url=hostile.url + "/elements/api-v2", connect_timeout=0.2, read_timeout=0.2
     )
     started = time.monotonic()
+    client = engine.client
+    assert isinstance(client, ElementsClient)
     with pytest.raises(Exception) as err:
-        engine.client.request("oauth_url", "GET", "/elements/quickbooks/oauth/url")
+        client.request("oauth_url", "GET", "/elements/quickbooks/oauth/url")
     elapsed = time.monotonic() - started
     assert getattr(err.value, "kind", None) == "timeout"
     assert elapsed < 0.4 + 0.2 < DRIP_S, f"the drip held the call for {elapsed:.2f}s"

@@ -16,10 +16,10 @@ from hypothesis import strategies as st
 from testkit import QBO, QUICK_CONFIG
 
 from engine import Engine
-from engine.callbacks import parse_callback
-from engine.cli import main as cli_main
+from engine.cli.main import main as cli_main
+from engine.core.callbacks import parse_callback
+from engine.core.intake import parse_config_pairs, validate_start
 from engine.errors import InvalidInputError, ProvisionError
-from engine.inputs import parse_config_pairs, validate_start
 from persistence.schema import attempts, history
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -263,7 +263,7 @@ def test_cli_bad_input_exits_2_without_echoing_secrets(argv: list[str], sqlite_u
 
 
 def test_worker_settings_from_env_name_the_variable() -> None:
-    from engine.factory import engine_settings_from_env
+    from engine.config import engine_settings_from_env
 
     settings = engine_settings_from_env({"PROVISION_COMMIT_WINDOW_SECONDS": "0", "PROVISION_BATCH_SIZE": "7"})
     assert (settings.commit_window_s, settings.batch_size) == (0.0, 7)  # 0 turns group commit off

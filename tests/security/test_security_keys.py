@@ -13,13 +13,13 @@ from cryptography.fernet import Fernet, InvalidToken
 from testkit import QBO, QUICK_CONFIG, TEST_KEY, consent
 
 from engine import ElementsClient, Engine
-from engine import keys as keys_mod
-from engine.cli import main as cli_main
-from engine.client import ClientSettings
+from engine.cli.main import main as cli_main
+from engine.config import ClientSettings
 from engine.errors import CallbackRejectedError
-from engine.factory import open_repository
-from engine.keys import RotationReport, _Rotator, rotate_keys
-from engine.secrets import FernetCodec
+from engine.security import rotation as keys_mod
+from engine.security.crypto import FernetCodec
+from engine.security.rotation import RotationReport, _Rotator, rotate_keys
+from engine.wiring import open_repository
 from persistence.schema import attempts, callbacks
 from states import State
 

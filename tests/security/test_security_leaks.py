@@ -25,11 +25,11 @@ from testkit import TEST_KEY, StartKeys, consent
 from werkzeug.test import Client
 
 from engine import ElementsClient, Engine, RetryPolicy
-from engine.cli import main as cli_main
-from engine.client import ClientSettings
+from engine.cli.main import main as cli_main
+from engine.config import ClientSettings
 from engine.errors import CallbackRejectedError
-from engine.factory import open_repository
-from engine.serve import make_app
+from engine.web.callback_app import make_app
+from engine.wiring import open_repository
 from persistence.schema import attempts, callbacks, history
 from sandbox import Sandbox
 from sandbox import start as start_sandbox

@@ -14,7 +14,7 @@ from testkit import QBO, consent
 from werkzeug.serving import make_server
 
 from engine import Engine
-from engine.serve import MAX_QUERY_CHARS, MAX_REQUEST_LINE, _QuietHandler, make_app
+from engine.web.callback_app import MAX_QUERY_CHARS, MAX_REQUEST_LINE, _QuietHandler, make_app
 from states import State
 
 

@@ -1,6 +1,6 @@
 """What one attempt's diagram must show, computed from its history (pure: no I/O, no graph library).
 
-``engine.diagrams`` turns a ``PathView`` into DOT or Mermaid; keeping the bookkeeping here means the
+``engine.inspection.render`` turns a ``PathView`` into DOT or Mermaid; keeping the bookkeeping here means the
 numbering, times, retry counts, renewal counts and failure reasons are tested without any renderer.
 Only these fields are read (DESIGN §8, no secrets): the attempt's id, element, flow, state and
 failure_reason, and each history row's seq, trigger, source, dest, at, tries, note and error kind.

@@ -8,39 +8,17 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
+from engine.config import RenewalPolicy, RetryPolicy
+from engine.errors import ProvisionError
 from states.decisions import Fail, RetryLater
 from states.model import FailureReason
 
-from .errors import ProvisionError
-
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How hard to try before giving up; one per engine (or per element)."""
-
-    in_process_attempts: int = 3  # tries of one HTTP call inside one step
-    in_process_initial: float = 0.2  # seconds; full jitter over an exponential window
-    in_process_max: float = 2.0  # cap of one in-process wait (and of an honoured Retry-After)
-    durable_initial: float = 5.0  # first durable reschedule, seconds
-    durable_multiplier: float = 2.0
-    durable_max: float = 600.0
-    budget: int = 6  # durable reschedules allowed per step before retries_exhausted
-
-    def __post_init__(self) -> None:
-        for name in ("in_process_initial", "in_process_max", "durable_initial", "durable_max"):
-            value = getattr(self, name)
-            if not value >= 0:
-                raise ValueError(f"RetryPolicy.{name} must be a number >= 0, got {value!r}")
-        if self.in_process_attempts < 1 or self.budget < 0:
-            raise ValueError("RetryPolicy.in_process_attempts must be >= 1 and budget >= 0")
 
 
 def _retryable(policy: RetryPolicy) -> Callable[[BaseException], bool]:
@@ -118,22 +96,6 @@ def decide_on_error(
         return Fail(FailureReason.RETRIES_EXHAUSTED, info)
     delay = durable_delay(policy, failures, getattr(error, "retry_after", None), rng)
     return RetryLater(now + timedelta(seconds=delay), info)
-
-
-@dataclass(frozen=True)
-class RenewalPolicy:
-    """How renewals retry. Our choice (documented in the README): transient failures back off
-    from 1 minute, doubling to at most 1 hour, for up to 4 days after the renewal fell due (like
-    Nango); an OAuth2 refresh token lives 100 days and an OAuth1 token has 29 days of Reconnect
-    window left, so 4 days of trying loses nothing. A first ``invalid_grant`` is retried once after
-    ``reject_confirm_s``: a worker whose lease expired mid-renewal may have rotated the token and
-    be about to store it; only a second rejection fails the attempt as ``renewal_rejected``.
-    """
-
-    initial: float = 60.0
-    maximum: float = 3600.0
-    give_up_after: float = 4 * 86400.0
-    reject_confirm_s: float = 60.0
 
 
 def decide_on_renewal_error(

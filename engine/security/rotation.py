@@ -1,6 +1,6 @@
 """``provision keys rotate``: re-encrypt every stored secret under a new key (issue 5/6 item 1).
 
-Two ways to hold the key (``engine.secrets``), two procedures:
+Two ways to hold the key (``engine.security.crypto``), two procedures:
 
 - ``PROVISION_SECRET_KEY``: the user puts ``NEW,OLD`` in the variable (first encrypts, all decrypt),
   runs ``provision keys rotate``, and may drop ``OLD`` once it reports success.
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -26,8 +26,9 @@ from typing import Any
 import sqlalchemy as sa
 from cryptography.fernet import Fernet, InvalidToken
 
-from .errors import InvalidInputError, SecretKeyError
-from .secrets import ENV_KEY, FernetCodec, parse_keys
+from engine.config import ENV_KEY, secret_keys_from_env
+from engine.errors import InvalidInputError, SecretKeyError
+from engine.security.crypto import FernetCodec, parse_keys
 
 log = logging.getLogger(__name__)
 DEFAULT_BATCH = 200
@@ -56,7 +57,7 @@ class RotationReport:
 
 
 def key_file_for(db_path: Path) -> Path:
-    """Where ``engine.secrets.load_codec`` keeps the key of a SQLite file."""
+    """Where ``engine.security.crypto.load_codec`` keeps the key of a SQLite file."""
     return db_path.with_name(db_path.name + ".key")
 
 
@@ -163,7 +164,7 @@ def rotate_keys(
     from persistence.database import create_db_engine, sqlite_path  # noqa: PLC0415
     from persistence.migrate import upgrade  # noqa: PLC0415
 
-    env = os.environ if environ is None else environ
+    keys_text = secret_keys_from_env(environ)
     if batch < 1:
         raise InvalidInputError("--batch-size", f"must be at least 1, got {batch}")
     try:
@@ -176,8 +177,8 @@ def rotate_keys(
             raise InvalidInputError("--db", f"no database at {path}: nothing to rotate")
         if path is not None:
             upgrade(db)
-        if env.get(ENV_KEY):
-            keys = parse_keys(env[ENV_KEY])
+        if keys_text:
+            keys = parse_keys(keys_text)
             if len(keys) < 2:
                 raise InvalidInputError(
                     ENV_KEY,
@@ -209,29 +210,3 @@ def rotate_keys(
         return report
     finally:
         db.dispose()
-
-
-def format_report(report: RotationReport) -> str:
-    """The human summary printed by the CLI."""
-    lines = [f"re-encrypted {report.attempts} attempt secret blob(s) and {report.callbacks} callback "
-             f"param blob(s); {report.already_current} already under the new key"]
-    if report.unreadable:
-        lines.append(f"{report.unreadable} row(s) cannot be decrypted with any configured key and were left "
-                     "untouched; the old key(s) are still needed")
-    elif report.mode == "env":
-        lines.append(f"done: you may now drop the old key(s) from {ENV_KEY} (keep only the first), "
-                     "then restart workers and `provision serve`")
-    else:
-        lines.append(f"done: {report.key_file} now holds only the new key; restart running workers and "
-                     "`provision serve` so they load it")
-    return "\n".join(lines)
-
-
-def run_rotate(db_url: str | None, *, batch: int, as_json: bool, out: Callable[[str], None]) -> int:
-    """The body of ``provision keys rotate``: rotate, print counts; exit 1 while rows stay unreadable."""
-    from .cli_output import to_json  # noqa: PLC0415
-    from .factory import db_url_from_env  # noqa: PLC0415
-
-    report = rotate_keys(db_url or db_url_from_env(), batch=batch)
-    out(to_json(report.as_dict()) if as_json else format_report(report))
-    return 0 if report.complete else 1

@@ -21,17 +21,16 @@ from werkzeug.exceptions import BadRequest, HTTPException, NotFound, ServiceUnav
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
+from engine.errors import AttemptNotFoundError, InvalidInputError
+from engine.inspection.render import GraphvizMissingError, render_attempt
+from engine.security.crypto import scrub, secret_values
 from states.attempt import Attempt, HistoryEntry
 from states.model import State
-
-from .diagrams import GraphvizMissingError, render_attempt
-from .errors import AttemptNotFoundError, InvalidInputError
-from .secrets import scrub, secret_values
 
 if TYPE_CHECKING:  # the page only reads through the Engine's public methods
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
-    from .engine import Engine
+    from engine.core.facade import Engine
 
 LIST_LIMIT = 200
 _READ = ["GET", "HEAD"]

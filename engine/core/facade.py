@@ -15,38 +15,25 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from engine.clock import utcnow
+from engine.config import EngineSettings, RenewalPolicy, RetryPolicy
+from engine.core import starts
+from engine.core.callbacks import CallbackHandler, CallbackOutcome
+from engine.core.intake import validate_start
+from engine.core.runner import PreparedStep, StepResult, commit_group, prepare_step
+from engine.errors import (
+    AttemptNotFoundError,
+    ConcurrentUpdateError,
+    InvalidInputError,
+    InvalidTransitionError,
+)
 from persistence.repository import Repository
 from states.attempt import Attempt, HistoryEntry
 from states.machine import next_state
 from states.model import FailureReason, Flow, State, Trigger
-from states.ports import StepSettings
-
-from . import logging_redaction as redaction
-from . import starts
-from .callbacks import CallbackHandler, CallbackOutcome
-from .client import ElementsClient
-from .clock import utcnow
-from .errors import AttemptNotFoundError, ConcurrentUpdateError, InvalidInputError, InvalidTransitionError
-from .inputs import validate_start
-from .retry import RenewalPolicy, RetryPolicy
-from .runner import PreparedStep, StepResult, commit_group, prepare_step
+from states.ports import PlatformPort, StepSettings
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class EngineSettings:
-    """Worker tunables."""
-
-    lease_s: float = 120.0  # longer than one step with its in-process retries
-    batch_size: int = 50  # attempts claimed per tick
-    concurrency: int = 1  # steps in flight per tick
-    poll_max_s: float = 5.0  # the worker's longest wait between ticks (callbacks may arrive)
-    callback_wait_s: int = 1800
-    renewal_max_lead_s: int = 15 * 60  # lead = min(this, 10% of the refresh interval)
-    # Group commit: step results finished within this many seconds of the first uncommitted one
-    # are written in one transaction; 0 commits every step on its own.
-    commit_window_s: float = 0.2
 
 
 @dataclass
@@ -81,7 +68,7 @@ class Engine:
     def __init__(
         self,
         repo: Repository,
-        client: ElementsClient,
+        client: PlatformPort,
         *,
         clock: Callable[[], datetime] = utcnow,
         sleep: Callable[[float], None] = time.sleep,
@@ -103,7 +90,6 @@ class Engine:
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.rng = rng or random.Random()
         self._check_lease()
-        redaction.install()  # secrets in third-party log lines (urllib3 logs URLs) are masked
         self.callbacks = CallbackHandler(self)
         self._wake = threading.Event()
         self._pool: ThreadPoolExecutor | None = None
@@ -111,9 +97,9 @@ class Engine:
     def _check_lease(self) -> None:
         # The lease protocol is sound only if a lease outlives the longest step: otherwise a second
         # worker takes over a step that is still running (see test_many_workers).
-        cs = self.client.settings
+        connect_s, read_s = self.client.timeouts
         p = self.policy
-        worst = p.in_process_attempts * (cs.connect_timeout + cs.read_timeout) + (
+        worst = p.in_process_attempts * (connect_s + read_s) + (
             p.in_process_attempts - 1) * p.in_process_max
         # A step's result may wait up to the commit window for its group.
         self._worst_step_s = worst + max(0.0, self.settings.commit_window_s)
@@ -122,7 +108,7 @@ class Engine:
                 "lease_s",
                 f"a lease of {self.settings.lease_s:g}s is shorter than the longest step "
                 f"({p.in_process_attempts} tries x "
-                f"({cs.connect_timeout:g}s connect + {cs.read_timeout:g}s read) "
+                f"({connect_s:g}s connect + {read_s:g}s read) "
                 f"+ waits + {self.settings.commit_window_s:g}s commit window = {self._worst_step_s:g}s)",
                 hint="Raise PROVISION_LEASE_SECONDS or lower the client timeouts.",
             )
@@ -213,7 +199,7 @@ class Engine:
         return attempt.secrets.get("redirect_url") if attempt.state is State.REDIRECTED else None
 
     def handle_callback(self, url_or_params: str | Mapping[str, Any]) -> CallbackOutcome:
-        """Apply a provider redirect (full URL, query string or params); see ``engine.callbacks``."""
+        """Apply a provider redirect (full URL, query string or params); see ``engine.core.callbacks``."""
         return self.callbacks.receive(url_or_params)
 
     # --- operator actions ------------------------------------------------------------------------

@@ -9,6 +9,9 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from engine.core.retry import call_with_retries, decide_on_error, decide_on_renewal_error, retrying
+from engine.errors import ProvisionError
+from engine.security.crypto import digest, scrub, secret_values
 from persistence.writes import Write, applied, chained, reschedule_write, transition_write
 from states.attempt import Attempt, HistoryEntry
 from states.decisions import Advance, Decision, Fail, RetryLater, Stay
@@ -17,12 +20,8 @@ from states.machine import next_state
 from states.model import State, Trigger
 from states.ports import ClientPort, StepSettings
 
-from .errors import ProvisionError
-from .retry import call_with_retries, decide_on_error, decide_on_renewal_error, retrying
-from .secrets import digest, scrub, secret_values
-
 if TYPE_CHECKING:
-    from .engine import Engine
+    from engine.core.facade import Engine
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -2,8 +2,8 @@
 
 Exit codes: 0 success, 1 runtime failure, 2 bad usage or input. Errors are printed as
 ``provision: error: <message> (hint: ...)`` without a traceback (``-v`` adds one for unexpected
-errors). Output formatting and secret redaction live in ``engine.cli_output``; the callback receiver
-in ``engine.serve``; the demo in ``engine.demo``.
+errors). Output formatting and secret redaction live in ``engine.cli.output``; the callback receiver
+in ``engine.web.callback_app``; the demo in ``engine.cli.demo``.
 """
 from __future__ import annotations
 
@@ -19,15 +19,15 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from . import cli_output as fmt
-from .errors import (
+from engine.cli import output as fmt
+from engine.errors import (
     AttemptNotFoundError,
     CallbackRejectedError,
     InvalidInputError,
     InvalidTransitionError,
     ProvisionError,
 )
-from .logging_redaction import configure_logging
+from engine.security.redaction import configure_logging
 
 log = logging.getLogger("provision")
 PROG = "provision"
@@ -38,6 +38,10 @@ INPUT_ERRORS = (InvalidInputError, CallbackRejectedError, AttemptNotFoundError, 
 DIAGRAM_FORMATS = ("svg", "png", "mermaid", "dot")
 _SUFFIX_FORMATS = {".svg": "svg", ".png": "png", ".mmd": "mermaid", ".mermaid": "mermaid", ".md": "mermaid",
                    ".dot": "dot", ".gv": "dot"}
+
+
+#: ``serve(engine, host, port, ready=callback)``: blocks until SIGINT/SIGTERM.
+ServeFunction = Callable[..., None]
 
 
 class UsageError(InvalidInputError):
@@ -56,7 +60,7 @@ def parse_duration(flag: str, text: str) -> timedelta:
 
 
 def _engine(args: argparse.Namespace, **kw: Any) -> Any:
-    from .factory import open_engine  # noqa: PLC0415 - keeps `provision --help` fast
+    from engine.wiring import open_engine  # noqa: PLC0415 - keeps `provision --help` fast
 
     return open_engine(args.db, **kw)
 
@@ -67,7 +71,7 @@ def _out(text: str) -> None:
 
 def cmd_start(args: argparse.Namespace) -> int:
     """Create an attempt (validated before anything is stored) and print its id."""
-    from .inputs import parse_config_pairs, validate_start  # noqa: PLC0415
+    from engine.core.intake import parse_config_pairs, validate_start  # noqa: PLC0415
 
     inputs = dict(flow=args.flow, api_key=args.api_key, api_secret=args.api_secret,
                   callback_url=args.callback_url,
@@ -94,7 +98,7 @@ def _install_stop_handlers(on_stop: Callable[[], None]) -> dict[int, Any]:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """Run the scheduler loop until SIGINT/SIGTERM (``--once``: until nothing is due now)."""
-    from .factory import engine_settings_from_env  # noqa: PLC0415
+    from engine.config import engine_settings_from_env  # noqa: PLC0415
 
     if args.concurrency < 1:
         raise UsageError("--concurrency", f"must be at least 1, got {args.concurrency}")
@@ -141,8 +145,10 @@ def cmd_callback(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Receive provider redirects over HTTP until SIGINT/SIGTERM."""
-    from .serve import serve  # noqa: PLC0415
-
+    serve = getattr(args, "serve", None)
+    if serve is None:
+        raise ProvisionError("`serve` needs the web receiver, which this entry point was not given",
+                             hint="Run the `provision` program (engine.main:main), which plugs it in.")
     engine = _engine(args)
     try:
         serve(engine, args.host, args.port, ready=lambda url: _out(f"serving callbacks on {url}/callback"))
@@ -208,10 +214,9 @@ def _operator(action: str) -> Callable[[argparse.Namespace], int]:
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     """Apply migrations without opening an engine (which would refuse an outdated PostgreSQL schema)."""
+    from engine.config import db_url_from_env  # noqa: PLC0415
     from persistence.database import create_db_engine  # noqa: PLC0415
     from persistence.migrate import upgrade  # noqa: PLC0415
-
-    from .factory import db_url_from_env  # noqa: PLC0415
 
     url = args.db or db_url_from_env()
     try:
@@ -241,10 +246,10 @@ def cmd_diagram(args: argparse.Namespace) -> int:
     if fmt_name == "png" and not args.output and sys.stdout.isatty():
         raise UsageError("--format", "png is binary; write it to a file with -o FILE")
     try:
-        from . import diagrams  # noqa: PLC0415 - optional; needs graphviz for svg/png
+        from engine.inspection import render as diagrams  # noqa: PLC0415 - optional; needs graphviz for svg/png
     except ImportError as exc:
         raise ProvisionError("diagram rendering is not available in this install",
-                             hint=f"engine.diagrams could not be imported ({exc})") from None
+                             hint=f"engine.inspection.render could not be imported ({exc})") from None
     if args.id:
         engine = _engine(args)
         try:
@@ -265,15 +270,15 @@ def cmd_diagram(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_rotate(args: argparse.Namespace) -> int:
-    """Re-encrypt every stored secret under the new key (``engine.keys``)."""
-    from .keys import run_rotate  # noqa: PLC0415
+    """Re-encrypt every stored secret under the new key (``engine.security.rotation``)."""
+    from engine.cli.keys import run_rotate  # noqa: PLC0415
 
     return run_rotate(args.db, batch=args.batch_size, as_json=args.json, out=_out)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run every flow against an in-process sandbox."""
-    from .demo import run_demo  # noqa: PLC0415
+    from engine.cli.demo import run_demo  # noqa: PLC0415
 
     return run_demo(args.db, out=sys.stdout, as_json=args.json)
 
@@ -386,9 +391,14 @@ def error(message: str) -> None:
     print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``provision`` console script; returns the exit code."""
+def main(argv: Sequence[str] | None = None, *, serve: ServeFunction | None = None) -> int:
+    """Run one ``provision`` command; returns the exit code.
+
+    ``serve`` runs the public callback receiver; ``engine.main`` passes ``engine.web``'s, so that
+    the CLI and the web layer never import each other (README "Layout").
+    """
     args = build_parser().parse_args(argv)
+    args.serve = serve
     configure_logging(args.verbose)
     try:
         return int(args.func(args))

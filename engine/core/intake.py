@@ -9,21 +9,18 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
+from engine.config import PRINTABLE_RE, check_url
+from engine.errors import InvalidInputError, MissingConfigurationError
 from states.elements import spec_for
 from states.model import Flow
-
-from .errors import InvalidInputError, MissingConfigurationError
 
 _ELEMENT_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 _TAG_RE = re.compile(r"^[A-Za-z0-9 _.:@/+=-]{1,100}$")
 _CONFIG_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 # No C0/C1 controls, no line/paragraph separators, no lone surrogates (they cannot be stored as UTF-8).
-_PRINTABLE_RE = re.compile(r"[^\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]+")
 # Configuration values may be multi-line (PEM keys) but carry no other control characters.
 _VALUE_RE = re.compile(r"[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]*")
-MAX_URL = 2048
 MAX_TAGS = 20
 MAX_CONFIG_VALUE = 4096
 MAX_CALLBACK_WAIT_S = 30 * 24 * 3600
@@ -42,19 +39,6 @@ class StartRequest:
     callback_wait_s: int | None
 
 
-def check_url(field: str, value: str) -> str:
-    """An absolute http(s) URL with a host (and a valid port, if any), at most ``MAX_URL`` characters."""
-    problem = f"must be an absolute http or https URL, got {str(value)[:100]!r}"
-    if not isinstance(value, str) or len(value) > MAX_URL or not _PRINTABLE_RE.fullmatch(value):
-        raise InvalidInputError(field, problem)
-    try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in 0-65535
-    except ValueError:
-        raise InvalidInputError(field, problem) from None
-    if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in value):
-        raise InvalidInputError(field, problem)
-    return value
 
 
 def _int_field(field: str, value: Any, *, minimum: int, maximum: int | None = None) -> int:
@@ -120,7 +104,7 @@ def validate_start(
             "flow",
             f"element {element!r} supports {', '.join(f.value for f in spec.flows)}, not {chosen.value}",
         )
-    if not isinstance(name, str) or not name.strip() or len(name) > 200 or not _PRINTABLE_RE.fullmatch(name):
+    if not isinstance(name, str) or not name.strip() or len(name) > 200 or not PRINTABLE_RE.fullmatch(name):
         raise InvalidInputError("name", "must be 1 to 200 printable characters")
     if tags is None:
         tags = ()
@@ -162,7 +146,7 @@ def validate_start(
     ):
         if value is None or value == "":
             continue
-        if not isinstance(value, str) or len(value) > MAX_CONFIG_VALUE or not _PRINTABLE_RE.fullmatch(value):
+        if not isinstance(value, str) or len(value) > MAX_CONFIG_VALUE or not PRINTABLE_RE.fullmatch(value):
             raise InvalidInputError(
                 field, f"must be a string of 1 to {MAX_CONFIG_VALUE} printable characters"
             )
@@ -181,7 +165,7 @@ def validate_start(
         raise MissingConfigurationError(element, chosen.value, missing)
     if idempotency_key is not None and (
         not isinstance(idempotency_key, str) or not 1 <= len(idempotency_key) <= 200
-        or not _PRINTABLE_RE.fullmatch(idempotency_key)
+        or not PRINTABLE_RE.fullmatch(idempotency_key)
     ):
         raise InvalidInputError("idempotency_key", "must be 1 to 200 printable characters")
     wait = None

@@ -4,7 +4,7 @@ Both come from the machine data in ``states/`` through transitions' diagram exte
 ``GraphMachine`` built by ``states.machine.build_machine`` with the graphviz engine (DOT, SVG, PNG)
 or the mermaid engine (Mermaid text). transitions only highlights the *last* transition, so for an
 attempt we re-apply its whole history: every edge taken is styled and labelled with its step
-numbers and times (see ``engine.diagram_path``), and the current state is marked.
+numbers and times (see ``engine.inspection.paths``), and the current state is marked.
 
 DOT and Mermaid text need no executable; SVG and PNG need Graphviz's ``dot`` on PATH.
 """
@@ -19,12 +19,11 @@ from typing import Any
 
 from transitions.extensions import GraphMachine
 
+from engine.errors import InvalidInputError, ProvisionError
+from engine.inspection.paths import PathView, trace_path
 from states.attempt import Attempt, HistoryEntry
 from states.machine import build_machine
 from states.model import State
-
-from .diagram_path import PathView, trace_path
-from .errors import InvalidInputError, ProvisionError
 
 TITLE = "element-provisioner"
 FORMATS: tuple[str, ...] = ("svg", "png", "mermaid", "dot")
@@ -204,7 +203,7 @@ def render_attempt(attempt: Attempt, history: Sequence[HistoryEntry], fmt: str) 
     """One attempt's actual path over the machine: each transition taken numbered in order with its
     time (and tries), the failing edge with its reason, renewals counted, the current state marked.
 
-    Reads no secrets: only the fields named in ``engine.diagram_path``.
+    Reads no secrets: only the fields named in ``engine.inspection.paths``.
     """
     fmt = _check_format(fmt)
     path = trace_path(attempt, history)

@@ -15,10 +15,10 @@ from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-from .errors import SecretKeyError
+from engine.config import ENV_KEY
+from engine.errors import SecretKeyError
 
 log = logging.getLogger(__name__)
-ENV_KEY = "PROVISION_SECRET_KEY"
 
 
 def digest(text: str) -> str:
@@ -71,11 +71,10 @@ def parse_keys(text: str) -> list[bytes]:
     return [k.strip().encode() for k in text.split(",") if k.strip()]
 
 
-def load_codec(db_path: Path | None, environ: dict[str, str] | None = None) -> FernetCodec:
+def load_codec(db_path: Path | None, keys_text: str | None) -> FernetCodec:
     """The codec for a database: env key, else the key file beside a SQLite file (created once)."""
-    env = os.environ if environ is None else environ
-    if env.get(ENV_KEY):
-        return FernetCodec(parse_keys(env[ENV_KEY]))
+    if keys_text:
+        return FernetCodec(parse_keys(keys_text))
     if db_path is None:
         raise SecretKeyError(
             f"{ENV_KEY} is not set",
@@ -83,10 +82,20 @@ def load_codec(db_path: Path | None, environ: dict[str, str] | None = None) -> F
         )
     key_file = db_path.with_name(db_path.name + ".key")
     if not key_file.exists():
-        key = Fernet.generate_key()
-        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        # Write the whole key aside, then link it into place: a second process starting at the same
+        # moment either wins the link or reads the complete file, never an empty one.
+        tmp = key_file.with_name(f".{key_file.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as fh:
-            fh.write(key + b"\n")
+            fh.write(Fernet.generate_key() + b"\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, key_file)
+        except FileExistsError:
+            pass  # another process created it first; use theirs
+        finally:
+            tmp.unlink()
         log.warning(
             "created encryption key file %s (mode 0600); back it up, or set %s instead", key_file, ENV_KEY
         )

@@ -7,7 +7,6 @@ as ``provision serve`` would.
 """
 from __future__ import annotations
 
-import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,13 +16,12 @@ from typing import Any, TextIO
 import requests
 from cryptography.fernet import Fernet
 
+from engine.cli.output import attempt_dict, format_attempt, to_json
+from engine.config import ENV_KEY, environ_copy
+from engine.core.facade import Engine
+from engine.errors import HINTS, ProvisionError
+from engine.wiring import open_engine
 from states.model import FailureReason, State
-
-from .cli_output import attempt_dict, format_attempt, to_json
-from .engine import Engine
-from .errors import HINTS, ProvisionError
-from .factory import open_engine
-from .secrets import ENV_KEY
 
 # Only an example value: the demo delivers the redirect itself, nothing needs to listen here.
 DEMO_CALLBACK_URL = "http://127.0.0.1:8050/callback"
@@ -107,7 +105,7 @@ def run_demo(db_url: str | None, *, out: TextIO, as_json: bool = False,
     """Run every scenario; 0 when each ended as expected, 1 otherwise."""
     import sandbox  # noqa: PLC0415 - heavy-ish and only needed here
 
-    env = dict(os.environ if environ is None else environ)
+    env = environ_copy(environ)
 
     def say(line: str) -> None:
         if not as_json:  # --json prints one document at the end instead

@@ -6,7 +6,6 @@ tokens and verifiers (GET /oauth/token takes ``apiSecret`` in its query string).
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,7 +16,8 @@ import requests
 import urllib3
 from requests.utils import requote_uri
 
-from .errors import (
+from engine.config import ClientSettings
+from engine.errors import (
     ApiConnectionError,
     ApiError,
     ApiTimeoutError,
@@ -32,24 +32,6 @@ from .errors import (
     RateLimitedError,
     ServiceUnavailableError,
 )
-
-
-@dataclass(frozen=True)
-class ClientSettings:
-    """Where the platform is and how to talk to it."""
-
-    base_url: str
-    user_secret: str
-    org_secret: str
-    connect_timeout: float = 5.0
-    read_timeout: float = 30.0
-    max_body_bytes: int = 1_000_000  # hostile or broken servers must not exhaust memory
-    # Root of the provider's token endpoints; None means Intuit's real ones (engine.provider).
-    provider_root: str | None = None
-
-    def __repr__(self) -> str:  # never show the secrets
-        timeouts = f"({self.connect_timeout}, {self.read_timeout})"
-        return f"ClientSettings(base_url={self.base_url!r}, timeouts={timeouts})"
 
 
 @dataclass(frozen=True)
@@ -130,21 +112,25 @@ class ElementsClient:
         # requests re-reads proxy and CA-bundle variables from the environment on every call (about
         # 1 ms of CPU, a third of a step; bench/README.md). Read them once, here, instead.
         if session is None:
-            self.session.proxies.update(requests.utils.get_environ_proxies(settings.base_url))
-            bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-            if bundle:
-                self.session.verify = bundle
+            self.session.proxies.update(dict(settings.proxies))
+            if settings.ca_bundle:
+                self.session.verify = settings.ca_bundle
             self.session.trust_env = False
         self._auth = f"User {settings.user_secret}, Organization {settings.org_secret}"
         self._headers = {"Accept": "application/json", "Authorization": self._auth}
         self._plain_headers = {"Accept": "application/json"}
         self._base = settings.base_url.rstrip("/")
-        from .provider import ProviderClient, ProviderUrls  # noqa: PLC0415 - provider imports this module
+        from engine.clients.provider import ProviderClient, ProviderUrls  # noqa: PLC0415 - provider imports this module
 
         urls = ProviderUrls.under(settings.provider_root) if settings.provider_root else ProviderUrls()
         self.provider = ProviderClient(self.session, urls, (settings.connect_timeout, settings.read_timeout))
         self.refresh_oauth2 = self.provider.refresh_oauth2
         self.reconnect_oauth1 = self.provider.reconnect_oauth1
+
+    @property
+    def timeouts(self) -> tuple[float, float]:
+        """(connect, read) seconds of one HTTP call."""
+        return (self.settings.connect_timeout, self.settings.read_timeout)
 
     def close(self) -> None:
         """Close pooled connections."""

@@ -4,9 +4,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from .attempt import Attempt
-from .elements import spec_for
-from .model import Flow
+from states.attempt import Attempt
+from states.elements import spec_for
+from states.model import Flow
 
 
 def _config(attempt: Attempt) -> dict[str, Any]:

@@ -19,17 +19,16 @@ from markupsafe import escape
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
+from engine.core.callbacks import MAX_CALLBACK_CHARS
+from engine.errors import CallbackRejectedError, ProvisionError
+from engine.security.redaction import install as install_log_redaction
+from engine.security.redaction import redact_text
 from states.model import FailureReason, State
-
-from .callbacks import MAX_CALLBACK_CHARS
-from .errors import CallbackRejectedError, ProvisionError
-from .logging_redaction import install as install_log_redaction
-from .logging_redaction import redact_text
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-    from .engine import Engine
+    from engine.core.facade import Engine
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +80,9 @@ class CallbackApp:
                 factory = self._status_factory
                 if factory is None:
                     try:
-                        from .status_page import StatusPage  # noqa: PLC0415 - optional module
+                        from engine.web.status_page import StatusPage  # noqa: PLC0415 - optional module
                     except ImportError:
-                        log.info("engine.status_page is not available; /status answers 404")
+                        log.info("engine.web.status_page is not available; /status answers 404")
                         return None
                     factory = StatusPage
                 self._status_app = factory(self.engine)
@@ -148,7 +147,6 @@ class CallbackApp:
 
 def make_app(engine: Engine, *, status_factory: Callable[[Engine], Any] | None = None) -> WSGIApplication:
     """The callback receiver as a WSGI app (``status_factory`` overrides the lazily imported status page)."""
-    install_log_redaction()  # werkzeug's error lines quote request lines, which carry codes and verifiers
     return CallbackApp(engine, status_factory)
 
 
@@ -182,6 +180,7 @@ class _QuietHandler(WSGIRequestHandler):
 def serve(engine: Engine, host: str, port: int, *, ready: Callable[[str], None] | None = None,
           stop: threading.Event | None = None) -> None:
     """Serve until SIGINT/SIGTERM (or ``stop``); ``ready`` gets the base URL once listening."""
+    install_log_redaction()  # werkzeug's error lines quote request lines, which carry codes and verifiers
     server = make_server(host, port, make_app(engine), threaded=True, request_handler=_QuietHandler)
     stop = stop or threading.Event()
     previous: dict[int, Any] = {}

@@ -10,9 +10,8 @@ from dataclasses import dataclass
 
 import requests
 
-from .client import error_from_response
-from .errors import ApiConnectionError, ApiTimeoutError, MalformedResponseError, PermanentApiError
-from .logging_redaction import install as install_log_redaction
+from engine.clients.elements import error_from_response
+from engine.errors import ApiConnectionError, ApiTimeoutError, MalformedResponseError, PermanentApiError
 
 INTUIT_TOKEN_URL = "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer"
 INTUIT_RECONNECT_URL = "https://appcenter.intuit.com/api/v1/connection/reconnect"
@@ -73,7 +72,6 @@ class ProviderClient:
         # Every ElementsClient builds one of these: the earliest point at which the engine does HTTP,
         # so urllib3's DEBUG request lines (apiSecret in GET /oauth/token's query) are redacted
         # even for embedders that never go through the CLI.
-        install_log_redaction()
 
     def _call(self, method: str, url: str, **kw: object) -> requests.Response:
         try:

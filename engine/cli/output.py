@@ -13,11 +13,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sandbox.defaults import MASK
+from engine.security.crypto import MASK, scrub, secret_values
 from states.attempt import Attempt, HistoryEntry
 from states.model import TERMINAL, State
-
-from .secrets import scrub, secret_values
 
 _SECRET_KEY_RE = re.compile(r"secret|token|password|verifier|code", re.IGNORECASE)
 LIST_COLUMNS = ("id", "element", "flow", "state", "name", "created", "updated", "failure_reason")

@@ -13,12 +13,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from engine.core.intake import StartRequest, validate_start
+from engine.errors import ConcurrentUpdateError, InvalidInputError
 from persistence.repository import Repository
 from states.attempt import Attempt
 from states.model import Flow, State
-
-from .errors import ConcurrentUpdateError, InvalidInputError
-from .inputs import StartRequest, validate_start
 
 MAX_START_MANY = 1000  # one transaction; bigger lists are split by the caller
 START_KEYS = frozenset({"element", "name", "flow", "api_key", "api_secret", "callback_url", "tags", "config",

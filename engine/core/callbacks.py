@@ -19,15 +19,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
+from engine.errors import CallbackRejectedError
+from engine.security.crypto import digest
 from persistence.inbox import NewCallback
 from states.attempt import Attempt, HistoryEntry
 from states.model import FailureReason, Flow, State, Trigger
 
-from .errors import CallbackRejectedError
-from .secrets import digest
-
 if TYPE_CHECKING:
-    from .engine import Engine
+    from engine.core.facade import Engine
 
 log = logging.getLogger(__name__)
 
