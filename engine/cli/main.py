@@ -20,6 +20,7 @@ from types import FrameType
 from typing import Any
 
 from engine.cli import output as fmt
+from engine.cli.logs import configure_logging
 from engine.errors import (
     AttemptNotFoundError,
     CallbackRejectedError,
@@ -27,7 +28,6 @@ from engine.errors import (
     InvalidTransitionError,
     ProvisionError,
 )
-from engine.security.redaction import configure_logging
 
 log = logging.getLogger("provision")
 PROG = "provision"

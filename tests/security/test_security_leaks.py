@@ -28,6 +28,7 @@ from engine import ElementsClient, Engine, RetryPolicy
 from engine.cli.main import main as cli_main
 from engine.config import ClientSettings
 from engine.errors import CallbackRejectedError
+from engine.security.redaction import install as install_log_redaction
 from engine.web.callback_app import make_app
 from engine.wiring import open_repository
 from persistence.schema import attempts, callbacks, history
@@ -89,6 +90,9 @@ def make(
             read_timeout=5,
         )
     )
+    # An Engine built by hand leaves logging alone; redaction is installed the way an embedder
+    # that does not use open_engine does it (after its handlers, here pytest's caplog, exist).
+    install_log_redaction()
     return Engine(
         repo, client, sleep=lambda s: None, policy=policy or RetryPolicy(budget=2, durable_initial=1)
     )
