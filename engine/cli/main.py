@@ -214,16 +214,10 @@ def _operator(action: str) -> Callable[[argparse.Namespace], int]:
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     """Apply migrations without opening an engine (which would refuse an outdated PostgreSQL schema)."""
-    from engine.config import db_url_from_env  # noqa: PLC0415
-    from persistence.database import create_db_engine  # noqa: PLC0415
+    from engine.config import db_url_from_env, open_database  # noqa: PLC0415
     from persistence.migrate import upgrade  # noqa: PLC0415
 
-    url = args.db or db_url_from_env()
-    try:
-        db = create_db_engine(url)
-    except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises several types for bad URLs
-        raise UsageError("--db", f"cannot use database URL ({type(exc).__name__}: {str(exc)[:120]})",
-                         hint="e.g. sqlite:///provision.db or postgresql+psycopg://user@host/db") from None
+    db = open_database(args.db or db_url_from_env())
     try:
         revision = upgrade(db)
     finally:
