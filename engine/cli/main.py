@@ -10,13 +10,11 @@ from __future__ import annotations
 import argparse
 import logging
 import re
-import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from engine.cli import output as fmt
@@ -28,6 +26,7 @@ from engine.errors import (
     InvalidTransitionError,
     ProvisionError,
 )
+from engine.signals import stop_on_signals
 
 log = logging.getLogger("provision")
 PROG = "provision"
@@ -88,14 +87,6 @@ def cmd_start(args: argparse.Namespace) -> int:
     return 0
 
 
-def _install_stop_handlers(on_stop: Callable[[], None]) -> dict[int, Any]:
-    def _handler(signum: int, frame: FrameType | None) -> None:
-        log.info("received %s; finishing the steps in flight", signal.Signals(signum).name)
-        on_stop()
-
-    return {sig: signal.signal(sig, _handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-
 def cmd_worker(args: argparse.Namespace) -> int:
     """Run the scheduler loop until SIGINT/SIGTERM (``--once``: until nothing is due now)."""
     from engine.config import engine_settings_from_env  # noqa: PLC0415
@@ -109,14 +100,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
         stop.set()
         engine.wake()  # cut the idle wait short so shutdown is prompt
 
-    previous = _install_stop_handlers(_stop)
     print(f"worker {engine.worker_id} started (concurrency {args.concurrency}"
           f"{', once' if args.once else ''}); Ctrl-C or SIGTERM stops it", file=sys.stderr, flush=True)
     try:
-        steps = engine.run(stop, once=args.once)
+        with stop_on_signals(_stop, doing="finishing the steps in flight"):
+            steps = engine.run(stop, once=args.once)
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         engine.close()
     stopped = ", stopped by signal" if stop.is_set() else ""
     print(f"worker: {steps} step{'s' if steps != 1 else ''} run{stopped}",
