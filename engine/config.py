@@ -4,7 +4,7 @@ Every tunable of the engine is a frozen dataclass here (``EngineSettings``, ``Cl
 ``RetryPolicy``, ``RenewalPolicy``), and each ``*_from_env`` function builds one from the
 ``PROVISION_*`` / ``ELEMENTS_*`` variables. The defaults that the engine shares with the local
 simulator (its address, base path and secrets) are repeated here rather than imported, because
-``engine`` must not depend on ``sandbox``; ``tests/unit/test_config.py`` checks that they agree.
+``engine`` must not depend on ``sandbox``; ``tests/unit/test_config_defaults.py`` checks that they agree.
 """
 from __future__ import annotations
 
