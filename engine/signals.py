@@ -30,7 +30,7 @@ def stop_on_signals(on_stop: Callable[[], None], *, doing: str = "stopping") -> 
         yield
         return
 
-    def _handler(signum: int, frame: FrameType | None) -> None:
+    def _handler(signum: int, _frame: FrameType | None) -> None:
         log.info("received %s; %s", signal.Signals(signum).name, doing)
         on_stop()
 

@@ -10,39 +10,23 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from test_security_leaks import harvest, hits, request_tokens
+from test_security_leaks import API_SECRET, ORG_SECRET, USER_SECRET, harvest, hits, request_tokens
 from testkit import TEST_KEY
 
 from sandbox import Sandbox
-from sandbox import start as start_sandbox
 
-PLANT = uuid.uuid4().hex[:10]
-API_SECRET = f"embedapisecret-{PLANT}-x"
-USER_SECRET = f"embeduser-{PLANT}-x"
-ORG_SECRET = f"embedorg-{PLANT}-x"
 HERE = Path(__file__).resolve().parent
-
-
-@pytest.fixture
-def planted() -> Iterator[Sandbox]:
-    sb = start_sandbox(port=0, user_secret=USER_SECRET, org_secret=ORG_SECRET)
-    try:
-        yield sb
-    finally:
-        sb.stop()
 
 
 def _records(text: str, prefix: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith(prefix)]
 
 
-def test_embedder_debug_logging_never_shows_a_secret(sqlite_url: str, planted: Sandbox) -> None:
+def test_embedder_debug_logging_never_shows_a_secret(sqlite_url: str, planted_sandbox: Sandbox) -> None:
     search_path = [str(HERE.parent), *filter(None, [os.environ.get("PYTHONPATH")])]  # for testkit
+    planted = planted_sandbox
     env = {**os.environ, "PROVISION_SECRET_KEY": TEST_KEY, "ELEMENTS_BASE_URL": planted.base_url,
            "ELEMENTS_USER_SECRET": USER_SECRET, "ELEMENTS_ORG_SECRET": ORG_SECRET,
            "PYTHONPATH": os.pathsep.join(search_path)}
