@@ -4,7 +4,7 @@ Every tunable of the engine is a frozen dataclass here (``EngineSettings``, ``Cl
 ``RetryPolicy``, ``RenewalPolicy``), and each ``*_from_env`` function builds one from the
 ``PROVISION_*`` / ``ELEMENTS_*`` variables. The defaults that the engine shares with the local
 simulator (its address, base path and secrets) are repeated here rather than imported, because
-``engine`` must not depend on ``sandbox``; ``tests/unit/test_config.py`` checks that they agree.
+``engine`` must not depend on ``sandbox``; ``tests/unit/test_config_defaults.py`` checks that they agree.
 """
 from __future__ import annotations
 
@@ -16,9 +16,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+import sqlalchemy as sa
 
 from engine.errors import InvalidInputError
-from persistence.database import DEFAULT_URL
+from persistence.database import DEFAULT_URL, create_db_engine
 
 #: The local simulator's address, base path and secrets (``sandbox.defaults`` holds the same values).
 SANDBOX_HOST = "127.0.0.1"
@@ -131,6 +132,23 @@ def db_url_from_env(environ: Mapping[str, str] | None = None) -> str:
     return env.get("PROVISION_DB_URL") or DEFAULT_URL
 
 
+def open_database(db_url: str) -> sa.Engine:
+    """A database engine for ``db_url``, or ``InvalidInputError`` naming ``--db`` with an example URL.
+
+    The one place that turns a URL SQLAlchemy cannot use into an input error: ``open_repository``,
+    ``rotate_keys`` and ``provision db upgrade`` all open their database through it.
+    """
+    try:
+        return create_db_engine(db_url)
+    except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises several types for bad URLs
+        # SQLAlchemy's messages do not quote the URL, so a password in it is not repeated here.
+        raise InvalidInputError(
+            "--db",
+            f"cannot use database URL ({type(exc).__name__}: {str(exc)[:120]})",
+            hint="e.g. sqlite:///provision.db or postgresql+psycopg://user@host/db",
+        ) from None
+
+
 def client_settings_from_env(environ: Mapping[str, str] | None = None, **overrides: Any) -> ClientSettings:
     """Platform location and secrets from ``ELEMENTS_*`` variables (defaults: the local sandbox)."""
     env = os.environ if environ is None else environ
@@ -225,9 +243,6 @@ def retry_policy_from_env(environ: Mapping[str, str] | None = None) -> RetryPoli
         return RetryPolicy(**values)
     except ValueError as exc:
         raise InvalidInputError("PROVISION_RETRY_*", str(exc)) from None
-
-
-
 
 
 def secret_keys_from_env(environ: Mapping[str, str] | None = None) -> str | None:

@@ -9,14 +9,15 @@ from engine.config import (
     client_settings_from_env,
     db_url_from_env,
     engine_settings_from_env,
+    open_database,
     retry_policy_from_env,
     secret_keys_from_env,
 )
 from engine.core.facade import Engine
-from engine.errors import InvalidInputError, SchemaOutdatedError
+from engine.errors import SchemaOutdatedError
 from engine.security.crypto import load_codec
 from engine.security.redaction import install as install_log_redaction
-from persistence.database import create_db_engine, sqlite_path
+from persistence.database import sqlite_path
 from persistence.migrate import current_revision, head_revision, upgrade
 from persistence.repository import Repository
 
@@ -25,14 +26,7 @@ def open_repository(
     db_url: str, *, migrate: bool | None = None, environ: Mapping[str, str] | None = None
 ) -> Repository:
     """Connect, migrate (automatically for SQLite files; on request otherwise) and build the repository."""
-    try:
-        db = create_db_engine(db_url)
-    except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises several types for bad URLs
-        raise InvalidInputError(
-            "--db",
-            f"cannot use database URL ({type(exc).__name__}: {str(exc)[:120]})",
-            hint="e.g. sqlite:///provision.db or postgresql+psycopg://user@host/db",
-        ) from None
+    db = open_database(db_url)
     path = sqlite_path(db.url)
     auto = db.url.get_backend_name() == "sqlite" if migrate is None else migrate
     if auto:

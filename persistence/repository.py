@@ -14,6 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from persistence.claims import claim_params, parameterised_claim
+from persistence.columns import UTCDateTime
 from persistence.inbox import Inbox, NewCallback
 from persistence.schema import attempts, history
 from persistence.statements import (
@@ -26,7 +27,6 @@ from persistence.statements import (
     guarded_update,
     transition_statement,
 )
-from persistence.types import UTCDateTime
 from persistence.writes import Write, reschedule_write, transition_write
 from states.attempt import Attempt, HistoryEntry
 from states.model import Flow, State

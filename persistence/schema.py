@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from persistence.types import UTCDateTime
+from persistence.columns import UTCDateTime
 
 metadata = sa.MetaData(
     naming_convention={

@@ -5,7 +5,7 @@ import time, so checking a transition is a dict lookup (see issue 6/6 on per-ste
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 from transitions import Machine
@@ -65,8 +65,3 @@ def invalid_step(steps: Iterable[tuple[Trigger | str, State | str, State | str]]
             return f"step {i}: {trig} does not lead from {src} to {dst}"
         expected = dst
     return None
-
-
-def path_of(rows: Sequence[Any]) -> list[tuple[str, str, str]]:
-    """Project history rows (with ``trigger``, ``source``, ``dest`` attributes) to tuples."""
-    return [(r.trigger, r.source, r.dest) for r in rows]

@@ -10,16 +10,15 @@ from __future__ import annotations
 import argparse
 import logging
 import re
-import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from engine.cli import output as fmt
+from engine.cli.logs import configure_logging
 from engine.errors import (
     AttemptNotFoundError,
     CallbackRejectedError,
@@ -27,7 +26,7 @@ from engine.errors import (
     InvalidTransitionError,
     ProvisionError,
 )
-from engine.security.redaction import configure_logging
+from engine.signals import stop_on_signals
 
 log = logging.getLogger("provision")
 PROG = "provision"
@@ -88,14 +87,6 @@ def cmd_start(args: argparse.Namespace) -> int:
     return 0
 
 
-def _install_stop_handlers(on_stop: Callable[[], None]) -> dict[int, Any]:
-    def _handler(signum: int, frame: FrameType | None) -> None:
-        log.info("received %s; finishing the steps in flight", signal.Signals(signum).name)
-        on_stop()
-
-    return {sig: signal.signal(sig, _handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-
 def cmd_worker(args: argparse.Namespace) -> int:
     """Run the scheduler loop until SIGINT/SIGTERM (``--once``: until nothing is due now)."""
     from engine.config import engine_settings_from_env  # noqa: PLC0415
@@ -109,14 +100,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
         stop.set()
         engine.wake()  # cut the idle wait short so shutdown is prompt
 
-    previous = _install_stop_handlers(_stop)
     print(f"worker {engine.worker_id} started (concurrency {args.concurrency}"
           f"{', once' if args.once else ''}); Ctrl-C or SIGTERM stops it", file=sys.stderr, flush=True)
     try:
-        steps = engine.run(stop, once=args.once)
+        with stop_on_signals(_stop, doing="finishing the steps in flight"):
+            steps = engine.run(stop, once=args.once)
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         engine.close()
     stopped = ", stopped by signal" if stop.is_set() else ""
     print(f"worker: {steps} step{'s' if steps != 1 else ''} run{stopped}",
@@ -214,16 +203,10 @@ def _operator(action: str) -> Callable[[argparse.Namespace], int]:
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     """Apply migrations without opening an engine (which would refuse an outdated PostgreSQL schema)."""
-    from engine.config import db_url_from_env  # noqa: PLC0415
-    from persistence.database import create_db_engine  # noqa: PLC0415
+    from engine.config import db_url_from_env, open_database  # noqa: PLC0415
     from persistence.migrate import upgrade  # noqa: PLC0415
 
-    url = args.db or db_url_from_env()
-    try:
-        db = create_db_engine(url)
-    except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises several types for bad URLs
-        raise UsageError("--db", f"cannot use database URL ({type(exc).__name__}: {str(exc)[:120]})",
-                         hint="e.g. sqlite:///provision.db or postgresql+psycopg://user@host/db") from None
+    db = open_database(args.db or db_url_from_env())
     try:
         revision = upgrade(db)
     finally:

@@ -8,22 +8,16 @@ open it.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from engine.security.crypto import MASK, scrub, secret_values
+from engine.security.crypto import scrub, secret_values
+from engine.security.masking import MASK, is_secret_key
 from states.attempt import Attempt, HistoryEntry
 from states.model import TERMINAL, State
 
-_SECRET_KEY_RE = re.compile(r"secret|token|password|verifier|code", re.IGNORECASE)
 LIST_COLUMNS = ("id", "element", "flow", "state", "name", "created", "updated", "failure_reason")
-
-
-def is_secret_key(key: str) -> bool:
-    """True when values under ``key`` must never be printed."""
-    return bool(_SECRET_KEY_RE.search(key))
 
 
 def redact(value: Any) -> Any:

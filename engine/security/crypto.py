@@ -17,6 +17,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from engine.config import ENV_KEY
 from engine.errors import SecretKeyError
+from engine.security.masking import MASK, is_secret_key
 
 log = logging.getLogger(__name__)
 
@@ -104,23 +105,21 @@ def load_codec(db_path: Path | None, keys_text: str | None) -> FernetCodec:
 
 # --- redaction by value ----------------------------------------------------------------------------
 
-_SECRET_KEY_HINTS = ("secret", "token", "password", "verifier", "code")
 MIN_SCRUB_LEN = 6  # shorter values (booleans, "0") would mask innocent text
-MASK = "********"
 
 
 def secret_values(data: Any, *, inside: bool = False) -> set[str]:
     """Every string leaf of ``data`` (an attempt's decrypted secrets) stored under a secret-ish key.
 
-    A key is secret-ish when it mentions secret, token, password, verifier or code (so
-    ``oauth.api.secret``, ``request_token_secret``, ``callback.oauth_verifier``, ``callback.code``,
-    ``instance_token`` and everything under ``user_tokens``); the consent URL and the public
-    configuration (api key, callback URL) are not collected.
+    A key is secret-ish when ``is_secret_key`` says so (``oauth.api.secret``,
+    ``request_token_secret``, ``callback.oauth_verifier``, ``callback.code``, ``instance_token``, and
+    everything under ``user_tokens``); the consent URL and the public configuration (api key,
+    callback URL) are not collected.
     """
     found: set[str] = set()
     if isinstance(data, dict):
         for key, value in data.items():
-            hit = inside or any(h in str(key).lower() for h in _SECRET_KEY_HINTS)
+            hit = inside or is_secret_key(str(key))
             found |= secret_values(value, inside=hit)
     elif isinstance(data, (list, tuple)):
         for value in data:

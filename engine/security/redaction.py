@@ -1,4 +1,4 @@
-"""A logging filter that masks secrets in log records (issue 5/6 item 2).
+"""A logging filter that masks secrets in log records (issue 5/6 item 2), installed at the edges.
 
 Why it exists: with DEBUG logging, urllib3 prints every request line, and GET /oauth/token and
 GET /oauth/url carry ``apiSecret`` (and ``requestToken``, ``state``) in their query strings, which
@@ -7,9 +7,11 @@ callback receiver, which carries the OAuth verifier or code. Neither library can
 the values out, so records from those loggers (and from ours, as a second line of defence) go
 through :class:`RedactingFilter`, which rewrites the formatted message with the values masked.
 
-Filters attached to a logger only see records created on that very logger (not on its children),
-so :func:`install` attaches the filter to each logger name in :data:`LOGGER_NAMES`, and to the
-handlers of the root logger, which every propagated record passes through.
+Who installs it: the edges only (the CLI, ``serve`` and ``open_engine``), never a constructor, so an
+embedder's logging is left as the embedder set it up, apart from this filter. Filters attached to
+a logger only see records created on that very logger (not on its children), so :func:`install`
+attaches the filter to every logger of the trees in :data:`LOGGER_TREES` that exists by then, and to
+the handlers of the root logger, which every propagated record passes through.
 """
 from __future__ import annotations
 
@@ -17,50 +19,42 @@ import logging
 import re
 import threading
 
-MASK = "********"
+from engine.security.masking import MASK, SECRET_KEY_HINTS
 
+# Names that make a query parameter or JSON key secret in free text: the key hints, plus the OAuth
+# ``state`` nonce and request ``signature``s, which only ever appear inside URLs and payloads (a
+# ``state`` column of our own is not secret, so these two are not secret keys elsewhere).
+_TEXT_HINTS = "|".join((*SECRET_KEY_HINTS, "state", "signature"))
 # Query or form parameters whose values are secret (names compared case-insensitively, anywhere in
 # the name: apiSecret, client_secret, requestToken, oauth_verifier, code, refresh_token, state...).
 _PARAM_RE = re.compile(
-    r"(?i)((?:^|[?&;\s\"'(])[\w.\[\]%-]*?(?:secret|token|verifier|code|password|state|signature)"
+    rf"(?i)((?:^|[?&;\s\"'(])[\w.\[\]%-]*?(?:{_TEXT_HINTS})"
     r"[\w.\[\]%-]*=)([^&;\s\"'#)]+)"
 )
 # "key": "value" / 'key': 'value' pairs of JSON or reprs whose key names a secret.
 _PAIR_RE = re.compile(
-    r"(?i)([\"'][\w.-]*(?:secret|token|verifier|password|code|state)[\w.-]*[\"']\s*:\s*[\"'])([^\"']+)"
+    rf"(?i)([\"'][\w.-]*(?:{_TEXT_HINTS})[\w.-]*[\"']\s*:\s*[\"'])([^\"']+)"
 )
 # The platform's Authorization header ("User <secret>, Organization <secret>[, Element <token>]").
 _AUTH_RE = re.compile(r"\b(User|Organization|Element)\s+(?!\*{8})([^\s,\"']{6,})(?=\s*,|\s*$|[\"'])")
 _HEADER_RE = re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)([^\"'\n]+)")
 
-# Loggers whose records may quote URLs, request lines or headers (exact names: see module doc).
+#: Logger trees whose records may quote URLs, request lines, headers or payloads: ours, and the
+#: HTTP libraries we drive (every existing logger in each tree gets the filter, see module doc).
+LOGGER_TREES: tuple[str, ...] = (
+    "engine", "provision", "states", "persistence", "urllib3", "requests", "werkzeug",
+)
+#: Loggers named up front, so they carry the filter even when their module is imported later.
 LOGGER_NAMES: tuple[str, ...] = (
-    "urllib3",
+    *LOGGER_TREES,
     "urllib3.connectionpool",
     "urllib3.connection",
     "urllib3.poolmanager",
     "urllib3.response",
     "urllib3.util.retry",
-    "requests",
-    "werkzeug",
-    "engine",
-    "engine.web.callback_app",
-    "engine.core.callbacks",
-    "engine.core.runner",
-    "engine.core.facade",
-    "engine.clients.elements",
-    "engine.clients.provider",
-    "engine.core.retry",
-    "engine.web.status_page",
-    "engine.security.rotation",
-    "engine.security.crypto",
-    "provision",
-    "states",
-    "persistence",
 )
 
 _lock = threading.Lock()
-_installed: set[int] = set()
 
 
 def redact_text(text: str) -> str:
@@ -95,34 +89,21 @@ class RedactingFilter(logging.Filter):
 _FILTER = RedactingFilter()
 
 
-def install(extra_handlers: list[logging.Handler] | None = None) -> RedactingFilter:
-    """Attach the filter to the loggers in ``LOGGER_NAMES`` and to the root logger's handlers.
+def _in_trees(name: str) -> bool:
+    return any(name == tree or name.startswith(tree + ".") for tree in LOGGER_TREES)
 
-    Idempotent and thread-safe; call it again after adding handlers (the CLI does, after
-    ``basicConfig``) so the new ones are covered too.
+
+def install(extra_handlers: list[logging.Handler] | None = None) -> RedactingFilter:
+    """Attach the filter to every logger of ``LOGGER_TREES`` and to the root logger's handlers.
+
+    Idempotent and thread-safe (a filter is attached once per logger or handler); call it again
+    after adding handlers or importing modules with loggers of their own so those are covered too.
     """
     with _lock:
-        targets: list[logging.Filterer] = [logging.getLogger(n) for n in LOGGER_NAMES]
+        names = {*LOGGER_NAMES, *(n for n in list(logging.Logger.manager.loggerDict) if _in_trees(n))}
+        targets: list[logging.Filterer] = [logging.getLogger(n) for n in sorted(names)]
         targets.extend(logging.getLogger().handlers)
         targets.extend(extra_handlers or ())
         for target in targets:
-            if id(target) not in _installed or _FILTER not in target.filters:
-                target.addFilter(_FILTER)
-                _installed.add(id(target))
+            target.addFilter(_FILTER)  # a no-op when it is attached already
     return _FILTER
-
-
-def configure_logging(verbose: int) -> None:
-    """The CLI's logging: stderr, WARNING (``-v`` INFO, ``-vv`` DEBUG), every record redacted."""
-    import sys  # noqa: PLC0415 - only the CLI needs it
-
-    level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    layout = "%(levelname)s %(name)s: %(message)s"
-    if verbose > 0:
-        layout = "%(asctime)s " + layout
-    logging.basicConfig(level=level, stream=sys.stderr, format=layout)
-    # urllib3's DEBUG lines (-vv) carry request URLs, and GET /oauth/token has apiSecret in its
-    # query: they are shown, because the filter installed below masks every secret value in them.
-    logging.getLogger("urllib3").setLevel(level)
-    logging.getLogger("alembic").setLevel(max(level, logging.WARNING if verbose < 2 else logging.INFO))
-    install()

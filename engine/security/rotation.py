@@ -26,7 +26,7 @@ from typing import Any
 import sqlalchemy as sa
 from cryptography.fernet import Fernet, InvalidToken
 
-from engine.config import ENV_KEY, secret_keys_from_env
+from engine.config import ENV_KEY, open_database, secret_keys_from_env
 from engine.errors import InvalidInputError, SecretKeyError
 from engine.security.crypto import FernetCodec, parse_keys
 
@@ -161,16 +161,13 @@ def rotate_keys(
     db_url: str, *, environ: Mapping[str, str] | None = None, batch: int = DEFAULT_BATCH
 ) -> RotationReport:
     """Rotate the encryption key of the database at ``db_url`` (see the module docstring)."""
-    from persistence.database import create_db_engine, sqlite_path  # noqa: PLC0415
+    from persistence.database import sqlite_path  # noqa: PLC0415
     from persistence.migrate import upgrade  # noqa: PLC0415
 
     keys_text = secret_keys_from_env(environ)
     if batch < 1:
         raise InvalidInputError("--batch-size", f"must be at least 1, got {batch}")
-    try:
-        db = create_db_engine(db_url)
-    except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises several types for bad URLs
-        raise InvalidInputError("--db", f"cannot use database URL ({type(exc).__name__})") from None
+    db = open_database(db_url)
     try:
         path = sqlite_path(db.url)
         if path is not None and not path.exists():

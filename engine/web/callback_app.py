@@ -9,10 +9,8 @@ bodies and request lines or query strings longer than a callback needs (``MAX_RE
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 from collections.abc import Callable, Iterable
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from markupsafe import escape
@@ -23,6 +21,7 @@ from engine.core.callbacks import MAX_CALLBACK_CHARS
 from engine.errors import CallbackRejectedError, ProvisionError
 from engine.security.redaction import install as install_log_redaction
 from engine.security.redaction import redact_text
+from engine.signals import stop_on_signals
 from states.model import FailureReason, State
 
 if TYPE_CHECKING:
@@ -183,27 +182,18 @@ def serve(engine: Engine, host: str, port: int, *, ready: Callable[[str], None] 
     install_log_redaction()  # werkzeug's error lines quote request lines, which carry codes and verifiers
     server = make_server(host, port, make_app(engine), threaded=True, request_handler=_QuietHandler)
     stop = stop or threading.Event()
-    previous: dict[int, Any] = {}
-
-    def _on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, _on_signal)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
                               name="provision-serve", daemon=True)
     thread.start()
     try:
-        url_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
-        if ready is not None:
-            ready(f"http://{url_host}:{server.server_port}")
-        # A timed wait keeps the main thread responsive to signals.
-        while not stop.wait(0.2):
-            pass
+        with stop_on_signals(stop.set, doing="stopping the server"):
+            url_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+            if ready is not None:
+                ready(f"http://{url_host}:{server.server_port}")
+            # A timed wait keeps the main thread responsive to signals.
+            while not stop.wait(0.2):
+                pass
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
         server.shutdown()  # finishes the request in flight
         server.server_close()
         thread.join(timeout=5)

@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -28,11 +27,11 @@ from engine import ElementsClient, Engine, RetryPolicy
 from engine.cli.main import main as cli_main
 from engine.config import ClientSettings
 from engine.errors import CallbackRejectedError
+from engine.security.redaction import install as install_log_redaction
 from engine.web.callback_app import make_app
 from engine.wiring import open_repository
 from persistence.schema import attempts, callbacks, history
 from sandbox import Sandbox
-from sandbox import start as start_sandbox
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
 PLANT = uuid.uuid4().hex[:10]
@@ -89,6 +88,9 @@ def make(
             read_timeout=5,
         )
     )
+    # An Engine built by hand leaves logging alone; redaction is installed the way an embedder
+    # that does not use open_engine does it (after its handlers, here pytest's caplog, exist).
+    install_log_redaction()
     return Engine(
         repo, client, sleep=lambda s: None, policy=policy or RetryPolicy(budget=2, durable_initial=1)
     )
@@ -194,15 +196,6 @@ def cli_out(capsys: pytest.CaptureFixture[str], *args: str) -> str:
     assert cli_main(list(args)) == 0
     out = capsys.readouterr()
     return out.out + out.err
-
-
-@pytest.fixture
-def planted_sandbox() -> Iterator[Sandbox]:
-    sb = start_sandbox(port=0, user_secret=USER_SECRET, org_secret=ORG_SECRET)
-    try:
-        yield sb
-    finally:
-        sb.stop()
 
 
 def test_no_secret_anywhere(db_url: str, planted_sandbox: Sandbox, caplog: pytest.LogCaptureFixture,

@@ -10,7 +10,7 @@ Frozen DDL on purpose (a migration must not change when ``schema.py`` does); the
 import sqlalchemy as sa
 from alembic import op
 
-from persistence.types import UTCDateTime
+from persistence.columns import UTCDateTime
 
 revision = "0001"
 down_revision = None
