@@ -1,4 +1,7 @@
-"""Fixtures of the fast suite (``pytest tests/unit``): pure tests, no HTTP, no database, no sandbox.
+"""Fixtures of the fast suite: pure tests, no HTTP, no database, no sandbox.
+
+Run it alone with ``pytest tests/unit`` (about a second), or from anywhere with ``pytest -m unit``:
+every test collected from this folder carries the ``unit`` marker (and ``-m "not unit"`` runs the rest).
 
 Every test in this folder runs with outbound sockets refused (``no_network``, autouse): a unit test
 that reaches for the network or a database server fails instead of quietly becoming an
@@ -11,12 +14,27 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from unit.fakes import T0, FakeClient, FakePorts, NetworkUsedError
 
 from engine.clock import FakeClock
+
+UNIT_DIR = Path(__file__).resolve().parent
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register ``unit`` (the suite runs with ``--strict-markers``)."""
+    config.addinivalue_line("markers", "unit: a pure test of tests/unit (no HTTP, no database)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests of this folder ``unit``; this hook sees every collected item, so filter by path."""
+    for item in items:
+        if UNIT_DIR in Path(str(item.path)).resolve().parents:
+            item.add_marker(pytest.mark.unit)
 
 
 @pytest.fixture(autouse=True)
