@@ -6,6 +6,17 @@
 - ``sandbox``: the simulator on 127.0.0.1, port 0, fresh per test.
 - ``make_engine``: builds engines on ``db_url`` against ``sandbox`` and closes them afterwards.
 - ``clock``: a ``FakeClock``; ``waits``: a list that records every in-process retry sleep.
+- ``clocked_sandbox``: the simulator reading its time from ``clock`` (see "Time" below).
+
+Time: one fake-clock mechanism, ``engine.clock.FakeClock``, and no other (no freezegun, no real
+sleeps). A test that moves time builds its engines with ``clock=clock`` and moves the clock itself
+(``clock.now = moment`` or ``clock.advance(seconds)``). When the simulator must agree with the engine
+(token lifetimes, the Reconnect window, ``oauth.user.refresh_time``), it gets the same clock through
+``sandbox.start(now=lambda: clock().timestamp())`` (epoch seconds): a module overrides ``sandbox``
+with ``clocked_sandbox``, or starts its own sandbox that way. Why not freezegun: it patches the time
+of the whole process (the sandbox's server threads, urllib3, Fernet timestamps), which hides code
+that reads the time instead of taking the injected clock. ``tests/unit/test_isolation.py`` checks
+that no test imports it.
 """
 from __future__ import annotations
 
@@ -87,6 +98,16 @@ def sandbox() -> Iterator[Any]:
 def clock() -> FakeClock:
     """A fake clock starting 2026-01-01T00:00Z."""
     return FakeClock()
+
+
+@pytest.fixture
+def clocked_sandbox(clock: FakeClock) -> Iterator[Any]:
+    """The simulator on a free loopback port whose time is ``clock``'s (epoch seconds)."""
+    sb = start_sandbox(port=0, now=lambda: clock().timestamp())
+    try:
+        yield sb
+    finally:
+        sb.stop()
 
 
 @pytest.fixture

@@ -1,24 +1,20 @@
 """Fixtures of the security tests.
 
 - ``planted_sandbox``: the simulator with the planted platform secrets of ``test_security_leaks``
-  (unique per run, so a hit in any output can only come from a leak).
+  (unique per run, so a hit in any output can only come from a leak), on the real time.
 """
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pytest
-from test_security_leaks import ORG_SECRET, USER_SECRET
+from test_security_leaks import planted
 
 from sandbox import Sandbox
-from sandbox import start as start_sandbox
 
 
 @pytest.fixture
 def planted_sandbox() -> Iterator[Sandbox]:
-    """A sandbox that accepts only ``USER_SECRET`` / ``ORG_SECRET``."""
-    sb = start_sandbox(port=0, user_secret=USER_SECRET, org_secret=ORG_SECRET)
-    try:
+    """``test_security_leaks.planted`` on the real time (the CLI subprocesses run on it)."""
+    with planted() as sb:
         yield sb
-    finally:
-        sb.stop()

@@ -13,17 +13,17 @@ import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from freezegun import freeze_time
 from testkit import TEST_KEY, StartKeys, consent
 from werkzeug.test import Client
 
-from engine import ElementsClient, Engine, RetryPolicy
+from engine import ElementsClient, Engine, FakeClock, RetryPolicy
 from engine.cli.main import main as cli_main
 from engine.config import ClientSettings
 from engine.errors import CallbackRejectedError
@@ -32,6 +32,7 @@ from engine.web.callback_app import make_app
 from engine.wiring import open_repository
 from persistence.schema import attempts, callbacks, history
 from sandbox import Sandbox
+from sandbox import start as start_sandbox
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
 PLANT = uuid.uuid4().hex[:10]
@@ -42,6 +43,16 @@ WRONG_USER_SECRET = f"wronguser-{PLANT}-x"
 QUICK_TOKEN = f"quicktoken-{PLANT}-x"
 QUICK_TOKEN_SECRET = f"quicktokensecret-{PLANT}-x"
 PROVISION = Path(sys.executable).with_name("provision")
+
+
+@contextmanager
+def planted(now: Callable[[], float] | None = None) -> Iterator[Sandbox]:
+    """A sandbox that accepts only ``USER_SECRET`` / ``ORG_SECRET``; ``now`` is its clock (default: real)."""
+    sb = start_sandbox(port=0, user_secret=USER_SECRET, org_secret=ORG_SECRET, now=now)
+    try:
+        yield sb
+    finally:
+        sb.stop()
 
 
 def _key_like(name: str) -> bool:
@@ -76,7 +87,8 @@ def hits(text: str | bytes, needles: set[str]) -> list[str]:
 
 
 def make(
-    url: str, sb: Sandbox, *, user_secret: str = USER_SECRET, policy: RetryPolicy | None = None
+    url: str, sb: Sandbox, clock: FakeClock, *, user_secret: str = USER_SECRET,
+    policy: RetryPolicy | None = None,
 ) -> Engine:
     repo = open_repository(url, migrate=True, environ={"PROVISION_SECRET_KEY": TEST_KEY})
     client = ElementsClient(
@@ -92,7 +104,8 @@ def make(
     # that does not use open_engine does it (after its handlers, here pytest's caplog, exist).
     install_log_redaction()
     return Engine(
-        repo, client, sleep=lambda s: None, policy=policy or RetryPolicy(budget=2, durable_initial=1)
+        repo, client, sleep=lambda s: None, policy=policy or RetryPolicy(budget=2, durable_initial=1),
+        clock=clock,
     )
 
 
@@ -100,63 +113,65 @@ QBO: StartKeys = {"api_key": "dev-consumer-key", "api_secret": API_SECRET,
                   "callback_url": "https://app.example.com/cb"}
 
 
-def _settle(engine: Engine, frozen: Any, rounds: int = 8) -> None:
+def _settle(engine: Engine, clock: FakeClock, rounds: int = 8) -> None:
     """Run until idle, moving time past every durable retry (the budget is small)."""
     for _ in range(rounds):
         engine.run_until_idle()
         due = engine.repo.next_due_at()
         if due is None or due > T0 + timedelta(days=1):
             return
-        frozen.move_to(due)
+        clock.now = due
 
 
-def drive_every_flow(url: str, sb: Sandbox) -> tuple[Engine, dict[str, str]]:
-    """Run every flow, its failures and its renewals; returns the engine and attempt ids by label."""
+def drive_every_flow(url: str, sb: Sandbox, clock: FakeClock) -> tuple[Engine, dict[str, str]]:
+    """Run every flow, its failures and its renewals; returns the engine and attempt ids by label.
+
+    ``sb`` must read its time from ``clock`` (renewals are due months after ``T0``).
+    """
     ids: dict[str, str] = {}
-    with freeze_time(T0) as frozen:
-        engine = make(url, sb)
-        for flow in ("oauth1", "oauth2"):
-            a = engine.start("quickbooks", f"ok {flow}", flow=flow, **QBO)
+    engine = make(url, sb, clock)
+    for flow in ("oauth1", "oauth2"):
+        a = engine.start("quickbooks", f"ok {flow}", flow=flow, **QBO)
+        engine.run_until_idle()
+        assert (
+            engine.handle_callback(consent(engine.redirect_url(engine.get(a.id)) or "")).status
+            == "applied"
+        )
+        ids[flow] = a.id
+    quick_cfg = {"oauth.api.key": "dev-consumer-key", "oauth.api.secret": API_SECRET,
+                 "oauth.user.token": QUICK_TOKEN, "oauth.user.token.secret": QUICK_TOKEN_SECRET,
+                 "quickbooks.realm.id": "123146096291789", "oauth.callback.url": "https://app.example.com/cb",
+                 "oauth.user.refresh_interval": str(100 * 86400)}
+    ids["quick"] = engine.start("quickbooks", "ok quick", flow="quick", config=quick_cfg).id
+    denied = engine.start("quickbooks", "denied", flow="oauth1", **QBO)
+    prod = engine.start("quickbooks", "invalid db", flow="oauth2", **QBO)
+    engine.run_until_idle()
+    engine.handle_callback(consent(engine.redirect_url(engine.get(denied.id)) or "", decision="deny"))
+    engine.handle_callback(consent(engine.redirect_url(engine.get(prod.id)) or "", company="production"))
+    # A duplicate and a tampered callback (rejected, recorded encrypted in the inbox).
+    extra = engine.start("quickbooks", "replay", flow="oauth1", **QBO)
+    engine.run_until_idle()
+    location = consent(engine.redirect_url(engine.get(extra.id)) or "")
+    assert engine.handle_callback(location).status == "applied"
+    assert engine.handle_callback(location).status == "duplicate"
+    with pytest.raises(CallbackRejectedError):
+        engine.handle_callback(location.replace("state=", "state=x"))
+    ids.update(denied=denied.id, invalid_database=prod.id)
+    sb.set_faults(fails={"create_instance": {"rate": 1.0, "status": 503}})
+    ids["retries_503"] = engine.start("quickbooks", "unavailable", flow="quick", config=quick_cfg).id
+    _settle(engine, clock)
+    sb.set_faults()
+    engine.run_until_idle()
+    unauthorized = make(url, sb, clock, user_secret=WRONG_USER_SECRET)
+    ids["unauthorized"] = unauthorized.start("quickbooks", "401", flow="quick", config=quick_cfg).id
+    unauthorized.run_until_idle()
+    unauthorized.close()
+    # Renewals: OAuth2 refresh grant (rotating refresh token), OAuth1 Reconnect, quick Reconnect.
+    for label in ("oauth2", "oauth2", "quick", "oauth1"):  # time only moves forward
+        due = engine.get(ids[label]).next_renewal_at
+        if due is not None:
+            clock.now = max(due, clock()) + timedelta(minutes=1)
             engine.run_until_idle()
-            assert (
-                engine.handle_callback(consent(engine.redirect_url(engine.get(a.id)) or "")).status
-                == "applied"
-            )
-            ids[flow] = a.id
-        quick_cfg = {"oauth.api.key": "dev-consumer-key", "oauth.api.secret": API_SECRET,
-                     "oauth.user.token": QUICK_TOKEN, "oauth.user.token.secret": QUICK_TOKEN_SECRET,
-                     "quickbooks.realm.id": "123146096291789", "oauth.callback.url": "https://app.example.com/cb",
-                     "oauth.user.refresh_interval": str(100 * 86400)}
-        ids["quick"] = engine.start("quickbooks", "ok quick", flow="quick", config=quick_cfg).id
-        denied = engine.start("quickbooks", "denied", flow="oauth1", **QBO)
-        prod = engine.start("quickbooks", "invalid db", flow="oauth2", **QBO)
-        engine.run_until_idle()
-        engine.handle_callback(consent(engine.redirect_url(engine.get(denied.id)) or "", decision="deny"))
-        engine.handle_callback(consent(engine.redirect_url(engine.get(prod.id)) or "", company="production"))
-        # A duplicate and a tampered callback (rejected, recorded encrypted in the inbox).
-        extra = engine.start("quickbooks", "replay", flow="oauth1", **QBO)
-        engine.run_until_idle()
-        location = consent(engine.redirect_url(engine.get(extra.id)) or "")
-        assert engine.handle_callback(location).status == "applied"
-        assert engine.handle_callback(location).status == "duplicate"
-        with pytest.raises(CallbackRejectedError):
-            engine.handle_callback(location.replace("state=", "state=x"))
-        ids.update(denied=denied.id, invalid_database=prod.id)
-        sb.set_faults(fails={"create_instance": {"rate": 1.0, "status": 503}})
-        ids["retries_503"] = engine.start("quickbooks", "unavailable", flow="quick", config=quick_cfg).id
-        _settle(engine, frozen)
-        sb.set_faults()
-        engine.run_until_idle()
-        unauthorized = make(url, sb, user_secret=WRONG_USER_SECRET)
-        ids["unauthorized"] = unauthorized.start("quickbooks", "401", flow="quick", config=quick_cfg).id
-        unauthorized.run_until_idle()
-        unauthorized.close()
-        # Renewals: OAuth2 refresh grant (rotating refresh token), OAuth1 Reconnect, quick Reconnect.
-        for label in ("oauth2", "oauth2", "quick", "oauth1"):  # time only moves forward
-            due = engine.get(ids[label]).next_renewal_at
-            if due is not None:
-                frozen.move_to(max(due, datetime.now(timezone.utc)) + timedelta(minutes=1))
-                engine.run_until_idle()
     states = {k: engine.get(v) for k, v in ids.items()}
     assert states["oauth1"].renewals >= 1 and states["oauth2"].renewals >= 1, states
     assert states["denied"].failure_reason == "user_denied"
@@ -198,14 +213,28 @@ def cli_out(capsys: pytest.CaptureFixture[str], *args: str) -> str:
     return out.out + out.err
 
 
-def test_no_secret_anywhere(db_url: str, planted_sandbox: Sandbox, caplog: pytest.LogCaptureFixture,
-                            capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def clock() -> FakeClock:
+    """``drive_every_flow``'s time: it starts at ``T0`` and moves through the renewals."""
+    return FakeClock(T0)
+
+
+@pytest.fixture
+def planted_clocked_sandbox(clock: FakeClock) -> Iterator[Sandbox]:
+    """``planted`` reading its time from ``clock``, for ``drive_every_flow``."""
+    with planted(lambda: clock().timestamp()) as sb:
+        yield sb
+
+
+def test_no_secret_anywhere(db_url: str, planted_clocked_sandbox: Sandbox, clock: FakeClock,
+                            caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str],
+                            monkeypatch: pytest.MonkeyPatch) -> None:
     caplog.set_level(logging.DEBUG)
     caplog.set_level(logging.DEBUG, logger="urllib3")
-    sb = planted_sandbox
+    sb = planted_clocked_sandbox
     monkeypatch.setenv("PROVISION_SECRET_KEY", TEST_KEY)
     monkeypatch.setenv("PROVISION_DB_URL", db_url)
-    engine, ids = drive_every_flow(db_url, sb)
+    engine, ids = drive_every_flow(db_url, sb, clock)
     # A fresh OAuth1 attempt left REDIRECTED: its consent URL legitimately shows the request token.
     waiting = engine.start("quickbooks", "waiting", flow="oauth1", **QBO)
     engine.run_until_idle()

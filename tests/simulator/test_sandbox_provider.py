@@ -1,17 +1,40 @@
-"""Fake Intuit endpoints: OAuth2 refresh-token rotation and OAuth1 Reconnect windows (freezegun)."""
+"""Fake Intuit endpoints: OAuth2 refresh-token rotation and OAuth1 Reconnect windows (on a FakeClock)."""
 
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
+import pytest
 import requests
-from freezegun import freeze_time
+
+from engine.clock import FakeClock
+from sandbox import Sandbox, start
 
 if TYPE_CHECKING:  # mypy (MYPYPATH=tests) names it simulator.sim_fixtures; pytest_plugins loads it
     from simulator.sim_fixtures import Api
 
 pytest_plugins = ["sim_fixtures"]  # the fixtures of this directory (see sim_fixtures.py)
+
+
+def at(text: str) -> datetime:
+    """``YYYY-MM-DD HH:MM:SS`` as an aware UTC time."""
+    return datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """The sandbox's time in these tests; each test sets it before its first request."""
+    return FakeClock(at("2024-01-01 00:00:00"))
+
+
+@pytest.fixture()
+def sim(clock: FakeClock) -> Iterator[Sandbox]:
+    """``sim_fixtures.sim`` (seeded, free port) reading its time from ``clock``."""
+    with start(port=0, seed=1, now=lambda: clock().timestamp()) as running:
+        yield running
 
 
 def refresh(api: Api, token: str, client: tuple[str, str] = ("dev-client", "client-secret"),
@@ -28,65 +51,65 @@ def reconnect(api: Api, consumer_key: str, token: str) -> dict[str, str | None]:
     return {child.tag: child.text for child in root}
 
 
-def test_refresh_token_rotates(api: Api) -> None:
-    with freeze_time("2024-01-01 00:00:00") as frozen:
-        instance = api.create(api.oauth2_body(api.oauth2_consent())).json()
-        first = instance["configuration"]["oauth.user.refresh_token"]
-        answer = refresh(api, first)
-        assert answer.status_code == 200, answer.text
-        tokens = answer.json()
-        assert tokens["token_type"] == "bearer" and tokens["expires_in"] == 3600
-        assert tokens["x_refresh_token_expires_in"] == 8640000 and tokens["access_token"]
-        second = tokens["refresh_token"]
-        assert second != first
-        assert refresh(api, first).json() == {"error": "invalid_grant"}  # presented token died at once
-        assert refresh(api, first).status_code == 400
-        assert api.sandbox.store.valid_refresh_tokens(instance["id"]) == [second]
-        # The instance keeps what it was told until the client PATCHes the new token in.
-        assert api.call("GET", f"/instances/{instance['id']}").json()["configuration"][
-            "oauth.user.refresh_token"] == first
+def test_refresh_token_rotates(api: Api, clock: FakeClock) -> None:
+    clock.now = at("2024-01-01 00:00:00")
+    instance = api.create(api.oauth2_body(api.oauth2_consent())).json()
+    first = instance["configuration"]["oauth.user.refresh_token"]
+    answer = refresh(api, first)
+    assert answer.status_code == 200, answer.text
+    tokens = answer.json()
+    assert tokens["token_type"] == "bearer" and tokens["expires_in"] == 3600
+    assert tokens["x_refresh_token_expires_in"] == 8640000 and tokens["access_token"]
+    second = tokens["refresh_token"]
+    assert second != first
+    assert refresh(api, first).json() == {"error": "invalid_grant"}  # presented token died at once
+    assert refresh(api, first).status_code == 400
+    assert api.sandbox.store.valid_refresh_tokens(instance["id"]) == [second]
+    # The instance keeps what it was told until the client PATCHes the new token in.
+    assert api.call("GET", f"/instances/{instance['id']}").json()["configuration"][
+        "oauth.user.refresh_token"] == first
 
-        assert refresh(api, second, client=("dev-client", "wrong")).status_code == 401
-        assert refresh(api, second, grant="password").json() == {"error": "unsupported_grant_type"}
-        frozen.move_to("2024-04-09 23:00:00")  # 99 days later: still inside the rolling 100 days
-        third = refresh(api, second).json()["refresh_token"]
-        frozen.move_to("2024-07-19 00:00:00")  # 101 days after the last use
-        assert refresh(api, third).json() == {"error": "invalid_grant"}
-        assert refresh(api, "unknown").json() == {"error": "invalid_grant"}
-
-
-def test_reconnect_window(api: Api) -> None:
-    with freeze_time("2024-01-01 00:00:00") as frozen:
-        token, cb = api.oauth1_consent()
-        config = api.create(api.oauth1_body(token, cb)).json()["configuration"]
-        access = config["oauth.user.token"]
-        assert reconnect(api, "dev-key", access)["ErrorCode"] == "212"  # too early
-        frozen.move_to("2024-05-31 00:00:00")  # day 151: inside the last 30 days of 180
-        renewed = reconnect(api, "dev-key", access)
-        assert renewed["ErrorCode"] == "0" and renewed["ErrorMessage"] is None
-        assert renewed["OAuthToken"] is not None and renewed["OAuthToken"] != access
-        assert renewed["OAuthTokenSecret"]
-        assert reconnect(api, "dev-key", access)["ErrorCode"] == "270"  # old token invalidated
-        assert reconnect(api, "dev-key", renewed["OAuthToken"])["ErrorCode"] == "212"  # fresh 180 days
-        assert reconnect(api, "other-key", renewed["OAuthToken"])["ErrorCode"] == "270"
-        frozen.move_to("2024-11-28 00:00:00")  # past the renewed token's 180 days
-        assert reconnect(api, "dev-key", renewed["OAuthToken"])["ErrorCode"] == "270"
-        assert reconnect(api, "dev-key", "nope")["ErrorCode"] == "270"
-        assert reconnect(api, "", "")["ErrorCode"] == "22"
+    assert refresh(api, second, client=("dev-client", "wrong")).status_code == 401
+    assert refresh(api, second, grant="password").json() == {"error": "unsupported_grant_type"}
+    clock.now = at("2024-04-09 23:00:00")  # 99 days later: still inside the rolling 100 days
+    third = refresh(api, second).json()["refresh_token"]
+    clock.now = at("2024-07-19 00:00:00")  # 101 days after the last use
+    assert refresh(api, third).json() == {"error": "invalid_grant"}
+    assert refresh(api, "unknown").json() == {"error": "invalid_grant"}
 
 
-def test_quick_provisioned_token_life_runs_from_refresh_time(api: Api) -> None:
-    with freeze_time("2024-06-01 00:00:00"):
-        granted_ms = 1704067200000  # 2024-01-01: 152 days ago, inside the renewal window
-        body = {"element": {"key": "quickbooks"}, "externalAuthentication": "initial",
-                "configuration": {"oauth.api.key": "k", "oauth.api.secret": "s", "oauth.user.token": "qyprdQ",
-                                  "oauth.user.token.secret": "S", "quickbooks.realm.id": "42",
-                                  "oauth.user.refresh_time": str(granted_ms)}}
-        assert api.create(body).status_code == 200
-        assert reconnect(api, "k", "qyprdQ")["ErrorCode"] == "0"
+def test_reconnect_window(api: Api, clock: FakeClock) -> None:
+    clock.now = at("2024-01-01 00:00:00")
+    token, cb = api.oauth1_consent()
+    config = api.create(api.oauth1_body(token, cb)).json()["configuration"]
+    access = config["oauth.user.token"]
+    assert reconnect(api, "dev-key", access)["ErrorCode"] == "212"  # too early
+    clock.now = at("2024-05-31 00:00:00")  # day 151: inside the last 30 days of 180
+    renewed = reconnect(api, "dev-key", access)
+    assert renewed["ErrorCode"] == "0" and renewed["ErrorMessage"] is None
+    assert renewed["OAuthToken"] is not None and renewed["OAuthToken"] != access
+    assert renewed["OAuthTokenSecret"]
+    assert reconnect(api, "dev-key", access)["ErrorCode"] == "270"  # old token invalidated
+    assert reconnect(api, "dev-key", renewed["OAuthToken"])["ErrorCode"] == "212"  # fresh 180 days
+    assert reconnect(api, "other-key", renewed["OAuthToken"])["ErrorCode"] == "270"
+    clock.now = at("2024-11-28 00:00:00")  # past the renewed token's 180 days
+    assert reconnect(api, "dev-key", renewed["OAuthToken"])["ErrorCode"] == "270"
+    assert reconnect(api, "dev-key", "nope")["ErrorCode"] == "270"
+    assert reconnect(api, "", "")["ErrorCode"] == "22"
 
 
-def test_provider_calls_are_faultable_and_logged(api: Api) -> None:
+def test_quick_provisioned_token_life_runs_from_refresh_time(api: Api, clock: FakeClock) -> None:
+    clock.now = at("2024-06-01 00:00:00")
+    granted_ms = 1704067200000  # 2024-01-01: 152 days ago, inside the renewal window
+    body = {"element": {"key": "quickbooks"}, "externalAuthentication": "initial",
+            "configuration": {"oauth.api.key": "k", "oauth.api.secret": "s", "oauth.user.token": "qyprdQ",
+                              "oauth.user.token.secret": "S", "quickbooks.realm.id": "42",
+                              "oauth.user.refresh_time": str(granted_ms)}}
+    assert api.create(body).status_code == 200
+    assert reconnect(api, "k", "qyprdQ")["ErrorCode"] == "0"
+
+
+def test_provider_calls_are_faultable_and_logged(api: Api, clock: FakeClock) -> None:
     api.sandbox.set_faults(fails={"provider_token": {"rate": 1, "status": 503, "count": 1}})
     assert refresh(api, "x").status_code == 503
     assert refresh(api, "x").status_code == 400
