@@ -63,3 +63,7 @@ class Store:
             return
         with self._auto.connect() as conn:
             yield conn
+
+    def close(self) -> None:
+        """Close every pooled connection (the autocommit pool follows through ``engine_disposed``)."""
+        self.engine.dispose()

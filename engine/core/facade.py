@@ -375,4 +375,4 @@ class Engine:
             self._pool.shutdown(wait=True)
             self._pool = None
         self.client.close()
-        self.repo.engine.dispose()
+        self.repo.close()
