@@ -8,8 +8,11 @@ the reason. The receiver (``engine.core.callbacks``) acts on the verdict.
 
 For speed the common case is applied by one guarded SQL statement without reading the attempt
 (``persistence.statements.apply_callback_update``), for callbacks ``fast_path_flow`` accepts. That
-guard is this rule restricted to such callbacks; ``tests/integration/test_judge_agrees_with_sql``
-shows on generated cases that the statement applies exactly when the judge says ``applied``.
+guard is this rule restricted to such callbacks of the flow their parameters name;
+``tests/integration/test_judge_agrees_with_sql`` shows on generated cases that the statement
+applies exactly when the judge says ``applied`` (to CALLBACK_RECEIVED) for the attempt's flow.
+A callback whose parameters name another flow (an OAuth1 attempt's callback carrying ``code``)
+is never applied by the statement; the judge decides it after the read.
 Only hashes are compared, in constant time, so timing reveals nothing that helps forge a state.
 """
 from __future__ import annotations
