@@ -1,11 +1,12 @@
 """Persistence: SQLAlchemy tables, the repository (guarded UPDATEs, leases), Alembic migrations."""
-from persistence.codec import SecretCodec
+from persistence.codec import Codec, RekeyCodec
 from persistence.database import DEFAULT_URL, create_db_engine, sqlite_path
-from persistence.inbox import CallbackRecord, NewCallback
+from persistence.inbox import CallbackRecord
 from persistence.migrate import upgrade
 from persistence.repository import Repository
+from persistence.writes import NewCallback, Write
 
 __all__ = [
-    "CallbackRecord", "DEFAULT_URL", "NewCallback", "Repository", "SecretCodec", "create_db_engine",
-    "sqlite_path", "upgrade",
+    "CallbackRecord", "Codec", "DEFAULT_URL", "NewCallback", "RekeyCodec", "Repository", "Write",
+    "create_db_engine", "sqlite_path", "upgrade",
 ]

@@ -19,6 +19,7 @@ from persistence.statements import (
     apply_callback_update,
 )
 from persistence.store import Store
+from persistence.writes import NewCallback
 from states.attempt import HistoryEntry
 from states.model import Flow
 
@@ -36,18 +37,6 @@ class CallbackRecord:
     params: bytes | None = None
 
 
-@dataclass(frozen=True)
-class NewCallback:
-    """A callback to insert together with a transition (or alone)."""
-
-    attempt_id: str | None
-    received_at: datetime
-    params: dict[str, Any] | None
-    digest: str | None
-    status: str
-    reason: str | None = None
-
-
 class Inbox(Store):
     """Reads and writes of the ``callbacks`` table (a part of ``Repository``)."""
 
@@ -58,6 +47,11 @@ class Inbox(Store):
         with self._read() as conn:
             rows = conn.execute(q, {"g_attempt": attempt_id, "g_status": status}).mappings()
             return [CallbackRecord(**dict(r)) for r in rows]
+
+    def pending_callbacks(self, attempt_id: str) -> builtins.list[tuple[int, dict[str, str]]]:
+        """The ``(id, params)`` of the attempt's inbox rows still ``pending``, params opened."""
+        return [(row.id, self.codec.open(row.params) if row.params else {})
+                for row in self.callbacks(attempt_id, status="pending")]
 
     def attempts_with_pending_callbacks(self, attempt_ids: Sequence[str]) -> set[str]:
         """Those of ``attempt_ids`` that have inbox rows still ``pending``."""

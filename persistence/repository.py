@@ -7,7 +7,7 @@ rowcount of 0 means someone else moved the attempt first and nothing is written.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from persistence.claims import claim_params, parameterised_claim
 from persistence.columns import UTCDateTime
-from persistence.inbox import Inbox, NewCallback
+from persistence.inbox import Inbox
 from persistence.schema import attempts, history
 from persistence.statements import (
     GET,
@@ -27,7 +27,7 @@ from persistence.statements import (
     guarded_update,
     transition_statement,
 )
-from persistence.writes import Write, reschedule_write, transition_write
+from persistence.writes import Write
 from states.attempt import Attempt, HistoryEntry
 from states.model import Flow, State
 
@@ -183,111 +183,69 @@ class Repository(Inbox):
         claimed.sort(key=lambda a: (a.next_run_at or now, a.id))
         return claimed
 
-    def commit_transition(
-        self,
-        attempt: Attempt,
-        entry: HistoryEntry,
-        *,
-        owner: str | None,
-        now: datetime,
-        next_run_at: datetime | None,
-        changes: Mapping[str, Any] | None = None,
-        secrets: dict[str, Any] | None = None,
-        failure_reason: str | None = None,
-        last_error: dict[str, Any] | None = None,
-        callback: NewCallback | None = None,
-        callback_updates: Iterable[tuple[int, str, str | None]] = (),
-        callback_secrets: dict[str, Any] | None = None,
-    ) -> bool:
-        """Apply one transition in one transaction: guarded UPDATE, history INSERT, inbox rows.
+    def _row_values(self, write: Write) -> dict[str, Any]:
+        """``write``'s column values with its secrets sealed (the one place a step's secrets are sealed)."""
+        values = write.values
+        if write.secret_updates is None and write.callback_secrets is None:
+            return values
+        values = dict(values)
+        if write.secret_updates is not None:
+            values["secrets"] = self.codec.seal(write.merged_secrets())
+        if write.callback_secrets is not None:
+            values["callback_secrets"] = self.codec.seal(write.callback_secrets)
+        return values
 
-        ``attempt`` is the version the caller read; ``owner`` is the lease holder (None for
-        callers that hold no lease, such as callbacks and operator actions, guarded by version
-        alone). ``callback_secrets`` (an applied callback's parameters) is stored encrypted in
-        its own column. Returns False, writing nothing, when the guard no longer matches.
+    def apply(self, write: Write) -> bool:
+        """Commit one ``Write`` (with its inbox rows) in its own transaction; False if its guard failed.
+
+        The guard is compare-and-set on ``version`` and state (and the lease owner when the write
+        has one): False means someone else moved the attempt first, and nothing was written.
         """
-        write = transition_write(
-            attempt,
-            entry,
-            owner=owner,
-            now=now,
-            next_run_at=next_run_at,
-            changes=changes,
-            sealed_secrets=self.seal(secrets),
-            failure_reason=failure_reason,
-            last_error=last_error,
-            sealed_callback=self.seal(callback_secrets),
-        )
-        return self.apply(write, callback=callback, callback_updates=callback_updates)
-
-    def reschedule(
-        self,
-        attempt: Attempt,
-        *,
-        owner: str | None,
-        now: datetime,
-        next_run_at: datetime | None,
-        error: dict[str, Any] | None,
-        count_failure: bool,
-        changes: Mapping[str, Any] | None = None,
-        secrets: dict[str, Any] | None = None,
-    ) -> bool:
-        """Release the lease without a transition: a durable retry, a wait, or progress (``Stay``)."""
-        return self.apply(
-            reschedule_write(
-                attempt,
-                owner=owner,
-                now=now,
-                next_run_at=next_run_at,
-                error=error,
-                count_failure=count_failure,
-                changes=changes,
-                sealed_secrets=self.seal(secrets),
-            )
-        )
-
-    def apply(self, write: Write, *, callback: NewCallback | None = None,
-              callback_updates: Iterable[tuple[int, str, str | None]] = ()) -> bool:
-        """Commit one ``Write`` (with inbox rows for a callback) in its own transaction."""
-        callback_updates = list(callback_updates)
+        params = guarded_params(write.attempt, write.owner, self._row_values(write))
         if not write.entries:
-            stmt = _update_for(write.statement_key)
             with self._write_one() as conn:
-                return bool(
-                    conn.execute(stmt, guarded_params(write.attempt, write.owner, write.values)).rowcount == 1
-                )
-        if self._pg and not callback_updates and len(write.entries) == 1:
-            return self._transition_one_statement(write.attempt, write.entries[0], write.owner, write.values,
-                                                  callback)
+                return bool(conn.execute(_update_for(write.statement_key), params).rowcount == 1)
+        if self._pg and not write.callback_updates and len(write.entries) == 1:
+            # PostgreSQL: guarded UPDATE + INSERTs as one autocommit statement (one round trip).
+            stmt = transition_statement(write.columns, leased=write.owner is not None,
+                                        with_callback=write.callback is not None)
+            for k, v in write.entries[0].__dict__.items():
+                params["h_" + k] = v
+            if write.callback is not None:
+                for k, v in self._callback_values(write.callback).items():
+                    params["cb_" + k] = v
+            with self._write_one() as conn:
+                return len(conn.execute(stmt, params).all()) == 1
         with self._write() as conn:
-            if conn.execute(_update_for(write.statement_key),
-                            guarded_params(write.attempt, write.owner, write.values)).rowcount != 1:
+            if conn.execute(_update_for(write.statement_key), params).rowcount != 1:
                 conn.rollback()
                 return False
             conn.execute(INSERT_HISTORY, [e.__dict__ for e in write.entries])
-            if callback is not None:
-                conn.execute(INSERT_CALLBACK, self._callback_values(callback))
-            for cb_id, status, reason in callback_updates:
+            if write.callback is not None:
+                conn.execute(INSERT_CALLBACK, self._callback_values(write.callback))
+            for cb_id, status, reason in write.callback_updates:
                 conn.execute(UPDATE_CALLBACK, {"g_cb_id": cb_id, "v_status": status, "v_reason": reason})
         return True
 
-    def commit_group(self, writes: Sequence[Write]) -> builtins.list[bool]:
+    def apply_many(self, writes: Sequence[Write]) -> builtins.list[bool]:
         """Commit several ``Write``s of different attempts in ONE transaction; one flag per write.
 
         The worker's group commit: each distinct UPDATE runs once with many parameter sets (an
         executemany, pipelined by psycopg) and the history rows go in one INSERT, so a group of
         steps costs one commit instead of one each. The guards are all-or-nothing here: when any
         write's guard fails (a lost lease, rare) the transaction is rolled back and every write is
-        applied on its own, which tells exactly which ones were lost.
+        applied on its own, which tells exactly which ones were lost. Writes with inbox rows, and
+        groups naming an attempt twice, are applied one by one.
         """
-        if len(writes) <= 1 or len({w.attempt.id for w in writes}) != len(writes):
+        if (len(writes) <= 1 or len({w.attempt.id for w in writes}) != len(writes)
+                or any(w.callback is not None or w.callback_updates for w in writes)):
             return [self.apply(w) for w in writes]
         groups: dict[tuple[frozenset[str], bool, bool], builtins.list[Write]] = {}
         for w in writes:
             groups.setdefault(w.statement_key, []).append(w)
         with self._write() as conn:
             for key, members in groups.items():
-                params = [guarded_params(w.attempt, w.owner, w.values) for w in members]
+                params = [guarded_params(w.attempt, w.owner, self._row_values(w)) for w in members]
                 if conn.execute(_update_for(key), params).rowcount != len(members):
                     conn.rollback()
                     break
@@ -297,20 +255,6 @@ class Repository(Inbox):
                     conn.execute(INSERT_HISTORY, entries)
                 return [True] * len(writes)
         return [self.apply(w) for w in writes]
-
-    def _transition_one_statement(self, attempt: Attempt, entry: HistoryEntry, owner: str | None,
-                                  values: dict[str, Any], callback: NewCallback | None) -> bool:
-        """PostgreSQL ``commit_transition``: guarded UPDATE + INSERTs as one autocommit statement."""
-        stmt = transition_statement(frozenset(values), leased=owner is not None,
-                                    with_callback=callback is not None)
-        params = guarded_params(attempt, owner, values)
-        for k, v in entry.__dict__.items():
-            params["h_" + k] = v
-        if callback is not None:
-            for k, v in self._callback_values(callback).items():
-                params["cb_" + k] = v
-        with self._write_one() as conn:
-            return len(conn.execute(stmt, params).all()) == 1
 
     def merge_secrets(self, attempt_id: str, updates: dict[str, Any], *, now: datetime) -> bool:
         """Merge ``updates`` into the stored secrets whatever the lease (compare-and-set loop).

@@ -8,14 +8,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from persistence.codec import SecretCodec
+from persistence.codec import Codec
 from persistence.database import AUTOCOMMIT_OPTIONS, create_db_engine
 
 
 class Store:
     """One database and its secret codec; the base of ``Repository`` (safe to share between threads)."""
 
-    def __init__(self, engine: sa.Engine, codec: SecretCodec) -> None:
+    def __init__(self, engine: sa.Engine, codec: Codec) -> None:
         self.engine = engine
         self.codec = codec
         self.dialect = engine.dialect.name
@@ -64,6 +64,6 @@ class Store:
         with self._auto.connect() as conn:
             yield conn
 
-    def seal(self, secrets: dict[str, Any] | None) -> bytes | None:
-        """The encrypted blob of ``secrets`` (None stays None: the stored blob is kept)."""
-        return self.codec.seal(secrets) if secrets is not None else None
+    def close(self) -> None:
+        """Close every pooled connection (the autocommit pool follows through ``engine_disposed``)."""
+        self.engine.dispose()

@@ -16,7 +16,6 @@ import pytest
 from testkit import QBO, attempt_writes, consent
 
 from engine import Engine, EngineSettings, RetryPolicy
-from engine.core.runner import commit_group, prepare_step
 from persistence.schema import attempts
 from states import State
 
@@ -96,11 +95,11 @@ def test_a_lost_lease_discards_both_steps(make_engine: Callable[..., Engine], sa
     ids = oauth1(engine, 2)
     now = engine.now()
     claimed = engine.repo.claim_due(now, engine.worker_id, now + timedelta(seconds=60), 10)
-    steps = [prepare_step(engine, a, may_chain=lambda: True) for a in claimed]
+    steps = [engine.runner.prepare(a, may_chain=lambda: True) for a in claimed]
     assert all(s.before is not None and s.attempt.state is State.TOKEN_ISSUED for s in steps)
     with engine.repo.engine.begin() as conn:  # another worker took over the second attempt
         conn.execute(attempts.update().where(attempts.c.id == claimed[1].id).values(lease_owner="w2"))
-    results = commit_group(engine, steps)
+    results = engine.runner.commit(steps)
     assert [(r.outcome, r.steps) for r in results] == [("advanced", 2), ("lost", 2)]
     kept, lost = engine.get(claimed[0].id), engine.get(claimed[1].id)
     assert kept.state is State.REDIRECTED and len(engine.history(kept.id)) == 2
@@ -114,9 +113,9 @@ def test_no_chaining_without_time_left_on_the_lease(make_engine: Callable[..., E
     [attempt_id] = oauth1(engine, 1)
     now = engine.now()
     [claimed] = engine.repo.claim_due(now, engine.worker_id, now + timedelta(seconds=60), 10)
-    step = prepare_step(engine, claimed, may_chain=lambda: False)
+    step = engine.runner.prepare(claimed, may_chain=lambda: False)
     assert step.before is None and step.attempt.state is State.NEW
-    [result] = commit_group(engine, [step])
+    [result] = engine.runner.commit([step])
     assert (result.outcome, result.dest, result.steps) == ("advanced", State.TOKEN_ISSUED, 1)
     assert [h.dest for h in engine.history(attempt_id)] == ["TOKEN_ISSUED"]
     assert len([r for r in sandbox.requests() if r["endpoint"] == "oauth_url"]) == 0

@@ -63,7 +63,7 @@ def test_a_lost_guard_discards_only_that_write(make_engine: Callable[..., Engine
         )
         for a in claimed
     ]
-    assert repo.commit_group(writes) == [True, False, True]
+    assert repo.apply_many(writes) == [True, False, True]
     states = {a.id: a.state for a in (repo.get(i) for i in ids) if a}
     assert states == {
         claimed[0].id: State.TOKEN_ISSUED,
@@ -103,6 +103,6 @@ def test_a_release_that_finds_the_lease_taken_reports_lost(make_engine: Callable
     [claimed] = engine.repo.claim_due(now, engine.worker_id, now + timedelta(seconds=60), 10)
     with engine.repo.engine.begin() as conn:  # our lease expired and another worker took the attempt
         conn.execute(attempts.update().where(attempts.c.id == attempt_id).values(lease_owner="w2"))
-    result = engine._release(claimed)
+    result = engine.runner.release(claimed)
     assert (result.outcome, result.steps) == ("lost", 0)
     assert engine.get(attempt_id).lease_owner == "w2"  # the other worker's lease is untouched

@@ -15,6 +15,7 @@ from testkit import TEST_KEY
 from engine.wiring import open_repository
 from persistence import NewCallback, Repository
 from persistence.schema import attempts, metadata
+from persistence.writes import reschedule_write, transition_write
 from states import Attempt, Flow, HistoryEntry, State
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -104,13 +105,13 @@ def test_idempotency_key_returns_the_existing_attempt(repo: Repository) -> None:
     assert len(repo.list()) == 1
 
 
-def test_commit_transition_is_guarded_by_version(repo: Repository) -> None:
+def test_a_transition_is_guarded_by_version(repo: Repository) -> None:
     a, _ = repo.insert_attempt(new_attempt())
-    assert repo.commit_transition(a, entry(a, "issue_token", State.TOKEN_ISSUED), owner=None, now=T0,
-                                  next_run_at=T0, changes={"request_token_hash": "h"})
+    assert repo.apply(transition_write(a, entry(a, "issue_token", State.TOKEN_ISSUED), owner=None, now=T0,
+                                       next_run_at=T0, changes={"request_token_hash": "h"}))
     # The same stale read again (a second worker, a replayed command): nothing happens.
-    assert not repo.commit_transition(a, entry(a, "issue_token", State.TOKEN_ISSUED), owner=None, now=T0,
-                                      next_run_at=T0)
+    assert not repo.apply(transition_write(a, entry(a, "issue_token", State.TOKEN_ISSUED), owner=None, now=T0,
+                                           next_run_at=T0))
     got = repo.get(a.id)
     assert got is not None and got.state is State.TOKEN_ISSUED and got.version == 2 and got.history_seq == 1
     assert got.request_token_hash == "h"
@@ -121,8 +122,8 @@ def test_commit_transition_is_guarded_by_version(repo: Repository) -> None:
 def test_decisions_may_not_set_engine_columns(repo: Repository) -> None:
     a, _ = repo.insert_attempt(new_attempt())
     with pytest.raises(ValueError, match="may not set"):
-        repo.commit_transition(a, entry(a, "issue_token", State.TOKEN_ISSUED), owner=None, now=T0,
-                               next_run_at=None, changes={"state": "PROVISIONED"})
+        repo.apply(transition_write(a, entry(a, "issue_token", State.TOKEN_ISSUED), owner=None, now=T0,
+                                    next_run_at=None, changes={"state": "PROVISIONED"}))
     assert repo.history(a.id) == []
 
 
@@ -136,10 +137,12 @@ def test_claim_leases_due_work_once_until_the_lease_expires(repo: Repository) ->
     # The lease expired (worker w1 died): w2 takes it over, and w1's late commit is refused.
     again = repo.claim_due(T0 + timedelta(seconds=61), "w2", T0 + timedelta(seconds=200), 10)
     assert [a.id for a in again] == [due.id] and again[0].runs == 2
-    assert not repo.commit_transition(got[0], entry(got[0], "issue_token", State.TOKEN_ISSUED), owner="w1",
-                                      now=T0, next_run_at=None)
-    assert repo.commit_transition(again[0], entry(again[0], "issue_token", State.TOKEN_ISSUED), owner="w2",
+    late = transition_write(got[0], entry(got[0], "issue_token", State.TOKEN_ISSUED), owner="w1", now=T0,
+                            next_run_at=None)
+    assert not repo.apply(late)
+    taken_over = transition_write(again[0], entry(again[0], "issue_token", State.TOKEN_ISSUED), owner="w2",
                                   now=T0, next_run_at=None)
+    assert repo.apply(taken_over)
     assert repo.next_due_at() == later.next_run_at
     assert idle.id not in [
         a.id for a in repo.claim_due(T0 + timedelta(days=9), "w3", T0 + timedelta(days=10), 10)
@@ -150,8 +153,8 @@ def test_reschedule_counts_failures_and_keeps_state(repo: Repository) -> None:
     a, _ = repo.insert_attempt(new_attempt())
     [c] = repo.claim_due(T0, "w", T0 + timedelta(seconds=60), 1)
     err = {"kind": "unavailable", "message": "HTTP 503"}
-    assert repo.reschedule(c, owner="w", now=T0, next_run_at=T0 + timedelta(seconds=5), error=err,
-                           count_failure=True)
+    assert repo.apply(reschedule_write(c, owner="w", now=T0, next_run_at=T0 + timedelta(seconds=5), error=err,
+                                       count_failure=True))
     got = repo.get(a.id)
     assert got is not None and got.state is State.NEW and got.failures == 1 and got.last_error == err
     assert got.lease_owner is None and got.next_run_at == T0 + timedelta(seconds=5)

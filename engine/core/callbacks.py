@@ -1,32 +1,31 @@
 """Provider callbacks: parse, match to an attempt, apply once (DESIGN §6).
 
-Every callback lands in the ``callbacks`` inbox with its outcome. A callback is applied only when
-the hash of its ``state`` matches a REDIRECTED attempt's stored hash, before the deadline, and
-(OAuth1) its ``oauth_token`` is the issued request token. The common case is one guarded statement
-that checks all this in the database (``_apply_at_once``); otherwise the attempt is read and
-judged here. An exact repeat of an applied callback is a harmless duplicate; one for an attempt
-still committing its redirect waits as ``pending``; anything else is rejected and changes nothing.
-Only hashes are compared, so comparison timing reveals nothing that helps to forge a ``state``.
+Every callback lands in the ``callbacks`` inbox with its outcome. What a callback does is decided
+by ONE rule, ``states.judge.judge_callback``: applied only when the hash of its ``state`` matches a
+REDIRECTED attempt's stored hash, before the deadline, and (OAuth1) its ``oauth_token`` is the
+issued request token. The common case is one guarded statement that checks this rule in the
+database (``_apply_at_once``); otherwise the attempt is read and judged. An exact repeat of an
+applied callback is a harmless duplicate; one for an attempt still committing its redirect waits
+as ``pending``; anything else is rejected and changes nothing.
 """
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from engine.errors import CallbackRejectedError
 from engine.security.crypto import digest
-from persistence.inbox import NewCallback
+from persistence.repository import Repository
+from persistence.writes import NewCallback, transition_write
 from states.attempt import Attempt, HistoryEntry
-from states.model import FailureReason, Flow, State, Trigger
-
-if TYPE_CHECKING:
-    from engine.core.facade import Engine
+from states.judge import NOT_REDIRECTED_YET, Verdict, fast_path_flow, judge_callback, may_be_duplicate
+from states.model import Flow, State, Trigger
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +35,6 @@ KNOWN_PARAMS = frozenset(
     {"state", "oauth_token", "oauth_verifier", "realmId", "dataSource", "code", "error", "error_description"}
 )
 _BAD_CHAR_RE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
-REQUIRED = {Flow.OAUTH1: ("oauth_token", "oauth_verifier", "realmId"), Flow.OAUTH2: ("code",)}
 
 
 @dataclass(frozen=True)
@@ -92,16 +90,23 @@ def _canonical(params: Mapping[str, str]) -> str:
     return digest(json.dumps(sorted(params.items())))
 
 
-class CallbackHandler:
-    """Applies callbacks for one engine."""
+class CallbackReceiver:
+    """Records and applies provider callbacks against one repository.
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.repo = engine.repo
+    ``clock`` stamps inbox and history rows, ``worker_id`` names the writer in history and
+    ``wake`` is called when an applied callback made a step due (the worker stops waiting).
+    """
+
+    def __init__(self, repo: Repository, *, clock: Callable[[], datetime], worker_id: str,
+                 wake: Callable[[], None]) -> None:
+        self.repo = repo
+        self.clock = clock
+        self.worker_id = worker_id
+        self.wake = wake
 
     def receive(self, url_or_params: str | Mapping[str, Any]) -> CallbackOutcome:
         """Record and apply one callback; raises ``CallbackRejectedError`` (after recording it)."""
-        now = self.engine.now()
+        now = self.clock()
         try:
             params = parse_callback(url_or_params)
         except CallbackRejectedError as exc:
@@ -112,20 +117,20 @@ class CallbackHandler:
             raise CallbackRejectedError(f"malformed callback ({type(exc).__name__})") from None
         return self._apply_at_once(params, now) or self._process(params, existing_id=None)
 
-    def _apply_at_once(self, params: dict[str, str], now: Any) -> CallbackOutcome | None:
+    def _apply_at_once(self, params: dict[str, str], now: datetime) -> CallbackOutcome | None:
         """The common case, a complete callback for a waiting attempt, in one guarded write.
 
-        The guard checks in the database what ``_decide`` checks after reading the row (state
-        REDIRECTED, nonce, deadline, flow, request token), comparing hashes only. When it does
-        not match, nothing was written and ``_process`` reads the attempt to apply, defer or
+        The guard checks in the database what ``judge_callback`` decides after reading the row
+        (state REDIRECTED, nonce, deadline, flow, request token), comparing hashes only. When it
+        does not match, nothing was written and ``_process`` reads the attempt to apply, defer or
         reject the callback with its reason. Saves the read, a decryption and an encryption.
         """
-        flow = Flow.OAUTH2 if "code" in params else Flow.OAUTH1
+        flow = fast_path_flow(params)
         attempt_id = params["state"].split(".", 1)[0]
-        if "error" in params or len(attempt_id) > 36 or any(not params.get(p) for p in REQUIRED[flow]):
+        if flow is None or len(attempt_id) > 36:
             return None
         entry = HistoryEntry(attempt_id, 0, Trigger.RECEIVE_CALLBACK.value, State.REDIRECTED.value,
-                             State.CALLBACK_RECEIVED.value, now, duration_ms=0, worker=self.engine.worker_id,
+                             State.CALLBACK_RECEIVED.value, now, duration_ms=0, worker=self.worker_id,
                              outcome="ok", tries=1, error=None, note="callback")
         applied = self.repo.apply_callback(
             attempt_id, flow=flow, nonce_hash=digest(params["state"]),
@@ -133,15 +138,14 @@ class CallbackHandler:
             callback=NewCallback(attempt_id, now, params, _canonical(params), "applied", None))
         if not applied:
             return None
-        self.engine.wake()
+        self.wake()
         return CallbackOutcome("applied", attempt_id, State.CALLBACK_RECEIVED)
 
     def apply_pending(self, attempt_id: str) -> None:
         """Apply callbacks that arrived before the attempt's redirect was committed."""
-        for row in self.repo.callbacks(attempt_id, status="pending"):
-            params = self.repo.codec.open(row.params) if row.params else {}
+        for row_id, params in self.repo.pending_callbacks(attempt_id):
             try:
-                self._process(params, existing_id=row.id)
+                self._process(params, existing_id=row_id)
             except CallbackRejectedError:
                 pass  # recorded on the inbox row by _process
 
@@ -157,7 +161,7 @@ class CallbackHandler:
         if existing_id is not None:
             self.repo.update_callback(existing_id, "rejected", reason)
         else:
-            self.repo.record_callback(NewCallback(attempt_id, self.engine.now(), params,
+            self.repo.record_callback(NewCallback(attempt_id, self.clock(), params,
                                                   _canonical(params) if params else None, "rejected", reason))
 
     def _process(self, params: dict[str, str], existing_id: int | None) -> CallbackOutcome:
@@ -168,100 +172,58 @@ class CallbackHandler:
             if attempt is None:
                 self._reject(None, params, existing_id, "unknown state")
                 raise CallbackRejectedError("unknown state")
-            outcome = self._decide(attempt, params, existing_id)
+            outcome = self._act(attempt, params, existing_id)
             if outcome is not None:
                 return outcome
         raise CallbackRejectedError("attempt keeps changing; try again", attempt_id=attempt_id)
 
-    def _decide(
-        self, attempt: Attempt, params: dict[str, str], existing_id: int | None
-    ) -> CallbackOutcome | None:
-        now = self.engine.now()
-        state_matches = bool(attempt.state_nonce_hash) and hmac.compare_digest(
-            digest(params["state"]).encode(), (attempt.state_nonce_hash or "").encode())
-        # A REDIRECTED attempt whose current nonce matches cannot have applied this callback yet:
-        # applying one leaves REDIRECTED, and coming back needs a new redirect with a new nonce.
-        # So the inbox lookup is needed only otherwise (it costs a query per callback).
-        if not (attempt.state is State.REDIRECTED and state_matches) and self._already_applied(
-            attempt, params
-        ):
-            self._record(attempt, params, existing_id, "duplicate", "same callback already applied")
-            return CallbackOutcome("duplicate", attempt.id, attempt.state, "same callback already applied")
-        if attempt.state in (State.NEW, State.TOKEN_ISSUED):
+    def _act(self, attempt: Attempt, params: dict[str, str],
+             existing_id: int | None) -> CallbackOutcome | None:
+        """Judge the callback and carry the verdict out; None when the attempt moved meanwhile."""
+        now = self.clock()
+        seen = may_be_duplicate(attempt, params, digest) and self._already_applied(attempt, params)
+        verdict = judge_callback(attempt, params, now, digest, applied_before=seen)
+        if verdict.status == "duplicate":
+            self._record(attempt, params, existing_id, "duplicate", verdict.reason)
+            return CallbackOutcome("duplicate", attempt.id, attempt.state, verdict.reason)
+        if verdict.status == "pending":
             if existing_id is None:
-                self._record(attempt, params, None, "pending", "attempt not redirected yet")
-            return CallbackOutcome("pending", attempt.id, attempt.state, "attempt not redirected yet")
-        if attempt.state is not State.REDIRECTED:
-            reason = (
-                "callback deadline passed"
-                if attempt.failure_reason == FailureReason.CALLBACK_TIMEOUT.value
-                else f"attempt is {attempt.state.value}; its state was already used"
-            )
+                self._record(attempt, params, None, "pending", verdict.reason or NOT_REDIRECTED_YET)
+            return CallbackOutcome("pending", attempt.id, attempt.state, verdict.reason)
+        if verdict.status == "rejected":
+            reason = verdict.reason or "rejected"
             self._reject(attempt.id, params, existing_id, reason)
             raise CallbackRejectedError(reason, attempt_id=attempt.id)
-        if not state_matches:
-            self._reject(attempt.id, params, existing_id, "state does not match")
-            raise CallbackRejectedError("state does not match", attempt_id=attempt.id)
-        if attempt.deadline_at is not None and now >= attempt.deadline_at:
-            self._reject(attempt.id, params, existing_id, "callback deadline passed")
-            raise CallbackRejectedError("callback deadline passed", attempt_id=attempt.id)
-        if attempt.flow is Flow.OAUTH1 and "oauth_token" in params and not hmac.compare_digest(
-            digest(params["oauth_token"]).encode(), (attempt.request_token_hash or "").encode()
-        ):
-            self._reject(attempt.id, params, existing_id, "oauth_token is not the request token issued")
-            raise CallbackRejectedError("oauth_token is not the request token issued", attempt_id=attempt.id)
-        if "error" in params:
-            error = params["error"][:100]
-            reason = FailureReason.USER_DENIED if error == "access_denied" else FailureReason.PERMANENT_ERROR
-            info = {"kind": reason.value, "message": f"provider redirected with error={error}",
-                    "hint": "The user did not approve; start a new attempt if they want to connect."}
-            ok = self._commit(attempt, params, existing_id, Trigger.FAIL, State.FAILED, now,
-                              failure_reason=reason.value, error=info, callback_secrets=None)
-            return CallbackOutcome("applied", attempt.id, State.FAILED, reason.value) if ok else None
-        missing = [p for p in REQUIRED.get(attempt.flow, ()) if not params.get(p)]
-        if missing:
-            reason_text = f"missing parameter(s) {', '.join(missing)}"
-            self._reject(attempt.id, params, existing_id, reason_text)
-            raise CallbackRejectedError(reason_text, attempt_id=attempt.id)
-        ok = self._commit(
-            attempt,
-            params,
-            existing_id,
-            Trigger.RECEIVE_CALLBACK,
-            State.CALLBACK_RECEIVED,
-            now,
-            failure_reason=None,
-            error=None,
-            callback_secrets=params,
-        )
-        if ok:
-            self.engine.wake()
-        return CallbackOutcome("applied", attempt.id, State.CALLBACK_RECEIVED) if ok else None
+        if not self._commit(attempt, params, existing_id, verdict, now):
+            return None
+        if verdict.dest is State.CALLBACK_RECEIVED:
+            self.wake()
+        return CallbackOutcome("applied", attempt.id, verdict.dest, verdict.reason)
 
     def _already_applied(self, attempt: Attempt, params: dict[str, str]) -> bool:
         fingerprint = _canonical(params)
         return any(c.digest == fingerprint for c in self.repo.callbacks(attempt.id, status="applied"))
 
     def _record(self, attempt: Attempt, params: dict[str, str], existing_id: int | None, status: str,
-                reason: str) -> None:
+                reason: str | None) -> None:
         if existing_id is not None:
             self.repo.update_callback(existing_id, status, reason)
         else:
-            self.repo.record_callback(NewCallback(attempt.id, self.engine.now(), params, _canonical(params),
+            self.repo.record_callback(NewCallback(attempt.id, self.clock(), params, _canonical(params),
                                                   status, reason))
 
-    def _commit(self, attempt: Attempt, params: dict[str, str], existing_id: int | None, trigger: Trigger,
-                dest: State, now: Any, *, failure_reason: str | None, error: dict[str, Any] | None,
-                callback_secrets: dict[str, str] | None) -> bool:
-        entry = HistoryEntry.after(attempt, trigger.value, dest, now, worker=self.engine.worker_id,
-                                   outcome="ok" if dest is not State.FAILED else "failed", error=error,
+    def _commit(self, attempt: Attempt, params: dict[str, str], existing_id: int | None, verdict: Verdict,
+                now: datetime) -> bool:
+        dest = verdict.dest or State.FAILED
+        received = dest is State.CALLBACK_RECEIVED
+        trigger = Trigger.RECEIVE_CALLBACK if received else Trigger.FAIL
+        entry = HistoryEntry.after(attempt, trigger.value, dest, now, worker=self.worker_id,
+                                   outcome="ok" if received else "failed", error=verdict.error,
                                    note="callback")
         new_cb = None if existing_id is not None else NewCallback(attempt.id, now, params, _canonical(params),
                                                                   "applied", None)
-        updates = [(existing_id, "applied", None)] if existing_id is not None else []
-        return self.repo.commit_transition(
-            attempt, entry, owner=None, now=now,
-            next_run_at=now if dest is State.CALLBACK_RECEIVED else None,
-            failure_reason=failure_reason, last_error=error, callback_secrets=callback_secrets,
-            callback=new_cb, callback_updates=updates,
-        )
+        updates = ((existing_id, "applied", None),) if existing_id is not None else ()
+        return self.repo.apply(transition_write(
+            attempt, entry, owner=None, now=now, next_run_at=now if received else None,
+            failure_reason=verdict.failure.value if verdict.failure else None, last_error=verdict.error,
+            callback_secrets=params if received else None, callback=new_cb, callback_updates=updates))

@@ -18,9 +18,9 @@ from typing import Any
 from engine.clock import utcnow
 from engine.config import EngineSettings, RenewalPolicy, RetryPolicy
 from engine.core import starts
-from engine.core.callbacks import CallbackHandler, CallbackOutcome
+from engine.core.callbacks import CallbackOutcome, CallbackReceiver
 from engine.core.intake import validate_start
-from engine.core.runner import PreparedStep, StepResult, commit_group, prepare_step
+from engine.core.runner import PreparedStep, StepResult, StepRunner
 from engine.errors import (
     AttemptNotFoundError,
     ConcurrentUpdateError,
@@ -28,6 +28,7 @@ from engine.errors import (
     InvalidTransitionError,
 )
 from persistence.repository import Repository
+from persistence.writes import transition_write
 from states.attempt import Attempt, HistoryEntry
 from states.machine import next_state
 from states.model import FailureReason, Flow, State, Trigger
@@ -62,7 +63,9 @@ class Engine:
     """Starts attempts, applies callbacks and drives due steps against one database and platform.
 
     Two engines in one process are independent; every dependency (repository, client, clock,
-    sleep, random source) is passed in so tests can replace it.
+    sleep, random source) is passed in so tests can replace it. The engine composes the parts
+    that do the work, handing each exactly what it uses: the callback receiver
+    (``engine.core.callbacks``) and the step runner (``engine.core.runner``).
     """
 
     def __init__(
@@ -90,8 +93,12 @@ class Engine:
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.rng = rng or random.Random()
         self._check_lease()
-        self.callbacks = CallbackHandler(self)
         self._wake = threading.Event()
+        self.callbacks = CallbackReceiver(repo, clock=clock, worker_id=self.worker_id, wake=self.wake)
+        self.runner = StepRunner(
+            repo, client, clock=clock, sleep=sleep, policy=self.policy, renewal_policy=self.renewal_policy,
+            rng=self.rng, worker_id=self.worker_id, step_settings=self.step_settings,
+            apply_pending=self.callbacks.apply_pending, reject_pending=self.callbacks.reject_pending)
         self._pool: ThreadPoolExecutor | None = None
 
     def _check_lease(self) -> None:
@@ -217,8 +224,9 @@ class Engine:
             error = {"kind": reason, "message": "cancelled by an operator"} if reason else None
             entry = HistoryEntry.after(attempt, trigger.value, dest, now, worker=self.worker_id,
                                        outcome="failed" if reason else "ok", error=error, note="operator")
-            if self.repo.commit_transition(attempt, entry, owner=None, now=now, next_run_at=next_run_at(),
-                                           failure_reason=reason, last_error=error):
+            write = transition_write(attempt, entry, owner=None, now=now, next_run_at=next_run_at(),
+                                     failure_reason=reason, last_error=error)
+            if self.repo.apply(write):
                 self.wake()
                 return self.get(attempt_id)
         raise ConcurrentUpdateError(f"attempt {attempt_id} kept changing; try again")
@@ -260,7 +268,7 @@ class Engine:
         ``commit_window_s`` of the first uncommitted one are written in one transaction (one
         commit for many steps instead of one each). Renewals commit at once (see
         ``PreparedStep.urgent``). A step that leads to a step due at once is followed by that step
-        under the same claim (``prepare_step``). A step whose lease could run out before its
+        under the same claim (``StepRunner.prepare``). A step whose lease could run out before its
         result is committed is not started; its lease is released so any worker can take it.
         """
         at = now or self.now()
@@ -276,7 +284,7 @@ class Engine:
 
         def flush() -> None:
             if group:
-                results.update((r.attempt_id, r) for r in commit_group(self, group))
+                results.update((r.attempt_id, r) for r in self.runner.commit(group))
                 group.clear()
 
         last_start = lease_until - timedelta(seconds=self._worst_step_s)
@@ -289,7 +297,7 @@ class Engine:
         def prepare(attempt: Attempt) -> PreparedStep | None:
             if not in_time():
                 return None  # too late in the batch to finish (and commit) under the lease
-            return prepare_step(self, attempt, may_chain=in_time)
+            return self.runner.prepare(attempt, may_chain=in_time)
 
         if self.settings.concurrency <= 1 or len(batch) == 1:
             prepared: Iterable[PreparedStep | None] = (prepare(a) for a in batch)
@@ -301,9 +309,9 @@ class Engine:
             prepared = self._pool.map(prepare, batch)
         for attempt, step in zip(batch, prepared, strict=True):
             if step is None:
-                results[attempt.id] = self._release(attempt)
+                results[attempt.id] = self.runner.release(attempt)
             elif step.urgent or window <= 0:
-                results[attempt.id] = commit_group(self, [step])[0]
+                results[attempt.id] = self.runner.commit([step])[0]
             else:
                 if not group:
                     group_since = time.monotonic()
@@ -313,15 +321,6 @@ class Engine:
         flush()
         report.results = [results[a.id] for a in batch]
         return report
-
-    def _release(self, attempt: Attempt) -> StepResult:
-        """Give back a claimed attempt without running its step (it stays due).
-
-        ``lost`` instead of ``released`` when the lease was no longer ours to give back.
-        """
-        released = self.repo.reschedule(attempt, owner=self.worker_id, now=self.now(),
-                                        next_run_at=attempt.next_run_at, error=None, count_failure=False)
-        return StepResult(attempt.id, "released" if released else "lost", attempt.state, steps=0)
 
     def run_until_idle(self, max_ticks: int = 10_000) -> builtins.list[TickReport]:
         """Tick until nothing is due now (waiting attempts and future retries stay pending)."""
@@ -376,4 +375,4 @@ class Engine:
             self._pool.shutdown(wait=True)
             self._pool = None
         self.client.close()
-        self.repo.engine.dispose()
+        self.repo.close()

@@ -1,17 +1,24 @@
-"""Running one claimed step: call the handler, classify errors, commit the decision (DESIGN §4)."""
+"""Running claimed steps: call the handler, classify errors, commit the decisions (DESIGN §4).
+
+``StepRunner`` is given everything it uses; how a state's step is committed and which retry
+policy applies is read off ``states.traits`` (no state is special-cased here).
+"""
 from __future__ import annotations
 
 import logging
+import random
 import secrets as pysecrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
+from engine.config import RenewalPolicy, RetryPolicy
 from engine.core.retry import call_with_retries, decide_on_error, decide_on_renewal_error, retrying
 from engine.errors import ProvisionError
 from engine.security.crypto import digest, scrub, secret_values
+from persistence.repository import Repository
 from persistence.writes import Write, applied, chained, reschedule_write, transition_write
 from states.attempt import Attempt, HistoryEntry
 from states.decisions import Advance, Decision, Fail, RetryLater, Stay
@@ -19,9 +26,7 @@ from states.handlers import HANDLERS
 from states.machine import next_state
 from states.model import State, Trigger
 from states.ports import ClientPort, StepSettings
-
-if TYPE_CHECKING:
-    from engine.core.facade import Engine
+from states.traits import traits_of
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -89,13 +94,8 @@ class PreparedStep:
 
     @property
     def urgent(self) -> bool:
-        """Commit at once rather than with a group: re-running the step could not recreate its result.
-
-        A renewal may have rotated the refresh token, which invalidates the stored one. The steps
-        before PROVISIONED are safe to repeat after a crash (a new request token or consent URL
-        nobody has seen yet; an instance created but not recorded is adopted by its tag).
-        """
-        return self.attempt.state is State.PROVISIONED
+        """Commit at once rather than with a group (``StepTraits.urgent`` of the step's state)."""
+        return traits_of(self.attempt.state).urgent
 
 
 @dataclass(frozen=True)
@@ -109,155 +109,166 @@ class _Planned:
     steps: int = 1  # steps whose results the write carries
 
 
-def prepare_step(engine: Engine, attempt: Attempt, *,
-                 may_chain: Callable[[], bool] = lambda: False) -> PreparedStep:
-    """Run the handler of ``attempt``'s state (with in-process retries) and classify its errors.
+class StepRunner:
+    """Runs the steps of claimed attempts and commits their decisions for one worker.
 
-    When the step advances to a state whose step is due at once (NEW -> TOKEN_ISSUED in the
-    OAuth1 flow) and ``may_chain()`` says the lease has time left, that next step runs too, under
-    the same lease: one claim and one row update fewer per attempt. Both results are committed
-    together or, after a crash, both lost and both repeated, which is safe for the same reasons
-    as a group commit (``PreparedStep.urgent``).
+    ``apply_pending`` and ``reject_pending`` are the callback receiver's hooks, called after a
+    commit: a committed redirect applies callbacks that arrived early; an attempt that failed
+    before its redirect rejects them.
     """
-    step = _run_handler(engine, attempt)
-    chain = _chainable(engine, step) if may_chain() else None
-    if chain is None:
-        return step
-    first, advanced = chain
-    return replace(_run_handler(engine, advanced), before=first)
 
+    def __init__(self, repo: Repository, client: ClientPort, *, clock: Callable[[], datetime],
+                 sleep: Callable[[float], None], policy: RetryPolicy, renewal_policy: RenewalPolicy,
+                 rng: random.Random, worker_id: str, step_settings: StepSettings,
+                 apply_pending: Callable[[str], None], reject_pending: Callable[[str, str], None]) -> None:
+        self.repo = repo
+        self.client = client
+        self.clock = clock
+        self.sleep = sleep
+        self.policy = policy
+        self.renewal_policy = renewal_policy
+        self.rng = rng
+        self.worker_id = worker_id
+        self.step_settings = step_settings
+        self.apply_pending = apply_pending
+        self.reject_pending = reject_pending
 
-def _chainable(engine: Engine, step: PreparedStep) -> tuple[Write, Attempt] | None:
-    """``step``'s write (secrets unsealed) and the attempt it leaves, if its next step is due at once."""
-    decision = step.decision
-    if not isinstance(decision, Advance) or decision.next_run_at is None:
-        return None
-    if decision.next_run_at > engine.now():
-        return None
-    dest = next_state(decision.trigger, step.attempt.state)
-    if dest is None or dest is State.PROVISIONED or dest not in HANDLERS:
-        return None  # renewals commit alone (PreparedStep.urgent)
-    write = _plan(engine, step.attempt, decision, tries=step.tries, duration_ms=step.duration_ms,
-                  owner=engine.worker_id, seal=False).write
-    return write, applied(write, {**step.attempt.secrets, **decision.secrets})
+    def prepare(self, attempt: Attempt, *, may_chain: Callable[[], bool] = lambda: False) -> PreparedStep:
+        """Run the handler of ``attempt``'s state (with in-process retries) and classify its errors.
 
+        When the step advances to a state whose step is due at once (NEW -> TOKEN_ISSUED in the
+        OAuth1 flow), is ``chainable``, and ``may_chain()`` says the lease has time left, that next
+        step runs too, under the same lease: one claim and one row update fewer per attempt. Both
+        results are committed together or, after a crash, both lost and both repeated, which is
+        safe for the same reasons as a group commit (``PreparedStep.urgent``).
+        """
+        step = self._run_handler(attempt)
+        chain = self._chainable(step) if may_chain() else None
+        if chain is None:
+            return step
+        return replace(self._run_handler(applied(chain)), before=chain)
 
-def _run_handler(engine: Engine, attempt: Attempt) -> PreparedStep:
-    handler = HANDLERS.get(attempt.state)
-    if handler is None:  # terminal states are never due; release the lease defensively
-        return PreparedStep(attempt, Stay(next_run_at=None), 1, 0)
-    ports = StepPorts(engine.client, engine.step_settings, engine.now,
-                      lambda: retrying(engine.policy, sleep=engine.sleep))
-    started = time.monotonic()
-    decision: Decision
-    try:
-        decision = handler(attempt, ports)
-    except Exception as exc:  # noqa: BLE001 - a bug must not kill the worker loop; log and retry later
-        if not isinstance(exc, ProvisionError):
-            log.exception("step %s of attempt %s crashed", attempt.state, attempt.id)
-            exc = InternalStepError(f"unexpected {type(exc).__name__} in the {attempt.state} step")
-        if attempt.state is State.PROVISIONED:
-            decision = decide_on_renewal_error(exc, attempt=attempt, policy=engine.renewal_policy,
-                                               now=engine.now(), rng=engine.rng)
-        else:
-            decision = decide_on_error(exc, failures=attempt.failures, policy=engine.policy, now=engine.now(),
-                                       rng=engine.rng)
-    duration_ms = int((time.monotonic() - started) * 1000)
-    if isinstance(decision, (Fail, RetryLater)) and decision.error:
-        # A platform that echoes a token in its error text must not get it stored in plain text.
-        decision = replace(decision, error=scrub(decision.error, secret_values(attempt.secrets)))
-    return PreparedStep(attempt, decision, max(ports.tries, 1), duration_ms)
+    def _chainable(self, step: PreparedStep) -> Write | None:
+        """``step``'s write, if the step it leads to is due at once and may run under the same lease."""
+        decision = step.decision
+        if not isinstance(decision, Advance) or decision.next_run_at is None:
+            return None
+        if decision.next_run_at > self.clock():
+            return None
+        dest = next_state(decision.trigger, step.attempt.state)
+        if dest is None or not traits_of(dest).chainable or dest not in HANDLERS:
+            return None
+        return self._plan(step.attempt, decision, tries=step.tries, duration_ms=step.duration_ms).write
 
+    def _run_handler(self, attempt: Attempt) -> PreparedStep:
+        handler = HANDLERS.get(attempt.state)
+        if handler is None:  # terminal states are never due; release the lease defensively
+            return PreparedStep(attempt, Stay(next_run_at=None), 1, 0)
+        ports = StepPorts(self.client, self.step_settings, self.clock,
+                          lambda: retrying(self.policy, sleep=self.sleep))
+        started = time.monotonic()
+        decision: Decision
+        try:
+            decision = handler(attempt, ports)
+        except Exception as exc:  # noqa: BLE001 - a bug must not kill the worker loop; log and retry later
+            if not isinstance(exc, ProvisionError):
+                log.exception("step %s of attempt %s crashed", attempt.state, attempt.id)
+                exc = InternalStepError(f"unexpected {type(exc).__name__} in the {attempt.state} step")
+            if traits_of(attempt.state).retry == "renewal":
+                decision = decide_on_renewal_error(exc, attempt=attempt, policy=self.renewal_policy,
+                                                   now=self.clock(), rng=self.rng)
+            else:
+                decision = decide_on_error(exc, failures=attempt.failures, policy=self.policy,
+                                           now=self.clock(), rng=self.rng)
+        duration_ms = int((time.monotonic() - started) * 1000)
+        if isinstance(decision, (Fail, RetryLater)) and decision.error:
+            # A platform that echoes a token in its error text must not get it stored in plain text.
+            decision = replace(decision, error=scrub(decision.error, secret_values(attempt.secrets)))
+        return PreparedStep(attempt, decision, max(ports.tries, 1), duration_ms)
 
-def commit_group(engine: Engine, steps: list[PreparedStep]) -> list[StepResult]:
-    """Commit the decisions of several steps in one transaction (the worker's group commit).
+    def commit(self, steps: list[PreparedStep]) -> list[StepResult]:
+        """Commit the decisions of several steps in one transaction (the worker's group commit).
 
-    Callbacks that arrived before a redirect was committed are looked up for the whole group in
-    one query instead of one per attempt.
-    """
-    plans = [_plan_step(engine, s) for s in steps]
-    if len(plans) == 1:
-        return [_settle(engine, plans[0], engine.repo.apply(plans[0].write), check_pending=True)]
-    done = engine.repo.commit_group([p.write for p in plans])
-    outcomes = list(zip(plans, done, strict=True))
-    redirected = [p.write.attempt.id for p, ok in outcomes if ok and p.dest is State.REDIRECTED]
-    waiting = engine.repo.attempts_with_pending_callbacks(redirected) if redirected else set()
-    return [_settle(engine, p, ok, check_pending=p.write.attempt.id in waiting) for p, ok in outcomes]
+        Callbacks that arrived before a redirect was committed are looked up for the whole group
+        in one query instead of one per attempt.
+        """
+        plans = [self._plan_step(s) for s in steps]
+        if len(plans) == 1:
+            return [self._settle(plans[0], self.repo.apply(plans[0].write), check_pending=True)]
+        done = self.repo.apply_many([p.write for p in plans])
+        outcomes = list(zip(plans, done, strict=True))
+        redirected = [p.write.attempt.id for p, ok in outcomes if ok and p.dest is State.REDIRECTED]
+        waiting = self.repo.attempts_with_pending_callbacks(redirected) if redirected else set()
+        return [self._settle(p, ok, check_pending=p.write.attempt.id in waiting) for p, ok in outcomes]
 
+    def release(self, attempt: Attempt) -> StepResult:
+        """Give back a claimed attempt without running its step (it stays due).
 
-def _plan_step(engine: Engine, step: PreparedStep) -> _Planned:
-    planned = _plan(engine, step.attempt, step.decision, tries=step.tries, duration_ms=step.duration_ms,
-                    owner=engine.worker_id)
-    if step.before is None:
-        return planned
-    sealed = engine.repo.seal(step.attempt.secrets) if "secrets" not in planned.write.values else None
-    return replace(planned, write=chained(step.before, planned.write, sealed_secrets=sealed), steps=2)
+        ``lost`` instead of ``released`` when the lease was no longer ours to give back.
+        """
+        released = self.repo.apply(reschedule_write(attempt, owner=self.worker_id, now=self.clock(),
+                                                    next_run_at=attempt.next_run_at, error=None,
+                                                    count_failure=False))
+        return StepResult(attempt.id, "released" if released else "lost", attempt.state, steps=0)
 
+    def _plan_step(self, step: PreparedStep) -> _Planned:
+        planned = self._plan(step.attempt, step.decision, tries=step.tries, duration_ms=step.duration_ms)
+        if step.before is None:
+            return planned
+        return replace(planned, write=chained(step.before, planned.write), steps=2)
 
-def _plan(engine: Engine, attempt: Attempt, decision: Decision, *, tries: int, duration_ms: int,
-          owner: str, seal: bool = True) -> _Planned:
-    repo = engine.repo
-    now = engine.now()
-    total_tries = attempt.failures + tries
-    if isinstance(decision, Advance):
-        dest = next_state(decision.trigger, attempt.state)
-        if dest is None:
-            raise AssertionError(f"handler chose {decision.trigger} from {attempt.state}")
-        entry = HistoryEntry.after(attempt, decision.trigger.value, dest, now, worker=engine.worker_id,
-                                   tries=total_tries, duration_ms=duration_ms, note=decision.note,
-                                   error=attempt.last_error if total_tries > 1 else None)
-        merged = {**attempt.secrets, **decision.secrets} if decision.secrets and seal else None
-        return _Planned(
-            transition_write(
-                attempt,
-                entry,
-                owner=owner,
-                now=now,
-                next_run_at=decision.next_run_at,
-                changes=decision.changes,
-                sealed_secrets=repo.seal(merged),
-            ),
-            decision,
-            "advanced",
-            dest,
-        )
-    if isinstance(decision, Stay):
-        merged = {**attempt.secrets, **decision.secrets} if decision.secrets else None
-        return _Planned(reschedule_write(attempt, owner=owner, now=now, next_run_at=decision.next_run_at,
-                                         error=None, count_failure=False, changes=decision.changes,
-                                         sealed_secrets=repo.seal(merged)), decision, "waiting", None)
-    if isinstance(decision, Fail):
-        entry = HistoryEntry.after(attempt, Trigger.FAIL.value, State.FAILED, now, worker=engine.worker_id,
-                                   outcome="failed", tries=total_tries, duration_ms=duration_ms,
-                                   error=decision.error, note=decision.reason.value)
-        return _Planned(transition_write(attempt, entry, owner=owner, now=now, next_run_at=None,
-                                         failure_reason=decision.reason.value, last_error=decision.error),
-                        decision, "failed", State.FAILED)
-    if isinstance(decision, RetryLater):
-        return _Planned(reschedule_write(attempt, owner=owner, now=now, next_run_at=decision.at,
-                                         error=decision.error, count_failure=True), decision, "retry", None)
-    return _Planned(reschedule_write(attempt, owner=owner, now=now, next_run_at=decision.deadline, error=None,
-                                     count_failure=False), decision, "waiting", None)
+    def _plan(self, attempt: Attempt, decision: Decision, *, tries: int, duration_ms: int) -> _Planned:
+        now = self.clock()
+        owner = self.worker_id
+        total_tries = attempt.failures + tries
+        if isinstance(decision, Advance):
+            dest = next_state(decision.trigger, attempt.state)
+            if dest is None:
+                raise AssertionError(f"handler chose {decision.trigger} from {attempt.state}")
+            entry = HistoryEntry.after(attempt, decision.trigger.value, dest, now, worker=self.worker_id,
+                                       tries=total_tries, duration_ms=duration_ms, note=decision.note,
+                                       error=attempt.last_error if total_tries > 1 else None)
+            return _Planned(transition_write(attempt, entry, owner=owner, now=now,
+                                             next_run_at=decision.next_run_at, changes=decision.changes,
+                                             secret_updates=decision.secrets or None),
+                            decision, "advanced", dest)
+        if isinstance(decision, Stay):
+            stay = reschedule_write(attempt, owner=owner, now=now, next_run_at=decision.next_run_at,
+                                    error=None, count_failure=False, changes=decision.changes,
+                                    secret_updates=decision.secrets or None)
+            return _Planned(stay, decision, "waiting", None)
+        if isinstance(decision, Fail):
+            entry = HistoryEntry.after(attempt, Trigger.FAIL.value, State.FAILED, now, worker=self.worker_id,
+                                       outcome="failed", tries=total_tries, duration_ms=duration_ms,
+                                       error=decision.error, note=decision.reason.value)
+            return _Planned(transition_write(attempt, entry, owner=owner, now=now, next_run_at=None,
+                                             failure_reason=decision.reason.value, last_error=decision.error),
+                            decision, "failed", State.FAILED)
+        if isinstance(decision, RetryLater):
+            retry = reschedule_write(attempt, owner=owner, now=now, next_run_at=decision.at,
+                                     error=decision.error, count_failure=True)
+            return _Planned(retry, decision, "retry", None)
+        return _Planned(reschedule_write(attempt, owner=owner, now=now, next_run_at=decision.deadline,
+                                         error=None, count_failure=False), decision, "waiting", None)
 
-
-def _settle(engine: Engine, planned: _Planned, ok: bool, *, check_pending: bool) -> StepResult:
-    """What follows a committed (or lost) write: pending callbacks, a kept token, log lines."""
-    attempt, decision = planned.write.attempt, planned.decision
-    if ok and planned.dest is State.REDIRECTED and check_pending:
-        engine.callbacks.apply_pending(attempt.id)
-    if not ok and isinstance(decision, Advance) and decision.trigger is Trigger.RENEW:
-        # The provider already rotated the token: keep it even though our transition lost.
-        engine.repo.merge_secrets(attempt.id, decision.secrets, now=engine.now())
-    if ok and isinstance(decision, Fail):
-        log.info("attempt %s failed: %s", attempt.id, decision.reason.value)
-        if attempt.state in (State.NEW, State.TOKEN_ISSUED):
-            engine.callbacks.reject_pending(attempt.id, f"attempt failed before its redirect "
-                                                        f"({decision.reason.value})")
-    if ok and isinstance(decision, RetryLater):
-        log.info("attempt %s step %s: %s; retry at %s", attempt.id, attempt.state,
-                 decision.error.get("kind"), decision.at.isoformat())
-    if not ok:
-        # Our lease expired and someone else moved the attempt: our work is discarded (DESIGN §4.3).
-        log.warning("attempt %s: lease lost during %s step; result discarded", attempt.id, attempt.state)
-        return StepResult(attempt.id, "lost", attempt.state, steps=planned.steps)
-    return StepResult(attempt.id, planned.outcome, attempt.state, planned.dest, steps=planned.steps)
+    def _settle(self, planned: _Planned, ok: bool, *, check_pending: bool) -> StepResult:
+        """What follows a committed (or lost) write: pending callbacks, a kept token, log lines."""
+        attempt, decision = planned.write.attempt, planned.decision
+        if ok and planned.dest is State.REDIRECTED and check_pending:
+            self.apply_pending(attempt.id)
+        if not ok and isinstance(decision, Advance) and decision.trigger is Trigger.RENEW:
+            # The provider already rotated the token: keep it even though our transition lost.
+            self.repo.merge_secrets(attempt.id, decision.secrets, now=self.clock())
+        if ok and isinstance(decision, Fail):
+            log.info("attempt %s failed: %s", attempt.id, decision.reason.value)
+            if attempt.state in (State.NEW, State.TOKEN_ISSUED):
+                self.reject_pending(attempt.id, f"attempt failed before its redirect "
+                                                f"({decision.reason.value})")
+        if ok and isinstance(decision, RetryLater):
+            log.info("attempt %s step %s: %s; retry at %s", attempt.id, attempt.state,
+                     decision.error.get("kind"), decision.at.isoformat())
+        if not ok:
+            # Our lease expired and someone else moved the attempt: our work is discarded (DESIGN §4.3).
+            log.warning("attempt %s: lease lost during %s step; result discarded", attempt.id, attempt.state)
+            return StepResult(attempt.id, "lost", attempt.state, steps=planned.steps)
+        return StepResult(attempt.id, planned.outcome, attempt.state, planned.dest, steps=planned.steps)

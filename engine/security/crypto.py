@@ -38,6 +38,7 @@ class FernetCodec:
         if not keys:
             raise SecretKeyError("no encryption key given", hint=f"Set {ENV_KEY} to a Fernet key.")
         try:
+            self._newest = Fernet(keys[0])
             self._fernet = MultiFernet([Fernet(k) for k in keys])
         except (ValueError, TypeError) as exc:
             raise SecretKeyError(
@@ -62,9 +63,20 @@ class FernetCodec:
         assert isinstance(value, dict)
         return value
 
-    def rotate(self, blob: bytes) -> bytes:
-        """Re-encrypt ``blob`` under the first key (``provision keys rotate``)."""
-        return self._fernet.rotate(bytes(blob))
+    def is_current(self, blob: bytes) -> bool:
+        """True when ``blob`` is encrypted under the first key already (``persistence.rekey``)."""
+        try:
+            self._newest.decrypt(bytes(blob))
+        except InvalidToken:
+            return False
+        return True
+
+    def rotate(self, blob: bytes) -> bytes | None:
+        """``blob`` re-encrypted under the first key; None when no configured key opens it."""
+        try:
+            return self._fernet.rotate(bytes(blob))
+        except InvalidToken:
+            return None
 
 
 def parse_keys(text: str) -> list[bytes]:

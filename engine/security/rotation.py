@@ -8,15 +8,12 @@ Two ways to hold the key (``engine.security.crypto``), two procedures:
   rewritten as ``NEW,OLD`` (temp file + rename, mode 0600) *before* any row changes, so that every
   row stays readable whatever happens; after the re-encryption the file is rewritten as ``NEW``.
 
-Rows are re-encrypted in batches, one transaction per batch, each row with a compare-and-set
-``UPDATE ... WHERE id=? AND <blob>=<the blob we read>``: a worker that rewrote the row meanwhile
-wins, and the row is read again. ``version`` is not bumped on purpose, so a worker holding a lease
-does not lose its step because of a rotation. An interrupted run is simply run again: rows already
-under ``NEW`` are recognised and skipped.
+The rows are re-encrypted by ``persistence.rekey`` (batches, compare-and-set per row, ``version``
+untouched, rows already under ``NEW`` skipped), through the codec given to it: an interrupted run
+is simply run again.
 """
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -24,13 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import Fernet
 
 from engine.config import ENV_KEY, open_database, secret_keys_from_env
 from engine.errors import InvalidInputError, SecretKeyError
 from engine.security.crypto import FernetCodec, parse_keys
+from persistence.rekey import RowsKeptChangingError, reencrypt
 
-log = logging.getLogger(__name__)
 DEFAULT_BATCH = 200
 
 
@@ -81,80 +78,14 @@ def write_key_file(path: Path, keys: list[bytes]) -> None:
         os.close(dir_fd)
 
 
-class _Rotator:
-    """Re-encrypts one column of one table in id order, batch by batch."""
-
-    def __init__(self, db: sa.Engine, codec: FernetCodec, newest: Fernet, report: RotationReport,
-                 batch: int) -> None:
-        self.db, self.codec, self.newest, self.report, self.batch = db, codec, newest, report, batch
-
-    def _is_current(self, blob: bytes) -> bool:
-        try:
-            self.newest.decrypt(blob)
-            return True
-        except InvalidToken:
-            return False
-
-    def run(self, table: sa.Table, column: str) -> int:
-        col, key = table.c[column], table.c[list(table.primary_key.columns)[0].name]
-        done, after = 0, None
-        while True:
-            q = sa.select(key, col).where(col.is_not(None)).order_by(key).limit(self.batch)
-            if after is not None:
-                q = q.where(key > after)
-            with self.db.connect() as conn:
-                rows = conn.execute(q).all()
-            if not rows:
-                return done
-            after = rows[-1][0]
-            pending = [(row_id, bytes(blob)) for row_id, blob in rows]
-            for _ in range(20):  # rows a writer changed under us are read again (bounded)
-                if not pending:
-                    break
-                rotated, pending = self._batch(table, key, col, pending)
-                done += rotated
-            if pending:
-                raise SecretKeyError(f"{len(pending)} {table.name} rows kept changing during the rotation",
-                                     hint="Run `provision keys rotate` again.")
-
-    def _batch(self, table: sa.Table, key: Any, col: Any,
-               rows: list[tuple[Any, bytes]]) -> tuple[int, list[tuple[Any, bytes]]]:
-        """One transaction: (rows rotated, rows whose compare-and-set lost, with their current blob)."""
-        lost: list[Any] = []
-        rotated = 0
-        with self.db.begin() as conn:
-            for row_id, blob in rows:
-                if self._is_current(blob):
-                    self.report.already_current += 1
-                    continue
-                try:
-                    fresh = self.codec.rotate(blob)
-                except InvalidToken:
-                    self.report.unreadable += 1
-                    log.error("%s row %s: no configured key decrypts it; left untouched", table.name, row_id)
-                    continue
-                result = conn.execute(
-                    sa.update(table).where(key == row_id, col == blob).values({col.name: fresh})
-                )
-                if result.rowcount == 1:
-                    rotated += 1
-                else:
-                    lost.append(row_id)
-        if not lost:
-            return rotated, []
-        self.report.retried += len(lost)
-        with self.db.connect() as conn:
-            again = conn.execute(sa.select(key, col).where(key.in_(lost), col.is_not(None))).all()
-        return rotated, [(row_id, bytes(blob)) for row_id, blob in again]
-
-
 def _reencrypt(db: sa.Engine, keys: list[bytes], report: RotationReport, batch: int) -> None:
-    from persistence.schema import attempts, callbacks  # noqa: PLC0415 - adapter import kept local
-
-    codec = FernetCodec(keys)
-    rotator = _Rotator(db, codec, Fernet(keys[0]), report, batch)
-    report.attempts = rotator.run(attempts, "secrets") + rotator.run(attempts, "callback_secrets")
-    report.callbacks = rotator.run(callbacks, "params")
+    """Re-seal every row under ``keys[0]`` (``persistence.rekey``) and count it in ``report``."""
+    try:
+        tally = reencrypt(db, FernetCodec(keys), batch=batch)
+    except RowsKeptChangingError as exc:
+        raise SecretKeyError(str(exc), hint="Run `provision keys rotate` again.") from None
+    for name, value in asdict(tally).items():
+        setattr(report, name, value)
 
 
 def rotate_keys(

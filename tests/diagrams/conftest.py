@@ -24,6 +24,7 @@ import pytest
 from engine.clock import FakeClock
 from engine.core.facade import Engine
 from engine.wiring import open_engine
+from persistence.writes import transition_write
 from states.attempt import Attempt, HistoryEntry
 from states.model import Flow, State
 
@@ -121,7 +122,7 @@ def start_quick(engine: Engine, clock: FakeClock) -> Callable[..., Attempt]:
 
 @pytest.fixture
 def walk(engine: Engine) -> Callable[[str, Sequence[Step]], Attempt]:
-    """Commit ``steps`` for an attempt through ``repo.commit_transition`` (no HTTP, no worker)."""
+    """Commit ``steps`` for an attempt through ``repo.apply`` (no HTTP, no worker)."""
 
     def run(attempt_id: str, steps: Sequence[Step]) -> Attempt:
         for trigger, src, dst, secs, extra in steps:
@@ -132,8 +133,8 @@ def walk(engine: Engine) -> Callable[[str, Sequence[Step]], Attempt]:
             entry = HistoryEntry(attempt.id, attempt.history_seq + 1, trigger, src, dst, at, 5, "test",
                                  outcome, extra.get("tries", 1), extra.get("error"), extra.get("note"))
             reason = extra.get("note") if dst == "FAILED" else None
-            assert engine.repo.commit_transition(attempt, entry, owner=None, now=at, next_run_at=None,
-                                                 failure_reason=reason, last_error=extra.get("error"))
+            assert engine.repo.apply(transition_write(attempt, entry, owner=None, now=at, next_run_at=None,
+                                                      failure_reason=reason, last_error=extra.get("error")))
         return engine.get(attempt_id)
 
     return run

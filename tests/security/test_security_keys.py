@@ -18,8 +18,9 @@ from engine.config import ClientSettings
 from engine.errors import CallbackRejectedError
 from engine.security import rotation as keys_mod
 from engine.security.crypto import FernetCodec
-from engine.security.rotation import RotationReport, _Rotator, rotate_keys
+from engine.security.rotation import rotate_keys
 from engine.wiring import open_repository
+from persistence.rekey import Rekeyer, RekeyTally
 from persistence.schema import attempts, callbacks
 from states import State
 
@@ -81,12 +82,10 @@ def test_rotation_loses_no_concurrent_write(sqlite_url: str, engine_on: Callable
         stale = [(r[0], bytes(r[1])) for r in conn.execute(sa.select(attempts.c.id, attempts.c.secrets))]
     target = stale[0][0]
     assert engine.repo.merge_secrets(target, {"written": "by a worker"}, now=engine.now())  # under OLD
-    report = RotationReport("env")
-    rotated, lost = _Rotator(db, codec, Fernet(new), report, 10)._batch(attempts, attempts.c.id,
-                                                                        attempts.c.secrets, stale)
-    assert rotated == len(stale) - 1 and [row_id for row_id, _ in lost] == [target] and report.retried == 1
-    assert _Rotator(db, codec, Fernet(new), report, 10)._batch(attempts, attempts.c.id, attempts.c.secrets,
-                                                                lost)[0] == 1
+    tally = RekeyTally()
+    rotated, lost = Rekeyer(db, codec, tally, 10)._batch(attempts, attempts.c.id, attempts.c.secrets, stale)
+    assert rotated == len(stale) - 1 and [row_id for row_id, _ in lost] == [target] and tally.retried == 1
+    assert Rekeyer(db, codec, tally, 10)._batch(attempts, attempts.c.id, attempts.c.secrets, lost)[0] == 1
     repo = open_repository(sqlite_url, environ={"PROVISION_SECRET_KEY": new.decode()})
     assert repo.get(target) is not None and repo.get(target).secrets["written"] == "by a worker"  # type: ignore[union-attr]
     repo.engine.dispose()
