@@ -8,6 +8,7 @@ in ``engine.web.callback_app``; the demo in ``engine.cli.demo``.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import re
 import signal
@@ -31,7 +32,11 @@ from engine.security.redaction import configure_logging
 
 log = logging.getLogger("provision")
 PROG = "provision"
-_DURATION_RE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$", re.IGNORECASE)
+_DURATION_RE = re.compile(r"^\s*(\d{1,12})\s*([smhdw])\s*$", re.IGNORECASE | re.ASCII)
+_MAX_DURATION_S = 100 * 365 * 86400  # 100 years, as Engine.list's filters (engine.core.intake.MAX_AGE)
+# A host name (RFC 1123 labels) when --host is not an IP address.
+_LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+_HOSTNAME_RE = re.compile(rf"(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*\.?", re.IGNORECASE | re.ASCII)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 # Input errors (exit 2): the caller can fix them by changing the command.
 INPUT_ERRORS = (InvalidInputError, CallbackRejectedError, AttemptNotFoundError, InvalidTransitionError)
@@ -51,9 +56,42 @@ class UsageError(InvalidInputError):
 def parse_duration(flag: str, text: str) -> timedelta:
     """``30m``, ``2h``, ``7d`` (also ``s`` and ``w``) to a timedelta; ``UsageError`` naming ``flag``."""
     match = _DURATION_RE.match(text or "")
-    if not match:
-        raise UsageError(flag, f"expected a duration like 30m, 2h or 7d, got {text[:40]!r}")
-    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2).lower()])
+    seconds = int(match.group(1)) * _UNITS[match.group(2).lower()] if match else -1
+    if not 0 <= seconds <= _MAX_DURATION_S:
+        raise UsageError(flag, f"expected a duration like 30m, 2h or 7d of at most 36500d (100 years), "
+                         f"got {text[:40]!r}")
+    return timedelta(seconds=seconds)
+
+
+def whole_number(flag: str, minimum: int, maximum: int, note: str = "") -> Callable[[str], int]:
+    """An argparse ``type``: an int from ``minimum`` to ``maximum``, else ``UsageError`` (exit 2).
+
+    ``UsageError`` is not one of the exceptions argparse turns into its own message, so ``main``
+    prints it like every other input error: ``provision: error: --port: ...``.
+    """
+    def parse(text: str) -> int:
+        value = int(text) if re.fullmatch(r"\s*[+-]?[0-9]{1,12}\s*", text, re.ASCII) else None
+        if value is None or not minimum <= value <= maximum:
+            raise UsageError(flag, f"must be a whole number from {minimum} to {maximum}{note}, "
+                             f"got {text[:40]!r}")
+        return value
+
+    return parse
+
+
+#: ``--port``: 0 asks the system for any free port (as the help says).
+port_number = whole_number("--port", 0, 65535, " (0 = any free port)")
+
+
+def host_name(text: str) -> str:
+    """An argparse ``type`` for ``--host``: an IP address or a host name, else ``UsageError``."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        if not _HOSTNAME_RE.fullmatch(text):
+            raise UsageError("--host", "must be an IP address or a host name (e.g. 127.0.0.1, ::1, "
+                             f"localhost), got {text[:60]!r}") from None
+    return text
 
 
 # --- commands ---------------------------------------------------------------------------------------
@@ -236,6 +274,10 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     """Run the simulator in the foreground (options owned by ``sandbox.cli``)."""
     from sandbox import cli as sandbox_cli  # noqa: PLC0415
 
+    # sandbox.cli declares --host/--port (it also serves `python -m sandbox`); checked here as serve's.
+    host_name(args.host)
+    port_number(str(args.port))
+
     return sandbox_cli.run(args)
 
 
@@ -333,21 +375,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("worker", cmd_worker, "run the scheduler loop")
     p.add_argument("--once", action="store_true", help="do what is due now, then exit")
-    p.add_argument("--concurrency", type=int, default=1, metavar="N", help="steps in flight (default 1)")
+    p.add_argument("--concurrency", type=whole_number("--concurrency", 1, 256), default=1, metavar="N",
+                   help="steps in flight (default 1, at most 256)")
 
     p = add("callback", cmd_callback, "deliver a provider redirect URL to the engine")
     p.add_argument("url", metavar="URL", help="the full redirect URL (or its query string); quote it")
 
     p = add("serve", cmd_serve, "HTTP callback receiver (GET /callback) with the status page at /status")
-    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8050, help="port (default 8050, 0 = any free port)")
+    p.add_argument("--host", type=host_name, default="127.0.0.1",
+                   help="interface to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=port_number, default=8050, help="port (default 8050, 0 = any free port)")
 
     p = add("list", cmd_list, "list attempts with counts per state")
     p.add_argument("--state", metavar="S", help="only attempts in state S (e.g. REDIRECTED)")
     p.add_argument("--element", metavar="KEY", help="only this element")
     p.add_argument("--older-than", metavar="DURATION", help="created more than DURATION ago (30m, 2h, 7d)")
     p.add_argument("--newer-than", metavar="DURATION", help="created less than DURATION ago")
-    p.add_argument("--limit", type=int, metavar="N", help="at most N attempts")
+    p.add_argument("--limit", type=whole_number("--limit", 1, 100_000), metavar="N",
+                   help="at most N attempts (1-100,000)")
 
     p = add("show", cmd_show, "one attempt with its timeline (secrets redacted)")
     p.add_argument("id", metavar="ID")
@@ -381,7 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
         nested.set_defaults(func=func)
         if group == "keys":
             nested.add_argument(
-                "--batch-size", type=int, default=200, metavar="N", help="rows per transaction"
+                "--batch-size", type=whole_number("--batch-size", 1, 10_000), default=200, metavar="N",
+                help="rows per transaction (1-10,000)"
             )
     return parser
 
@@ -397,7 +443,11 @@ def main(argv: Sequence[str] | None = None, *, serve: ServeFunction | None = Non
     ``serve`` runs the public callback receiver; ``engine.main`` passes ``engine.web``'s, so that
     the CLI and the web layer never import each other (README "Layout").
     """
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:  # a value that an option's type refused (whole_number, host_name)
+        error(str(exc))
+        return 2
     args.serve = serve
     configure_logging(args.verbose)
     try:
