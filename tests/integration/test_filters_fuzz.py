@@ -78,6 +78,11 @@ def test_examples_from_the_issue_name_the_argument(seeded: tuple[Engine, str]) -
                 action(bad)  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match="^name:"):
         engine.start("quickbooks", "Acme \u202eLtd", flow="quick", config=QUICK_CONFIG)
+    bad_items: list[list[Any]] = [[{10**5000: 1}],
+                                  [{"element": "quickbooks", "name": "n", "callback_wait_s": 10**5000}]]
+    for items in bad_items:
+        with pytest.raises(InvalidInputError, match=r"^items\[0\]\."):
+            engine.start_many(items)
     assert rows(engine) == before
     # The bounds themselves are accepted.
     assert len(engine.list(limit=100_000, older_than=timedelta(0), newer_than=timedelta(days=36_500))) == 2
