@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import engine.config
 from engine.config import (
     BOUNDS,
     EngineSettings,
@@ -58,6 +59,11 @@ def parse(env: dict[str, str]) -> dict[str, Any]:
 
 def test_every_numeric_variable_has_a_range_and_a_field() -> None:
     assert set(BOUNDS) == set(FIELDS)
+    # A numeric variable added to engine.config later must get a range too (config is the only reader).
+    source = Path(engine.config.__file__).read_text(encoding="utf-8")
+    numeric = set(re.findall(r"PROVISION_[A-Z_]*(?:SECONDS|SIZE|BUDGET|ATTEMPTS|COUNT|LIMIT|PORT|BYTES)\b",
+                             source))
+    assert numeric <= set(BOUNDS), sorted(numeric - set(BOUNDS))
 
 
 @pytest.mark.parametrize("var", sorted(BOUNDS))
