@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.cli.main import UsageError, host_name, parse_duration, port_number, whole_number
+from engine.cli.options import UsageError, host_name, parse_duration, port_number, whole_number
 
 TEXT = st.one_of(st.text(max_size=20), st.integers().map(str), st.floats().map(str),
                  st.integers(min_value=0, max_value=10**20).map(lambda n: f"{n}{'smhdw'[n % 5]}"))
