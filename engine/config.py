@@ -8,6 +8,7 @@ simulator (its address, base path and secrets) are repeated here rather than imp
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -27,8 +28,11 @@ SANDBOX_PORT = 8040
 BASE_PATH = "/elements/api-v2"
 SANDBOX_USER_SECRET = "sandbox-user-secret"
 SANDBOX_ORG_SECRET = "sandbox-org-secret"
-#: Text a person typed: no control, line-separator or surrogate characters.
-PRINTABLE_RE = re.compile(r"[^\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]+")
+#: Bidirectional overrides, embeddings, isolates and marks (U+202A-U+202E, U+2066-U+2069, U+200E/F,
+#: U+061C): they make a name or id display as something else ("Trojan Source"), issue 16 finding 10.
+BIDI_CHARS = r"\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+#: Text a person typed: no control, line-separator, bidi-control or surrogate characters.
+PRINTABLE_RE = re.compile(rf"[^\x00-\x1f\x7f-\x9f\u2028\u2029{BIDI_CHARS}\ud800-\udfff]+")
 MAX_URL = 2048
 #: The environment variable that holds the Fernet key(s), newest first.
 ENV_KEY = "PROVISION_SECRET_KEY"
@@ -85,6 +89,19 @@ class EngineSettings:
     # are written in one transaction; 0 commits every step on its own.
     commit_window_s: float = 0.2
 
+    def __post_init__(self) -> None:
+        # Embedders build these directly: nan or a string would otherwise fail every tick (issue 16).
+        for name in ("lease_s", "batch_size", "concurrency", "poll_max_s", "callback_wait_s",
+                     "renewal_max_lead_s", "commit_window_s"):
+            value = getattr(self, name)
+            whole = name in ("batch_size", "concurrency", "callback_wait_s", "renewal_max_lead_s")
+            ok = isinstance(value, int if whole else (int, float)) and not isinstance(value, bool)
+            least = 0 if name == "commit_window_s" else (1 if whole else 0.001)
+            if not (ok and math.isfinite(value) and value >= least):
+                kind = "a whole number" if whole else "a finite number of seconds"
+                raise InvalidInputError(f"EngineSettings.{name}", f"must be {kind} of at least {least:g}, "
+                                        f"got {str(value)[:40]!r}")
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -99,12 +116,19 @@ class RetryPolicy:
     budget: int = 6  # durable reschedules allowed per step before retries_exhausted
 
     def __post_init__(self) -> None:
-        for name in ("in_process_initial", "in_process_max", "durable_initial", "durable_max"):
+        for name in ("in_process_initial", "in_process_max", "durable_initial", "durable_max",
+                     "durable_multiplier"):
             value = getattr(self, name)
-            if not value >= 0:
-                raise ValueError(f"RetryPolicy.{name} must be a number >= 0, got {value!r}")
-        if self.in_process_attempts < 1 or self.budget < 0:
-            raise ValueError("RetryPolicy.in_process_attempts must be >= 1 and budget >= 0")
+            # Finite too: an infinite wait overflows the due time and fails every tick (issue 16).
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                    math.isfinite(value) and value >= 0):
+                raise InvalidInputError(f"RetryPolicy.{name}", f"must be a finite number >= 0, "
+                                        f"got {str(value)[:40]!r}")
+        for name, least in (("in_process_attempts", 1), ("budget", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise InvalidInputError(f"RetryPolicy.{name}", f"must be a whole number >= {least}, "
+                                        f"got {str(value)[:40]!r}")
 
 
 @dataclass(frozen=True)
@@ -154,18 +178,12 @@ def client_settings_from_env(environ: Mapping[str, str] | None = None, **overrid
     env = os.environ if environ is None else environ
     base_url = overrides.pop("base_url", None) or env.get("ELEMENTS_BASE_URL") or DEFAULT_BASE_URL
     check_url("ELEMENTS_BASE_URL", base_url)
-    for field_name, var in (("connect_timeout", "PROVISION_CONNECT_TIMEOUT_SECONDS"),
-                            ("read_timeout", "PROVISION_READ_TIMEOUT_SECONDS")):
-        raw = env.get(var)
-        if raw and field_name not in overrides:
-            try:
-                overrides[field_name] = float(raw)
-            except ValueError:
-                raise InvalidInputError(var, f"must be a number of seconds, got {raw[:30]!r}") from None
-            if not overrides[field_name] > 0:
-                raise InvalidInputError(var, f"must be greater than 0, got {raw[:30]!r}")
+    for field_name, value in _numbers_from_env(env, _CLIENT_ENV).items():
+        overrides.setdefault(field_name, value)
     provider_root = env.get("PROVISION_PROVIDER_URL") or None
-    if provider_root is None:
+    if provider_root is not None:
+        check_url("PROVISION_PROVIDER_URL", provider_root)
+    else:
         # The local sandbox serves the provider endpoints beside the platform; anything else is real.
         parts = urlsplit(base_url)
         if parts.hostname in ("127.0.0.1", "localhost", "::1") and parts.path.rstrip("/").endswith(BASE_PATH):
@@ -175,34 +193,83 @@ def client_settings_from_env(environ: Mapping[str, str] | None = None, **overrid
         overrides["ca_bundle"] = env.get("REQUESTS_CA_BUNDLE") or env.get("CURL_CA_BUNDLE") or None
     if "proxies" not in overrides:
         overrides["proxies"] = tuple(sorted(requests.utils.get_environ_proxies(base_url).items()))
-    return ClientSettings(
-        base_url=base_url,
-        user_secret=overrides.pop("user_secret", None)
-        or env.get("ELEMENTS_USER_SECRET")
-        or SANDBOX_USER_SECRET,
-        org_secret=overrides.pop("org_secret", None) or env.get("ELEMENTS_ORG_SECRET") or SANDBOX_ORG_SECRET,
-        **overrides,
-    )
+    secrets: dict[str, Any] = {}
+    for field, var, default in (("user_secret", "ELEMENTS_USER_SECRET", SANDBOX_USER_SECRET),
+                                ("org_secret", "ELEMENTS_ORG_SECRET", SANDBOX_ORG_SECRET)):
+        value = overrides.pop(field, None) or env.get(var) or default
+        # It goes into an HTTP header on every call; never echoed, it is a secret.
+        if not isinstance(value, str) or len(value) > 1024 or not PRINTABLE_RE.fullmatch(value):
+            raise InvalidInputError(var, "must be 1 to 1024 printable characters (no control or bidi "
+                                    "characters); the value is not shown")
+        secrets[field] = value
+    return ClientSettings(base_url=base_url, **secrets, **overrides)
 
 
-def _numbers_from_env(
-    environ: Mapping[str, str] | None, fields: Mapping[str, str], defaults: Any
-) -> dict[str, Any]:
-    """Read the variables named in ``fields`` (field -> variable), typed like ``defaults``' fields."""
+@dataclass(frozen=True)
+class Bound:
+    """The sane range of one numeric variable (the README's environment list prints the same)."""
+
+    kind: type[int] | type[float]
+    minimum: float
+    maximum: float
+    note: str = ""  # the maximum in words, e.g. "1 day"
+
+    def rule(self) -> str:
+        """The rule in words, as error messages print it."""
+        what = "a whole number" if self.kind is int else "a finite number of seconds"
+        note = f" ({self.note})" if self.note else ""
+        return f"{what} from {_plain(self.minimum)} to {_plain(self.maximum)}{note}"
+
+    def parse(self, var: str, raw: str) -> int | float:
+        """``raw`` as a number in range, or ``InvalidInputError`` naming ``var``, the rule and the value."""
+        text = raw.strip()
+        pattern = _INT_RE if self.kind is int else _FLOAT_RE
+        # The regexes keep out nan, inf, '1_0', non-ASCII digits and 5,000-digit numbers.
+        value: float = self.kind(text) if len(text) <= 40 and pattern.fullmatch(text) else math.nan
+        if not (math.isfinite(value) and self.minimum <= value <= self.maximum):
+            raise InvalidInputError(var, f"must be {self.rule()}, got {raw[:40]!r}")
+        return value
+
+
+def _plain(number: float) -> str:
+    """``2592000`` rather than ``2.592e+06``: the README prints the same text."""
+    return str(int(number)) if float(number).is_integer() else str(number)
+
+
+_INT_RE = re.compile(r"[+-]?[0-9]+")
+_FLOAT_RE = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+_DAY = 86400.0
+#: Every numeric variable and its range: wide enough for any real deployment, narrow enough that a
+#: typo (or nan, inf, 1e300) is refused at start-up instead of failing every tick (issue 16).
+BOUNDS: dict[str, Bound] = {
+    "PROVISION_LEASE_SECONDS": Bound(float, 1, _DAY, "1 day"),
+    "PROVISION_BATCH_SIZE": Bound(int, 1, 10_000),
+    "PROVISION_POLL_SECONDS": Bound(float, 0.01, 3600, "1 hour"),
+    "PROVISION_CALLBACK_WAIT_SECONDS": Bound(int, 1, 30 * _DAY, "30 days"),
+    "PROVISION_RENEWAL_MAX_LEAD_SECONDS": Bound(int, 1, 7 * _DAY, "7 days"),
+    "PROVISION_COMMIT_WINDOW_SECONDS": Bound(float, 0, 60, "1 minute; 0 turns group commit off"),
+    "PROVISION_CONNECT_TIMEOUT_SECONDS": Bound(float, 0.1, 300, "5 minutes"),
+    "PROVISION_READ_TIMEOUT_SECONDS": Bound(float, 0.1, 3600, "1 hour"),
+    "PROVISION_RETRY_IN_PROCESS_ATTEMPTS": Bound(int, 1, 10),
+    "PROVISION_RETRY_DURABLE_INITIAL_SECONDS": Bound(float, 0.1, _DAY, "1 day"),
+    "PROVISION_RETRY_DURABLE_MAX_SECONDS": Bound(float, 0.1, 7 * _DAY, "7 days"),
+    "PROVISION_RETRY_BUDGET": Bound(int, 0, 1000),
+}
+
+
+def _numbers_from_env(environ: Mapping[str, str] | None, fields: Mapping[str, str]) -> dict[str, Any]:
+    """Read the variables named in ``fields`` (field -> variable), each checked against ``BOUNDS``.
+
+    An empty variable counts as unset, as in most shells' ``VAR= command``.
+    """
     env = os.environ if environ is None else environ
-    values: dict[str, Any] = {}
-    for field_name, var in fields.items():
-        raw = env.get(var)
-        if not raw:
-            continue
-        kind = type(getattr(defaults, field_name))
-        try:
-            values[field_name] = kind(raw)
-        except ValueError:
-            raise InvalidInputError(var, f"must be a {kind.__name__} number, got {raw[:30]!r}") from None
-    return values
+    return {field: BOUNDS[var].parse(var, env[var]) for field, var in fields.items() if env.get(var)}
 
 
+_CLIENT_ENV = {
+    "connect_timeout": "PROVISION_CONNECT_TIMEOUT_SECONDS",
+    "read_timeout": "PROVISION_READ_TIMEOUT_SECONDS",
+}
 _SETTINGS_ENV = {
     "lease_s": "PROVISION_LEASE_SECONDS",
     "batch_size": "PROVISION_BATCH_SIZE",
@@ -211,19 +278,14 @@ _SETTINGS_ENV = {
     "renewal_max_lead_s": "PROVISION_RENEWAL_MAX_LEAD_SECONDS",
     "commit_window_s": "PROVISION_COMMIT_WINDOW_SECONDS",
 }
-_MAY_BE_ZERO = {"commit_window_s"}  # 0 turns group commit off
 
 
 def engine_settings_from_env(environ: Mapping[str, str] | None = None, **overrides: Any) -> EngineSettings:
     """``EngineSettings`` from ``PROVISION_*`` variables, plus overrides.
 
-    The variables set the lease, batch, poll, callback wait and commit window.
+    The variables set the lease, batch, poll, callback wait and commit window (ranges: ``BOUNDS``).
     """
-    values = _numbers_from_env(environ, _SETTINGS_ENV, EngineSettings())
-    for field_name, value in values.items():
-        if value < 0 or (value == 0 and field_name not in _MAY_BE_ZERO):
-            least = "0 or more" if field_name in _MAY_BE_ZERO else "greater than 0"
-            raise InvalidInputError(_SETTINGS_ENV[field_name], f"must be {least}, got {value!r}")
+    values = _numbers_from_env(environ, _SETTINGS_ENV)
     values.update({k: v for k, v in overrides.items() if v is not None})
     return EngineSettings(**values)
 
@@ -237,12 +299,15 @@ _POLICY_ENV = {
 
 
 def retry_policy_from_env(environ: Mapping[str, str] | None = None) -> RetryPolicy:
-    """``RetryPolicy`` with overrides from ``PROVISION_RETRY_*`` variables."""
-    values = _numbers_from_env(environ, _POLICY_ENV, RetryPolicy())
-    try:
-        return RetryPolicy(**values)
-    except ValueError as exc:
-        raise InvalidInputError("PROVISION_RETRY_*", str(exc)) from None
+    """``RetryPolicy`` with overrides from ``PROVISION_RETRY_*`` variables (ranges: ``BOUNDS``)."""
+    values = _numbers_from_env(environ, _POLICY_ENV)
+    policy = RetryPolicy(**values)
+    if policy.durable_max < policy.durable_initial:
+        raise InvalidInputError(
+            "PROVISION_RETRY_DURABLE_MAX_SECONDS",
+            f"must be at least PROVISION_RETRY_DURABLE_INITIAL_SECONDS ({policy.durable_initial:g}), "
+            f"got {policy.durable_max:g}")
+    return policy
 
 
 def secret_keys_from_env(environ: Mapping[str, str] | None = None) -> str | None:

@@ -48,7 +48,9 @@ def open_engine(
     """An ``Engine`` on ``db_url`` (default from the environment) talking to the configured platform."""
     # Logging is configured at the edges: here for embedders, in the CLI and in `serve` (idempotent).
     install_log_redaction()
-    repo = open_repository(db_url or db_url_from_env(environ), migrate=migrate, environ=environ)
+    # Settings first: a bad variable is refused before the database (or its key file) is created.
     engine_kw.setdefault("settings", engine_settings_from_env(environ))
     engine_kw.setdefault("policy", retry_policy_from_env(environ))
-    return Engine(repo, client or ElementsClient(client_settings_from_env(environ)), **engine_kw)
+    client = client or ElementsClient(client_settings_from_env(environ))
+    repo = open_repository(db_url or db_url_from_env(environ), migrate=migrate, environ=environ)
+    return Engine(repo, client, **engine_kw)

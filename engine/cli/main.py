@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from engine.cli import output as fmt
 from engine.cli.logs import configure_logging
+from engine.cli.options import UsageError, host_name, parse_duration, port_number, whole_number
 from engine.errors import (
     AttemptNotFoundError,
     CallbackRejectedError,
@@ -30,8 +29,6 @@ from engine.signals import stop_on_signals
 
 log = logging.getLogger("provision")
 PROG = "provision"
-_DURATION_RE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$", re.IGNORECASE)
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 # Input errors (exit 2): the caller can fix them by changing the command.
 INPUT_ERRORS = (InvalidInputError, CallbackRejectedError, AttemptNotFoundError, InvalidTransitionError)
 DIAGRAM_FORMATS = ("svg", "png", "mermaid", "dot")
@@ -41,18 +38,6 @@ _SUFFIX_FORMATS = {".svg": "svg", ".png": "png", ".mmd": "mermaid", ".mermaid": 
 
 #: ``serve(engine, host, port, ready=callback)``: blocks until SIGINT/SIGTERM.
 ServeFunction = Callable[..., None]
-
-
-class UsageError(InvalidInputError):
-    """A CLI option value that argparse cannot check by itself (exit code 2)."""
-
-
-def parse_duration(flag: str, text: str) -> timedelta:
-    """``30m``, ``2h``, ``7d`` (also ``s`` and ``w``) to a timedelta; ``UsageError`` naming ``flag``."""
-    match = _DURATION_RE.match(text or "")
-    if not match:
-        raise UsageError(flag, f"expected a duration like 30m, 2h or 7d, got {text[:40]!r}")
-    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2).lower()])
 
 
 # --- commands ---------------------------------------------------------------------------------------
@@ -219,6 +204,10 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     """Run the simulator in the foreground (options owned by ``sandbox.cli``)."""
     from sandbox import cli as sandbox_cli  # noqa: PLC0415
 
+    # sandbox.cli declares --host/--port (it also serves `python -m sandbox`); checked here as serve's.
+    host_name(args.host)
+    port_number(str(args.port))
+
     return sandbox_cli.run(args)
 
 
@@ -316,21 +305,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("worker", cmd_worker, "run the scheduler loop")
     p.add_argument("--once", action="store_true", help="do what is due now, then exit")
-    p.add_argument("--concurrency", type=int, default=1, metavar="N", help="steps in flight (default 1)")
+    p.add_argument("--concurrency", type=whole_number("--concurrency", 1, 256), default=1, metavar="N",
+                   help="steps in flight (default 1, at most 256)")
 
     p = add("callback", cmd_callback, "deliver a provider redirect URL to the engine")
     p.add_argument("url", metavar="URL", help="the full redirect URL (or its query string); quote it")
 
     p = add("serve", cmd_serve, "HTTP callback receiver (GET /callback) with the status page at /status")
-    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8050, help="port (default 8050, 0 = any free port)")
+    p.add_argument("--host", type=host_name, default="127.0.0.1",
+                   help="interface to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=port_number, default=8050, help="port (default 8050, 0 = any free port)")
 
     p = add("list", cmd_list, "list attempts with counts per state")
     p.add_argument("--state", metavar="S", help="only attempts in state S (e.g. REDIRECTED)")
     p.add_argument("--element", metavar="KEY", help="only this element")
     p.add_argument("--older-than", metavar="DURATION", help="created more than DURATION ago (30m, 2h, 7d)")
     p.add_argument("--newer-than", metavar="DURATION", help="created less than DURATION ago")
-    p.add_argument("--limit", type=int, metavar="N", help="at most N attempts")
+    p.add_argument("--limit", type=whole_number("--limit", 1, 100_000), metavar="N",
+                   help="at most N attempts (1-100,000)")
 
     p = add("show", cmd_show, "one attempt with its timeline (secrets redacted)")
     p.add_argument("id", metavar="ID")
@@ -364,7 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
         nested.set_defaults(func=func)
         if group == "keys":
             nested.add_argument(
-                "--batch-size", type=int, default=200, metavar="N", help="rows per transaction"
+                "--batch-size", type=whole_number("--batch-size", 1, 10_000), default=200, metavar="N",
+                help="rows per transaction (1-10,000)"
             )
     return parser
 
@@ -380,7 +373,11 @@ def main(argv: Sequence[str] | None = None, *, serve: ServeFunction | None = Non
     ``serve`` runs the public callback receiver; ``engine.main`` passes ``engine.web``'s, so that
     the CLI and the web layer never import each other (README "Layout").
     """
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:  # a value that an option's type refused (whole_number, host_name)
+        error(str(exc))
+        return 2
     args.serve = serve
     configure_logging(args.verbose)
     try:

@@ -19,7 +19,7 @@ from engine.clock import utcnow
 from engine.config import EngineSettings, RenewalPolicy, RetryPolicy
 from engine.core import starts
 from engine.core.callbacks import CallbackOutcome, CallbackReceiver
-from engine.core.intake import validate_start
+from engine.core.intake import attempt_id_to_look_up, validate_list, validate_start
 from engine.core.runner import PreparedStep, StepResult, StepRunner
 from engine.errors import (
     AttemptNotFoundError,
@@ -168,7 +168,8 @@ class Engine:
 
     def get(self, attempt_id: str) -> Attempt:
         """The attempt, or ``AttemptNotFoundError``."""
-        attempt = self.repo.get(attempt_id) if isinstance(attempt_id, str) and len(attempt_id) <= 36 else None
+        key = attempt_id_to_look_up(attempt_id)
+        attempt = self.repo.get(key) if key is not None else None
         if attempt is None:
             raise AttemptNotFoundError(str(attempt_id)[:60])
         return attempt
@@ -177,19 +178,12 @@ class Engine:
              older_than: timedelta | None = None, newer_than: timedelta | None = None,
              limit: int | None = None) -> builtins.list[Attempt]:
         """Attempts, newest first, filtered by state, element and age."""
-        st = None
-        if state is not None:
-            try:
-                st = State(str(state).upper())
-            except ValueError:
-                raise InvalidInputError(
-                    "state", f"must be one of {', '.join(s.value for s in State)}"
-                ) from None
+        f = validate_list(state, element, older_than, newer_than, limit)
         now = self.now()
         return self.repo.list(
-            state=st, element=element, limit=limit,
-            created_before=now - older_than if older_than is not None else None,
-            created_after=now - newer_than if newer_than is not None else None,
+            state=f.state, element=f.element, limit=f.limit,
+            created_before=now - f.older_than if f.older_than is not None else None,
+            created_after=now - f.newer_than if f.newer_than is not None else None,
         )
 
     def counts(self) -> dict[str, int]:

@@ -5,25 +5,32 @@ persisted or sent. The CLI maps these to exit code 2.
 """
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
-from engine.config import PRINTABLE_RE, check_url
+from engine.config import BIDI_CHARS, PRINTABLE_RE, check_url
 from engine.errors import InvalidInputError, MissingConfigurationError
 from states.elements import spec_for
-from states.model import Flow
+from states.model import Flow, State
 
 _ELEMENT_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 _TAG_RE = re.compile(r"^[A-Za-z0-9 _.:@/+=-]{1,100}$")
 _CONFIG_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-# No C0/C1 controls, no line/paragraph separators, no lone surrogates (they cannot be stored as UTF-8).
-# Configuration values may be multi-line (PEM keys) but carry no other control characters.
-_VALUE_RE = re.compile(r"[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]*")
+# No C0/C1 controls, no line/paragraph separators, no bidi controls, no lone surrogates (they cannot be
+# stored as UTF-8). Configuration values may be multi-line (PEM keys) but carry no other control characters.
+_VALUE_RE = re.compile(rf"[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029{BIDI_CHARS}\ud800-\udfff]*")
 MAX_TAGS = 20
 MAX_CONFIG_VALUE = 4096
 MAX_CALLBACK_WAIT_S = 30 * 24 * 3600
+#: ``list`` filters: ages up to 100 years (a datetime cannot go much further back) and page sizes
+#: up to 100,000 rows; larger values used to escape as OverflowError (issue 16 finding 10).
+MAX_AGE = timedelta(days=100 * 365)
+MAX_LIST_LIMIT = 100_000
+MAX_ATTEMPT_ID = 36  # a UUID
 
 
 @dataclass(frozen=True)
@@ -39,13 +46,75 @@ class StartRequest:
     callback_wait_s: int | None
 
 
+def shown(value: Any, limit: int = 40) -> str:
+    """A short, quoted, escaped form of a bad value for an error message (never raises)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**40:
+        # str() of a huge int is slow and fails beyond 4,300 digits.
+        return f"an integer of {value.bit_length()} bits"
+    try:
+        text = value if isinstance(value, str) else str(value)
+    except Exception:  # noqa: BLE001 - a caller's object whose __str__ fails is still a bad value
+        text = f"<{type(value).__name__}>"
+    return repr(text[:limit])
+
+
+def attempt_id_to_look_up(attempt_id: Any) -> str | None:
+    """The id to look up, or None for a string that cannot be any attempt's id.
+
+    A non-string is ``InvalidInputError``; an unknown id is the caller's ``AttemptNotFoundError``.
+    Over-long or non-printable strings are never sent to the database (PostgreSQL refuses NUL).
+    """
+    if not isinstance(attempt_id, str):
+        raise InvalidInputError("attempt_id", "must be a string (an attempt id), "
+                                f"got {type(attempt_id).__name__}")
+    return attempt_id if len(attempt_id) <= MAX_ATTEMPT_ID and PRINTABLE_RE.fullmatch(attempt_id) else None
+
+
+def _age(field: str, value: Any) -> timedelta | None:
+    if value is None:
+        return None
+    if not isinstance(value, timedelta) or not timedelta(0) <= value <= MAX_AGE:
+        raise InvalidInputError(field, f"must be a timedelta from 0 to {MAX_AGE.days} days (100 years), "
+                                f"got {shown(value)}")
+    return value
+
+
+@dataclass(frozen=True)
+class ListFilters:
+    """Validated ``Engine.list`` arguments."""
+
+    state: State | None
+    element: str | None
+    older_than: timedelta | None
+    newer_than: timedelta | None
+    limit: int | None
+
+
+def validate_list(state: Any, element: Any, older_than: Any, newer_than: Any, limit: Any) -> ListFilters:
+    """Check ``Engine.list``'s filters; ``InvalidInputError`` names the argument, the rule and the value."""
+    st = None
+    if state is not None:
+        try:
+            st = State(state.upper() if isinstance(state, str) else state)
+        except (ValueError, TypeError):
+            raise InvalidInputError(
+                "state", f"must be one of {', '.join(s.value for s in State)}, got {shown(state)}"
+            ) from None
+    if element is not None and (not isinstance(element, str) or not _ELEMENT_RE.fullmatch(element)):
+        raise InvalidInputError("element", "must be an element key: lowercase letters, digits, '_', '.', '-' "
+                                f"(at most 64), got {shown(element)}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                              or not 1 <= limit <= MAX_LIST_LIMIT):
+        raise InvalidInputError("limit", f"must be a whole number from 1 to {MAX_LIST_LIMIT:,}, "
+                                f"got {shown(limit)}")
+    return ListFilters(st, element, _age("older_than", older_than), _age("newer_than", newer_than), limit)
 
 
 def _int_field(field: str, value: Any, *, minimum: int, maximum: int | None = None) -> int:
     try:
         number = int(str(value).strip())
     except (TypeError, ValueError):
-        raise InvalidInputError(field, f"must be a whole number, got {str(value)[:50]!r}") from None
+        raise InvalidInputError(field, f"must be a whole number, got {shown(value)}") from None
     if number < minimum or (maximum is not None and number > maximum):
         bound = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
         raise InvalidInputError(field, f"must be {bound}, got {number}")
@@ -88,7 +157,7 @@ def validate_start(
     """Check every start input; return the normalised request or raise ``InvalidInputError``."""
     if not isinstance(element, str) or not _ELEMENT_RE.fullmatch(element):
         raise InvalidInputError("element", "must be an element key: lowercase letters, digits, '_', '.', '-' "
-                                f"(at most 64), e.g. quickbooks; got {str(element)[:70]!r}")
+                                f"(at most 64), e.g. quickbooks; got {shown(element, 70)}")
     spec = spec_for(element)
     if flow is None or flow == "":
         chosen = spec.default_flow
@@ -97,7 +166,7 @@ def validate_start(
             chosen = Flow(flow)
         except (ValueError, TypeError):
             raise InvalidInputError(
-                "flow", f"must be one of oauth1, oauth2, quick; got {str(flow)[:30]!r}"
+                "flow", f"must be one of oauth1, oauth2, quick; got {shown(flow, 30)}"
             ) from None
     if chosen not in spec.flows:
         raise InvalidInputError(
@@ -117,7 +186,7 @@ def validate_start(
         if not isinstance(tag, str) or not _TAG_RE.fullmatch(tag):
             raise InvalidInputError(
                 "tag",
-                f"each tag must be 1 to 100 of letters, digits, space and _.:@/+=-, got {str(tag)[:110]!r}",
+                f"each tag must be 1 to 100 of letters, digits, space and _.:@/+=-, got {shown(tag, 110)}",
             )
     cfg: dict[str, Any] = {}
     if config is not None and not isinstance(config, Mapping):
@@ -125,11 +194,14 @@ def validate_start(
     for key, value in (config or {}).items():
         if not isinstance(key, str) or not _CONFIG_KEY_RE.fullmatch(key):
             raise InvalidInputError(
-                "config", f"key {str(key)[:60]!r} must be letters, digits and ._- (e.g. oauth.api.key)"
+                "config", f"key {shown(key, 60)} must be letters, digits and ._- (e.g. oauth.api.key)"
             )
         if isinstance(value, bool) or value is None:
             cfg[key] = value
             continue
+        if (isinstance(value, float) and not math.isfinite(value)
+                or isinstance(value, int) and abs(value) > 10**18):
+            raise InvalidInputError("config", f"value of {key} must be a finite number of at most 18 digits")
         if (not isinstance(value, (str, int, float)) or len(str(value)) > MAX_CONFIG_VALUE
                 or not _VALUE_RE.fullmatch(str(value))):
             # The value is never echoed: it may be a secret.

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from engine.core.intake import StartRequest, validate_start
+from engine.core.intake import StartRequest, shown, validate_start
 from engine.errors import ConcurrentUpdateError, InvalidInputError
 from persistence.repository import Repository
 from states.attempt import Attempt
@@ -69,7 +69,7 @@ def validate_items(items: Iterable[Mapping[str, Any]]) -> list[StartRequest]:
     for i, item in enumerate(batch):
         if not isinstance(item, Mapping):
             raise InvalidInputError(f"items[{i}]", "must be a mapping of start() keywords")
-        unknown = sorted(str(k) for k in item if k not in START_KEYS)
+        unknown = sorted(k if isinstance(k, str) else shown(k) for k in item if k not in START_KEYS)
         if unknown:
             raise InvalidInputError(f"items[{i}].{unknown[0][:40]}", "is not a start() keyword",
                                     hint=f"Use only: {', '.join(sorted(START_KEYS))}.")

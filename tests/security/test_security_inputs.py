@@ -267,9 +267,9 @@ def test_worker_settings_from_env_name_the_variable() -> None:
 
     settings = engine_settings_from_env({"PROVISION_COMMIT_WINDOW_SECONDS": "0", "PROVISION_BATCH_SIZE": "7"})
     assert (settings.commit_window_s, settings.batch_size) == (0.0, 7)  # 0 turns group commit off
-    for var, raw, message in [("PROVISION_COMMIT_WINDOW_SECONDS", "-1", "0 or more"),
-                              ("PROVISION_BATCH_SIZE", "0", "greater than 0"),
-                              ("PROVISION_LEASE_SECONDS", "soon", "float number")]:
+    for var, raw, message in [("PROVISION_COMMIT_WINDOW_SECONDS", "-1", "from 0 to 60"),
+                              ("PROVISION_BATCH_SIZE", "0", "whole number from 1 to 10000"),
+                              ("PROVISION_LEASE_SECONDS", "soon", "finite number of seconds")]:
         with pytest.raises(InvalidInputError, match=message) as err:
             engine_settings_from_env({var: raw})
         assert var in str(err.value)
