@@ -19,6 +19,8 @@ from engine.clock import utcnow
 from engine.config import EngineSettings, RenewalPolicy, RetryPolicy
 from engine.core import starts
 from engine.core.callbacks import CallbackHandler, CallbackOutcome
+from engine.core.delivery import EventDispatcher, Hook, WebhookPort
+from engine.core.events import Event
 from engine.core.intake import validate_start
 from engine.core.runner import PreparedStep, StepResult, commit_group, prepare_step
 from engine.errors import (
@@ -27,6 +29,7 @@ from engine.errors import (
     InvalidInputError,
     InvalidTransitionError,
 )
+from persistence.outbox import Outbox
 from persistence.repository import Repository
 from states.attempt import Attempt, HistoryEntry
 from states.machine import next_state
@@ -42,6 +45,7 @@ class TickReport:
 
     at: datetime
     results: list[StepResult] = field(default_factory=list)
+    delivered: int = 0  # webhook events delivered after the steps (issue 10/12)
 
     @property
     def claimed(self) -> int:
@@ -77,6 +81,8 @@ class Engine:
         settings: EngineSettings | None = None,
         worker_id: str | None = None,
         rng: random.Random | None = None,
+        webhooks: WebhookPort | None = None,
+        outbox: Outbox | None = None,
     ) -> None:
         self.repo = repo
         self.client = client
@@ -93,6 +99,10 @@ class Engine:
         self.callbacks = CallbackHandler(self)
         self._wake = threading.Event()
         self._pool: ThreadPoolExecutor | None = None
+        # Events (issue 10/12): hooks for this engine's commits, the feed, webhook delivery.
+        self.dispatch = EventDispatcher(
+            outbox or Outbox(repo.engine), worker_id=self.worker_id, clock=self.clock,
+            consent_url=self._consent_url, webhooks=webhooks, lease_s=self.settings.lease_s, rng=self.rng)
 
     def _check_lease(self) -> None:
         # The lease protocol is sound only if a lease outlives the longest step: otherwise a second
@@ -200,7 +210,43 @@ class Engine:
 
     def handle_callback(self, url_or_params: str | Mapping[str, Any]) -> CallbackOutcome:
         """Apply a provider redirect (full URL, query string or params); see ``engine.core.callbacks``."""
-        return self.callbacks.receive(url_or_params)
+        outcome = self.callbacks.receive(url_or_params)
+        self.dispatch.dispatch_hooks()
+        return outcome
+
+    # --- events (issue 10/12, engine.core.delivery) -----------------------------------------------
+
+    def subscribe(self, callback: Hook, *, types: Iterable[str] | None = None) -> Callable[[], None]:
+        """Call ``callback(event)`` after each transition this engine commits (``types``: only those).
+
+        Runs in this process after the commit; an exception is logged and affects nothing.
+        Returns a function that unsubscribes.
+        """
+        return self.dispatch.subscribe(callback, types)
+
+    def events(self, after: int = 0, limit: int = 100) -> builtins.list[Event]:
+        """The event feed: up to ``limit`` events with ``seq > after``, oldest first; never skips one."""
+        return self.dispatch.events(after, limit)
+
+    def redeliver(self, seq: int | None = None, *, failed: bool = False) -> int:
+        """Send webhook event ``seq`` again, or (``failed=True``) every dead-lettered one; returns a count."""
+        return self.dispatch.redeliver(seq, failed=failed)
+
+    def deliver_events(self, now: datetime | None = None) -> int:
+        """Send the webhook events due now (``tick`` does this too); returns how many were delivered."""
+        return self.dispatch.deliver(now)
+
+    def _consent_url(self, attempt_id: str, history_seq: int) -> str | None:
+        attempt = self.repo.get(attempt_id)
+        ok = attempt is not None and attempt.history_seq == history_seq
+        return self.redirect_url(attempt) if ok and attempt is not None else None
+
+    def _after_commit(self, report: TickReport) -> None:
+        try:
+            self.dispatch.dispatch_hooks()
+            report.delivered = self.dispatch.deliver(report.at)
+        except Exception:  # noqa: BLE001 - the steps are committed; events are retried next tick
+            log.exception("event dispatch failed; it is retried at the next tick")
 
     # --- operator actions ------------------------------------------------------------------------
 
@@ -220,6 +266,7 @@ class Engine:
             if self.repo.commit_transition(attempt, entry, owner=None, now=now, next_run_at=next_run_at(),
                                            failure_reason=reason, last_error=error):
                 self.wake()
+                self.dispatch.dispatch_hooks()
                 return self.get(attempt_id)
         raise ConcurrentUpdateError(f"attempt {attempt_id} kept changing; try again")
 
@@ -254,7 +301,13 @@ class Engine:
     # --- the scheduler ---------------------------------------------------------------------------
 
     def tick(self, now: datetime | None = None) -> TickReport:
-        """One pass: claim due attempts, run their steps and commit the results (DESIGN §7).
+        """One pass: run the due steps (``_step_due``), then hooks and webhook deliveries (DESIGN §7)."""
+        report = self._step_due(now or self.now())
+        self._after_commit(report)
+        return report
+
+    def _step_due(self, at: datetime) -> TickReport:
+        """Claim due attempts, run their steps and commit the results.
 
         Results are group-committed: the decisions of the steps that finish within
         ``commit_window_s`` of the first uncommitted one are written in one transaction (one
@@ -263,7 +316,6 @@ class Engine:
         under the same claim (``prepare_step``). A step whose lease could run out before its
         result is committed is not started; its lease is released so any worker can take it.
         """
-        at = now or self.now()
         lease_until = at + timedelta(seconds=self.settings.lease_s)
         batch = self.repo.claim_due(at, self.worker_id, lease_until, self.settings.batch_size)
         report = TickReport(at)
@@ -376,4 +428,5 @@ class Engine:
             self._pool.shutdown(wait=True)
             self._pool = None
         self.client.close()
+        self.dispatch.close()
         self.repo.engine.dispose()
