@@ -134,9 +134,13 @@ class Outbox:
         free = sa.or_(_e.lease_expires_at.is_(None), _e.lease_expires_at <= now)
         candidates = (sa.select(_e.seq).where(_e.delivery == PENDING, _e.next_try_at <= now, free, ~blocked)
                       .order_by(_e.seq).limit(limit))
+        with self._read() as conn:  # most passes find nothing: no write transaction for them
+            due = conn.execute(candidates).scalars().all()
         taken: builtins.list[int] = []
+        if not due:
+            return []
         with self.db.begin() as conn:
-            for seq in conn.execute(candidates).scalars().all():
+            for seq in due:
                 moved = conn.execute(events.update().where(_e.seq == seq, _e.delivery == PENDING, free)
                                      .values(lease_owner=owner, lease_expires_at=lease_until))
                 if moved.rowcount == 1:

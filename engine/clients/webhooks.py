@@ -18,6 +18,7 @@ from typing import Any
 import requests
 import urllib3
 
+from engine.clients.elements import retry_after_seconds
 from engine.config import WebhookSettings
 from engine.errors import ProvisionError
 
@@ -48,16 +49,6 @@ class WebhookResponse:
     status: int | None
     retry_after: float | None = None
     error: str | None = None
-
-
-def _retry_after(resp: requests.Response) -> float | None:
-    value = resp.headers.get("Retry-After")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None  # the HTTP-date form: our own backoff applies
 
 
 class WebhookSender:
@@ -108,7 +99,7 @@ class WebhookSender:
         status = resp.status_code
         if 200 <= status < 300:
             return WebhookResponse(status)
-        return WebhookResponse(status, _retry_after(resp), f"receiver answered HTTP {status}")
+        return WebhookResponse(status, retry_after_seconds(resp), f"receiver answered HTTP {status}")
 
     @staticmethod
     def _drain(resp: requests.Response, deadline: float) -> None:

@@ -168,6 +168,16 @@ class EventDispatcher:
                 log.exception("event hook %s failed on %s #%d (attempt %s); the event is not retried",
                               name, event.type, event.seq, event.attempt_id)
 
+    def after_commit(self, now: datetime) -> int:
+        """After a tick: hooks, then due webhooks; returns deliveries. Never raises: the steps are
+        committed, and whatever failed here (the database, say) is retried at the next tick."""
+        try:
+            self.dispatch_hooks()
+            return self.deliver(now)
+        except Exception:  # noqa: BLE001 - see the docstring
+            log.exception("event dispatch failed; it is retried at the next tick")
+            return 0
+
     # --- webhooks --------------------------------------------------------------------------------
 
     def deliver(self, now: datetime | None = None, *, max_batches: int = 5) -> int:

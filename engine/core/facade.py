@@ -241,13 +241,6 @@ class Engine:
         ok = attempt is not None and attempt.history_seq == history_seq
         return self.redirect_url(attempt) if ok and attempt is not None else None
 
-    def _after_commit(self, report: TickReport) -> None:
-        try:
-            self.dispatch.dispatch_hooks()
-            report.delivered = self.dispatch.deliver(report.at)
-        except Exception:  # noqa: BLE001 - the steps are committed; events are retried next tick
-            log.exception("event dispatch failed; it is retried at the next tick")
-
     # --- operator actions ------------------------------------------------------------------------
 
     def _operator_move(self, attempt_id: str, trigger: Trigger, *, reason: str | None,
@@ -303,7 +296,7 @@ class Engine:
     def tick(self, now: datetime | None = None) -> TickReport:
         """One pass: run the due steps (``_step_due``), then hooks and webhook deliveries (DESIGN §7)."""
         report = self._step_due(now or self.now())
-        self._after_commit(report)
+        report.delivered = self.dispatch.after_commit(report.at)
         return report
 
     def _step_due(self, at: datetime) -> TickReport:
