@@ -407,7 +407,7 @@ class Engine:
                 if report.claimed == 0:
                     break
                 continue
-            if report.claimed:
+            if report.claimed or report.delivered:
                 continue  # more may be due right away
             self._wake.clear()
             wait = self.next_wait(self.now())

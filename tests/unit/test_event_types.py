@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import random
+import sys
 from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
 import pytest
 
+from engine.clients.webhooks import WebhookSender, WebhooksUnavailableError
 from engine.config import WebhookSettings, check_webhook_secret
 from engine.core import events as ev
 from engine.core.delivery import body_of, retry_delay
@@ -104,3 +106,11 @@ def test_webhook_settings_validate_and_hide_the_secret() -> None:
     with pytest.raises(InvalidInputError, match="PROVISION_WEBHOOK_URL"):
         WebhookSettings(url="hooks.example/x", secret=SECRET)
     assert State.PROVISIONED.value == "PROVISIONED" and Trigger.FAIL.value == "fail"
+
+
+def test_a_missing_standardwebhooks_package_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "standardwebhooks", None)
+    monkeypatch.setitem(sys.modules, "standardwebhooks.webhooks", None)
+    with pytest.raises(WebhooksUnavailableError, match="standardwebhooks") as info:
+        WebhookSender(WebhookSettings(url="https://hooks.example/x", secret=SECRET))
+    assert "element-provisioner[webhooks]" in str(info.value)
