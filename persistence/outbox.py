@@ -166,6 +166,10 @@ class Outbox:
         """Dead-letter the event: no further sends until ``redeliver``."""
         return self._settle(seq, owner, delivery=DEAD, next_try_at=None, tries=tries, last_error=error[:300])
 
+    def release(self, seq: int, owner: str) -> bool:
+        """Give a claimed event back unsent (no try counted): any worker may take it now."""
+        return self._settle(seq, owner)
+
     def redeliver(self, *, now: datetime, seq: int | None = None, failed: bool = False) -> int:
         """Make event ``seq`` (any state), or with ``failed`` every dead-lettered event, pending again."""
         if (seq is None) == (not failed):

@@ -189,13 +189,22 @@ class EventDispatcher:
             at = now or self.clock()
             batch = self.outbox.claim(at, self.worker_id, at + timedelta(seconds=self.lease_s),
                                       self.webhooks.settings.batch_size)
-            for row in batch:
-                delivered += self._send(row)
+            for i, row in enumerate(batch):
+                status = self._send(row)
+                if status is not None and 200 <= status < 300:
+                    delivered += 1
+                elif status is None:
+                    # No answer (down, black-holed): the others would wait out the same timeouts
+                    # and hold up this worker's steps. Give them back untried for the next pass.
+                    for rest in batch[i + 1:]:
+                        self.outbox.release(rest.seq, self.worker_id)
+                    return delivered
             if len(batch) < self.webhooks.settings.batch_size:
                 break
         return delivered
 
-    def _send(self, row: OutboxEvent) -> int:
+    def _send(self, row: OutboxEvent) -> int | None:
+        """Send one claimed event and record the outcome; returns the HTTP status (None: no answer)."""
         assert self.webhooks is not None
         event = self.event(row)
         outcome = self.webhooks.send(event.webhook_id, body_of(event))
@@ -204,7 +213,7 @@ class EventDispatcher:
         status = outcome.status
         if status is not None and 200 <= status < 300:
             self.outbox.mark_delivered(row.seq, self.worker_id, now=at, tries=tries)
-            return 1
+            return status
         error = outcome.error or f"HTTP {status}"
         transient = status is None or status in _RETRIED or status >= 500
         settings = self.webhooks.settings
@@ -218,7 +227,7 @@ class EventDispatcher:
             self.outbox.mark_dead(row.seq, self.worker_id, tries=tries, error=error)
             log.error("webhook %s #%d dead-lettered after %d tr%s (%s); `provision events redeliver %d`",
                       event.type, event.seq, tries, "y" if tries == 1 else "ies", error, event.seq)
-        return 0
+        return status
 
     def redeliver(self, seq: int | None = None, *, failed: bool = False) -> int:
         """Send event ``seq`` again (any state), or every dead-lettered one with ``failed``."""

@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from testkit import QBO, QUICK_CONFIG, TEST_KEY, consent
 from webhook_receiver import Answer, free_port, new_secret, receiving
 
@@ -19,6 +20,7 @@ from engine.core import events as ev
 from engine.errors import InvalidInputError
 from engine.wiring import open_engine, open_repository
 from persistence.outbox import Outbox
+from persistence.schema import events
 
 
 @pytest.fixture
@@ -93,6 +95,20 @@ def test_down_then_500_then_429_every_event_once_in_order(hooked: Callable[..., 
     # The payload a receiver gets is the feed's payload.
     by_id = {e.webhook_id: e for e in everything}
     assert all(r.payload == by_id[r.webhook_id].payload for r in accepted)
+
+
+def test_a_receiver_that_does_not_answer_holds_up_one_send_per_pass(hooked: Callable[..., Engine]) -> None:
+    clock = FakeClock()
+    engine = hooked(f"http://127.0.0.1:{free_port()}/hooks", new_secret(), clock)
+    for i in range(3):
+        engine.start("quickbooks", f"quick {i}", flow="quick", config=QUICK_CONFIG)
+    engine.tick()  # three steps, then one send that gets no answer; the other two are given back
+    with engine.repo.engine.connect() as conn:
+        rows = conn.execute(sa.select(events.c.tries, events.c.lease_owner).order_by(events.c.seq)).all()
+    assert [tuple(r) for r in rows] == [(1, None), (0, None), (0, None)]
+    assert engine.deliver_events() == 0
+    with engine.repo.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.sum(events.c.tries))).scalar() == 2
 
 
 def test_retry_budget_dead_letters_then_redeliver(hooked: Callable[..., Engine]) -> None:
