@@ -2,12 +2,13 @@
 
 ``provision events [--after SEQ] [--limit N]`` prints the events after cursor SEQ, oldest first;
 the last line (text) or ``last_seq`` (``--json``) is the cursor to resume from. ``--follow`` keeps
-printing new events as they commit (one JSON object per line with ``--json``) until SIGINT or
+printing new events as they commit (JSON Lines with ``--json``) until SIGINT or
 SIGTERM. ``provision events redeliver SEQ`` / ``--failed`` queues webhook events again.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import threading
 from collections.abc import Callable
@@ -51,7 +52,8 @@ def run_feed(args: argparse.Namespace, engine: Any, out: Out, stop: threading.Ev
     while not stop.is_set():
         batch = engine.events(after=cursor, limit=args.limit)
         for event in batch:
-            out(fmt.to_json(event.as_dict()) if args.json else _line(event))
+            # JSON Lines: one compact object per event, so a consumer can read line by line.
+            out(json.dumps(event.as_dict(), default=str) if args.json else _line(event))
             cursor = event.seq
         if len(batch) < args.limit:
             stop.wait(FOLLOW_POLL_S)

@@ -5,10 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +32,7 @@ from persistence.schema import history
 from states import State
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
+PROVISION = str(Path(sys.executable).with_name("provision"))
 
 
 def all_history(engine: Engine, ids: list[str]) -> set[tuple[str, int]]:
@@ -269,3 +275,21 @@ def test_postgres_feed_never_skips_an_event_of_a_slower_transaction(
         t1.close()
         t2.close()
         db.dispose()
+
+
+@pytest.mark.realtime
+def test_provision_events_follow_prints_new_events_and_stops_on_sigterm(
+        engine_on: Callable[..., Engine], sqlite_url: str) -> None:
+    engine = engine_on(sqlite_url)
+    env = {**os.environ, "PROVISION_DB_URL": sqlite_url, "PROVISION_SECRET_KEY": TEST_KEY}
+    proc = subprocess.Popen([PROVISION, "--json", "events", "--follow"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        a = engine.start("quickbooks", "follow", flow="quick", config=QUICK_CONFIG)
+        engine.run_until_idle()
+        assert proc.stdout is not None
+        line = json.loads(proc.stdout.readline())
+        assert line["type"] == ev.PROVISIONED and line["data"]["attempt_id"] == a.id and line["seq"] == 1
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
