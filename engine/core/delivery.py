@@ -143,19 +143,27 @@ class EventDispatcher:
         return unsubscribe
 
     def dispatch_hooks(self) -> int:
-        """Run the hooks on this worker's events committed since the last call; returns events seen."""
+        """Run the hooks on this worker's events committed since the last call; returns events seen.
+
+        Never raises: it runs after a commit the caller must hear about. When the database fails
+        here the events stay after the cursor and reach the hooks at the next call.
+        """
         if not self._hooks:
             return 0
         seen = 0
         with self._lock:  # one dispatcher at a time, so each event reaches each hook once
-            while True:
-                rows = self.outbox.read(self._cursor or 0, 200, worker=self.worker_id)
-                for row in rows:
-                    self._cursor = row.seq
-                    self._call_hooks(self.event(row))
-                seen += len(rows)
-                if len(rows) < 200:
-                    return seen
+            try:
+                while True:
+                    rows = self.outbox.read(self._cursor or 0, 200, worker=self.worker_id)
+                    for row in rows:
+                        self._cursor = row.seq
+                        self._call_hooks(self.event(row))
+                    seen += len(rows)
+                    if len(rows) < 200:
+                        return seen
+            except Exception:  # noqa: BLE001 - see the docstring
+                log.exception("reading events for the hooks failed; they run at the next tick")
+                return seen
 
     def _call_hooks(self, event: Event) -> None:
         for hook, wanted in list(self._hooks):
@@ -171,11 +179,11 @@ class EventDispatcher:
     def after_commit(self, now: datetime) -> int:
         """After a tick: hooks, then due webhooks; returns deliveries. Never raises: the steps are
         committed, and whatever failed here (the database, say) is retried at the next tick."""
+        self.dispatch_hooks()
         try:
-            self.dispatch_hooks()
             return self.deliver(now)
         except Exception:  # noqa: BLE001 - see the docstring
-            log.exception("event dispatch failed; it is retried at the next tick")
+            log.exception("webhook delivery failed; it is retried at the next tick")
             return 0
 
     # --- webhooks --------------------------------------------------------------------------------

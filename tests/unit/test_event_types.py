@@ -12,7 +12,7 @@ import pytest
 from engine.clients.webhooks import WebhookSender, WebhooksUnavailableError
 from engine.config import WebhookSettings, check_webhook_secret
 from engine.core import events as ev
-from engine.core.delivery import body_of, retry_delay
+from engine.core.delivery import EventDispatcher, body_of, retry_delay
 from engine.errors import InvalidInputError
 from persistence.outbox import OutboxEvent
 from states.model import TRANSITIONS, State, Trigger
@@ -114,3 +114,21 @@ def test_a_missing_standardwebhooks_package_names_the_extra(monkeypatch: pytest.
     with pytest.raises(WebhooksUnavailableError, match="standardwebhooks") as info:
         WebhookSender(WebhookSettings(url="https://hooks.example/x", secret=SECRET))
     assert "element-provisioner[webhooks]" in str(info.value)
+
+
+class _BrokenOutbox:
+    """An outbox whose reads fail after the subscription (the database went away)."""
+
+    def last_seq(self) -> int:
+        return 0
+
+    def read(self, *args: Any, **kw: Any) -> list[OutboxEvent]:
+        raise ConnectionError("database unreachable")
+
+
+def test_hooks_never_raise_into_the_caller_of_a_commit(caplog: pytest.LogCaptureFixture) -> None:
+    dispatcher = EventDispatcher(_BrokenOutbox(), worker_id="w", clock=lambda: AT,  # type: ignore[arg-type]
+                                 consent_url=lambda attempt_id, seq: None)
+    dispatcher.subscribe(lambda e: None)
+    assert dispatcher.dispatch_hooks() == 0 and dispatcher.after_commit(AT) == 0
+    assert "reading events for the hooks failed" in caplog.text
