@@ -172,3 +172,21 @@ def test_environment_configures_webhooks_and_validates(sqlite_url: str, sandbox:
                        ({"PROVISION_WEBHOOK_URL": ""}, "PROVISION_WEBHOOK_URL")):
         with pytest.raises(InvalidInputError, match=field):
             open_engine(sqlite_url, environ={**env, **bad})
+
+
+def test_two_workers_never_hold_the_same_event(make_engine: Callable[..., Engine]) -> None:
+    clock = FakeClock()
+    engine = make_engine(clock=clock)  # no webhooks: the deliveries are claimed by hand below
+    for i in range(4):
+        engine.start("quickbooks", f"quick {i}", flow="quick", config=QUICK_CONFIG)
+    engine.run_until_idle()
+    outbox = Outbox(engine.repo.engine)
+    lease = clock() + timedelta(seconds=30)
+    first = outbox.claim(clock(), "worker-a", lease, 3)
+    second = outbox.claim(clock(), "worker-b", lease, 3)
+    assert len(first) == 3 and len(second) == 1
+    assert not {e.seq for e in first} & {e.seq for e in second}
+    assert outbox.claim(clock(), "worker-c", lease, 10) == []
+    assert not outbox.mark_delivered(first[0].seq, "worker-b", now=clock(), tries=1)  # not b's lease
+    later = clock() + timedelta(seconds=31)  # expired leases are taken over
+    assert len(outbox.claim(later, "worker-c", later + timedelta(seconds=30), 10)) == 4
