@@ -1,8 +1,9 @@
 """element-provisioner's engine: the ``Engine`` API, the Elements client, retries, callbacks, CLI."""
 from engine.clients.elements import ElementsClient
 from engine.clock import FakeClock, utcnow
-from engine.config import ClientSettings, EngineSettings, RetryPolicy
+from engine.config import ClientSettings, EngineSettings, RetryPolicy, WebhookSettings
 from engine.core.callbacks import CallbackOutcome
+from engine.core.events import EVENT_TYPES, Event
 from engine.core.facade import Engine, TickReport
 from engine.errors import (
     ApiError,
@@ -21,14 +22,17 @@ __all__ = [
     "CallbackRejectedError",
     "ClientSettings",
     "ElementsClient",
+    "EVENT_TYPES",
     "Engine",
     "EngineSettings",
+    "Event",
     "FakeClock",
     "InvalidInputError",
     "MissingConfigurationError",
     "ProvisionError",
     "RetryPolicy",
     "TickReport",
+    "WebhookSettings",
     "open_engine",
     "utcnow",
 ]

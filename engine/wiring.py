@@ -5,13 +5,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from engine.clients.elements import ElementsClient
+from engine.clients.webhooks import WebhookSender
 from engine.config import (
+    WebhookSettings,
     client_settings_from_env,
     db_url_from_env,
     engine_settings_from_env,
     open_database,
     retry_policy_from_env,
     secret_keys_from_env,
+    webhook_settings_from_env,
 )
 from engine.core.facade import Engine
 from engine.errors import SchemaOutdatedError
@@ -43,14 +46,22 @@ def open_engine(
     client: ElementsClient | None = None,
     environ: Mapping[str, str] | None = None,
     migrate: bool | None = None,
+    webhook: WebhookSettings | None = None,
     **engine_kw: Any,
 ) -> Engine:
-    """An ``Engine`` on ``db_url`` (default from the environment) talking to the configured platform."""
+    """An ``Engine`` on ``db_url`` (default from the environment) talking to the configured platform.
+
+    ``webhook`` (default: ``PROVISION_WEBHOOK_URL`` / ``PROVISION_WEBHOOK_SECRET``) makes the
+    engine's worker deliver signed events there (README "Events").
+    """
     # Logging is configured at the edges: here for embedders, in the CLI and in `serve` (idempotent).
     install_log_redaction()
     # Settings first: a bad variable is refused before the database (or its key file) is created.
+    hooks = webhook or webhook_settings_from_env(environ)
     engine_kw.setdefault("settings", engine_settings_from_env(environ))
     engine_kw.setdefault("policy", retry_policy_from_env(environ))
     client = client or ElementsClient(client_settings_from_env(environ))
     repo = open_repository(db_url or db_url_from_env(environ), migrate=migrate, environ=environ)
+    if hooks is not None:
+        engine_kw.setdefault("webhooks", WebhookSender(hooks))
     return Engine(repo, client, **engine_kw)

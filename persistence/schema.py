@@ -93,3 +93,35 @@ callbacks = sa.Table(
     sa.Column("reason", sa.String(300), nullable=True),
     sa.Index("ix_callbacks_attempt", "attempt_id", "status"),
 )
+
+# --- events outbox (issue 10/12, migration 0004; persistence.outbox reads and writes it) ---------
+# One row per history row, inserted by a database trigger in the transaction that wrote the
+# history row, whatever code path wrote it. ``seq`` is the feed's cursor; the other columns are the
+# webhook delivery state (pending | delivered | dead), leased like attempts.
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("attempt_id", sa.String(36), nullable=False),
+    sa.Column("history_seq", sa.Integer, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("worker", sa.String(100), nullable=True),
+    sa.Column("instance_id", sa.String(64), nullable=True),  # the attempt's, when the event was written
+    sa.Column("delivery", sa.String(12), nullable=False),
+    sa.Column("tries", sa.Integer, nullable=False),
+    sa.Column("next_try_at", UTCDateTime, nullable=True),
+    sa.Column("lease_owner", sa.String(100), nullable=True),
+    sa.Column("lease_expires_at", UTCDateTime, nullable=True),
+    sa.Column("delivered_at", UTCDateTime, nullable=True),
+    sa.Column("last_error", sa.String(300), nullable=True),
+    sa.Index("ix_events_attempt_seq", "attempt_id", "seq"),
+    sa.Index("ix_events_worker_seq", "worker", "seq"),
+    sa.Index(
+        "ix_events_pending",
+        "next_try_at",
+        sqlite_where=sa.text("delivery = 'pending'"),
+        postgresql_where=sa.text("delivery = 'pending'"),
+    ),
+    sqlite_autoincrement=True,  # a seq is never handed out twice, even after rows are deleted
+)

@@ -118,17 +118,19 @@ def waits() -> list[float]:
 
 @pytest.fixture
 def engine_on(sandbox: Any, waits: list[float]) -> Iterator[Callable[..., Engine]]:
-    """Factory: ``engine_on(db_url, clock=None, policy=None, settings=None, base_url=None, **client_kw)``."""
+    """Factory: ``engine_on(db_url, clock=None, policy=None, settings=None, base_url=None, sim=None,
+    **client_kw)``; ``sim`` is the simulator to talk to (default: ``sandbox``)."""
     made: list[Engine] = []
 
     def make(url: str, *, clock: Callable[[], Any] | None = None, policy: RetryPolicy | None = None,
              settings: EngineSettings | None = None, base_url: str | None = None,
-             user_secret: str | None = None, **client_kw: Any) -> Engine:
+             user_secret: str | None = None, sim: Any = None, **client_kw: Any) -> Engine:
+        sim = sim or sandbox
         repo = open_repository(url, migrate=True, environ={"PROVISION_SECRET_KEY": TEST_KEY})
         client = ElementsClient(ClientSettings(
-            base_url=base_url or sandbox.base_url,
+            base_url=base_url or sim.base_url,
             user_secret=user_secret or "sandbox-user-secret",
-            org_secret="sandbox-org-secret", provider_root=f"{sandbox.root_url}/_provider", **client_kw))
+            org_secret="sandbox-org-secret", provider_root=f"{sim.root_url}/_provider", **client_kw))
         kw: dict[str, Any] = {"sleep": waits.append, "policy": policy, "settings": settings}
         if clock is not None:
             kw["clock"] = clock

@@ -337,6 +337,10 @@ def build_parser() -> argparse.ArgumentParser:
                          ("reauthorize", "new consent for the same instance after renewal_rejected")):
         add(action, _operator(action), text).add_argument("id", metavar="ID")
 
+    from engine.cli import events as events_cli  # noqa: PLC0415 - issue 10/12: the feed and redelivery
+
+    events_cli.add_commands(add, _global_options, _engine, _out)
+
     for group, action, func, text, group_text in (
         ("db", "upgrade", cmd_db_upgrade, "apply migrations; prints the revision", "database maintenance"),
         (

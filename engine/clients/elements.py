@@ -45,7 +45,8 @@ class RequestToken:
         return "RequestToken(<redacted>)"
 
 
-def _retry_after(resp: requests.Response) -> float | None:
+def retry_after_seconds(resp: requests.Response) -> float | None:
+    """A numeric Retry-After header in seconds; None when absent or an HTTP date."""
     value = resp.headers.get("Retry-After")
     if value is None:
         return None
@@ -74,7 +75,7 @@ def error_from_response(
     kw: dict[str, Any] = dict(
         status=status, provider_message=provider, request_id=request_id, endpoint=endpoint
     )
-    retry_after = _retry_after(resp) if resp is not None else None
+    retry_after = retry_after_seconds(resp) if resp is not None else None
     if status == 429:
         return RateLimitedError(message, retry_after=retry_after, **kw)
     if status >= 500:

@@ -19,6 +19,8 @@ from engine.clock import utcnow
 from engine.config import EngineSettings, RenewalPolicy, RetryPolicy
 from engine.core import starts
 from engine.core.callbacks import CallbackOutcome, CallbackReceiver
+from engine.core.delivery import EventDispatcher, Hook, WebhookPort
+from engine.core.events import Event
 from engine.core.intake import attempt_id_to_look_up, validate_list, validate_start
 from engine.core.runner import PreparedStep, StepResult, StepRunner
 from engine.errors import (
@@ -27,6 +29,7 @@ from engine.errors import (
     InvalidInputError,
     InvalidTransitionError,
 )
+from persistence.outbox import Outbox
 from persistence.repository import Repository
 from persistence.writes import transition_write
 from states.attempt import Attempt, HistoryEntry
@@ -43,6 +46,7 @@ class TickReport:
 
     at: datetime
     results: list[StepResult] = field(default_factory=list)
+    delivered: int = 0  # webhook events delivered after the steps (issue 10/12)
 
     @property
     def claimed(self) -> int:
@@ -80,6 +84,8 @@ class Engine:
         settings: EngineSettings | None = None,
         worker_id: str | None = None,
         rng: random.Random | None = None,
+        webhooks: WebhookPort | None = None,
+        outbox: Outbox | None = None,
     ) -> None:
         self.repo = repo
         self.client = client
@@ -100,6 +106,10 @@ class Engine:
             rng=self.rng, worker_id=self.worker_id, step_settings=self.step_settings,
             apply_pending=self.callbacks.apply_pending, reject_pending=self.callbacks.reject_pending)
         self._pool: ThreadPoolExecutor | None = None
+        # Events (issue 10/12): hooks for this engine's commits, the feed, webhook delivery.
+        self.dispatch = EventDispatcher(
+            outbox or Outbox(repo.engine), worker_id=self.worker_id, clock=self.clock,
+            consent_url=self._consent_url, webhooks=webhooks, lease_s=self.settings.lease_s, rng=self.rng)
 
     def _check_lease(self) -> None:
         # The lease protocol is sound only if a lease outlives the longest step: otherwise a second
@@ -201,7 +211,36 @@ class Engine:
 
     def handle_callback(self, url_or_params: str | Mapping[str, Any]) -> CallbackOutcome:
         """Apply a provider redirect (full URL, query string or params); see ``engine.core.callbacks``."""
-        return self.callbacks.receive(url_or_params)
+        outcome = self.callbacks.receive(url_or_params)
+        self.dispatch.dispatch_hooks()
+        return outcome
+
+    # --- events (issue 10/12, engine.core.delivery) -----------------------------------------------
+
+    def subscribe(self, callback: Hook, *, types: Iterable[str] | None = None) -> Callable[[], None]:
+        """Call ``callback(event)`` after each transition this engine commits (``types``: only those).
+
+        Runs in this process after the commit; an exception is logged and affects nothing.
+        Returns a function that unsubscribes.
+        """
+        return self.dispatch.subscribe(callback, types)
+
+    def events(self, after: int = 0, limit: int = 100) -> builtins.list[Event]:
+        """The event feed: up to ``limit`` events with ``seq > after``, oldest first; never skips one."""
+        return self.dispatch.events(after, limit)
+
+    def redeliver(self, seq: int | None = None, *, failed: bool = False) -> int:
+        """Send webhook event ``seq`` again, or (``failed=True``) every dead-lettered one; returns a count."""
+        return self.dispatch.redeliver(seq, failed=failed)
+
+    def deliver_events(self, now: datetime | None = None) -> int:
+        """Send the webhook events due now (``tick`` does this too); returns how many were delivered."""
+        return self.dispatch.deliver(now)
+
+    def _consent_url(self, attempt_id: str, history_seq: int) -> str | None:
+        attempt = self.repo.get(attempt_id)
+        ok = attempt is not None and attempt.history_seq == history_seq
+        return self.redirect_url(attempt) if ok and attempt is not None else None
 
     # --- operator actions ------------------------------------------------------------------------
 
@@ -222,6 +261,7 @@ class Engine:
                                      failure_reason=reason, last_error=error)
             if self.repo.apply(write):
                 self.wake()
+                self.dispatch.dispatch_hooks()
                 return self.get(attempt_id)
         raise ConcurrentUpdateError(f"attempt {attempt_id} kept changing; try again")
 
@@ -256,7 +296,13 @@ class Engine:
     # --- the scheduler ---------------------------------------------------------------------------
 
     def tick(self, now: datetime | None = None) -> TickReport:
-        """One pass: claim due attempts, run their steps and commit the results (DESIGN §7).
+        """One pass: run the due steps (``_step_due``), then hooks and webhook deliveries (DESIGN §7)."""
+        report = self._step_due(now or self.now())
+        report.delivered = self.dispatch.after_commit(report.at)
+        return report
+
+    def _step_due(self, at: datetime) -> TickReport:
+        """Claim due attempts, run their steps and commit the results.
 
         Results are group-committed: the decisions of the steps that finish within
         ``commit_window_s`` of the first uncommitted one are written in one transaction (one
@@ -265,7 +311,6 @@ class Engine:
         under the same claim (``StepRunner.prepare``). A step whose lease could run out before its
         result is committed is not started; its lease is released so any worker can take it.
         """
-        at = now or self.now()
         lease_until = at + timedelta(seconds=self.settings.lease_s)
         batch = self.repo.claim_due(at, self.worker_id, lease_until, self.settings.batch_size)
         report = TickReport(at)
@@ -355,7 +400,7 @@ class Engine:
                 if report.claimed == 0:
                     break
                 continue
-            if report.claimed:
+            if report.claimed or report.delivered:
                 continue  # more may be due right away
             self._wake.clear()
             wait = self.next_wait(self.now())
@@ -369,4 +414,5 @@ class Engine:
             self._pool.shutdown(wait=True)
             self._pool = None
         self.client.close()
+        self.dispatch.close()
         self.repo.close()

@@ -21,16 +21,18 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from testkit import TEST_KEY, StartKeys, consent
+from webhook_receiver import new_secret, receiving
 from werkzeug.test import Client
 
 from engine import ElementsClient, Engine, FakeClock, RetryPolicy
 from engine.cli.main import main as cli_main
-from engine.config import ClientSettings
+from engine.clients.webhooks import WebhookSender
+from engine.config import ClientSettings, WebhookSettings
 from engine.errors import CallbackRejectedError
 from engine.security.redaction import install as install_log_redaction
 from engine.web.callback_app import make_app
 from engine.wiring import open_repository
-from persistence.schema import attempts, callbacks, history
+from persistence.schema import attempts, callbacks, events, history
 from sandbox import Sandbox
 from sandbox import start as start_sandbox
 
@@ -191,7 +193,7 @@ def database_bytes(url: str, engine: Engine) -> bytes:
         return b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*") if p.suffix != ".key")
     out: list[bytes] = []
     with engine.repo.engine.connect() as conn:
-        for table in (attempts, history, callbacks):
+        for table in (attempts, history, callbacks, events):
             # repr() shows every column; blobs as bytes literals, where plaintext would still be readable.
             out.extend(repr(tuple(r)).encode() for r in conn.execute(sa.select(table)))
     return b"\n".join(out)
@@ -275,6 +277,23 @@ def test_no_secret_anywhere(db_url: str, planted_clocked_sandbox: Sandbox, clock
                     cli_out(capsys, "diagram", attempt_id, "--format", "mermaid")]
     text = "\n".join(f"--db {db_url} " + o for o in outputs)
     assert consent_url in text
+    assert hits(text.replace(consent_url, "<consent url>"), everything) == []
+
+    # 5. Events (issue 10/12): the feed, `provision events`, hooks and signed webhook bodies.
+    feed = [e.payload for e in engine.events(limit=10_000)]
+    assert len(feed) > 30 and any(p["type"] == "connection.renewed" for p in feed)
+    events_out = cli_out(capsys, "--json", "events", "--limit", "10000") + cli_out(capsys, "events")
+    secret = new_secret()
+    with receiving(secret) as receiver:
+        sender = WebhookSender(WebhookSettings(url=receiver.url, secret=secret))
+        hooked = Engine(engine.repo, engine.client, webhooks=sender)
+        while hooked.deliver_events():
+            pass
+        sender.close()
+    bodies = [repr(r.payload) for r in receiver.accepted()]
+    assert len(bodies) == len(feed)
+    text = repr(feed) + events_out + "\n".join(bodies)
+    assert consent_url in text  # the waiting attempt's redirect event
     assert hits(text.replace(consent_url, "<consent url>"), everything) == []
     engine.close()
 

@@ -23,6 +23,7 @@ from engine.config import (
     client_settings_from_env,
     engine_settings_from_env,
     retry_policy_from_env,
+    webhook_settings_from_env,
 )
 from engine.errors import InvalidInputError, ProvisionError
 
@@ -41,9 +42,12 @@ FIELDS = {
     "PROVISION_RETRY_DURABLE_INITIAL_SECONDS": ("policy", "durable_initial"),
     "PROVISION_RETRY_DURABLE_MAX_SECONDS": ("policy", "durable_max"),
     "PROVISION_RETRY_BUDGET": ("policy", "budget"),
+    "PROVISION_WEBHOOK_TIMEOUT_SECONDS": ("webhook", "read_timeout"),
 }
 # A clean base: the proxies lookup reads the process environment, nothing else does.
 BASE = {"ELEMENTS_BASE_URL": "http://127.0.0.1:8040/elements/api-v2"}
+WEBHOOK = {"PROVISION_WEBHOOK_URL": "https://app.example/hooks",
+           "PROVISION_WEBHOOK_SECRET": "whsec_" + "QUJD" * 8}
 
 
 def plain(number: float) -> str:
@@ -54,7 +58,7 @@ def plain(number: float) -> str:
 def parse(env: dict[str, str]) -> dict[str, Any]:
     """Every settings object the engine builds from ``env``."""
     return {"engine": engine_settings_from_env(env), "client": client_settings_from_env({**BASE, **env}),
-            "policy": retry_policy_from_env(env)}
+            "policy": retry_policy_from_env(env), "webhook": webhook_settings_from_env({**WEBHOOK, **env})}
 
 
 def test_every_numeric_variable_has_a_range_and_a_field() -> None:
