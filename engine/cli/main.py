@@ -158,6 +158,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_console(args: argparse.Namespace) -> int:
+    """Serve the operator console (its own listener) until SIGINT/SIGTERM."""
+    console = getattr(args, "console", None)
+    if console is None:
+        raise ProvisionError("`console` needs the web console, which this entry point was not given",
+                             hint="Run the `provision` program (engine.main:main), which plugs it in.")
+    engine = _engine(args)
+    try:
+        console(engine, args.host, args.port, ready=lambda url: _out(f"console on {url}/"))
+    finally:
+        engine.close()
+    print("console: stopped", file=sys.stderr, flush=True)
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     """Attempts (newest first) and counts per state."""
     older = parse_duration("--older-than", args.older_than) if args.older_than is not None else None
@@ -338,9 +353,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("callback", cmd_callback, "deliver a provider redirect URL to the engine")
     p.add_argument("url", metavar="URL", help="the full redirect URL (or its query string); quote it")
 
-    p = add("serve", cmd_serve, "HTTP callback receiver (GET /callback) with the status page at /status")
+    p = add("serve", cmd_serve, "the public HTTP callback receiver (GET /callback, /healthz, /readyz)")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8050, help="port (default 8050, 0 = any free port)")
+
+    p = add("console", cmd_console, "the operator console on its own listener (login off loopback: "
+            "PROVISION_CONSOLE_TOKEN or PROVISION_CONSOLE_PASSWORD_HASH)")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8060, help="port (default 8060, 0 = any free port)")
 
     p = add("list", cmd_list, "list attempts with counts per state")
     p.add_argument("--state", metavar="S", help="only attempts in state S (e.g. REDIRECTED)")
@@ -391,14 +411,17 @@ def error(message: str) -> None:
     print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
 
 
-def main(argv: Sequence[str] | None = None, *, serve: ServeFunction | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, serve: ServeFunction | None = None,
+         console: ServeFunction | None = None) -> int:
     """Run one ``provision`` command; returns the exit code.
 
     ``serve`` runs the public callback receiver; ``engine.main`` passes ``engine.web``'s, so that
-    the CLI and the web layer never import each other (README "Layout").
+    the CLI and the web layer never import each other (README "Layout"); ``console`` likewise runs
+    the operator console.
     """
     args = build_parser().parse_args(argv)
     args.serve = serve
+    args.console = console
     configure_logging(args.verbose)
     try:
         return int(args.func(args))
