@@ -336,7 +336,8 @@ def callback_page_key_from_env(environ: Mapping[str, str] | None = None) -> str 
             valid = False
         if not valid:
             raise InvalidInputError("PROVISION_CALLBACK_PAGE_KEY",
-                                    "must be a Fernet key (32 url-safe base64 bytes)", hint="python3 -c 'from cryptography.fernet import Fernet; "
+                                    "must be a Fernet key (32 url-safe base64 bytes)",
+                                    hint="python3 -c 'from cryptography.fernet import Fernet; "
                                     "print(Fernet.generate_key().decode())'")
     return key
 

@@ -156,8 +156,9 @@ class ConsoleApp:
         response = self.page(f"{exc.code} {exc.name}", message_body(
             f"{exc.code} {exc.name}", str(exc.description), "/", "All attempts"), operator,
             status=exc.code or 500)
-        if exc.code == 405 and isinstance(exc, HTTPException):
-            response.headers["Allow"] = ", ".join(getattr(exc, "valid_methods", None) or _GET)
+        if exc.code == 405:
+            valid = getattr(exc, "valid_methods", None) or _GET
+            response.headers["Allow"] = ", ".join(m for m in ("GET", "HEAD", "POST") if m in valid)
         return response
 
     # --- sign in and out ---------------------------------------------------------------------------

@@ -140,6 +140,7 @@ class Panel:
 
     title: str
     render: Callable[[Engine, Attempt, Sequence[HistoryEntry]], Markup | None]
+    beside_facts: bool = False  # on wide screens, next to the facts (on screen without scrolling)
 
 
 def timeline(history: Sequence[HistoryEntry], needles: set[str]) -> Markup:
@@ -158,7 +159,7 @@ def _path_panel(engine: Engine, a: Attempt, history: Sequence[HistoryEntry]) -> 
 
 
 DEFAULT_PANELS: tuple[Panel, ...] = (
-    Panel("Path", _path_panel),
+    Panel("Path", _path_panel, beside_facts=True),
     Panel("Timeline", lambda engine, a, history: timeline(history, secret_values(a.secrets))),
 )
 
@@ -192,14 +193,19 @@ def attempt_body(engine: Engine, a: Attempt, history: Sequence[HistoryEntry], co
     buttons = Markup("").join(
         Markup('<a class="button{}" href="/attempts/{}/{}">{}...</a>').format(
             " danger" if act.danger else "", a.id, act.name, act.label) for act in actions if act.applies(a))
-    sections = Markup("")
+    beside, below = Markup(""), Markup("")
     for panel in panels:
         content = panel.render(engine, a, history)
         if content is not None:
-            sections += Markup("<section><h2>{}</h2>{}</section>").format(panel.title, content)
-    return Markup('<nav>{}</nav><h1>Attempt {}</h1>{}<h2>Actions</h2><div class="actions">{}</div>{}').format(
+            section = Markup('<section class="panel"><h2>{}</h2>{}</section>').format(panel.title, content)
+            if panel.beside_facts:
+                beside += section
+            else:
+                below += section
+    return Markup('<nav>{}</nav><h1>Attempt {}</h1><div class="overview"><div><h2>Now</h2>{}<h2>Actions</h2>'
+                  '<div class="actions">{}</div></div><div>{}</div></div>{}').format(
         link("/", "all attempts"), a.name, attempt_facts(a, consent_url),
-        buttons or Markup('<p class="hint">No action applies in this state.</p>'), sections)
+        buttons or Markup('<p class="hint">No action applies in this state.</p>'), beside, below)
 
 
 # --- confirmations -------------------------------------------------------------------------------------

@@ -177,9 +177,12 @@ def _merged(engine: Engine, query: AttemptQuery) -> Iterator[Attempt]:
     return heapq.merge(*streams, key=_order)
 
 
-def read_page(engine: Engine, query: AttemptQuery, *, size: int = PAGE_SIZE,
-              budget: int = SCAN_BUDGET) -> Page:
-    """The page of ``query`` (after its cursor), at most ``size`` rows and ``budget`` rows read."""
+def read_page(engine: Engine, query: AttemptQuery, *, size: int | None = None,
+              budget: int | None = None) -> Page:
+    """The page of ``query`` (after its cursor), at most ``size`` rows and ``budget`` rows read
+    (defaults: ``PAGE_SIZE`` and ``SCAN_BUDGET``, read at call time so tests can lower them)."""
+    size = PAGE_SIZE if size is None else size
+    budget = SCAN_BUDGET if budget is None else budget
     page = Page()
     for attempt in _merged(engine, query):
         page.scanned += 1

@@ -56,6 +56,8 @@ button.danger,.button.danger{background:#b91c1c}.button.secondary{background:#6b
 .diagram svg{max-width:100%;height:auto}.hint{color:#4b5563}.error{color:#b91c1c}
 pre{background:#fff;border:1px solid #d1d5db;padding:.6rem;overflow:auto}
 .actions{display:flex;gap:.5rem;flex-wrap:wrap;margin:.5rem 0}.pager{margin:.8rem 0;display:flex;gap:1rem}
+.overview{display:grid;grid-template-columns:minmax(16rem,26rem) minmax(0,1fr);gap:1.5rem;align-items:start}
+@media (max-width:900px){.overview{grid-template-columns:1fr}}
 .skip{position:absolute;left:-999px}.skip:focus{left:.5rem;top:.5rem;background:#fff;color:#000;padding:.3rem}
 dl.facts{display:grid;grid-template-columns:max-content 1fr;gap:.2rem 1rem;background:#fff;padding:.6rem;
  border:1px solid #d1d5db;border-radius:6px}dl.facts dt{font-weight:600}dl.facts dd{margin:0}
