@@ -230,8 +230,9 @@ def login_body(error: str | None, next_url: str) -> Markup:
     problem = Markup('<p class="error" role="alert">{}</p>').format(error) if error else Markup("")
     return Markup(
         '<h1>Sign in</h1>{}<form method="post" action="/login" class="filters">{}'
-        '<label>Your name (recorded with your actions)<input name="name" id="login-name" '
-        'autocomplete="username" required maxlength="40"></label><label>Token or password'
-        '<input name="secret" id="login-secret" type="password" autocomplete="current-password" '
-        'required></label><button type="submit">Sign in</button></form>').format(
+        '<span class="field"><label for="login-name">Your name (recorded with your actions)</label>'
+        '<input name="name" id="login-name" autocomplete="username" required maxlength="40"></span>'
+        '<span class="field"><label for="login-secret">Token or password</label><input name="secret" '
+        'id="login-secret" type="password" autocomplete="current-password" required></span>'
+        '<button type="submit">Sign in</button></form>').format(
             problem, hidden({"next": next_url}))

@@ -25,7 +25,9 @@ SECURITY_HEADERS = {
                                "img-src 'self'; connect-src 'self'; form-action 'self'; base-uri 'none'; "
                                "frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # same-origin, not no-referrer: with no-referrer Chromium sends "Origin: null" on form POSTs,
+    # which the CSRF check (console_auth.csrf_ok) must refuse; other sites still learn nothing.
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
     "X-Frame-Options": "DENY",
 }
@@ -47,7 +49,7 @@ th{background:#f3f4f6}caption{text-align:left;font-weight:600;padding:.3rem 0}
 .cards b{display:block;font-size:1.2rem}.attention a{border-color:#f59e0b}
 form.filters{display:flex;flex-wrap:wrap;gap:.6rem;align-items:end;background:#fff;padding:.6rem;
  border:1px solid #d1d5db;border-radius:6px}
-form.filters label{display:flex;flex-direction:column;font-size:.8rem;gap:.15rem}
+form.filters .field{display:flex;flex-direction:column;font-size:.8rem;gap:.15rem}
 input,select,button{font:inherit;padding:.3rem .45rem}
 button,.button{background:#1d4ed8;color:#fff;border:0;border-radius:5px;cursor:pointer;padding:.4rem .8rem;
  text-decoration:none;display:inline-block}
@@ -131,13 +133,15 @@ def select(name: str, label: str, options: Iterable[tuple[str, str]], current: s
     opts = Markup("").join(
         Markup('<option value="{}"{}>{}</option>').format(v, Markup(" selected") if v == current else "", t)
         for v, t in options)
-    return Markup('<label>{}<select name="{}" id="f-{}">{}</select></label>').format(label, name, name, opts)
+    return Markup('<span class="field"><label for="f-{}">{}</label><select name="{}" id="f-{}">{}</select>'
+                  "</span>").format(name, label, name, name, opts)
 
 
 def text_input(name: str, label: str, value: str, placeholder: str = "") -> Markup:
     """A labelled text ``<input>``."""
-    return Markup('<label>{}<input type="search" name="{}" id="f-{}" value="{}" placeholder="{}" '
-                  'maxlength="80"></label>').format(label, name, name, value, placeholder)
+    return Markup('<span class="field"><label for="f-{}">{}</label><input type="search" name="{}" id="f-{}" '
+                  'value="{}" placeholder="{}" maxlength="80"></span>').format(
+        name, label, name, name, value, placeholder)
 
 
 def layout(title: str, body: Markup, *, operator: str | None, csrf: str | None, banner: str | None,

@@ -117,7 +117,8 @@ class CustomerPages:
             '<meta name="viewport" content="width=device-width, initial-scale=1">{refresh}'
             "<title>{title} - {app}</title><style>{css}</style></head>"
             '<body><main><header>{logo}<span>{app}</span></header>'
-            '<h1 role="status">{spinner}{title}</h1><p>{text}</p>{support}</main></body></html>\n'
+            '<div role="status" aria-live="polite"><h1>{spinner}{title}</h1><p>{text}</p></div>{support}'
+            "</main></body></html>\n"
         ).format(refresh=refresh, title=self._text(title), app=b.name, css=Markup(self._style.css), logo=logo,
                  spinner=spinner, text=self._text(text), support=support)
         response = Response(str(html), status=status, mimetype="text/html")

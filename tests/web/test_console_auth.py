@@ -42,7 +42,7 @@ def test_token_login_sets_a_strict_cookie_and_records_the_name(
         web_engine: Engine, console_for: ConsoleFor, csrf: Callable[[str], str]) -> None:
     client = console_for(web_engine, ConsoleSettings(token=TOKEN), secure=True)
     form = client.get("/login?next=/%3Fstate%3DFAILED").get_data(as_text=True)
-    assert '<label>Token or password<input name="secret"' in form and 'type="password"' in form
+    assert '<label for="login-secret">Token or password</label>' in form and 'type="password"' in form
     refused = client.post("/login", data={"name": "alice", "secret": "wrong-token-here"})
     assert refused.status_code == 401 and "not accepted" in refused.get_data(as_text=True)
     assert COOKIE not in refused.headers.get("Set-Cookie", "")
