@@ -143,34 +143,29 @@ def cmd_callback(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    """Receive provider redirects over HTTP until SIGINT/SIGTERM."""
-    serve = getattr(args, "serve", None)
-    if serve is None:
-        raise ProvisionError("`serve` needs the web receiver, which this entry point was not given",
+def _listen(args: argparse.Namespace, command: str, what: str, banner: str) -> int:
+    """Run the web function ``engine.main`` plugged in as ``args.<command>`` until SIGINT/SIGTERM."""
+    run = getattr(args, command, None)
+    if run is None:
+        raise ProvisionError(f"`{command}` needs the {what}, which this entry point was not given",
                              hint="Run the `provision` program (engine.main:main), which plugs it in.")
     engine = _engine(args)
     try:
-        serve(engine, args.host, args.port, ready=lambda url: _out(f"serving callbacks on {url}/callback"))
+        run(engine, args.host, args.port, ready=lambda url: _out(banner.format(url=url)))
     finally:
         engine.close()
-    print("serve: stopped", file=sys.stderr, flush=True)
+    print(f"{command}: stopped", file=sys.stderr, flush=True)
     return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Receive provider redirects over HTTP until SIGINT/SIGTERM."""
+    return _listen(args, "serve", "web receiver", "serving callbacks on {url}/callback")
 
 
 def cmd_console(args: argparse.Namespace) -> int:
     """Serve the operator console (its own listener) until SIGINT/SIGTERM."""
-    console = getattr(args, "console", None)
-    if console is None:
-        raise ProvisionError("`console` needs the web console, which this entry point was not given",
-                             hint="Run the `provision` program (engine.main:main), which plugs it in.")
-    engine = _engine(args)
-    try:
-        console(engine, args.host, args.port, ready=lambda url: _out(f"console on {url}/"))
-    finally:
-        engine.close()
-    print("console: stopped", file=sys.stderr, flush=True)
-    return 0
+    return _listen(args, "console", "web console", "console on {url}/")
 
 
 def cmd_list(args: argparse.Namespace) -> int:

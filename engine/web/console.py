@@ -62,6 +62,7 @@ log = logging.getLogger(__name__)
 
 BULK_CAP = 1000  # attempts one bulk action may touch; the dry run says when more match
 ATTENTION_CAP = 999  # "needs attention" counts beyond this show as 999+
+ATTENTION_BUDGET = 500  # rows one "needs attention" count may read (it runs on every list refresh)
 NO_LOGIN_BANNER = "No login: loopback only. Anyone who can reach this port on this machine can act."
 _GET, _POST = ["GET", "HEAD"], ["POST"]
 
@@ -203,7 +204,8 @@ class ConsoleApp:
         return self.page("Attempts", list_body(query, page, counts, attention, bulk), operator)
 
     def _count(self, query: AttemptQuery) -> str:
-        selection = select(self.engine, query, ATTENTION_CAP)
+        # Bounded like every read here: past the cap (or the rows it may read) the card says "N+".
+        selection = select(self.engine, query, ATTENTION_CAP, budget=ATTENTION_BUDGET)
         return f"{len(selection.ids)}+" if selection.more else str(len(selection.ids))
 
     def attempt(self, request: Request, operator: Operator, attempt_id: str) -> Response:

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 PAGE_SIZE = 50
 CHUNK = 200
-SCAN_BUDGET = 5000
+SCAN_BUDGET = 2000
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 #: The age filter's choices: label, and (older_than, newer_than).
 AGES: Mapping[str, tuple[str, timedelta | None, timedelta | None]] = {
@@ -103,15 +103,22 @@ class AttemptQuery:
         return {k: v for k, v in out.items() if v}
 
     @property
-    def states(self) -> tuple[State | None, ...]:
-        """The states to read (None: all); a view narrows the state filter."""
+    def states(self) -> tuple[State, ...]:
+        """The states to read; a view narrows the state filter."""
         by_view = {"retrying": RETRYING_STATES, "failed": (State.FAILED,), "reauth": (State.FAILED,),
                    "attention": (*RETRYING_STATES, State.FAILED)}.get(self.view)
         if by_view is None:
-            return (self.state,)
+            # Every state, read state by state and merged: each read then walks the (state,
+            # created_at) index instead of sorting the whole table (100,000 rows) per chunk.
+            return (self.state,) if self.state is not None else tuple(State)
         if self.state is not None:
             return (self.state,) if self.state in by_view else ()
         return by_view
+
+    @property
+    def is_pushed_down(self) -> bool:
+        """Whether the database applies every filter (``matches`` then lets every row through)."""
+        return not (self.reason or self.search or self.view in ("retrying", "attention", "reauth"))
 
     def matches(self, a: Attempt) -> bool:
         """The filters the database does not apply (see the module docstring)."""
@@ -134,10 +141,14 @@ def cursor_text(created_at: datetime, attempt_id: str) -> str:
     return f"{(created_at - EPOCH) // timedelta(microseconds=1)}~{attempt_id}"
 
 
-def _stream(engine: Engine, query: AttemptQuery, state: State | None) -> Iterator[Attempt]:
-    """Attempts in ``state`` matching the database-side filters, newest first, after the cursor."""
+def _stream(engine: Engine, query: AttemptQuery, state: State, first: int) -> Iterator[Attempt]:
+    """Attempts in ``state`` matching the database-side filters, newest first, after the cursor.
+
+    The first read asks for ``first`` rows (what the caller expects to need), later ones for
+    ``CHUNK``: every row read is decrypted by the repository, so reading ahead is not free.
+    """
     _, older, newer = AGES[query.age]
-    after, chunk = query.after, CHUNK
+    after, chunk = query.after, first
     while True:
         # created_before is exclusive: one microsecond more keeps the cursor's ties, skipped below.
         before = after[0] + timedelta(microseconds=1) if after is not None else None
@@ -169,9 +180,9 @@ class Page:
     budget_spent: bool = False
 
 
-def _merged(engine: Engine, query: AttemptQuery) -> Iterator[Attempt]:
+def _merged(engine: Engine, query: AttemptQuery, first: int) -> Iterator[Attempt]:
     """Every attempt the database-side filters let through, in order (several states merged)."""
-    streams = [_stream(engine, query, s) for s in query.states]
+    streams = [_stream(engine, query, s, max(1, min(first, CHUNK))) for s in query.states]
     if len(streams) == 1:
         return streams[0]
     return heapq.merge(*streams, key=_order)
@@ -184,7 +195,9 @@ def read_page(engine: Engine, query: AttemptQuery, *, size: int | None = None,
     size = PAGE_SIZE if size is None else size
     budget = SCAN_BUDGET if budget is None else budget
     page = Page()
-    for attempt in _merged(engine, query):
+    # Without filters applied here, one more row than the page tells whether there is a next one.
+    first = size + 1 if query.is_pushed_down else CHUNK
+    for attempt in _merged(engine, query, first):
         page.scanned += 1
         if query.matches(attempt):
             page.rows.append(attempt)
@@ -211,7 +224,7 @@ class Selection:
 def select(engine: Engine, query: AttemptQuery, cap: int, *, budget: int = 10 * SCAN_BUDGET) -> Selection:
     """The first ``cap`` matches of ``query`` from its first page on, reading at most ``budget`` rows."""
     ids: list[str] = []
-    for seen, attempt in enumerate(_merged(engine, replace(query, after=None)), start=1):
+    for seen, attempt in enumerate(_merged(engine, replace(query, after=None), budget), start=1):
         if query.matches(attempt):
             if len(ids) == cap:
                 return Selection(ids, True)

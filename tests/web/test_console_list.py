@@ -11,7 +11,7 @@ from testkit import QBO, QUICK_CONFIG
 from werkzeug.test import Client
 
 from engine import Engine, FakeClock
-from engine.web import console_query
+from engine.web import console, console_query
 from states import State
 
 ConsoleFor = Callable[..., Client]
@@ -182,3 +182,34 @@ def test_bulk_restart_has_a_dry_run_then_acts_on_the_selection(
     web_engine.run_until_idle()
     assert {web_engine.get(a.id).state for a in [*failed, extra]} == {State.PROVISIONED}
     assert {web_engine.history(a.id)[-2].note for a in failed} == {"operator:local"}
+
+
+def test_every_read_is_a_bounded_page(web_engine: Engine, console_for: ConsoleFor, clock: FakeClock,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fast with 100,000 attempts: the console reads with LIMITs only, and what one page reads is
+    bounded by the budgets, not by the table (budgets lowered here so 1,500 attempts exceed them)."""
+    monkeypatch.setattr(console_query, "SCAN_BUDGET", 100)
+    monkeypatch.setattr(console_query, "CHUNK", 25)
+    monkeypatch.setattr(console, "ATTENTION_BUDGET", 50)
+    for batch in range(3):  # start_many: 500 attempts share one created_at (ties cost re-reads)
+        clock.advance(60)
+        web_engine.start_many([{"element": "quickbooks", "name": f"B{batch}-{i}", "flow": "quick",
+                                "config": QUICK_CONFIG} for i in range(500)])
+    reads: list[tuple[int | None, int]] = []
+    real_list = web_engine.list
+
+    def counting_list(*args: Any, **kw: Any) -> list[Any]:
+        rows = real_list(*args, **kw)
+        reads.append((kw.get("limit"), len(rows)))
+        return rows
+
+    monkeypatch.setattr(web_engine, "list", counting_list)
+    client = console_for(web_engine)
+    # A tie block is read again when a chunk ends inside it, with a growing chunk: at most about
+    # three times the budgets (page scan plus the two attention cards) in all.
+    bound = 3 * (100 + 2 * 50) + 51
+    for url in ("/", "/?state=NEW", "/?view=attention", "/?search=b1-17", "/?reason=cancelled"):
+        reads.clear()
+        assert client.get(url).status_code == 200, url
+        assert reads and all(limit is not None for limit, _ in reads), url
+        assert sum(n for _, n in reads) <= bound < 1500, (url, reads)
