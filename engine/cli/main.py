@@ -117,19 +117,29 @@ def cmd_callback(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    """Receive provider redirects over HTTP until SIGINT/SIGTERM."""
-    serve = getattr(args, "serve", None)
-    if serve is None:
-        raise ProvisionError("`serve` needs the web receiver, which this entry point was not given",
+def _listen(args: argparse.Namespace, command: str, what: str, banner: str) -> int:
+    """Run the web function ``engine.main`` plugged in as ``args.<command>`` until SIGINT/SIGTERM."""
+    run = getattr(args, command, None)
+    if run is None:
+        raise ProvisionError(f"`{command}` needs the {what}, which this entry point was not given",
                              hint="Run the `provision` program (engine.main:main), which plugs it in.")
     engine = _engine(args)
     try:
-        serve(engine, args.host, args.port, ready=lambda url: _out(f"serving callbacks on {url}/callback"))
+        run(engine, args.host, args.port, ready=lambda url: _out(banner.format(url=url)))
     finally:
         engine.close()
-    print("serve: stopped", file=sys.stderr, flush=True)
+    print(f"{command}: stopped", file=sys.stderr, flush=True)
     return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Receive provider redirects over HTTP until SIGINT/SIGTERM."""
+    return _listen(args, "serve", "web receiver", "serving callbacks on {url}/callback")
+
+
+def cmd_console(args: argparse.Namespace) -> int:
+    """Serve the operator console (its own listener) until SIGINT/SIGTERM."""
+    return _listen(args, "console", "web console", "console on {url}/")
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -311,10 +321,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("callback", cmd_callback, "deliver a provider redirect URL to the engine")
     p.add_argument("url", metavar="URL", help="the full redirect URL (or its query string); quote it")
 
-    p = add("serve", cmd_serve, "HTTP callback receiver (GET /callback) with the status page at /status")
+    p = add("serve", cmd_serve, "the public HTTP callback receiver (GET /callback, /healthz, /readyz)")
     p.add_argument("--host", type=host_name, default="127.0.0.1",
                    help="interface to bind (default 127.0.0.1)")
     p.add_argument("--port", type=port_number, default=8050, help="port (default 8050, 0 = any free port)")
+
+    p = add("console", cmd_console, "the operator console on its own listener (login off loopback: "
+            "PROVISION_CONSOLE_TOKEN or PROVISION_CONSOLE_PASSWORD_HASH)")
+    p.add_argument("--host", type=host_name, default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=port_number, default=8060, help="port (default 8060, 0 = any free port)")
 
     p = add("list", cmd_list, "list attempts with counts per state")
     p.add_argument("--state", metavar="S", help="only attempts in state S (e.g. REDIRECTED)")
@@ -371,11 +386,13 @@ def error(message: str) -> None:
     print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
 
 
-def main(argv: Sequence[str] | None = None, *, serve: ServeFunction | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, serve: ServeFunction | None = None,
+         console: ServeFunction | None = None) -> int:
     """Run one ``provision`` command; returns the exit code.
 
     ``serve`` runs the public callback receiver; ``engine.main`` passes ``engine.web``'s, so that
-    the CLI and the web layer never import each other (README "Layout").
+    the CLI and the web layer never import each other (README "Layout"); ``console`` likewise runs
+    the operator console.
     """
     try:
         args = build_parser().parse_args(argv)
@@ -383,6 +400,7 @@ def main(argv: Sequence[str] | None = None, *, serve: ServeFunction | None = Non
         error(str(exc))
         return 2
     args.serve = serve
+    args.console = console
     configure_logging(args.verbose)
     try:
         return int(args.func(args))

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from engine.clock import utcnow
-from engine.config import EngineSettings, RenewalPolicy, RetryPolicy
+from engine.config import PRINTABLE_RE, EngineSettings, RenewalPolicy, RetryPolicy
 from engine.core import starts
 from engine.core.callbacks import CallbackOutcome, CallbackReceiver
 from engine.core.delivery import EventDispatcher, Hook, WebhookPort
@@ -186,13 +186,20 @@ class Engine:
 
     def list(self, state: State | str | None = None, *, element: str | None = None,
              older_than: timedelta | None = None, newer_than: timedelta | None = None,
-             limit: int | None = None) -> builtins.list[Attempt]:
-        """Attempts, newest first, filtered by state, element and age."""
+             limit: int | None = None, created_before: datetime | None = None) -> builtins.list[Attempt]:
+        """Attempts, newest first, filtered by state, element and age.
+
+        ``created_before`` (exclusive) pages through the list by keyset: pass the last row's
+        ``created_at`` (plus one microsecond to include its ties) to get the next page.
+        """
         f = validate_list(state, element, older_than, newer_than, limit)
+        if created_before is not None and not (isinstance(created_before, datetime)
+                                               and created_before.tzinfo is not None):
+            raise InvalidInputError("created_before", "must be a timezone-aware datetime")
         now = self.now()
+        before = [b for b in (created_before, now - f.older_than if f.older_than is not None else None) if b]
         return self.repo.list(
-            state=f.state, element=f.element, limit=f.limit,
-            created_before=now - f.older_than if f.older_than is not None else None,
+            state=f.state, element=f.element, limit=f.limit, created_before=min(before) if before else None,
             created_after=now - f.newer_than if f.newer_than is not None else None,
         )
 
@@ -245,7 +252,10 @@ class Engine:
     # --- operator actions ------------------------------------------------------------------------
 
     def _operator_move(self, attempt_id: str, trigger: Trigger, *, reason: str | None,
-                       next_run_at: Callable[[], datetime | None]) -> Attempt:
+                       next_run_at: Callable[[], datetime | None], actor: str | None = None) -> Attempt:
+        if actor is not None and not (isinstance(actor, str) and 0 < len(actor) <= 100
+                                      and PRINTABLE_RE.fullmatch(actor)):
+            raise InvalidInputError("actor", "must be printable text of 1 to 100 characters")
         for _ in range(5):
             attempt = self.get(attempt_id)
             dest = next_state(trigger, attempt.state)
@@ -256,7 +266,8 @@ class Engine:
             now = self.now()
             error = {"kind": reason, "message": "cancelled by an operator"} if reason else None
             entry = HistoryEntry.after(attempt, trigger.value, dest, now, worker=self.worker_id,
-                                       outcome="failed" if reason else "ok", error=error, note="operator")
+                                       outcome="failed" if reason else "ok", error=error,
+                                       note=f"operator:{actor}" if actor else "operator")
             write = transition_write(attempt, entry, owner=None, now=now, next_run_at=next_run_at(),
                                      failure_reason=reason, last_error=error)
             if self.repo.apply(write):
@@ -265,12 +276,12 @@ class Engine:
                 return self.get(attempt_id)
         raise ConcurrentUpdateError(f"attempt {attempt_id} kept changing; try again")
 
-    def cancel(self, attempt_id: str) -> Attempt:
-        """Move a non-terminal attempt to FAILED(cancelled)."""
+    def cancel(self, attempt_id: str, *, actor: str | None = None) -> Attempt:
+        """Move a non-terminal attempt to FAILED(cancelled); ``actor`` names the operator in the history."""
         return self._operator_move(attempt_id, Trigger.FAIL, reason=FailureReason.CANCELLED.value,
-                                   next_run_at=lambda: None)
+                                   next_run_at=lambda: None, actor=actor)
 
-    def reauthorize(self, attempt_id: str) -> Attempt:
+    def reauthorize(self, attempt_id: str, *, actor: str | None = None) -> Attempt:
         """New consent for the same instance after ``renewal_rejected`` (PUT ?reAuthenticate=true).
 
         The attempt goes FAILED --restart--> NEW and walks the OAuth flow again; its final step
@@ -287,11 +298,12 @@ class Engine:
             raise InvalidTransitionError(
                 f"attempt {attempt.id} used the quick flow: there is no consent to repeat",
                 hint="Start a new quick attempt with fresh tokens, or use --flow oauth1/oauth2.")
-        return self.restart(attempt_id)
+        return self.restart(attempt_id, actor=actor)
 
-    def restart(self, attempt_id: str) -> Attempt:
+    def restart(self, attempt_id: str, *, actor: str | None = None) -> Attempt:
         """Move a FAILED attempt back to NEW (history is kept); it is due at once."""
-        return self._operator_move(attempt_id, Trigger.RESTART, reason=None, next_run_at=self.now)
+        return self._operator_move(attempt_id, Trigger.RESTART, reason=None, next_run_at=self.now,
+                                   actor=actor)
 
     # --- the scheduler ---------------------------------------------------------------------------
 

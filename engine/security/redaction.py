@@ -52,6 +52,8 @@ LOGGER_NAMES: tuple[str, ...] = (
     "urllib3.poolmanager",
     "urllib3.response",
     "urllib3.util.retry",
+    "engine.web.console",
+    "engine.web.health",
 )
 
 _lock = threading.Lock()

@@ -1,10 +1,17 @@
-"""``provision serve``: the HTTP callback receiver, with the read-only status page mounted at /status.
+"""``provision serve``: the PUBLIC HTTP receiver of provider callbacks, and nothing else.
+
+Routes: ``GET */callback`` (the provider's redirect), ``GET */callback/progress?t=TOKEN`` (the
+customer's progress page), ``/healthz`` and ``/readyz``. The operator console is a separate app on
+its own listener (``engine.web.console``, ``provision console``): nothing here shows attempts.
 
 The provider redirects the user's browser to the callback URL; this app hands the query string to
-``Engine.handle_callback`` and answers a plain page saying whether the connection worked. It only
-answers GET/HEAD on the callback and status routes, never reflects input unescaped, refuses request
-bodies and request lines or query strings longer than a callback needs (``MAX_REQUEST_LINE``,
-``MAX_QUERY_CHARS``), and never logs query strings (they carry the OAuth verifier or code).
+``Engine.handle_callback`` and sends the browser on (303) to a progress page bound to the attempt by
+a short-lived token (``engine.web.progress_tokens``). That page says "Connecting..." and refreshes
+until the attempt is PROVISIONED or FAILED, then says which in plain words (``customer_pages``).
+A forged, replayed or expired link gets "This link is no longer valid"; the reason is logged for the
+operator, never shown. Only GET/HEAD are answered, nothing is reflected, request bodies and long
+request lines or query strings are refused (``MAX_REQUEST_LINE``, ``MAX_QUERY_CHARS``), and query
+strings are never logged (they carry the OAuth verifier or code).
 """
 from __future__ import annotations
 
@@ -12,16 +19,20 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
-from markupsafe import escape
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
+from engine.config import Branding, branding_from_env, callback_page_key_from_env
 from engine.core.callbacks import MAX_CALLBACK_CHARS
-from engine.errors import CallbackRejectedError, ProvisionError
+from engine.errors import AttemptNotFoundError, CallbackRejectedError, ProvisionError
 from engine.security.redaction import install as install_log_redaction
 from engine.security.redaction import redact_text
 from engine.signals import stop_on_signals
+from engine.web.customer_pages import CustomerPages
+from engine.web.health import HEALTH_PATHS, ReadinessProbe, database_probe, health_response
+from engine.web.progress_tokens import ProgressTokens
 from states.model import FailureReason, State
 
 if TYPE_CHECKING:
@@ -38,7 +49,7 @@ MAX_PATH_CHARS = 1024
 # limit is 64 KiB. Longer lines get 414 before any parsing.
 MAX_REQUEST_LINE = MAX_QUERY_CHARS + MAX_PATH_CHARS + 32
 ALLOWED_METHODS = ("GET", "HEAD")
-_RETRY_LATER = "The connection could not be recorded; please try again later."
+PROGRESS_SUFFIX = "/callback/progress"
 
 
 class CallbackRequest(Request):
@@ -47,106 +58,104 @@ class CallbackRequest(Request):
     max_content_length = MAX_CONTENT_LENGTH
 
 
-def _page(title: str, detail: str, status: int) -> Response:
-    # Both strings are escaped here, whatever their origin, so no caller can forget it.
-    html = (
-        f"<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{escape(title)}</title></head>"
-        f"<body><h1>{escape(title)}</h1>\n<p>{escape(detail)}</p>\n</body></html>\n"
-    )
-    resp = Response(html, status=status, mimetype="text/html")
-    resp.headers["Cache-Control"] = "no-store"
-    resp.headers["X-Content-Type-Options"] = "nosniff"
-    resp.headers["Content-Security-Policy"] = "default-src 'none'"
-    resp.headers["Referrer-Policy"] = "no-referrer"  # the callback URL carries a one-time code
-    return resp
-
-
 class CallbackApp:
-    """WSGI app: ``GET */callback`` applies a callback, ``/status...`` goes to the status page."""
+    """WSGI app: ``GET */callback`` applies a callback; ``*/callback/progress`` follows its attempt."""
 
-    def __init__(self, engine: Engine, status_factory: Callable[[Engine], Any] | None = None) -> None:
+    def __init__(self, engine: Engine, *, pages: CustomerPages, tokens: ProgressTokens,
+                 probe: ReadinessProbe) -> None:
         self.engine = engine
-        self._status_factory = status_factory
-        self._status_app: Any = None
-        self._status_loaded = False
-        self._lock = threading.Lock()
-
-    def _status(self) -> Any:
-        """The status page app, imported lazily (it is optional); None when not installed."""
-        with self._lock:
-            if not self._status_loaded:
-                self._status_loaded = True
-                factory = self._status_factory
-                if factory is None:
-                    try:
-                        from engine.web.status_page import StatusPage  # noqa: PLC0415 - optional module
-                    except ImportError:
-                        log.info("engine.web.status_page is not available; /status answers 404")
-                        return None
-                    factory = StatusPage
-                self._status_app = factory(self.engine)
-            return self._status_app
+        self.pages = pages
+        self.tokens = tokens
+        self.probe = probe
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         request = CallbackRequest(environ)
+        return self.route(request)(environ, start_response)
+
+    def route(self, request: Request) -> Response:
+        """The response to ``request`` (every refusal is a plain customer page)."""
         path = request.path
         if request.method not in ALLOWED_METHODS:
             # Every route is read-only (a callback is a browser redirect); nothing else is served.
-            resp = _page("Method not allowed", "Only GET and HEAD are served here.", 405)
+            resp = self.pages.page("method", 405)
             resp.headers["Allow"] = ", ".join(ALLOWED_METHODS)
-            return resp(environ, start_response)
-        if (request.content_length or 0) > 0 or "chunked" in environ.get(
+            return resp
+        if (request.content_length or 0) > 0 or "chunked" in request.environ.get(
             "HTTP_TRANSFER_ENCODING", ""
         ).lower():
             # GET/HEAD carry no body; one that does is not a browser redirect. Close the connection so
             # the unread body cannot be taken for the next request.
-            resp = _page("Payload too large", "Requests to this server carry no body.", 413)
+            resp = self.pages.page("too_large", 413)
             resp.headers["Connection"] = "close"
-            return resp(environ, start_response)
+            return resp
         if len(path) > MAX_PATH_CHARS or len(request.query_string) > MAX_QUERY_CHARS:
-            return _page("Link rejected", "Link rejected: the link is too long.", 414)(
-                environ, start_response
-            )
-        if path == "/status" or path.startswith("/status/"):
-            status_app = self._status()
-            if status_app is not None:
-                return status_app(environ, start_response)  # type: ignore[no-any-return]
-            return _page("Not found", "The status page is not installed.", 404)(environ, start_response)
+            return self.pages.page("too_long", 414)
+        if path in HEALTH_PATHS:
+            return health_response(path, self.probe) or self.pages.page("not_found", 404)
+        if path.rstrip("/").endswith(PROGRESS_SUFFIX):
+            return self.progress(request)
         if not path.rstrip("/").endswith("/callback"):
-            return _page("Not found", "Nothing here.", 404)(environ, start_response)
+            return self.pages.page("not_found", 404)
         if request.method == "HEAD":
             # Link checkers send HEAD; a one-time code must only be spent by the browser's GET.
-            return _page("Callback", "Open this link in a browser.", 200)(environ, start_response)
-        return self.callback(request)(environ, start_response)
+            return self.pages.page("open_in_browser")
+        return self.callback(request)
 
     def callback(self, request: Request) -> Response:
-        """Apply the callback in ``request``'s query string and describe the result."""
+        """Apply the callback in ``request``'s query string; send the browser to its progress page."""
         query = request.query_string.decode("latin-1")
-        if len(query) > MAX_QUERY_CHARS:
-            return _page("Link rejected", "Link rejected: the link is too long.", 414)
         try:
             outcome = self.engine.handle_callback(query)
         except CallbackRejectedError as exc:
-            return _page("Link rejected", f"Link rejected: {exc.reason}", 400)
+            # The operator finds the reason in the log and the callbacks inbox; the customer gets
+            # no internal words (state, nonce, verifier...).
+            log.info("callback link refused: %s", exc.reason)
+            return self.pages.page("invalid", 400)
         except ProvisionError as exc:
             log.error("callback could not be processed: %s", exc)
-            return _page("Something went wrong", _RETRY_LATER, 500)
+            return self.pages.page("error", 500)
         except Exception:  # noqa: BLE001 - a browser gets a page, the operator gets the log
             log.exception("callback failed unexpectedly")
-            return _page("Something went wrong", _RETRY_LATER, 500)
-        if outcome.status == "duplicate":
-            return _page("This link was already used", "This link was already used; nothing changed.", 200)
-        if outcome.state is State.FAILED:
-            if outcome.reason == FailureReason.USER_DENIED.value:
-                return _page("Access was denied", "Access was denied, so the account was not connected.", 200)
-            return _page("Connection failed", "The provider reported an error; nothing was connected.", 200)
-        return _page("Connected", "Connected. You can close this window; setup finishes in the background.",
-                     200)
+            return self.pages.page("error", 500)
+        if outcome.status == "duplicate" or outcome.attempt_id is None:
+            return self.pages.page("invalid")
+        base = request.script_root + request.path.rstrip("/")
+        location = f"{base}/progress?t={quote(self.tokens.issue(outcome.attempt_id), safe='')}"
+        response = Response(status=303, headers={"Location": location})
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        return response
+
+    def progress(self, request: Request) -> Response:
+        """"Connecting..." until the attempt of the token is PROVISIONED or FAILED; then which."""
+        attempt_id = self.tokens.open(request.args.get("t"))
+        if attempt_id is None:
+            return self.pages.page("invalid", 400)
+        try:
+            attempt = self.engine.get(attempt_id)
+        except AttemptNotFoundError:
+            return self.pages.page("invalid", 400)
+        except Exception:  # noqa: BLE001 - a database hiccup: keep polling rather than lie
+            log.exception("progress page could not read the attempt")
+            attempt = None
+        if attempt is not None and attempt.state is State.PROVISIONED:
+            return self.pages.page("connected")
+        if attempt is not None and attempt.state is State.FAILED:
+            denied = attempt.failure_reason == FailureReason.USER_DENIED.value
+            return self.pages.page("denied" if denied else "failed")
+        return self.pages.page("connecting", refresh_url=request.script_root + request.full_path)
 
 
-def make_app(engine: Engine, *, status_factory: Callable[[Engine], Any] | None = None) -> WSGIApplication:
-    """The callback receiver as a WSGI app (``status_factory`` overrides the lazily imported status page)."""
-    return CallbackApp(engine, status_factory)
+def make_app(engine: Engine, *, branding: Branding | None = None, tokens: ProgressTokens | None = None,
+             pages: CustomerPages | None = None, probe: ReadinessProbe | None = None) -> WSGIApplication:
+    """The callback receiver as a WSGI app.
+
+    ``branding`` styles the customer pages (or pass ready ``pages`` with your own messages);
+    ``tokens`` binds progress pages to attempts (default: a key made for this process);
+    ``probe`` answers ``/readyz`` (default: the database is reachable and migrated).
+    """
+    return CallbackApp(engine, pages=pages or CustomerPages(branding), tokens=tokens or ProgressTokens(),
+                       probe=probe or database_probe(engine))
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -177,10 +186,17 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 def serve(engine: Engine, host: str, port: int, *, ready: Callable[[str], None] | None = None,
-          stop: threading.Event | None = None) -> None:
-    """Serve until SIGINT/SIGTERM (or ``stop``); ``ready`` gets the base URL once listening."""
+          stop: threading.Event | None = None, app: WSGIApplication | None = None) -> None:
+    """Serve until SIGINT/SIGTERM (or ``stop``); ``ready`` gets the base URL once listening.
+
+    ``app`` replaces the receiver (``engine.web.console`` serves the console through this loop);
+    by default the receiver is built with the environment's branding and progress-link key.
+    """
     install_log_redaction()  # werkzeug's error lines quote request lines, which carry codes and verifiers
-    server = make_server(host, port, make_app(engine), threaded=True, request_handler=_QuietHandler)
+    if app is None:
+        tokens = ProgressTokens(callback_page_key_from_env())
+        app = make_app(engine, branding=branding_from_env(), tokens=tokens)
+    server = make_server(host, port, app, threaded=True, request_handler=_QuietHandler)
     stop = stop or threading.Event()
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
                               name="provision-serve", daemon=True)

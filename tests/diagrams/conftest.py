@@ -1,4 +1,4 @@
-"""Fixtures for the diagram and status-page tests.
+"""Fixtures for the diagram tests and the console's attempt page.
 
 - ``make_attempt`` / ``make_history``: hand-made ``Attempt`` and ``HistoryEntry`` objects (unit level,
   no database), with a secret in ``secrets`` so tests can prove it never leaks into a diagram.
@@ -58,7 +58,7 @@ def need_chromium() -> str:
     for name in ("chromium", "chromium-browser"):
         if shutil.which(name):
             return str(shutil.which(name))
-    return _require("chromium", "the browser test screenshots the status page", "apt-get install chromium")
+    return _require("chromium", "the browser test screenshots the console", "apt-get install chromium")
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""Secrets never leave the encrypted blobs: database bytes, logs, CLI output and the status page.
+"""Secrets never leave the encrypted blobs: database bytes, logs, CLI output, the console and the
+customer pages.
 
 Unique secret strings are planted (api secret, platform user/org secrets, quick-flow user tokens)
 and every secret the sandbox issues along the way (request tokens and their secrets, verifiers,
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from markupsafe import escape
 from testkit import TEST_KEY, StartKeys, consent
 from webhook_receiver import new_secret, receiving
 from werkzeug.test import Client
@@ -27,10 +29,12 @@ from werkzeug.test import Client
 from engine import ElementsClient, Engine, FakeClock, RetryPolicy
 from engine.cli.main import main as cli_main
 from engine.clients.webhooks import WebhookSender
-from engine.config import ClientSettings, WebhookSettings
+from engine.config import ClientSettings, ConsoleSettings, WebhookSettings
 from engine.errors import CallbackRejectedError
 from engine.security.redaction import install as install_log_redaction
 from engine.web.callback_app import make_app
+from engine.web.console import make_console
+from engine.web.progress_tokens import ProgressTokens
 from engine.wiring import open_repository
 from persistence.schema import attempts, callbacks, events, history
 from sandbox import Sandbox
@@ -260,15 +264,25 @@ def test_no_secret_anywhere(db_url: str, planted_clocked_sandbox: Sandbox, clock
     assert any("oauth/token" in r.getMessage() for r in caplog.records if r.name.startswith("urllib3"))
     assert hits("\n".join(r.getMessage() for r in caplog.records) + caplog.text, everything) == []
 
-    # 3. The status page (index, every attempt, diagrams).
-    client = Client(make_app(engine))
-    pages = [client.get("/status").get_data()]
+    # 3. The operator console (list, views, every attempt with its actions, diagrams): like `show`,
+    # it shows the consent URL of a REDIRECTED attempt (to a signed-in operator) and nothing else.
+    client = Client(make_console(engine, ConsoleSettings()))
+    pages = [client.get(url).get_data() for url in ("/", "/?view=attention", "/?state=FAILED")]
     for attempt_id in [*ids.values(), waiting.id]:
-        for suffix in ("", "/diagram.mmd"):
-            resp = client.get(f"/status/{attempt_id}{suffix}")
-            assert resp.status_code == 200
+        for suffix in ("", "/diagram.mmd", "/cancel", "/restart"):
+            resp = client.get(f"/attempts/{attempt_id}{suffix}")
+            assert resp.status_code in (200, 409)  # 409: the action does not apply in this state
             pages.append(resp.get_data())
-    assert hits(b"\n".join(pages), everything) == []
+    shown = b"\n".join(pages).decode()
+    assert escape(consent_url) in shown
+    assert hits(shown.replace(str(escape(consent_url)), "<consent url>"), everything) == []
+    # The public receiver's pages (progress of every attempt, a refused link): none of it either.
+    links = ProgressTokens()
+    receiver = Client(make_app(engine, tokens=links, probe=lambda: None))
+    public = [receiver.get(f"/callback/progress?t={links.issue(i)}").get_data()
+              for i in [*ids.values(), waiting.id]]
+    public += [receiver.get(url).get_data() for url in ("/callback?state=x&code=y", "/readyz", "/status")]
+    assert hits(b"\n".join(public), everything) == []
 
     # 4. The CLI's reading verbs (in-process: fast; the subprocess test below covers stderr logging).
     outputs = [cli_out(capsys, "list"), cli_out(capsys, "--json", "list")]
@@ -284,13 +298,13 @@ def test_no_secret_anywhere(db_url: str, planted_clocked_sandbox: Sandbox, clock
     assert len(feed) > 30 and any(p["type"] == "connection.renewed" for p in feed)
     events_out = cli_out(capsys, "--json", "events", "--limit", "10000") + cli_out(capsys, "events")
     secret = new_secret()
-    with receiving(secret) as receiver:
-        sender = WebhookSender(WebhookSettings(url=receiver.url, secret=secret))
+    with receiving(secret) as hook_receiver:
+        sender = WebhookSender(WebhookSettings(url=hook_receiver.url, secret=secret))
         hooked = Engine(engine.repo, engine.client, webhooks=sender)
         while hooked.deliver_events():
             pass
         sender.close()
-    bodies = [repr(r.payload) for r in receiver.accepted()]
+    bodies = [repr(r.payload) for r in hook_receiver.accepted()]
     assert len(bodies) == len(feed)
     text = repr(feed) + events_out + "\n".join(bodies)
     assert consent_url in text  # the waiting attempt's redirect event

@@ -1,5 +1,6 @@
 """``provision serve`` over real HTTP: only its routes and methods, bounded requests, no reflection,
-single use, rejected callbacks recorded and logged with their reason, no secret in its logs."""
+single use, rejected callbacks recorded and logged with their reason (never shown to the customer),
+no secret in its logs, and progress links that are not attempt ids."""
 from __future__ import annotations
 
 import logging
@@ -57,29 +58,45 @@ def test_callback_applies_once_then_duplicate_and_forgeries_are_rejected(
     url = redirect_to(base, consent(engine.redirect_url(engine.get(a.id)) or ""))
     assert requests.head(url, timeout=5).status_code == 200  # link checkers do not spend the code
     assert engine.get(a.id).state is State.REDIRECTED
-    first = requests.get(url, timeout=5)
-    assert first.status_code == 200 and "Connected" in first.text
-    assert first.headers["Referrer-Policy"] == "no-referrer" and first.headers["Cache-Control"] == "no-store"
+    first = requests.get(url, timeout=5, allow_redirects=False)
+    assert first.status_code == 303 and first.headers["Referrer-Policy"] == "no-referrer"
+    progress = first.headers["Location"]
+    assert progress.startswith("/callback/progress?t=") and a.id not in progress  # never the bare id
+    page = requests.get(base + progress, timeout=5)
+    assert page.status_code == 200 and "Connecting..." in page.text
+    assert page.headers["Referrer-Policy"] == "no-referrer" and page.headers["Cache-Control"] == "no-store"
     assert engine.get(a.id).state is State.CALLBACK_RECEIVED
-    assert "already used" in requests.get(url, timeout=5).text  # single use: a harmless duplicate
+    engine.run_until_idle()
+    assert "<h1>Connected</h1>" in requests.get(base + progress, timeout=5).text
+    duplicate = requests.get(url, timeout=5)  # single use: a harmless duplicate, plainly worded
+    assert "This link is no longer valid" in duplicate.text
     code = dict(p.split("=", 1) for p in urlsplit(url).query.split("&"))["code"]
     forged = requests.get(url.replace(f"code={code}", "code=forged"), timeout=5)
-    assert forged.status_code == 400 and "Link rejected" in forged.text
+    assert forged.status_code == 400 and "This link is no longer valid" in forged.text
+    for page_text in (duplicate.text, forged.text):
+        for internal in ("CALLBACK_RECEIVED", "PROVISIONED", "state", "nonce", "verifier", a.id):
+            assert internal not in page_text, internal
     # Recorded with its reason and logged (the reason only: no parameter values in the log).
     assert [c.reason for c in engine.repo.callbacks(a.id, status="rejected")] == [
-        "attempt is CALLBACK_RECEIVED; its state was already used"]
-    assert "callback rejected: attempt is CALLBACK_RECEIVED" in caplog.text
+        "attempt is PROVISIONED; its state was already used"]
+    assert "callback rejected: attempt is PROVISIONED" in caplog.text
     assert code not in caplog.text
 
 
 def test_only_get_and_head_on_known_routes(served: tuple[Engine, str]) -> None:
-    _, base = served
+    engine, base = served
     for method in ("POST", "PUT", "DELETE", "PATCH", "OPTIONS"):
-        for path in ("/callback", "/status", "/status/x"):
+        for path in ("/callback", "/callback/progress", "/healthz", "/status"):
             resp = requests.request(method, base + path, timeout=5)
             assert resp.status_code == 405 and resp.headers["Allow"] == "GET, HEAD", (method, path)
-    for path in ("/", "/admin", "/callbacks", "/status/x/y/z", "/_sandbox/requests"):
-        assert requests.get(base + path, timeout=5).status_code == 404, path
+    # The receiver is public: nothing of the operator console (or the old /status page) is here.
+    engine.start("quickbooks", "Private Customer Ltd", flow="oauth2", **QBO)
+    for path in ("/", "/admin", "/callbacks", "/status", "/status/x", "/attempts", "/login", "/bulk/restart",
+                 "/static/console.js", "/_sandbox/requests"):
+        resp = requests.get(base + path, timeout=5)
+        assert resp.status_code == 404 and "Private Customer" not in resp.text, path
+    assert requests.get(f"{base}/healthz", timeout=5).json() == {"status": "ok"}
+    assert requests.get(f"{base}/readyz", timeout=5).json() == {"status": "ready"}
 
 
 def test_sizes_are_bounded(served: tuple[Engine, str]) -> None:
@@ -105,8 +122,10 @@ def test_nothing_is_reflected_unescaped(served: tuple[Engine, str]) -> None:
             f"{base}/callback", params=dict(p.split("=", 1) for p in query.split("&")), timeout=5
         )
         assert resp.status_code in (200, 400) and "<script" not in resp.text, query
-        assert resp.headers["Content-Security-Policy"] == "default-src 'none'"
+        csp = resp.headers["Content-Security-Policy"]
+        assert csp.startswith("default-src 'none'") and "script-src" not in csp and "unsafe" not in csp
     assert "<script" not in requests.get(f"{base}/status/{payload}", timeout=5).text
+    assert "<script" not in requests.get(f"{base}/callback/progress?t={payload}", timeout=5).text
 
 
 def test_malformed_request_lines_are_logged_without_their_values(served: tuple[Engine, str],

@@ -1,0 +1,82 @@
+"""The operator actions the console offers: each one says when it applies and what it will do.
+
+An ``Action`` is data: the console shows its button only where ``applies`` is true, asks for
+confirmation with ``explain``'s sentence, then calls ``run`` with the operator's name (recorded in
+the history as ``operator:<name>``). ``bulk_states`` lists the states a filtered selection must be
+in for the action to be offered in bulk (empty: single attempts only).
+
+Extension point: features that add engine methods (``check``, ``disconnect``, ``redeliver``, the
+connect link) add an ``Action`` to ``DEFAULT_ACTIONS`` or pass their own tuple to ``ConsoleApp``;
+an action the engine cannot do yet is simply not listed.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from states.attempt import Attempt
+from states.machine import next_state
+from states.model import Flow, State, Trigger
+
+if TYPE_CHECKING:
+    from engine.core.facade import Engine
+
+TERMINAL = (State.PROVISIONED, State.FAILED)
+
+
+@dataclass(frozen=True)
+class Action:
+    """One operator action (see the module docstring)."""
+
+    name: str
+    label: str
+    applies: Callable[[Attempt], bool]
+    explain: Callable[[Attempt], str]
+    run: Callable[[Engine, str, str], Attempt]  # (engine, attempt id, operator name)
+    bulk_states: tuple[State, ...] = ()
+    danger: bool = False
+
+    def bulk_text(self, count: int) -> str:
+        """What the bulk confirmation says."""
+        return f"{self.label} {count} attempt{'s' if count != 1 else ''}"
+
+
+def _cancel_text(a: Attempt) -> str:
+    if a.state is State.PROVISIONED:
+        return (f"Attempt {a.id} is PROVISIONED with instance {a.instance_id or '(none)'}: cancelling moves "
+                "it to FAILED (cancelled) and stops its token renewals. The instance is NOT deleted at "
+                "Cloud Elements.")
+    return f"Attempt {a.id} ({a.state}) stops where it is and becomes FAILED (cancelled)."
+
+
+def _can_reauthorize(a: Attempt) -> bool:
+    # Engine.reauthorize's own rule: a FAILED attempt with an instance, not the quick flow.
+    return a.state is State.FAILED and bool(a.instance_id) and a.flow is not Flow.QUICK
+
+
+CANCEL = Action(
+    "cancel", "Cancel",
+    applies=lambda a: next_state(Trigger.FAIL, a.state) is not None,
+    explain=_cancel_text,
+    run=lambda engine, attempt_id, actor: engine.cancel(attempt_id, actor=actor),
+    bulk_states=tuple(s for s in State if next_state(Trigger.FAIL, s) is not None and s not in TERMINAL),
+    danger=True,
+)
+RESTART = Action(
+    "restart", "Restart",
+    applies=lambda a: next_state(Trigger.RESTART, a.state) is not None,
+    explain=lambda a: (f"Attempt {a.id} goes back to NEW and runs again at once; its history is kept"
+                       f"{' and it creates no second instance' if a.instance_id else ''}."),
+    run=lambda engine, attempt_id, actor: engine.restart(attempt_id, actor=actor),
+    bulk_states=(State.FAILED,),
+)
+REAUTHORIZE = Action(
+    "reauthorize", "Reauthorize",
+    applies=_can_reauthorize,
+    explain=lambda a: (f"Attempt {a.id} asks the customer for consent again; instance {a.instance_id} is "
+                       "re-authenticated in place (no new instance). Send them the new consent link once "
+                       "the attempt is REDIRECTED."),
+    run=lambda engine, attempt_id, actor: engine.reauthorize(attempt_id, actor=actor),
+)
+DEFAULT_ACTIONS: tuple[Action, ...] = (RESTART, REAUTHORIZE, CANCEL)
