@@ -328,7 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("console", cmd_console, "the operator console on its own listener (login off loopback: "
             "PROVISION_CONSOLE_TOKEN or PROVISION_CONSOLE_PASSWORD_HASH)")
-    p.add_argument("--host", type=host_name, default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    p.add_argument("--host", type=host_name, default="127.0.0.1",
+                   help="interface to bind (default 127.0.0.1)")
     p.add_argument("--port", type=port_number, default=8060, help="port (default 8060, 0 = any free port)")
 
     p = add("list", cmd_list, "list attempts with counts per state")
