@@ -92,16 +92,26 @@ class Sandbox:
 
 def start(host: str = DEFAULT_HOST, port: int = 0, user_secret: str = DEFAULT_USER_SECRET,
           org_secret: str = DEFAULT_ORG_SECRET, delays: DelaySpec = None, fails: FailSpec = None,
-          seed: int | None = None, now: Callable[[], float] | None = None) -> Sandbox:
+          seed: int | None = None, now: Callable[[], float] | None = None, *,
+          clock: Callable[[], float] | None = None, page_size: int = 200,
+          auto_refresh: bool = False, filter_after_paging: bool = False) -> Sandbox:
     """Start a sandbox in a daemon thread and return it (``port=0`` picks a free port).
 
     ``delays``/``fails`` take CLI spec strings (``["create_instance=1.5"]``, ``["oauth_url=0.5:429"]``)
     or mappings (``{"create_instance": 1.5}``, ``{"oauth_url": {"rate": 1, "status": 429, "count": 2}}``);
     invalid ones raise ``ValueError``; a port that cannot be bound raises ``OSError``.  ``seed`` makes
-    random failures reproducible; ``now`` replaces the clock (epoch seconds).
+    random failures reproducible; ``clock`` (or its older name ``now``) replaces the clock (epoch
+    seconds, real time by default). ``page_size`` is GET /instances' default page size;
+    ``auto_refresh`` runs the platform's due token refreshes before every request
+    (``sandbox.platform_refresh``); ``filter_after_paging`` makes tag-filtered pages sparse
+    (``sandbox.web.Context``).
     """
+    if page_size < 1:
+        raise ValueError(f"page_size must be at least 1, got {page_size}")
     faults = Faults.build(delays, fails, seed=seed)
-    app = SandboxApp(Context(Store(now), Secrets(user_secret, org_secret), faults))
+    app = SandboxApp(Context(Store(clock or now), Secrets(user_secret, org_secret), faults,
+                             page_size=page_size, auto_refresh=auto_refresh,
+                             filter_after_paging=filter_after_paging))
     # Bind ourselves: werkzeug answers a taken port with a message and sys.exit(1), which an embedding
     # program (or a test) should get as a plain OSError instead.
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from freezegun import freeze_time
-from testkit import TEST_KEY, StartKeys, consent
+from testkit import SANDBOX_COMPANY, TEST_KEY, StartKeys, consent
 from werkzeug.test import Client
 
 from engine import ElementsClient, Engine, RetryPolicy
@@ -95,7 +95,7 @@ def make(
 
 
 QBO: StartKeys = {"api_key": "dev-consumer-key", "api_secret": API_SECRET,
-                  "callback_url": "https://app.example.com/cb"}
+                  "callback_url": "https://app.example.com/cb", "config": SANDBOX_COMPANY}
 
 
 def _settle(engine: Engine, frozen: Any, rounds: int = 8) -> None:
@@ -124,7 +124,7 @@ def drive_every_flow(url: str, sb: Sandbox) -> tuple[Engine, dict[str, str]]:
         quick_cfg = {"oauth.api.key": "dev-consumer-key", "oauth.api.secret": API_SECRET,
                      "oauth.user.token": QUICK_TOKEN, "oauth.user.token.secret": QUICK_TOKEN_SECRET,
                      "quickbooks.realm.id": "123146096291789", "oauth.callback.url": "https://app.example.com/cb",
-                     "oauth.user.refresh_interval": str(100 * 86400)}
+                     "oauth.user.refresh_interval": str(100 * 86400), **SANDBOX_COMPANY}
         ids["quick"] = engine.start("quickbooks", "ok quick", flow="quick", config=quick_cfg).id
         denied = engine.start("quickbooks", "denied", flow="oauth1", **QBO)
         prod = engine.start("quickbooks", "invalid db", flow="oauth2", **QBO)
@@ -267,7 +267,7 @@ def test_cli_flow_verbose_worker_and_callback_never_print_secrets(
     outputs = []
     attempt_id = run_cli(sqlite_url, "start", "--element", "quickbooks", "--name", "cli", "--flow", "oauth1",
                          "--api-key", "dev-consumer-key", "--api-secret", API_SECRET,
-                         "--callback-url", "https://app.example.com/cb", env=env).strip()
+                         "--callback-url", "https://app.example.com/cb", "--sandbox-company", env=env).strip()
     outputs.append(run_cli(sqlite_url, "-vv", "worker", "--once", env=env))
     assert "urllib3" in outputs[-1] and "oauth/token" in outputs[-1]  # the DEBUG lines were really printed
     show = run_cli(sqlite_url, "--json", "show", attempt_id, env=env)
