@@ -129,13 +129,15 @@ def start(host: str = DEFAULT_HOST, port: int = 0, user_secret: str = DEFAULT_US
 def serve_forever(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, user_secret: str = DEFAULT_USER_SECRET,
                   org_secret: str = DEFAULT_ORG_SECRET, delays: DelaySpec = None, fails: FailSpec = None,
                   seed: int | None = None, ready: Callable[[Sandbox], None] | None = None,
-                  stop_event: threading.Event | None = None) -> None:
+                  stop_event: threading.Event | None = None, *, page_size: int = 200,
+                  auto_refresh: bool = False) -> None:
     """Run in the foreground until SIGINT/SIGTERM (or ``stop_event`` is set), then stop cleanly.
 
     ``ready`` is called once the socket is listening (the CLI prints its banner there).
     """
     stop = stop_event or threading.Event()
-    sandbox = start(host, port, user_secret, org_secret, delays, fails, seed)
+    sandbox = start(host, port, user_secret, org_secret, delays, fails, seed, page_size=page_size,
+                    auto_refresh=auto_refresh)
     previous: dict[signal.Signals, Any] = {}
 
     def _on_signal(signum: int, frame: FrameType | None) -> None:
