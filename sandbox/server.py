@@ -14,6 +14,7 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from sandbox.app import SandboxApp
 from sandbox.defaults import BASE_PATH, DEFAULT_HOST, DEFAULT_ORG_SECRET, DEFAULT_PORT, DEFAULT_USER_SECRET
 from sandbox.faults import DelaySpec, FailSpec, Faults
+from sandbox.platform_refresh import refresh_due
 from sandbox.store import Store
 from sandbox.web import Context, Secrets
 
@@ -68,6 +69,15 @@ class Sandbox:
     def clear_requests(self) -> None:
         """Empty the request log."""
         self.store.clear_requests()
+
+    def platform_refresh(self) -> list[dict[str, Any]]:
+        """Run the platform's due token refreshes now (as ``POST /_sandbox/platform-refresh``)."""
+        return refresh_due(self.store)
+
+    def refresh_presentations(self) -> list[tuple[str, str, float]]:
+        """Every refresh token presented so far: (token, "client" | "platform", sandbox time)."""
+        with self.store.lock:
+            return list(self.store.refresh_presentations)
 
     def stop(self) -> None:
         """Stop serving and close the socket (idempotent)."""

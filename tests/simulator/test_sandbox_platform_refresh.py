@@ -109,10 +109,10 @@ def test_no_refresh_token_is_presented_twice_when_the_client_pushes(timed: Api, 
         assert pushed.status_code == 200
         assert _refresh(timed) == []
     clock.now += 3600  # the client stops: the platform takes over
-    assert _refresh(timed)[0]["refreshed"] is True
-    presented = [t for t, _, _ in timed.sandbox.store.refresh_presentations]
+    assert timed.sandbox.platform_refresh()[0]["refreshed"] is True  # the in-process form of the endpoint
+    presented = [t for t, _, _ in timed.sandbox.refresh_presentations()]
     assert len(presented) == len(set(presented)) == 6
-    assert [who for _, who, _ in timed.sandbox.store.refresh_presentations] == ["client"] * 5 + ["platform"]
+    assert [who for _, who, _ in timed.sandbox.refresh_presentations()] == ["client"] * 5 + ["platform"]
 
 
 def test_auto_refresh_runs_before_each_request(clock: Clock) -> None:
