@@ -75,7 +75,6 @@ class ElementsClient:
                                    read_timeout=settings.read_timeout, max_body_bytes=settings.max_body_bytes)
         self._headers = {"Accept": "application/json",
                          "Authorization": f"User {settings.user_secret}, Organization {settings.org_secret}"}
-        self._plain_headers = {"Accept": "application/json"}
         self._base = settings.base_url.rstrip("/")
         self.page_size = page_size
         self.max_pages = max_pages
@@ -117,8 +116,8 @@ class ElementsClient:
         return prep
 
     def _exchange(self, endpoint: str, method: str, path: str, *, params: Any = None,
-                  body: Mapping[str, Any] | None = None, auth: bool = True) -> tuple[Any, Mapping[str, str]]:
-        prep = self._prepare(method, path, params, body, self._headers if auth else self._plain_headers)
+                  body: Mapping[str, Any] | None = None) -> tuple[Any, Mapping[str, str]]:
+        prep = self._prepare(method, path, params, body, self._headers)
         answer = self.transport.send(endpoint, prep)
         try:
             decoded = json.loads(answer.body) if answer.body else None
@@ -140,10 +139,9 @@ class ElementsClient:
         *,
         params: Any = None,
         body: Mapping[str, Any] | None = None,
-        auth: bool = True,
     ) -> Any:
         """One call; returns the decoded JSON or raises the matching ``ApiError``."""
-        return self._exchange(endpoint, method, path, params=params, body=body, auth=auth)[0]
+        return self._exchange(endpoint, method, path, params=params, body=body)[0]
 
     @staticmethod
     def _instance(endpoint: str, value: Any) -> dict[str, Any]:
