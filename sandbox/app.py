@@ -19,14 +19,18 @@ from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.routing import Map, RequestRedirect, Rule
 from werkzeug.wrappers import Request, Response
 
-from sandbox import consent, instances, oauth, provider
+from sandbox import consent, elements, instances, oauth, platform_refresh, provider, reconnect
 from sandbox.defaults import (
     BASE_PATH,
     CONSENT_PATH,
     FAULTS_PATH,
     HEALTH_PATH,
+    INSTANCE_STATUS_PATH,
+    PLATFORM_REFRESH_PATH,
     PROVIDER_BEARER_PATH,
+    PROVIDER_DISCOVERY_PATH,
     PROVIDER_RECONNECT_PATH,
+    PROVIDER_REVOKE_PATH,
     REQUESTS_PATH,
 )
 from sandbox.faults import Faults
@@ -82,8 +86,14 @@ ROUTES: dict[str, Route] = {
     "update_instance": Route(instances.update_instance, "update_instance"),
     "delete_instance": Route(instances.delete_instance, "update_instance"),
     "consent": Route(consent.consent, "consent"),
+    "get_element": Route(elements.get_element, None),
+    "element_metadata": Route(elements.element_metadata, None),
     "provider_bearer": Route(provider.bearer, "provider_token"),
-    "provider_reconnect": Route(provider.reconnect, "provider_token"),
+    "provider_revoke": Route(provider.revoke, "provider_token"),
+    "provider_discovery": Route(provider.discovery, None),
+    "provider_reconnect": Route(reconnect.reconnect, "provider_token"),
+    "platform_refresh": Route(platform_refresh.platform_refresh, None),
+    "instance_status": Route(platform_refresh.instance_status, None),
     "health": Route(_health, None, logged=False),
     "requests": Route(_requests, None, logged=False),
     "faults": Route(_faults, None, logged=False),
@@ -98,6 +108,12 @@ def _rules() -> list[Rule]:
         Rule(CONSENT_PATH, methods=["GET", "POST"], endpoint="consent"),
         Rule(PROVIDER_BEARER_PATH, methods=["POST"], endpoint="provider_bearer"),
         Rule(PROVIDER_RECONNECT_PATH, methods=["GET"], endpoint="provider_reconnect"),
+        Rule(PROVIDER_REVOKE_PATH, methods=["POST"], endpoint="provider_revoke"),
+        Rule(PROVIDER_DISCOVERY_PATH, methods=["GET"], endpoint="provider_discovery"),
+        Rule(PLATFORM_REFRESH_PATH, methods=["POST"], endpoint="platform_refresh"),
+        Rule(INSTANCE_STATUS_PATH, methods=["POST"], endpoint="instance_status"),
+        Rule(f"{b}/elements/<key>", methods=["GET"], endpoint="get_element"),
+        Rule(f"{b}/elements/<key>/metadata", methods=["GET"], endpoint="element_metadata"),
         Rule(HEALTH_PATH, methods=["GET"], endpoint="health"),
         Rule(f"{b}{HEALTH_PATH}", methods=["GET"], endpoint="health"),
         Rule(REQUESTS_PATH, methods=["GET", "DELETE"], endpoint="requests"),
@@ -107,7 +123,9 @@ def _rules() -> list[Rule]:
     for prefix in (f"{b}/instances", f"{b}/elements/<key>/instances"):
         rules += [
             Rule(prefix, methods=["POST"], endpoint="create_instance"),
+            Rule(f"{prefix}/", methods=["POST"], endpoint="create_instance"),  # elements-connect's form
             Rule(prefix, methods=["GET"], endpoint="list_instances"),
+            Rule(f"{prefix}/", methods=["GET"], endpoint="list_instances"),
             Rule(f"{prefix}/<instance_id>", methods=["GET"], endpoint="get_instance"),
             Rule(f"{prefix}/<instance_id>", methods=["PUT", "PATCH"], endpoint="update_instance"),
             Rule(f"{prefix}/<instance_id>", methods=["DELETE"], endpoint="delete_instance"),
@@ -132,15 +150,18 @@ class SandboxApp:
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         request = Request(environ)
         request.max_content_length = 1 << 20
-        request.get_data()  # cache the body so both the handler and the log can read it
         request_id = new_request_id(self.ctx.store.now())
         route: Route | None = None
         try:
+            request.get_data()  # cache the body so both the handler and the log can read it
+            if self.ctx.auto_refresh:
+                platform_refresh.refresh_due(self.ctx.store)
             name, values = self.url_map.bind_to_environ(environ).match()
             route = ROUTES[name]
             response = self._serve(route, request, dict(values), request_id)
-        except RequestRedirect as redirect:
-            response = redirect.get_response(environ)
+        except RequestRedirect as redirect:  # JSON, like every answer but the consent page
+            response = ApiError(redirect.code, f"Moved to {redirect.new_url}",
+                                headers={"Location": redirect.new_url}).to_response(request_id)
         except MethodNotAllowed as exc:
             response = ApiError(405, f"Method {request.method} not allowed on {request.path}",
                                 headers={"Allow": ", ".join(exc.valid_methods or [])}).to_response(request_id)

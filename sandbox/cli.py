@@ -28,6 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="answer STATUS (default 503) on a RATE fraction (0..1) of calls to ENDPOINT, "
                              "without performing the effect (repeatable)")
     parser.add_argument("--seed", type=int, default=None, help="seed for the --fail random choices")
+    parser.add_argument("--page-size", type=int, default=200, metavar="N",
+                        help="GET /instances page size when the caller gives no pageSize (default 200)")
+    parser.add_argument("--auto-refresh", action="store_true",
+                        help="refresh due instance tokens as the platform does, before every request")
 
 
 def _check(flag: str, specs: list[str], form: str, example: str) -> str | None:
@@ -51,13 +55,16 @@ def run(args: argparse.Namespace) -> int:
     if problem:
         print(problem, file=sys.stderr)
         return 2
+    if args.page_size < 1:
+        print(f"error: --page-size must be at least 1, got {args.page_size}", file=sys.stderr)
+        return 2
 
     def _ready(sandbox: Sandbox) -> None:
         print(f"sandbox listening on {sandbox.base_url}", flush=True)
 
     try:
         serve_forever(args.host, args.port, args.user_secret, args.org_secret, args.delay, args.fail,
-                      args.seed, ready=_ready)
+                      args.seed, ready=_ready, page_size=args.page_size, auto_refresh=args.auto_refresh)
     except OSError as exc:  # typically the port is taken
         print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}. "
               "Pick another --port (0 = any free port).", file=sys.stderr)

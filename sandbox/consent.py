@@ -64,7 +64,9 @@ def _parse(ctx: Context, request: Request) -> _Consent:
         absent = [name for name in ("client_id", "redirect_uri") if not args.get(name)]
         if absent:
             raise ConsentError(f"Missing required parameters: {', '.join(absent)}.")
-        element = find_element(args.get("element", ""))
+        # intuit-oauth's AuthClient sends no ``element``: its QuickBooks scope says who we play.
+        quickbooks = "com.intuit.quickbooks" in args.get("scope", "")
+        element = find_element(args.get("element", "") or ("quickbooks" if quickbooks else ""))
         return _Consent("oauth2", args["redirect_uri"], args.get("state", ""),
                         f"Connect {element.name if element else 'your account'}",
                         client_id=args["client_id"], element_key=element.key if element else None)

@@ -34,6 +34,10 @@ REQUESTS_PATH = "/_sandbox/requests"
 FAULTS_PATH = "/_sandbox/faults"
 PROVIDER_BEARER_PATH = "/_provider/oauth2/tokens/bearer"
 PROVIDER_RECONNECT_PATH = "/_provider/oauth1/reconnect"
+PROVIDER_REVOKE_PATH = "/_provider/oauth2/tokens/revoke"
+PROVIDER_DISCOVERY_PATH = "/_provider/.well-known/openid_configuration"
+PLATFORM_REFRESH_PATH = "/_sandbox/platform-refresh"
+INSTANCE_STATUS_PATH = "/_sandbox/instances/<instance_id>/status"
 HEALTH_PATH = "/health"
 
 #: Intuit token lifetimes (elements-api.md §13.3).
@@ -41,6 +45,8 @@ OAUTH1_TOKEN_LIFETIME_S = 180 * 86400
 OAUTH1_RECONNECT_WINDOW_S = 30 * 86400
 OAUTH2_ACCESS_TOKEN_LIFETIME_S = 3600
 OAUTH2_REFRESH_TOKEN_LIFETIME_S = 100 * 86400
+#: Intuit's absolute refresh-token cap (five years; ``x_refresh_token_hard_expires_in``).
+OAUTH2_REFRESH_TOKEN_HARD_LIFETIME_S = 5 * 365 * 86400
 
 #: Default ``oauth.user.refresh_interval`` values the platform stores (seconds, as strings).
 OAUTH1_REFRESH_INTERVAL = "13046400"  # 151 days: Intuit's recommended reconnect point

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,6 +28,8 @@ from sandbox.store import Instance
 from sandbox.web import ApiError, Context, check_auth, json_response, read_json_object, require_element
 
 NOT_FOUND = "Invalid Element Instance Id provided."
+MAX_PAGE_SIZE = 500
+PAGE_HEADERS = ("Elements-Next-Page-Token", "Elements-Returned-Count", "Elements-Total-Count")
 
 
 def _element_of(body: Mapping[str, Any], key: str | None) -> Element:
@@ -80,7 +83,7 @@ def create_instance(ctx: Context, request: Request, key: str | None = None) -> R
             realm = consume_oauth2(store, _provider_data(body), api_key)
         else:
             realm = config.get("quickbooks.realm.id")
-        check_company(store, api_key, realm)
+        check_company(store, element, config, realm)
         instance = Instance(store.next_instance_id(), sanitize(body.get("name") or element.key),
                             new_instance_token(), element.key, flow, _tags(body.get("tags")), config,
                             external, store.now())
@@ -92,15 +95,55 @@ def create_instance(ctx: Context, request: Request, key: str | None = None) -> R
         return json_response(instance_json(instance))
 
 
+def _page_size(request: Request, default: int) -> int:
+    text = request.args.get("pageSize")
+    if text is None:
+        return default
+    if not text.isdigit() or not 1 <= int(text) <= MAX_PAGE_SIZE:
+        raise ApiError(400, f"pageSize must be an integer from 1 to {MAX_PAGE_SIZE}")
+    return int(text)
+
+
+def _offset(request: Request) -> int:
+    token = request.args.get("nextPage")
+    if not token:
+        return 0
+    try:  # opaque to clients; the sandbox encodes the offset of the next page
+        return int(base64.urlsafe_b64decode(token.encode()).decode().removeprefix("offset:"))
+    except ValueError:
+        raise ApiError(400, f"Invalid nextPage token '{token}'") from None
+
+
 def list_instances(ctx: Context, request: Request, key: str | None = None) -> Response:
-    """``GET /instances[?tags[]=..]``: instances carrying every given tag."""
+    """``GET /instances[?tags[]=..]``: instances carrying every given tag, one page at a time.
+
+    Paged as the platform pages (churros ``headers.js``, ce-sdkifier ``platformSDK.js``): ``pageSize``
+    and ``nextPage`` in, ``Elements-Next-Page-Token`` (when more follow), ``Elements-Returned-Count``
+    and ``Elements-Total-Count`` out.
+    """
     check_auth(request, ctx.secrets)
     element = require_element(key) if key is not None else None
     wanted = set(request.args.getlist("tags[]") + request.args.getlist("tags"))
+    size, offset = _page_size(request, ctx.page_size), _offset(request)
+    def wanted_by(i: Instance) -> bool:
+        return wanted <= set(i.tags) and (element is None or i.element_key == element.key)
+
     with ctx.store.lock:
-        found = [instance_json(i) for i in sorted(ctx.store.instances.values(), key=lambda i: i.id)
-                 if wanted <= set(i.tags) and (element is None or i.element_key == element.key)]
-    return json_response(found)
+        ordered = sorted(ctx.store.instances.values(), key=lambda i: i.id)
+        if ctx.filter_after_paging:  # sparse pages: cut first, filter each page (see Context)
+            listed = ordered
+            page = [instance_json(i) for i in listed[offset:offset + size] if wanted_by(i)]
+        else:
+            listed = [i for i in ordered if wanted_by(i)]
+            page = [instance_json(i) for i in listed[offset:offset + size]]
+    response = json_response(page)
+    headers = {"Elements-Returned-Count": str(len(page)), "Elements-Total-Count": str(len(listed))}
+    if offset + size < len(listed):
+        headers["Elements-Next-Page-Token"] = base64.urlsafe_b64encode(
+            f"offset:{offset + size}".encode()).decode()
+    response.headers.update(headers)
+    response.headers["Access-Control-Expose-Headers"] = ", ".join(PAGE_HEADERS)
+    return response
 
 
 def _instance(ctx: Context, instance_id: str, key: str | None) -> Instance:
@@ -137,7 +180,7 @@ def _reauthenticate(ctx: Context, instance: Instance, provider_data: Mapping[str
         realm: str | None = consume_oauth1(ctx.store, provider_data, api_key)
     else:
         realm = consume_oauth2(ctx.store, provider_data, api_key)
-    check_company(ctx.store, api_key, realm)
+    check_company(ctx.store, element, instance.configuration, realm)
     grant(ctx.store, instance, auth_type, realm)
 
 

@@ -4,6 +4,7 @@ checks of ``providerData``, the development-key rule, and granting provider toke
 from __future__ import annotations
 
 import base64
+import json
 import re
 import secrets
 from collections.abc import Mapping
@@ -20,6 +21,10 @@ _MASKED_KEYS = frozenset({"oauth.api.key", "oauth.api.secret", "password"})
 _TAG_RE = re.compile(r"<[^>]*>")
 INVALID_DATABASE = ("Error code : invalid_database. Error message : Development application can only "
                     "subscribe to sandbox company. Please use production keys or connect a sandbox company.")
+#: What the platform relays when development keys are used without the sandbox flag (tips.md:35-41).
+AUTHORIZATION_FAILED = "3100 - message=AuthorizationFailed; errorCode=003100; statusCode=403"
+#: The QuickBooks element's sandbox-company switch, under its two documented names.
+SANDBOX_FLAGS = ("use_sandbox", "connect.to.sandbox")
 USER = {"id": 1, "emailAddress": "sandbox@example.com", "firstName": "Sandbox", "lastName": "User"}
 
 
@@ -37,7 +42,8 @@ def normalize_config(config: Mapping[str, Any]) -> dict[str, str | None]:
         elif isinstance(value, bool):
             out[str(key)] = "true" if value else "false"
         elif isinstance(value, (dict, list)):
-            raise ApiError(400, f"Configuration entry '{key}' must be a string, number or boolean")
+            # Object-valued entries (churros' ``extra.oauth.params``) are accepted and kept as JSON text.
+            out[str(key)] = json.dumps(value, separators=(",", ":"))
         else:
             out[str(key)] = str(value)
     return out
@@ -106,12 +112,34 @@ def consume_oauth2(store: Store, provider_data: Mapping[str, Any], api_key: str)
         return code.realm_id if element is not None and element.has_realm else None
 
 
-def check_company(store: Store, api_key: str, realm_id: str | None) -> None:
-    """Intuit's rule: development keys (not starting with ``prod``) may only use sandbox companies."""
+def is_development_key(api_key: str) -> bool:
+    """The sandbox's convention: production keys start with ``prod``; every other key is a development key.
+
+    Real Intuit keys do not show their kind; what matters is the rule the platform applies to them.
+    """
+    return not api_key.startswith("prod")
+
+
+def sandbox_company_flag(config: Mapping[str, Any]) -> bool:
+    """Whether the configuration asks for a sandbox company (``use_sandbox`` or ``connect.to.sandbox``)."""
+    return any(str(config.get(flag) or "").lower() == "true" for flag in SANDBOX_FLAGS)
+
+
+def check_company(store: Store, element: Element, config: Mapping[str, Any], realm_id: str | None) -> None:
+    """Intuit's rules for QuickBooks: development keys only reach sandbox companies, and only when the
+    instance says so (``use_sandbox=true``, later docs ``connect.to.sandbox``); without the flag the
+    platform talks to the production API, which answers 3100 (devportal ``quickbooksonline/tips.md``)."""
+    if not element.has_realm:
+        return
+    api_key = str(config.get("oauth.api.key") or "")
     with store.lock:
         company = store.realms.get(realm_id or "")
-    if company == "production" and not api_key.startswith("prod"):
+    if not is_development_key(api_key):
+        return
+    if company == "production":
         raise provider_error(INVALID_DATABASE)
+    if not sandbox_company_flag(config):
+        raise provider_error(AUTHORIZATION_FAILED)
 
 
 def now_ms(store: Store) -> str:
@@ -125,7 +153,7 @@ def grant(store: Store, instance: Instance, auth_type: str, realm_id: str | None
     api_key, api_secret = config.get("oauth.api.key") or "", config.get("oauth.api.secret") or ""
     store.invalidate_instance_tokens(instance.id)
     if auth_type == "oauth1":
-        access = store.issue_access_token(api_key, instance.id)
+        access = store.issue_access_token(api_key, api_secret, instance.id)
         config["oauth.user.token"], config["oauth.user.token.secret"] = access.token, access.secret
         config.setdefault("oauth.user.refresh_interval", OAUTH1_REFRESH_INTERVAL)
         config.pop("oauth.user.refresh_token", None)
@@ -158,7 +186,8 @@ def adopt_external_tokens(store: Store, instance: Instance, auth_type: str) -> N
             existing = store.access_tokens.get(token)
             if existing is None:
                 store.access_tokens[token] = AccessToken(
-                    token, config.get("oauth.user.token.secret") or "", api_key, granted, instance.id)
+                    token, config.get("oauth.user.token.secret") or "", api_key, granted, instance.id,
+                    consumer_secret=api_secret)
             else:
                 existing.instance_id = instance.id
         else:

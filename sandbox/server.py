@@ -14,6 +14,7 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from sandbox.app import SandboxApp
 from sandbox.defaults import BASE_PATH, DEFAULT_HOST, DEFAULT_ORG_SECRET, DEFAULT_PORT, DEFAULT_USER_SECRET
 from sandbox.faults import DelaySpec, FailSpec, Faults
+from sandbox.platform_refresh import refresh_due
 from sandbox.store import Store
 from sandbox.web import Context, Secrets
 
@@ -69,6 +70,15 @@ class Sandbox:
         """Empty the request log."""
         self.store.clear_requests()
 
+    def platform_refresh(self) -> list[dict[str, Any]]:
+        """Run the platform's due token refreshes now (as ``POST /_sandbox/platform-refresh``)."""
+        return refresh_due(self.store)
+
+    def refresh_presentations(self) -> list[tuple[str, str, float]]:
+        """Every refresh token presented so far: (token, "client" | "platform", sandbox time)."""
+        with self.store.lock:
+            return list(self.store.refresh_presentations)
+
     def stop(self) -> None:
         """Stop serving and close the socket (idempotent)."""
         if self._stopped:
@@ -92,16 +102,26 @@ class Sandbox:
 
 def start(host: str = DEFAULT_HOST, port: int = 0, user_secret: str = DEFAULT_USER_SECRET,
           org_secret: str = DEFAULT_ORG_SECRET, delays: DelaySpec = None, fails: FailSpec = None,
-          seed: int | None = None, now: Callable[[], float] | None = None) -> Sandbox:
+          seed: int | None = None, now: Callable[[], float] | None = None, *,
+          clock: Callable[[], float] | None = None, page_size: int = 200,
+          auto_refresh: bool = False, filter_after_paging: bool = False) -> Sandbox:
     """Start a sandbox in a daemon thread and return it (``port=0`` picks a free port).
 
     ``delays``/``fails`` take CLI spec strings (``["create_instance=1.5"]``, ``["oauth_url=0.5:429"]``)
     or mappings (``{"create_instance": 1.5}``, ``{"oauth_url": {"rate": 1, "status": 429, "count": 2}}``);
     invalid ones raise ``ValueError``; a port that cannot be bound raises ``OSError``.  ``seed`` makes
-    random failures reproducible; ``now`` replaces the clock (epoch seconds).
+    random failures reproducible; ``clock`` (or its older name ``now``) replaces the clock (epoch
+    seconds, real time by default). ``page_size`` is GET /instances' default page size;
+    ``auto_refresh`` runs the platform's due token refreshes before every request
+    (``sandbox.platform_refresh``); ``filter_after_paging`` makes tag-filtered pages sparse
+    (``sandbox.web.Context``).
     """
+    if page_size < 1:
+        raise ValueError(f"page_size must be at least 1, got {page_size}")
     faults = Faults.build(delays, fails, seed=seed)
-    app = SandboxApp(Context(Store(now), Secrets(user_secret, org_secret), faults))
+    app = SandboxApp(Context(Store(clock or now), Secrets(user_secret, org_secret), faults,
+                             page_size=page_size, auto_refresh=auto_refresh,
+                             filter_after_paging=filter_after_paging))
     # Bind ourselves: werkzeug answers a taken port with a message and sys.exit(1), which an embedding
     # program (or a test) should get as a plain OSError instead.
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -119,13 +139,15 @@ def start(host: str = DEFAULT_HOST, port: int = 0, user_secret: str = DEFAULT_US
 def serve_forever(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, user_secret: str = DEFAULT_USER_SECRET,
                   org_secret: str = DEFAULT_ORG_SECRET, delays: DelaySpec = None, fails: FailSpec = None,
                   seed: int | None = None, ready: Callable[[Sandbox], None] | None = None,
-                  stop_event: threading.Event | None = None) -> None:
+                  stop_event: threading.Event | None = None, *, page_size: int = 200,
+                  auto_refresh: bool = False) -> None:
     """Run in the foreground until SIGINT/SIGTERM (or ``stop_event`` is set), then stop cleanly.
 
     ``ready`` is called once the socket is listening (the CLI prints its banner there).
     """
     stop = stop_event or threading.Event()
-    sandbox = start(host, port, user_secret, org_secret, delays, fails, seed)
+    sandbox = start(host, port, user_secret, org_secret, delays, fails, seed, page_size=page_size,
+                    auto_refresh=auto_refresh)
     previous: dict[signal.Signals, Any] = {}
 
     def _on_signal(signum: int, frame: FrameType | None) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 from sandbox.defaults import (
     OAUTH1_TOKEN_LIFETIME_S,
+    OAUTH2_REFRESH_TOKEN_HARD_LIFETIME_S,
     OAUTH2_REFRESH_TOKEN_LIFETIME_S,
 )
 
@@ -67,6 +68,8 @@ class AccessToken:
     granted_at: float
     instance_id: int | None = None
     valid: bool = True
+    #: The app's consumer secret, which the sandbox needs to verify the OAuth 1.0a signature.
+    consumer_secret: str = ""
 
     @property
     def expires_at(self) -> float:
@@ -84,6 +87,8 @@ class RefreshToken:
     instance_id: int | None
     expires_at: float
     valid: bool = True
+    #: Intuit's absolute cap (five years from the first consent), carried over on every rotation.
+    hard_expires_at: float = float("inf")
 
 
 @dataclass
@@ -120,6 +125,9 @@ class Store:
         self.refresh_tokens: dict[str, RefreshToken] = {}
         self.instances: dict[int, Instance] = {}
         self._log: list[dict[str, Any]] = []
+        #: Every refresh token presented at the token endpoint, by anyone, in order: (token, who, when).
+        self.refresh_presentations: list[tuple[str, str, float]] = []
+        self.oauth1_nonces: set[tuple[str, str, str]] = set()  # (consumer key, timestamp, nonce) seen
         self._instance_ids = itertools.count(1001)
         self._realm_ids = itertools.count(1)
 
@@ -137,21 +145,27 @@ class Store:
             return realm_id
 
     # -- provider tokens ---------------------------------------------------------------------------
-    def issue_access_token(self, consumer_key: str, instance_id: int | None,
+    def issue_access_token(self, consumer_key: str, consumer_secret: str, instance_id: int | None,
                            granted_at: float | None = None) -> AccessToken:
         """Issue and remember a new OAuth1 access token pair."""
         with self.lock:
             token = AccessToken("qyprd" + random_base62(40), random_base62(40), consumer_key,
-                                self.now() if granted_at is None else granted_at, instance_id)
+                                self.now() if granted_at is None else granted_at, instance_id,
+                                consumer_secret=consumer_secret)
             self.access_tokens[token.token] = token
             return token
 
-    def issue_refresh_token(self, client_id: str, client_secret: str,
-                            instance_id: int | None, token: str | None = None) -> RefreshToken:
-        """Issue (or register a caller-supplied) OAuth2 refresh token valid for 100 days from now."""
+    def issue_refresh_token(self, client_id: str, client_secret: str, instance_id: int | None,
+                            token: str | None = None, hard_expires_at: float | None = None) -> RefreshToken:
+        """Issue (or register a caller-supplied) OAuth2 refresh token valid for 100 days from now.
+
+        ``hard_expires_at`` continues a rotation chain; a new chain gets Intuit's five-year cap.
+        """
         with self.lock:
+            now = self.now()
+            hard = now + OAUTH2_REFRESH_TOKEN_HARD_LIFETIME_S if hard_expires_at is None else hard_expires_at
             record = RefreshToken(token or "AB" + random_base62(48), client_id, client_secret, instance_id,
-                                  self.now() + OAUTH2_REFRESH_TOKEN_LIFETIME_S)
+                                  min(now + OAUTH2_REFRESH_TOKEN_LIFETIME_S, hard), hard_expires_at=hard)
             self.refresh_tokens[record.token] = record
             return record
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from werkzeug.datastructures import MultiDict
+from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request, Response
 
 from sandbox.catalog import Element, find_element
@@ -71,6 +72,14 @@ class Context:
     store: Store
     secrets: Secrets
     faults: Faults
+    #: Instances per page of GET /instances when the caller gives no ``pageSize``.
+    page_size: int = 200
+    #: Run the platform's due token refreshes before every request (see ``sandbox.platform_refresh``).
+    auto_refresh: bool = False
+    #: Cut GET /instances pages from *all* instances, then filter each page (pages may come back short,
+    #: even empty, with a next-page token). A stress mode, not a documented platform behaviour: it puts
+    #: a match on a late page, which a client must still find by following every token.
+    filter_after_paging: bool = False
 
 
 def parse_authorization(value: str) -> dict[str, str]:
@@ -144,7 +153,10 @@ def missing(params: Mapping[str, Any], names: tuple[str, ...]) -> list[str]:
 
 def body_for_log(request: Request) -> Any:
     """The body as the request log records it: JSON, else a form dict, else None."""
-    data = request.get_data()  # cached by the app before the handler ran
+    try:
+        data = request.get_data()  # cached by the app before the handler ran
+    except HTTPException:  # too large to read: answered 413, logged without its body
+        return None
     if not data.strip():
         return None
     try:

@@ -39,7 +39,8 @@ class ClientPort(Protocol):
 
     def refresh_oauth2(self, client_id: str, client_secret: str, refresh_token: str) -> Any: ...
 
-    def reconnect_oauth1(self, consumer_key: str, token: str) -> Any: ...
+    def reconnect_oauth1(self, consumer_key: str, consumer_secret: str, token: str,
+                         token_secret: str) -> Any: ...
 
 
 class PlatformPort(ClientPort, Protocol):

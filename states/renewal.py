@@ -70,8 +70,9 @@ def handle_provisioned(attempt: Attempt, ports: Ports) -> Decision:
         )
         return _renewed(attempt, ports, tokens, "refresh-token grant")
     if mode == "oauth1":
-        result = ports.call(lambda _n: ports.client.reconnect_oauth1(config["oauth.api.key"],
-                                                                     tokens["oauth.user.token"]))
+        result = ports.call(lambda _n: ports.client.reconnect_oauth1(
+            config["oauth.api.key"], config["oauth.api.secret"],
+            tokens["oauth.user.token"], tokens["oauth.user.token.secret"]))
         if result.code == 0:
             tokens.update({"oauth.user.token": result.token, "oauth.user.token.secret": result.secret})
             return _renewed(attempt, ports, tokens, "OAuth1 Reconnect")

@@ -61,7 +61,8 @@ def test_oauth1_quickbooks_sends_exactly_the_seed_guide_requests(make_engine: Ca
         "secret": body["providerData"]["secret"], "state": cb["state"], "dataSource": "QBO"}
     assert body["providerData"]["secret"]  # the request token's secret from step 1
     assert body["configuration"] == {"oauth.api.key": QBO["api_key"], "oauth.api.secret": QBO["api_secret"],
-                                     "oauth.callback.url": QBO["callback_url"], "filter.response.nulls": True}
+                                     "oauth.callback.url": QBO["callback_url"], "filter.response.nulls": True,
+                                     "use_sandbox": "true"}  # the sandbox company was asked for
     assert body["tags"] == ["For Docs", a.instance_tag]
     assert path(engine, a.id) == [
         ("issue_token", "NEW", "TOKEN_ISSUED"),

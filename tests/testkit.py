@@ -30,14 +30,19 @@ class StartKeys(TypedDict):
     api_key: str
     api_secret: str
     callback_url: str
+    config: dict[str, str]
 
 
+#: Development keys reach only sandbox companies, and only with the element's sandbox flag
+#: (devportal quickbooksonline/tips.md; the sandbox answers 3100 without it).
+SANDBOX_COMPANY = {"use_sandbox": "true"}
 QBO: StartKeys = {"api_key": "dev-consumer-key", "api_secret": "dev-consumer-secret",
-                  "callback_url": "https://app.example.com/cb"}
+                  "callback_url": "https://app.example.com/cb", "config": SANDBOX_COMPANY}
 QUICK_CONFIG = {
     "oauth.api.key": "dev-consumer-key", "oauth.api.secret": "dev-consumer-secret",
     "oauth.user.token": "qyprd-user-token", "oauth.user.token.secret": "user-token-secret",
     "quickbooks.realm.id": "123146096291789", "oauth.callback.url": "https://app.example.com/cb",
+    **SANDBOX_COMPANY,
 }
 
 

@@ -17,6 +17,7 @@ import requests
 from cryptography.fernet import Fernet
 
 from engine.cli.output import attempt_dict, format_attempt, to_json
+from engine.clients.transport import SANDBOX_COMPANY_HINT
 from engine.config import ENV_KEY, environ_copy
 from engine.core.facade import Engine
 from engine.errors import HINTS, ProvisionError
@@ -43,15 +44,24 @@ class Scenario:
     config: dict[str, str] = field(default_factory=dict)
 
 
+#: The QuickBooks element's sandbox-company flag (``provision start --sandbox-company``): development
+#: keys reach sandbox companies only with it (devportal quickbooksonline/tips.md).
+SANDBOX_COMPANY = {"use_sandbox": "true"}
+QUICK_TOKENS = {"oauth.user.token": "demo-user-token", "oauth.user.token.secret": "demo-token-secret",
+                "quickbooks.realm.id": "9130350000000001"}
+
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario("oauth1: QuickBooks, the user approves a sandbox company", "oauth1", State.PROVISIONED,
-             decision="approve"),
-    Scenario("oauth2: QuickBooks, the user approves", "oauth2", State.PROVISIONED, decision="approve"),
-    Scenario("quick: QuickBooks quick provision with existing tokens", "quick", State.PROVISIONED,
-             config={"oauth.user.token": "demo-user-token", "oauth.user.token.secret": "demo-token-secret",
-                     "quickbooks.realm.id": "9130350000000001"}),
+             decision="approve", config=SANDBOX_COMPANY),
+    Scenario("oauth2: QuickBooks, the user approves a sandbox company", "oauth2", State.PROVISIONED,
+             decision="approve", config=SANDBOX_COMPANY),
+    Scenario("quick: QuickBooks quick provision of a sandbox company with existing tokens", "quick",
+             State.PROVISIONED, config={**QUICK_TOKENS, **SANDBOX_COMPANY}),
     Scenario("oauth1: the user denies access", "oauth1", State.FAILED, decision="deny",
-             expect_reason=FailureReason.USER_DENIED.value),
+             config=SANDBOX_COMPANY, expect_reason=FailureReason.USER_DENIED.value),
+    Scenario("quick: development keys without the sandbox-company flag (3100 AuthorizationFailed)", "quick",
+             State.FAILED, config=QUICK_TOKENS, expect_reason=FailureReason.PERMANENT_ERROR.value,
+             expect_hint=SANDBOX_COMPANY_HINT),
     Scenario("oauth1: development keys with a production company (invalid_database)", "oauth1", State.FAILED,
              decision="approve", company="production", expect_reason=FailureReason.INVALID_DATABASE.value,
              expect_hint=HINTS["invalid_database"]),

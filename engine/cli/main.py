@@ -57,9 +57,12 @@ def cmd_start(args: argparse.Namespace) -> int:
     """Create an attempt (validated before anything is stored) and print its id."""
     from engine.core.intake import parse_config_pairs, validate_start  # noqa: PLC0415
 
+    config = parse_config_pairs(args.config)
+    if args.sandbox_company:  # the element's sandbox-company flag; an explicit --config entry wins
+        config.setdefault("use_sandbox", "true")
     inputs = dict(flow=args.flow, api_key=args.api_key, api_secret=args.api_secret,
                   callback_url=args.callback_url,
-                  tags=args.tag, config=parse_config_pairs(args.config), idempotency_key=args.idempotency_key,
+                  tags=args.tag, config=config, idempotency_key=args.idempotency_key,
                   callback_wait_s=args.callback_wait)
     # Validate before opening the database, so bad input does not even create one (start re-checks).
     validate_start(element=args.element, name=args.name, **inputs)
@@ -311,6 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="extra element configuration (repeatable)")
     p.add_argument("--idempotency-key", metavar="K",
                    help="a second start with the same key returns the first attempt")
+    p.add_argument("--sandbox-company", action="store_true",
+                   help="connect a QuickBooks sandbox company (sends use_sandbox=true; development keys "
+                        "need it)")
     p.add_argument("--callback-wait", metavar="SECONDS", help="how long the user has to consent")
 
     p = add("worker", cmd_worker, "run the scheduler loop")

@@ -1,26 +1,55 @@
 """Calls to the OAuth provider itself (not the platform): token refresh and OAuth1 Reconnect.
 
-QuickBooks: OAuth2 refresh-token grant at Intuit's token endpoint (the refresh token rotates) and
-the OAuth1 Reconnect API, which answers XML with an ``ErrorCode`` (elements-api.md §13.3).
+QuickBooks: the OAuth2 refresh-token grant at Intuit's token endpoint (the refresh token rotates),
+and the OAuth1 Reconnect API: a GET signed with OAuth 1.0a HMAC-SHA1 by the consumer key and secret
+and the token and token secret, parameters in the ``Authorization: OAuth ...`` header (quickbooks-ruby
+README "Reconnect", ``base_service.rb``), answered by namespaced XML
+(``<ReconnectResponse xmlns="http://platform.intuit.com/api/v1">``, quickbooks-ruby
+``access_token_response.rb``; elements-api.md §14a). Signing is ``requests-oauthlib``'s, parsing
+``defusedxml``'s; nothing here is hand-written crypto or a plain XML parser.
 """
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
+import json
+import logging
 from dataclasses import dataclass
+from typing import Any
 
+import defusedxml.ElementTree as SafeET
 import requests
+from defusedxml import DefusedXmlException
+from requests_oauthlib import OAuth1
 
-from engine.clients.elements import error_from_response
-from engine.errors import ApiConnectionError, ApiTimeoutError, MalformedResponseError, PermanentApiError
+from engine.clients.transport import Answer, Transport, checked_text, error_from_response
+from engine.errors import MalformedResponseError, PermanentApiError
+
+# oauthlib and requests-oauthlib log signature base strings, signing keys (consumer and token
+# secrets) and the signed Authorization header at DEBUG: keep those records from ever being emitted,
+# whatever level an embedder runs its root logger at (tests/security/test_security_leaks.py).
+for _name in ("oauthlib", "requests_oauthlib"):
+    logging.getLogger(_name).setLevel(logging.INFO)
 
 INTUIT_TOKEN_URL = "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer"
 INTUIT_RECONNECT_URL = "https://appcenter.intuit.com/api/v1/connection/reconnect"
+RECONNECT_NS = "http://platform.intuit.com/api/v1"
+ENDPOINT = "provider_token"
+_REAUTHORIZE = "The user must re-authorise: run `provision reauthorize ID`."
+_MAX_EXPIRES = 10 * 365 * 86400
 
 
 class RenewalRejectedError(PermanentApiError):
-    """The provider refused to renew (invalid_grant, Reconnect 270/22/24): re-authorisation needed."""
+    """The provider refused to renew (invalid_grant, Reconnect 270): re-authorisation needed."""
 
     kind = "renewal_rejected"
+
+
+class ProviderAuthorizationError(PermanentApiError):
+    """The provider rejected the app's own credentials (``invalid_client``, Reconnect 22/24).
+
+    A configuration error, not the user's: re-authorising the user cannot fix it.
+    """
+
+    kind = "provider_unauthorized"
 
 
 @dataclass(frozen=True)
@@ -51,7 +80,7 @@ class OAuth2Tokens:
 
 @dataclass(frozen=True)
 class ReconnectResult:
-    """Intuit Reconnect answer: ``code`` 0 means new ``token``/``secret``."""
+    """Intuit Reconnect answer: ``code`` 0 means new ``token``/``secret``; 212: outside the window."""
 
     code: int
     message: str
@@ -62,70 +91,91 @@ class ReconnectResult:
         return f"ReconnectResult(code={self.code}, message={self.message!r})"
 
 
+def _json(answer: Answer) -> Any:
+    try:
+        return json.loads(answer.body) if answer.body else None
+    except ValueError:
+        return None
+
+
+def _xml_field(root: Any, name: str) -> str:
+    # Intuit answers in its namespace; an un-namespaced field is accepted too (older examples).
+    node = root.find(f"{{{RECONNECT_NS}}}{name}")
+    if node is None:
+        node = root.find(name)
+    return (node.text or "").strip() if node is not None else ""
+
+
 class ProviderClient:
-    """HTTP to the provider with the same error classes as the platform client."""
+    """HTTP to the provider over the shared transport, with the platform client's error classes."""
 
-    def __init__(self, session: requests.Session, urls: ProviderUrls, timeout: tuple[float, float]) -> None:
-        self.session = session
+    def __init__(self, transport: Transport, urls: ProviderUrls) -> None:
+        self.transport = transport
         self.urls = urls
-        self.timeout = timeout
-        # Every ElementsClient builds one of these: the earliest point at which the engine does HTTP,
-        # so urllib3's DEBUG request lines (apiSecret in GET /oauth/token's query) are redacted
-        # even for embedders that never go through the CLI.
-
-    def _call(self, method: str, url: str, **kw: object) -> requests.Response:
-        try:
-            return self.session.request(method, url, timeout=self.timeout, **kw)  # type: ignore[arg-type]
-        except requests.Timeout:
-            raise ApiTimeoutError("provider did not answer in time", endpoint="provider_token") from None
-        except requests.RequestException as exc:
-            raise ApiConnectionError(f"cannot reach the provider ({type(exc).__name__})",
-                                     endpoint="provider_token") from None
 
     def refresh_oauth2(self, client_id: str, client_secret: str, refresh_token: str) -> OAuth2Tokens:
-        """The refresh-token grant; ``invalid_grant``/``invalid_client`` raise ``RenewalRejectedError``."""
-        resp = self._call("POST", self.urls.oauth2_token, auth=(client_id, client_secret),
-                          data={"grant_type": "refresh_token", "refresh_token": refresh_token},
-                          headers={"Accept": "application/json"})
-        try:
-            body = resp.json()
-        except ValueError:
-            body = None
-        if resp.status_code in (400, 401) and isinstance(body, dict) and body.get("error") in (
-                "invalid_grant", "invalid_client"):
-            raise RenewalRejectedError(f"provider answered {body['error']}", status=resp.status_code,
-                                       endpoint="provider_token",
-                                       hint="The user must re-authorise: run `provision reauthorize ID`.")
-        if not resp.ok:
-            raise error_from_response("provider_token", resp.status_code, body, resp)
-        if not (isinstance(body, dict) and isinstance(body.get("access_token"), str)
-                and isinstance(body.get("refresh_token"), str)):
-            raise MalformedResponseError(
-                "token answer lacks access_token/refresh_token",
-                endpoint="provider_token",
-                status=resp.status_code,
-            )
-        return OAuth2Tokens(body["access_token"], body["refresh_token"], int(body.get("expires_in") or 3600))
+        """The refresh-token grant; ``invalid_grant`` raises ``RenewalRejectedError``,
+        ``invalid_client`` ``ProviderAuthorizationError``."""
+        prep = self.transport.prepare(requests.Request(
+            "POST", self.urls.oauth2_token, auth=(client_id, client_secret),
+            data={"grant_type": "refresh_token", "refresh_token": refresh_token},
+            headers={"Accept": "application/json"}))
+        answer = self.transport.send(ENDPOINT, prep)
+        body = _json(answer)
+        error = body.get("error") if isinstance(body, dict) else None
+        if answer.status in (400, 401) and error == "invalid_grant":
+            raise RenewalRejectedError("provider answered invalid_grant", status=answer.status,
+                                       endpoint=ENDPOINT, hint=_REAUTHORIZE)
+        if answer.status in (400, 401) and error == "invalid_client":
+            raise ProviderAuthorizationError(
+                "provider answered invalid_client", status=answer.status, endpoint=ENDPOINT,
+                hint="The provider rejected the app's client id/secret: check oauth.api.key and "
+                     "oauth.api.secret of this attempt.")
+        if not answer.ok:
+            raise error_from_response(ENDPOINT, answer.status, body, answer.headers)
+        if not isinstance(body, dict):
+            raise MalformedResponseError("token answer is not a JSON object", endpoint=ENDPOINT,
+                                         status=answer.status)
+        expires_in = body.get("expires_in", 3600)
+        if type(expires_in) is not int or not 0 < expires_in <= _MAX_EXPIRES:  # bool is no int here
+            expires_in = 3600
+        return OAuth2Tokens(checked_text(ENDPOINT, "access_token", body.get("access_token")),
+                            checked_text(ENDPOINT, "refresh_token", body.get("refresh_token")),
+                            expires_in)
 
-    def reconnect_oauth1(self, consumer_key: str, token: str) -> ReconnectResult:
-        """QuickBooks OAuth1 Reconnect (in production the request is OAuth1-signed by the caller's keys)."""
-        resp = self._call("GET", self.urls.oauth1_reconnect,
-                          params={"oauth_consumer_key": consumer_key, "oauth_token": token})
-        if not resp.ok:
-            raise error_from_response("provider_token", resp.status_code, None, resp)
+    def reconnect_oauth1(self, consumer_key: str, consumer_secret: str, token: str,
+                         token_secret: str) -> ReconnectResult:
+        """QuickBooks OAuth1 Reconnect, OAuth 1.0a HMAC-SHA1 signed in the Authorization header.
+
+        Returns codes 0 (renewed) and 212 (outside the 30-day window: wait for it). Raises
+        ``RenewalRejectedError`` on 270 (expired: the user must re-authorise) and
+        ``ProviderAuthorizationError`` on 22/24 (the signature or app was refused).
+        """
+        auth = OAuth1(consumer_key, client_secret=consumer_secret, resource_owner_key=token,
+                      resource_owner_secret=token_secret, signature_method="HMAC-SHA1",
+                      signature_type="AUTH_HEADER")
+        prep = self.transport.prepare(requests.Request("GET", self.urls.oauth1_reconnect, auth=auth,
+                                                       headers={"Accept": "application/xml"}))
+        answer = self.transport.send(ENDPOINT, prep)
+        if not answer.ok:
+            raise error_from_response(ENDPOINT, answer.status, _json(answer), answer.headers)
         try:
-            root = ET.fromstring(resp.content[:100_000])
-            code = int(root.findtext("ErrorCode") or "-1")
-        except (ET.ParseError, ValueError):
-            raise MalformedResponseError(
-                "Reconnect answer is not the documented XML",
-                endpoint="provider_token",
-                status=resp.status_code,
-            ) from None
-        result = ReconnectResult(code, (root.findtext("ErrorMessage") or "")[:200],
-                                 root.findtext("OAuthToken") or "", root.findtext("OAuthTokenSecret") or "")
-        if code not in (0, 212):  # 22/24 not authorised, 270 token expired or rejected
-            raise RenewalRejectedError(f"Reconnect error {code}: {result.message}", status=resp.status_code,
-                                       endpoint="provider_token",
-                                       hint="The user must re-authorise: run `provision reauthorize ID`.")
-        return result
+            root = SafeET.fromstring(answer.body)
+            code = int(_xml_field(root, "ErrorCode"))
+        except (SafeET.ParseError, ValueError, DefusedXmlException):
+            raise MalformedResponseError("Reconnect answer is not the documented XML", endpoint=ENDPOINT,
+                                         status=answer.status) from None
+        message = _xml_field(root, "ErrorMessage")[:200]
+        if code == 0:
+            token = checked_text(ENDPOINT, "OAuthToken", _xml_field(root, "OAuthToken"))
+            secret = checked_text(ENDPOINT, "OAuthTokenSecret", _xml_field(root, "OAuthTokenSecret"))
+            return ReconnectResult(0, message, token, secret)
+        if code == 212:
+            return ReconnectResult(code, message)
+        if code in (22, 24):
+            raise ProviderAuthorizationError(
+                f"Reconnect error {code}: {message}", status=answer.status, endpoint=ENDPOINT,
+                hint="Intuit refused the signed call: check oauth.api.key / oauth.api.secret (consumer "
+                     "key and secret) and oauth.user.token.secret of this attempt.")
+        raise RenewalRejectedError(f"Reconnect error {code}: {message}", status=answer.status,
+                                   endpoint=ENDPOINT, hint=_REAUTHORIZE)

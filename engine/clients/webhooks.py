@@ -18,7 +18,7 @@ from typing import Any
 import requests
 import urllib3
 
-from engine.clients.elements import retry_after_seconds
+from engine.clients.transport import retry_after_seconds
 from engine.config import WebhookSettings
 from engine.errors import ProvisionError
 
@@ -99,7 +99,7 @@ class WebhookSender:
         status = resp.status_code
         if 200 <= status < 300:
             return WebhookResponse(status)
-        return WebhookResponse(status, retry_after_seconds(resp), f"receiver answered HTTP {status}")
+        return WebhookResponse(status, retry_after_seconds(resp.headers), f"receiver answered HTTP {status}")
 
     @staticmethod
     def _drain(resp: requests.Response, deadline: float) -> None:

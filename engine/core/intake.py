@@ -225,6 +225,12 @@ def validate_start(
         cfg[key] = value
     if "oauth.callback.url" in cfg:
         check_url("callback_url", str(cfg["oauth.callback.url"]))
+    for flag in ("use_sandbox", "connect.to.sandbox"):  # QuickBooks' sandbox-company flag, both names
+        if flag in cfg:
+            if str(cfg[flag]).lower() not in ("true", "false"):
+                raise InvalidInputError("config", f"{flag} must be true or false",
+                                        hint="Use --sandbox-company, or --config use_sandbox=true")
+            cfg[flag] = str(cfg[flag]).lower()
     if "oauth.user.refresh_interval" in cfg:
         cfg["oauth.user.refresh_interval"] = str(
             _int_field("oauth.user.refresh_interval", cfg["oauth.user.refresh_interval"], minimum=60,

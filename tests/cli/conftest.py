@@ -99,7 +99,7 @@ class Cli:
         """``provision start`` for QuickBooks OAuth1 with the planted secret; returns the id."""
         out = self("start", "--element", "quickbooks", "--flow", "oauth1", "--name", name,
                    "--api-key", "dev-key", "--api-secret", SECRET, "--callback-url", CALLBACK_URL,
-                   "--tag", "For Docs", *extra).stdout.strip()
+                   "--tag", "For Docs", "--sandbox-company", *extra).stdout.strip()
         assert len(out) == 36, out
         return out
 

@@ -14,7 +14,10 @@ def test_demo_runs_every_flow(cli: Any) -> None:
     assert "=> FAILED (user_denied): as expected" in out
     assert "=> FAILED (invalid_database): as expected" in out
     assert "Development keys can only connect sandbox companies" in out  # the hint
+    # Development keys without the sandbox-company flag: the platform's 3100, with the fix in the hint.
+    assert "=> FAILED (permanent_error): as expected" in out
+    assert "AuthorizationFailed" in out and "--sandbox-company" in out
     assert "issue_token" in out and "receive_callback" in out and "quick_provision" in out  # timelines
-    assert out.strip().splitlines()[-1].startswith("demo: 5/5 attempts ended as expected")
+    assert out.strip().splitlines()[-1].startswith("demo: 6/6 attempts ended as expected")
     assert "demo-app-secret" not in out + result.stderr
     assert "oauth_verifier=" not in out  # redirects carry one-time verifiers: never printed

@@ -134,7 +134,7 @@ def test_quick_flow_json_start_and_idempotency(cli: Any) -> None:
     args = ("start", "--element", "quickbooks", "--flow", "quick", "--name", "Q", "--api-key", "k",
             "--api-secret", cli.SECRET, "--config", "oauth.user.token=tok", "--config",
             "oauth.user.token.secret=toksecret", "--config", "quickbooks.realm.id=1",
-            "--idempotency-key", "o-42")
+            "--idempotency-key", "o-42", "--sandbox-company")
     started = json.loads(cli(*args, "--json").stdout)  # global options also work after the verb
     assert started["state"] == "NEW" and len(started["id"]) == 36
     assert cli(*args).stdout.strip() == started["id"]

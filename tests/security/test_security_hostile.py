@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import tracemalloc
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,10 +20,13 @@ from testkit import QBO, QUICK_CONFIG
 
 from engine import Engine, FakeClock, RetryPolicy
 from engine.clients.elements import ElementsClient
+from engine.clients.transport import MAX_INSTANCE_ID_CHARS
+from engine.config import ClientSettings
 from states import State
 
 CLASSIFIED = {"malformed_response", "timeout", "unavailable", "connection", "bad_request", "unauthorized",
-              "not_found", "forbidden", "conflict", "rate_limited", "provider_rejected"}
+              "not_found", "forbidden", "conflict", "rate_limited", "provider_rejected", "redirect",
+              "invalid_value"}
 MAX_BODY = 2000
 
 
@@ -40,6 +44,20 @@ class Hostile(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body) if length is None else length))
         self.end_headers()
         self.wfile.write(body)
+
+    def _drip(self, length: int, pause: float) -> None:
+        """A 200 whose ``length`` body bytes come one at a time, ``pause`` seconds apart."""
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(length))
+        self.end_headers()
+        for _ in range(length):
+            try:
+                self.wfile.write(b" ")
+                self.wfile.flush()
+            except OSError:
+                return
+            time.sleep(pause)
 
     def _answer(self) -> None:
         if self.headers.get("Content-Length"):
@@ -59,21 +77,32 @@ class Hostile(BaseHTTPRequestHandler):
         elif mode == "huge":
             self._send(200, b"[" + b"1," * (MAX_BODY * 5) + b"1]")
         elif mode == "drip":  # a byte at a time, each inside the read timeout, the whole far beyond it
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(DRIP_BYTES))
-            self.end_headers()
-            for _ in range(DRIP_BYTES):
-                try:
-                    self.wfile.write(b" ")
-                    self.wfile.flush()
-                except OSError:
-                    return
-                time.sleep(0.03)
+            self._drip(DRIP_BYTES, 0.03)
         elif mode == "html_500":
             self._send(500, b"<html>Bad Gateway</html>", "text/html")
         elif mode == "truncated":
             self._send(200, b'{"id": 1', length=500)  # promises 500 bytes, closes after 8
+        elif mode == "redirect":  # to another origin, as a hijacked or misconfigured endpoint would
+            self.send_response(307)
+            self.send_header("Location", self.server.elsewhere + "/steal")  # type: ignore[attr-defined]
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif mode == "long_id":  # one character longer than attempts.instance_id holds
+            self._send(200, json.dumps({"id": "7" * (MAX_INSTANCE_ID_CHARS + 1), "tags": [],
+                                        "configuration": {}}).encode())
+        elif mode == "endless":  # 300 MB announced and streamed until the client hangs up
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(300 * 1024 * 1024))
+            self.end_headers()
+            chunk = b" " * 65536
+            try:
+                for _ in range(300 * 16):
+                    self.wfile.write(chunk)
+            except OSError:
+                return
+        elif mode == "drip_per_second":  # the incident: one byte a second, each inside the read timeout
+            self._drip(60, 1.0)
         elif mode == "error_json_wrong_types":
             self._send(
                 400, json.dumps({"message": ["a"], "providerMessage": {"x": 1}, "requestId": 5}).encode()
@@ -82,14 +111,49 @@ class Hostile(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _answer
 
 
-@pytest.fixture
-def hostile() -> Iterator[Any]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Hostile)
+class Elsewhere(BaseHTTPRequestHandler):
+    """Another origin: records whatever reaches it (a followed redirect would land here)."""
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass
+
+    def _record(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self.server.seen.append((self.command, self.path, self.rfile.read(length)))  # type: ignore[attr-defined]
+        body = json.dumps({"access_token": "stolen", "refresh_token": "stolen", "id": "666"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_PATCH = do_PUT = _record
+
+
+def _serve(handler: type[BaseHTTPRequestHandler]) -> ThreadingHTTPServer:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
-    server.mode = "not_json"  # type: ignore[attr-defined]
     server.url = f"http://127.0.0.1:{server.server_port}"  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    return server
+
+
+@pytest.fixture
+def elsewhere() -> Iterator[Any]:
+    server = _serve(Elsewhere)
+    server.seen = []  # type: ignore[attr-defined]
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def hostile(elsewhere: Any) -> Iterator[Any]:
+    server = _serve(Hostile)
+    server.mode = "not_json"  # type: ignore[attr-defined]
+    server.elsewhere = elsewhere.url  # type: ignore[attr-defined]
     try:
         yield server
     finally:
@@ -108,6 +172,8 @@ MODES = [
     "html_500",
     "truncated",
     "error_json_wrong_types",
+    "redirect",
+    "long_id",
 ]
 DRIP_BYTES = 25
 DRIP_S = DRIP_BYTES * 0.03  # how long the hostile server takes to drip its body: beyond every deadline here
@@ -200,3 +266,88 @@ def test_slow_drip_is_cut_at_the_body_deadline(hostile: Any, sqlite_url: str,
     elapsed = time.monotonic() - started
     assert getattr(err.value, "kind", None) == "timeout"
     assert elapsed < 0.4 + 0.2 < DRIP_S, f"the drip held the call for {elapsed:.2f}s"
+
+
+def _provider_client(hostile: Any, **settings: Any) -> ElementsClient:
+    """A client whose provider endpoints are the hostile server's (the platform is never called)."""
+    return ElementsClient(ClientSettings(hostile.url + "/elements/api-v2", "u", "o",
+                                         provider_root=hostile.url + "/_provider", **settings))
+
+
+def test_provider_redirect_is_not_followed_and_the_token_stays_home(hostile: Any, elsewhere: Any) -> None:
+    """Regression test for issue 15: a 307 re-posted the refresh token to another origin."""
+    hostile.mode = "redirect"
+    client = _provider_client(hostile)
+    try:
+        with pytest.raises(Exception) as err:
+            client.refresh_oauth2("client-id", "client-secret", "the-refresh-token")
+        assert getattr(err.value, "kind", None) == "redirect" and not getattr(err.value, "transient", True)
+        with pytest.raises(Exception) as err:
+            client.reconnect_oauth1("ck", "cs", "tok", "ts")
+        assert getattr(err.value, "kind", None) == "redirect"
+        assert "the-refresh-token" not in str(err.value)
+    finally:
+        client.close()
+    assert elsewhere.seen == []  # nothing followed the redirect: no token re-posted, none taken back
+
+
+def test_platform_redirect_is_a_classified_error(hostile: Any, elsewhere: Any) -> None:
+    """A 3xx on the prepared-request path raised AttributeError before issue 15."""
+    hostile.mode = "redirect"
+    client = _provider_client(hostile)
+    try:
+        for call in (lambda: client.create_instance({"name": "x"}), lambda: client.get_instance("1"),
+                     lambda: client.find_instances_by_tag("t"), lambda: client.oauth_url("quickbooks", {})):
+            with pytest.raises(Exception) as err:
+                call()
+            assert getattr(err.value, "kind", None) == "redirect", err.value
+    finally:
+        client.close()
+    assert elsewhere.seen == []
+
+
+def test_300_mb_answer_is_capped_with_bounded_memory(hostile: Any) -> None:
+    hostile.mode = "endless"
+    client = _provider_client(hostile)  # the default cap: 1 MB
+    tracemalloc.start()
+    try:
+        started = time.monotonic()
+        with pytest.raises(Exception) as err:
+            client.refresh_oauth2("client-id", "client-secret", "rt")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        client.close()
+    assert getattr(err.value, "kind", None) == "malformed_response"
+    assert "larger than" in str(err.value)
+    assert peak < 16 * 1024 * 1024, f"peak {peak / 2**20:.1f} MiB for a capped answer"
+    assert time.monotonic() - started < 5
+
+
+def test_one_byte_per_second_drip_is_cut_at_the_deadline(hostile: Any) -> None:
+    """The incident of issue 15: a 1 byte/s drip held a step 60 s with a 3 s read timeout."""
+    hostile.mode = "drip_per_second"
+    client = _provider_client(hostile, connect_timeout=0.5, read_timeout=1.5)  # deadline: 2 s
+    started = time.monotonic()
+    try:
+        with pytest.raises(Exception) as err:
+            client.refresh_oauth2("client-id", "client-secret", "rt")
+    finally:
+        client.close()
+    elapsed = time.monotonic() - started
+    assert getattr(err.value, "kind", None) == "timeout"
+    assert elapsed < 3.5, f"the drip held the call for {elapsed:.1f}s"
+
+
+def test_over_long_instance_id_fails_the_attempt_once_classified(hostile: Any, sqlite_url: str,
+                                                                  engine_on: Callable[..., Engine]) -> None:
+    """An id longer than attempts.instance_id is a permanent, classified error, not a DataError per tick."""
+    hostile.mode = "long_id"
+    clock = FakeClock()
+    engine = engine_on(sqlite_url, clock=clock, base_url=hostile.url + "/elements/api-v2")
+    a = engine.start("quickbooks", "long id", flow="quick", config=QUICK_CONFIG)
+    engine.tick()
+    after = engine.get(a.id)
+    assert after.state is State.FAILED and after.failure_reason == "permanent_error"
+    assert after.last_error and after.last_error["kind"] == "invalid_value"
+    assert "'id'" in after.last_error["message"] and after.instance_id is None

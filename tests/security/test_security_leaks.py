@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from markupsafe import escape
-from testkit import TEST_KEY, StartKeys, consent
+from testkit import SANDBOX_COMPANY, TEST_KEY, StartKeys, consent
 from webhook_receiver import new_secret, receiving
 from werkzeug.test import Client
 
@@ -116,7 +116,7 @@ def make(
 
 
 QBO: StartKeys = {"api_key": "dev-consumer-key", "api_secret": API_SECRET,
-                  "callback_url": "https://app.example.com/cb"}
+                  "callback_url": "https://app.example.com/cb", "config": SANDBOX_COMPANY}
 
 
 def _settle(engine: Engine, clock: FakeClock, rounds: int = 8) -> None:
@@ -147,7 +147,7 @@ def drive_every_flow(url: str, sb: Sandbox, clock: FakeClock) -> tuple[Engine, d
     quick_cfg = {"oauth.api.key": "dev-consumer-key", "oauth.api.secret": API_SECRET,
                  "oauth.user.token": QUICK_TOKEN, "oauth.user.token.secret": QUICK_TOKEN_SECRET,
                  "quickbooks.realm.id": "123146096291789", "oauth.callback.url": "https://app.example.com/cb",
-                 "oauth.user.refresh_interval": str(100 * 86400)}
+                 "oauth.user.refresh_interval": str(100 * 86400), **SANDBOX_COMPANY}
     ids["quick"] = engine.start("quickbooks", "ok quick", flow="quick", config=quick_cfg).id
     denied = engine.start("quickbooks", "denied", flow="oauth1", **QBO)
     prod = engine.start("quickbooks", "invalid db", flow="oauth2", **QBO)
@@ -322,7 +322,7 @@ def test_cli_flow_verbose_worker_and_callback_never_print_secrets(
     outputs = []
     attempt_id = run_cli(sqlite_url, "start", "--element", "quickbooks", "--name", "cli", "--flow", "oauth1",
                          "--api-key", "dev-consumer-key", "--api-secret", API_SECRET,
-                         "--callback-url", "https://app.example.com/cb", env=env).strip()
+                         "--callback-url", "https://app.example.com/cb", "--sandbox-company", env=env).strip()
     outputs.append(run_cli(sqlite_url, "-vv", "worker", "--once", env=env))
     assert "urllib3" in outputs[-1] and "oauth/token" in outputs[-1]  # the DEBUG lines were really printed
     show = run_cli(sqlite_url, "--json", "show", attempt_id, env=env)

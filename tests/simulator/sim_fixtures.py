@@ -79,7 +79,8 @@ class Api:
                              "oauth_verifier": cb["oauth_verifier"], "secret": token["secret"],
                              "state": cb["state"], "dataSource": cb["dataSource"]},
             "configuration": {"oauth.api.key": api_key, "oauth.api.secret": "dev-secret",
-                              "oauth.callback.url": CALLBACK, "filter.response.nulls": True},
+                              "oauth.callback.url": CALLBACK, "filter.response.nulls": True,
+                              "use_sandbox": "true"},
             "tags": tags if tags is not None else ["For Docs"],
             "name": "QBO_Instance",
         }

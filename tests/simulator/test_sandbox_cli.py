@@ -60,6 +60,29 @@ def test_serve_forever_until_stop_event() -> None:
     assert not thread.is_alive() and seen == [200]
 
 
+def test_page_size_and_auto_refresh_options(capsys: pytest.CaptureFixture[str]) -> None:
+    args = parse("--page-size", "2", "--auto-refresh")
+    assert (args.page_size, args.auto_refresh) == (2, True)
+    assert (parse().page_size, parse().auto_refresh) == (200, False)
+    assert cli.run(parse("--port", "0", "--page-size", "0")) == 2
+    assert "--page-size must be at least 1" in capsys.readouterr().err
+    stop = threading.Event()
+    totals: list[str] = []
+
+    def ready(sandbox: Sandbox) -> None:
+        answer = requests.get(sandbox.base_url + "/instances", timeout=5, headers={
+            "Authorization": "User sandbox-user-secret, Organization sandbox-org-secret"})
+        totals.append(answer.headers["Elements-Returned-Count"])
+        assert sandbox.app.ctx.page_size == 3 and sandbox.app.ctx.auto_refresh
+        stop.set()
+
+    thread = threading.Thread(target=serve_forever, kwargs={
+        "port": 0, "ready": ready, "stop_event": stop, "page_size": 3, "auto_refresh": True})
+    thread.start()
+    thread.join(timeout=5)
+    assert totals == ["0"]
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_python_m_sandbox_prints_banner_and_exits_0(sig: signal.Signals) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "sandbox", "--port", "0", "--user-secret", "u"],

@@ -113,7 +113,8 @@ def test_delay_holds_after_commit(api: Api) -> None:
     api.sandbox.set_faults(delays={"create_instance": 0.5})
     body = {"element": {"key": "quickbooks"}, "externalAuthentication": "initial", "tags": ["attempt:x"],
             "configuration": {"oauth.api.key": "k", "oauth.api.secret": "s", "oauth.user.token": "t",
-                              "oauth.user.token.secret": "ts", "quickbooks.realm.id": "1"}}
+                              "oauth.user.token.secret": "ts", "quickbooks.realm.id": "1",
+                              "use_sandbox": "true"}}
     with pytest.raises(requests.exceptions.ReadTimeout):
         api.call("POST", "/instances", json=body, timeout=0.15)
     found = api.call("GET", "/instances", params={"tags[]": "attempt:x"}, timeout=0.4)

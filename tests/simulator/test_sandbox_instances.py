@@ -17,7 +17,7 @@ QUICK = {
                       "oauth.user.refresh_interval": "13046400", "quickbooks.realm.id": "123",
                       "oauth.user.token": "qyprdUSER", "oauth.user.token.secret": "SECRET",
                       "oauth.api.key": "dev-key", "oauth.api.secret": "dev-secret",
-                      "oauth.user.refresh_time": "1500000000000"},
+                      "oauth.user.refresh_time": "1500000000000", "use_sandbox": "true"},
     "tags": ["QBO Token"], "name": "QBO Token", "externalAuthentication": "initial",
 }
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
+import defusedxml.ElementTree as SafeET
 import pytest
 import requests
+from requests_oauthlib import OAuth1
 
 from engine.clock import FakeClock
 from sandbox import Sandbox, start
@@ -43,12 +44,20 @@ def refresh(api: Api, token: str, client: tuple[str, str] = ("dev-client", "clie
                          data={"grant_type": grant, "refresh_token": token}, timeout=5)
 
 
-def reconnect(api: Api, consumer_key: str, token: str) -> dict[str, str | None]:
-    answer = requests.get(api.root + "/_provider/oauth1/reconnect",
-                          params={"oauth_consumer_key": consumer_key, "oauth_token": token}, timeout=5)
+NS = "{http://platform.intuit.com/api/v1}"
+
+
+def reconnect(api: Api, consumer_key: str, token: str, token_secret: str = "",
+              consumer_secret: str = "dev-secret", *, signed: bool = True) -> dict[str, str | None]:
+    """Reconnect as quickbooks-ruby does it: a GET signed by requests-oauthlib (third-party signing)."""
+    auth = OAuth1(consumer_key, client_secret=consumer_secret, resource_owner_key=token,
+                  resource_owner_secret=token_secret) if signed else None
+    answer = requests.get(api.root + "/_provider/oauth1/reconnect", auth=auth, timeout=5)
     assert answer.status_code == 200 and answer.headers["Content-Type"].startswith("application/xml")
-    root = ET.fromstring(answer.text)
-    return {child.tag: child.text for child in root}
+    root = SafeET.fromstring(answer.content)
+    assert root.tag == NS + "ReconnectResponse"
+    assert root.find(NS + "ServerTime") is not None
+    return {child.tag.removeprefix(NS): child.text for child in root}
 
 
 def test_refresh_token_rotates(api: Api, clock: FakeClock) -> None:
@@ -82,20 +91,57 @@ def test_reconnect_window(api: Api, clock: FakeClock) -> None:
     clock.now = at("2024-01-01 00:00:00")
     token, cb = api.oauth1_consent()
     config = api.create(api.oauth1_body(token, cb)).json()["configuration"]
-    access = config["oauth.user.token"]
-    assert reconnect(api, "dev-key", access)["ErrorCode"] == "212"  # too early
+    access, secret = config["oauth.user.token"], config["oauth.user.token.secret"]
+    assert reconnect(api, "dev-key", access, secret)["ErrorCode"] == "212"  # too early
     clock.now = at("2024-05-31 00:00:00")  # day 151: inside the last 30 days of 180
-    renewed = reconnect(api, "dev-key", access)
+    renewed = reconnect(api, "dev-key", access, secret)
     assert renewed["ErrorCode"] == "0" and renewed["ErrorMessage"] is None
+    assert renewed["ServerTime"] == "2024-05-31T00:00:00.0000000Z"
     assert renewed["OAuthToken"] is not None and renewed["OAuthToken"] != access
-    assert renewed["OAuthTokenSecret"]
-    assert reconnect(api, "dev-key", access)["ErrorCode"] == "270"  # old token invalidated
-    assert reconnect(api, "dev-key", renewed["OAuthToken"])["ErrorCode"] == "212"  # fresh 180 days
-    assert reconnect(api, "other-key", renewed["OAuthToken"])["ErrorCode"] == "270"
+    new_secret = renewed["OAuthTokenSecret"]
+    assert new_secret
+    assert reconnect(api, "dev-key", access, secret)["ErrorCode"] == "270"  # old token invalidated
+    # A fresh 180 days: too early again.
+    assert reconnect(api, "dev-key", renewed["OAuthToken"], new_secret)["ErrorCode"] == "212"
+    assert reconnect(api, "other-key", renewed["OAuthToken"], new_secret)["ErrorCode"] == "270"
     clock.now = at("2024-11-28 00:00:00")  # past the renewed token's 180 days
-    assert reconnect(api, "dev-key", renewed["OAuthToken"])["ErrorCode"] == "270"
-    assert reconnect(api, "dev-key", "nope")["ErrorCode"] == "270"
-    assert reconnect(api, "", "")["ErrorCode"] == "22"
+    assert reconnect(api, "dev-key", renewed["OAuthToken"], new_secret)["ErrorCode"] == "270"
+    assert reconnect(api, "dev-key", "nope", "x")["ErrorCode"] == "270"
+
+
+def test_reconnect_refuses_unsigned_and_badly_signed_calls(api: Api, clock: FakeClock) -> None:
+    """Intuit's ErrorCode 22 "This API requires Authorization." for anything not properly signed."""
+    clock.now = at("2024-01-01 00:00:00")
+    token, cb = api.oauth1_consent()
+    config = api.create(api.oauth1_body(token, cb)).json()["configuration"]
+    access, secret = config["oauth.user.token"], config["oauth.user.token.secret"]
+    clock.now = at("2024-05-31 00:00:00")
+    unsigned = reconnect(api, "dev-key", access, signed=False)
+    assert unsigned["ErrorCode"] == "22"
+    assert unsigned["ErrorMessage"] == "This API requires Authorization."
+    # The old unsigned query-string form is refused too.
+    answer = requests.get(api.root + "/_provider/oauth1/reconnect", timeout=5,
+                          params={"oauth_consumer_key": "dev-key", "oauth_token": access})
+    assert SafeET.fromstring(answer.content).findtext(NS + "ErrorCode") == "22"
+    assert reconnect(api, "dev-key", access, secret, consumer_secret="wrong")["ErrorCode"] == "22"
+    assert reconnect(api, "dev-key", access, "wrong-token-secret")["ErrorCode"] == "22"
+    # None of these spent the token: a correctly signed call still renews it.
+    assert reconnect(api, "dev-key", access, secret)["ErrorCode"] == "0"
+
+
+def test_replayed_signed_reconnect_is_refused(api: Api, clock: FakeClock) -> None:
+    clock.now = at("2024-01-01 00:00:00")
+    token, cb = api.oauth1_consent()
+    config = api.create(api.oauth1_body(token, cb)).json()["configuration"]
+    clock.now = at("2024-05-31 00:00:00")
+    auth = OAuth1("dev-key", client_secret="dev-secret", resource_owner_key=config["oauth.user.token"],
+                  resource_owner_secret=config["oauth.user.token.secret"])
+    prepared = requests.Request("GET", api.root + "/_provider/oauth1/reconnect", auth=auth).prepare()
+    with requests.Session() as session:
+        first = session.send(prepared, timeout=5)
+        again = session.send(prepared, timeout=5)  # same nonce and timestamp
+    assert SafeET.fromstring(first.content).findtext(NS + "ErrorCode") == "0"
+    assert SafeET.fromstring(again.content).findtext(NS + "ErrorCode") == "22"
 
 
 def test_quick_provisioned_token_life_runs_from_refresh_time(api: Api, clock: FakeClock) -> None:
@@ -104,9 +150,9 @@ def test_quick_provisioned_token_life_runs_from_refresh_time(api: Api, clock: Fa
     body = {"element": {"key": "quickbooks"}, "externalAuthentication": "initial",
             "configuration": {"oauth.api.key": "k", "oauth.api.secret": "s", "oauth.user.token": "qyprdQ",
                               "oauth.user.token.secret": "S", "quickbooks.realm.id": "42",
-                              "oauth.user.refresh_time": str(granted_ms)}}
+                              "use_sandbox": True, "oauth.user.refresh_time": str(granted_ms)}}
     assert api.create(body).status_code == 200
-    assert reconnect(api, "k", "qyprdQ")["ErrorCode"] == "0"
+    assert reconnect(api, "k", "qyprdQ", "S", consumer_secret="s")["ErrorCode"] == "0"
 
 
 def test_provider_calls_are_faultable_and_logged(api: Api, clock: FakeClock) -> None:
