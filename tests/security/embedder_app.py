@@ -27,7 +27,8 @@ def main(db_url: str, api_secret: str) -> int:
     try:
         for flow in ("oauth1", "oauth2"):
             attempt = engine.start("quickbooks", f"embedded {flow}", flow=flow, api_key="dev-consumer-key",
-                                   api_secret=api_secret, callback_url="https://app.example.com/cb")
+                                   api_secret=api_secret, callback_url="https://app.example.com/cb",
+                                   config={"use_sandbox": "true"})  # development keys: a sandbox company
             engine.run_until_idle()
             location = consent(engine.redirect_url(engine.get(attempt.id)) or "")
             assert engine.handle_callback(location).status == "applied"

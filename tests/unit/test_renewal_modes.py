@@ -118,8 +118,9 @@ def test_oauth1_reconnect_inside_the_window_renews(client: FakeClient, ports: Fa
         next_run_at=T0,
         note="OAuth1 Reconnect",
     )
-    # (consumer key, token) today; OAuth 1.0a signing adds the consumer and token secrets here.
-    assert client.calls == [Call("reconnect_oauth1", ("dev-consumer-key", "tok-1"))]
+    # OAuth 1.0a signing needs the consumer secret and the token secret beside key and token.
+    assert client.calls == [
+        Call("reconnect_oauth1", ("dev-consumer-key", "dev-consumer-secret", "tok-1", "sec-1"))]
 
 
 def test_oauth1_reconnect_outside_the_window_waits_for_it(client: FakeClient, ports: FakePorts) -> None:
