@@ -227,7 +227,20 @@ def retry_policy_from_env(environ: Mapping[str, str] | None = None) -> RetryPoli
         raise InvalidInputError("PROVISION_RETRY_*", str(exc)) from None
 
 
+#: Days of history kept row by row; older renewal rows become daily summaries (persistence.retention).
+RETENTION_ENV = "PROVISION_HISTORY_RETENTION_DAYS"
 
+
+def history_retention_days_from_env(environ: Mapping[str, str] | None = None) -> int:
+    """``PROVISION_HISTORY_RETENTION_DAYS`` as a whole number of days; 0 (or unset) keeps everything."""
+    env = os.environ if environ is None else environ
+    raw = (env.get(RETENTION_ENV) or "").strip()
+    if not raw:
+        return 0
+    if not raw.isdigit():
+        raise InvalidInputError(RETENTION_ENV, f"must be a whole number of days (0 keeps everything), "
+                                               f"got {raw[:30]!r}")
+    return int(raw)
 
 
 def secret_keys_from_env(environ: Mapping[str, str] | None = None) -> str | None:

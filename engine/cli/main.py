@@ -110,6 +110,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         engine.wake()  # cut the idle wait short so shutdown is prompt
 
     previous = _install_stop_handlers(_stop)
+    if not args.once:
+        _start_retention(args, stop)
     print(f"worker {engine.worker_id} started (concurrency {args.concurrency}"
           f"{', once' if args.once else ''}); Ctrl-C or SIGTERM stops it", file=sys.stderr, flush=True)
     try:
@@ -123,6 +125,60 @@ def cmd_worker(args: argparse.Namespace) -> int:
           file=sys.stderr, flush=True)
     if args.json:
         _out(fmt.to_json({"steps": steps}))
+    return 0
+
+
+def _start_retention(args: argparse.Namespace, stop: threading.Event) -> None:
+    """Fold old renewal history hourly from a thread of the worker when the setting asks for it.
+
+    The pruner has its own connection pool and its own transactions, never a step's
+    (``persistence.retention``); a failure is logged and tried again an hour later.
+    """
+    from engine.clock import utcnow  # noqa: PLC0415
+    from engine.config import db_url_from_env, history_retention_days_from_env  # noqa: PLC0415
+    from persistence.database import create_db_engine  # noqa: PLC0415
+    from persistence.retention import HistoryPruner, RetentionSchedule  # noqa: PLC0415
+
+    days = history_retention_days_from_env()
+    if days:
+        pruner = HistoryPruner(create_db_engine(args.db or db_url_from_env(), pool_size=1), batch_rows=1000)
+        RetentionSchedule(pruner, days, utcnow).run_in_thread(
+            stop, on_error=lambda exc: log.warning("history retention failed: %s", type(exc).__name__),
+            on_report=lambda r: log.info("history retention: %s", fmt.to_json(r.as_dict())))
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    """Fold renewal history older than an age into one summary row per attempt and day."""
+    from engine.clock import utcnow  # noqa: PLC0415
+    from engine.config import RETENTION_ENV, db_url_from_env, history_retention_days_from_env  # noqa: PLC0415
+    from engine.wiring import open_repository  # noqa: PLC0415
+    from persistence.retention import HistoryPruner, retention_cutoff  # noqa: PLC0415
+
+    if args.history_older_than is not None:
+        keep = parse_duration("--history-older-than", args.history_older_than)
+        if keep.total_seconds() % 86400 or not keep:
+            raise UsageError("--history-older-than", f"must be whole days (e.g. 90d), got "
+                                                     f"{args.history_older_than[:40]!r}")
+    elif history_retention_days_from_env():
+        keep = timedelta(days=history_retention_days_from_env())
+    else:
+        raise UsageError("--history-older-than", f"give an age such as 90d, or set {RETENTION_ENV}")
+    if args.batch_size < 1:
+        raise UsageError("--batch-size", f"must be at least 1, got {args.batch_size}")
+    repo = open_repository(args.db or db_url_from_env())
+    try:
+        report = HistoryPruner(repo.engine, batch_rows=args.batch_size).prune(
+            retention_cutoff(utcnow(), keep), dry_run=args.dry_run)
+    finally:
+        repo.engine.dispose()
+    if args.json:
+        _out(fmt.to_json(report.as_dict()))
+        return 0
+    what = (f"{report.renewal_rows:,} renewal rows of {report.attempts:,} attempts from before "
+            f"{report.cutoff.date().isoformat()} into {report.summaries:,} daily summaries "
+            f"({report.rows_removed:,} history rows fewer")
+    _out(f"dry run: would fold {what})" if report.dry_run
+         else f"folded {what}, {report.pages:,} transactions)")
     return 0
 
 
@@ -341,6 +397,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("serve", cmd_serve, "HTTP callback receiver (GET /callback) with the status page at /status")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8050, help="port (default 8050, 0 = any free port)")
+
+    p = add("prune", cmd_prune, "fold old renewal history into daily summaries (other transitions are kept)")
+    p.add_argument("--history-older-than", metavar="DURATION",
+                   help="whole days, e.g. 90d (default: env PROVISION_HISTORY_RETENTION_DAYS)")
+    p.add_argument("--dry-run", action="store_true", help="count what would be folded; change nothing")
+    p.add_argument("--batch-size", type=int, default=5000, metavar="N", help="rows per transaction")
 
     p = add("list", cmd_list, "list attempts with counts per state")
     p.add_argument("--state", metavar="S", help="only attempts in state S (e.g. REDIRECTED)")
