@@ -3,7 +3,7 @@
 1. Loads N PROVISIONED engine-owned OAuth2 connections (hourly tokens) straight into the database
    (``bench/renewal_load.py``: COPY on PostgreSQL, secrets sealed with the engine's codec), due over
    ``--spread-s`` seconds (default one hour: a million connections on hourly tokens).
-2. Runs a fake provider + platform (``bench/fake_provider.py``, several processes on one port) and W
+2. Runs a fake provider + platform (``bench/fake_api.py``, several processes on one port) and W
    worker processes (``bench/worker.py``, the ``provision worker`` loop). Each renewal is the real
    PROVISIONED step twice: the refresh-token grant (committed at once with its history row), then the
    push of the rotated tokens to the instance (PATCH /instances/{id}).
@@ -43,7 +43,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
 sys.path.insert(0, str(BENCH))
 
-import fake_provider  # noqa: E402
+import fake_api  # noqa: E402
 import pg_local  # noqa: E402
 import procstat  # noqa: E402
 import renewal_load  # noqa: E402
@@ -66,7 +66,9 @@ def database(args: argparse.Namespace, tmp: Path) -> Iterator[tuple[str, Callabl
         return
     with ExitStack() as stack:
         if args.pg:
-            url, pids = args.pg, lambda: procstat.pids_named("postgres")  # whole machine: see the caveat
+            given = sa.make_url(args.pg)
+            url = given.set(database=given.database or "bench_renewals").render_as_string(hide_password=False)
+            pids = lambda: procstat.pids_named("postgres")  # noqa: E731 - the whole machine's: see the table
         else:
             server = stack.enter_context(pg_local.local_postgres(args.pg_bin))
             url, pids = server.url("bench_renewals"), server.pids
@@ -139,7 +141,7 @@ def run(args: argparse.Namespace, db_url: str, pg_pids: Callable[[], list[int]],
     t0 = utcnow() + timedelta(seconds=args.start_delay_s)
     renewal_load.arm(engine, t0)  # before the workers start, so none sleeps past t0
     env = {**os.environ, "PROVISION_SECRET_KEY": keys}
-    command = [sys.executable, str(BENCH / "worker.py"), db_url, api + fake_provider.BASE_PATH,
+    command = [sys.executable, str(BENCH / "worker.py"), db_url, api + fake_api.BASE_PATH,
                "--concurrency", str(args.concurrency)]
     workers = [subprocess.Popen(command, env=env) for _ in range(args.workers)]
     try:
@@ -236,7 +238,8 @@ def main() -> None:
     ap.add_argument("--grace-s", type=float, default=300.0, help="how long after the last due time to wait")
     ap.add_argument("--start-delay-s", type=float, default=5.0, help="first due time after loading")
     ap.add_argument("--poll-s", type=float, default=2.0, help="progress query interval")
-    ap.add_argument("--pg", metavar="URL", help="PostgreSQL database URL (dropped and recreated)")
+    ap.add_argument("--pg", metavar="URL",
+                    help="a PostgreSQL URL; its database (default bench_renewals) is dropped and recreated")
     ap.add_argument("--pg-bin", metavar="DIR", help="server binaries for a PostgreSQL of our own")
     ap.add_argument("--sqlite", action="store_true", help="the embedded default: a SQLite file")
     ap.add_argument("--fake-processes", type=int, default=2, help="fake provider processes (SO_REUSEPORT)")
@@ -248,9 +251,9 @@ def main() -> None:
     args.n = args.n or (10_000 if args.sqlite else 1_000_000)
     keys = Fernet.generate_key().decode()
     port = pg_local.free_port()
-    fake_pids = fake_provider.serve(port, args.fake_processes)  # forked before any thread or connection
+    fake_pids = fake_api.serve(port, args.fake_processes)  # forked before any thread or connection
     try:
-        fake_provider.wait_ready(port)
+        fake_api.wait_ready(port)
         with tempfile.TemporaryDirectory(prefix="bench-renewals-") as tmp, \
                 database(args, Path(tmp)) as (db_url, pg_pids, version):
             res = run(args, db_url, pg_pids, f"http://127.0.0.1:{port}", fake_pids, keys)

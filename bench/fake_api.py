@@ -1,20 +1,25 @@
-"""A fast fake of what a renewal talks to: the provider's token endpoint and the platform's instances.
+"""A fast fake of the platform and the provider for the benchmarks, several processes on one port.
 
-Same contract as the sandbox (``sandbox/``), reduced to the calls of the PROVISIONED step
-(``states/renewal.py``):
+Same contract as the sandbox (``sandbox/``), reduced to the calls the benchmarks make: the OAuth1
+flow of ``bench/engine_bench.py`` (as ``../shared/bench/fake_elements.py`` answers it) and the
+PROVISIONED step of ``bench/renewals.py`` (``states/renewal.py``). Paths under ``/elements/api-v2``:
 
+  GET  /elements/{key}/oauth/token   -> {"token", "secret"}
+  GET  /elements/{key}/oauth/url     -> {"element", "oauthUrl"} (the caller's state in oauth_callback)
+  POST /instances                    -> the new instance
+  PATCH|PUT|GET /instances/{id}      -> the instance (renewal: push the rotated tokens)
   POST /_provider/oauth2/tokens/bearer   refresh-token grant -> {"access_token", "refresh_token", ...}
-  PATCH|PUT|GET /elements/api-v2/instances/{id}   push the rotated tokens / read the instance
   GET /health
 
 It runs as ``processes`` forked processes on one port (``SO_REUSEPORT``, the pattern of
 ``../shared/bench/fake_elements_multi.py``) so that it is not the bottleneck of a many-worker run.
 
-    python bench/fake_provider.py --port 8766 --processes 4
+    python bench/fake_api.py --port 8766 --processes 4
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import re
@@ -26,10 +31,14 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 BASE_PATH = "/elements/api-v2"
 TOKEN_PATH = "/_provider/oauth2/tokens/bearer"
 _INSTANCE = re.compile(rf"^{BASE_PATH}/instances/(\d+)$")
+_TOKEN = re.compile(rf"^{BASE_PATH}/elements/([\w-]+)/oauth/token$")
+_URL = re.compile(rf"^{BASE_PATH}/elements/([\w-]+)/oauth/url$")
+_ids = itertools.count(1000)  # each forked process restarts it at its own offset (serve)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -53,7 +62,15 @@ class Handler(BaseHTTPRequestHandler):
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-        form = self._body().decode(errors="replace")
+        body = self._body()
+        if self.path.split("?", 1)[0] == f"{BASE_PATH}/instances":
+            req = json.loads(body or b"{}")
+            iid = next(_ids)
+            return self._send(200, {"id": iid, "name": req.get("name", f"instance-{iid}"),
+                                    "token": secrets.token_hex(16), "valid": True, "disabled": False,
+                                    "element": {"key": (req.get("element") or {}).get("key", "quickbooks")},
+                                    "configuration": req.get("configuration", {})})
+        form = body.decode(errors="replace")
         if self.path != TOKEN_PATH:
             return self._send(404, {"message": f"no route POST {self.path}"})
         if "grant_type=refresh_token" not in form or not self.headers.get("Authorization"):
@@ -75,7 +92,18 @@ class Handler(BaseHTTPRequestHandler):
     do_PATCH = do_PUT = _instance  # noqa: N815
 
     def do_GET(self) -> None:  # noqa: N802
-        if self.path == "/health":
+        url = urlsplit(self.path)
+        query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        if _TOKEN.match(url.path):
+            return self._send(200, {"token": "rt-" + secrets.token_hex(8), "secret": secrets.token_hex(8)})
+        if match := _URL.match(url.path):
+            # Like the platform, carry the caller's state inside oauth_callback, so that a benchmark
+            # can build the provider's redirect from the oauthUrl alone (bench/engine_bench.py).
+            callback = query.get("callbackUrl", "") + "?" + urlencode({"state": query.get("state", "")})
+            oauth_url = "https://appcenter.example/Connect/Begin?" + urlencode(
+                {"oauth_token": query.get("requestToken", ""), "oauth_callback": callback})
+            return self._send(200, {"element": match.group(1), "oauthUrl": oauth_url})
+        if url.path == "/health":
             return self._send(200, {"ok": True})
         return self._instance()
 
@@ -93,11 +121,13 @@ class ReuseServer(ThreadingHTTPServer):
 
 def serve(port: int, processes: int) -> list[int]:
     """Fork ``processes`` servers on ``port``; returns their pids (the caller stops them)."""
+    global _ids
     pids = []
-    for _ in range(processes):
+    for i in range(processes):
         pid = os.fork()
         if pid == 0:
             signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+            _ids = itertools.count(1000 + i * 10_000_000)  # distinct instance ids per process
             ReuseServer(("127.0.0.1", port), Handler).serve_forever()
             os._exit(0)
         pids.append(pid)
