@@ -30,6 +30,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from persistence.database import AUTOCOMMIT_OPTIONS
 from persistence.schema import attempts, history
 
 RENEW = "renew"
@@ -169,11 +170,15 @@ class HistoryPruner:
             after_id = ids[-1]
         return report
 
+    def _reader(self) -> sa.Connection:
+        """A connection for reads only: on SQLite no BEGIN IMMEDIATE, so no write lock is taken."""
+        return self.engine.connect().execution_options(**AUTOCOMMIT_OPTIONS)
+
     def _attempt_ids(self, after: str | None) -> list[str]:
         q = sa.select(attempts.c.id).order_by(attempts.c.id).limit(self.batch_attempts)
         if after is not None:
             q = q.where(attempts.c.id > after)
-        with self.engine.connect() as conn:
+        with self._reader() as conn:
             return list(conn.execute(q).scalars())
 
     def _fold_batch(self, ids: list[str], cutoff: datetime, report: PruneReport, touched: set[str]) -> None:
@@ -222,7 +227,7 @@ class HistoryPruner:
         after: tuple[str, datetime, int] | None = None
         last_day: tuple[str, date] | None = None
         while True:
-            with self.engine.connect() as conn:
+            with self._reader() as conn:
                 raw = [_row(r) for r in conn.execute(_raw_page(ids, cutoff, after, self.batch_rows))]
                 if not raw:
                     return

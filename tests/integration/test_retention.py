@@ -321,3 +321,17 @@ def test_the_worker_command_prunes_from_a_thread_when_the_setting_is_on(
     finally:
         stop.set()
         repo.engine.dispose()
+
+
+def test_a_dry_run_reads_without_the_sqlite_write_lock(sqlite_url: str) -> None:
+    repo = open_repository(sqlite_url, migrate=True, environ={"PROVISION_SECRET_KEY": TEST_KEY})
+    try:
+        clock = FakeClock(datetime(2026, 1, 1, tzinfo=timezone.utc))
+        load(repo, clock)
+        with repo.engine.begin() as writer:  # a worker's transaction holds the write lock meanwhile
+            writer.execute(history.update().where(history.c.seq == -1).values(note="x"))
+            report = HistoryPruner(repo.engine).prune(retention_cutoff(clock(), timedelta(days=90)),
+                                                       dry_run=True)
+        assert report.renewal_rows > 0
+    finally:
+        repo.engine.dispose()
