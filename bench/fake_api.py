@@ -153,7 +153,7 @@ def main() -> None:
     ap.add_argument("--processes", type=int, default=2)
     args = ap.parse_args()
     pids = serve(args.port, args.processes)
-    print(f"fake provider: {args.processes} processes on http://127.0.0.1:{args.port}", flush=True)
+    print(f"fake API: {args.processes} processes on http://127.0.0.1:{args.port}", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:

@@ -10,7 +10,9 @@ Brings everything it needs, so that the table can be reproduced on any machine w
 * one ``bench/engine_bench.py --workers W`` run per cell: a driver process starts N attempts with
   ``Engine.start_many`` and delivers their callbacks while W worker processes run the steps
   (``--callbacks free``: the callbacks as one bulk transaction per poll, to show what the workers
-  alone reach when the single driver is not the limit).
+  alone reach when the single driver is not the limit; ``--callbacks http``: every callback as an
+  HTTP GET to one of ``--receivers`` ``provision serve`` processes, the receivers' CPU per callback
+  in the RESULT line).
 
 The cells run ``--reps`` times, interleaved (every W once, then again), and the table gives medians
 and the ratio to one worker, with the machine line (cores, CPU, PostgreSQL version). With fewer
@@ -31,6 +33,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
@@ -40,7 +43,8 @@ import pg_local  # noqa: E402
 import procstat  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 
-COLUMNS = {"engine": "attempts/s (product path)", "free": "attempts/s (callbacks free)"}
+COLUMNS = {"engine": "attempts/s (product path)", "free": "attempts/s (callbacks free)",
+           "http": "attempts/s (callbacks over HTTP)"}
 
 
 @contextmanager
@@ -66,16 +70,16 @@ def server_version(url: str) -> str:
         engine.dispose()
 
 
-def one_run(args: argparse.Namespace, api: str, db_url: str, workers: int, callbacks: str) -> float:
-    """attempts/s of one ``engine_bench.py`` run (its RESULT line)."""
+def one_run(args: argparse.Namespace, api: str, db_url: str, workers: int, callbacks: str) -> dict[str, Any]:
+    """The RESULT of one ``engine_bench.py`` run (``attempts_per_s``, CPU per attempt...)."""
     cmd = [sys.executable, str(BENCH / "engine_bench.py"), "-n", str(args.n), "--workers", str(workers),
-           "--callbacks", callbacks, "--api", api, "--pg", db_url]
+           "--callbacks", callbacks, "--receivers", str(args.receivers), "--api", api, "--pg", db_url]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.run_timeout_s)
     results = [line[len("RESULT "):] for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode != 0 or not results:
         tail = (done.stderr or done.stdout)[-1500:]
         raise RuntimeError(f"engine_bench.py failed ({done.returncode}): {tail}")
-    return float(json.loads(results[-1])["attempts_per_s"])
+    return dict(json.loads(results[-1]))
 
 
 def caveat(cores: int, largest: int) -> str | None:
@@ -115,6 +119,7 @@ def main() -> None:
     ap.add_argument("--pg", metavar="URL",
                     help="a PostgreSQL URL; its database (default bench_scale) is dropped and recreated")
     ap.add_argument("--pg-bin", metavar="DIR", help="server binaries for a PostgreSQL of our own")
+    ap.add_argument("--receivers", type=int, default=2, help="--callbacks http: provision serve processes")
     ap.add_argument("--fake-processes", type=int, default=max(2, min(6, (os.cpu_count() or 2) // 2)))
     ap.add_argument("--run-timeout-s", type=float, default=1800.0)
     args = ap.parse_args()
@@ -125,16 +130,18 @@ def main() -> None:
     port = pg_local.free_port()
     fake_pids = fake_api.serve(port, args.fake_processes)  # forked before any thread or connection
     rates: dict[tuple[str, int], list[float]] = {}
+    raw: list[dict[str, Any]] = []  # every run's RESULT, CPU figures included
     try:
         fake_api.wait_ready(port)
         with postgres(args) as (db_url, version):
             for rep in range(args.reps):
                 for mode in args.callbacks:
                     for w in args.workers:
-                        rate = one_run(args, f"http://127.0.0.1:{port}", db_url, w, mode)
-                        rates.setdefault((mode, w), []).append(rate)
-                        print(f"  repeat {rep + 1}, {w} workers, callbacks {mode}: {rate:,.1f} attempts/s",
-                              flush=True)
+                        result = one_run(args, f"http://127.0.0.1:{port}", db_url, w, mode)
+                        rates.setdefault((mode, w), []).append(float(result["attempts_per_s"]))
+                        raw.append(result)
+                        print(f"  repeat {rep + 1}, {w} workers, callbacks {mode}: "
+                              f"{result['attempts_per_s']:,.1f} attempts/s", flush=True)
     finally:
         for pid in fake_pids:
             os.kill(pid, signal.SIGTERM)
@@ -144,7 +151,8 @@ def main() -> None:
     if note:
         print(f"\n{note}")
     print("RESULT " + json.dumps({"bench": "scale", "machine": machine, "caveat": note, "n": args.n,
-                                  "rates": {f"{m}/{w}": r for (m, w), r in rates.items()}}), flush=True)
+                                  "rates": {f"{m}/{w}": r for (m, w), r in rates.items()}, "runs": raw}),
+          flush=True)
 
 
 if __name__ == "__main__":
