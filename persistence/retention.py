@@ -251,7 +251,9 @@ class RetentionSchedule:
 
     ``keep_days`` 0 turns it off. The worker calls ``maybe_run`` outside any step's transaction
     (``run_in_thread`` does so from a thread of its own), and a failure is logged by the caller's
-    loop and tried again at the next interval.
+    loop and tried again at the next interval. The cutoff moves once a day (midnight UTC), so
+    once a run has finished a cutoff, the hourly checks skip until the next one: each worker
+    reads the table once a day, not once an hour.
     """
 
     def __init__(self, pruner: HistoryPruner, keep_days: int, clock: Callable[[], datetime], *,
@@ -263,6 +265,7 @@ class RetentionSchedule:
         self.clock = clock
         self.interval = timedelta(seconds=interval_s)
         self.last_run: datetime | None = None
+        self.finished: datetime | None = None  # the last cutoff a run went through to the end
 
     @property
     def enabled(self) -> bool:
@@ -275,7 +278,13 @@ class RetentionSchedule:
         if not self.enabled or (self.last_run is not None and now - self.last_run < self.interval):
             return None
         self.last_run = now
-        return self.pruner.prune(retention_cutoff(now, self.keep), should_stop=should_stop)
+        cutoff = retention_cutoff(now, self.keep)
+        if cutoff == self.finished:
+            return None
+        report = self.pruner.prune(cutoff, should_stop=should_stop)
+        if not should_stop() and not report.conflicts:
+            self.finished = cutoff
+        return report
 
     def run_in_thread(self, stop: threading.Event, on_error: Callable[[BaseException], None],
                       on_report: Callable[[PruneReport], None] = lambda _r: None) -> threading.Thread | None:
