@@ -111,7 +111,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     previous = _install_stop_handlers(_stop)
     if not args.once:
-        _start_retention(args, stop)
+        from engine.cli.prune import start_retention  # noqa: PLC0415
+
+        start_retention(args.db, stop)  # PROVISION_HISTORY_RETENTION_DAYS: hourly, from a thread
     print(f"worker {engine.worker_id} started (concurrency {args.concurrency}"
           f"{', once' if args.once else ''}); Ctrl-C or SIGTERM stops it", file=sys.stderr, flush=True)
     try:
@@ -128,31 +130,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def _start_retention(args: argparse.Namespace, stop: threading.Event) -> None:
-    """Fold old renewal history hourly from a thread of the worker when the setting asks for it.
-
-    The pruner has its own connection pool and its own transactions, never a step's
-    (``persistence.retention``); a failure is logged and tried again an hour later.
-    """
-    from engine.clock import utcnow  # noqa: PLC0415
-    from engine.config import db_url_from_env, history_retention_days_from_env  # noqa: PLC0415
-    from persistence.database import create_db_engine  # noqa: PLC0415
-    from persistence.retention import HistoryPruner, RetentionSchedule  # noqa: PLC0415
-
-    days = history_retention_days_from_env()
-    if days:
-        pruner = HistoryPruner(create_db_engine(args.db or db_url_from_env(), pool_size=1), batch_rows=1000)
-        RetentionSchedule(pruner, days, utcnow).run_in_thread(
-            stop, on_error=lambda exc: log.warning("history retention failed: %s", type(exc).__name__),
-            on_report=lambda r: log.info("history retention: %s", fmt.to_json(r.as_dict())))
-
-
 def cmd_prune(args: argparse.Namespace) -> int:
     """Fold renewal history older than an age into one summary row per attempt and day."""
-    from engine.clock import utcnow  # noqa: PLC0415
-    from engine.config import RETENTION_ENV, db_url_from_env, history_retention_days_from_env  # noqa: PLC0415
-    from engine.wiring import open_repository  # noqa: PLC0415
-    from persistence.retention import HistoryPruner, retention_cutoff  # noqa: PLC0415
+    from engine.cli.prune import run_prune  # noqa: PLC0415
+    from engine.config import RETENTION_ENV, history_retention_days_from_env  # noqa: PLC0415
 
     if args.history_older_than is not None:
         keep = parse_duration("--history-older-than", args.history_older_than)
@@ -165,21 +146,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         raise UsageError("--history-older-than", f"give an age such as 90d, or set {RETENTION_ENV}")
     if args.batch_size < 1:
         raise UsageError("--batch-size", f"must be at least 1, got {args.batch_size}")
-    repo = open_repository(args.db or db_url_from_env())
-    try:
-        report = HistoryPruner(repo.engine, batch_rows=args.batch_size).prune(
-            retention_cutoff(utcnow(), keep), dry_run=args.dry_run)
-    finally:
-        repo.engine.dispose()
-    if args.json:
-        _out(fmt.to_json(report.as_dict()))
-        return 0
-    what = (f"{report.renewal_rows:,} renewal rows of {report.attempts:,} attempts from before "
-            f"{report.cutoff.date().isoformat()} into {report.summaries:,} daily summaries "
-            f"({report.rows_removed:,} history rows fewer")
-    _out(f"dry run: would fold {what})" if report.dry_run
-         else f"folded {what}, {report.pages:,} transactions)")
-    return 0
+    return run_prune(args.db, keep, dry_run=args.dry_run, batch=args.batch_size, as_json=args.json, out=_out)
 
 
 def cmd_callback(args: argparse.Namespace) -> int:

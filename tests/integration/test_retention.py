@@ -297,11 +297,10 @@ def test_two_pruners_at_once_do_not_double_count(pg_schema_url: str, monkeypatch
 
 def test_the_worker_command_prunes_from_a_thread_when_the_setting_is_on(
         sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    import argparse
     import threading
     import time
 
-    from engine.cli.main import _start_retention
+    from engine.cli.prune import start_retention
 
     repo = open_repository(sqlite_url, migrate=True, environ={"PROVISION_SECRET_KEY": TEST_KEY})
     loaded = load(repo, FakeClock(utcnow() - timedelta(days=DAYS)))
@@ -309,11 +308,10 @@ def test_the_worker_command_prunes_from_a_thread_when_the_setting_is_on(
     expected = sum(len(expected_days(mine, cutoff)) for mine in loaded.values())
     stop = threading.Event()
     monkeypatch.setenv("PROVISION_HISTORY_RETENTION_DAYS", "0")
-    _start_retention(argparse.Namespace(db=sqlite_url), stop)
-    assert not [t for t in threading.enumerate() if t.name == "history-retention"]  # off: no thread
+    assert start_retention(sqlite_url, stop) is None  # off: no thread
     monkeypatch.setenv("PROVISION_HISTORY_RETENTION_DAYS", "90")
     try:
-        _start_retention(argparse.Namespace(db=sqlite_url), stop)
+        assert start_retention(sqlite_url, stop) is not None
         deadline = time.monotonic() + 30  # the thread's first run starts at once; this bounds a hang
         while summary_rows(repo) < expected and time.monotonic() < deadline:
             time.sleep(0.05)
