@@ -178,7 +178,9 @@ def run(args: argparse.Namespace, db_url: str, pg_pids: Callable[[], list[int]],
     renew = history.c.trigger == "renew"
     with engine.connect() as conn:
         renewals = conn.execute(sa.select(sa.func.count()).where(renew)).scalar_one()
-        last_at = conn.execute(sa.select(sa.func.max(history.c.at)).where(renew)).scalar() or t0
+        # The end of the last renewal: its push (a Stay, no history row) sets updated_at.
+        last_at = conn.execute(sa.select(sa.func.max(attempts.c.updated_at)).where(attempts.c.renewals > 0)
+                               ).scalar() or t0
         size_after = history_bytes(conn)
     engine.dispose()
     span = max((last_at - t0).total_seconds(), 1e-9)
@@ -208,7 +210,8 @@ def table(res: dict[str, Any], sizes: dict[str, float], machine: str, db: str, e
     day = res["n"] * 24  # renewals a day with hourly tokens
     rows = [
         ("connections, workers", f"{res['n']:,}, {res['workers']}"),
-        ("due over", f"{res['spread_s']:,} s (offered {res['offered_per_s'] or 'all at once'} /s)"),
+        ("due over", f"{res['spread_s']:,} s (offered {res['offered_per_s']:,} /s)" if res["offered_per_s"]
+         else "all due at once (capacity)"),
         ("renewals (refresh grant + push)",
          f"{res['renewals']:,} ({res['missed']:,} connections never renewed)"),
         ("renewals/s", f"{res['renewals_per_s']:,}"),
