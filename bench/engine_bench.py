@@ -21,7 +21,9 @@ Modes (``--workers``):
   attempts and delivers their callbacks. Wall time runs from the first start until all
   attempts are PROVISIONED. ``--callbacks free`` swaps ``Engine.handle_callback`` for one bulk
   transaction per poll (``bench/free_callbacks.py``): a measurement of what the driver's
-  callbacks cost the workers' cores, not the product path.
+  callbacks cost the workers' cores, not the product path. ``--callbacks http --receivers K``
+  delivers them over HTTP to K ``provision serve`` processes (``bench/http_callbacks.py``), as
+  browsers would, and RESULT gives the receivers' CPU per callback.
 
 Prints one ``RESULT {json}`` line like the shared scripts (``attempts_per_s`` = N / seconds).
 
@@ -48,6 +50,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import free_callbacks  # noqa: E402
+import http_callbacks  # noqa: E402
 from cryptography.fernet import Fernet  # noqa: E402
 
 from engine import Engine, EngineSettings  # noqa: E402
@@ -159,10 +162,13 @@ def profiler(out: str | None) -> Iterator[None]:
 
 # --- modes 1, 2: separate worker processes ---------------------------------------------------------------
 
-def multi_process(args: argparse.Namespace, db_url: str) -> tuple[float, float]:
-    """Seconds from the first start to the last PROVISIONED, and the driver's CPU seconds meanwhile."""
+def multi_process(args: argparse.Namespace, db_url: str) -> tuple[float, float, float | None]:
+    """Seconds from the first start to the last PROVISIONED, and the driver's (and, with
+    ``--callbacks http``, the receivers') CPU seconds meanwhile."""
     driver = make_engine(db_url, args.api)
     env = {**os.environ, "PROVISION_POLL_SECONDS": str(args.poll)}
+    receivers = http_callbacks.Receivers(args.receivers, db_url, env) if args.callbacks == "http" else None
+    deliver = receivers.deliver if receivers is not None else driver.handle_callback
     cmd = [sys.executable, str(ROOT / "bench" / "worker.py"), db_url, args.api + BASE_PATH,
            "--concurrency", str(args.concurrency)]
     workers = [subprocess.Popen(cmd, env=env) for _ in range(args.workers)]
@@ -178,13 +184,17 @@ def multi_process(args: argparse.Namespace, db_url: str) -> tuple[float, float]:
     try:
         wait_for(driver, lambda: True, 0)  # workers need a moment to import and connect
         time.sleep(1.0)
-        drive(driver, range(-args.warmup, 0), args)
+        drive(driver, range(-args.warmup, 0), args, deliver)
+        r0 = receivers.cpu_seconds() if receivers is not None else 0.0
         t0, c0 = time.perf_counter(), time.process_time()
-        drive(driver, range(args.n), args)
+        drive(driver, range(args.n), args, deliver)
         secs, driver_cpu = time.perf_counter() - t0, time.process_time() - c0
+        receiver_cpu = receivers.cpu_seconds() - r0 if receivers is not None else None
         check(driver.repo, args.n + args.warmup)
-        return secs, driver_cpu
+        return secs, driver_cpu, receiver_cpu
     finally:
+        if receivers is not None:
+            receivers.stop()
         for w in workers:
             w.terminate()
         for w in workers:
@@ -192,8 +202,9 @@ def multi_process(args: argparse.Namespace, db_url: str) -> tuple[float, float]:
         driver.close()
 
 
-def drive(driver: Engine, indexes: range, args: argparse.Namespace) -> None:
-    """Start attempts (``--driver-threads`` at a time) while a thread answers their redirects."""
+def drive(driver: Engine, indexes: range, args: argparse.Namespace, deliver: Any) -> None:
+    """Start attempts (``--driver-threads`` at a time) while a thread answers their redirects
+    through ``deliver`` (``Engine.handle_callback``, or an HTTP GET to a receiver)."""
     done = threading.Event()
     total = len(indexes)
     base = driver.counts().get("PROVISIONED", 0)
@@ -205,7 +216,7 @@ def drive(driver: Engine, indexes: range, args: argparse.Namespace) -> None:
                 fresh = [a for a in driver.list(State.REDIRECTED) if a.id not in answered]
                 answered.update(a.id for a in fresh)
                 urls = [provider_redirect(driver.redirect_url(a) or "") for a in fresh]
-                list(pool.map(driver.handle_callback, urls))
+                list(pool.map(deliver, urls))
                 if not fresh:
                     time.sleep(args.poll)
 
@@ -260,9 +271,11 @@ def main() -> None:
     ap.add_argument("--driver-threads", type=int, default=4, help="workers mode: concurrent starts/callbacks")
     ap.add_argument("--starts", choices=("each", "many"), default="many",
                     help="workers mode: Engine.start per attempt, or Engine.start_many per --chunk")
-    ap.add_argument("--callbacks", choices=("engine", "free"), default="engine",
+    ap.add_argument("--receivers", type=int, default=2, help="--callbacks http: provision serve processes")
+    ap.add_argument("--callbacks", choices=("engine", "free", "http"), default="engine",
                     help="workers mode: Engine.handle_callback per attempt, or (a measurement only) "
-                         "bench/free_callbacks.py's one bulk transaction per poll")
+                         "bench/free_callbacks.py's one bulk transaction per poll, or HTTP GETs to "
+                         "--receivers provision serve processes")
     ap.add_argument("--poll", type=float, default=0.02, help="workers mode: idle poll interval, seconds")
     ap.add_argument("--profile", metavar="FILE", help="single process: write a pyinstrument profile")
     args = ap.parse_args()
@@ -271,16 +284,20 @@ def main() -> None:
     open_repository(db_url, migrate=True).engine.dispose()  # schema via the real migration
     # The driver's CPU is what it took from the workers' cores (starts, callbacks, polling).
     driver_cpu: float | None = None
+    receiver_cpu: float | None = None
     if args.workers == 0:
         secs = single_process(args, db_url)
     else:
-        secs, driver_cpu = multi_process(args, db_url)
+        secs, driver_cpu, receiver_cpu = multi_process(args, db_url)
     label = "engine" if args.workers == 0 else f"engine_{args.workers}w"
     res = {"bench": label, "db": "postgres" if args.pg else "sqlite", "n": args.n,
            "threads": args.concurrency, "workers": args.workers, "seconds": round(secs, 3),
            "attempts_per_s": round(args.n / secs, 1)}
     if driver_cpu is not None:
         res["driver_cpu_ms_per_attempt"] = round(driver_cpu * 1000 / args.n, 3)
+    if receiver_cpu is not None:
+        res["receiver_cpu_ms_per_callback"] = round(receiver_cpu * 1000 / args.n, 3)
+        res["receivers"] = args.receivers
     print(f"{label}: {args.n} attempts in {secs:.2f} s = {args.n / secs:.1f} attempts/s")
     print("RESULT " + json.dumps(res), flush=True)
 

@@ -79,6 +79,15 @@ history = sa.Table(
     sa.Column("tries", sa.Integer, nullable=False),
     sa.Column("error", sa.JSON, nullable=True),
     sa.Column("note", sa.String(500), nullable=True),
+    # Renewal rows by attempt: what history retention reads (persistence.retention, migration 0004).
+    sa.Index(
+        "ix_history_renewals",
+        "attempt_id",
+        "outcome",
+        "at",
+        sqlite_where=sa.text("\"trigger\" = 'renew'"),
+        postgresql_where=sa.text("\"trigger\" = 'renew'"),
+    ),
 )
 
 callbacks = sa.Table(

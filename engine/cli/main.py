@@ -12,6 +12,7 @@ import logging
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
         stop.set()
         engine.wake()  # cut the idle wait short so shutdown is prompt
 
+    if not args.once:
+        from engine.cli.prune import start_retention  # noqa: PLC0415
+
+        start_retention(args.db, stop)  # PROVISION_HISTORY_RETENTION_DAYS: hourly, from a thread
     print(f"worker {engine.worker_id} started (concurrency {args.concurrency}"
           f"{', once' if args.once else ''}); Ctrl-C or SIGTERM stops it", file=sys.stderr, flush=True)
     try:
@@ -101,6 +106,25 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.json:
         _out(fmt.to_json({"steps": steps}))
     return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    """Fold renewal history older than an age into one summary row per attempt and day."""
+    from engine.cli.prune import run_prune  # noqa: PLC0415
+    from engine.config import RETENTION_ENV, history_retention_days_from_env  # noqa: PLC0415
+
+    if args.history_older_than is not None:
+        keep = parse_duration("--history-older-than", args.history_older_than)
+        if keep.total_seconds() % 86400 or not keep:
+            raise UsageError("--history-older-than", f"must be whole days (e.g. 90d), got "
+                                                     f"{args.history_older_than[:40]!r}")
+    elif history_retention_days_from_env():
+        keep = timedelta(days=history_retention_days_from_env())
+    else:
+        raise UsageError("--history-older-than", f"give an age such as 90d, or set {RETENTION_ENV}")
+    if args.batch_size < 1:
+        raise UsageError("--batch-size", f"must be at least 1, got {args.batch_size}")
+    return run_prune(args.db, keep, dry_run=args.dry_run, batch=args.batch_size, as_json=args.json, out=_out)
 
 
 def cmd_callback(args: argparse.Namespace) -> int:
@@ -337,6 +361,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", type=host_name, default="127.0.0.1",
                    help="interface to bind (default 127.0.0.1)")
     p.add_argument("--port", type=port_number, default=8060, help="port (default 8060, 0 = any free port)")
+
+    p = add("prune", cmd_prune, "fold old renewal history into daily summaries (other transitions are kept)")
+    p.add_argument("--history-older-than", metavar="DURATION",
+                   help="whole days, e.g. 90d (default: env PROVISION_HISTORY_RETENTION_DAYS)")
+    p.add_argument("--dry-run", action="store_true", help="count what would be folded; change nothing")
+    p.add_argument("--batch-size", type=whole_number("--batch-size", 1, 100_000), default=5000, metavar="N", help="rows per transaction")
 
     p = add("list", cmd_list, "list attempts with counts per state")
     p.add_argument("--state", metavar="S", help="only attempts in state S (e.g. REDIRECTED)")

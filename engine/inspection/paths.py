@@ -3,7 +3,7 @@
 ``engine.inspection.render`` turns a ``PathView`` into DOT or Mermaid; keeping the bookkeeping here means the
 numbering, times, retry counts, renewal counts and failure reasons are tested without any renderer.
 Only these fields are read (DESIGN §8, no secrets): the attempt's id, element, flow, state and
-failure_reason, and each history row's seq, trigger, source, dest, at, tries, note and error kind.
+failure_reason, and each history row's seq, trigger, source, dest, at, tries, outcome, note and error kind.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from persistence.retention import renewals_in
 from states.attempt import Attempt, HistoryEntry
 from states.model import FailureReason, State, Trigger
 
@@ -86,18 +87,19 @@ def fail_reason(row: HistoryEntry, attempt: Attempt | None = None, *, last: bool
     return str(kind or row.note or "failed")
 
 
-def _ranges(seqs: Sequence[int]) -> str:
-    """``[4, 5, 6, 9]`` -> ``4-6, 9`` (renewal numbers stay readable however many there are)."""
-    parts: list[str] = []
-    start = prev = seqs[0]
-    for s in [*seqs[1:], None]:
-        if s is not None and s == prev + 1:
-            prev = s
-            continue
-        parts.append(str(start) if start == prev else f"{start}-{prev}")
-        if s is not None:
-            start = prev = s
-    return ", ".join(parts)
+def _ranges(marked: Sequence[tuple[int, int]]) -> str:
+    """``(position, seq)`` pairs -> ``4-6, 9``: one range per run of adjacent timeline rows.
+
+    Runs follow positions in the timeline, not seq numbers: history retention leaves gaps in the
+    seqs of renewals it folded into daily summaries, and those must not split a run.
+    """
+    runs: list[list[tuple[int, int]]] = [[marked[0]]]
+    for item in marked[1:]:
+        if item[0] == runs[-1][-1][0] + 1:
+            runs[-1].append(item)
+        else:
+            runs.append([item])
+    return ", ".join(str(run[0][1]) if len(run) == 1 else f"{run[0][1]}-{run[-1][1]}" for run in runs)
 
 
 def _elide(lines: list[str]) -> list[str]:
@@ -113,13 +115,13 @@ def trace_path(attempt: Attempt, history: Sequence[HistoryEntry]) -> PathView:
     with_date = len({_utc(r.at).date() for r in rows}) > 1  # a path spanning days needs the date too
     edges: dict[tuple[str, str], EdgeMark] = {}
     visited = {State.NEW.value}
-    renew_rows: dict[tuple[str, str], list[HistoryEntry]] = {}
+    renew_rows: dict[tuple[str, str], list[tuple[int, HistoryEntry]]] = {}
     for i, row in enumerate(rows):
         src, dst = node_id(row.source), node_id(row.dest)
         visited.update((src, dst))
         mark = edges.setdefault((src, dst), EdgeMark(src, dst))
         if row.trigger == Trigger.RENEW.value:
-            renew_rows.setdefault((src, dst), []).append(row)
+            renew_rows.setdefault((src, dst), []).append((i, row))
             continue
         text = f"{row.seq}. {clean(row.trigger, 24)} {_clock(row.at, with_date)}{_tries(row.tries)}"
         if row.trigger == Trigger.FAIL.value or row.dest == State.FAILED.value:
@@ -127,11 +129,14 @@ def trace_path(attempt: Attempt, history: Sequence[HistoryEntry]) -> PathView:
             text += f": {clean(fail_reason(row, attempt, last=i == len(rows) - 1))}"
         mark.lines.append(text)
     # Renewals repeat for the life of an instance: one summary line per self-loop, not one per renewal.
-    for key, renewals in renew_rows.items():
-        seqs = [r.seq for r in renewals]
+    for key, marked in renew_rows.items():
+        renewals = [r for _, r in marked]
         tries = sum(r.tries or 1 for r in renewals)
+        # A daily summary row left by history retention stands for the renewals of its day.
+        done = sum(renewals_in(r.trigger, r.outcome, r.note) for r in renewals)
         # Two short lines: one long label beside the self-loop collides with the PROVISIONED->FAILED label.
-        count = f"{_ranges(seqs)}. renew ×{len(renewals)}" + (_tries(tries) if tries > len(renewals) else "")
+        numbers = _ranges([(i, r.seq) for i, r in marked])
+        count = f"{numbers}. renew ×{done}" + (_tries(tries) if tries > done else "")
         edges[key].lines += [count, f"last {_clock(renewals[-1].at, with_date)}"]
     for mark in edges.values():
         mark.lines = _elide(mark.lines)

@@ -1,0 +1,159 @@
+"""A throwaway PostgreSQL server for the benchmarks, so that any machine with Python can run them.
+
+The server binaries come from the ``pgserver`` wheel (``pip install -e '.[bench]'``), or from
+``--pg-bin DIR`` (e.g. ``/usr/lib/postgresql/16/bin``). ``initdb`` and ``postgres`` refuse to run
+as root, so when this process is root they run as an unprivileged user (``BENCH_PG_USER``, default
+``nobody``) via setuid in the child, in a temporary folder owned by that user. The server listens on
+127.0.0.1 on a free port with trust authentication and is stopped and deleted on exit.
+
+    with local_postgres() as pg:
+        print(pg.url("bench"), pg.version())
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+EXTRA = "bench"  # the setup.cfg extra that brings the pgserver wheel
+
+
+class PostgresBinariesMissingError(RuntimeError):
+    """No PostgreSQL server binaries: install the ``bench`` extra or pass ``--pg-bin``."""
+
+
+def find_bin_dir(explicit: str | None = None) -> Path:
+    """The folder holding ``initdb`` and ``postgres``: ``explicit``, else the pgserver wheel's."""
+    if explicit:
+        path = Path(explicit)
+    else:
+        # Located, not imported: importing pgserver pulls in its own server manager, unused here.
+        spec = importlib.util.find_spec("pgserver")
+        if spec is None or not spec.submodule_search_locations:
+            raise PostgresBinariesMissingError(
+                f"no PostgreSQL server binaries: install them with `pip install -e '.[{EXTRA}]'` (the "
+                "pgserver wheel), or pass --pg-bin DIR (a folder with initdb and postgres), or --pg URL")
+        path = Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
+    if not (path / "initdb").exists() or not (path / "postgres").exists():
+        raise PostgresBinariesMissingError(f"--pg-bin {path}: no initdb and postgres there")
+    return path
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _demote(user: str | None) -> tuple[Callable[[], None] | None, int | None, int | None]:
+    """A ``preexec_fn`` that becomes ``user`` (only when we are root), with its uid and gid."""
+    if os.geteuid() != 0:
+        return None, None, None
+    entry = pwd.getpwnam(user or os.environ.get("BENCH_PG_USER") or "nobody")
+
+    def become() -> None:
+        os.setgid(entry.pw_gid)
+        os.setuid(entry.pw_uid)
+
+    return become, entry.pw_uid, entry.pw_gid
+
+
+class LocalPostgres:
+    """One running server: ``url(db)``, ``version()``, ``pids()`` (for CPU accounting), ``stop()``."""
+
+    def __init__(self, bin_dir: Path, root: Path, port: int, process: subprocess.Popen[bytes]) -> None:
+        self.bin_dir = bin_dir
+        self.root = root
+        self.port = port
+        self.process = process
+
+    def url(self, database: str = "postgres") -> str:
+        """A SQLAlchemy URL for ``database`` as the superuser ``postgres``."""
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+
+    def version(self) -> str:
+        """``postgres --version``, e.g. ``postgres (PostgreSQL) 16.2``."""
+        out = subprocess.run([str(self.bin_dir / "postgres"), "--version"], capture_output=True, text=True)
+        return out.stdout.strip()
+
+    def pids(self) -> list[int]:
+        """The postmaster and its children (backends, WAL writer...), read from /proc."""
+        found = [self.process.pid]
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == self.process.pid:
+                found.append(int(entry))
+        return found
+
+    def stop(self) -> None:
+        """Fast shutdown (SIGINT), then delete the data folder."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def start_postgres(bin_dir: Path, *, user: str | None = None, max_connections: int = 300,
+                   timeout_s: float = 60.0) -> LocalPostgres:
+    """initdb in a temporary folder and start ``postgres`` on a free port; waits until it answers."""
+    become, uid, gid = _demote(user)
+    root = Path(tempfile.mkdtemp(prefix="bench-pg-"))
+    data = root / "data"
+    if uid is not None and gid is not None:
+        os.chown(root, uid, gid)
+    log = root / "initdb.log"
+    with open(log, "wb") as out:
+        done = subprocess.run([str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
+                               "-E", "UTF8", "--no-sync"], stdout=out, stderr=subprocess.STDOUT,
+                              preexec_fn=become, cwd=root)
+    if done.returncode != 0:
+        text = log.read_text(errors="replace")[-2000:]
+        shutil.rmtree(root, ignore_errors=True)
+        raise RuntimeError(f"initdb failed ({done.returncode}): {text}")
+    port = free_port()
+    process = subprocess.Popen(
+        [str(bin_dir / "postgres"), "-D", str(data), "-p", str(port), "-k", str(root),
+         "-c", "listen_addresses=127.0.0.1", "-c", f"max_connections={max_connections}"],
+        stdout=open(root / "server.log", "wb"), stderr=subprocess.STDOUT, preexec_fn=become, cwd=root)
+    server = LocalPostgres(bin_dir, root, port, process)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        ready = subprocess.run([str(bin_dir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)],
+                               capture_output=True)
+        if ready.returncode == 0:
+            return server
+        if process.poll() is not None or time.monotonic() > deadline:
+            text = (root / "server.log").read_text(errors="replace")[-2000:]
+            server.stop()
+            raise RuntimeError(f"postgres did not start: {text}")
+        time.sleep(0.2)
+
+
+@contextmanager
+def local_postgres(bin_dir: str | None = None, **kw: object) -> Iterator[LocalPostgres]:
+    """``start_postgres`` for the length of a ``with`` block."""
+    server = start_postgres(find_bin_dir(bin_dir), **kw)  # type: ignore[arg-type]
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,64 @@
+"""CPU time and resident memory of processes, read from /proc (Linux), for the benchmarks' reports."""
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Iterable
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of ``pid`` so far (None once it has gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def total_cpu(pids: Iterable[int]) -> float:
+    """The CPU seconds of every readable process in ``pids``."""
+    return sum(c for c in map(cpu_seconds, pids) if c is not None)
+
+
+def rss_mib(pid: int) -> float | None:
+    """Resident set size of ``pid`` in MiB (None once it has gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def pids_named(marker: str) -> list[int]:
+    """Processes whose command line contains ``marker`` (e.g. every ``postgres`` on the machine)."""
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if marker.encode() in f.read():
+                    found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+def machine_line() -> str:
+    """``N cores, <CPU model>, <RAM> GiB RAM, Python x.y.z`` for the result tables."""
+    model = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        model = names[0] if names else model
+    except OSError:
+        pass
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError):
+        ram = 0.0
+    return f"{os.cpu_count()} cores, {model}, {ram:.0f} GiB RAM, Python {platform.python_version()}"
