@@ -53,6 +53,11 @@ class Attempt:
     refresh_time: int | None = None
     next_renewal_at: datetime | None = None
     renewals: int = 0
+    customer: str | None = None
+    last_check_at: datetime | None = None
+    health: str | None = None  # "healthy" | "unhealthy" after a check (states.health)
+    health_reason: str | None = None
+    connect_token_hash: str | None = None
     secrets: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property

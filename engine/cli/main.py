@@ -64,7 +64,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     inputs = dict(flow=args.flow, api_key=args.api_key, api_secret=args.api_secret,
                   callback_url=args.callback_url,
                   tags=args.tag, config=config, idempotency_key=args.idempotency_key,
-                  callback_wait_s=args.callback_wait)
+                  callback_wait_s=args.callback_wait, customer=args.customer, replace=args.replace)
     # Validate before opening the database, so bad input does not even create one (start re-checks).
     validate_start(element=args.element, name=args.name, **inputs)
     engine = _engine(args)
@@ -178,7 +178,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     engine = _engine(args)
     try:
         attempts = engine.list(args.state, element=args.element, older_than=older, newer_than=newer,
-                               limit=args.limit)
+                               limit=args.limit, customer=args.customer)
         counts = engine.counts()
     finally:
         engine.close()
@@ -342,6 +342,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="connect a QuickBooks sandbox company (sends use_sandbox=true; development keys "
                         "need it)")
     p.add_argument("--callback-wait", metavar="SECONDS", help="how long the user has to consent")
+    p.add_argument("--customer", metavar="C",
+                   help="your own id for the account (at most 200 printable characters); one live "
+                        "attempt per customer and element")
+    p.add_argument("--replace", action="store_true",
+                   help="start even though the customer has a live attempt for this element")
 
     p = add("worker", cmd_worker, "run the scheduler loop")
     p.add_argument("--once", action="store_true", help="do what is due now, then exit")
@@ -371,6 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("list", cmd_list, "list attempts with counts per state")
     p.add_argument("--state", metavar="S", help="only attempts in state S (e.g. REDIRECTED)")
     p.add_argument("--element", metavar="KEY", help="only this element")
+    p.add_argument("--customer", metavar="C", help="only this customer's attempts")
     p.add_argument("--older-than", metavar="DURATION", help="created more than DURATION ago (30m, 2h, 7d)")
     p.add_argument("--newer-than", metavar="DURATION", help="created less than DURATION ago")
     p.add_argument("--limit", type=whole_number("--limit", 1, 100_000), metavar="N",

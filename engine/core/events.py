@@ -150,7 +150,7 @@ def to_event(row: OutboxEvent, consent_url: str | None = None) -> Event:
     reason = failure_reason(row)
     data: dict[str, Any] = {
         "attempt_id": row.attempt_id,
-        "customer": None,  # issue 10/12 must-have 3 fills it
+        "customer": row.customer,
         "element": row.element_key,
         "flow": row.flow,
         "name": row.name,

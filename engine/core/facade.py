@@ -21,6 +21,7 @@ from engine.core import starts
 from engine.core.callbacks import CallbackOutcome, CallbackReceiver
 from engine.core.delivery import EventDispatcher, Hook, WebhookPort
 from engine.core.events import Event
+from engine.core.guard import check_no_live_duplicate
 from engine.core.intake import attempt_id_to_look_up, validate_list, validate_start
 from engine.core.runner import PreparedStep, StepResult, StepRunner
 from engine.errors import (
@@ -145,15 +146,20 @@ class Engine:
     def start(self, element: str, name: str, *, flow: str | Flow | None = None, api_key: str | None = None,
               api_secret: str | None = None, callback_url: str | None = None, tags: Iterable[str] = (),
               config: Mapping[str, Any] | None = None, idempotency_key: str | None = None,
-              callback_wait_s: int | None = None) -> Attempt:
+              callback_wait_s: int | None = None, customer: str | None = None,
+              replace: bool = False) -> Attempt:
         """Create an attempt in NEW, due now; with a known ``idempotency_key`` return the existing one.
 
-        Raises ``InvalidInputError`` (``MissingConfigurationError`` for missing entries) before
-        anything is stored or sent.
+        ``customer`` is the application's own id for the account: stored, filterable, carried in
+        every event. While that customer has a live attempt for ``element``, a new one is refused
+        (``DuplicateConnectionError``, naming it) unless ``replace``. Raises ``InvalidInputError``
+        (``MissingConfigurationError`` for missing entries) before anything is stored or sent.
         """
         req = validate_start(element=element, name=name, flow=flow, api_key=api_key, api_secret=api_secret,
                              callback_url=callback_url, tags=tags, config=config,
-                             idempotency_key=idempotency_key, callback_wait_s=callback_wait_s)
+                             idempotency_key=idempotency_key, callback_wait_s=callback_wait_s,
+                             customer=customer, replace=replace)
+        check_no_live_duplicate(self.repo, [req])
         stored, created = self.repo.insert_attempt(starts.new_attempt(req, self.now()))
         if not created:
             starts.check_same_inputs(stored, req)
@@ -186,20 +192,22 @@ class Engine:
 
     def list(self, state: State | str | None = None, *, element: str | None = None,
              older_than: timedelta | None = None, newer_than: timedelta | None = None,
-             limit: int | None = None, created_before: datetime | None = None) -> builtins.list[Attempt]:
-        """Attempts, newest first, filtered by state, element and age.
+             limit: int | None = None, created_before: datetime | None = None,
+             customer: str | None = None) -> builtins.list[Attempt]:
+        """Attempts, newest first, filtered by state, element, customer and age.
 
         ``created_before`` (exclusive) pages through the list by keyset: pass the last row's
         ``created_at`` (plus one microsecond to include its ties) to get the next page.
         """
-        f = validate_list(state, element, older_than, newer_than, limit)
+        f = validate_list(state, element, older_than, newer_than, limit, customer)
         if created_before is not None and not (isinstance(created_before, datetime)
                                                and created_before.tzinfo is not None):
             raise InvalidInputError("created_before", "must be a timezone-aware datetime")
         now = self.now()
         before = [b for b in (created_before, now - f.older_than if f.older_than is not None else None) if b]
         return self.repo.list(
-            state=f.state, element=f.element, limit=f.limit, created_before=min(before) if before else None,
+            state=f.state, element=f.element, customer=f.customer, limit=f.limit,
+            created_before=min(before) if before else None,
             created_after=now - f.newer_than if f.newer_than is not None else None,
         )
 
