@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from persistence.claims import claim_params, parameterised_claim
 from persistence.columns import UTCDateTime
 from persistence.inbox import Inbox
+from persistence.lifecycle import Lifecycle
 from persistence.schema import attempts, history
 from persistence.statements import (
     GET,
@@ -40,7 +41,7 @@ def _update_for(key: tuple[frozenset[str], bool, bool]) -> Any:
     return guarded_update(keys, leased=leased, count_failure=count_failure)
 
 
-class Repository(Inbox):
+class Repository(Inbox, Lifecycle):
     """SQLAlchemy Core access for one database; safe to share between threads."""
 
     # --- reads -----------------------------------------------------------------------------------

@@ -18,6 +18,9 @@ MUTABLE_COLUMNS: frozenset[str] = frozenset(
         "refresh_time",
         "next_renewal_at",
         "renewals",
+        "health",
+        "health_reason",
+        "last_check_at",
     }
 )
 

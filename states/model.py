@@ -34,6 +34,7 @@ class Trigger(str, Enum):
     RENEW = "renew"
     FAIL = "fail"
     RESTART = "restart"
+    CHECK = "check"  # a health check found the instance unhealthy (states.health)
 
     def __str__(self) -> str:
         return self.value
@@ -88,6 +89,9 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition(Trigger.PROVISION, State.CALLBACK_RECEIVED, State.PROVISIONED),
     Transition(Trigger.QUICK_PROVISION, State.NEW, State.PROVISIONED),
     Transition(Trigger.RENEW, State.PROVISIONED, State.PROVISIONED),
+    # Recorded when a health check finds the instance newly unhealthy: the history row is what
+    # emits connection.unhealthy (engine.core.events); the attempt stays PROVISIONED.
+    Transition(Trigger.CHECK, State.PROVISIONED, State.PROVISIONED),
     *(Transition(Trigger.FAIL, s, State.FAILED) for s in _FAILABLE),
     Transition(Trigger.RESTART, State.FAILED, State.NEW),
 )

@@ -196,11 +196,32 @@ def cmd_show(args: argparse.Namespace) -> int:
         attempt = engine.get(args.id)
         history = engine.history(attempt.id)
         url = engine.redirect_url(attempt)
+        link = engine.connect_link(attempt.id) if args.connect_link else None
     finally:
         engine.close()
-    _out(fmt.to_json(fmt.attempt_dict(attempt, history, url)) if args.json
-         else fmt.format_attempt(attempt, history, url))
+    if args.json:
+        data = fmt.attempt_dict(attempt, history, url)
+        if link:
+            data["connect_link"] = link
+        _out(fmt.to_json(data))
+    else:
+        _out(fmt.format_attempt(attempt, history, url) + (f"\nconnect link: {link}" if link else ""))
     return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Health checks: exit 0 when every checked instance is healthy, 1 otherwise."""
+    from engine.cli.lifecycle import format_checks, provisioned_ids, run_checks  # noqa: PLC0415
+
+    if bool(args.id) == bool(args.all):
+        raise UsageError("check", "give an attempt ID or --all (not both)")
+    engine = _engine(args)
+    try:
+        rows, rc = run_checks(engine, provisioned_ids(engine) if args.all else [args.id])
+    finally:
+        engine.close()
+    _out(fmt.to_json({"checks": rows}) if args.json else format_checks(rows))
+    return rc
 
 
 def _operator(action: str) -> Callable[[argparse.Namespace], int]:
@@ -384,6 +405,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("show", cmd_show, "one attempt with its timeline (secrets redacted)")
     p.add_argument("id", metavar="ID")
+    p.add_argument("--connect-link", action="store_true",
+                   help="also issue a single-use link for the customer to the consent URL (needs "
+                        "PROVISION_PUBLIC_URL; revokes the attempt's previous link)")
+
+    p = add("check", cmd_check, "health check: ask the platform about PROVISIONED instances")
+    p.add_argument("id", metavar="ID", nargs="?", help="an attempt id")
+    p.add_argument("--all", action="store_true", help="every PROVISIONED attempt")
 
     p = add("diagram", cmd_diagram, "render the machine, or one attempt's path")
     p.add_argument("id", metavar="ID", nargs="?", help="an attempt id (default: the whole machine)")

@@ -19,9 +19,11 @@ from engine.clock import utcnow
 from engine.config import PRINTABLE_RE, EngineSettings, RenewalPolicy, RetryPolicy
 from engine.core import starts
 from engine.core.callbacks import CallbackOutcome, CallbackReceiver
+from engine.core.connect import ConnectLinks
 from engine.core.delivery import EventDispatcher, Hook, WebhookPort
 from engine.core.events import Event
 from engine.core.guard import check_no_live_duplicate
+from engine.core.health import HealthChecker
 from engine.core.intake import attempt_id_to_look_up, validate_list, validate_start
 from engine.core.runner import PreparedStep, StepResult, StepRunner
 from engine.errors import (
@@ -111,6 +113,9 @@ class Engine:
         self.dispatch = EventDispatcher(
             outbox or Outbox(repo.engine), worker_id=self.worker_id, clock=self.clock,
             consent_url=self._consent_url, webhooks=webhooks, lease_s=self.settings.lease_s, rng=self.rng)
+        # Connection lifecycle (issue 10/12): health checks and the customer's connect links.
+        self.health = HealthChecker(repo, client, clock=self.clock, worker_id=self.worker_id)
+        self.links = ConnectLinks(repo, clock=self.clock, public_url=self.settings.public_url)
 
     def _check_lease(self) -> None:
         # The lease protocol is sound only if a lease outlives the longest step: otherwise a second
@@ -312,6 +317,24 @@ class Engine:
         """Move a FAILED attempt back to NEW (history is kept); it is due at once."""
         return self._operator_move(attempt_id, Trigger.RESTART, reason=None, next_run_at=self.now,
                                    actor=actor)
+
+    # --- connection lifecycle (issue 10/12) -----------------------------------------------------
+
+    def check(self, attempt_id: str) -> Attempt:
+        """Ask the platform about a PROVISIONED attempt's instance and record ``health`` (see
+        ``engine.core.health``); an instance that became unhealthy emits ``connection.unhealthy``."""
+        attempt = self.health.check(attempt_id, self.get)
+        self.dispatch.dispatch_hooks()
+        return attempt
+
+    def connect_link(self, attempt_id: str, *, base_url: str | None = None) -> str:
+        """A single-use link for the customer that leads to the consent URL (``engine.core.connect``);
+        revokes the attempt's previous link. ``base_url`` defaults to ``PROVISION_PUBLIC_URL``."""
+        return self.links.issue(self.get(attempt_id), base_url)
+
+    def open_connect_link(self, token: str | None) -> str | None:
+        """Spend a connect link: the consent URL, or None if the link is unknown, used or expired."""
+        return self.links.redeem(token)
 
     # --- the scheduler ---------------------------------------------------------------------------
 

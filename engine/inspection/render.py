@@ -154,6 +154,17 @@ def _apply_path(markup: dict[str, Any], graph: Any, path: PathView, mermaid: boo
         if (src, dst) not in known:
             markup["transitions"].append({"trigger": "unexpected", "source": src, "dest": dst})
             known.add((src, dst))
+    # Several triggers may share one edge (PROVISIONED --renew/check--> PROVISIONED): the path's
+    # label already lists every row taken along it, so the edge is drawn once.
+    labelled: set[tuple[str, str]] = set()
+    kept = []
+    for transition in markup["transitions"]:
+        key = (transition["source"], transition["dest"])
+        if key in path.edges and key in labelled:
+            continue
+        labelled.add(key)
+        kept.append(transition)
+    markup["transitions"][:] = kept
     for transition in markup["transitions"]:
         key = (transition["source"], transition["dest"])
         if key in path.edges:
