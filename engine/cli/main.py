@@ -236,7 +236,8 @@ def _operator(action: str) -> Callable[[argparse.Namespace], int]:
                               "failure_reason": attempt.failure_reason}))
         else:
             reason = f" ({attempt.failure_reason})" if attempt.failure_reason else ""
-            done = {"cancel": "cancelled", "restart": "restarted", "reauthorize": "re-authorising"}[action]
+            done = {"cancel": "cancelled", "restart": "restarted", "reauthorize": "re-authorising",
+                    "disconnect": "disconnecting"}[action]
             _out(f"{done}: attempt {attempt.id} is {attempt.state.value}{reason}")
         return 0
 
@@ -420,7 +421,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     for action, text in (("cancel", "fail a non-terminal attempt as cancelled"),
                          ("restart", "move a FAILED attempt back to NEW (history is kept)"),
-                         ("reauthorize", "new consent for the same instance after renewal_rejected")):
+                         ("reauthorize", "new consent for the same instance after renewal_rejected"),
+                         ("disconnect", "revoke the engine-held token and delete the instance (a worker "
+                                        "finishes it: DISCONNECTING, then DISCONNECTED)")):
         add(action, _operator(action), text).add_argument("id", metavar="ID")
 
     from engine.cli import events as events_cli  # noqa: PLC0415 - issue 10/12: the feed and redelivery

@@ -13,7 +13,8 @@ transition means to an application:
 ``connection.renewed``                      PROVISIONED --renew--> PROVISIONED
 ``connection.reauthorization_required``     PROVISIONED --fail--> FAILED (renewal_rejected)
 ``connection.recovered``                    PROVISIONED again after an earlier PROVISIONED
-``connection.disconnected``                 reserved (disconnect, issue 10/12 must-have 4)
+``connection.disconnecting``                PROVISIONED/FAILED --disconnect--> DISCONNECTING
+``connection.disconnected``                 DISCONNECTING --remove--> DISCONNECTED (states.disconnect)
 ``connection.unhealthy``                    PROVISIONED --check--> PROVISIONED (engine.core.health)
 ==========================================  ==================================================
 
@@ -42,13 +43,14 @@ RESTARTED = "attempt.restarted"
 RENEWED = "connection.renewed"
 REAUTHORIZATION_REQUIRED = "connection.reauthorization_required"
 RECOVERED = "connection.recovered"
+DISCONNECTING = "connection.disconnecting"
 DISCONNECTED = "connection.disconnected"
 UNHEALTHY = "connection.unhealthy"
 
 #: Every event type, in the order of a connection's life (hooks may filter on any of them).
 EVENT_TYPES: tuple[str, ...] = (
     TOKEN_ISSUED, REDIRECTED, CALLBACK_RECEIVED, PROVISIONED, FAILED, RESTARTED, RENEWED,
-    REAUTHORIZATION_REQUIRED, RECOVERED, DISCONNECTED, UNHEALTHY,
+    REAUTHORIZATION_REQUIRED, RECOVERED, DISCONNECTING, DISCONNECTED, UNHEALTHY,
 )
 
 _BY_TRIGGER = {
@@ -58,6 +60,8 @@ _BY_TRIGGER = {
     Trigger.RENEW.value: RENEWED,
     Trigger.RESTART.value: RESTARTED,
     Trigger.CHECK.value: UNHEALTHY,
+    Trigger.DISCONNECT.value: DISCONNECTING,
+    Trigger.REMOVE.value: DISCONNECTED,
 }
 
 # What to do about each failure reason (the error's own hint, when it has one, comes first).

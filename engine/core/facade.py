@@ -320,6 +320,13 @@ class Engine:
 
     # --- connection lifecycle (issue 10/12) -----------------------------------------------------
 
+    def disconnect(self, attempt_id: str, *, actor: str | None = None) -> Attempt:
+        """Take a PROVISIONED (or FAILED) attempt's connection down: DISCONNECTING, whose durable
+        step revokes the engine-held provider token and deletes the instance, then DISCONNECTED
+        (``states.disconnect``); emits ``connection.disconnected``. Due at once."""
+        return self._operator_move(attempt_id, Trigger.DISCONNECT, reason=None, next_run_at=self.now,
+                                   actor=actor)
+
     def check(self, attempt_id: str) -> Attempt:
         """Ask the platform about a PROVISIONED attempt's instance and record ``health`` (see
         ``engine.core.health``); an instance that became unhealthy emits ``connection.unhealthy``."""

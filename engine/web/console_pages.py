@@ -75,10 +75,11 @@ def filter_form(q: AttemptQuery) -> Markup:
     reasons = [("", "any reason")] + [(r.value, r.value) for r in FailureReason]
     return Markup(
         '<form class="filters" method="get" action="/" role="search" aria-label="Filter attempts">'
-        '{}{}{}{}{}{}<button type="submit">Apply filters</button> <a href="/">Clear</a></form>').format(
+        '{}{}{}{}{}{}{}<button type="submit">Apply filters</button> <a href="/">Clear</a></form>').format(
         select("view", "View", list(VIEWS.items()), q.view),
         select("state", "State", states, q.state.value if q.state else ""),
         text_input("element", "Element", q.element, "e.g. quickbooks"),
+        text_input("customer", "Customer", q.customer, "e.g. acme-42"),
         select("reason", "Failure reason", reasons, q.reason),
         select("age", "Age", [(k, v[0]) for k, v in AGES.items()], q.age),
         text_input("search", "Search (id prefix or name)", q.search, "3f2a or Acme"))
