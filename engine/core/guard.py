@@ -2,7 +2,7 @@
 
 Cloud Elements warns that when one user authenticates to several instances, "the oldest instance
 will get wiped out" (devportal ``quickbooksonline/tips.md``). So a second attempt for the same
-customer and element is refused while one is *live*: any state but FAILED. The error names the
+customer and element is refused while one is *live*: any state but FAILED and DISCONNECTED. The error names the
 live attempt; ``replace=True`` (``--replace``) lets the new attempt start anyway.
 
 The check is a read before the insert, not a constraint: two starts racing within milliseconds
@@ -19,7 +19,7 @@ from persistence.repository import Repository
 from states.model import State
 
 #: States in which an attempt no longer holds (or is about to hold) the customer's connection.
-NOT_LIVE: frozenset[State] = frozenset({State.FAILED})
+NOT_LIVE: frozenset[State] = frozenset({State.FAILED, State.DISCONNECTED})
 
 
 def check_no_live_duplicate(repo: Repository, requests: Sequence[StartRequest]) -> None:
