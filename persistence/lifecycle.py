@@ -32,6 +32,19 @@ class Lifecycle(Store):
                                   .values(connect_token_hash=token_hash))
         return bool(result.rowcount == 1)
 
+    def replaced_to_retire(self) -> list[tuple[str, str]]:
+        """``(id, state)`` of attempts replaced by a PROVISIONED attempt and not yet disconnecting.
+
+        A range of the partial index ``ix_attempts_replaces`` (only replacing rows), so the tick
+        that runs it pays almost nothing when nobody uses ``--replace``.
+        """
+        new, old = attempts.alias("new"), attempts.alias("old")
+        q = (sa.select(old.c.id, old.c.state).select_from(new.join(old, old.c.id == new.c.replaces))
+             .where(new.c.replaces.is_not(None), new.c.state == "PROVISIONED",
+                    old.c.state.not_in(("DISCONNECTING", "DISCONNECTED"))))
+        with self._read() as conn:
+            return [(str(i), str(s)) for i, s in conn.execute(q)]
+
     def take_connect_token(self, token_hash: str) -> str | None:
         """Spend the connect link with ``token_hash``: the attempt's id, exactly once.
 

@@ -58,6 +58,7 @@ attempts = sa.Table(
     sa.Column("health", sa.String(16), nullable=True),
     sa.Column("health_reason", sa.String(200), nullable=True),
     sa.Column("connect_token_hash", sa.String(64), nullable=True),
+    sa.Column("replaces", sa.String(36), nullable=True),  # the attempt --replace retires
     # "What is due now" is a range scan on this partial index (issue 3/6 asserts the plan).
     sa.Index(
         "ix_attempts_due",
@@ -69,6 +70,8 @@ attempts = sa.Table(
     sa.Index("ix_attempts_element_created", "element_key", "created_at"),
     sa.Index("ix_attempts_customer_element", "customer", "element_key"),
     sa.Index("ix_attempts_connect_token_hash", "connect_token_hash", unique=True),
+    sa.Index("ix_attempts_replaces", "replaces", sqlite_where=sa.text("replaces IS NOT NULL"),
+             postgresql_where=sa.text("replaces IS NOT NULL")),
     # Free space in each page, so that claims and reschedules are heap-only updates (migration 0002).
     postgresql_with={"fillfactor": 70},
 )

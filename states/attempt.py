@@ -61,6 +61,7 @@ class Attempt:
     health: str | None = None  # "healthy" | "unhealthy" after a check (states.health)
     health_reason: str | None = None
     connect_token_hash: str | None = None
+    replaces: str | None = None  # the attempt this one replaces once PROVISIONED (engine.core.guard)
     secrets: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property

@@ -22,7 +22,7 @@ from engine.core.callbacks import CallbackOutcome, CallbackReceiver
 from engine.core.connect import ConnectLinks
 from engine.core.delivery import EventDispatcher, Hook, WebhookPort
 from engine.core.events import Event
-from engine.core.guard import check_no_live_duplicate
+from engine.core.guard import check_no_live_duplicate, retire_replaced
 from engine.core.health import HealthChecker
 from engine.core.intake import attempt_id_to_look_up, validate_list, validate_start
 from engine.core.runner import PreparedStep, StepResult, StepRunner
@@ -164,7 +164,7 @@ class Engine:
                              callback_url=callback_url, tags=tags, config=config,
                              idempotency_key=idempotency_key, callback_wait_s=callback_wait_s,
                              customer=customer, replace=replace)
-        check_no_live_duplicate(self.repo, [req])
+        [req] = check_no_live_duplicate(self.repo, [req])
         stored, created = self.repo.insert_attempt(starts.new_attempt(req, self.now()))
         if not created:
             starts.check_same_inputs(stored, req)
@@ -348,6 +348,7 @@ class Engine:
     def tick(self, now: datetime | None = None) -> TickReport:
         """One pass: run the due steps (``_step_due``), then hooks and webhook deliveries (DESIGN §7)."""
         report = self._step_due(now or self.now())
+        retire_replaced(self.repo, self.cancel, self.disconnect)  # --replace (engine.core.guard)
         report.delivered = self.dispatch.after_commit(report.at)
         return report
 

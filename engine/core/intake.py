@@ -58,6 +58,7 @@ class StartRequest:
     callback_wait_s: int | None
     customer: str | None = None
     replace: bool = False
+    replaces: str | None = None  # the live attempt it replaces (engine.core.guard fills it)
 
 
 def shown(value: Any, limit: int = 40) -> str:

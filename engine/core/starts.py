@@ -30,7 +30,7 @@ def new_attempt(req: StartRequest, now: datetime) -> Attempt:
     return Attempt(
         id=str(uuid.uuid4()), element_key=req.element_key, flow=req.flow, name=req.name, state=State.NEW,
         version=1, created_at=now, updated_at=now, tags=req.tags, idempotency_key=req.idempotency_key,
-        next_run_at=now, callback_wait_s=req.callback_wait_s, customer=req.customer,
+        next_run_at=now, callback_wait_s=req.callback_wait_s, customer=req.customer, replaces=req.replaces,
         secrets={"config": req.config},
     )
 
@@ -105,7 +105,7 @@ def start_many(repo: Repository, requests: Sequence[StartRequest],
     ``InvalidInputError`` names the item and nothing is stored. When another caller takes one
     of the keys between our lookup and our insert, the insert stores nothing and we look again.
     """
-    check_no_live_duplicate(repo, requests)
+    requests = check_no_live_duplicate(repo, requests)
     keys = {r.idempotency_key for r in requests if r.idempotency_key is not None}
     for _ in range(5):
         stored = repo.attempts_by_idempotency_keys(sorted(keys)) if keys else {}

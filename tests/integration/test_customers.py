@@ -116,3 +116,26 @@ def test_cli_customer_replace_list_and_show(sqlite_url: str, tmp_path: Path) -> 
     shown = cli("show", first.stdout.strip())
     assert any(line.split() == ["customer", "acme-42"] for line in shown.stdout.splitlines())
     assert json.loads(cli("show", first.stdout.strip(), "--json").stdout)["customer"] == "acme-42"
+
+
+def test_replace_disconnects_the_old_attempt_once_the_new_one_is_provisioned(
+        make_engine: Callable[..., Engine], sandbox: Any) -> None:
+    engine = make_engine()
+    old = connect(engine, "acme-42")
+    old_instance = engine.get(old).instance_id
+    new = engine.start("quickbooks", "books again", flow="oauth2", customer="acme-42", replace=True, **QBO)
+    assert new.replaces == old
+    engine.run_until_idle()
+    assert engine.get(old).state is State.PROVISIONED  # not before the new one is connected
+    engine.handle_callback(consent(engine.redirect_url(engine.get(new.id)) or ""))
+    engine.run_until_idle()
+    assert engine.get(new.id).state is State.PROVISIONED
+    assert engine.get(old).state is State.DISCONNECTED
+    assert int(old_instance or 0) not in sandbox.store.instances
+    assert int(engine.get(new.id).instance_id or 0) in sandbox.store.instances
+    # An old attempt still onboarding is cancelled first, then disconnected.
+    waiting = engine.start("quickbooks", "w", flow="oauth2", customer="initech", **QBO)
+    engine.run_until_idle()
+    replacement = connect(engine, "initech", replace=True)
+    assert engine.get(replacement).replaces == waiting.id
+    assert [h.trigger for h in engine.history(waiting.id)][-3:] == ["fail", "disconnect", "remove"]

@@ -11,6 +11,8 @@ Create Date: 2026-11-30
   (``engine.core.health``).
 - ``connect_token_hash``: the SHA-256 of the single-use connect link's token (the token itself is
   never stored); cleared when the link is used (``engine.core.connect``).
+- ``replaces``: the live attempt a ``--replace`` start retires once it is PROVISIONED
+  (``engine.core.guard``), with a partial index: the tick's look-up reads only such rows.
 """
 import sqlalchemy as sa
 from alembic import op
@@ -30,13 +32,20 @@ def upgrade() -> None:
     op.add_column("attempts", sa.Column("health", sa.String(16), nullable=True))
     op.add_column("attempts", sa.Column("health_reason", sa.String(200), nullable=True))
     op.add_column("attempts", sa.Column("connect_token_hash", sa.String(64), nullable=True))
+    op.add_column("attempts", sa.Column("replaces", sa.String(36), nullable=True))
     op.create_index("ix_attempts_customer_element", "attempts", ["customer", "element_key"])
-    op.create_index("ix_attempts_connect_token_hash", "attempts", ["connect_token_hash"], unique=True)
+    op.create_index("ix_attempts_connect_token_hash", "attempts", ["connect_token_hash"],
+                    unique=True)
+    replacing = sa.text("replaces IS NOT NULL")
+    op.create_index("ix_attempts_replaces", "attempts", ["replaces"], sqlite_where=replacing,
+                    postgresql_where=replacing)
 
 
 def downgrade() -> None:
+    op.drop_index("ix_attempts_replaces", "attempts")
     op.drop_index("ix_attempts_connect_token_hash", "attempts")
     op.drop_index("ix_attempts_customer_element", "attempts")
     with op.batch_alter_table("attempts") as batch:  # SQLite cannot drop a column in place
-        for name in ("connect_token_hash", "health_reason", "health", "last_check_at", "customer"):
+        for name in ("replaces", "connect_token_hash", "health_reason", "health", "last_check_at",
+                     "customer"):
             batch.drop_column(name)
