@@ -188,6 +188,9 @@ class _QuietHandler(WSGIRequestHandler):
         # A malformed request line leaves no ``path``: this used to raise here, so the client got no
         # answer at all instead of its 400/414.
         path = str(getattr(self, "path", "") or "").split("?", 1)[0]
+        head, connect, _token = path.rpartition(CONNECT_PATH)
+        if connect:  # an unused connect link opens a consent page: its token is never logged
+            path = f"{head}{CONNECT_PATH}<token>"
         log.info("%s %s %s", getattr(self, "command", "") or "-", path[:200], code)
 
     def log_error(self, format: str, *args: Any) -> None:  # noqa: A002, D102 - werkzeug's signature

@@ -3,6 +3,7 @@ receiver redirects (302) to the attempt's consent URL once, then says "This link
 valid"; it expires with the attempt's deadline on the fake clock; only its hash is stored."""
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -44,7 +45,8 @@ def waiting(engine: Engine) -> str:
 
 
 def test_link_redirects_once_to_the_consent_url_and_the_customer_connects(
-        served: tuple[Engine, str]) -> None:
+        served: tuple[Engine, str], caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
     engine, base = served
     attempt_id = waiting(engine)
     link = engine.connect_link(attempt_id, base_url=base)
@@ -63,6 +65,7 @@ def test_link_redirects_once_to_the_consent_url_and_the_customer_connects(
     forged = requests.get(f"{base}/connect/{'A' * 43}", timeout=5)
     assert forged.status_code == 410 and "This link is no longer valid" in forged.text
     # The customer follows the consent URL to the end.
+    assert token not in caplog.text and "/connect/<token>" in caplog.text  # never logged
     engine.handle_callback(consent(consent_url or ""))
     engine.run_until_idle()
     assert engine.get(attempt_id).state is State.PROVISIONED
