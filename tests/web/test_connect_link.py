@@ -3,15 +3,19 @@ receiver redirects (302) to the attempt's consent URL once, then says "This link
 valid"; it expires with the attempt's deadline on the fake clock; only its hash is stored."""
 from __future__ import annotations
 
+import json
 import logging
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 import sqlalchemy as sa
-from testkit import QBO, consent
+from testkit import QBO, TEST_KEY, consent
 from werkzeug.serving import make_server
 
 from engine import Engine, FakeClock
@@ -20,6 +24,8 @@ from engine.errors import InvalidInputError, InvalidTransitionError
 from engine.web.callback_app import _QuietHandler, make_app
 from persistence.schema import attempts
 from states import State
+
+PROVISION = str(Path(sys.executable).with_name("provision"))
 
 
 @pytest.fixture
@@ -100,3 +106,23 @@ def test_public_url_is_validated_and_required(sqlite_url: str, engine_on: Callab
         engine.connect_link(attempt_id)
     configured = engine_on(sqlite_url, settings=settings)
     assert configured.connect_link(attempt_id).startswith("https://connect.example.com/connect/")
+
+
+def test_cli_show_connect_link(sqlite_url: str, engine_on: Callable[..., Engine], sandbox: Any) -> None:
+    engine = engine_on(sqlite_url)
+    attempt_id = waiting(engine)
+    env = {"PROVISION_SECRET_KEY": TEST_KEY, "PROVISION_DB_URL": sqlite_url,
+           "ELEMENTS_BASE_URL": sandbox.base_url, "PATH": str(Path(sys.executable).parent)}
+    plain = subprocess.run([PROVISION, "show", attempt_id], capture_output=True, text=True, env=env,
+                           timeout=60)
+    assert plain.returncode == 0 and "/connect/" not in plain.stdout  # a plain show revokes no link
+    missing = subprocess.run([PROVISION, "show", attempt_id, "--connect-link"], capture_output=True,
+                             text=True, env=env, timeout=60)
+    assert missing.returncode == 2 and "PROVISION_PUBLIC_URL" in missing.stderr
+    env["PROVISION_PUBLIC_URL"] = "https://connect.example.com"
+    shown = subprocess.run([PROVISION, "--json", "show", attempt_id, "--connect-link"], capture_output=True,
+                           text=True, env=env, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    link = json.loads(shown.stdout)["connect_link"]
+    assert link.startswith("https://connect.example.com/connect/")
+    assert engine.open_connect_link(link.rsplit("/", 1)[1]) == engine.redirect_url(engine.get(attempt_id))
