@@ -90,8 +90,12 @@ class EngineSettings:
     # Group commit: step results finished within this many seconds of the first uncommitted one
     # are written in one transaction; 0 commits every step on its own.
     commit_window_s: float = 0.2
+    # The public address of `provision serve` (PROVISION_PUBLIC_URL): connect links start with it.
+    public_url: str | None = None
 
     def __post_init__(self) -> None:
+        if self.public_url is not None:
+            check_url("EngineSettings.public_url", self.public_url)
         # Embedders build these directly: nan or a string would otherwise fail every tick (issue 16).
         for name in ("lease_s", "batch_size", "concurrency", "poll_max_s", "callback_wait_s",
                      "renewal_max_lead_s", "commit_window_s"):
@@ -288,7 +292,10 @@ def engine_settings_from_env(environ: Mapping[str, str] | None = None, **overrid
 
     The variables set the lease, batch, poll, callback wait and commit window (ranges: ``BOUNDS``).
     """
-    values = _numbers_from_env(environ, _SETTINGS_ENV)
+    values: dict[str, Any] = dict(_numbers_from_env(environ, _SETTINGS_ENV))
+    public = (os.environ if environ is None else environ).get("PROVISION_PUBLIC_URL", "").strip()
+    if public:
+        values["public_url"] = check_url("PROVISION_PUBLIC_URL", public)
     values.update({k: v for k, v in overrides.items() if v is not None})
     return EngineSettings(**values)
 

@@ -93,6 +93,21 @@ class MissingConfigurationError(InvalidInputError):
         )
 
 
+class DuplicateConnectionError(InvalidInputError):
+    """A live attempt already connects this customer to this element (issue 10/12 must-have 3)."""
+
+    kind = "duplicate_connection"
+
+    def __init__(self, customer: str, element: str, live_attempt_id: str, live_state: str) -> None:
+        super().__init__(
+            "customer",
+            f"customer {customer!r} already has a live {element} attempt {live_attempt_id} ({live_state})",
+            hint="Use that attempt, or start again with --replace (replace=True) to disconnect it "
+                 "once the new one is PROVISIONED.",
+        )
+        self.live_attempt_id = live_attempt_id
+
+
 class AttemptNotFoundError(ProvisionError):
     """No attempt has the given id."""
 

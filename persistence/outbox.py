@@ -54,6 +54,7 @@ class OutboxEvent:
     delivery: str
     tries: int
     last_error: str | None
+    customer: str | None = None
 
 
 _earlier = history.alias("earlier")
@@ -65,7 +66,7 @@ _SELECT = sa.select(
     _a.history_seq.label("attempt_history_seq"),
     sa.exists().where(_earlier.c.attempt_id == _e.attempt_id, _earlier.c.seq < _e.history_seq,
                       _earlier.c.dest == "PROVISIONED").label("reprovisioned"),
-    _e.delivery, _e.tries, _e.last_error,
+    _e.delivery, _e.tries, _e.last_error, _a.customer,
 ).select_from(
     events.join(history, sa.and_(_h.attempt_id == _e.attempt_id, _h.seq == _e.history_seq))
     .join(attempts, _a.id == _e.attempt_id)

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from persistence.claims import claim_params, parameterised_claim
 from persistence.columns import UTCDateTime
 from persistence.inbox import Inbox
+from persistence.lifecycle import Lifecycle
 from persistence.schema import attempts, history
 from persistence.statements import (
     GET,
@@ -40,7 +41,7 @@ def _update_for(key: tuple[frozenset[str], bool, bool]) -> Any:
     return guarded_update(keys, leased=leased, count_failure=count_failure)
 
 
-class Repository(Inbox):
+class Repository(Inbox, Lifecycle):
     """SQLAlchemy Core access for one database; safe to share between threads."""
 
     # --- reads -----------------------------------------------------------------------------------
@@ -72,22 +73,32 @@ class Repository(Inbox):
         *,
         state: State | None = None,
         element: str | None = None,
+        customer: str | None = None,
         created_after: datetime | None = None,
         created_before: datetime | None = None,
         limit: int | None = None,
     ) -> builtins.list[Attempt]:
-        """Attempts, newest first, filtered by state, element and creation time."""
+        """Attempts, newest first, filtered by state, element, customer and creation time."""
         q = sa.select(attempts).order_by(attempts.c.created_at.desc(), attempts.c.id)
         if state is not None:
             q = q.where(attempts.c.state == state.value)
         if element is not None:
             q = q.where(attempts.c.element_key == element)
+        if customer is not None:
+            q = q.where(attempts.c.customer == customer)
         if created_after is not None:
             q = q.where(attempts.c.created_at >= created_after)
         if created_before is not None:
             q = q.where(attempts.c.created_at < created_before)
         if limit is not None:
             q = q.limit(limit)
+        with self._read() as conn:
+            return [self._to_attempt(r) for r in conn.execute(q).mappings()]
+
+    def attempts_of_customer(self, customer: str, element: str) -> builtins.list[Attempt]:
+        """The customer's attempts for ``element``, newest first (index ``ix_attempts_customer_element``)."""
+        q = (sa.select(attempts).where(attempts.c.customer == customer, attempts.c.element_key == element)
+             .order_by(attempts.c.created_at.desc()))
         with self._read() as conn:
             return [self._to_attempt(r) for r in conn.execute(q).mappings()]
 

@@ -51,6 +51,14 @@ attempts = sa.Table(
     # The applied callback's parameters (verifier, realm...), encrypted; apart from ``secrets`` so
     # that applying a callback needs no read of the row (migration 0003, engine.core.callbacks).
     sa.Column("callback_secrets", sa.LargeBinary, nullable=True),
+    # Issue 10/12 (migration 0010): the application's customer id, the last health check, and the
+    # SHA-256 of the pending connect link's token (cleared when the link is used).
+    sa.Column("customer", sa.String(200), nullable=True),
+    sa.Column("last_check_at", UTCDateTime, nullable=True),
+    sa.Column("health", sa.String(16), nullable=True),
+    sa.Column("health_reason", sa.String(200), nullable=True),
+    sa.Column("connect_token_hash", sa.String(64), nullable=True),
+    sa.Column("replaces", sa.String(36), nullable=True),  # the attempt --replace retires
     # "What is due now" is a range scan on this partial index (issue 3/6 asserts the plan).
     sa.Index(
         "ix_attempts_due",
@@ -60,6 +68,10 @@ attempts = sa.Table(
     ),
     sa.Index("ix_attempts_state_created", "state", "created_at"),
     sa.Index("ix_attempts_element_created", "element_key", "created_at"),
+    sa.Index("ix_attempts_customer_element", "customer", "element_key"),
+    sa.Index("ix_attempts_connect_token_hash", "connect_token_hash", unique=True),
+    sa.Index("ix_attempts_replaces", "replaces", sqlite_where=sa.text("replaces IS NOT NULL"),
+             postgresql_where=sa.text("replaces IS NOT NULL")),
     # Free space in each page, so that claims and reschedules are heap-only updates (migration 0002).
     postgresql_with={"fillfactor": 70},
 )

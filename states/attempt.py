@@ -18,6 +18,9 @@ MUTABLE_COLUMNS: frozenset[str] = frozenset(
         "refresh_time",
         "next_renewal_at",
         "renewals",
+        "health",
+        "health_reason",
+        "last_check_at",
     }
 )
 
@@ -53,6 +56,12 @@ class Attempt:
     refresh_time: int | None = None
     next_renewal_at: datetime | None = None
     renewals: int = 0
+    customer: str | None = None
+    last_check_at: datetime | None = None
+    health: str | None = None  # "healthy" | "unhealthy" after a check (states.health)
+    health_reason: str | None = None
+    connect_token_hash: str | None = None
+    replaces: str | None = None  # the attempt this one replaces once PROVISIONED (engine.core.guard)
     secrets: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property

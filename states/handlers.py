@@ -11,6 +11,7 @@ from typing import Any
 
 from states.attempt import Attempt
 from states.decisions import Advance, Decision, Fail, WaitForCallback
+from states.disconnect import handle_disconnecting
 from states.elements import spec_for
 from states.model import FailureReason, Flow, State, Trigger
 from states.payloads import instance_body, oauth_url_params, quick_body, token_params
@@ -156,4 +157,5 @@ HANDLERS: dict[State, Handler] = {
     State.REDIRECTED: handle_redirected,
     State.CALLBACK_RECEIVED: handle_callback_received,
     State.PROVISIONED: handle_provisioned,
+    State.DISCONNECTING: handle_disconnecting,
 }

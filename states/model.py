@@ -18,6 +18,8 @@ class State(str, Enum):
     CALLBACK_RECEIVED = "CALLBACK_RECEIVED"
     PROVISIONED = "PROVISIONED"
     FAILED = "FAILED"
+    DISCONNECTING = "DISCONNECTING"  # revoking the provider token, deleting the instance
+    DISCONNECTED = "DISCONNECTED"  # terminal, and not a failure (states.disconnect)
 
     def __str__(self) -> str:
         return self.value
@@ -34,6 +36,9 @@ class Trigger(str, Enum):
     RENEW = "renew"
     FAIL = "fail"
     RESTART = "restart"
+    CHECK = "check"  # a health check found the instance unhealthy (states.health)
+    DISCONNECT = "disconnect"  # an operator or the application asked to disconnect
+    REMOVE = "remove"  # token revoked and instance deleted: the disconnect is done
 
     def __str__(self) -> str:
         return self.value
@@ -75,10 +80,12 @@ class Transition:
 
 
 # States a worker never has to act on again without outside help (an operator or the user).
-TERMINAL: frozenset[State] = frozenset({State.PROVISIONED, State.FAILED})
+TERMINAL: frozenset[State] = frozenset({State.PROVISIONED, State.FAILED, State.DISCONNECTED})
 
 # Every non-terminal state can fail; PROVISIONED fails only when a renewal is rejected.
-_FAILABLE = (State.NEW, State.TOKEN_ISSUED, State.REDIRECTED, State.CALLBACK_RECEIVED, State.PROVISIONED)
+# DISCONNECTING fails only when the platform refuses the delete for good (bad secrets, 403).
+_FAILABLE = (State.NEW, State.TOKEN_ISSUED, State.REDIRECTED, State.CALLBACK_RECEIVED, State.PROVISIONED,
+             State.DISCONNECTING)
 
 TRANSITIONS: tuple[Transition, ...] = (
     Transition(Trigger.ISSUE_TOKEN, State.NEW, State.TOKEN_ISSUED),
@@ -88,8 +95,16 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition(Trigger.PROVISION, State.CALLBACK_RECEIVED, State.PROVISIONED),
     Transition(Trigger.QUICK_PROVISION, State.NEW, State.PROVISIONED),
     Transition(Trigger.RENEW, State.PROVISIONED, State.PROVISIONED),
+    # Recorded when a health check finds the instance newly unhealthy: the history row is what
+    # emits connection.unhealthy (engine.core.events); the attempt stays PROVISIONED.
+    Transition(Trigger.CHECK, State.PROVISIONED, State.PROVISIONED),
     *(Transition(Trigger.FAIL, s, State.FAILED) for s in _FAILABLE),
     Transition(Trigger.RESTART, State.FAILED, State.NEW),
+    # Disconnect (issue 10/12 must-have 4): a connected attempt, or a failed one that may still
+    # have an instance (renewal_rejected), is taken down in durable steps.
+    Transition(Trigger.DISCONNECT, State.PROVISIONED, State.DISCONNECTING),
+    Transition(Trigger.DISCONNECT, State.FAILED, State.DISCONNECTING),
+    Transition(Trigger.REMOVE, State.DISCONNECTING, State.DISCONNECTED),
 )
 
 # The path each flow takes when nothing goes wrong; used by docs, the demo and path checks.

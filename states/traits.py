@@ -40,6 +40,10 @@ STEP_TRAITS: dict[State, StepTraits] = {
     State.CALLBACK_RECEIVED: ONBOARDING,
     State.PROVISIONED: StepTraits(urgent=True, chainable=False, retry="renewal"),
     State.FAILED: ONBOARDING,  # terminal: no step runs
+    # Revoke then delete: both are safe to repeat (a revoked token revokes again with 200, a
+    # deleted instance answers 404 = gone), so the step commits like onboarding steps do.
+    State.DISCONNECTING: ONBOARDING,
+    State.DISCONNECTED: ONBOARDING,  # terminal: no step runs
 }
 
 

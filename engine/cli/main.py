@@ -64,7 +64,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     inputs = dict(flow=args.flow, api_key=args.api_key, api_secret=args.api_secret,
                   callback_url=args.callback_url,
                   tags=args.tag, config=config, idempotency_key=args.idempotency_key,
-                  callback_wait_s=args.callback_wait)
+                  callback_wait_s=args.callback_wait, customer=args.customer, replace=args.replace)
     # Validate before opening the database, so bad input does not even create one (start re-checks).
     validate_start(element=args.element, name=args.name, **inputs)
     engine = _engine(args)
@@ -178,7 +178,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     engine = _engine(args)
     try:
         attempts = engine.list(args.state, element=args.element, older_than=older, newer_than=newer,
-                               limit=args.limit)
+                               limit=args.limit, customer=args.customer)
         counts = engine.counts()
     finally:
         engine.close()
@@ -196,11 +196,32 @@ def cmd_show(args: argparse.Namespace) -> int:
         attempt = engine.get(args.id)
         history = engine.history(attempt.id)
         url = engine.redirect_url(attempt)
+        link = engine.connect_link(attempt.id) if args.connect_link else None
     finally:
         engine.close()
-    _out(fmt.to_json(fmt.attempt_dict(attempt, history, url)) if args.json
-         else fmt.format_attempt(attempt, history, url))
+    if args.json:
+        data = fmt.attempt_dict(attempt, history, url)
+        if link:
+            data["connect_link"] = link
+        _out(fmt.to_json(data))
+    else:
+        _out(fmt.format_attempt(attempt, history, url) + (f"\nconnect link: {link}" if link else ""))
     return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Health checks: exit 0 when every checked instance is healthy, 1 otherwise."""
+    from engine.cli.lifecycle import format_checks, provisioned_ids, run_checks  # noqa: PLC0415
+
+    if bool(args.id) == bool(args.all):
+        raise UsageError("check", "give an attempt ID or --all (not both)")
+    engine = _engine(args)
+    try:
+        rows, rc = run_checks(engine, provisioned_ids(engine) if args.all else [args.id])
+    finally:
+        engine.close()
+    _out(fmt.to_json({"checks": rows}) if args.json else format_checks(rows))
+    return rc
 
 
 def _operator(action: str) -> Callable[[argparse.Namespace], int]:
@@ -215,7 +236,8 @@ def _operator(action: str) -> Callable[[argparse.Namespace], int]:
                               "failure_reason": attempt.failure_reason}))
         else:
             reason = f" ({attempt.failure_reason})" if attempt.failure_reason else ""
-            done = {"cancel": "cancelled", "restart": "restarted", "reauthorize": "re-authorising"}[action]
+            done = {"cancel": "cancelled", "restart": "restarted", "reauthorize": "re-authorising",
+                    "disconnect": "disconnecting"}[action]
             _out(f"{done}: attempt {attempt.id} is {attempt.state.value}{reason}")
         return 0
 
@@ -342,6 +364,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="connect a QuickBooks sandbox company (sends use_sandbox=true; development keys "
                         "need it)")
     p.add_argument("--callback-wait", metavar="SECONDS", help="how long the user has to consent")
+    p.add_argument("--customer", metavar="C",
+                   help="your own id for the account (at most 200 printable characters); one live "
+                        "attempt per customer and element")
+    p.add_argument("--replace", action="store_true",
+                   help="start even though the customer has a live attempt for this element")
 
     p = add("worker", cmd_worker, "run the scheduler loop")
     p.add_argument("--once", action="store_true", help="do what is due now, then exit")
@@ -372,6 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("list", cmd_list, "list attempts with counts per state")
     p.add_argument("--state", metavar="S", help="only attempts in state S (e.g. REDIRECTED)")
     p.add_argument("--element", metavar="KEY", help="only this element")
+    p.add_argument("--customer", metavar="C", help="only this customer's attempts")
     p.add_argument("--older-than", metavar="DURATION", help="created more than DURATION ago (30m, 2h, 7d)")
     p.add_argument("--newer-than", metavar="DURATION", help="created less than DURATION ago")
     p.add_argument("--limit", type=whole_number("--limit", 1, 100_000), metavar="N",
@@ -379,6 +407,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("show", cmd_show, "one attempt with its timeline (secrets redacted)")
     p.add_argument("id", metavar="ID")
+    p.add_argument("--connect-link", action="store_true",
+                   help="also issue a single-use link for the customer to the consent URL (needs "
+                        "PROVISION_PUBLIC_URL; revokes the attempt's previous link)")
+
+    p = add("check", cmd_check, "health check: ask the platform about PROVISIONED instances")
+    p.add_argument("id", metavar="ID", nargs="?", help="an attempt id")
+    p.add_argument("--all", action="store_true", help="every PROVISIONED attempt")
 
     p = add("diagram", cmd_diagram, "render the machine, or one attempt's path")
     p.add_argument("id", metavar="ID", nargs="?", help="an attempt id (default: the whole machine)")
@@ -387,7 +422,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     for action, text in (("cancel", "fail a non-terminal attempt as cancelled"),
                          ("restart", "move a FAILED attempt back to NEW (history is kept)"),
-                         ("reauthorize", "new consent for the same instance after renewal_rejected")):
+                         ("reauthorize", "new consent for the same instance after renewal_rejected"),
+                         ("disconnect", "revoke the engine-held token and delete the instance (a worker "
+                                        "finishes it: DISCONNECTING, then DISCONNECTED)")):
         add(action, _operator(action), text).add_argument("id", metavar="ID")
 
     from engine.cli import events as events_cli  # noqa: PLC0415 - issue 10/12: the feed and redelivery

@@ -17,7 +17,9 @@ from engine.security.masking import MASK, is_secret_key
 from states.attempt import Attempt, HistoryEntry
 from states.model import TERMINAL, State
 
-LIST_COLUMNS = ("id", "element", "flow", "state", "name", "created", "updated", "failure_reason")
+# customer and health were appended (issue 10/12): scripts that cut the first columns keep working.
+LIST_COLUMNS = ("id", "element", "flow", "state", "name", "created", "updated", "failure_reason", "customer",
+                "health")
 
 
 def redact(value: Any) -> Any:
@@ -61,6 +63,10 @@ def attempt_dict(attempt: Attempt, history: Sequence[HistoryEntry],
         "name": attempt.name,
         "tags": list(attempt.tags),
         "idempotency_key": attempt.idempotency_key,
+        "customer": attempt.customer,
+        "health": attempt.health,
+        "health_reason": attempt.health_reason,
+        "last_check_at": iso(attempt.last_check_at),
         "redirect_url": redirect_url if attempt.state is State.REDIRECTED else None,
         "instance_id": attempt.instance_id,
         "failure_reason": attempt.failure_reason,
@@ -133,6 +139,7 @@ def format_attempt(attempt: Attempt, history: Sequence[HistoryEntry], redirect_u
         ("element", attempt.element_key),
         ("flow", attempt.flow.value),
         ("name", attempt.name),
+        ("customer", attempt.customer or "-"),
         ("state", attempt.state.value),
         ("tags", ", ".join(attempt.tags) or "-"),
         ("configuration", config),
@@ -143,9 +150,11 @@ def format_attempt(attempt: Attempt, history: Sequence[HistoryEntry], redirect_u
         ("failure_reason", attempt.failure_reason or "-"),
     ]
     if attempt.state not in TERMINAL:  # a stale callback deadline on a finished attempt only confuses
-        fields.insert(10, ("deadline", human_time(attempt.deadline_at)))
+        fields.insert(11, ("deadline", human_time(attempt.deadline_at)))
     if attempt.idempotency_key:
-        fields.insert(6, ("idempotency_key", attempt.idempotency_key))
+        fields.insert(7, ("idempotency_key", attempt.idempotency_key))
+    if attempt.last_check_at is not None:
+        fields.append(("health", f"{_health_cell(attempt)} (checked {human_time(attempt.last_check_at)})"))
     if attempt.next_renewal_at is not None:
         fields.append(("next renewal", human_time(attempt.next_renewal_at)))
     if attempt.last_error:
@@ -174,7 +183,13 @@ def list_row(attempt: Attempt) -> tuple[str, ...]:
     """The table row of one attempt (columns of ``LIST_COLUMNS``)."""
     return (attempt.id, attempt.element_key, attempt.flow.value, attempt.state.value, attempt.name,
             human_time(attempt.created_at, seconds=False), human_time(attempt.updated_at, seconds=False),
-            attempt.failure_reason or "-")
+            attempt.failure_reason or "-", attempt.customer or "-", _health_cell(attempt))
+
+
+def _health_cell(attempt: Attempt) -> str:
+    if attempt.health is None:
+        return "-"
+    return f"{attempt.health}:{attempt.health_reason}" if attempt.health_reason else attempt.health
 
 
 def _clean(cell: str) -> str:
@@ -217,7 +232,8 @@ def list_dict(attempts: Iterable[Attempt], counts: Mapping[str, int]) -> dict[st
             {"id": a.id, "element": a.element_key, "flow": a.flow.value, "state": a.state.value,
              "name": a.name,
              "tags": list(a.tags), "created_at": iso(a.created_at), "updated_at": iso(a.updated_at),
-             "failure_reason": a.failure_reason, "instance_id": a.instance_id}
+             "failure_reason": a.failure_reason, "instance_id": a.instance_id, "customer": a.customer,
+             "health": a.health, "health_reason": a.health_reason, "last_check_at": iso(a.last_check_at)}
             for a in attempts
         ],
         "counts": dict(counts),

@@ -22,7 +22,7 @@ from engine.clients.transport import (
     error_from_response,
 )
 from engine.config import ClientSettings
-from engine.errors import MalformedResponseError, PermanentApiError
+from engine.errors import MalformedResponseError, NotFoundApiError, PermanentApiError
 
 #: Instances asked for per page of GET /instances (the platform's ``pageSize``).
 LIST_PAGE_SIZE = 200
@@ -211,6 +211,13 @@ class ElementsClient:
         data = self.request("get_instance", "GET", f"/instances/{instance_id}")
         return self._instance("get_instance", data)
 
+    def delete_instance(self, instance_id: str) -> None:
+        """DELETE /instances/{id}; a 404 means it is already gone, which is what the caller wanted."""
+        try:
+            self.request("delete_instance", "DELETE", f"/instances/{instance_id}")
+        except NotFoundApiError:
+            return
+
     def update_instance(
         self,
         instance_id: str,
@@ -229,6 +236,10 @@ class ElementsClient:
     def refresh_oauth2(self, client_id: str, client_secret: str, refresh_token: str) -> OAuth2Tokens:
         """The OAuth2 refresh-token grant at the provider (see ``ProviderClient.refresh_oauth2``)."""
         return self.provider.refresh_oauth2(client_id, client_secret, refresh_token)
+
+    def revoke_oauth2(self, client_id: str, client_secret: str, token: str) -> None:
+        """Revoke a refresh token at the provider (see ``ProviderClient.revoke_oauth2``)."""
+        self.provider.revoke_oauth2(client_id, client_secret, token)
 
     def reconnect_oauth1(self, consumer_key: str, consumer_secret: str, token: str,
                          token_secret: str) -> ReconnectResult:

@@ -31,8 +31,10 @@ for _name in ("oauthlib", "requests_oauthlib"):
 
 INTUIT_TOKEN_URL = "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer"
 INTUIT_RECONNECT_URL = "https://appcenter.intuit.com/api/v1/connection/reconnect"
+INTUIT_REVOKE_URL = "https://developer.api.intuit.com/v2/oauth2/tokens/revoke"
 RECONNECT_NS = "http://platform.intuit.com/api/v1"
 ENDPOINT = "provider_token"
+REVOKE_ENDPOINT = "provider_revoke"
 _REAUTHORIZE = "The user must re-authorise: run `provision reauthorize ID`."
 _MAX_EXPIRES = 10 * 365 * 86400
 
@@ -58,12 +60,14 @@ class ProviderUrls:
 
     oauth2_token: str = INTUIT_TOKEN_URL
     oauth1_reconnect: str = INTUIT_RECONNECT_URL
+    oauth2_revoke: str = INTUIT_REVOKE_URL
 
     @classmethod
     def under(cls, root: str) -> ProviderUrls:
-        """Both endpoints below ``root`` (e.g. ``http://127.0.0.1:8040/_provider``)."""
+        """Every endpoint below ``root`` (e.g. ``http://127.0.0.1:8040/_provider``)."""
         root = root.rstrip("/")
-        return cls(f"{root}/oauth2/tokens/bearer", f"{root}/oauth1/reconnect")
+        return cls(f"{root}/oauth2/tokens/bearer", f"{root}/oauth1/reconnect",
+                   f"{root}/oauth2/tokens/revoke")
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,24 @@ class ProviderClient:
         return OAuth2Tokens(checked_text(ENDPOINT, "access_token", body.get("access_token")),
                             checked_text(ENDPOINT, "refresh_token", body.get("refresh_token")),
                             expires_in)
+
+    def revoke_oauth2(self, client_id: str, client_secret: str, token: str) -> None:
+        """Revoke a refresh token at the provider (Intuit's revoke endpoint, JSON ``{"token"}``).
+
+        Revoking a token that is already revoked or unknown is not an error at Intuit (200), so
+        repeating this after a crash is harmless; ``invalid_client`` raises
+        ``ProviderAuthorizationError``.
+        """
+        prep = self.transport.prepare(requests.Request(
+            "POST", self.urls.oauth2_revoke, auth=(client_id, client_secret), json={"token": token},
+            headers={"Accept": "application/json"}))
+        answer = self.transport.send(REVOKE_ENDPOINT, prep)
+        body = _json(answer)
+        if answer.status in (400, 401) and isinstance(body, dict) and body.get("error") == "invalid_client":
+            raise ProviderAuthorizationError("provider answered invalid_client", status=answer.status,
+                                             endpoint=REVOKE_ENDPOINT)
+        if not answer.ok:
+            raise error_from_response(REVOKE_ENDPOINT, answer.status, body, answer.headers)
 
     def reconnect_oauth1(self, consumer_key: str, consumer_secret: str, token: str,
                          token_secret: str) -> ReconnectResult:

@@ -13,8 +13,9 @@ transition means to an application:
 ``connection.renewed``                      PROVISIONED --renew--> PROVISIONED
 ``connection.reauthorization_required``     PROVISIONED --fail--> FAILED (renewal_rejected)
 ``connection.recovered``                    PROVISIONED again after an earlier PROVISIONED
-``connection.disconnected``                 reserved (disconnect, issue 10/12 must-have 4)
-``connection.unhealthy``                    reserved (health checks, must-have 5)
+``connection.disconnecting``                PROVISIONED/FAILED --disconnect--> DISCONNECTING
+``connection.disconnected``                 DISCONNECTING --remove--> DISCONNECTED (states.disconnect)
+``connection.unhealthy``                    PROVISIONED --check--> PROVISIONED (engine.core.health)
 ==========================================  ==================================================
 
 The payload is ``{"type", "timestamp", "data": {...}}`` built from public columns only: the
@@ -42,13 +43,14 @@ RESTARTED = "attempt.restarted"
 RENEWED = "connection.renewed"
 REAUTHORIZATION_REQUIRED = "connection.reauthorization_required"
 RECOVERED = "connection.recovered"
+DISCONNECTING = "connection.disconnecting"
 DISCONNECTED = "connection.disconnected"
 UNHEALTHY = "connection.unhealthy"
 
 #: Every event type, in the order of a connection's life (hooks may filter on any of them).
 EVENT_TYPES: tuple[str, ...] = (
     TOKEN_ISSUED, REDIRECTED, CALLBACK_RECEIVED, PROVISIONED, FAILED, RESTARTED, RENEWED,
-    REAUTHORIZATION_REQUIRED, RECOVERED, DISCONNECTED, UNHEALTHY,
+    REAUTHORIZATION_REQUIRED, RECOVERED, DISCONNECTING, DISCONNECTED, UNHEALTHY,
 )
 
 _BY_TRIGGER = {
@@ -57,10 +59,17 @@ _BY_TRIGGER = {
     Trigger.RECEIVE_CALLBACK.value: CALLBACK_RECEIVED,
     Trigger.RENEW.value: RENEWED,
     Trigger.RESTART.value: RESTARTED,
+    Trigger.CHECK.value: UNHEALTHY,
+    Trigger.DISCONNECT.value: DISCONNECTING,
+    Trigger.REMOVE.value: DISCONNECTED,
 }
 
 # What to do about each failure reason (the error's own hint, when it has one, comes first).
 REASON_HINTS: dict[str, str] = {
+    "instance_missing": "The instance is gone from the platform; start a new attempt for the customer.",
+    "instance_disabled": "The instance is disabled on the platform; enable it there, then `provision check`.",
+    "instance_invalid": ("The platform can no longer use the provider tokens; ask the user for consent "
+                         "again (`provision reauthorize ID` once it has failed, or a new attempt)."),
     FailureReason.USER_DENIED.value: "The user declined consent; start a new attempt when they are ready.",
     FailureReason.CALLBACK_TIMEOUT.value: (
         "The user did not finish consent in time; start a new attempt (or raise --callback-wait)."),
@@ -80,13 +89,18 @@ def event_type(row: OutboxEvent) -> str:
     """The type of the event for ``row``'s transition (see the module's table)."""
     if row.trigger == Trigger.FAIL.value:
         return REAUTHORIZATION_REQUIRED if row.source == State.PROVISIONED.value else FAILED
-    if row.dest == State.PROVISIONED.value and row.trigger != Trigger.RENEW.value:
+    if row.dest == State.PROVISIONED.value and row.trigger not in (Trigger.RENEW.value, Trigger.CHECK.value):
         return RECOVERED if row.reprovisioned else PROVISIONED
     return _BY_TRIGGER.get(row.trigger, f"attempt.{row.trigger}")
 
 
 def failure_reason(row: OutboxEvent) -> str | None:
-    """Why a fail transition failed: the history note or error kind that names a known reason."""
+    """Why a fail transition failed: the history note or error kind that names a known reason.
+
+    For ``connection.unhealthy`` it is what the health check found (``states.health``).
+    """
+    if row.trigger == Trigger.CHECK.value:
+        return row.note
     if row.trigger != Trigger.FAIL.value:
         return None
     kind = row.error.get("kind") if isinstance(row.error, dict) else None
@@ -150,7 +164,7 @@ def to_event(row: OutboxEvent, consent_url: str | None = None) -> Event:
     reason = failure_reason(row)
     data: dict[str, Any] = {
         "attempt_id": row.attempt_id,
-        "customer": None,  # issue 10/12 must-have 3 fills it
+        "customer": row.customer,
         "element": row.element_key,
         "flow": row.flow,
         "name": row.name,

@@ -19,8 +19,11 @@ from engine.clock import utcnow
 from engine.config import PRINTABLE_RE, EngineSettings, RenewalPolicy, RetryPolicy
 from engine.core import starts
 from engine.core.callbacks import CallbackOutcome, CallbackReceiver
+from engine.core.connect import ConnectLinks
 from engine.core.delivery import EventDispatcher, Hook, WebhookPort
 from engine.core.events import Event
+from engine.core.guard import check_no_live_duplicate, retire_replaced
+from engine.core.health import HealthChecker
 from engine.core.intake import attempt_id_to_look_up, validate_list, validate_start
 from engine.core.runner import PreparedStep, StepResult, StepRunner
 from engine.errors import (
@@ -110,6 +113,9 @@ class Engine:
         self.dispatch = EventDispatcher(
             outbox or Outbox(repo.engine), worker_id=self.worker_id, clock=self.clock,
             consent_url=self._consent_url, webhooks=webhooks, lease_s=self.settings.lease_s, rng=self.rng)
+        # Connection lifecycle (issue 10/12): health checks and the customer's connect links.
+        self.health = HealthChecker(repo, client, clock=self.clock, worker_id=self.worker_id)
+        self.links = ConnectLinks(repo, clock=self.clock, public_url=self.settings.public_url)
 
     def _check_lease(self) -> None:
         # The lease protocol is sound only if a lease outlives the longest step: otherwise a second
@@ -145,15 +151,20 @@ class Engine:
     def start(self, element: str, name: str, *, flow: str | Flow | None = None, api_key: str | None = None,
               api_secret: str | None = None, callback_url: str | None = None, tags: Iterable[str] = (),
               config: Mapping[str, Any] | None = None, idempotency_key: str | None = None,
-              callback_wait_s: int | None = None) -> Attempt:
+              callback_wait_s: int | None = None, customer: str | None = None,
+              replace: bool = False) -> Attempt:
         """Create an attempt in NEW, due now; with a known ``idempotency_key`` return the existing one.
 
-        Raises ``InvalidInputError`` (``MissingConfigurationError`` for missing entries) before
-        anything is stored or sent.
+        ``customer`` is the application's own id for the account: stored, filterable, carried in
+        every event. While that customer has a live attempt for ``element``, a new one is refused
+        (``DuplicateConnectionError``, naming it) unless ``replace``. Raises ``InvalidInputError``
+        (``MissingConfigurationError`` for missing entries) before anything is stored or sent.
         """
         req = validate_start(element=element, name=name, flow=flow, api_key=api_key, api_secret=api_secret,
                              callback_url=callback_url, tags=tags, config=config,
-                             idempotency_key=idempotency_key, callback_wait_s=callback_wait_s)
+                             idempotency_key=idempotency_key, callback_wait_s=callback_wait_s,
+                             customer=customer, replace=replace)
+        [req] = check_no_live_duplicate(self.repo, [req])
         stored, created = self.repo.insert_attempt(starts.new_attempt(req, self.now()))
         if not created:
             starts.check_same_inputs(stored, req)
@@ -186,20 +197,22 @@ class Engine:
 
     def list(self, state: State | str | None = None, *, element: str | None = None,
              older_than: timedelta | None = None, newer_than: timedelta | None = None,
-             limit: int | None = None, created_before: datetime | None = None) -> builtins.list[Attempt]:
-        """Attempts, newest first, filtered by state, element and age.
+             limit: int | None = None, created_before: datetime | None = None,
+             customer: str | None = None) -> builtins.list[Attempt]:
+        """Attempts, newest first, filtered by state, element, customer and age.
 
         ``created_before`` (exclusive) pages through the list by keyset: pass the last row's
         ``created_at`` (plus one microsecond to include its ties) to get the next page.
         """
-        f = validate_list(state, element, older_than, newer_than, limit)
+        f = validate_list(state, element, older_than, newer_than, limit, customer)
         if created_before is not None and not (isinstance(created_before, datetime)
                                                and created_before.tzinfo is not None):
             raise InvalidInputError("created_before", "must be a timezone-aware datetime")
         now = self.now()
         before = [b for b in (created_before, now - f.older_than if f.older_than is not None else None) if b]
         return self.repo.list(
-            state=f.state, element=f.element, limit=f.limit, created_before=min(before) if before else None,
+            state=f.state, element=f.element, customer=f.customer, limit=f.limit,
+            created_before=min(before) if before else None,
             created_after=now - f.newer_than if f.newer_than is not None else None,
         )
 
@@ -305,11 +318,37 @@ class Engine:
         return self._operator_move(attempt_id, Trigger.RESTART, reason=None, next_run_at=self.now,
                                    actor=actor)
 
+    # --- connection lifecycle (issue 10/12) -----------------------------------------------------
+
+    def disconnect(self, attempt_id: str, *, actor: str | None = None) -> Attempt:
+        """Take a PROVISIONED (or FAILED) attempt's connection down: DISCONNECTING, whose durable
+        step revokes the engine-held provider token and deletes the instance, then DISCONNECTED
+        (``states.disconnect``); emits ``connection.disconnected``. Due at once."""
+        return self._operator_move(attempt_id, Trigger.DISCONNECT, reason=None, next_run_at=self.now,
+                                   actor=actor)
+
+    def check(self, attempt_id: str) -> Attempt:
+        """Ask the platform about a PROVISIONED attempt's instance and record ``health`` (see
+        ``engine.core.health``); an instance that became unhealthy emits ``connection.unhealthy``."""
+        attempt = self.health.check(attempt_id, self.get)
+        self.dispatch.dispatch_hooks()
+        return attempt
+
+    def connect_link(self, attempt_id: str, *, base_url: str | None = None) -> str:
+        """A single-use link for the customer that leads to the consent URL (``engine.core.connect``);
+        revokes the attempt's previous link. ``base_url`` defaults to ``PROVISION_PUBLIC_URL``."""
+        return self.links.issue(self.get(attempt_id), base_url)
+
+    def open_connect_link(self, token: str | None) -> str | None:
+        """Spend a connect link: the consent URL, or None if the link is unknown, used or expired."""
+        return self.links.redeem(token)
+
     # --- the scheduler ---------------------------------------------------------------------------
 
     def tick(self, now: datetime | None = None) -> TickReport:
         """One pass: run the due steps (``_step_due``), then hooks and webhook deliveries (DESIGN §7)."""
         report = self._step_due(now or self.now())
+        retire_replaced(self.repo, self.cancel, self.disconnect)  # --replace (engine.core.guard)
         report.delivered = self.dispatch.after_commit(report.at)
         return report
 

@@ -31,6 +31,18 @@ MAX_CALLBACK_WAIT_S = 30 * 24 * 3600
 MAX_AGE = timedelta(days=100 * 365)
 MAX_LIST_LIMIT = 100_000
 MAX_ATTEMPT_ID = 36  # a UUID
+MAX_CUSTOMER = 200
+
+
+def validate_customer(customer: Any, field: str = "customer") -> str | None:
+    """The caller's customer id: 1 to 200 printable characters (no controls, no bidi), or None."""
+    if customer is None:
+        return None
+    if (not isinstance(customer, str) or not customer.strip() or len(customer) > MAX_CUSTOMER
+            or not PRINTABLE_RE.fullmatch(customer)):
+        raise InvalidInputError(field, f"must be 1 to {MAX_CUSTOMER} printable characters (the application's "
+                                f"own id for the account, e.g. acme-42), got {shown(customer)}")
+    return customer.strip()
 
 
 @dataclass(frozen=True)
@@ -44,6 +56,9 @@ class StartRequest:
     config: dict[str, Any]
     idempotency_key: str | None
     callback_wait_s: int | None
+    customer: str | None = None
+    replace: bool = False
+    replaces: str | None = None  # the live attempt it replaces (engine.core.guard fills it)
 
 
 def shown(value: Any, limit: int = 40) -> str:
@@ -88,9 +103,11 @@ class ListFilters:
     older_than: timedelta | None
     newer_than: timedelta | None
     limit: int | None
+    customer: str | None = None
 
 
-def validate_list(state: Any, element: Any, older_than: Any, newer_than: Any, limit: Any) -> ListFilters:
+def validate_list(state: Any, element: Any, older_than: Any, newer_than: Any, limit: Any,
+                  customer: Any = None) -> ListFilters:
     """Check ``Engine.list``'s filters; ``InvalidInputError`` names the argument, the rule and the value."""
     st = None
     if state is not None:
@@ -107,7 +124,8 @@ def validate_list(state: Any, element: Any, older_than: Any, newer_than: Any, li
                               or not 1 <= limit <= MAX_LIST_LIMIT):
         raise InvalidInputError("limit", f"must be a whole number from 1 to {MAX_LIST_LIMIT:,}, "
                                 f"got {shown(limit)}")
-    return ListFilters(st, element, _age("older_than", older_than), _age("newer_than", newer_than), limit)
+    return ListFilters(st, element, _age("older_than", older_than), _age("newer_than", newer_than), limit,
+                       validate_customer(customer))
 
 
 def _int_field(field: str, value: Any, *, minimum: int, maximum: int | None = None) -> int:
@@ -153,6 +171,8 @@ def validate_start(
     config: Mapping[str, Any] | None,
     idempotency_key: str | None,
     callback_wait_s: int | str | None,
+    customer: str | None = None,
+    replace: bool = False,
 ) -> StartRequest:
     """Check every start input; return the normalised request or raise ``InvalidInputError``."""
     if not isinstance(element, str) or not _ELEMENT_RE.fullmatch(element):
@@ -249,4 +269,7 @@ def validate_start(
     wait = None
     if callback_wait_s is not None:
         wait = _int_field("callback_wait_s", callback_wait_s, minimum=1, maximum=MAX_CALLBACK_WAIT_S)
-    return StartRequest(element, chosen, name.strip(), tuple(tag_list), cfg, idempotency_key, wait)
+    if not isinstance(replace, bool):
+        raise InvalidInputError("replace", f"must be True or False, got {shown(replace)}")
+    return StartRequest(element, chosen, name.strip(), tuple(tag_list), cfg, idempotency_key, wait,
+                        validate_customer(customer), replace)

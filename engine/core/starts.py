@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from engine.core.guard import check_no_live_duplicate
 from engine.core.intake import StartRequest, shown, validate_start
 from engine.errors import ConcurrentUpdateError, InvalidInputError
 from persistence.repository import Repository
@@ -21,7 +22,7 @@ from states.model import Flow, State
 
 MAX_START_MANY = 1000  # one transaction; bigger lists are split by the caller
 START_KEYS = frozenset({"element", "name", "flow", "api_key", "api_secret", "callback_url", "tags", "config",
-                        "idempotency_key", "callback_wait_s"})
+                        "idempotency_key", "callback_wait_s", "customer", "replace"})
 
 
 def new_attempt(req: StartRequest, now: datetime) -> Attempt:
@@ -29,13 +30,14 @@ def new_attempt(req: StartRequest, now: datetime) -> Attempt:
     return Attempt(
         id=str(uuid.uuid4()), element_key=req.element_key, flow=req.flow, name=req.name, state=State.NEW,
         version=1, created_at=now, updated_at=now, tags=req.tags, idempotency_key=req.idempotency_key,
-        next_run_at=now, callback_wait_s=req.callback_wait_s, secrets={"config": req.config},
+        next_run_at=now, callback_wait_s=req.callback_wait_s, customer=req.customer, replaces=req.replaces,
+        secrets={"config": req.config},
     )
 
 
-def _inputs(x: Attempt | StartRequest) -> tuple[str, Flow, str]:
-    """What a reused idempotency key must come with again: element, flow and name."""
-    return x.element_key, x.flow, x.name
+def _inputs(x: Attempt | StartRequest) -> tuple[str, Flow, str, str | None]:
+    """What a reused idempotency key must come with again: element, flow, name and customer."""
+    return x.element_key, x.flow, x.name, x.customer
 
 
 def check_same_inputs(stored: Attempt, req: StartRequest, field: str = "idempotency_key") -> None:
@@ -77,6 +79,7 @@ def validate_items(items: Iterable[Mapping[str, Any]]) -> list[StartRequest]:
             if required not in item:
                 raise InvalidInputError(f"items[{i}].{required}", "is required")
         kw: dict[str, Any] = {k: item.get(k) for k in START_KEYS}
+        kw["replace"] = item.get("replace", False)
         try:
             req = validate_start(**kw)
         except InvalidInputError as exc:
@@ -102,6 +105,7 @@ def start_many(repo: Repository, requests: Sequence[StartRequest],
     ``InvalidInputError`` names the item and nothing is stored. When another caller takes one
     of the keys between our lookup and our insert, the insert stores nothing and we look again.
     """
+    requests = check_no_live_duplicate(repo, requests)
     keys = {r.idempotency_key for r in requests if r.idempotency_key is not None}
     for _ in range(5):
         stored = repo.attempts_by_idempotency_keys(sorted(keys)) if keys else {}

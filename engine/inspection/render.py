@@ -42,12 +42,14 @@ _DOT_NODE: dict[str, dict[str, str]] = {
     "visited": {"fillcolor": "#dbeafe", "color": _BLUE},
     "provisioned": {"fillcolor": "#bbf7d0", "color": _GREEN, "peripheries": "2", "penwidth": "1.5"},
     "failed": {"fillcolor": "#fecaca", "color": _RED, "peripheries": "2", "penwidth": "1.5"},
+    "disconnected": {"fillcolor": "#e5e7eb", "color": "#4b5563", "peripheries": "2", "penwidth": "1.5"},
 }
 _MERMAID_NODE: dict[str, dict[str, str]] = {
     "default": {"fill": "white", "stroke": "black"},
     "visited": {"fill": "#dbeafe", "stroke": _BLUE},
     "provisioned": {"fill": "#bbf7d0", "stroke": _GREEN, "stroke-width": "3px"},
     "failed": {"fill": "#fecaca", "stroke": _RED, "stroke-width": "3px"},
+    "disconnected": {"fill": "#e5e7eb", "stroke": "#4b5563", "stroke-width": "3px"},
 }
 _CURRENT_DOT = {"penwidth": "3.5", "fontname": "Helvetica-Bold"}
 _CURRENT_MERMAID = {"stroke-width": "5px", "font-weight": "bold"}
@@ -101,6 +103,8 @@ def _kind(state: str, visited: frozenset[str] | None) -> str:
         return "provisioned"
     if state == _FAIL:
         return "failed"
+    if state == State.DISCONNECTED.value:  # terminal, not a failure: its own look
+        return "disconnected"
     return "visited" if visited is not None and state in visited else "default"
 
 
@@ -154,6 +158,17 @@ def _apply_path(markup: dict[str, Any], graph: Any, path: PathView, mermaid: boo
         if (src, dst) not in known:
             markup["transitions"].append({"trigger": "unexpected", "source": src, "dest": dst})
             known.add((src, dst))
+    # Several triggers may share one edge (PROVISIONED --renew/check--> PROVISIONED): the path's
+    # label already lists every row taken along it, so the edge is drawn once.
+    labelled: set[tuple[str, str]] = set()
+    kept = []
+    for transition in markup["transitions"]:
+        key = (transition["source"], transition["dest"])
+        if key in path.edges and key in labelled:
+            continue
+        labelled.add(key)
+        kept.append(transition)
+    markup["transitions"][:] = kept
     for transition in markup["transitions"]:
         key = (transition["source"], transition["dest"])
         if key in path.edges:

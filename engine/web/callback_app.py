@@ -1,7 +1,8 @@
 """``provision serve``: the PUBLIC HTTP receiver of provider callbacks, and nothing else.
 
 Routes: ``GET */callback`` (the provider's redirect), ``GET */callback/progress?t=TOKEN`` (the
-customer's progress page), ``/healthz`` and ``/readyz``. The operator console is a separate app on
+customer's progress page), ``GET */connect/TOKEN`` (a single-use connect link: 302 to the consent
+URL, ``engine.core.connect``), ``/healthz`` and ``/readyz``. The operator console is a separate app on
 its own listener (``engine.web.console``, ``provision console``): nothing here shows attempts.
 
 The provider redirects the user's browser to the callback URL; this app hands the query string to
@@ -26,6 +27,7 @@ from werkzeug.wrappers import Request, Response
 
 from engine.config import Branding, branding_from_env, callback_page_key_from_env
 from engine.core.callbacks import MAX_CALLBACK_CHARS
+from engine.core.connect import CONNECT_PATH
 from engine.errors import AttemptNotFoundError, CallbackRejectedError, ProvisionError
 from engine.security.redaction import install as install_log_redaction
 from engine.security.redaction import redact_text
@@ -94,6 +96,9 @@ class CallbackApp:
             return health_response(path, self.probe) or self.pages.page("not_found", 404)
         if path.rstrip("/").endswith(PROGRESS_SUFFIX):
             return self.progress(request)
+        _, connect, token = path.rstrip("/").rpartition(CONNECT_PATH)
+        if connect and token and "/" not in token:
+            return self.connect(request, token)
         if not path.rstrip("/").endswith("/callback"):
             return self.pages.page("not_found", 404)
         if request.method == "HEAD":
@@ -122,6 +127,24 @@ class CallbackApp:
         base = request.script_root + request.path.rstrip("/")
         location = f"{base}/progress?t={quote(self.tokens.issue(outcome.attempt_id), safe='')}"
         response = Response(status=303, headers={"Location": location})
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        return response
+
+    def connect(self, request: Request, token: str) -> Response:
+        """A connect link (``engine.core.connect``): 302 to the consent URL, once."""
+        if request.method == "HEAD":
+            # Mail scanners and link previews send HEAD: only the customer's GET spends the link.
+            return self.pages.page("open_in_browser")
+        try:
+            url = self.engine.open_connect_link(token)
+        except Exception:  # noqa: BLE001 - a browser gets a page, the operator gets the log
+            log.exception("connect link could not be opened")
+            return self.pages.page("error", 500)
+        if url is None:
+            log.info("connect link refused: unknown, used or expired")
+            return self.pages.page("invalid", 410)
+        response = Response(status=302, headers={"Location": url})
         response.headers["Cache-Control"] = "no-store"
         response.headers["Referrer-Policy"] = "no-referrer"
         return response
@@ -165,6 +188,9 @@ class _QuietHandler(WSGIRequestHandler):
         # A malformed request line leaves no ``path``: this used to raise here, so the client got no
         # answer at all instead of its 400/414.
         path = str(getattr(self, "path", "") or "").split("?", 1)[0]
+        head, connect, _token = path.rpartition(CONNECT_PATH)
+        if connect:  # an unused connect link opens a consent page: its token is never logged
+            path = f"{head}{CONNECT_PATH}<token>"
         log.info("%s %s %s", getattr(self, "command", "") or "-", path[:200], code)
 
     def log_error(self, format: str, *args: Any) -> None:  # noqa: A002, D102 - werkzeug's signature

@@ -199,7 +199,8 @@ class ConsoleApp:
         attention = [("retrying", "retrying", self._count(AttemptQuery(view="retrying"))),
                      ("failed", "failed", str(counts.get(State.FAILED.value, 0))),
                      ("reauth", "reauthorization required",
-                      self._count(AttemptQuery(view="reauth", reason=FailureReason.RENEWAL_REJECTED.value)))]
+                      self._count(AttemptQuery(view="reauth", reason=FailureReason.RENEWAL_REJECTED.value))),
+                     ("unhealthy", "unhealthy", self._count(AttemptQuery(view="unhealthy")))]
         bulk = [a for a in self.actions.values() if _bulk_allowed(a, query)]
         return self.page("Attempts", list_body(query, page, counts, attention, bulk), operator)
 

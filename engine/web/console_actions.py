@@ -79,4 +79,13 @@ REAUTHORIZE = Action(
                        "the attempt is REDIRECTED."),
     run=lambda engine, attempt_id, actor: engine.reauthorize(attempt_id, actor=actor),
 )
-DEFAULT_ACTIONS: tuple[Action, ...] = (RESTART, REAUTHORIZE, CANCEL)
+DISCONNECT = Action(
+    "disconnect", "Disconnect",
+    applies=lambda a: next_state(Trigger.DISCONNECT, a.state) is not None,
+    explain=lambda a: (f"Attempt {a.id} is disconnected for good: the provider token the engine holds is "
+                       f"revoked and instance {a.instance_id or '(none)'} is DELETED at Cloud Elements. "
+                       "The customer must connect again from scratch."),
+    run=lambda engine, attempt_id, actor: engine.disconnect(attempt_id, actor=actor),
+    danger=True,
+)
+DEFAULT_ACTIONS: tuple[Action, ...] = (RESTART, REAUTHORIZE, DISCONNECT, CANCEL)

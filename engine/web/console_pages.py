@@ -75,10 +75,11 @@ def filter_form(q: AttemptQuery) -> Markup:
     reasons = [("", "any reason")] + [(r.value, r.value) for r in FailureReason]
     return Markup(
         '<form class="filters" method="get" action="/" role="search" aria-label="Filter attempts">'
-        '{}{}{}{}{}{}<button type="submit">Apply filters</button> <a href="/">Clear</a></form>').format(
+        '{}{}{}{}{}{}{}<button type="submit">Apply filters</button> <a href="/">Clear</a></form>').format(
         select("view", "View", list(VIEWS.items()), q.view),
         select("state", "State", states, q.state.value if q.state else ""),
         text_input("element", "Element", q.element, "e.g. quickbooks"),
+        text_input("customer", "Customer", q.customer, "e.g. acme-42"),
         select("reason", "Failure reason", reasons, q.reason),
         select("age", "Age", [(k, v[0]) for k, v in AGES.items()], q.age),
         text_input("search", "Search (id prefix or name)", q.search, "3f2a or Acme"))
@@ -169,9 +170,13 @@ def attempt_facts(a: Attempt, consent_url: str | None) -> Markup:
     needles = secret_values(a.secrets)
     items: list[tuple[str, Any]] = [
         ("id", a.id), ("state", state_badge(a.state, is_retrying(a))),
-        ("element / flow", f"{a.element_key} / {a.flow}"), ("failures", a.failures),
+        ("element / flow", f"{a.element_key} / {a.flow}"), ("customer", a.customer or ""),
+        ("failures", a.failures),
         ("failure reason", a.failure_reason or ""), ("last error", error_text(a.last_error, needles)),
     ]
+    if a.last_check_at is not None:  # the last health check (engine.core.health)
+        items.append(("health", f"{a.health}{f' ({a.health_reason})' if a.health_reason else ''}, "
+                                f"checked {when(a.last_check_at)}"))
     if is_retrying(a):
         items.append(("next retry", when(a.next_run_at)))
     elif a.next_run_at is not None:

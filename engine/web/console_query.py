@@ -46,6 +46,7 @@ VIEWS: Mapping[str, str] = {
     "retrying": "retrying",
     "failed": "failed",
     "reauth": "reauthorization required",
+    "unhealthy": "unhealthy connections",
 }
 _TEXT_RE = re.compile(r"^[\w .@:/+-]{0,80}$")
 _ID_PREFIX_RE = re.compile(r"^[0-9a-f][0-9a-f-]{3,35}$")
@@ -70,6 +71,7 @@ class AttemptQuery:
     search: str = ""
     view: str = ""
     after: tuple[datetime, str] | None = None  # keyset cursor: continue after this (created_at, id)
+    customer: str = ""  # the application's customer id (issue 10/12), filtered by the database
 
     @classmethod
     def from_args(cls, args: Mapping[str, str]) -> AttemptQuery:
@@ -92,12 +94,13 @@ class AttemptQuery:
                 raise InvalidInputError("after", "is not a cursor of this console; start from page one")
             after = (EPOCH + timedelta(microseconds=int(match[1])), match[2])
         return cls(state, _field(args, "element"), _field(args, "reason"), age, _field(args, "search"), view,
-                   after)
+                   after, _field(args, "customer"))
 
     def params(self, *, with_cursor: bool = False) -> dict[str, str]:
         """The query as form/URL parameters (empty ones left out)."""
         out = {"state": self.state.value if self.state else "", "element": self.element,
-               "reason": self.reason, "age": self.age, "search": self.search, "view": self.view}
+               "reason": self.reason, "age": self.age, "search": self.search, "view": self.view,
+               "customer": self.customer}
         if with_cursor and self.after is not None:
             out["after"] = cursor_text(*self.after)
         return {k: v for k, v in out.items() if v}
@@ -106,7 +109,8 @@ class AttemptQuery:
     def states(self) -> tuple[State, ...]:
         """The states to read; a view narrows the state filter."""
         by_view = {"retrying": RETRYING_STATES, "failed": (State.FAILED,), "reauth": (State.FAILED,),
-                   "attention": (*RETRYING_STATES, State.FAILED)}.get(self.view)
+                   "unhealthy": (State.PROVISIONED,),
+                   "attention": (*RETRYING_STATES, State.FAILED, State.PROVISIONED)}.get(self.view)
         if by_view is None:
             # Every state, read state by state and merged: each read then walks the (state,
             # created_at) index instead of sorting the whole table (100,000 rows) per chunk.
@@ -118,7 +122,8 @@ class AttemptQuery:
     @property
     def is_pushed_down(self) -> bool:
         """Whether the database applies every filter (``matches`` then lets every row through)."""
-        return not (self.reason or self.search or self.view in ("retrying", "attention", "reauth"))
+        return not (self.reason or self.search
+                    or self.view in ("retrying", "attention", "reauth", "unhealthy"))
 
     def matches(self, a: Attempt) -> bool:
         """The filters the database does not apply (see the module docstring)."""
@@ -126,6 +131,9 @@ class AttemptQuery:
             return False
         if self.view in ("retrying", "attention") and a.state in RETRYING_STATES and a.failures == 0:
             return False
+        if self.view in ("unhealthy", "attention") and a.state is State.PROVISIONED \
+                and a.health != "unhealthy":
+            return False  # a connected attempt needs attention only when a health check says so
         if self.view == "reauth" and a.failure_reason != FailureReason.RENEWAL_REJECTED.value:
             return False
         if self.search:
@@ -153,7 +161,7 @@ def _stream(engine: Engine, query: AttemptQuery, state: State, first: int) -> It
         # created_before is exclusive: one microsecond more keeps the cursor's ties, skipped below.
         before = after[0] + timedelta(microseconds=1) if after is not None else None
         rows = engine.list(state, element=query.element or None, older_than=older, newer_than=newer,
-                           limit=chunk, created_before=before)
+                           limit=chunk, created_before=before, customer=query.customer or None)
         fresh = [r for r in rows if after is None or r.created_at < after[0] or r.id > after[1]]
         if not fresh:
             if len(rows) < chunk:

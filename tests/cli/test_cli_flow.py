@@ -97,7 +97,7 @@ def test_list_cancel_restart(cli: Any) -> None:
         ("cancel", second), ("list",))
     lines = plain.stdout.splitlines()
     assert lines[0].split("\t") == ["id", "element", "flow", "state", "name", "created", "updated",
-                                    "failure_reason"]
+                                    "failure_reason", "customer", "health"]
     rows = {line.split("\t")[0]: line.split("\t") for line in lines[1:-1]}
     assert rows[first][3:5] == ["NEW", "first"] and rows[first][7] == "-"
     assert rows[second][3:5] == ["FAILED", "second"] and rows[second][7] == "cancelled"
@@ -116,7 +116,7 @@ def test_list_cancel_restart(cli: Any) -> None:
     assert "\t" not in table_text
     header = table_text.splitlines()[0]
     assert header.split() == ["id", "element", "flow", "state", "name", "created", "updated",
-                              "failure_reason"]
+                              "failure_reason", "customer", "health"]
     assert header.index("element") == 38  # 36-character ids plus two spaces: the columns line up
     assert "counts (2 attempts): NEW=1 FAILED=1" in table_text
 

@@ -70,7 +70,9 @@ def test_browser_shows_the_attempt_diagram(
     assert page[:2] == (1280, 900)
     green, blue = count_near(page, PROVISIONED_FILL), count_near(page, PATH_BLUE)
     # The diagram shares the screen with the facts column (about 790 of 1280 px wide), so its node
-    # fill covers about 1,100 px; the control page has none at all.
-    assert green > 800, f"the PROVISIONED node is not drawn ({green} px of its fill)"
-    assert blue > 150, f"the taken path is not drawn ({blue} px of its colour)"
+    # fill covers about 600 px since the machine gained the disconnect states (issue 10/12); the
+    # control page has none at all.
+    assert green > 400, f"the PROVISIONED node is not drawn ({green} px of its fill)"
+    # The path's blue line is thinner since the machine is wider (DISCONNECTING, DISCONNECTED).
+    assert blue > 35, f"the taken path is not drawn ({blue} px of its colour)"
     assert count_near(control, PROVISIONED_FILL) == 0 and count_near(control, PATH_BLUE) < 20

@@ -136,6 +136,12 @@ class FakeClient:
     def reconnect_oauth1(self, *args: Any, **kwargs: Any) -> Any:
         return self._answer("reconnect_oauth1", args, kwargs)
 
+    def revoke_oauth2(self, *args: Any, **kwargs: Any) -> None:
+        self._answer("revoke_oauth2", args, kwargs)
+
+    def delete_instance(self, *args: Any, **kwargs: Any) -> None:
+        self._answer("delete_instance", args, kwargs)
+
 
 class FakePorts:
     """The ``Ports`` of one step, with a settable clock and scripted retries."""

@@ -40,7 +40,7 @@ def redirect(url: str) -> Advance:
 
 def test_every_live_state_has_a_handler() -> None:
     assert set(HANDLERS) == {State.NEW, State.TOKEN_ISSUED, State.REDIRECTED, State.CALLBACK_RECEIVED,
-                             State.PROVISIONED}
+                             State.PROVISIONED, State.DISCONNECTING}
 
 
 # --- NEW -----------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ def test_every_transition_of_design_section_2_is_data() -> None:
     for s in (State.NEW, State.TOKEN_ISSUED, State.REDIRECTED, State.CALLBACK_RECEIVED, State.PROVISIONED):
         assert (Trigger.FAIL, s, State.FAILED) in edges
     assert (Trigger.FAIL, State.FAILED, State.FAILED) not in edges
-    assert len(edges) == len(TRANSITIONS) == 13
+    assert len(edges) == len(TRANSITIONS) == 18
 
 
 def test_lookup_table_matches_a_live_machine() -> None:
@@ -78,4 +78,4 @@ def test_invalid_step_names_gaps_and_illegal_moves() -> None:
 
 def test_one_handler_per_state_that_a_worker_acts_on() -> None:
     # PROVISIONED's handler renews tokens; FAILED waits for an operator.
-    assert set(HANDLERS) == set(State) - {State.FAILED}
+    assert set(HANDLERS) == set(State) - {State.FAILED, State.DISCONNECTED}

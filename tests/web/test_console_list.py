@@ -144,7 +144,10 @@ def test_actions_are_confirmed_recorded_and_offered_only_where_they_apply(
     assert "/reauthorize" not in page and f'href="/attempts/{a.id}/restart"' in page
     refused = client.post(f"/attempts/{a.id}/reauthorize", data={"csrf": csrf(confirm)})
     assert refused.status_code == 409 and "does not apply" in refused.get_data(as_text=True)
-    assert client.get(f"/attempts/{a.id}/disconnect").status_code == 404  # not an action (yet)
+    # Disconnect (issue 10/12) asks first and says the instance is deleted; asking changes nothing.
+    asked = client.get(f"/attempts/{a.id}/disconnect")
+    assert asked.status_code == 200 and "is DELETED" in asked.get_data(as_text=True)
+    assert web_engine.get(a.id).state is State.FAILED
     client.post(f"/attempts/{a.id}/restart", data={"csrf": csrf(confirm)})
     history = web_engine.history(a.id)
     assert [(h.trigger, h.note) for h in history[-2:]] == [("fail", "operator:local"),

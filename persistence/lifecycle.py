@@ -1,0 +1,63 @@
+"""Writes of the connection lifecycle that are not transitions (issue 10/12 must-haves 5, 6).
+
+A health check's result and a connect link's token hash are bookkeeping on the attempt row: they
+move no state, so they bump no version and cannot make a worker's guarded step write fail.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from persistence.schema import attempts
+from persistence.store import Store
+
+
+class Lifecycle(Store):
+    """Health results and connect-link tokens on ``attempts`` (mixed into ``Repository``)."""
+
+    def record_health(self, attempt_id: str, *, health: str, reason: str | None, at: datetime) -> bool:
+        """Store a health check's result; False if the attempt does not exist."""
+        with self._write_one() as conn:
+            result = conn.execute(attempts.update().where(attempts.c.id == attempt_id)
+                                  .values(health=health, health_reason=reason, last_check_at=at))
+        return bool(result.rowcount == 1)
+
+    def set_connect_token(self, attempt_id: str, token_hash: str, *, state: str) -> bool:
+        """Store the hash of a new connect link's token (replacing any earlier link) while the
+        attempt is in ``state``; False if it is not (it moved on meanwhile)."""
+        with self._write_one() as conn:
+            result = conn.execute(attempts.update()
+                                  .where(attempts.c.id == attempt_id, attempts.c.state == state)
+                                  .values(connect_token_hash=token_hash))
+        return bool(result.rowcount == 1)
+
+    def replaced_to_retire(self) -> list[tuple[str, str]]:
+        """``(id, state)`` of attempts replaced by a PROVISIONED attempt and not yet disconnecting.
+
+        A range of the partial index ``ix_attempts_replaces`` (only replacing rows), so the tick
+        that runs it pays almost nothing when nobody uses ``--replace``.
+        """
+        new, old = attempts.alias("new"), attempts.alias("old")
+        q = (sa.select(old.c.id, old.c.state).select_from(new.join(old, old.c.id == new.c.replaces))
+             .where(new.c.replaces.is_not(None), new.c.state == "PROVISIONED",
+                    old.c.state.not_in(("DISCONNECTING", "DISCONNECTED"))))
+        with self._read() as conn:
+            return [(str(i), str(s)) for i, s in conn.execute(q)]
+
+    def take_connect_token(self, token_hash: str) -> str | None:
+        """Spend the connect link with ``token_hash``: the attempt's id, exactly once.
+
+        A compare-and-set on the hash: of two concurrent clicks, one clears it and wins.
+        """
+        with self._read() as conn:
+            attempt_id = conn.execute(sa.select(attempts.c.id)
+                                      .where(attempts.c.connect_token_hash == token_hash)).scalar()
+        if attempt_id is None:
+            return None
+        with self._write_one() as conn:
+            result = conn.execute(attempts.update()
+                                  .where(attempts.c.id == attempt_id,
+                                         attempts.c.connect_token_hash == token_hash)
+                                  .values(connect_token_hash=None))
+        return str(attempt_id) if result.rowcount == 1 else None
