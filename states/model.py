@@ -32,6 +32,7 @@ class Trigger(str, Enum):
     PROVISION = "provision"
     QUICK_PROVISION = "quick_provision"
     RENEW = "renew"
+    REMOVE_DUPLICATE = "remove_duplicate"  # a late duplicate instance was deleted (issue 16 item 8)
     FAIL = "fail"
     RESTART = "restart"
 
@@ -88,6 +89,7 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition(Trigger.PROVISION, State.CALLBACK_RECEIVED, State.PROVISIONED),
     Transition(Trigger.QUICK_PROVISION, State.NEW, State.PROVISIONED),
     Transition(Trigger.RENEW, State.PROVISIONED, State.PROVISIONED),
+    Transition(Trigger.REMOVE_DUPLICATE, State.PROVISIONED, State.PROVISIONED),
     *(Transition(Trigger.FAIL, s, State.FAILED) for s in _FAILABLE),
     Transition(Trigger.RESTART, State.FAILED, State.NEW),
 )

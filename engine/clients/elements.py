@@ -22,7 +22,7 @@ from engine.clients.transport import (
     error_from_response,
 )
 from engine.config import ClientSettings
-from engine.errors import MalformedResponseError, PermanentApiError
+from engine.errors import MalformedResponseError, NotFoundApiError, PermanentApiError
 
 #: Instances asked for per page of GET /instances (the platform's ``pageSize``).
 LIST_PAGE_SIZE = 200
@@ -223,6 +223,13 @@ class ElementsClient:
         params = {"reAuthenticate": "true"} if reauthenticate else None
         data = self.request("update_instance", method, f"/instances/{instance_id}", params=params, body=body)
         return self._instance("update_instance", data)
+
+    def delete_instance(self, instance_id: str) -> None:
+        """DELETE /instances/{id}: remove a duplicate (or disconnected) instance; 404 = already gone."""
+        try:
+            self.request("delete_instance", "DELETE", f"/instances/{instance_id}")
+        except NotFoundApiError:
+            return
 
     # --- the provider (shares the session and the transport) --------------------------------------
 
