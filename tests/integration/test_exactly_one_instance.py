@@ -84,7 +84,8 @@ def test_a_late_duplicate_is_deleted_by_the_follow_up_check(
     eng.tick()
     assert tagged(eng, attempt_id) == [kept]
     last = eng.history(attempt_id)[-1]
-    assert (last.trigger, last.source, last.dest) == ("remove_duplicate", State.PROVISIONED, State.PROVISIONED)
+    assert (last.trigger, last.source, last.dest) == (
+        "remove_duplicate", State.PROVISIONED, State.PROVISIONED)
     assert last.note is not None and f"kept {kept}" in last.note
     assert [e.type for e in eng.events()][-1] == "connection.duplicate_removed"
     assert [r["method"] for r in sim.requests() if r["endpoint"] == "update_instance"] == ["DELETE"]
