@@ -52,6 +52,8 @@ def settling(attempt: Attempt, ports: Ports) -> RetryLater | None:
     if sent_at is None or ports.now() >= sent_at + settle(ports):
         return None
     at = sent_at + settle(ports)
+    if attempt.last_error and attempt.last_error.get("ambiguous_create"):
+        return RetryLater(at, dict(attempt.last_error))  # still the same unanswered POST
     return RetryLater(at, {
         "kind": "create_settling",
         "message": f"an earlier POST /instances may still be committing; the tag is looked up at "
@@ -64,7 +66,8 @@ def ambiguous(attempt: Attempt, ports: Ports, sent_at: datetime, kind: str) -> R
     """The decision after a POST that got no answer: record when it went out, look up later."""
     at = sent_at + settle(ports)
     return RetryLater(at, {
-        "kind": "ambiguous_create",
+        "kind": kind,  # the transport's own kind (timeout, connection): classified as before
+        "ambiguous_create": True,
         "message": f"POST /instances got no answer ({kind}); the platform may still create the "
                    f"instance, so the tag {attempt.instance_tag} is looked up at {at.isoformat()} "
                    f"before any second POST",

@@ -54,7 +54,7 @@ def test_adopts_an_instance_on_page_3(db_url: str, paged_sandbox: Sandbox) -> No
         a = engine.start("quickbooks", "Paged", flow="quick", config=QUICK_CONFIG)
         sim.set_faults(delays={"create_instance": 1.0})  # created, then held past the read timeout
         engine.run_until_idle()
-        assert engine.get(a.id).last_error["kind"] == "ambiguous_create"  # type: ignore[index]
+        assert (engine.get(a.id).last_error or {}).get("ambiguous_create") is True
         clock.advance(5)  # the settle time: 3 x the 0.4 s read timeout, at least 5 s
         engine.run_until_idle()
         a = engine.get(a.id)

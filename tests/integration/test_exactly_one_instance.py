@@ -48,7 +48,8 @@ def test_a_slow_platform_gets_exactly_five_instances_for_five_attempts(
     eng = engine_on(db_url, clock=clock, sim=sim, read_timeout=1.0, settings=EngineSettings(concurrency=5))
     ids = [eng.start("quickbooks", f"Slow {i}", flow="quick", config=QUICK_CONFIG).id for i in range(5)]
     eng.tick()  # five POSTs, each times out after 1 s
-    assert [eng.get(i).last_error["kind"] for i in ids] == ["ambiguous_create"] * 5  # type: ignore[index]
+    errors = [eng.get(i).last_error or {} for i in ids]
+    assert [(e.get("kind"), e.get("ambiguous_create")) for e in errors] == [("timeout", True)] * 5
     wait_for(lambda: len(sim.store.instances) == 5, 10, "the platform to commit the five late POSTs")
     clock.advance(4.9)  # the settle time is max(5 s, 3 x the 1 s read timeout): not yet
     eng.tick()

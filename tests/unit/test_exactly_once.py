@@ -32,7 +32,8 @@ def test_a_reset_after_sending_is_ambiguous_too(client: FakeClient, clock: FakeC
     client.script("create_instance", ApiConnectionError("answer broken off (ProtocolError)"))
     attempt = make_attempt(State.CALLBACK_RECEIVED, Flow.OAUTH2, secrets={"callback": {"code": "c"}})
     decision = handle_callback_received(attempt, ports)
-    assert isinstance(decision, RetryLater) and decision.error["kind"] == "ambiguous_create"
+    assert isinstance(decision, RetryLater) and decision.error["ambiguous_create"] is True
+    assert decision.error["kind"] == "connection"
     assert decision.at == T0 + timedelta(seconds=SETTLE) and ports.try_numbers == [1]
 
 
