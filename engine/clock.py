@@ -1,10 +1,14 @@
 """The one injectable clock (STYLE habit 2): production uses the system UTC time."""
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
 Clock = Callable[[], datetime]
+log = logging.getLogger(__name__)
 
 
 def utcnow() -> datetime:
@@ -29,3 +33,52 @@ class FakeClock:
     def sleep(self, seconds: float) -> None:
         """A ``sleep`` that advances this clock instead of waiting."""
         self.advance(seconds)
+
+
+class DatabaseClock:
+    """The database's clock, read through the local one: ``local() + offset`` (issue 16 item 8).
+
+    Leases and due times are written and compared by every worker; with each worker's own clock, a
+    worker 60 s ahead saw every other worker's lease as expired and ran its step a second time. All
+    workers of one database therefore use the database server's time. Reading it per call would add
+    a round trip to every ``now()``, so the offset between the database and the local clock is
+    measured (``read_db`` between two local readings, the midpoint against the answer) and
+    refreshed every ``refresh_s``. If a refresh fails (database down), the last offset is kept: the
+    worker must survive database errors, and the offset of a healthy host changes slowly.
+    ``open_engine`` uses it; tests inject a ``FakeClock`` instead, which is one clock for all.
+    """
+
+    def __init__(self, read_db: Callable[[], datetime], *, local: Clock | None = None,
+                 refresh_s: float = 30.0, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._read_db = read_db
+        self._local = local or utcnow  # looked up now, not at import: a test worker may offset it
+        self._refresh_s = refresh_s
+        self._monotonic = monotonic
+        self._lock = threading.Lock()
+        self._offset = timedelta(0)
+        self._measured_at: float | None = None
+
+    @property
+    def offset(self) -> timedelta:
+        """Database time minus local time, as last measured."""
+        return self._offset
+
+    def __call__(self) -> datetime:
+        with self._lock:
+            stale = self._measured_at is None or self._monotonic() - self._measured_at >= self._refresh_s
+            if stale:
+                self._measure()
+            return self._local() + self._offset
+
+    def _measure(self) -> None:
+        self._measured_at = self._monotonic()
+        try:
+            before = self._local()
+            db = self._read_db()
+            after = self._local()
+        except Exception as exc:  # noqa: BLE001 - keep the last offset; the next call retries soon
+            log.warning("cannot read the database clock (%s); keeping offset %s", type(exc).__name__,
+                        self._offset)
+            self._measured_at = self._monotonic() - self._refresh_s + 1.0
+            return
+        self._offset = db - (before + (after - before) / 2)

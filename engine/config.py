@@ -92,11 +92,20 @@ class EngineSettings:
     commit_window_s: float = 0.2
     # The public address of `provision serve` (PROVISION_PUBLIC_URL): connect links start with it.
     public_url: str | None = None
+    # After an ambiguous POST /instances (a read timeout, a connection reset after sending), no
+    # second POST goes out until a tag look-up made this long after the first finds nothing.
+    # None: 3x the client's read timeout, at least 5 s (the platform may still commit meanwhile).
+    create_settle_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.public_url is not None:
             check_url("EngineSettings.public_url", self.public_url)
         # Embedders build these directly: nan or a string would otherwise fail every tick (issue 16).
+        settle = self.create_settle_s
+        if settle is not None and (isinstance(settle, bool) or not isinstance(settle, (int, float))
+                                   or not (math.isfinite(settle) and settle >= 1)):
+            raise InvalidInputError("EngineSettings.create_settle_s", f"must be a finite number of seconds "
+                                    f"of at least 1 (or None), got {str(settle)[:40]!r}")
         for name in ("lease_s", "batch_size", "concurrency", "poll_max_s", "callback_wait_s",
                      "renewal_max_lead_s", "commit_window_s"):
             value = getattr(self, name)
@@ -253,6 +262,7 @@ BOUNDS: dict[str, Bound] = {
     "PROVISION_POLL_SECONDS": Bound(float, 0.01, 3600, "1 hour"),
     "PROVISION_CALLBACK_WAIT_SECONDS": Bound(int, 1, 30 * _DAY, "30 days"),
     "PROVISION_RENEWAL_MAX_LEAD_SECONDS": Bound(int, 1, 7 * _DAY, "7 days"),
+    "PROVISION_CREATE_SETTLE_SECONDS": Bound(float, 1, _DAY, "1 day"),
     "PROVISION_COMMIT_WINDOW_SECONDS": Bound(float, 0, 60, "1 minute; 0 turns group commit off"),
     "PROVISION_CONNECT_TIMEOUT_SECONDS": Bound(float, 0.1, 300, "5 minutes"),
     "PROVISION_READ_TIMEOUT_SECONDS": Bound(float, 0.1, 3600, "1 hour"),
@@ -284,13 +294,15 @@ _SETTINGS_ENV = {
     "callback_wait_s": "PROVISION_CALLBACK_WAIT_SECONDS",
     "renewal_max_lead_s": "PROVISION_RENEWAL_MAX_LEAD_SECONDS",
     "commit_window_s": "PROVISION_COMMIT_WINDOW_SECONDS",
+    "create_settle_s": "PROVISION_CREATE_SETTLE_SECONDS",
 }
 
 
 def engine_settings_from_env(environ: Mapping[str, str] | None = None, **overrides: Any) -> EngineSettings:
     """``EngineSettings`` from ``PROVISION_*`` variables, plus overrides.
 
-    The variables set the lease, batch, poll, callback wait and commit window (ranges: ``BOUNDS``).
+    The variables set the lease, batch, poll, callback wait, commit window and create settle time
+    (ranges: ``BOUNDS``).
     """
     values: dict[str, Any] = dict(_numbers_from_env(environ, _SETTINGS_ENV))
     public = (os.environ if environ is None else environ).get("PROVISION_PUBLIC_URL", "").strip()

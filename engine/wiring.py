@@ -6,6 +6,7 @@ from typing import Any
 
 from engine.clients.elements import ElementsClient
 from engine.clients.webhooks import WebhookSender
+from engine.clock import DatabaseClock
 from engine.config import (
     WebhookSettings,
     client_settings_from_env,
@@ -64,4 +65,6 @@ def open_engine(
     repo = open_repository(db_url or db_url_from_env(environ), migrate=migrate, environ=environ)
     if hooks is not None:
         engine_kw.setdefault("webhooks", WebhookSender(hooks))
+    # Leases and due times on the database's clock, so that workers with skewed clocks agree.
+    engine_kw.setdefault("clock", DatabaseClock(repo.database_time))
     return Engine(repo, client, **engine_kw)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 import sqlalchemy as sa
@@ -113,6 +113,17 @@ class Repository(Inbox, Lifecycle):
         q = sa.select(history).where(history.c.attempt_id == attempt_id).order_by(history.c.seq)
         with self._read() as conn:
             return [HistoryEntry(**dict(r)) for r in conn.execute(q).mappings()]
+
+    def database_time(self) -> datetime:
+        """The database server's clock, UTC (PostgreSQL ``clock_timestamp()``; SQLite: the host's,
+        to the millisecond). Leases and due times are compared on it (engine.clock.DatabaseClock)."""
+        if self.engine.dialect.name == "postgresql":
+            q = sa.text("SELECT extract(epoch FROM clock_timestamp())")
+        else:
+            q = sa.text("SELECT (julianday('now') - 2440587.5) * 86400.0")
+        with self._read() as conn:
+            epoch = float(conn.execute(q).scalar_one())
+        return datetime.fromtimestamp(epoch, timezone.utc)
 
     def next_due_at(self, now: datetime | None = None) -> datetime | None:
         """The earliest ``next_run_at``; with ``now``, only among attempts this worker could claim.

@@ -2,6 +2,8 @@
 
 Per request: match the route -> maybe inject a failure (no effect performed) -> run the handler (the
 effect) -> stamp ``Elements-Request-Id`` -> log -> hold the response for the configured delay.
+A ``before`` delay instead holds the request before the effect, which then happens even if the client
+gave up meanwhile: a slow platform that commits after the client's read timeout (issue 16 item 8).
 Holding *after* the effect is deliberate: a client killed during the delay leaves the effect committed,
 which is exactly the crash window the engine's adopt-by-tag logic must survive (DESIGN.md §4).
 """
@@ -187,6 +189,9 @@ class SandboxApp:
         return response(environ, start_response)
 
     def _serve(self, route: Route, request: Request, values: dict[str, Any], request_id: str) -> Response:
+        before = self.ctx.faults.hold_before(route.endpoint) if route.endpoint else 0.0
+        if before > 0:
+            self.stopping.wait(before)  # hold before commit: the effect below happens regardless
         rule = self.ctx.faults.decide_failure(route.endpoint) if route.endpoint else None
         if rule is not None:  # injected failure: answer without performing the effect
             reason = HTTP_STATUS_CODES.get(rule.status, "Error")

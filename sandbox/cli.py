@@ -21,8 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="user secret accepted in 'Authorization: User <secret>, ...'")
     parser.add_argument("--org-secret", default=DEFAULT_ORG_SECRET,
                         help="organization secret accepted in 'Authorization: ..., Organization <secret>'")
-    parser.add_argument("--delay", action="append", default=[], metavar="ENDPOINT=SECONDS",
-                        help="hold responses of ENDPOINT for SECONDS after performing the effect "
+    parser.add_argument("--delay", action="append", default=[], metavar="ENDPOINT=SECONDS[:MODE]",
+                        help="hold calls of ENDPOINT for SECONDS: ':after' (default) performs the effect "
+                             "then holds the response; ':before' holds the request, then performs the effect "
+                             "whatever the client did meanwhile "
                              f"(repeatable; endpoints: {_ENDPOINT_LIST})")
     parser.add_argument("--fail", action="append", default=[], metavar="ENDPOINT=RATE[:STATUS]",
                         help="answer STATUS (default 503) on a RATE fraction (0..1) of calls to ENDPOINT, "

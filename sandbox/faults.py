@@ -1,6 +1,10 @@
-"""Fault injection: per-endpoint delays ("hold after commit") and error rates.
+"""Fault injection: per-endpoint delays ("hold after commit" or "hold before commit") and error rates.
 
-Spec strings come from the CLI: ``--delay ENDPOINT=SECONDS`` and ``--fail ENDPOINT=RATE[:STATUS]``.
+Spec strings come from the CLI: ``--delay ENDPOINT=SECONDS[:after|:before]`` and
+``--fail ENDPOINT=RATE[:STATUS]``. ``after`` (the default) performs the effect, then holds the
+response; ``before`` receives the request, holds it, then performs the effect whatever the client did
+meanwhile (a platform that commits after the client's read timeout). In ``POST /_sandbox/faults`` a
+delay is a number (after) or ``{"seconds": S, "when": "before"|"after"}``.
 The same rules can be replaced at run time with ``POST /_sandbox/faults`` (see :meth:`Faults.load_json`),
 where a fail rule may also carry ``count`` (fail only the next N matching calls, for deterministic tests)
 and ``retry_after`` (seconds put in ``Retry-After`` on 429/503).
@@ -83,12 +87,38 @@ def _check_status(value: Any, spec: str) -> int:
     return status
 
 
-def parse_delay(spec: str) -> tuple[str, float]:
-    """Parse ``ENDPOINT=SECONDS``; raise ``ValueError`` naming the bad part."""
+HOLD_MODES = ("after", "before")
+
+
+def parse_delay_mode(spec: str) -> tuple[str, float, str]:
+    """Parse ``ENDPOINT=SECONDS[:after|:before]`` into (endpoint, seconds, mode)."""
     name, sep, value = spec.partition("=")
     if not sep:
-        raise ValueError(f"{spec!r} is not of the form ENDPOINT=SECONDS")
-    return _check_endpoint(name, spec), _check_seconds(value.strip(), spec)
+        raise ValueError(f"{spec!r} is not of the form ENDPOINT=SECONDS[:after|:before]")
+    seconds_text, colon, mode = value.partition(":")
+    mode = mode.strip() if colon else "after"
+    if mode not in HOLD_MODES:
+        raise ValueError(f"hold mode {mode!r} in {spec!r} must be 'after' or 'before'")
+    return _check_endpoint(name, spec), _check_seconds(seconds_text.strip(), spec), mode
+
+
+def parse_delay(spec: str) -> tuple[str, float]:
+    """Parse ``ENDPOINT=SECONDS[:MODE]`` (``parse_delay_mode``); raise ``ValueError`` naming the bad part."""
+    name, seconds, _mode = parse_delay_mode(spec)
+    return name, seconds
+
+
+def _delay_from_json(name: str, value: Any) -> tuple[float, str]:
+    spec = f"delay.{name}"
+    if isinstance(value, Mapping):
+        unknown = sorted(set(value) - {"seconds", "when"})
+        if unknown:
+            raise ValueError(f"{spec} has unknown keys: {', '.join(unknown)}")
+        mode = value.get("when", "after")
+        if mode not in HOLD_MODES:
+            raise ValueError(f"{spec}.when {mode!r} must be 'after' or 'before'")
+        return _check_seconds(value.get("seconds"), spec), str(mode)
+    return _check_seconds(value, spec), "after"
 
 
 def parse_fail(spec: str) -> tuple[str, FailRule]:
@@ -135,6 +165,7 @@ class Faults:
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
         self.delays: dict[str, float] = dict(delays or {})
+        self.delays_before: dict[str, float] = {}
         self.fails: dict[str, FailRule] = dict(fails or {})
 
     @classmethod
@@ -146,12 +177,14 @@ class Faults:
 
     def replace(self, delays: DelaySpec = None, fails: FailSpec = None) -> None:
         """Validate, then replace all rules at once (nothing changes if validation fails)."""
-        new_delays: dict[str, float] = {}
+        parsed: list[tuple[str, float, str]] = []
         if isinstance(delays, Mapping):
-            for name, seconds in delays.items():
-                new_delays[_check_endpoint(name, f"delay.{name}")] = _check_seconds(seconds, f"delay.{name}")
+            for name, value in delays.items():
+                parsed.append((_check_endpoint(name, f"delay.{name}"), *_delay_from_json(name, value)))
         elif delays is not None:
-            new_delays.update(parse_delay(spec) for spec in delays)
+            parsed += [parse_delay_mode(spec) for spec in delays]
+        new_delays = {name: s for name, s, mode in parsed if mode == "after"}
+        new_before = {name: s for name, s, mode in parsed if mode == "before"}
         new_fails: dict[str, FailRule] = {}
         if isinstance(fails, Mapping):
             for name, value in fails.items():
@@ -159,7 +192,7 @@ class Faults:
         elif fails is not None:
             new_fails.update(parse_fail(spec) for spec in fails)
         with self._lock:
-            self.delays, self.fails = new_delays, new_fails
+            self.delays, self.delays_before, self.fails = new_delays, new_before, new_fails
 
     def load_json(self, body: Any) -> None:
         """Apply a ``POST /_sandbox/faults`` body: ``{"delay": {...}, "fail": {...}}``."""
@@ -176,7 +209,9 @@ class Faults:
     def to_json(self) -> dict[str, Any]:
         """The rules in force, in the shape :meth:`load_json` accepts."""
         with self._lock:
-            return {"delay": dict(self.delays),
+            delay: dict[str, Any] = dict(self.delays)
+            delay.update({n: {"seconds": s, "when": "before"} for n, s in self.delays_before.items()})
+            return {"delay": delay,
                     "fail": {name: rule.to_json() for name, rule in self.fails.items()}}
 
     def decide_failure(self, endpoint: str) -> FailRule | None:
@@ -198,3 +233,8 @@ class Faults:
         """Seconds to hold the response of a call to ``endpoint`` (after its effect)."""
         with self._lock:
             return self.delays.get(endpoint, 0.0)
+
+    def hold_before(self, endpoint: str) -> float:
+        """Seconds to hold a call to ``endpoint`` before its effect (the effect happens regardless)."""
+        with self._lock:
+            return self.delays_before.get(endpoint, 0.0)

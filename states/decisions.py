@@ -25,18 +25,28 @@ class Advance:
 
 @dataclass(frozen=True)
 class RetryLater:
-    """Nothing moved; try the same step again at ``at`` because of ``error`` (a structured dict)."""
+    """Nothing moved; try the same step again at ``at`` because of ``error`` (a structured dict).
+
+    ``secrets`` is merged into the secrets blob: what the step learned that its next run needs
+    (e.g. when an ambiguous POST went out, states/exactly_once.py).
+    """
 
     at: datetime
     error: dict[str, Any]
+    secrets: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Fail:
-    """Move to FAILED with ``reason``; ``error`` keeps the platform's words and a hint."""
+    """Move to FAILED with ``reason``; ``error`` keeps the platform's words and a hint.
+
+    ``secrets`` is merged into the secrets blob (a failed create keeps its ambiguity marker, so a
+    restart looks the tag up before it POSTs again).
+    """
 
     reason: FailureReason
     error: dict[str, Any] | None = None
+    secrets: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

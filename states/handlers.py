@@ -6,9 +6,11 @@ after in-process retries) are classified by the engine into RetryLater or Fail.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
+from states import exactly_once
 from states.attempt import Attempt
 from states.decisions import Advance, Decision, Fail, WaitForCallback
 from states.disconnect import handle_disconnecting
@@ -84,37 +86,62 @@ def handle_callback_received(attempt: Attempt, ports: Ports) -> Decision:
 
 
 def _provision(attempt: Attempt, ports: Ports, trigger: Trigger, body: dict[str, Any]) -> Decision:
-    def adopt() -> dict[str, Any] | None:
-        found = ports.client.find_instances_by_tag(attempt.instance_tag)
-        return min(found, key=lambda i: str(i.get("id"))) if found else None
-
-    def create_or_adopt(try_number: int) -> tuple[dict[str, Any], bool]:
-        # POST /instances is not idempotent. If this step may have run before (a crash after the
-        # platform created the instance, or a timed-out POST retried here), look the tag up first.
-        repeat = try_number > 1 or attempt.runs > 1
-        if repeat and (found := adopt()) is not None:
-            return found, True
-        try:
-            return ports.client.create_instance(body), False
-        except Exception as exc:
-            # On a repeat, "verifier/code already used" means an earlier try of this very step
-            # (whose lease we took over) consumed it and created the instance: adopt that one.
-            if (
-                repeat
-                and getattr(exc, "kind", None) == "provider_rejected"
-                and (found := adopt()) is not None
-            ):
-                return found, True
-            raise
-
     if attempt.instance_id:
         # A restarted (re-authorised) attempt keeps its instance: new consent, same instance.
         reauth = {**body, "providerData": body.get("providerData", {})}
         instance = ports.call(lambda _n: ports.client.update_instance(
             str(attempt.instance_id), reauth, method="PUT", reauthenticate=True))
-        adopted = False
-    else:
-        instance, adopted = ports.call(create_or_adopt)
+        return _provisioned(attempt, ports, trigger, body, instance, adopted=False)
+    if (wait := exactly_once.settling(attempt, ports)) is not None:
+        return wait
+    created = ports.call(lambda n: _create_or_adopt(attempt, ports, body, n))
+    if isinstance(created, _Unanswered):
+        return exactly_once.ambiguous(attempt, ports, created.sent_at, created.kind)
+    instance, adopted, repeat = created
+    decision = _provisioned(attempt, ports, trigger, body, instance, adopted=adopted)
+    # A second POST was possible when this step ran before, tried again, or followed an ambiguous one.
+    return exactly_once.after_create(attempt, ports, decision, maybe_twice=repeat)
+
+
+@dataclass(frozen=True)
+class _Unanswered:
+    """A POST /instances that may have reached the platform, with no answer (``kind``)."""
+
+    sent_at: datetime
+    kind: str
+
+
+def _create_or_adopt(attempt: Attempt, ports: Ports, body: dict[str, Any],
+                     try_number: int) -> tuple[dict[str, Any], bool, bool] | _Unanswered:
+    """(instance, adopted, repeat): the instance created or found by tag; ``repeat`` says this
+    step may have POSTed before. ``_Unanswered`` when the POST got no answer."""
+    def adopt() -> dict[str, Any] | None:
+        found = ports.client.find_instances_by_tag(attempt.instance_tag)
+        return min(found, key=lambda i: str(i.get("id"))) if found else None
+
+    # POST /instances is not idempotent. If this step may have run before (a crash after the
+    # platform created the instance, an ambiguous POST that settled), look the tag up first.
+    repeat = try_number > 1 or attempt.runs > 1 or exactly_once.CREATE_SENT_AT in attempt.secrets
+    if repeat and (found := adopt()) is not None:
+        return found, True, repeat
+    sent_at = ports.now()
+    try:
+        return ports.client.create_instance(body), False, repeat
+    except Exception as exc:
+        kind = getattr(exc, "kind", None)
+        if kind in exactly_once.AMBIGUOUS_KINDS:
+            # Not retried in process: the platform may commit this POST after we gave up, so no
+            # second POST before a look-up a settle time later (DESIGN §4).
+            return _Unanswered(sent_at, str(kind))
+        # On a repeat, "verifier/code already used" means an earlier try of this very step
+        # (whose lease we took over) consumed it and created the instance: adopt that one.
+        if repeat and kind == "provider_rejected" and (found := adopt()) is not None:
+            return found, True, repeat
+        raise
+
+
+def _provisioned(attempt: Attempt, ports: Ports, trigger: Trigger, body: dict[str, Any],
+                 instance: dict[str, Any], *, adopted: bool) -> Advance:
     raw_config = instance.get("configuration")
     config: dict[str, Any] = raw_config if isinstance(raw_config, dict) else {}
     interval = _int(config.get("oauth.user.refresh_interval")) or _int(
@@ -144,6 +171,14 @@ def _provision(attempt: Attempt, ports: Ports, trigger: Trigger, body: dict[str,
     )
 
 
+def handle_provisioned_or_check(attempt: Attempt, ports: Ports) -> Decision:
+    """PROVISIONED: the follow-up duplicate check when it is due, else the renewal step."""
+    check = exactly_once.duplicate_check(attempt, ports)
+    if check is not None:
+        return check
+    return exactly_once.keep_check(attempt, handle_provisioned(attempt, ports))
+
+
 def _int(value: Any) -> int | None:
     try:
         return int(value) if value not in (None, "") else None
@@ -156,6 +191,6 @@ HANDLERS: dict[State, Handler] = {
     State.TOKEN_ISSUED: handle_token_issued,
     State.REDIRECTED: handle_redirected,
     State.CALLBACK_RECEIVED: handle_callback_received,
-    State.PROVISIONED: handle_provisioned,
+    State.PROVISIONED: handle_provisioned_or_check,
     State.DISCONNECTING: handle_disconnecting,
 }

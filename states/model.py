@@ -34,6 +34,7 @@ class Trigger(str, Enum):
     PROVISION = "provision"
     QUICK_PROVISION = "quick_provision"
     RENEW = "renew"
+    REMOVE_DUPLICATE = "remove_duplicate"  # a late duplicate instance was deleted (issue 16 item 8)
     FAIL = "fail"
     RESTART = "restart"
     CHECK = "check"  # a health check found the instance unhealthy (states.health)
@@ -98,6 +99,7 @@ TRANSITIONS: tuple[Transition, ...] = (
     # Recorded when a health check finds the instance newly unhealthy: the history row is what
     # emits connection.unhealthy (engine.core.events); the attempt stays PROVISIONED.
     Transition(Trigger.CHECK, State.PROVISIONED, State.PROVISIONED),
+    Transition(Trigger.REMOVE_DUPLICATE, State.PROVISIONED, State.PROVISIONED),
     *(Transition(Trigger.FAIL, s, State.FAILED) for s in _FAILABLE),
     Transition(Trigger.RESTART, State.FAILED, State.NEW),
     # Disconnect (issue 10/12 must-have 4): a connected attempt, or a failed one that may still

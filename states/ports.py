@@ -37,11 +37,13 @@ class ClientPort(Protocol):
     def update_instance(self, instance_id: str, body: Mapping[str, Any], *, method: str = "PATCH",
                         reauthenticate: bool = False) -> dict[str, Any]: ...
 
+    def delete_instance(self, instance_id: str) -> None:
+        """DELETE /instances/{id}; an instance already gone (404) counts as deleted."""
+        ...
+
     def refresh_oauth2(self, client_id: str, client_secret: str, refresh_token: str) -> Any: ...
 
     def revoke_oauth2(self, client_id: str, client_secret: str, token: str) -> None: ...
-
-    def delete_instance(self, instance_id: str) -> None: ...
 
     def reconnect_oauth1(self, consumer_key: str, consumer_secret: str, token: str,
                          token_secret: str) -> Any: ...
@@ -67,6 +69,9 @@ class StepSettings:
     callback_wait_s: int = 1800  # DESIGN §6: 30 minutes for the user to consent
     # Renew this long before the token's due time at most (never more than 10% of the interval).
     renewal_max_lead_s: int = 15 * 60
+    # After an ambiguous create, no second POST before a tag look-up this long after the first
+    # POST (the engine passes 3x the read timeout, at least 5 s, or PROVISION_CREATE_SETTLE_SECONDS).
+    create_settle_s: float = 90.0
 
 
 class Ports(Protocol):

@@ -13,6 +13,8 @@ transition means to an application:
 ``connection.renewed``                      PROVISIONED --renew--> PROVISIONED
 ``connection.reauthorization_required``     PROVISIONED --fail--> FAILED (renewal_rejected)
 ``connection.recovered``                    PROVISIONED again after an earlier PROVISIONED
+``connection.duplicate_removed``            PROVISIONED --remove_duplicate--> PROVISIONED: a late
+                                            duplicate instance was deleted (the timeline's note names it)
 ``connection.disconnecting``                PROVISIONED/FAILED --disconnect--> DISCONNECTING
 ``connection.disconnected``                 DISCONNECTING --remove--> DISCONNECTED (states.disconnect)
 ``connection.unhealthy``                    PROVISIONED --check--> PROVISIONED (engine.core.health)
@@ -44,20 +46,24 @@ RENEWED = "connection.renewed"
 REAUTHORIZATION_REQUIRED = "connection.reauthorization_required"
 RECOVERED = "connection.recovered"
 DISCONNECTING = "connection.disconnecting"
+DUPLICATE_REMOVED = "connection.duplicate_removed"
 DISCONNECTED = "connection.disconnected"
 UNHEALTHY = "connection.unhealthy"
 
 #: Every event type, in the order of a connection's life (hooks may filter on any of them).
 EVENT_TYPES: tuple[str, ...] = (
     TOKEN_ISSUED, REDIRECTED, CALLBACK_RECEIVED, PROVISIONED, FAILED, RESTARTED, RENEWED,
-    REAUTHORIZATION_REQUIRED, RECOVERED, DISCONNECTING, DISCONNECTED, UNHEALTHY,
+    REAUTHORIZATION_REQUIRED, RECOVERED, DUPLICATE_REMOVED, DISCONNECTING, DISCONNECTED, UNHEALTHY,
 )
 
+# PROVISIONED --x--> PROVISIONED transitions that are not a (re)provisioning.
+_REFLEXIVE = frozenset({Trigger.RENEW.value, Trigger.REMOVE_DUPLICATE.value, Trigger.CHECK.value})
 _BY_TRIGGER = {
     Trigger.ISSUE_TOKEN.value: TOKEN_ISSUED,
     Trigger.REDIRECT.value: REDIRECTED,
     Trigger.RECEIVE_CALLBACK.value: CALLBACK_RECEIVED,
     Trigger.RENEW.value: RENEWED,
+    Trigger.REMOVE_DUPLICATE.value: DUPLICATE_REMOVED,
     Trigger.RESTART.value: RESTARTED,
     Trigger.CHECK.value: UNHEALTHY,
     Trigger.DISCONNECT.value: DISCONNECTING,
@@ -89,7 +95,7 @@ def event_type(row: OutboxEvent) -> str:
     """The type of the event for ``row``'s transition (see the module's table)."""
     if row.trigger == Trigger.FAIL.value:
         return REAUTHORIZATION_REQUIRED if row.source == State.PROVISIONED.value else FAILED
-    if row.dest == State.PROVISIONED.value and row.trigger not in (Trigger.RENEW.value, Trigger.CHECK.value):
+    if row.dest == State.PROVISIONED.value and row.trigger not in _REFLEXIVE:
         return RECOVERED if row.reprovisioned else PROVISIONED
     return _BY_TRIGGER.get(row.trigger, f"attempt.{row.trigger}")
 

@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -36,6 +36,7 @@ from persistence.outbox import Outbox
 from persistence.repository import Repository
 from persistence.writes import transition_write
 from states.attempt import Attempt, HistoryEntry
+from states.exactly_once import create_in_flight
 from states.machine import next_state
 from states.model import FailureReason, Flow, State, Trigger
 from states.ports import PlatformPort, StepSettings
@@ -97,8 +98,10 @@ class Engine:
         self.policy = policy or RetryPolicy()
         self.renewal_policy = renewal_policy or RenewalPolicy()
         self.settings = settings or EngineSettings()
-        self.step_settings = StepSettings(callback_wait_s=self.settings.callback_wait_s,
-                                          renewal_max_lead_s=self.settings.renewal_max_lead_s)
+        self.step_settings = StepSettings(
+            callback_wait_s=self.settings.callback_wait_s,
+            renewal_max_lead_s=self.settings.renewal_max_lead_s,
+            create_settle_s=self.settings.create_settle_s or max(5.0, 3 * client.timeouts[1]))
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.rng = rng or random.Random()
         self._check_lease()
@@ -281,8 +284,12 @@ class Engine:
             entry = HistoryEntry.after(attempt, trigger.value, dest, now, worker=self.worker_id,
                                        outcome="failed" if reason else "ok", error=error,
                                        note=f"operator:{actor}" if actor else "operator")
+            marker = create_in_flight(attempt, now) if trigger is Trigger.FAIL else None
+            if marker is not None:
+                entry = replace(entry, note=f"{entry.note}; {marker.note}")
             write = transition_write(attempt, entry, owner=None, now=now, next_run_at=next_run_at(),
-                                     failure_reason=reason, last_error=error)
+                                     failure_reason=reason, last_error=error,
+                                     secret_updates=marker.secrets if marker else None)
             if self.repo.apply(write):
                 self.wake()
                 self.dispatch.dispatch_hooks()

@@ -24,7 +24,7 @@ from states.attempt import Attempt, HistoryEntry
 from states.decisions import Advance, Decision, Fail, RetryLater, Stay
 from states.handlers import HANDLERS
 from states.machine import next_state
-from states.model import State, Trigger
+from states.model import FailureReason, State, Trigger
 from states.ports import ClientPort, StepSettings
 from states.traits import traits_of
 
@@ -181,6 +181,11 @@ class StepRunner:
                 decision = decide_on_error(exc, failures=attempt.failures, policy=self.policy,
                                            now=self.clock(), rng=self.rng)
         duration_ms = int((time.monotonic() - started) * 1000)
+        if (isinstance(decision, RetryLater) and traits_of(attempt.state).retry == "onboarding"
+                and attempt.failures >= self.policy.budget):
+            # A handler's own RetryLater (an ambiguous create) counts against the same budget as errors.
+            decision = Fail(FailureReason.RETRIES_EXHAUSTED,
+                            {**decision.error, "attempts": attempt.failures + 1}, secrets=decision.secrets)
         if isinstance(decision, (Fail, RetryLater)) and decision.error:
             # A platform that echoes a token in its error text must not get it stored in plain text.
             decision = replace(decision, error=scrub(decision.error, secret_values(attempt.secrets)))
@@ -242,11 +247,13 @@ class StepRunner:
                                        outcome="failed", tries=total_tries, duration_ms=duration_ms,
                                        error=decision.error, note=decision.reason.value)
             return _Planned(transition_write(attempt, entry, owner=owner, now=now, next_run_at=None,
-                                             failure_reason=decision.reason.value, last_error=decision.error),
+                                             failure_reason=decision.reason.value, last_error=decision.error,
+                                             secret_updates=decision.secrets or None),
                             decision, "failed", State.FAILED)
         if isinstance(decision, RetryLater):
             retry = reschedule_write(attempt, owner=owner, now=now, next_run_at=decision.at,
-                                     error=decision.error, count_failure=True)
+                                     error=decision.error, count_failure=True,
+                                     secret_updates=decision.secrets or None)
             return _Planned(retry, decision, "retry", None)
         return _Planned(reschedule_write(attempt, owner=owner, now=now, next_run_at=decision.deadline,
                                          error=None, count_failure=False), decision, "waiting", None)

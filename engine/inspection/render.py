@@ -158,20 +158,16 @@ def _apply_path(markup: dict[str, Any], graph: Any, path: PathView, mermaid: boo
         if (src, dst) not in known:
             markup["transitions"].append({"trigger": "unexpected", "source": src, "dest": dst})
             known.add((src, dst))
-    # Several triggers may share one edge (PROVISIONED --renew/check--> PROVISIONED): the path's
-    # label already lists every row taken along it, so the edge is drawn once.
     labelled: set[tuple[str, str]] = set()
-    kept = []
-    for transition in markup["transitions"]:
+    for transition in list(markup["transitions"]):
         key = (transition["source"], transition["dest"])
-        if key in path.edges and key in labelled:
+        if key in labelled:
+            # Two triggers on one edge (renew, remove_duplicate): the path's label already lists
+            # every row taken over it, so the edge is drawn once.
+            markup["transitions"].remove(transition)
             continue
-        labelled.add(key)
-        kept.append(transition)
-    markup["transitions"][:] = kept
-    for transition in markup["transitions"]:
-        key = (transition["source"], transition["dest"])
         if key in path.edges:
+            labelled.add(key)
             # Mermaid labels are one line; " | " is what transitions itself uses to join labels.
             label = path.label(*key, sep=" | " if mermaid else "\\l")
             transition["label"] = label if mermaid else f"{label}\\l"

@@ -1,7 +1,8 @@
 """Exactly-once adoption reads every page of GET /instances (issue 15, must-have 5).
 
-The create step's first try times out after the platform created the instance; the repeated try
-looks the attempt's tag up and must find the instance although it sits on page 3.
+The create step's first try times out after the platform created the instance; the step's next
+run, a settle time later (issue 16 item 8), looks the attempt's tag up and must find the instance
+although it sits on page 3.
 """
 from __future__ import annotations
 
@@ -28,11 +29,11 @@ def paged_sandbox() -> Iterator[Sandbox]:
         yield sim
 
 
-def _engine(db_url: str, sim: Sandbox, waits: list[float], **client_kw: Any) -> Engine:
+def _engine(db_url: str, sim: Sandbox, waits: list[float], clock: FakeClock, **client_kw: Any) -> Engine:
     repo = open_repository(db_url, migrate=True, environ={"PROVISION_SECRET_KEY": TEST_KEY})
     settings = ClientSettings(sim.base_url, DEFAULT_USER_SECRET, DEFAULT_ORG_SECRET, read_timeout=0.4,
                               provider_root=sim.root_url + "/_provider")
-    return Engine(repo, ElementsClient(settings, **client_kw), clock=FakeClock(), sleep=waits.append)
+    return Engine(repo, ElementsClient(settings, **client_kw), clock=clock, sleep=waits.append)
 
 
 def _other_instances(sim: Sandbox, count: int) -> None:
@@ -47,10 +48,14 @@ def test_adopts_an_instance_on_page_3(db_url: str, paged_sandbox: Sandbox) -> No
     sim = paged_sandbox
     _other_instances(sim, 4)  # ids 1001-1004: pages 1 and 2
     waits: list[float] = []
-    engine = _engine(db_url, sim, waits, page_size=2)
+    clock = FakeClock()
+    engine = _engine(db_url, sim, waits, clock, page_size=2)
     try:
         a = engine.start("quickbooks", "Paged", flow="quick", config=QUICK_CONFIG)
         sim.set_faults(delays={"create_instance": 1.0})  # created, then held past the read timeout
+        engine.run_until_idle()
+        assert (engine.get(a.id).last_error or {}).get("ambiguous_create") is True
+        clock.advance(5)  # the settle time: 3 x the 0.4 s read timeout, at least 5 s
         engine.run_until_idle()
         a = engine.get(a.id)
         assert a.state is State.PROVISIONED, a.last_error

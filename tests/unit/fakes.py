@@ -130,6 +130,9 @@ class FakeClient:
     def update_instance(self, *args: Any, **kwargs: Any) -> Any:
         return self._answer("update_instance", args, kwargs)
 
+    def delete_instance(self, *args: Any, **kwargs: Any) -> Any:
+        return self._answer("delete_instance", args, kwargs)
+
     def refresh_oauth2(self, *args: Any, **kwargs: Any) -> Any:
         return self._answer("refresh_oauth2", args, kwargs)
 
@@ -138,9 +141,6 @@ class FakeClient:
 
     def revoke_oauth2(self, *args: Any, **kwargs: Any) -> None:
         self._answer("revoke_oauth2", args, kwargs)
-
-    def delete_instance(self, *args: Any, **kwargs: Any) -> None:
-        self._answer("delete_instance", args, kwargs)
 
 
 class FakePorts:

@@ -36,6 +36,7 @@ FIELDS = {
     "PROVISION_CALLBACK_WAIT_SECONDS": ("engine", "callback_wait_s"),
     "PROVISION_RENEWAL_MAX_LEAD_SECONDS": ("engine", "renewal_max_lead_s"),
     "PROVISION_COMMIT_WINDOW_SECONDS": ("engine", "commit_window_s"),
+    "PROVISION_CREATE_SETTLE_SECONDS": ("engine", "create_settle_s"),
     "PROVISION_CONNECT_TIMEOUT_SECONDS": ("client", "connect_timeout"),
     "PROVISION_READ_TIMEOUT_SECONDS": ("client", "read_timeout"),
     "PROVISION_RETRY_IN_PROCESS_ATTEMPTS": ("policy", "in_process_attempts"),

@@ -9,7 +9,7 @@ from unit.fakes import QBO_CONFIG, T0, Call, FakeClient, FakePorts, Token, make_
 
 from engine.clock import FakeClock
 from engine.errors import ApiTimeoutError, ProviderRejectedError, ServiceUnavailableError
-from states.decisions import Advance, Fail, WaitForCallback
+from states.decisions import Advance, Fail, RetryLater, WaitForCallback
 from states.handlers import (
     HANDLERS,
     handle_callback_received,
@@ -168,16 +168,24 @@ def test_a_repeated_quick_step_creates_when_nothing_is_tagged(client: FakeClient
     assert [c.method for c in client.calls] == ["find_instances_by_tag", "create_instance"]
 
 
-def test_a_timed_out_create_is_retried_as_a_lookup_first(client: FakeClient, clock: FakeClock) -> None:
-    """POST /instances timed out but the platform created it: the in-process retry adopts it."""
-    ports = FakePorts(client, clock, max_tries=3)
+def test_a_timed_out_create_is_looked_up_after_the_settle_time(client: FakeClient, clock: FakeClock) -> None:
+    """POST /instances timed out: no in-process retry (the platform may still commit it); the step
+    records when it was sent, and its next run, a settle time later, adopts the instance by tag."""
+    ports = FakePorts(client, clock, max_tries=3, settings=StepSettings(create_settle_s=90))
     client.script("create_instance", ApiTimeoutError("read timed out"))
+    attempt = make_attempt(State.NEW, Flow.QUICK, config=QUICK_CONFIG)
+    first = handle_new(attempt, ports)
+    assert isinstance(first, RetryLater) and first.at == T0 + timedelta(seconds=90)
+    assert first.secrets == {"create_sent_at": T0.isoformat()}
+    assert [c.method for c in client.calls] == ["create_instance"] and ports.try_numbers == [1]
+    clock.advance(90)
     client.script("find_instances_by_tag", [_instance(11)])
-    decision = handle_new(make_attempt(State.NEW, Flow.QUICK, config=QUICK_CONFIG), ports)
+    again = make_attempt(State.NEW, Flow.QUICK, config=QUICK_CONFIG, runs=2,
+                         secrets={"create_sent_at": T0.isoformat()})
+    decision = handle_new(again, ports)
     assert isinstance(decision, Advance) and decision.changes["instance_id"] == "11"
     assert decision.note == "adopted instance 11 found by tag"
     assert [c.method for c in client.calls] == ["create_instance", "find_instances_by_tag"]
-    assert ports.try_numbers == [1, 2]
 
 
 # --- TOKEN_ISSUED and REDIRECTED -------------------------------------------------------------------

@@ -1,0 +1,65 @@
+"""engine.clock.DatabaseClock: every worker's now() is the database's (issue 16 item 8), pure."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from engine.clock import DatabaseClock, FakeClock
+
+T0 = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
+
+
+class Ticks:
+    """A settable monotonic clock."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_a_worker_60_s_ahead_reads_the_database_time() -> None:
+    local = FakeClock(T0 + timedelta(seconds=60))
+    db = FakeClock(T0)
+    clock = DatabaseClock(db, local=local, monotonic=Ticks())
+    assert clock() == T0 and clock.offset == timedelta(seconds=-60)
+    local.advance(5)
+    assert clock() == T0 + timedelta(seconds=5)  # the local clock runs, the offset is kept
+
+
+def test_the_offset_is_measured_once_per_refresh_period() -> None:
+    reads: list[datetime] = []
+    db = FakeClock(T0)
+
+    def read() -> datetime:
+        reads.append(db())
+        return db()
+
+    ticks = Ticks()
+    clock = DatabaseClock(read, local=FakeClock(T0), refresh_s=30, monotonic=ticks)
+    clock(), clock()
+    assert len(reads) == 1
+    db.advance(2)  # the database's clock drifted 2 s ahead of ours
+    ticks.t = 30
+    assert clock() == T0 + timedelta(seconds=2) and len(reads) == 2
+
+
+def test_a_failed_read_keeps_the_last_offset_and_retries_soon() -> None:
+    state = {"fail": False}
+    db = FakeClock(T0 + timedelta(seconds=10))
+
+    def read() -> datetime:
+        if state["fail"]:
+            raise OSError("database restarting")
+        return db()
+
+    ticks = Ticks()
+    clock = DatabaseClock(read, local=FakeClock(T0), refresh_s=30, monotonic=ticks)
+    assert clock() == T0 + timedelta(seconds=10)
+    state["fail"] = True
+    ticks.t = 30
+    assert clock() == T0 + timedelta(seconds=10)  # no exception, the last offset
+    state["fail"] = False
+    db.advance(1)
+    ticks.t = 31  # retried a second later, not a whole refresh period
+    assert clock() == T0 + timedelta(seconds=11)
