@@ -77,34 +77,49 @@ def cmd_start(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    """Run the scheduler loop until SIGINT/SIGTERM (``--once``: until nothing is due now)."""
+    """Run the scheduler loop until SIGINT/SIGTERM (``--once``: until nothing is due now).
+
+    One line per transition on stdout (``engine.cli.reporting``; ``--quiet`` none, ``--log-format
+    json`` JSON lines), a summary on stderr at the end. Exit 0 when the worker did its job,
+    whatever the attempts' outcomes; 1 when it could not (database unreachable, a fatal report).
+    """
+    from engine.cli.reporting import WorkerReporter  # noqa: PLC0415
     from engine.config import engine_settings_from_env  # noqa: PLC0415
 
     if args.concurrency < 1:
         raise UsageError("--concurrency", f"must be at least 1, got {args.concurrency}")
+    reporter = WorkerReporter(sys.stdout, log_format=args.log_format, quiet=args.quiet)
     engine = _engine(args, settings=engine_settings_from_env(concurrency=args.concurrency))
     stop = threading.Event()
+    fatal: list[str] = []
 
     def _stop() -> None:
         stop.set()
         engine.wake()  # cut the idle wait short so shutdown is prompt
 
+    def on_tick(report: Any) -> None:
+        reporter(report)
+        if report.fatal:
+            fatal.append(report.fatal)
+
     if not args.once:
         from engine.cli.prune import start_retention  # noqa: PLC0415
 
         start_retention(args.db, stop)  # PROVISION_HISTORY_RETENTION_DAYS: hourly, from a thread
-    print(f"worker {engine.worker_id} started (concurrency {args.concurrency}"
-          f"{', once' if args.once else ''}); Ctrl-C or SIGTERM stops it", file=sys.stderr, flush=True)
+    if not args.quiet:
+        print(f"worker {engine.worker_id} started (concurrency {args.concurrency}"
+              f"{', once' if args.once else ''}); Ctrl-C or SIGTERM stops it", file=sys.stderr, flush=True)
     try:
         with stop_on_signals(_stop, doing="finishing the steps in flight"):
-            steps = engine.run(stop, once=args.once)
+            engine.run(stop, once=args.once, on_tick=on_tick)
     finally:
         engine.close()
     stopped = ", stopped by signal" if stop.is_set() else ""
-    print(f"worker: {steps} step{'s' if steps != 1 else ''} run{stopped}",
-          file=sys.stderr, flush=True)
+    print(reporter.summary_line() + stopped, file=sys.stderr, flush=True)
     if args.json:
-        _out(fmt.to_json({"steps": steps}))
+        _out(fmt.to_json(reporter.summary()))
+    if fatal:
+        raise ProvisionError(f"the worker stopped: {fatal[0]}")
     return 0
 
 
@@ -347,6 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--once", action="store_true", help="do what is due now, then exit")
     p.add_argument("--concurrency", type=whole_number("--concurrency", 1, 256), default=1, metavar="N",
                    help="steps in flight (default 1, at most 256)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no line per transition (the summary stays)")
+    p.add_argument("--log-format", choices=("text", "json"), default="text",
+                   help="transition lines as text (default) or JSON lines")
 
     p = add("callback", cmd_callback, "deliver a provider redirect URL to the engine")
     p.add_argument("url", metavar="URL", help="the full redirect URL (or its query string); quote it")
@@ -366,7 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--history-older-than", metavar="DURATION",
                    help="whole days, e.g. 90d (default: env PROVISION_HISTORY_RETENTION_DAYS)")
     p.add_argument("--dry-run", action="store_true", help="count what would be folded; change nothing")
-    p.add_argument("--batch-size", type=whole_number("--batch-size", 1, 100_000), default=5000, metavar="N", help="rows per transaction")
+    p.add_argument("--batch-size", type=whole_number("--batch-size", 1, 100_000), default=5000, metavar="N",
+                   help="rows per transaction")
 
     p = add("list", cmd_list, "list attempts with counts per state")
     p.add_argument("--state", metavar="S", help="only attempts in state S (e.g. REDIRECTED)")

@@ -38,6 +38,7 @@ from states.model import FailureReason, Flow, State, Trigger
 from states.ports import PlatformPort, StepSettings
 
 log = logging.getLogger(__name__)
+ONCE_TICK_FAILURES = 3  # `worker --once` gives up (exit 1) after this many failed ticks in a row
 
 
 @dataclass
@@ -47,6 +48,9 @@ class TickReport:
     at: datetime
     results: list[StepResult] = field(default_factory=list)
     delivered: int = 0  # webhook events delivered after the steps (issue 10/12)
+    # Set when the worker cannot do its job (e.g. platform credentials rejected): the loop stops and
+    # the CLI exits 1 with this message (issue 18 item 4's hook for "parking").
+    fatal: str | None = None
 
     @property
     def claimed(self) -> int:
@@ -390,10 +394,14 @@ class Engine:
             return self.settings.poll_max_s
         return max(0.0, min(self.settings.poll_max_s, (due - now).total_seconds()))
 
-    def run(self, stop: threading.Event, *, once: bool = False) -> int:
+    def run(self, stop: threading.Event, *, once: bool = False,
+            on_tick: Callable[[TickReport], None] | None = None) -> int:
         """The worker loop: tick, then wait until the next due time; returns steps run.
 
         ``stop`` (set by SIGINT/SIGTERM handlers) ends the loop after the in-flight tick finishes.
+        ``on_tick`` sees every report (the CLI's report lines). With ``once``, a tick that fails
+        ``ONCE_TICK_FAILURES`` times in a row is raised: the worker could not do its job. A report
+        with ``fatal`` set ends the loop.
         """
         steps = 0
         failures = 0
@@ -403,11 +411,17 @@ class Engine:
                 failures = 0
             except Exception:  # noqa: BLE001 - a database hiccup must not kill the worker (STYLE 11)
                 failures += 1
+                if once and failures >= ONCE_TICK_FAILURES:
+                    raise
                 log.exception("tick failed (%d in a row); retrying after a pause", failures)
                 # Nothing was committed by the failed tick; leases it took expire and are reclaimed.
                 stop.wait(min(self.settings.poll_max_s, 0.5 * 2 ** min(failures, 4)))
                 continue
             steps += report.steps
+            if on_tick is not None:
+                on_tick(report)
+            if report.fatal:
+                break
             if once:
                 if report.claimed == 0:
                     break

@@ -34,7 +34,12 @@ def test_oauth1_done_means_sequence(cli: Any, sandbox: Sandbox) -> None:
     applied = cli("callback", location).stdout
     assert applied.startswith("applied:") and attempt_id in applied and "CALLBACK_RECEIVED" in applied
     worker = cli("worker", "--once")
-    assert "worker: 1 step run" in worker.stderr
+    assert "worker: claimed 1, advanced 1, retrying 0, failed 0" in worker.stderr
+    # One report line per transition: time, short id, name, from -> to, duration, outcome.
+    line = worker.stdout.strip()
+    assert len(worker.stdout.splitlines()) == 1, worker.stdout
+    assert line.split(" ")[1:6] == [attempt_id[:8], "QBO_Instance", "CALLBACK_RECEIVED", "->", "PROVISIONED"]
+    assert line.endswith(" advanced") and line[:20].endswith("Z") and line[10] == "T"
 
     done, again, text = cli.many(("--json", "show", attempt_id), ("callback", location), ("show", attempt_id))
     done_json = json.loads(done.stdout)
@@ -138,8 +143,9 @@ def test_quick_flow_json_start_and_idempotency(cli: Any) -> None:
     started = json.loads(cli(*args, "--json").stdout)  # global options also work after the verb
     assert started["state"] == "NEW" and len(started["id"]) == 36
     assert cli(*args).stdout.strip() == started["id"]
-    worker = cli("worker", "--once", "--concurrency", "2")
-    assert "worker: 1 step run" in worker.stderr
+    worker = cli("worker", "--once", "--concurrency", "2", "--quiet")
+    assert "worker: claimed 1, advanced 1, retrying 0, failed 0" in worker.stderr
+    assert worker.stdout == "" and "started" not in worker.stderr  # --quiet: the summary only
     shown, text = cli.many(("--json", "show", started["id"]), ("show", started["id"]))
     data = json.loads(shown.stdout)
     assert data["state"] == "PROVISIONED" and data["flow"] == "quick"
