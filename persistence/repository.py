@@ -63,6 +63,13 @@ class Repository(Inbox):
             row = conn.execute(GET, {"g_id": attempt_id}).mappings().first()
         return self._to_attempt(row) if row else None
 
+    def ids_with_prefix(self, prefix: str, limit: int) -> builtins.list[str]:
+        """Up to ``limit`` attempt ids that start with ``prefix`` (LIKE-escaped), in id order."""
+        query = (sa.select(attempts.c.id).where(attempts.c.id.startswith(prefix, autoescape=True))
+                 .order_by(attempts.c.id).limit(limit))
+        with self._read() as conn:
+            return [row[0] for row in conn.execute(query)]
+
     def get_by_idempotency_key(self, key: str) -> Attempt | None:
         """The attempt created with the caller's idempotency ``key``, or None."""
         return self.attempts_by_idempotency_keys([key]).get(key)

@@ -34,6 +34,7 @@ class Trigger(str, Enum):
     RENEW = "renew"
     FAIL = "fail"
     RESTART = "restart"
+    REAUTHORIZE = "reauthorize"  # new consent for the same instance (FAILED -> NEW, like restart)
 
     def __str__(self) -> str:
         return self.value
@@ -90,6 +91,7 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition(Trigger.RENEW, State.PROVISIONED, State.PROVISIONED),
     *(Transition(Trigger.FAIL, s, State.FAILED) for s in _FAILABLE),
     Transition(Trigger.RESTART, State.FAILED, State.NEW),
+    Transition(Trigger.REAUTHORIZE, State.FAILED, State.NEW),
 )
 
 # The path each flow takes when nothing goes wrong; used by docs, the demo and path checks.

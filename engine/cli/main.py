@@ -16,6 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from engine.cli import failures
 from engine.cli import output as fmt
 from engine.cli.logs import configure_logging
 from engine.cli.options import UsageError, host_name, parse_duration, port_number, whole_number
@@ -32,6 +33,7 @@ log = logging.getLogger("provision")
 PROG = "provision"
 # Input errors (exit 2): the caller can fix them by changing the command.
 INPUT_ERRORS = (InvalidInputError, CallbackRejectedError, AttemptNotFoundError, InvalidTransitionError)
+ID_HELP = "an attempt id, or a unique prefix of at least 4 characters"
 DIAGRAM_FORMATS = ("svg", "png", "mermaid", "dot")
 _SUFFIX_FORMATS = {".svg": "svg", ".png": "png", ".mmd": "mermaid", ".mermaid": "mermaid", ".md": "mermaid",
                    ".dot": "dot", ".gv": "dot"}
@@ -44,9 +46,14 @@ ServeFunction = Callable[..., None]
 # --- commands ---------------------------------------------------------------------------------------
 
 
-def _engine(args: argparse.Namespace, **kw: Any) -> Any:
+def _engine(args: argparse.Namespace, *, read_only: bool = False, **kw: Any) -> Any:
     from engine.wiring import open_engine  # noqa: PLC0415 - keeps `provision --help` fast
 
+    if read_only:
+        from engine.cli.guards import require_existing_database  # noqa: PLC0415
+        from engine.config import db_url_from_env  # noqa: PLC0415
+
+        require_existing_database(args.db or db_url_from_env())
     return open_engine(args.db, **kw)
 
 
@@ -190,7 +197,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     newer = parse_duration("--newer-than", args.newer_than) if args.newer_than is not None else None
     if args.limit is not None and args.limit < 1:
         raise UsageError("--limit", f"must be at least 1, got {args.limit}")
-    engine = _engine(args)
+    engine = _engine(args, read_only=True)
     try:
         attempts = engine.list(args.state, element=args.element, older_than=older, newer_than=newer,
                                limit=args.limit)
@@ -206,9 +213,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     """One attempt with its timeline; the consent URL while REDIRECTED."""
-    engine = _engine(args)
+    engine = _engine(args, read_only=True)
     try:
-        attempt = engine.get(args.id)
+        attempt = engine.get(engine.resolve_id(args.id))
         history = engine.history(attempt.id)
         url = engine.redirect_url(attempt)
     finally:
@@ -222,7 +229,7 @@ def _operator(action: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         engine = _engine(args)
         try:
-            attempt = getattr(engine, action)(args.id)
+            attempt = getattr(engine, action)(engine.resolve_id(args.id))
         finally:
             engine.close()
         if args.json:
@@ -265,8 +272,7 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 
 def cmd_diagram(args: argparse.Namespace) -> int:
     """Render the machine, or one attempt's path, as SVG/PNG (graphviz) or Mermaid/DOT text."""
-    fmt_name = args.format or (_SUFFIX_FORMATS.get(Path(args.output).suffix.lower()) if args.output else None)
-    fmt_name = fmt_name or "mermaid"
+    fmt_name = diagram_format(args.format, args.output)
     if fmt_name == "png" and not args.output and sys.stdout.isatty():
         raise UsageError("--format", "png is binary; write it to a file with -o FILE")
     try:
@@ -275,9 +281,9 @@ def cmd_diagram(args: argparse.Namespace) -> int:
         raise ProvisionError("diagram rendering is not available in this install",
                              hint=f"engine.inspection.render could not be imported ({exc})") from None
     if args.id:
-        engine = _engine(args)
+        engine = _engine(args, read_only=True)
         try:
-            attempt = engine.get(args.id)
+            attempt = engine.get(engine.resolve_id(args.id))
             result = diagrams.render_attempt(attempt, engine.history(attempt.id), fmt_name)
         finally:
             engine.close()
@@ -291,6 +297,23 @@ def cmd_diagram(args: argparse.Namespace) -> int:
         sys.stdout.buffer.write(data if data.endswith(b"\n") or isinstance(result, bytes) else data + b"\n")
         sys.stdout.flush()
     return 0
+
+
+def diagram_format(chosen: str | None, output: str | None) -> str:
+    """The diagram format: ``--format``, else ``-o``'s suffix, else mermaid; a mismatch is refused.
+
+    ``-o x.jpg`` once wrote Mermaid text into a .jpg: a file's suffix must name the format written.
+    """
+    if not output:
+        return chosen or "mermaid"
+    suffix = Path(output).suffix.lower()
+    implied = _SUFFIX_FORMATS.get(suffix)
+    known = ", ".join(sorted(_SUFFIX_FORMATS))
+    if implied is None:
+        raise UsageError("--output", f"{suffix or 'no suffix'!s} is not a diagram format; use one of {known}")
+    if chosen and chosen != implied:
+        raise UsageError("--format", f"{chosen} does not match the file {Path(output).name} ({implied})")
+    return implied
 
 
 def cmd_keys_rotate(args: argparse.Namespace) -> int:
@@ -322,11 +345,22 @@ def _global_options(parser: argparse.ArgumentParser, *, sub: bool) -> None:
                         help="log to stderr (-vv for debug)")
 
 
+def package_version() -> str:
+    """The installed distribution's version (package metadata), or ``unknown`` in a bare checkout."""
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+    try:
+        return version("element-provisioner")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The complete ``provision`` argument parser."""
     parser = argparse.ArgumentParser(prog=PROG, description="Provision Cloud Elements instances as persisted "
-                                     "state machines (DESIGN §10).")
+                                     "state machines. Guide: docs/operator-guide.md; design: docs/design.md.")
     _global_options(parser, sub=False)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     subs = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def add(name: str, func: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
@@ -396,17 +430,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="at most N attempts (1-100,000)")
 
     p = add("show", cmd_show, "one attempt with its timeline (secrets redacted)")
-    p.add_argument("id", metavar="ID")
+    p.add_argument("id", metavar="ID", help=ID_HELP)
 
     p = add("diagram", cmd_diagram, "render the machine, or one attempt's path")
-    p.add_argument("id", metavar="ID", nargs="?", help="an attempt id (default: the whole machine)")
+    p.add_argument("id", metavar="ID", nargs="?", help=ID_HELP + " (default: the whole machine)")
     p.add_argument("--format", choices=DIAGRAM_FORMATS, help="default: from -o's suffix, else mermaid")
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
 
     for action, text in (("cancel", "fail a non-terminal attempt as cancelled"),
                          ("restart", "move a FAILED attempt back to NEW (history is kept)"),
                          ("reauthorize", "new consent for the same instance after renewal_rejected")):
-        add(action, _operator(action), text).add_argument("id", metavar="ID")
+        add(action, _operator(action), text).add_argument("id", metavar="ID", help=ID_HELP)
 
     from engine.cli import events as events_cli  # noqa: PLC0415 - issue 10/12: the feed and redelivery
 
@@ -439,39 +473,41 @@ def build_parser() -> argparse.ArgumentParser:
 
 def error(message: str) -> None:
     """Print ``provision: error: message`` on stderr."""
-    print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
+    failures.report(message)
 
 
 def main(argv: Sequence[str] | None = None, *, serve: ServeFunction | None = None,
          console: ServeFunction | None = None) -> int:
-    """Run one ``provision`` command; returns the exit code.
+    """Run one ``provision`` command; returns the exit code (README "Exit codes").
 
     ``serve`` runs the public callback receiver; ``engine.main`` passes ``engine.web``'s, so that
     the CLI and the web layer never import each other (README "Layout"); ``console`` likewise runs
-    the operator console.
+    the operator console. Under ``--json`` errors are JSON documents on stderr
+    (``engine.cli.failures``).
     """
     try:
         args = build_parser().parse_args(argv)
     except UsageError as exc:  # a value that an option's type refused (whole_number, host_name)
-        error(str(exc))
+        failures.report(str(exc), exc=exc, as_json="--json" in (sys.argv[1:] if argv is None else argv))
         return 2
     args.serve = serve
     args.console = console
     configure_logging(args.verbose)
+
+    def fail(message: str, exc: BaseException | None, code: int) -> int:
+        failures.report(message, exc=exc, as_json=bool(args.json))
+        return code
+
     try:
         return int(args.func(args))
     except INPUT_ERRORS as exc:
-        error(str(exc))
-        return 2
+        return fail(str(exc), exc, 2)
     except ProvisionError as exc:
-        error(str(exc))
-        return 1
-    except KeyboardInterrupt:
-        error("interrupted")
-        return 130
+        return fail(str(exc), exc, 1)
+    except KeyboardInterrupt as exc:
+        return fail("interrupted", exc, 130)
     except Exception as exc:  # noqa: BLE001 - database/network failures: one line, traceback with -v
         if args.verbose:
             log.exception("unexpected failure")
-        error(f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}".rstrip(": ")
-              + " (run with -v for details)")
-        return 1
+        first = str(exc).splitlines()[0][:300] if str(exc) else ""
+        return fail(f"{type(exc).__name__}: {first}".rstrip(": ") + " (run with -v for details)", exc, 1)

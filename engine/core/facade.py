@@ -22,6 +22,7 @@ from engine.core.callbacks import CallbackOutcome, CallbackReceiver
 from engine.core.delivery import EventDispatcher, Hook, WebhookPort
 from engine.core.events import Event
 from engine.core.intake import attempt_id_to_look_up, validate_list, validate_start
+from engine.core.lookup import resolve_attempt_id
 from engine.core.runner import PreparedStep, StepResult, StepRunner
 from engine.errors import (
     AttemptNotFoundError,
@@ -188,6 +189,10 @@ class Engine:
             raise AttemptNotFoundError(str(attempt_id)[:60])
         return attempt
 
+    def resolve_id(self, id_or_prefix: str) -> str:
+        """The full id of the one attempt whose id starts with ``id_or_prefix`` (4+ characters)."""
+        return resolve_attempt_id(self.repo, id_or_prefix)
+
     def list(self, state: State | str | None = None, *, element: str | None = None,
              older_than: timedelta | None = None, newer_than: timedelta | None = None,
              limit: int | None = None, created_before: datetime | None = None) -> builtins.list[Attempt]:
@@ -288,8 +293,9 @@ class Engine:
     def reauthorize(self, attempt_id: str, *, actor: str | None = None) -> Attempt:
         """New consent for the same instance after ``renewal_rejected`` (PUT ?reAuthenticate=true).
 
-        The attempt goes FAILED --restart--> NEW and walks the OAuth flow again; its final step
-        re-authenticates the existing instance instead of creating a second one.
+        The attempt goes FAILED --reauthorize--> NEW (its own trigger, so the history tells it
+        from a restart) and walks the OAuth flow again; its final step re-authenticates the
+        existing instance instead of creating a second one.
         """
         attempt = self.get(attempt_id)
         if attempt.state is not State.FAILED or not attempt.instance_id:
@@ -302,7 +308,8 @@ class Engine:
             raise InvalidTransitionError(
                 f"attempt {attempt.id} used the quick flow: there is no consent to repeat",
                 hint="Start a new quick attempt with fresh tokens, or use --flow oauth1/oauth2.")
-        return self.restart(attempt_id, actor=actor)
+        return self._operator_move(attempt.id, Trigger.REAUTHORIZE, reason=None, next_run_at=self.now,
+                                   actor=actor)
 
     def restart(self, attempt_id: str, *, actor: str | None = None) -> Attempt:
         """Move a FAILED attempt back to NEW (history is kept); it is due at once."""

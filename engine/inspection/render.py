@@ -70,12 +70,14 @@ class GraphvizMissingError(ProvisionError):
 
     kind = "graphviz_missing"
 
-    def __init__(self, fmt: str, detail: str = "the Graphviz `dot` executable is not on PATH") -> None:
-        super().__init__(
-            f"cannot render {fmt}: {detail}",
-            hint="Install Graphviz (apt-get install graphviz, or brew install graphviz on macOS), "
-                 "or use --format mermaid, which works without it.",
-        )
+    def __init__(self, fmt: str, detail: str = "the Graphviz `dot` executable is not on PATH",
+                 *, package: bool = False) -> None:
+        # The Python package comes with the [diagrams] extra; the `dot` program from the system.
+        fix = ("Install the [diagrams] extra (pip install 'element-provisioner[diagrams]', or "
+               "pip install '.[diagrams]' from a checkout)" if package else
+               "Install Graphviz (apt-get install graphviz, or brew install graphviz on macOS)")
+        super().__init__(f"cannot render {fmt}: {detail}",
+                         hint=f"{fix}, or use --format mermaid, which works without it.")
         self.format = fmt
 
 
@@ -111,7 +113,8 @@ def _graph(fmt: str, title: str, path: PathView | None) -> Any:
         try:
             import graphviz  # noqa: F401 - transitions silently falls back to Mermaid without it
         except ImportError:
-            raise GraphvizMissingError(fmt, "the graphviz Python package is not installed") from None
+            raise GraphvizMissingError(fmt, "the graphviz Python package is not installed",
+                                      package=True) from None
     # Mermaid front matter is YAML: a bare title line is not a mapping, so give transitions the key too.
     machine_title = f"title: {json.dumps(title, ensure_ascii=False)}" if mermaid else title
     # Typed as Any: build_machine is annotated with the base Machine, which lacks the graph attributes.
@@ -154,6 +157,17 @@ def _apply_path(markup: dict[str, Any], graph: Any, path: PathView, mermaid: boo
         if (src, dst) not in known:
             markup["transitions"].append({"trigger": "unexpected", "source": src, "dest": dst})
             known.add((src, dst))
+    # Two triggers between the same states (restart, reauthorize: FAILED -> NEW) are one drawn edge;
+    # the path's numbered label already names the trigger taken, so keep one transition per taken edge.
+    labelled: set[tuple[str, str]] = set()
+    kept = []
+    for transition in markup["transitions"]:
+        key = (transition["source"], transition["dest"])
+        if key in path.edges and key in labelled:
+            continue
+        labelled.add(key)
+        kept.append(transition)
+    markup["transitions"] = kept
     for transition in markup["transitions"]:
         key = (transition["source"], transition["dest"])
         if key in path.edges:
