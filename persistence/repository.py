@@ -82,13 +82,16 @@ class Repository(Inbox):
         created_after: datetime | None = None,
         created_before: datetime | None = None,
         limit: int | None = None,
+        reason: str | None = None,
     ) -> builtins.list[Attempt]:
-        """Attempts, newest first, filtered by state, element and creation time."""
+        """Attempts, newest first, filtered by state, element, failure reason and creation time."""
         q = sa.select(attempts).order_by(attempts.c.created_at.desc(), attempts.c.id)
         if state is not None:
             q = q.where(attempts.c.state == state.value)
         if element is not None:
             q = q.where(attempts.c.element_key == element)
+        if reason is not None:
+            q = q.where(attempts.c.failure_reason == reason)
         if created_after is not None:
             q = q.where(attempts.c.created_at >= created_after)
         if created_before is not None:

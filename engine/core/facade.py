@@ -21,7 +21,7 @@ from engine.core import starts
 from engine.core.callbacks import CallbackOutcome, CallbackReceiver
 from engine.core.delivery import EventDispatcher, Hook, WebhookPort
 from engine.core.events import Event
-from engine.core.intake import attempt_id_to_look_up, validate_list, validate_start
+from engine.core.intake import attempt_id_to_look_up, validate_list, validate_reason, validate_start
 from engine.core.lookup import resolve_attempt_id
 from engine.core.runner import PreparedStep, StepResult, StepRunner
 from engine.errors import (
@@ -195,8 +195,9 @@ class Engine:
 
     def list(self, state: State | str | None = None, *, element: str | None = None,
              older_than: timedelta | None = None, newer_than: timedelta | None = None,
-             limit: int | None = None, created_before: datetime | None = None) -> builtins.list[Attempt]:
-        """Attempts, newest first, filtered by state, element and age.
+             limit: int | None = None, created_before: datetime | None = None,
+             reason: str | None = None) -> builtins.list[Attempt]:
+        """Attempts, newest first, filtered by state, element, failure ``reason`` and age.
 
         ``created_before`` (exclusive) pages through the list by keyset: pass the last row's
         ``created_at`` (plus one microsecond to include its ties) to get the next page.
@@ -208,7 +209,8 @@ class Engine:
         now = self.now()
         before = [b for b in (created_before, now - f.older_than if f.older_than is not None else None) if b]
         return self.repo.list(
-            state=f.state, element=f.element, limit=f.limit, created_before=min(before) if before else None,
+            state=f.state, element=f.element, limit=f.limit, reason=validate_reason(reason),
+            created_before=min(before) if before else None,
             created_after=now - f.newer_than if f.newer_than is not None else None,
         )
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import subprocess
 from typing import Any
 
@@ -96,16 +97,20 @@ def test_list_cancel_restart(cli: Any) -> None:
     cancelled = cli("cancel", second).stdout.strip()
     assert cancelled == f"cancelled: attempt {second} is FAILED (cancelled)"
 
-    plain, as_json, failed, old, again, table = cli.many(
+    plain, as_json, failed, old, again, by_reason, other_reason = cli.many(
         ("list",), ("--json", "list"), ("list", "--state", "failed", "--json"),
         ("list", "--older-than", "1h"),
-        ("cancel", second), ("list",))
+        ("cancel", second), ("--json", "list", "--reason", "cancelled"),
+        ("--json", "list", "--reason", "invalid_database"))
     lines = plain.stdout.splitlines()
     assert lines[0].split("\t") == ["id", "element", "flow", "state", "name", "created", "updated",
-                                    "failure_reason"]
+                                    "failure_reason", "retries", "last_error", "next_retry"]
     rows = {line.split("\t")[0]: line.split("\t") for line in lines[1:-1]}
-    assert rows[first][3:5] == ["NEW", "first"] and rows[first][7] == "-"
+    assert rows[first][3:5] == ["NEW", "first"] and rows[first][7:] == ["-", "0", "-", "-"]
     assert rows[second][3:5] == ["FAILED", "second"] and rows[second][7] == "cancelled"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", rows[first][5])  # the one timestamp format
+    assert [a["id"] for a in json.loads(by_reason.stdout)["attempts"]] == [second]
+    assert json.loads(other_reason.stdout)["attempts"] == []
     assert lines[-1].split("\t") == ["counts", "NEW=1", "FAILED=1"]
     data = json.loads(as_json.stdout)
     assert data["counts"] == {"NEW": 1, "FAILED": 1}
@@ -121,7 +126,7 @@ def test_list_cancel_restart(cli: Any) -> None:
     assert "\t" not in table_text
     header = table_text.splitlines()[0]
     assert header.split() == ["id", "element", "flow", "state", "name", "created", "updated",
-                              "failure_reason"]
+                              "failure_reason", "retries", "last_error", "next_retry"]
     assert header.index("element") == 38  # 36-character ids plus two spaces: the columns line up
     assert "counts (2 attempts): NEW=1 FAILED=1" in table_text
 
