@@ -33,6 +33,7 @@ log = logging.getLogger("provision")
 PROG = "provision"
 # Input errors (exit 2): the caller can fix them by changing the command.
 INPUT_ERRORS = (InvalidInputError, CallbackRejectedError, AttemptNotFoundError, InvalidTransitionError)
+BULK_ACTIONS = ("cancel", "restart")  # by filter: --state/--reason/... with --dry-run, then --yes
 ID_HELP = "an attempt id, or a unique prefix of at least 4 characters"
 DIAGRAM_FORMATS = ("svg", "png", "mermaid", "dot")
 _SUFFIX_FORMATS = {".svg": "svg", ".png": "png", ".mmd": "mermaid", ".mermaid": "mermaid", ".md": "mermaid",
@@ -243,6 +244,14 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def _operator(action: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
+        from engine.cli import bulk  # noqa: PLC0415
+
+        if action in BULK_ACTIONS and bulk.is_bulk(args):
+            engine = _engine(args)
+            try:
+                return bulk.run_bulk(action, args, engine, _out, as_json=bool(args.json))
+            finally:
+                engine.close()
         engine = _engine(args)
         try:
             attempt = getattr(engine, action)(engine.resolve_id(args.id))
@@ -460,7 +469,14 @@ def build_parser() -> argparse.ArgumentParser:
     for action, text in (("cancel", "fail a non-terminal attempt as cancelled"),
                          ("restart", "move a FAILED attempt back to NEW (history is kept)"),
                          ("reauthorize", "new consent for the same instance after renewal_rejected")):
-        add(action, _operator(action), text).add_argument("id", metavar="ID", help=ID_HELP)
+        p = add(action, _operator(action), text)
+        if action in BULK_ACTIONS:
+            from engine.cli.bulk import add_filter_arguments  # noqa: PLC0415
+
+            p.add_argument("id", metavar="ID", nargs="?", help=ID_HELP + " (or filters, for a bulk action)")
+            add_filter_arguments(p)
+        else:
+            p.add_argument("id", metavar="ID", help=ID_HELP)
 
     from engine.cli import events as events_cli  # noqa: PLC0415 - issue 10/12: the feed and redelivery
 
