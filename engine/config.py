@@ -180,11 +180,15 @@ def open_database(db_url: str) -> sa.Engine:
     try:
         return create_db_engine(db_url)
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises several types for bad URLs
+        # A PostgreSQL URL without its driver: name the extra that brings it (issue 18 item 5).
+        missing_driver = isinstance(exc, ModuleNotFoundError) and "psycopg" in str(exc)
         # SQLAlchemy's messages do not quote the URL, so a password in it is not repeated here.
         raise InvalidInputError(
             "--db",
             f"cannot use database URL ({type(exc).__name__}: {str(exc)[:120]})",
-            hint="e.g. sqlite:///provision.db or postgresql+psycopg://user@host/db",
+            hint="install the [postgres] extra: pip install 'element-provisioner[postgres]' "
+                 "(or '.[postgres]' from a checkout)" if missing_driver else
+                 "e.g. sqlite:///provision.db or postgresql+psycopg://user@host/db",
         ) from None
 
 

@@ -64,6 +64,13 @@ class Repository(Inbox, Lifecycle):
             row = conn.execute(GET, {"g_id": attempt_id}).mappings().first()
         return self._to_attempt(row) if row else None
 
+    def ids_with_prefix(self, prefix: str, limit: int) -> builtins.list[str]:
+        """Up to ``limit`` attempt ids that start with ``prefix`` (LIKE-escaped), in id order."""
+        query = (sa.select(attempts.c.id).where(attempts.c.id.startswith(prefix, autoescape=True))
+                 .order_by(attempts.c.id).limit(limit))
+        with self._read() as conn:
+            return [row[0] for row in conn.execute(query)]
+
     def get_by_idempotency_key(self, key: str) -> Attempt | None:
         """The attempt created with the caller's idempotency ``key``, or None."""
         return self.attempts_by_idempotency_keys([key]).get(key)
@@ -77,8 +84,9 @@ class Repository(Inbox, Lifecycle):
         created_after: datetime | None = None,
         created_before: datetime | None = None,
         limit: int | None = None,
+        reason: str | None = None,
     ) -> builtins.list[Attempt]:
-        """Attempts, newest first, filtered by state, element, customer and creation time."""
+        """Attempts, newest first, filtered by state, element, customer, failure reason and creation time."""
         q = sa.select(attempts).order_by(attempts.c.created_at.desc(), attempts.c.id)
         if state is not None:
             q = q.where(attempts.c.state == state.value)
@@ -86,6 +94,8 @@ class Repository(Inbox, Lifecycle):
             q = q.where(attempts.c.element_key == element)
         if customer is not None:
             q = q.where(attempts.c.customer == customer)
+        if reason is not None:
+            q = q.where(attempts.c.failure_reason == reason)
         if created_after is not None:
             q = q.where(attempts.c.created_at >= created_after)
         if created_before is not None:

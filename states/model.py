@@ -40,6 +40,7 @@ class Trigger(str, Enum):
     CHECK = "check"  # a health check found the instance unhealthy (states.health)
     DISCONNECT = "disconnect"  # an operator or the application asked to disconnect
     REMOVE = "remove"  # token revoked and instance deleted: the disconnect is done
+    REAUTHORIZE = "reauthorize"  # new consent for the same instance (FAILED -> NEW, like restart)
 
     def __str__(self) -> str:
         return self.value
@@ -107,6 +108,7 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition(Trigger.DISCONNECT, State.PROVISIONED, State.DISCONNECTING),
     Transition(Trigger.DISCONNECT, State.FAILED, State.DISCONNECTING),
     Transition(Trigger.REMOVE, State.DISCONNECTING, State.DISCONNECTED),
+    Transition(Trigger.REAUTHORIZE, State.FAILED, State.NEW),
 )
 
 # The path each flow takes when nothing goes wrong; used by docs, the demo and path checks.

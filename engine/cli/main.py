@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import threading
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from engine.cli import failures
 from engine.cli import output as fmt
 from engine.cli.logs import configure_logging
 from engine.cli.options import UsageError, host_name, parse_duration, port_number, whole_number
@@ -26,12 +26,13 @@ from engine.errors import (
     InvalidTransitionError,
     ProvisionError,
 )
-from engine.signals import stop_on_signals
 
 log = logging.getLogger("provision")
 PROG = "provision"
 # Input errors (exit 2): the caller can fix them by changing the command.
 INPUT_ERRORS = (InvalidInputError, CallbackRejectedError, AttemptNotFoundError, InvalidTransitionError)
+BULK_ACTIONS = ("cancel", "restart")  # by filter: --state/--reason/... with --dry-run, then --yes
+ID_HELP = "an attempt id, or a unique prefix of at least 4 characters"
 DIAGRAM_FORMATS = ("svg", "png", "mermaid", "dot")
 _SUFFIX_FORMATS = {".svg": "svg", ".png": "png", ".mmd": "mermaid", ".mermaid": "mermaid", ".md": "mermaid",
                    ".dot": "dot", ".gv": "dot"}
@@ -44,9 +45,14 @@ ServeFunction = Callable[..., None]
 # --- commands ---------------------------------------------------------------------------------------
 
 
-def _engine(args: argparse.Namespace, **kw: Any) -> Any:
+def _engine(args: argparse.Namespace, *, read_only: bool = False, **kw: Any) -> Any:
     from engine.wiring import open_engine  # noqa: PLC0415 - keeps `provision --help` fast
 
+    if read_only:
+        from engine.cli.guards import require_existing_database  # noqa: PLC0415
+        from engine.config import db_url_from_env  # noqa: PLC0415
+
+        require_existing_database(args.db or db_url_from_env())
     return open_engine(args.db, **kw)
 
 
@@ -78,34 +84,9 @@ def cmd_start(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """Run the scheduler loop until SIGINT/SIGTERM (``--once``: until nothing is due now)."""
-    from engine.config import engine_settings_from_env  # noqa: PLC0415
+    from engine.cli.worker import run_worker  # noqa: PLC0415
 
-    if args.concurrency < 1:
-        raise UsageError("--concurrency", f"must be at least 1, got {args.concurrency}")
-    engine = _engine(args, settings=engine_settings_from_env(concurrency=args.concurrency))
-    stop = threading.Event()
-
-    def _stop() -> None:
-        stop.set()
-        engine.wake()  # cut the idle wait short so shutdown is prompt
-
-    if not args.once:
-        from engine.cli.prune import start_retention  # noqa: PLC0415
-
-        start_retention(args.db, stop)  # PROVISION_HISTORY_RETENTION_DAYS: hourly, from a thread
-    print(f"worker {engine.worker_id} started (concurrency {args.concurrency}"
-          f"{', once' if args.once else ''}); Ctrl-C or SIGTERM stops it", file=sys.stderr, flush=True)
-    try:
-        with stop_on_signals(_stop, doing="finishing the steps in flight"):
-            steps = engine.run(stop, once=args.once)
-    finally:
-        engine.close()
-    stopped = ", stopped by signal" if stop.is_set() else ""
-    print(f"worker: {steps} step{'s' if steps != 1 else ''} run{stopped}",
-          file=sys.stderr, flush=True)
-    if args.json:
-        _out(fmt.to_json({"steps": steps}))
-    return 0
+    return run_worker(args, _engine, _out)
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
@@ -175,10 +156,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     newer = parse_duration("--newer-than", args.newer_than) if args.newer_than is not None else None
     if args.limit is not None and args.limit < 1:
         raise UsageError("--limit", f"must be at least 1, got {args.limit}")
-    engine = _engine(args)
+    engine = _engine(args, read_only=True)
     try:
         attempts = engine.list(args.state, element=args.element, older_than=older, newer_than=newer,
-                               limit=args.limit, customer=args.customer)
+                               limit=args.limit, **list_filters(args))
         counts = engine.counts()
     finally:
         engine.close()
@@ -189,11 +170,16 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def list_filters(args: argparse.Namespace) -> dict[str, Any]:
+    """``Engine.list``'s optional filters that were given (``--reason``, ``--customer``)."""
+    return {k: v for k, v in (("reason", args.reason), ("customer", args.customer)) if v is not None}
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     """One attempt with its timeline; the consent URL while REDIRECTED."""
-    engine = _engine(args)
+    engine = _engine(args, read_only=True)
     try:
-        attempt = engine.get(args.id)
+        attempt = engine.get(engine.resolve_id(args.id))
         history = engine.history(attempt.id)
         url = engine.redirect_url(attempt)
         link = engine.connect_link(attempt.id) if args.connect_link else None
@@ -226,9 +212,17 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def _operator(action: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
+        from engine.cli import bulk  # noqa: PLC0415
+
+        if action in BULK_ACTIONS and bulk.is_bulk(args):
+            engine = _engine(args)
+            try:
+                return bulk.run_bulk(action, args, engine, _out, as_json=bool(args.json))
+            finally:
+                engine.close()
         engine = _engine(args)
         try:
-            attempt = getattr(engine, action)(args.id)
+            attempt = getattr(engine, action)(engine.resolve_id(args.id))
         finally:
             engine.close()
         if args.json:
@@ -272,8 +266,7 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 
 def cmd_diagram(args: argparse.Namespace) -> int:
     """Render the machine, or one attempt's path, as SVG/PNG (graphviz) or Mermaid/DOT text."""
-    fmt_name = args.format or (_SUFFIX_FORMATS.get(Path(args.output).suffix.lower()) if args.output else None)
-    fmt_name = fmt_name or "mermaid"
+    fmt_name = diagram_format(args.format, args.output)
     if fmt_name == "png" and not args.output and sys.stdout.isatty():
         raise UsageError("--format", "png is binary; write it to a file with -o FILE")
     try:
@@ -282,9 +275,9 @@ def cmd_diagram(args: argparse.Namespace) -> int:
         raise ProvisionError("diagram rendering is not available in this install",
                              hint=f"engine.inspection.render could not be imported ({exc})") from None
     if args.id:
-        engine = _engine(args)
+        engine = _engine(args, read_only=True)
         try:
-            attempt = engine.get(args.id)
+            attempt = engine.get(engine.resolve_id(args.id))
             result = diagrams.render_attempt(attempt, engine.history(attempt.id), fmt_name)
         finally:
             engine.close()
@@ -298,6 +291,23 @@ def cmd_diagram(args: argparse.Namespace) -> int:
         sys.stdout.buffer.write(data if data.endswith(b"\n") or isinstance(result, bytes) else data + b"\n")
         sys.stdout.flush()
     return 0
+
+
+def diagram_format(chosen: str | None, output: str | None) -> str:
+    """The diagram format: ``--format``, else ``-o``'s suffix, else mermaid; a mismatch is refused.
+
+    ``-o x.jpg`` once wrote Mermaid text into a .jpg: a file's suffix must name the format written.
+    """
+    if not output:
+        return chosen or "mermaid"
+    suffix = Path(output).suffix.lower()
+    implied = _SUFFIX_FORMATS.get(suffix)
+    known = ", ".join(sorted(_SUFFIX_FORMATS))
+    if implied is None:
+        raise UsageError("--output", f"{suffix or 'no suffix'!s} is not a diagram format; use one of {known}")
+    if chosen and chosen != implied:
+        raise UsageError("--format", f"{chosen} does not match the file {Path(output).name} ({implied})")
+    return implied
 
 
 def cmd_keys_rotate(args: argparse.Namespace) -> int:
@@ -329,11 +339,22 @@ def _global_options(parser: argparse.ArgumentParser, *, sub: bool) -> None:
                         help="log to stderr (-vv for debug)")
 
 
+def package_version() -> str:
+    """The installed distribution's version (package metadata), or ``unknown`` in a bare checkout."""
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+    try:
+        return version("element-provisioner")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The complete ``provision`` argument parser."""
     parser = argparse.ArgumentParser(prog=PROG, description="Provision Cloud Elements instances as persisted "
-                                     "state machines (DESIGN §10).")
+                                     "state machines. Guide: docs/operator-guide.md; design: docs/design.md.")
     _global_options(parser, sub=False)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     subs = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def add(name: str, func: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
@@ -374,6 +395,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--once", action="store_true", help="do what is due now, then exit")
     p.add_argument("--concurrency", type=whole_number("--concurrency", 1, 256), default=1, metavar="N",
                    help="steps in flight (default 1, at most 256)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no line per transition (the summary stays)")
+    p.add_argument("--log-format", choices=("text", "json"), default="text",
+                   help="transition lines as text (default) or JSON lines")
 
     p = add("callback", cmd_callback, "deliver a provider redirect URL to the engine")
     p.add_argument("url", metavar="URL", help="the full redirect URL (or its query string); quote it")
@@ -404,9 +428,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--newer-than", metavar="DURATION", help="created less than DURATION ago")
     p.add_argument("--limit", type=whole_number("--limit", 1, 100_000), metavar="N",
                    help="at most N attempts (1-100,000)")
+    p.add_argument("--reason", metavar="R", help="only FAILED attempts with this failure reason "
+                   "(e.g. invalid_database)")
 
     p = add("show", cmd_show, "one attempt with its timeline (secrets redacted)")
-    p.add_argument("id", metavar="ID")
+    p.add_argument("id", metavar="ID", help=ID_HELP)
     p.add_argument("--connect-link", action="store_true",
                    help="also issue a single-use link for the customer to the consent URL (needs "
                         "PROVISION_PUBLIC_URL; revokes the attempt's previous link)")
@@ -416,7 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="every PROVISIONED attempt")
 
     p = add("diagram", cmd_diagram, "render the machine, or one attempt's path")
-    p.add_argument("id", metavar="ID", nargs="?", help="an attempt id (default: the whole machine)")
+    p.add_argument("id", metavar="ID", nargs="?", help=ID_HELP + " (default: the whole machine)")
     p.add_argument("--format", choices=DIAGRAM_FORMATS, help="default: from -o's suffix, else mermaid")
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
 
@@ -425,7 +451,14 @@ def build_parser() -> argparse.ArgumentParser:
                          ("reauthorize", "new consent for the same instance after renewal_rejected"),
                          ("disconnect", "revoke the engine-held token and delete the instance (a worker "
                                         "finishes it: DISCONNECTING, then DISCONNECTED)")):
-        add(action, _operator(action), text).add_argument("id", metavar="ID")
+        p = add(action, _operator(action), text)
+        if action in BULK_ACTIONS:
+            from engine.cli.bulk import add_filter_arguments  # noqa: PLC0415
+
+            p.add_argument("id", metavar="ID", nargs="?", help=ID_HELP + " (or filters, for a bulk action)")
+            add_filter_arguments(p)
+        else:
+            p.add_argument("id", metavar="ID", help=ID_HELP)
 
     from engine.cli import events as events_cli  # noqa: PLC0415 - issue 10/12: the feed and redelivery
 
@@ -458,39 +491,41 @@ def build_parser() -> argparse.ArgumentParser:
 
 def error(message: str) -> None:
     """Print ``provision: error: message`` on stderr."""
-    print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
+    failures.report(message)
 
 
 def main(argv: Sequence[str] | None = None, *, serve: ServeFunction | None = None,
          console: ServeFunction | None = None) -> int:
-    """Run one ``provision`` command; returns the exit code.
+    """Run one ``provision`` command; returns the exit code (README "Exit codes").
 
     ``serve`` runs the public callback receiver; ``engine.main`` passes ``engine.web``'s, so that
     the CLI and the web layer never import each other (README "Layout"); ``console`` likewise runs
-    the operator console.
+    the operator console. Under ``--json`` errors are JSON documents on stderr
+    (``engine.cli.failures``).
     """
     try:
         args = build_parser().parse_args(argv)
     except UsageError as exc:  # a value that an option's type refused (whole_number, host_name)
-        error(str(exc))
+        failures.report(str(exc), exc=exc, as_json="--json" in (sys.argv[1:] if argv is None else argv))
         return 2
     args.serve = serve
     args.console = console
     configure_logging(args.verbose)
+
+    def fail(message: str, exc: BaseException | None, code: int) -> int:
+        failures.report(message, exc=exc, as_json=bool(args.json))
+        return code
+
     try:
         return int(args.func(args))
     except INPUT_ERRORS as exc:
-        error(str(exc))
-        return 2
+        return fail(str(exc), exc, 2)
     except ProvisionError as exc:
-        error(str(exc))
-        return 1
-    except KeyboardInterrupt:
-        error("interrupted")
-        return 130
+        return fail(str(exc), exc, 1)
+    except KeyboardInterrupt as exc:
+        return fail("interrupted", exc, 130)
     except Exception as exc:  # noqa: BLE001 - database/network failures: one line, traceback with -v
         if args.verbose:
             log.exception("unexpected failure")
-        error(f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}".rstrip(": ")
-              + " (run with -v for details)")
-        return 1
+        first = str(exc).splitlines()[0][:300] if str(exc) else ""
+        return fail(f"{type(exc).__name__}: {first}".rstrip(": ") + " (run with -v for details)", exc, 1)

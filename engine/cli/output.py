@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from engine.security.crypto import scrub, secret_values
@@ -17,9 +17,10 @@ from engine.security.masking import MASK, is_secret_key
 from states.attempt import Attempt, HistoryEntry
 from states.model import TERMINAL, State
 
-# customer and health were appended (issue 10/12): scripts that cut the first columns keep working.
-LIST_COLUMNS = ("id", "element", "flow", "state", "name", "created", "updated", "failure_reason", "customer",
-                "health")
+# Columns are only ever appended (issue 10/12 customer and health, issue 11/12 retries, last error
+# and next retry): scripts that cut the first columns keep working.
+LIST_COLUMNS = ("id", "element", "flow", "state", "name", "created", "updated", "failure_reason",
+                "retries", "last_error", "next_retry", "customer", "health")
 
 
 def redact(value: Any) -> Any:
@@ -33,15 +34,17 @@ def redact(value: Any) -> Any:
 
 
 def iso(when: datetime | None) -> str | None:
-    """ISO-8601 (UTC offset included) or None."""
-    return when.isoformat() if when is not None else None
+    """ISO 8601 in UTC with ``Z`` (``2026-11-30T01:58:27.512000Z``; microseconds kept for paging), or None."""
+    if when is None:
+        return None
+    return when.astimezone(timezone.utc).replace(tzinfo=None).isoformat() + "Z"
 
 
-def human_time(when: datetime | None, *, seconds: bool = True) -> str:
-    """``2024-05-01 12:30:05Z`` (UTC), or ``-``."""
+def human_time(when: datetime | None) -> str:
+    """``2026-11-30T01:58:27Z`` (UTC, the CLI's one timestamp format), or ``-``."""
     if when is None:
         return "-"
-    return when.strftime("%Y-%m-%d %H:%M:%SZ" if seconds else "%Y-%m-%d %H:%MZ")
+    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def to_json(data: Any) -> str:
@@ -181,9 +184,15 @@ def format_attempt(attempt: Attempt, history: Sequence[HistoryEntry], redirect_u
 
 def list_row(attempt: Attempt) -> tuple[str, ...]:
     """The table row of one attempt (columns of ``LIST_COLUMNS``)."""
+    # A retrying attempt must not look healthy (issue 18): its failures, error kind and next try.
+    retrying = attempt.failures > 0 and attempt.state not in TERMINAL
+    error = redact(attempt.last_error or {})
     return (attempt.id, attempt.element_key, attempt.flow.value, attempt.state.value, attempt.name,
-            human_time(attempt.created_at, seconds=False), human_time(attempt.updated_at, seconds=False),
-            attempt.failure_reason or "-", attempt.customer or "-", _health_cell(attempt))
+            human_time(attempt.created_at), human_time(attempt.updated_at),
+            attempt.failure_reason or "-", str(attempt.failures),
+            str(error.get("kind") or "-")[:40] if attempt.last_error else "-",
+            human_time(attempt.next_run_at) if retrying else "-",
+            attempt.customer or "-", _health_cell(attempt))
 
 
 def _health_cell(attempt: Attempt) -> str:
@@ -233,7 +242,10 @@ def list_dict(attempts: Iterable[Attempt], counts: Mapping[str, int]) -> dict[st
              "name": a.name,
              "tags": list(a.tags), "created_at": iso(a.created_at), "updated_at": iso(a.updated_at),
              "failure_reason": a.failure_reason, "instance_id": a.instance_id, "customer": a.customer,
-             "health": a.health, "health_reason": a.health_reason, "last_check_at": iso(a.last_check_at)}
+             "health": a.health, "health_reason": a.health_reason, "last_check_at": iso(a.last_check_at),
+             # added by issue 18 (existing keys unchanged): retries, last error, next run
+             "failures": a.failures, "next_run_at": iso(a.next_run_at),
+             "last_error": scrub(redact(a.last_error), secret_values(a.secrets)) if a.last_error else None}
             for a in attempts
         ],
         "counts": dict(counts),

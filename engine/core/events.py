@@ -9,7 +9,7 @@ transition means to an application:
 ``attempt.callback_received``               the user came back; the instance is being created
 ``attempt.provisioned``                     PROVISIONED for the first time
 ``attempt.failed``                          a non-terminal state --fail--> FAILED
-``attempt.restarted``                       FAILED --restart--> NEW (operator or reauthorize)
+``attempt.restarted``                       FAILED --restart/reauthorize--> NEW (operator)
 ``connection.renewed``                      PROVISIONED --renew--> PROVISIONED
 ``connection.reauthorization_required``     PROVISIONED --fail--> FAILED (renewal_rejected)
 ``connection.recovered``                    PROVISIONED again after an earlier PROVISIONED
@@ -68,6 +68,7 @@ _BY_TRIGGER = {
     Trigger.CHECK.value: UNHEALTHY,
     Trigger.DISCONNECT.value: DISCONNECTING,
     Trigger.REMOVE.value: DISCONNECTED,
+    Trigger.REAUTHORIZE.value: RESTARTED,  # the attempt starts over too; PROVISIONED again is RECOVERED
 }
 
 # What to do about each failure reason (the error's own hint, when it has one, comes first).

@@ -24,7 +24,8 @@ from engine.core.delivery import EventDispatcher, Hook, WebhookPort
 from engine.core.events import Event
 from engine.core.guard import check_no_live_duplicate, retire_replaced
 from engine.core.health import HealthChecker
-from engine.core.intake import attempt_id_to_look_up, validate_list, validate_start
+from engine.core.intake import attempt_id_to_look_up, validate_list, validate_reason, validate_start
+from engine.core.lookup import resolve_attempt_id
 from engine.core.runner import PreparedStep, StepResult, StepRunner
 from engine.errors import (
     AttemptNotFoundError,
@@ -42,6 +43,7 @@ from states.model import FailureReason, Flow, State, Trigger
 from states.ports import PlatformPort, StepSettings
 
 log = logging.getLogger(__name__)
+ONCE_TICK_FAILURES = 3  # `worker --once` gives up (exit 1) after this many failed ticks in a row
 
 
 @dataclass
@@ -51,6 +53,9 @@ class TickReport:
     at: datetime
     results: list[StepResult] = field(default_factory=list)
     delivered: int = 0  # webhook events delivered after the steps (issue 10/12)
+    # Set when the worker cannot do its job (e.g. platform credentials rejected): the loop stops and
+    # the CLI exits 1 with this message (issue 18 item 4's hook for "parking").
+    fatal: str | None = None
 
     @property
     def claimed(self) -> int:
@@ -198,11 +203,15 @@ class Engine:
             raise AttemptNotFoundError(str(attempt_id)[:60])
         return attempt
 
+    def resolve_id(self, id_or_prefix: str) -> str:
+        """The full id of the one attempt whose id starts with ``id_or_prefix`` (4+ characters)."""
+        return resolve_attempt_id(self.repo, id_or_prefix)
+
     def list(self, state: State | str | None = None, *, element: str | None = None,
              older_than: timedelta | None = None, newer_than: timedelta | None = None,
              limit: int | None = None, created_before: datetime | None = None,
-             customer: str | None = None) -> builtins.list[Attempt]:
-        """Attempts, newest first, filtered by state, element, customer and age.
+             customer: str | None = None, reason: str | None = None) -> builtins.list[Attempt]:
+        """Attempts, newest first, filtered by state, element, customer, failure ``reason`` and age.
 
         ``created_before`` (exclusive) pages through the list by keyset: pass the last row's
         ``created_at`` (plus one microsecond to include its ties) to get the next page.
@@ -215,6 +224,7 @@ class Engine:
         before = [b for b in (created_before, now - f.older_than if f.older_than is not None else None) if b]
         return self.repo.list(
             state=f.state, element=f.element, customer=f.customer, limit=f.limit,
+            reason=validate_reason(reason),
             created_before=min(before) if before else None,
             created_after=now - f.newer_than if f.newer_than is not None else None,
         )
@@ -304,8 +314,9 @@ class Engine:
     def reauthorize(self, attempt_id: str, *, actor: str | None = None) -> Attempt:
         """New consent for the same instance after ``renewal_rejected`` (PUT ?reAuthenticate=true).
 
-        The attempt goes FAILED --restart--> NEW and walks the OAuth flow again; its final step
-        re-authenticates the existing instance instead of creating a second one.
+        The attempt goes FAILED --reauthorize--> NEW (its own trigger, so the history tells it
+        from a restart) and walks the OAuth flow again; its final step re-authenticates the
+        existing instance instead of creating a second one.
         """
         attempt = self.get(attempt_id)
         if attempt.state is not State.FAILED or not attempt.instance_id:
@@ -318,7 +329,8 @@ class Engine:
             raise InvalidTransitionError(
                 f"attempt {attempt.id} used the quick flow: there is no consent to repeat",
                 hint="Start a new quick attempt with fresh tokens, or use --flow oauth1/oauth2.")
-        return self.restart(attempt_id, actor=actor)
+        return self._operator_move(attempt.id, Trigger.REAUTHORIZE, reason=None, next_run_at=self.now,
+                                   actor=actor)
 
     def restart(self, attempt_id: str, *, actor: str | None = None) -> Attempt:
         """Move a FAILED attempt back to NEW (history is kept); it is due at once."""
@@ -436,10 +448,14 @@ class Engine:
             return self.settings.poll_max_s
         return max(0.0, min(self.settings.poll_max_s, (due - now).total_seconds()))
 
-    def run(self, stop: threading.Event, *, once: bool = False) -> int:
+    def run(self, stop: threading.Event, *, once: bool = False,
+            on_tick: Callable[[TickReport], None] | None = None) -> int:
         """The worker loop: tick, then wait until the next due time; returns steps run.
 
         ``stop`` (set by SIGINT/SIGTERM handlers) ends the loop after the in-flight tick finishes.
+        ``on_tick`` sees every report (the CLI's report lines). With ``once``, a tick that fails
+        ``ONCE_TICK_FAILURES`` times in a row is raised: the worker could not do its job. A report
+        with ``fatal`` set ends the loop.
         """
         steps = 0
         failures = 0
@@ -449,11 +465,17 @@ class Engine:
                 failures = 0
             except Exception:  # noqa: BLE001 - a database hiccup must not kill the worker (STYLE 11)
                 failures += 1
+                if once and failures >= ONCE_TICK_FAILURES:
+                    raise
                 log.exception("tick failed (%d in a row); retrying after a pause", failures)
                 # Nothing was committed by the failed tick; leases it took expire and are reclaimed.
                 stop.wait(min(self.settings.poll_max_s, 0.5 * 2 ** min(failures, 4)))
                 continue
             steps += report.steps
+            if on_tick is not None:
+                on_tick(report)
+            if report.fatal:
+                break
             if once:
                 if report.claimed == 0:
                     break

@@ -17,6 +17,7 @@ from engine.errors import InvalidInputError, MissingConfigurationError
 from states.elements import spec_for
 from states.model import Flow, State
 
+_REASON_RE = re.compile(r"[a-z][a-z0-9_]{0,63}", re.ASCII)
 _ELEMENT_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 _TAG_RE = re.compile(r"^[A-Za-z0-9 _.:@/+=-]{1,100}$")
 _CONFIG_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -126,6 +127,14 @@ def validate_list(state: Any, element: Any, older_than: Any, newer_than: Any, li
                                 f"got {shown(limit)}")
     return ListFilters(st, element, _age("older_than", older_than), _age("newer_than", newer_than), limit,
                        validate_customer(customer))
+
+
+def validate_reason(reason: Any) -> str | None:
+    """A failure reason filter (``invalid_database``): snake case, at most 64 characters."""
+    if reason is not None and (not isinstance(reason, str) or not _REASON_RE.fullmatch(reason)):
+        raise InvalidInputError("reason", "must be a failure reason such as invalid_database or "
+                                f"cancelled (lowercase letters and '_'), got {shown(reason)}")
+    return reason
 
 
 def _int_field(field: str, value: Any, *, minimum: int, maximum: int | None = None) -> int:

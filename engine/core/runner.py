@@ -76,6 +76,12 @@ class StepResult:
     source: State
     dest: State | None = None
     steps: int = 1  # 2 when a step due at once ran under the same claim; 0 when released unstarted
+    # What the worker's report lines show (engine.cli.reporting); empty on released/lost results.
+    name: str = ""
+    customer: str | None = None
+    trigger: str | None = None
+    duration_ms: int | None = None
+    reason: str | None = None  # the failure reason, or the error kind of a retry
 
 
 @dataclass(frozen=True)
@@ -107,6 +113,7 @@ class _Planned:
     outcome: str
     dest: State | None
     steps: int = 1  # steps whose results the write carries
+    duration_ms: int | None = None
 
 
 class StepRunner:
@@ -217,7 +224,8 @@ class StepRunner:
         return StepResult(attempt.id, "released" if released else "lost", attempt.state, steps=0)
 
     def _plan_step(self, step: PreparedStep) -> _Planned:
-        planned = self._plan(step.attempt, step.decision, tries=step.tries, duration_ms=step.duration_ms)
+        planned = replace(self._plan(step.attempt, step.decision, tries=step.tries,
+                                     duration_ms=step.duration_ms), duration_ms=step.duration_ms)
         if step.before is None:
             return planned
         return replace(planned, write=chained(step.before, planned.write), steps=2)
@@ -278,4 +286,19 @@ class StepRunner:
             # Our lease expired and someone else moved the attempt: our work is discarded (DESIGN §4.3).
             log.warning("attempt %s: lease lost during %s step; result discarded", attempt.id, attempt.state)
             return StepResult(attempt.id, "lost", attempt.state, steps=planned.steps)
-        return StepResult(attempt.id, planned.outcome, attempt.state, planned.dest, steps=planned.steps)
+        return StepResult(attempt.id, planned.outcome, attempt.state, planned.dest, steps=planned.steps,
+                          **_report_fields(attempt, decision, planned.duration_ms))
+
+
+def _report_fields(attempt: Attempt, decision: Decision, duration_ms: int | None) -> dict[str, Any]:
+    """The fields of a ``StepResult`` that a worker's report line shows."""
+    reason = None
+    if isinstance(decision, Fail):
+        reason = decision.reason.value
+    elif isinstance(decision, RetryLater):
+        reason = str((decision.error or {}).get("kind") or "error")
+    trigger = decision.trigger.value if isinstance(decision, Advance) else (
+        Trigger.FAIL.value if isinstance(decision, Fail) else None)
+    # ``customer`` arrives with another change (issue 18); read it defensively until then.
+    return {"name": attempt.name, "customer": getattr(attempt, "customer", None), "trigger": trigger,
+            "duration_ms": duration_ms, "reason": reason}

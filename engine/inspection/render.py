@@ -72,12 +72,14 @@ class GraphvizMissingError(ProvisionError):
 
     kind = "graphviz_missing"
 
-    def __init__(self, fmt: str, detail: str = "the Graphviz `dot` executable is not on PATH") -> None:
-        super().__init__(
-            f"cannot render {fmt}: {detail}",
-            hint="Install Graphviz (apt-get install graphviz, or brew install graphviz on macOS), "
-                 "or use --format mermaid, which works without it.",
-        )
+    def __init__(self, fmt: str, detail: str = "the Graphviz `dot` executable is not on PATH",
+                 *, package: bool = False) -> None:
+        # The Python package comes with the [diagrams] extra; the `dot` program from the system.
+        fix = ("Install the [diagrams] extra (pip install 'element-provisioner[diagrams]', or "
+               "pip install '.[diagrams]' from a checkout)" if package else
+               "Install Graphviz (apt-get install graphviz, or brew install graphviz on macOS)")
+        super().__init__(f"cannot render {fmt}: {detail}",
+                         hint=f"{fix}, or use --format mermaid, which works without it.")
         self.format = fmt
 
 
@@ -115,7 +117,8 @@ def _graph(fmt: str, title: str, path: PathView | None) -> Any:
         try:
             import graphviz  # noqa: F401 - transitions silently falls back to Mermaid without it
         except ImportError:
-            raise GraphvizMissingError(fmt, "the graphviz Python package is not installed") from None
+            raise GraphvizMissingError(fmt, "the graphviz Python package is not installed",
+                                      package=True) from None
     # Mermaid front matter is YAML: a bare title line is not a mapping, so give transitions the key too.
     machine_title = f"title: {json.dumps(title, ensure_ascii=False)}" if mermaid else title
     # Typed as Any: build_machine is annotated with the base Machine, which lacks the graph attributes.

@@ -9,6 +9,7 @@ START = ("start", "--element", "quickbooks", "--name", "N")
 
 def test_usage_errors_exit_2_and_change_nothing(cli: Any) -> None:
     secret = ("--api-secret", cli.SECRET)
+    cli("db", "upgrade")  # `show` and `list` only read: they refuse a database that does not exist
     results = cli.many(
         ("start", "--name", "N", *secret),
         (*START, "--api-key", "k", *secret, "--callback-url", cli.CALLBACK_URL, "--config", "novalue"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import subprocess
 from typing import Any
 
@@ -34,7 +35,12 @@ def test_oauth1_done_means_sequence(cli: Any, sandbox: Sandbox) -> None:
     applied = cli("callback", location).stdout
     assert applied.startswith("applied:") and attempt_id in applied and "CALLBACK_RECEIVED" in applied
     worker = cli("worker", "--once")
-    assert "worker: 1 step run" in worker.stderr
+    assert "worker: claimed 1, advanced 1, retrying 0, failed 0" in worker.stderr
+    # One report line per transition: time, short id, name, from -> to, duration, outcome.
+    line = worker.stdout.strip()
+    assert len(worker.stdout.splitlines()) == 1, worker.stdout
+    assert line.split(" ")[1:6] == [attempt_id[:8], "QBO_Instance", "CALLBACK_RECEIVED", "->", "PROVISIONED"]
+    assert line.endswith(" advanced") and line[:20].endswith("Z") and line[10] == "T"
 
     done, again, text = cli.many(("--json", "show", attempt_id), ("callback", location), ("show", attempt_id))
     done_json = json.loads(done.stdout)
@@ -91,16 +97,21 @@ def test_list_cancel_restart(cli: Any) -> None:
     cancelled = cli("cancel", second).stdout.strip()
     assert cancelled == f"cancelled: attempt {second} is FAILED (cancelled)"
 
-    plain, as_json, failed, old, again, table = cli.many(
+    plain, as_json, failed, old, again, by_reason, other_reason = cli.many(
         ("list",), ("--json", "list"), ("list", "--state", "failed", "--json"),
         ("list", "--older-than", "1h"),
-        ("cancel", second), ("list",))
+        ("cancel", second), ("--json", "list", "--reason", "cancelled"),
+        ("--json", "list", "--reason", "invalid_database"))
     lines = plain.stdout.splitlines()
     assert lines[0].split("\t") == ["id", "element", "flow", "state", "name", "created", "updated",
-                                    "failure_reason", "customer", "health"]
+                                    "failure_reason", "retries", "last_error", "next_retry", "customer",
+                                    "health"]
     rows = {line.split("\t")[0]: line.split("\t") for line in lines[1:-1]}
-    assert rows[first][3:5] == ["NEW", "first"] and rows[first][7] == "-"
+    assert rows[first][3:5] == ["NEW", "first"] and rows[first][7:] == ["-", "0", "-", "-", "-", "-"]
     assert rows[second][3:5] == ["FAILED", "second"] and rows[second][7] == "cancelled"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", rows[first][5])  # the one timestamp format
+    assert [a["id"] for a in json.loads(by_reason.stdout)["attempts"]] == [second]
+    assert json.loads(other_reason.stdout)["attempts"] == []
     assert lines[-1].split("\t") == ["counts", "NEW=1", "FAILED=1"]
     data = json.loads(as_json.stdout)
     assert data["counts"] == {"NEW": 1, "FAILED": 1}
@@ -116,7 +127,7 @@ def test_list_cancel_restart(cli: Any) -> None:
     assert "\t" not in table_text
     header = table_text.splitlines()[0]
     assert header.split() == ["id", "element", "flow", "state", "name", "created", "updated",
-                              "failure_reason", "customer", "health"]
+                              "failure_reason", "retries", "last_error", "next_retry", "customer", "health"]
     assert header.index("element") == 38  # 36-character ids plus two spaces: the columns line up
     assert "counts (2 attempts): NEW=1 FAILED=1" in table_text
 
@@ -138,8 +149,9 @@ def test_quick_flow_json_start_and_idempotency(cli: Any) -> None:
     started = json.loads(cli(*args, "--json").stdout)  # global options also work after the verb
     assert started["state"] == "NEW" and len(started["id"]) == 36
     assert cli(*args).stdout.strip() == started["id"]
-    worker = cli("worker", "--once", "--concurrency", "2")
-    assert "worker: 1 step run" in worker.stderr
+    worker = cli("worker", "--once", "--concurrency", "2", "--quiet")
+    assert "worker: claimed 1, advanced 1, retrying 0, failed 0" in worker.stderr
+    assert worker.stdout == "" and "started" not in worker.stderr  # --quiet: the summary only
     shown, text = cli.many(("--json", "show", started["id"]), ("show", started["id"]))
     data = json.loads(shown.stdout)
     assert data["state"] == "PROVISIONED" and data["flow"] == "quick"

@@ -85,7 +85,7 @@ def test_serve_and_worker_processes(cli: Any, reader: Any) -> None:
                 _stop(proc, cli)
     # SIGTERM lets the worker finish and exit 0 with a summary of what it ran.
     _, err = _stop(worker, cli)
-    assert "worker: 2 steps run, stopped by signal" in err
+    assert "worker: claimed 1, advanced 2, retrying 0, failed 0, stopped by signal" in err  # 2 chained
     cli("worker", "--once")
     assert reader.get(attempt_id).state is State.PROVISIONED
     serve = cli.popen("serve", "--port", "0")

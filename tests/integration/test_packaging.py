@@ -6,7 +6,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[2]  # tests/integration/ -> the repository
 
 
 def test_wheel_contains_every_package_and_the_migrations(tmp_path: Path) -> None:

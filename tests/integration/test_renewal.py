@@ -235,6 +235,9 @@ def test_rejected_renewal_then_reauthorize_the_same_instance(
     assert "code" in reauth[0]["body"]["providerData"]
     assert len(engine.client.find_instances_by_tag(a.instance_tag)) == 1
     assert invalid_step((h.trigger, h.source, h.dest) for h in engine.history(a.id)) is None
+    # Recorded as its own trigger, not as a restart (issue 18 item 5).
+    assert ("reauthorize", "FAILED", "NEW") in [(h.trigger, h.source, h.dest) for h in engine.history(a.id)]
+    assert "restart" not in [h.trigger for h in engine.history(a.id)]
 
 
 def test_platform_managed_instance_is_checked_for_validity(

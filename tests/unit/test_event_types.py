@@ -41,6 +41,7 @@ def row(trigger: str, source: str, dest: str, **kw: Any) -> OutboxEvent:
     ("fail", "REDIRECTED", "FAILED", {"note": "user_denied"}, ev.FAILED),
     ("fail", "PROVISIONED", "FAILED", {"note": "renewal_rejected"}, ev.REAUTHORIZATION_REQUIRED),
     ("restart", "FAILED", "NEW", {}, ev.RESTARTED),
+    ("reauthorize", "FAILED", "NEW", {}, ev.RESTARTED),
 ])
 def test_event_type_of_each_transition(trigger: str, source: str, dest: str, kw: dict[str, Any],
                                        expected: str) -> None:

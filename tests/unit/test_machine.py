@@ -21,10 +21,11 @@ def test_every_transition_of_design_section_2_is_data() -> None:
     assert (Trigger.RENEW, State.PROVISIONED, State.PROVISIONED) in edges
     assert (Trigger.REMOVE_DUPLICATE, State.PROVISIONED, State.PROVISIONED) in edges  # issue 16 item 8
     assert (Trigger.RESTART, State.FAILED, State.NEW) in edges
+    assert (Trigger.REAUTHORIZE, State.FAILED, State.NEW) in edges
     for s in (State.NEW, State.TOKEN_ISSUED, State.REDIRECTED, State.CALLBACK_RECEIVED, State.PROVISIONED):
         assert (Trigger.FAIL, s, State.FAILED) in edges
     assert (Trigger.FAIL, State.FAILED, State.FAILED) not in edges
-    assert len(edges) == len(TRANSITIONS) == 19
+    assert len(edges) == len(TRANSITIONS) == 20
 
 
 def test_lookup_table_matches_a_live_machine() -> None:

@@ -1,0 +1,90 @@
+"""Bulk ``provision restart|cancel`` by filter: ``--dry-run`` counts, ``--yes`` acts (issue 18 item 5).
+
+``provision restart --state failed --reason invalid_database --older-than 1h --dry-run`` lists what
+would be restarted; the same command with ``--yes`` restarts them, one operator move each (an
+attempt that moved meanwhile is skipped and counted). Without ``--yes`` and without a terminal to
+ask on, nothing is done and the command exits 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from engine.cli.options import UsageError, parse_duration
+from engine.errors import ProvisionError
+
+FILTERS = ("state", "element", "reason", "older_than", "newer_than")
+MAX_SELECTION = 100_000
+
+
+def add_filter_arguments(parser: argparse.ArgumentParser) -> None:
+    """The selection options of a bulk action (beside the single ``ID``)."""
+    parser.add_argument("--state", metavar="S", help="bulk: attempts in state S")
+    parser.add_argument("--element", metavar="KEY", help="bulk: attempts of this element")
+    parser.add_argument("--reason", metavar="R", help="bulk: FAILED attempts with this failure reason")
+    parser.add_argument("--older-than", metavar="DURATION", help="bulk: created more than DURATION ago")
+    parser.add_argument("--newer-than", metavar="DURATION", help="bulk: created less than DURATION ago")
+    parser.add_argument("--dry-run", action="store_true", help="bulk: list what would change; change nothing")
+    parser.add_argument("--yes", action="store_true", help="bulk: act without asking")
+
+
+def is_bulk(args: argparse.Namespace) -> bool:
+    """True when a filter was given (then ``ID`` must not be)."""
+    bulk = any(getattr(args, name, None) is not None for name in FILTERS)
+    if bulk and args.id:
+        raise UsageError("ID", "give an id or filters (--state, --reason, ...), not both")
+    if not bulk and not args.id:
+        raise UsageError("ID", "give an attempt id, or filters such as --state failed for a bulk action")
+    if not bulk and (args.dry_run or args.yes):
+        raise UsageError("--dry-run" if args.dry_run else "--yes", "applies to bulk actions (filters) only")
+    return bulk
+
+
+def run_bulk(action: str, args: argparse.Namespace, engine: Any, out: Callable[[str], None],
+             *, as_json: bool, confirm: Callable[[str], bool] | None = None) -> int:
+    """Select attempts by ``args``' filters and apply ``action`` to each (or only count them)."""
+    older = parse_duration("--older-than", args.older_than) if args.older_than else None
+    newer = parse_duration("--newer-than", args.newer_than) if args.newer_than else None
+    selected = engine.list(args.state, element=args.element, reason=args.reason, older_than=older,
+                           newer_than=newer, limit=MAX_SELECTION)
+    ids = [a.id for a in selected]
+    if args.dry_run:
+        if as_json:
+            out(_json({"action": action, "dry_run": True, "count": len(ids), "ids": ids}))
+        else:
+            out("\n".join([*ids, f"{action}: {len(ids)} attempt{'s' if len(ids) != 1 else ''} would change "
+                                  "(dry run; nothing changed)"]))
+        return 0
+    if not args.yes:
+        ask = confirm if confirm is not None else (_ask if sys.stdin.isatty() else None)
+        if ask is None:
+            raise UsageError("--yes", f"{action} of {len(ids)} attempts needs --yes when there is no "
+                                      "terminal to confirm on (try --dry-run first)")
+        if not ask(f"{action} {len(ids)} attempts? [y/N] "):
+            out(f"{action}: nothing changed")
+            return 0
+    done: list[str] = []
+    skipped: list[str] = []
+    for attempt_id in ids:
+        try:
+            getattr(engine, action)(attempt_id)
+            done.append(attempt_id)
+        except ProvisionError:  # moved meanwhile (InvalidTransitionError...): not ours to change any more
+            skipped.append(attempt_id)
+    if as_json:
+        out(_json({"action": action, "count": len(done), "ids": done, "skipped": skipped}))
+    else:
+        out(f"{action}: {len(done)} changed, {len(skipped)} skipped (they had moved)")
+    return 0
+
+
+def _ask(question: str) -> bool:
+    return input(question).strip().lower() in ("y", "yes")
+
+
+def _json(data: dict[str, Any]) -> str:
+    from engine.cli.output import to_json  # noqa: PLC0415
+
+    return to_json(data)
