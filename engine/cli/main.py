@@ -64,7 +64,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     inputs = dict(flow=args.flow, api_key=args.api_key, api_secret=args.api_secret,
                   callback_url=args.callback_url,
                   tags=args.tag, config=config, idempotency_key=args.idempotency_key,
-                  callback_wait_s=args.callback_wait)
+                  callback_wait_s=args.callback_wait, renewal=args.renewal)
     # Validate before opening the database, so bad input does not even create one (start re-checks).
     validate_start(element=args.element, name=args.name, **inputs)
     engine = _engine(args)
@@ -105,6 +105,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
           file=sys.stderr, flush=True)
     if args.json:
         _out(fmt.to_json({"steps": steps}))
+    if engine.parking.parked:  # a platform-wide error: nothing was failed, but the setup needs a fix
+        print(f"provision: error: {engine.parking.reason}", file=sys.stderr, flush=True)
+        return 1
     return 0
 
 
@@ -342,6 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="connect a QuickBooks sandbox company (sends use_sandbox=true; development keys "
                         "need it)")
     p.add_argument("--callback-wait", metavar="SECONDS", help="how long the user has to consent")
+    p.add_argument("--renewal", choices=("engine", "platform"),
+                   help="who renews the tokens once provisioned (default: platform for oauth1/oauth2, "
+                        "engine for quick)")
 
     p = add("worker", cmd_worker, "run the scheduler loop")
     p.add_argument("--once", action="store_true", help="do what is due now, then exit")

@@ -73,6 +73,7 @@ def attempt_dict(attempt: Attempt, history: Sequence[HistoryEntry],
         "deadline_at": iso(attempt.deadline_at),
         "next_renewal_at": iso(attempt.next_renewal_at),
         "renewals": attempt.renewals,
+        "renewal_owner": attempt.owner.value,
         "history": [h.as_dict() for h in history],
     }
     # redirect_url is shown on purpose (the user must open it); everything else goes through redact().
@@ -146,6 +147,7 @@ def format_attempt(attempt: Attempt, history: Sequence[HistoryEntry], redirect_u
         fields.insert(10, ("deadline", human_time(attempt.deadline_at)))
     if attempt.idempotency_key:
         fields.insert(6, ("idempotency_key", attempt.idempotency_key))
+    fields.append(("renewal owner", attempt.owner.value))
     if attempt.next_renewal_at is not None:
         fields.append(("next renewal", human_time(attempt.next_renewal_at)))
     if attempt.last_error:

@@ -21,7 +21,7 @@ from states.model import Flow, State
 
 MAX_START_MANY = 1000  # one transaction; bigger lists are split by the caller
 START_KEYS = frozenset({"element", "name", "flow", "api_key", "api_secret", "callback_url", "tags", "config",
-                        "idempotency_key", "callback_wait_s"})
+                        "idempotency_key", "callback_wait_s", "renewal"})
 
 
 def new_attempt(req: StartRequest, now: datetime) -> Attempt:
@@ -29,7 +29,8 @@ def new_attempt(req: StartRequest, now: datetime) -> Attempt:
     return Attempt(
         id=str(uuid.uuid4()), element_key=req.element_key, flow=req.flow, name=req.name, state=State.NEW,
         version=1, created_at=now, updated_at=now, tags=req.tags, idempotency_key=req.idempotency_key,
-        next_run_at=now, callback_wait_s=req.callback_wait_s, secrets={"config": req.config},
+        next_run_at=now, callback_wait_s=req.callback_wait_s, renewal_owner=req.renewal_owner.value,
+        secrets={"config": req.config},
     )
 
 
