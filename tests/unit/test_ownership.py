@@ -11,6 +11,7 @@ from unit.fakes import T0, Call, FakeClient, FakePorts, Tokens, make_attempt, ms
 from engine.clock import FakeClock
 from engine.core.intake import validate_start
 from engine.core.parking import Parking, is_platform_wide
+from engine.core.starts import new_attempt, validate_items
 from engine.errors import InvalidInputError, MissingConfigurationError, ProvisionError
 from states.attempt import Attempt
 from states.decisions import Advance, Fail, Stay
@@ -183,3 +184,13 @@ def test_parking_backs_off_logs_once_and_clears(caplog: pytest.LogCaptureFixture
     assert parking.parked and parking.reason and "no attempt was failed" in parking.reason
     parking.clear()
     assert not parking.parked and parking.seconds_left(clock()) == 0
+
+
+def test_start_many_items_take_a_renewal_owner_too() -> None:
+    items = [{"element": "quickbooks", "name": "a", "flow": "quick", "config": QUICK_OAUTH2,
+              "renewal": "platform"},
+             {"element": "quickbooks", "name": "b", "flow": "quick", "config": QUICK_OAUTH2}]
+    owners = [new_attempt(r, T0).renewal_owner for r in validate_items(items)]
+    assert owners == ["platform", "engine"]
+    with pytest.raises(InvalidInputError, match=r"items\[0\]\.renewal"):
+        validate_items([{**items[0], "renewal": "nobody"}])
