@@ -140,7 +140,7 @@ def test_an_oauth1_quick_company_is_renewed_by_signed_reconnect_in_its_window(
     assert a.state is State.PROVISIONED and a.renewals == 1 and a.failures == 0
     assert engine.history(a.id)[-1].note == "OAuth1 Reconnect"
     rotated = a.secrets["user_tokens"]["oauth.user.token"]
-    config = platform.store.instances[int(a.instance_id)].configuration
+    config = platform.store.instances[int(a.instance_id or 0)].configuration
     assert rotated != QUICK_CONFIG["oauth.user.token"] and config["oauth.user.token"] == rotated
     assert config["oauth.user.token.secret"] == a.secrets["user_tokens"]["oauth.user.token.secret"]
     assert presented(platform) == []  # no refresh token anywhere: the platform refreshed nothing
