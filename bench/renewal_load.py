@@ -56,7 +56,7 @@ def _rows(first: int, count: int, n: int, spread_s: float, keys: str, now: datet
             "deadline_at": None, "callback_wait_s": None, "failures": 0, "last_error": None,
             "failure_reason": None, "lease_owner": None, "lease_expires_at": None, "state_nonce_hash": None,
             "request_token_hash": None, "instance_id": str(1_000_000 + i), "refresh_interval_s": INTERVAL_S,
-            "refresh_time": now_ms, "next_renewal_at": due, "renewals": 0,
+            "refresh_time": now_ms, "next_renewal_at": due, "renewals": 0, "renewal_owner": "engine",
             "secrets": codec.seal(_secrets(i)), "callback_secrets": None,
         }
         out.append(tuple(values[c] for c in COLUMNS))
@@ -158,6 +158,7 @@ def _sample_attempts(n: int, at: datetime) -> Sequence[dict[str, Any]]:
              "callback_wait_s": None, "failures": 0, "last_error": None, "failure_reason": None,
              "lease_owner": None, "lease_expires_at": None, "state_nonce_hash": None,
              "request_token_hash": None, "instance_id": str(i), "refresh_interval_s": INTERVAL_S,
-             "refresh_time": None, "next_renewal_at": None, "renewals": 0, "secrets": None,
+             "refresh_time": None, "next_renewal_at": None, "renewals": 0, "renewal_owner": "engine",
+             "secrets": None,
              "callback_secrets": None} for i in range(n)]
 

@@ -47,6 +47,8 @@ attempts = sa.Table(
     sa.Column("refresh_time", sa.BigInteger, nullable=True),  # epoch milliseconds
     sa.Column("next_renewal_at", UTCDateTime, nullable=True),
     sa.Column("renewals", sa.Integer, nullable=False),
+    # Who renews the tokens once PROVISIONED: "engine" or "platform" (migration 0007, DESIGN §7).
+    sa.Column("renewal_owner", sa.String(16), nullable=True),
     sa.Column("secrets", sa.LargeBinary, nullable=True),  # encrypted JSON (engine.security.crypto)
     # The applied callback's parameters (verifier, realm...), encrypted; apart from ``secrets`` so
     # that applying a callback needs no read of the row (migration 0003, engine.core.callbacks).

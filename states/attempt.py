@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from states.model import Flow, State
+from states.model import DEFAULT_RENEWAL_OWNER, Flow, RenewalOwner, State
 
 # Columns of ``attempts`` a decision may set through ``Advance.changes`` (the rest belong to the engine).
 MUTABLE_COLUMNS: frozenset[str] = frozenset(
@@ -62,12 +62,20 @@ class Attempt:
     health_reason: str | None = None
     connect_token_hash: str | None = None
     replaces: str | None = None  # the attempt this one replaces once PROVISIONED (engine.core.guard)
+    renewal_owner: str | None = None  # "engine" | "platform" (states.model.RenewalOwner)
     secrets: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def instance_tag(self) -> str:
         """The tag that marks this attempt's instance, so a repeated create step can adopt it."""
         return f"provision-attempt-{self.id}"
+
+    @property
+    def owner(self) -> RenewalOwner:
+        """Who renews the tokens: the stored owner, else the flow's default (rows before 0007)."""
+        if self.renewal_owner:
+            return RenewalOwner(self.renewal_owner)
+        return DEFAULT_RENEWAL_OWNER[self.flow]
 
     @property
     def config(self) -> dict[str, str]:

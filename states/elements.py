@@ -5,6 +5,7 @@ elements; the platform answers 404 when a key really does not exist.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,18 +30,37 @@ class ElementSpec:
     default_config: dict[Flow, dict[str, Any]] = field(default_factory=dict)
     refresh_interval_s: dict[Flow, int] = field(default_factory=dict)
 
-    def required_config(self, flow: Flow) -> tuple[str, ...]:
-        """Configuration keys that must be present before any HTTP call."""
+    def required_config(self, flow: Flow, auth: str = "oauth1") -> tuple[str, ...]:
+        """Configuration keys that must be present before any HTTP call.
+
+        ``auth`` is the authentication type (``auth_type``): a quick OAuth1 start brings the token
+        and its secret (elements-api.md §4d), a quick OAuth2 start its refresh token (§4e).
+        """
         if flow is Flow.QUICK:
             extra = ("quickbooks.realm.id",) if self.key == "quickbooks" else ()
-            return (
-                "oauth.api.key",
-                "oauth.api.secret",
-                "oauth.user.token",
-                "oauth.user.token.secret",
-                *extra,
-            )
+            user = ("oauth.user.refresh_token",) if auth == "oauth2" else (
+                "oauth.user.token", "oauth.user.token.secret")
+            return ("oauth.api.key", "oauth.api.secret", *user, *extra)
         return _OAUTH_REQUIRED
+
+    def quick_interval_s(self, auth: str) -> int | None:
+        """The ``oauth.user.refresh_interval`` a quick start sends when the caller set none."""
+        return OAUTH2_INTERVAL_S if auth == "oauth2" else self.refresh_interval_s.get(Flow.QUICK)
+
+
+AUTH_TYPES = ("oauth1", "oauth2")
+
+
+def auth_type(flow: Flow, config: Mapping[str, Any]) -> str:
+    """``oauth1`` or ``oauth2``: the instance's ``authentication.type``, else what the flow implies.
+
+    Quick starts are OAuth1 (§4d) unless ``authentication.type=oauth2`` says they bring an OAuth2
+    refresh token (§4e); the flow alone never decides for them.
+    """
+    explicit = str(config.get("authentication.type") or "").lower()
+    if explicit in AUTH_TYPES:
+        return explicit
+    return "oauth2" if flow is Flow.OAUTH2 else "oauth1"
 
 
 ELEMENTS: dict[str, ElementSpec] = {

@@ -72,6 +72,24 @@ class FailureReason(str, Enum):
         return self.value
 
 
+class RenewalOwner(str, Enum):
+    """Who renews a PROVISIONED attempt's tokens (DESIGN §7, "One owner per token")."""
+
+    ENGINE = "engine"  # the engine refreshes ahead of the platform and pushes the tokens
+    PLATFORM = "platform"  # the platform refreshes; the engine only watches the instance
+
+    def __str__(self) -> str:
+        return self.value
+
+
+# The consent flows' tokens only ever live on the platform; quick callers brought their own tokens.
+DEFAULT_RENEWAL_OWNER: dict[Flow, RenewalOwner] = {
+    Flow.OAUTH1: RenewalOwner.PLATFORM,
+    Flow.OAUTH2: RenewalOwner.PLATFORM,
+    Flow.QUICK: RenewalOwner.ENGINE,
+}
+
+
 @dataclass(frozen=True)
 class Transition:
     """One edge of the machine: ``trigger`` moves an attempt from ``source`` to ``dest``."""

@@ -5,7 +5,7 @@ from datetime import datetime
 from typing import Any
 
 from states.attempt import Attempt
-from states.elements import spec_for
+from states.elements import auth_type, spec_for
 from states.model import Flow
 
 
@@ -70,9 +70,9 @@ def instance_body(attempt: Attempt) -> dict[str, Any]:
 
 
 def quick_body(attempt: Attempt, now: datetime) -> dict[str, Any]:
-    """POST /instances body of the quick (token) flow (seed guide §4d)."""
+    """POST /instances body of the quick (token) flow: OAuth1 tokens (§4d), OAuth2 refresh token (§4e)."""
     cfg = _config(attempt)
-    interval = spec_for(attempt.element_key).refresh_interval_s.get(Flow.QUICK)
+    interval = spec_for(attempt.element_key).quick_interval_s(auth_type(attempt.flow, cfg))
     if interval is not None:
         cfg.setdefault("oauth.user.refresh_interval", str(interval))
     cfg.setdefault("oauth.user.refresh_time", str(int(now.timestamp() * 1000)))

@@ -1,10 +1,11 @@
 """The PROVISIONED step: keep the instance's tokens fresh (DESIGN §7, elements-api.md §13).
 
-Three modes, picked from what the attempt holds:
-- ``oauth2``: we hold the refresh token: refresh-token grant at the provider (the token rotates).
-- ``oauth1``: we hold an OAuth1 token/secret (QuickBooks): Reconnect, only in the last 30 days of
+Three modes, picked from the attempt's renewal owner and the instance's authentication type:
+- ``oauth2``: engine-owned, OAuth2, we hold the refresh token: refresh-token grant at the provider
+  (the token rotates); a platform refresh made while we were late is adopted (``states.ownership``).
+- ``oauth1``: engine-owned, OAuth1 token/secret (QuickBooks): Reconnect, only in the last 30 days of
   the 180-day token (Intuit error 212 outside it, 270 once expired).
-- ``platform``: the platform refreshes by itself; we only check ``valid`` on GET /instances/{id}.
+- ``platform``: the platform refreshes by itself; we only watch the instance (``states.ownership``).
 
 A renewal commits PROVISIONED --renew--> PROVISIONED with the new tokens in the same transaction;
 pushing them to the instance (PATCH /instances/{id}) is the next run of this step, so a failed push
@@ -17,21 +18,31 @@ from typing import Any
 
 from states.attempt import Attempt
 from states.decisions import Advance, Decision, Fail, Stay
-from states.model import FailureReason, Flow, Trigger
+from states.elements import auth_type, spec_for
+from states.model import FailureReason, RenewalOwner, Trigger
+from states.ownership import REAUTHORIZE_HINT as REAUTHORIZE_HINT
+from states.ownership import adopt_platform_refresh, watch_instance
 from states.ports import Ports
 from states.schedule import next_renewal_at
 
 OAUTH1_TOKEN_LIFETIME = timedelta(days=180)
 OAUTH1_RECONNECT_WINDOW = timedelta(days=30)
-REAUTHORIZE_HINT = "The user must approve again: run `provision reauthorize ID` (same instance, new consent)."
 
 
 def renewal_mode(attempt: Attempt) -> str:
-    """``oauth2``, ``oauth1`` or ``platform`` (see the module docstring)."""
+    """``oauth2``, ``oauth1`` or ``platform`` (see the module docstring).
+
+    The authentication type comes from the instance's configuration (``authentication.type``),
+    never from the flow alone: a quick start may bring OAuth1 or OAuth2 tokens.
+    """
+    if attempt.owner is RenewalOwner.PLATFORM:
+        return "platform"
     tokens: dict[str, Any] = attempt.secrets.get("user_tokens") or {}
-    if attempt.flow is Flow.OAUTH2 and tokens.get("oauth.user.refresh_token"):
+    config = {**spec_for(attempt.element_key).default_config.get(attempt.flow, {}), **attempt.config}
+    auth = auth_type(attempt.flow, config)
+    if auth == "oauth2" and tokens.get("oauth.user.refresh_token"):
         return "oauth2"
-    if tokens.get("oauth.user.token") and tokens.get("oauth.user.token.secret"):
+    if auth == "oauth1" and tokens.get("oauth.user.token") and tokens.get("oauth.user.token.secret"):
         return "oauth1"
     return "platform"
 
@@ -63,6 +74,8 @@ def handle_provisioned(attempt: Attempt, ports: Ports) -> Decision:
         return Stay(secrets={"push_pending": False}, next_run_at=attempt.next_renewal_at)
     mode = renewal_mode(attempt)
     if mode == "oauth2":
+        if (adopted := adopt_platform_refresh(attempt, ports, tokens)) is not None:
+            return adopted
         fresh = ports.call(lambda _n: ports.client.refresh_oauth2(
             config["oauth.api.key"], config["oauth.api.secret"], tokens["oauth.user.refresh_token"]))
         tokens.update(
@@ -87,10 +100,4 @@ def handle_provisioned(attempt: Attempt, ports: Ports) -> Decision:
             "kind": "renewal_rejected", "message": f"Reconnect error {result.code}: {result.message}",
             "hint": "Intuit says we are outside the Reconnect window although our records say otherwise; "
                     + REAUTHORIZE_HINT})
-    instance = ports.call(lambda _n: ports.client.get_instance(instance_id))
-    if instance.get("valid") is False:
-        return Fail(FailureReason.RENEWAL_REJECTED, {
-            "kind": "renewal_rejected", "message": f"instance {instance_id} is no longer valid",
-            "hint": REAUTHORIZE_HINT})
-    interval = attempt.refresh_interval_s or 3600
-    return Stay(next_run_at=ports.now() + timedelta(seconds=interval))
+    return watch_instance(attempt, ports)

@@ -70,7 +70,8 @@ def cmd_start(args: argparse.Namespace) -> int:
     inputs = dict(flow=args.flow, api_key=args.api_key, api_secret=args.api_secret,
                   callback_url=args.callback_url,
                   tags=args.tag, config=config, idempotency_key=args.idempotency_key,
-                  callback_wait_s=args.callback_wait, customer=args.customer, replace=args.replace)
+                  callback_wait_s=args.callback_wait, customer=args.customer, replace=args.replace,
+                  renewal=args.renewal)
     # Validate before opening the database, so bad input does not even create one (start re-checks).
     validate_start(element=args.element, name=args.name, **inputs)
     engine = _engine(args)
@@ -390,6 +391,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "attempt per customer and element")
     p.add_argument("--replace", action="store_true",
                    help="start even though the customer has a live attempt for this element")
+    p.add_argument("--renewal", choices=("engine", "platform"),
+                   help="who renews the tokens once provisioned (default: platform for oauth1/oauth2, "
+                        "engine for quick)")
 
     p = add("worker", cmd_worker, "run the scheduler loop")
     p.add_argument("--once", action="store_true", help="do what is due now, then exit")

@@ -82,6 +82,7 @@ def attempt_dict(attempt: Attempt, history: Sequence[HistoryEntry],
         "deadline_at": iso(attempt.deadline_at),
         "next_renewal_at": iso(attempt.next_renewal_at),
         "renewals": attempt.renewals,
+        "renewal_owner": attempt.owner.value,
         "history": [h.as_dict() for h in history],
     }
     # redirect_url is shown on purpose (the user must open it); everything else goes through redact().
@@ -158,6 +159,7 @@ def format_attempt(attempt: Attempt, history: Sequence[HistoryEntry], redirect_u
         fields.insert(7, ("idempotency_key", attempt.idempotency_key))
     if attempt.last_check_at is not None:
         fields.append(("health", f"{_health_cell(attempt)} (checked {human_time(attempt.last_check_at)})"))
+    fields.append(("renewal owner", attempt.owner.value))
     if attempt.next_renewal_at is not None:
         fields.append(("next renewal", human_time(attempt.next_renewal_at)))
     if attempt.last_error:

@@ -61,4 +61,6 @@ def run_worker(args: argparse.Namespace, open_engine: Callable[..., Any], out: C
         out(to_json(reporter.summary()))
     if fatal:
         raise ProvisionError(f"the worker stopped: {fatal[0]}")
+    if engine.parking.parked:  # a platform-wide error: nothing was failed, but the setup needs a fix
+        raise ProvisionError(engine.parking.reason or "the queue is parked")
     return 0

@@ -26,6 +26,7 @@ from engine.core.guard import check_no_live_duplicate, retire_replaced
 from engine.core.health import HealthChecker
 from engine.core.intake import attempt_id_to_look_up, validate_list, validate_reason, validate_start
 from engine.core.lookup import resolve_attempt_id
+from engine.core.parking import Parking
 from engine.core.runner import PreparedStep, StepResult, StepRunner
 from engine.errors import (
     AttemptNotFoundError,
@@ -112,10 +113,13 @@ class Engine:
         self._check_lease()
         self._wake = threading.Event()
         self.callbacks = CallbackReceiver(repo, clock=clock, worker_id=self.worker_id, wake=self.wake)
+        # Platform-wide errors (bad ELEMENTS_* secrets) park the queue instead of failing attempts.
+        self.parking = Parking(self.now)
         self.runner = StepRunner(
             repo, client, clock=clock, sleep=sleep, policy=self.policy, renewal_policy=self.renewal_policy,
             rng=self.rng, worker_id=self.worker_id, step_settings=self.step_settings,
-            apply_pending=self.callbacks.apply_pending, reject_pending=self.callbacks.reject_pending)
+            apply_pending=self.callbacks.apply_pending, reject_pending=self.callbacks.reject_pending,
+            parking=self.parking)
         self._pool: ThreadPoolExecutor | None = None
         # Events (issue 10/12): hooks for this engine's commits, the feed, webhook delivery.
         self.dispatch = EventDispatcher(
@@ -160,18 +164,22 @@ class Engine:
               api_secret: str | None = None, callback_url: str | None = None, tags: Iterable[str] = (),
               config: Mapping[str, Any] | None = None, idempotency_key: str | None = None,
               callback_wait_s: int | None = None, customer: str | None = None,
-              replace: bool = False) -> Attempt:
+              replace: bool = False, renewal: str | None = None) -> Attempt:
         """Create an attempt in NEW, due now; with a known ``idempotency_key`` return the existing one.
 
         ``customer`` is the application's own id for the account: stored, filterable, carried in
         every event. While that customer has a live attempt for ``element``, a new one is refused
-        (``DuplicateConnectionError``, naming it) unless ``replace``. Raises ``InvalidInputError``
-        (``MissingConfigurationError`` for missing entries) before anything is stored or sent.
+        (``DuplicateConnectionError``, naming it) unless ``replace``. ``renewal``
+        (``engine``/``platform``) says who renews the tokens once PROVISIONED; the default is the
+        flow's (DESIGN §7: ``platform`` for consent flows, ``engine`` for quick). Raises
+        ``InvalidInputError`` (``MissingConfigurationError`` for missing entries) before anything is
+        stored or sent.
         """
         req = validate_start(element=element, name=name, flow=flow, api_key=api_key, api_secret=api_secret,
                              callback_url=callback_url, tags=tags, config=config,
                              idempotency_key=idempotency_key, callback_wait_s=callback_wait_s,
-                             customer=customer, replace=replace)
+                             customer=customer, replace=replace,
+                             renewal=renewal)
         [req] = check_no_live_duplicate(self.repo, [req])
         stored, created = self.repo.insert_attempt(starts.new_attempt(req, self.now()))
         if not created:
@@ -381,6 +389,8 @@ class Engine:
         under the same claim (``StepRunner.prepare``). A step whose lease could run out before its
         result is committed is not started; its lease is released so any worker can take it.
         """
+        if self.parking.seconds_left(at) > 0:
+            return TickReport(at)  # parked: claim nothing until the backoff runs out
         lease_until = at + timedelta(seconds=self.settings.lease_s)
         batch = self.repo.claim_due(at, self.worker_id, lease_until, self.settings.batch_size)
         report = TickReport(at)
@@ -404,8 +414,8 @@ class Engine:
             return self.now() < last_start
 
         def prepare(attempt: Attempt) -> PreparedStep | None:
-            if not in_time():
-                return None  # too late in the batch to finish (and commit) under the lease
+            if not in_time() or self.parking.seconds_left(self.now()) > 0:
+                return None  # too late to finish (and commit) under the lease, or the queue parked
             return self.runner.prepare(attempt, may_chain=in_time)
 
         if self.settings.concurrency <= 1 or len(batch) == 1:
@@ -443,6 +453,8 @@ class Engine:
 
     def next_wait(self, now: datetime) -> float:
         """Seconds until the next due attempt, capped by ``poll_max_s``."""
+        if (parked := self.parking.seconds_left(now)) > 0:
+            return min(self.settings.poll_max_s, parked)
         due = self.repo.next_due_at(now)
         if due is None:
             return self.settings.poll_max_s

@@ -14,8 +14,8 @@ from typing import Any
 
 from engine.config import BIDI_CHARS, PRINTABLE_RE, check_url
 from engine.errors import InvalidInputError, MissingConfigurationError
-from states.elements import spec_for
-from states.model import Flow, State
+from states.elements import AUTH_TYPES, auth_type, spec_for
+from states.model import DEFAULT_RENEWAL_OWNER, Flow, RenewalOwner, State
 
 _REASON_RE = re.compile(r"[a-z][a-z0-9_]{0,63}", re.ASCII)
 _ELEMENT_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
@@ -60,6 +60,7 @@ class StartRequest:
     customer: str | None = None
     replace: bool = False
     replaces: str | None = None  # the live attempt it replaces (engine.core.guard fills it)
+    renewal_owner: RenewalOwner = RenewalOwner.ENGINE
 
 
 def shown(value: Any, limit: int = 40) -> str:
@@ -182,6 +183,7 @@ def validate_start(
     callback_wait_s: int | str | None,
     customer: str | None = None,
     replace: bool = False,
+    renewal: str | RenewalOwner | None = None,
 ) -> StartRequest:
     """Check every start input; return the normalised request or raise ``InvalidInputError``."""
     if not isinstance(element, str) or not _ELEMENT_RE.fullmatch(element):
@@ -267,7 +269,11 @@ def validate_start(
     if "oauth.user.refresh_time" in cfg:
         cfg["oauth.user.refresh_time"] = str(
             _int_field("oauth.user.refresh_time", cfg["oauth.user.refresh_time"], minimum=0, maximum=10**14))
-    missing = [k for k in spec.required_config(chosen) if cfg.get(k) in (None, "")]
+    if "authentication.type" in cfg:
+        if str(cfg["authentication.type"]).lower() not in AUTH_TYPES:
+            raise InvalidInputError("config", "authentication.type must be oauth1 or oauth2")
+        cfg["authentication.type"] = str(cfg["authentication.type"]).lower()
+    missing = [k for k in spec.required_config(chosen, auth_type(chosen, cfg)) if cfg.get(k) in (None, "")]
     if missing:
         raise MissingConfigurationError(element, chosen.value, missing)
     if idempotency_key is not None and (
@@ -281,4 +287,17 @@ def validate_start(
     if not isinstance(replace, bool):
         raise InvalidInputError("replace", f"must be True or False, got {shown(replace)}")
     return StartRequest(element, chosen, name.strip(), tuple(tag_list), cfg, idempotency_key, wait,
-                        validate_customer(customer), replace)
+                        validate_customer(customer), replace,
+                        renewal_owner=renewal_owner_of(chosen, renewal))
+
+
+def renewal_owner_of(flow: Flow, renewal: str | RenewalOwner | None) -> RenewalOwner:
+    """The renewal owner asked for (``engine``/``platform``), else the flow's default (DESIGN §7)."""
+    if renewal is None or renewal == "":
+        return DEFAULT_RENEWAL_OWNER[flow]
+    try:
+        return RenewalOwner(renewal)
+    except (ValueError, TypeError):
+        raise InvalidInputError("renewal", f"must be engine or platform; got {shown(renewal, 30)}",
+                                hint="engine: the engine refreshes and pushes the tokens; platform: "
+                                     "Cloud Elements refreshes and the engine watches.") from None

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from engine.config import RenewalPolicy, RetryPolicy
+from engine.core.parking import Parking, is_platform_wide
 from engine.core.retry import call_with_retries, decide_on_error, decide_on_renewal_error, retrying
 from engine.errors import ProvisionError
 from engine.security.crypto import digest, scrub, secret_values
@@ -127,7 +128,8 @@ class StepRunner:
     def __init__(self, repo: Repository, client: ClientPort, *, clock: Callable[[], datetime],
                  sleep: Callable[[float], None], policy: RetryPolicy, renewal_policy: RenewalPolicy,
                  rng: random.Random, worker_id: str, step_settings: StepSettings,
-                 apply_pending: Callable[[str], None], reject_pending: Callable[[str, str], None]) -> None:
+                 apply_pending: Callable[[str], None], reject_pending: Callable[[str, str], None],
+                 parking: Parking | None = None) -> None:
         self.repo = repo
         self.client = client
         self.clock = clock
@@ -139,6 +141,7 @@ class StepRunner:
         self.step_settings = step_settings
         self.apply_pending = apply_pending
         self.reject_pending = reject_pending
+        self.parking = parking
 
     def prepare(self, attempt: Attempt, *, may_chain: Callable[[], bool] = lambda: False) -> PreparedStep:
         """Run the handler of ``attempt``'s state (with in-process retries) and classify its errors.
@@ -177,7 +180,14 @@ class StepRunner:
         decision: Decision
         try:
             decision = handler(attempt, ports)
+            if self.parking is not None:
+                self.parking.clear()
         except Exception as exc:  # noqa: BLE001 - a bug must not kill the worker loop; log and retry later
+            if self.parking is not None and is_platform_wide(exc):
+                # The engine's configuration, not the attempt, is wrong: leave the step as it was
+                # (still due, nothing counted) and park the queue (engine.core.parking).
+                self.parking.park(exc)
+                return PreparedStep(attempt, Stay(next_run_at=attempt.next_run_at), max(ports.tries, 1), 0)
             if not isinstance(exc, ProvisionError):
                 log.exception("step %s of attempt %s crashed", attempt.state, attempt.id)
                 exc = InternalStepError(f"unexpected {type(exc).__name__} in the {attempt.state} step")

@@ -22,7 +22,8 @@ from states.model import Flow, State
 
 MAX_START_MANY = 1000  # one transaction; bigger lists are split by the caller
 START_KEYS = frozenset({"element", "name", "flow", "api_key", "api_secret", "callback_url", "tags", "config",
-                        "idempotency_key", "callback_wait_s", "customer", "replace"})
+                        "idempotency_key", "callback_wait_s", "customer", "replace",
+                        "renewal"})
 
 
 def new_attempt(req: StartRequest, now: datetime) -> Attempt:
@@ -31,6 +32,7 @@ def new_attempt(req: StartRequest, now: datetime) -> Attempt:
         id=str(uuid.uuid4()), element_key=req.element_key, flow=req.flow, name=req.name, state=State.NEW,
         version=1, created_at=now, updated_at=now, tags=req.tags, idempotency_key=req.idempotency_key,
         next_run_at=now, callback_wait_s=req.callback_wait_s, customer=req.customer, replaces=req.replaces,
+        renewal_owner=req.renewal_owner.value,
         secrets={"config": req.config},
     )
 

@@ -186,9 +186,9 @@ def attempt_facts(a: Attempt, consent_url: str | None) -> Markup:
         items.append(("consent URL", Markup('<a href="{}" rel="noreferrer">{}</a>').format(
             consent_url, consent_url) if consent_url else "(not stored)"))
         items.append(("consent deadline", when(a.deadline_at)))
-    items += [("instance id", a.instance_id or ""), ("renewals", a.renewals),
-              ("next renewal", when(a.next_renewal_at)), ("tags", ", ".join(a.tags)),
-              ("created", when(a.created_at)), ("updated", when(a.updated_at))]
+    items += [("instance id", a.instance_id or ""), ("renewal owner", a.owner.value),
+              ("renewals", a.renewals), ("next renewal", when(a.next_renewal_at)),
+              ("tags", ", ".join(a.tags)), ("created", when(a.created_at)), ("updated", when(a.updated_at))]
     return facts(items)
 
 

@@ -81,7 +81,7 @@ def test_a_permanent_failure_of_the_second_step_records_both(make_engine: Callab
                                                              sandbox: Any) -> None:
     engine = make_engine(policy=ONE_TRY)
     [attempt_id] = oauth1(engine, 1)
-    sandbox.set_faults(fails={"oauth_url": {"rate": 1.0, "status": 401}})
+    sandbox.set_faults(fails={"oauth_url": {"rate": 1.0, "status": 404}})
     [result] = engine.tick().results
     assert (result.outcome, result.dest, result.steps) == ("failed", State.FAILED, 2)
     a = engine.get(attempt_id)

@@ -104,7 +104,8 @@ def test_connection_refused(make_engine: Callable[..., Engine], clock: Any, wait
     assert "apiSecret" not in str(a.last_error) and str(port) not in a.last_error["message"]
 
 
-@pytest.mark.parametrize("status,kind", [(400, "bad_request"), (401, "unauthorized"), (403, "forbidden"),
+# 401 is the engine's own credentials: it parks the queue instead (the test after this one).
+@pytest.mark.parametrize("status,kind", [(400, "bad_request"), (403, "forbidden"),
                                          (404, "not_found"), (409, "conflict")])
 def test_permanent_statuses_fail_at_once(make_engine: Callable[..., Engine], sandbox: Any, clock: Any,
                                          waits: list[float], status: int, kind: str) -> None:
@@ -119,14 +120,17 @@ def test_permanent_statuses_fail_at_once(make_engine: Callable[..., Engine], san
     assert waits == []
 
 
-def test_bad_platform_secrets_give_401_with_the_platform_text(make_engine: Callable[..., Engine]) -> None:
+def test_bad_platform_secrets_park_the_queue_and_fail_no_attempt(make_engine: Callable[..., Engine]) -> None:
+    """A 401 is the engine's configuration error (issue 15 must-have 6): the attempt is not charged."""
     engine = make_engine(user_secret="wrong-user-secret")
     a = quick(engine)
     engine.run_until_idle()
     a = engine.get(a.id)
-    assert a.state is State.FAILED and a.last_error and a.last_error["kind"] == "unauthorized"
-    assert "Invalid Organization or User secret" in a.last_error["message"]
-    assert "ELEMENTS_USER_SECRET" in a.last_error["hint"]
+    assert a.state is State.NEW and a.failures == 0 and a.failure_reason is None
+    assert engine.history(a.id) == []
+    assert engine.parking.parked and engine.parking.reason
+    assert "ELEMENTS_USER_SECRET" in engine.parking.reason
+    assert engine.tick().claimed == 0  # parked: nothing is claimed during the backoff
 
 
 def test_unknown_element_gives_404(make_engine: Callable[..., Engine]) -> None:

@@ -38,8 +38,8 @@ def all_history(engine: Engine, ids: list[str]) -> set[tuple[str, int]]:
     return {(i, h.seq) for i in ids for h in engine.history(i)}
 
 
-def oauth(engine: Engine, flow: str, decision: str = "approve") -> str:
-    a = engine.start("quickbooks", f"{flow} {decision}", flow=flow, **QBO)
+def oauth(engine: Engine, flow: str, decision: str = "approve", renewal: str | None = None) -> str:
+    a = engine.start("quickbooks", f"{flow} {decision}", flow=flow, renewal=renewal, **QBO)
     engine.run_until_idle()
     engine.handle_callback(consent(engine.redirect_url(engine.get(a.id)) or "", decision=decision))
     engine.run_until_idle()
@@ -112,7 +112,7 @@ def test_renewal_rejection_and_recovery_are_connection_events(
     # The engine and the simulator share one fake clock (tests/conftest.py: one fake-clock mechanism).
     sandbox = clocked_sandbox
     engine = engine_on(db_url, clock=clock, sim=sandbox)
-    attempt_id = oauth(engine, "oauth2")
+    attempt_id = oauth(engine, "oauth2", renewal="engine")  # the engine's own refresh is what fails here
 
     def due() -> datetime:
         when = engine.get(attempt_id).next_run_at

@@ -30,8 +30,10 @@ def sandbox(clocked_sandbox: Any) -> Any:
     return clocked_sandbox
 
 
-def provision(engine: Engine, flow: str, element: str = "quickbooks") -> Any:
-    a = engine.start(element, f"Renew {flow}", flow=flow, **QBO)
+def provision(engine: Engine, flow: str, element: str = "quickbooks", renewal: str = "engine") -> Any:
+    """A consent-flow attempt taken to PROVISIONED; engine-owned unless ``renewal`` says otherwise
+    (the engine's own renewal is what most tests here exercise; see test_renewal_ownership.py)."""
+    a = engine.start(element, f"Renew {flow}", flow=flow, renewal=renewal, **QBO)
     engine.run_until_idle()
     engine.handle_callback(consent(engine.redirect_url(engine.get(a.id)) or ""))
     engine.run_until_idle()
@@ -244,15 +246,14 @@ def test_platform_managed_instance_is_checked_for_validity(
         make_engine: Callable[..., Engine], clock: FakeClock, sandbox: Any,
         monkeypatch: pytest.MonkeyPatch) -> None:
     engine = make_engine(clock=clock)
-    a = provision(engine, "oauth1")
-    # Forget our tokens: the platform manages them, we only watch `valid`.
-    engine.repo.merge_secrets(a.id, {"user_tokens": {}}, now=T0)
+    a = provision(engine, "oauth1", renewal="platform")
+    # The platform manages the tokens: we only watch the instance, after its due time plus a grace.
     clock.now = a.next_run_at
     engine.run_until_idle()
     a = engine.get(a.id)
     assert a.state is State.PROVISIONED and a.renewals == 0
     assert a.next_renewal_at is not None and a.instance_id is not None
-    assert a.next_run_at == a.next_renewal_at + timedelta(seconds=a.refresh_interval_s or 0)
+    assert a.next_run_at == a.next_renewal_at + timedelta(hours=1)
     sandbox.store.instances[int(a.instance_id)].valid = False
     clock.now = a.next_run_at
     engine.run_until_idle()

@@ -136,8 +136,8 @@ def drive_every_flow(url: str, sb: Sandbox, clock: FakeClock) -> tuple[Engine, d
     """
     ids: dict[str, str] = {}
     engine = make(url, sb, clock)
-    for flow in ("oauth1", "oauth2"):
-        a = engine.start("quickbooks", f"ok {flow}", flow=flow, **QBO)
+    for flow in ("oauth1", "oauth2"):  # engine-owned, so that the engine's renewals run too
+        a = engine.start("quickbooks", f"ok {flow}", flow=flow, renewal="engine", **QBO)
         engine.run_until_idle()
         assert (
             engine.handle_callback(consent(engine.redirect_url(engine.get(a.id)) or "")).status
@@ -171,6 +171,7 @@ def drive_every_flow(url: str, sb: Sandbox, clock: FakeClock) -> tuple[Engine, d
     unauthorized = make(url, sb, clock, user_secret=WRONG_USER_SECRET)
     ids["unauthorized"] = unauthorized.start("quickbooks", "401", flow="quick", config=quick_cfg).id
     unauthorized.run_until_idle()
+    assert unauthorized.parking.parked  # a 401 parks the queue (issue 15 must-have 6)
     unauthorized.close()
     # Renewals: OAuth2 refresh grant (rotating refresh token), OAuth1 Reconnect, quick Reconnect.
     for label in ("oauth2", "oauth2", "quick", "oauth1"):  # time only moves forward
@@ -186,7 +187,7 @@ def drive_every_flow(url: str, sb: Sandbox, clock: FakeClock) -> tuple[Engine, d
         and states["invalid_database"].last_error["kind"] == "invalid_database"
     )
     assert states["retries_503"].failure_reason == "retries_exhausted"
-    assert states["unauthorized"].last_error and states["unauthorized"].last_error["kind"] == "unauthorized"
+    assert states["unauthorized"].failure_reason is None  # not charged for the engine's bad secret
     return engine, ids
 
 

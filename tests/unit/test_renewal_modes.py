@@ -30,10 +30,10 @@ QBO_INTERVAL = 13_046_400
 
 
 def provisioned(flow: Flow, user_tokens: dict[str, Any], **columns: Any) -> Attempt:
-    """An attempt in PROVISIONED whose renewal is due now (``T0``)."""
+    """An engine-owned attempt in PROVISIONED whose renewal is due now (``T0``)."""
     fields: dict[str, Any] = {"instance_id": "42", "refresh_interval_s": 3600,
                               "refresh_time": ms(T0 - timedelta(seconds=3240)), "next_renewal_at": T0,
-                              "renewals": 2}
+                              "renewals": 2, "renewal_owner": "engine"}
     fields.update(columns)
     return make_attempt(State.PROVISIONED, flow, secrets={"user_tokens": user_tokens,
                                                           "instance_token": "inst-token-42"}, **fields)
@@ -56,9 +56,24 @@ OAUTH1_TOKENS = {"oauth.user.token": "tok-1", "oauth.user.token.secret": "sec-1"
     (Flow.OAUTH1, {"oauth.user.token": "tok-1"}, "platform"),  # a token without its secret
     (Flow.OAUTH1, {**OAUTH2_TOKENS}, "platform"),  # a refresh token outside the OAuth2 flow
     (Flow.QUICK, {}, "platform"),
+    (Flow.QUICK, OAUTH2_TOKENS, "platform"),  # an OAuth1 quick start (no authentication.type)
 ])
 def test_renewal_mode(flow: Flow, tokens: dict[str, str], mode: str) -> None:
     assert renewal_mode(provisioned(flow, tokens)) == mode
+
+
+@pytest.mark.parametrize(("flow", "owner", "mode"), [
+    (Flow.OAUTH2, None, "platform"),  # consent flows: the platform owns renewal by default
+    (Flow.OAUTH1, None, "platform"),
+    (Flow.QUICK, None, "oauth2"),  # quick: the engine owns it by default
+    (Flow.QUICK, "platform", "platform"),
+    (Flow.OAUTH2, "engine", "oauth2"),
+])
+def test_the_owner_decides_before_the_tokens(flow: Flow, owner: str | None, mode: str) -> None:
+    tokens = OAUTH2_TOKENS if flow is not Flow.OAUTH1 else OAUTH1_TOKENS
+    attempt = provisioned(flow, tokens, renewal_owner=owner)
+    attempt.secrets["config"] = {"authentication.type": "oauth2"} if flow is Flow.QUICK else {}
+    assert renewal_mode(attempt) == mode
 
 
 def test_provisioned_is_the_renewal_handler() -> None:

@@ -56,9 +56,10 @@ def renewing(client: FakeClient, error: ProvisionError, *, failures: int = 0,
     else:
         client.script("reconnect_oauth1", error)
         tokens = {"oauth.user.token": "tok-1", "oauth.user.token.secret": "sec-1"}
+    # Engine-owned and on time (inside the lead, before the platform's own due time).
     return make_attempt(State.PROVISIONED, flow, instance_id="42", refresh_interval_s=3600,
-                        refresh_time=ms(T0 - timedelta(hours=1)), next_renewal_at=T0, failures=failures,
-                        secrets={"user_tokens": tokens})
+                        refresh_time=ms(T0 - timedelta(seconds=3240)), next_renewal_at=T0, failures=failures,
+                        secrets={"user_tokens": tokens}, renewal_owner="engine")
 
 
 def on_error(error: ProvisionError, failures: int = 0) -> RetryLater | Fail:

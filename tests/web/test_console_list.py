@@ -119,10 +119,12 @@ def test_retrying_attempts_need_attention(web_engine: Engine, console_for: Conso
     assert re.search(r"<b>1</b>retrying</a>", listing)
     page = client.get(f"/attempts/{failing.id}").get_data(as_text=True)
     assert "<dt>next retry</dt>" in page and "unavailable" in page
+    assert "<dt>renewal owner</dt><dd>engine</dd>" in page  # quick: the engine renews (DESIGN §7)
     redirected = client.get(f"/attempts/{healthy.id}").get_data(as_text=True)
     consent = web_engine.redirect_url(web_engine.get(healthy.id))
     assert consent and "<dt>consent URL</dt>" in redirected and "<dt>consent deadline</dt>" in redirected
     assert consent.replace("&", "&amp;") in redirected
+    assert "<dt>renewal owner</dt><dd>platform</dd>" in redirected  # a consent flow: the platform does
 
 
 def test_actions_are_confirmed_recorded_and_offered_only_where_they_apply(

@@ -1,6 +1,6 @@
 """Customers, health checks and connect links on ``attempts`` (issue 10/12 must-haves 3, 5, 6).
 
-Revision ID: 0010
+Revision ID: 0006
 Revises: 0005
 Create Date: 2026-11-30
 
@@ -19,7 +19,7 @@ from alembic import op
 
 from persistence.columns import UTCDateTime
 
-revision = "0010"
+revision = "0006"
 down_revision = "0005"
 branch_labels = None
 depends_on = None
