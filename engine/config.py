@@ -136,7 +136,7 @@ class RetryPolicy:
 @dataclass(frozen=True)
 class RenewalPolicy:
     """How renewals retry. Our choice (documented in the README): transient failures back off
-    from 1 minute, doubling to at most 1 hour, for up to 4 days after the renewal fell due (like
+    from 1 minute, doubling to at most 1 hour, for up to 4 days after this renewal first failed (like
     Nango); an OAuth2 refresh token lives 100 days and an OAuth1 token has 29 days of Reconnect
     window left, so 4 days of trying loses nothing. A first ``invalid_grant`` is retried once after
     ``reject_confirm_s``: a worker whose lease expired mid-renewal may have rotated the token and

@@ -47,6 +47,9 @@ attempts = sa.Table(
     sa.Column("refresh_time", sa.BigInteger, nullable=True),  # epoch milliseconds
     sa.Column("next_renewal_at", UTCDateTime, nullable=True),
     sa.Column("renewals", sa.Integer, nullable=False),
+    # When the current renewal first failed (NULL while renewals succeed): the renewal budget
+    # counts from here, not from the due time (issue 16 item 4, migration 0008).
+    sa.Column("renewal_failing_since", UTCDateTime, nullable=True),
     sa.Column("secrets", sa.LargeBinary, nullable=True),  # encrypted JSON (engine.security.crypto)
     # The applied callback's parameters (verifier, realm...), encrypted; apart from ``secrets`` so
     # that applying a callback needs no read of the row (migration 0003, engine.core.callbacks).

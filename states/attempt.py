@@ -18,6 +18,7 @@ MUTABLE_COLUMNS: frozenset[str] = frozenset(
         "refresh_time",
         "next_renewal_at",
         "renewals",
+        "renewal_failing_since",
     }
 )
 
@@ -53,6 +54,7 @@ class Attempt:
     refresh_time: int | None = None
     next_renewal_at: datetime | None = None
     renewals: int = 0
+    renewal_failing_since: datetime | None = None  # first failure of the current renewal
     secrets: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property

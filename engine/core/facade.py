@@ -398,8 +398,10 @@ class Engine:
         steps = 0
         failures = 0
         while not stop.is_set():
-            try:
+            try:  # the wait computation reads the database too (issue 16 item 6)
+                self._wake.clear()  # before the tick: a wake() during it cuts the wait below short
                 report = self.tick()
+                wait = 0.0 if once or report.claimed or report.delivered else self.next_wait(self.now())
                 failures = 0
             except Exception:  # noqa: BLE001 - a database hiccup must not kill the worker (STYLE 11)
                 failures += 1
@@ -414,8 +416,6 @@ class Engine:
                 continue
             if report.claimed or report.delivered:
                 continue  # more may be due right away
-            self._wake.clear()
-            wait = self.next_wait(self.now())
             if wait > 0:
                 self._wake.wait(wait)  # stop handlers call wake() too, so shutdown is prompt
         return steps

@@ -232,9 +232,14 @@ class StepRunner:
                                              next_run_at=decision.next_run_at, changes=decision.changes,
                                              secret_updates=decision.secrets or None),
                             decision, "advanced", dest)
+        renewal = traits_of(attempt.state).retry == "renewal"
         if isinstance(decision, Stay):
+            changes = decision.changes
+            if renewal and attempt.renewal_failing_since is not None:
+                # The platform or provider answered: this renewal's failure streak is over.
+                changes = {**(changes or {}), "renewal_failing_since": None}
             stay = reschedule_write(attempt, owner=owner, now=now, next_run_at=decision.next_run_at,
-                                    error=None, count_failure=False, changes=decision.changes,
+                                    error=None, count_failure=False, changes=changes,
                                     secret_updates=decision.secrets or None)
             return _Planned(stay, decision, "waiting", None)
         if isinstance(decision, Fail):
@@ -245,8 +250,10 @@ class StepRunner:
                                              failure_reason=decision.reason.value, last_error=decision.error),
                             decision, "failed", State.FAILED)
         if isinstance(decision, RetryLater):
+            first = renewal and attempt.renewal_failing_since is None
             retry = reschedule_write(attempt, owner=owner, now=now, next_run_at=decision.at,
-                                     error=decision.error, count_failure=True)
+                                     error=decision.error, count_failure=True,
+                                     changes={"renewal_failing_since": now} if first else None)
             return _Planned(retry, decision, "retry", None)
         return _Planned(reschedule_write(attempt, owner=owner, now=now, next_run_at=decision.deadline,
                                          error=None, count_failure=False), decision, "waiting", None)
