@@ -32,6 +32,11 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+def renewal_recovered(now: datetime) -> dict[str, Any]:
+    """The columns of a PROVISIONED row whose renewal succeeded: due now (the push), no failures."""
+    return {"next_run_at": now, "failures": 0, "last_error": None, "renewal_failing_since": None}
+
+
 class InternalStepError(ProvisionError):
     """A handler crashed with an unexpected exception; treated as transient so it is retried."""
 
@@ -264,8 +269,11 @@ class StepRunner:
         if ok and planned.dest is State.REDIRECTED and check_pending:
             self.apply_pending(attempt.id)
         if not ok and isinstance(decision, Advance) and decision.trigger is Trigger.RENEW:
-            # The provider already rotated the token: keep it even though our transition lost.
-            self.repo.merge_secrets(attempt.id, decision.secrets, now=self.clock())
+            # The provider already rotated the token: keep it even though our transition lost,
+            # with its schedule, and push it to the instance now (issue 16 item 5).
+            now = self.clock()
+            self.repo.merge_secrets(attempt.id, decision.secrets, now=now, in_state=State.PROVISIONED,
+                                    changes={**decision.changes, **renewal_recovered(now)})
         if ok and isinstance(decision, Fail):
             log.info("attempt %s failed: %s", attempt.id, decision.reason.value)
             if attempt.state in (State.NEW, State.TOKEN_ISSUED):
