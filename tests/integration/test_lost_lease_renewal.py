@@ -82,7 +82,10 @@ def test_a_worker_stopped_mid_renewal_keeps_a_complete_renewal(
                      .values(next_run_at=datetime.now(timezone.utc)))
     sim.set_faults(delays={"provider_token": 0.6})  # held after the rotation; < 1 s read timeout
     env = worker_env(db_url, sim, lease_s=3.0)
-    renewals = lambda: [r for r in sim.requests() if r["endpoint"] == "provider_token"]  # noqa: E731
+
+    def renewals() -> list[dict[str, Any]]:
+        return [r for r in sim.requests() if r["endpoint"] == "provider_token"]
+
     before = len(renewals())
     first = spawn_worker(env)
     second = None
