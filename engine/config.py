@@ -90,6 +90,9 @@ class EngineSettings:
     # Group commit: step results finished within this many seconds of the first uncommitted one
     # are written in one transaction; 0 commits every step on its own.
     commit_window_s: float = 0.2
+    # Where a rotated token goes when the database refuses it (engine.core.spool); None: beside
+    # the SQLite file, or ./.provision-spool for PostgreSQL (PROVISION_SPOOL_DIR).
+    spool_dir: str | None = None
 
     def __post_init__(self) -> None:
         # Embedders build these directly: nan or a string would otherwise fail every tick (issue 16).
@@ -289,6 +292,9 @@ def engine_settings_from_env(environ: Mapping[str, str] | None = None, **overrid
     The variables set the lease, batch, poll, callback wait and commit window (ranges: ``BOUNDS``).
     """
     values = _numbers_from_env(environ, _SETTINGS_ENV)
+    spool_dir = (os.environ if environ is None else environ).get("PROVISION_SPOOL_DIR")
+    if spool_dir:
+        values["spool_dir"] = spool_dir
     values.update({k: v for k, v in overrides.items() if v is not None})
     return EngineSettings(**values)
 

@@ -7,7 +7,7 @@ rowcount of 0 means someone else moved the attempt first and nothing is written.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -256,28 +256,22 @@ class Repository(Inbox):
                 return [True] * len(writes)
         return [self.apply(w) for w in writes]
 
-    def merge_secrets(self, attempt_id: str, updates: dict[str, Any], *, now: datetime,
-                      changes: Mapping[str, Any] | None = None, in_state: State | None = None) -> bool:
+    def merge_secrets(self, attempt_id: str, updates: dict[str, Any], *, now: datetime) -> bool:
         """Merge ``updates`` into the stored secrets whatever the lease (compare-and-set loop).
 
         The last resort for a rotated token whose transition was discarded because the lease was
-        lost: the provider already invalidated the old token, so the new one must be kept. The
-        columns in ``changes`` (the renewal's ``refresh_time``, ``next_renewal_at``...) are set with
-        it while the row is still ``in_state``: a token without its schedule is renewed again at
-        once (issue 16 item 5).
+        lost: the provider already invalidated the old token, so the new one must be kept.
         """
         for _ in range(10):
             current = self.get(attempt_id)
             if current is None:
                 return False
             merged = {**current.secrets, **updates}
-            values = dict(changes or {}) if in_state is None or current.state is in_state else {}
             with self._write() as conn:
                 result = conn.execute(
                     attempts.update()
                     .where(attempts.c.id == attempt_id, attempts.c.version == current.version)
-                    .values(secrets=self.codec.seal(merged), version=current.version + 1, updated_at=now,
-                            **values)
+                    .values(secrets=self.codec.seal(merged), version=current.version + 1, updated_at=now)
                 )
             if result.rowcount == 1:
                 return True

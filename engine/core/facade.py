@@ -23,6 +23,7 @@ from engine.core.delivery import EventDispatcher, Hook, WebhookPort
 from engine.core.events import Event
 from engine.core.intake import attempt_id_to_look_up, validate_list, validate_start
 from engine.core.runner import PreparedStep, StepResult, StepRunner
+from engine.core.spool import TokenSpool, default_directory
 from engine.errors import (
     AttemptNotFoundError,
     ConcurrentUpdateError,
@@ -104,7 +105,9 @@ class Engine:
         self.runner = StepRunner(
             repo, client, clock=clock, sleep=sleep, policy=self.policy, renewal_policy=self.renewal_policy,
             rng=self.rng, worker_id=self.worker_id, step_settings=self.step_settings,
-            apply_pending=self.callbacks.apply_pending, reject_pending=self.callbacks.reject_pending)
+            apply_pending=self.callbacks.apply_pending, reject_pending=self.callbacks.reject_pending,
+            spool=TokenSpool(default_directory(str(repo.engine.url), self.settings.spool_dir),
+                             worker_id=self.worker_id, codec=repo.codec))
         self._pool: ThreadPoolExecutor | None = None
         # Events (issue 10/12): hooks for this engine's commits, the feed, webhook delivery.
         self.dispatch = EventDispatcher(
@@ -323,6 +326,7 @@ class Engine:
         under the same claim (``StepRunner.prepare``). A step whose lease could run out before its
         result is committed is not started; its lease is released so any worker can take it.
         """
+        self.runner.drain_spool()  # rotated tokens the database refused before (issue 16 item 1)
         lease_until = at + timedelta(seconds=self.settings.lease_s)
         batch = self.repo.claim_due(at, self.worker_id, lease_until, self.settings.batch_size)
         report = TickReport(at)

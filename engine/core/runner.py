@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from engine.config import RenewalPolicy, RetryPolicy
 from engine.core.retry import call_with_retries, decide_on_error, decide_on_renewal_error, retrying
+from engine.core.spool import TokenSpool, renewal_changes
 from engine.errors import ProvisionError
 from engine.security.crypto import digest, scrub, secret_values
 from persistence.repository import Repository
@@ -32,9 +33,13 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def renewal_recovered(now: datetime) -> dict[str, Any]:
-    """The columns of a PROVISIONED row whose renewal succeeded: due now (the push), no failures."""
-    return {"next_run_at": now, "failures": 0, "last_error": None, "renewal_failing_since": None}
+#: Pauses between tries of a renewal's commit before its token is spooled (issue 16 item 1).
+ROTATED_COMMIT_WAITS = (0.5, 2.0)
+
+
+def _rotates(decision: Decision) -> bool:
+    """A decision that carries a token the provider already rotated (the old one is spent)."""
+    return isinstance(decision, Advance) and decision.trigger is Trigger.RENEW
 
 
 class InternalStepError(ProvisionError):
@@ -125,7 +130,8 @@ class StepRunner:
     def __init__(self, repo: Repository, client: ClientPort, *, clock: Callable[[], datetime],
                  sleep: Callable[[float], None], policy: RetryPolicy, renewal_policy: RenewalPolicy,
                  rng: random.Random, worker_id: str, step_settings: StepSettings,
-                 apply_pending: Callable[[str], None], reject_pending: Callable[[str, str], None]) -> None:
+                 apply_pending: Callable[[str], None], reject_pending: Callable[[str, str], None],
+                 spool: TokenSpool | None = None) -> None:
         self.repo = repo
         self.client = client
         self.clock = clock
@@ -137,6 +143,7 @@ class StepRunner:
         self.step_settings = step_settings
         self.apply_pending = apply_pending
         self.reject_pending = reject_pending
+        self.spool = spool
 
     def prepare(self, attempt: Attempt, *, may_chain: Callable[[], bool] = lambda: False) -> PreparedStep:
         """Run the handler of ``attempt``'s state (with in-process retries) and classify its errors.
@@ -199,12 +206,84 @@ class StepRunner:
         """
         plans = [self._plan_step(s) for s in steps]
         if len(plans) == 1:
-            return [self._settle(plans[0], self.repo.apply(plans[0].write), check_pending=True)]
-        done = self.repo.apply_many([p.write for p in plans])
+            return [self._settle(plans[0], self._apply(plans[0]), check_pending=True)]
+        try:
+            done = self.repo.apply_many([p.write for p in plans])
+        except Exception:
+            self._spool_rotated(plans)
+            raise
         outcomes = list(zip(plans, done, strict=True))
         redirected = [p.write.attempt.id for p, ok in outcomes if ok and p.dest is State.REDIRECTED]
         waiting = self.repo.attempts_with_pending_callbacks(redirected) if redirected else set()
         return [self._settle(p, ok, check_pending=p.write.attempt.id in waiting) for p, ok in outcomes]
+
+    def _apply(self, plan: _Planned) -> bool:
+        """Commit one write; a rotated token is retried, then spooled (issue 16 item 1).
+
+        A retry after an ambiguous failure (the COMMIT may have reached the database) finds the
+        version moved and returns False: ``_settle`` then merges the same token again, harmlessly.
+        """
+        if not _rotates(plan.decision):
+            return self.repo.apply(plan.write)
+        for wait in (*ROTATED_COMMIT_WAITS, None):
+            try:
+                return self.repo.apply(plan.write)
+            except Exception:
+                if wait is None:
+                    self._spool_rotated([plan])
+                    raise
+                log.warning("attempt %s: the renewal's commit failed; retrying in %gs",
+                            plan.write.attempt.id, wait, exc_info=True)
+                self.sleep(wait)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _spool_rotated(self, plans: list[_Planned]) -> None:
+        for plan in plans:
+            if _rotates(plan.decision) and self.spool is not None:
+                assert isinstance(plan.decision, Advance)
+                path = self.spool.keep(plan.write.attempt.id, plan.decision.secrets, plan.decision.changes)
+                log.error("attempt %s: the database refused the rotated token; kept in the spool (%s)",
+                          plan.write.attempt.id, path.name)
+
+    def drain_spool(self) -> int:
+        """Write spooled renewals into the database (each tick, before claiming); returns how many."""
+        if self.spool is None:
+            return 0
+        drained = 0
+        for entry in self.spool.pending():
+            changes = renewal_changes(entry.changes)
+            if self.recover_renewal(entry.attempt_id, entry.secrets, changes, note="kept in the token spool"):
+                log.info("attempt %s: the spooled renewal reached the database", entry.attempt_id)
+            self.spool.done(entry)  # stored now, or the row already holds this renewal or a newer one
+            drained += 1
+        return drained
+
+    def recover_renewal(self, attempt_id: str, secrets: dict[str, Any], changes: dict[str, Any], *,
+                        note: str) -> bool:
+        """Store a renewal whose own transition was lost, as a complete renewal (issue 16 item 5).
+
+        A PROVISIONED row gets the renew transition (history row and event included) with the
+        token's ``refresh_time``/``next_renewal_at``, due at once so the push follows; guarded by
+        version only, whoever holds the lease. A row that already holds this renewal or a newer
+        one is left alone; a row in another state only keeps the token (``merge_secrets``).
+        Returns whether anything was written.
+        """
+        stamp = changes.get("refresh_time")
+        for _ in range(10):
+            current = self.repo.get(attempt_id)
+            if current is None or (current.refresh_time and stamp and current.refresh_time >= stamp):
+                return False
+            now = self.clock()
+            if current.state is not State.PROVISIONED:
+                return self.repo.merge_secrets(attempt_id, secrets, now=now)
+            entry = HistoryEntry.after(current, Trigger.RENEW.value, State.PROVISIONED, now,
+                                       worker=self.worker_id, note=note)
+            write = transition_write(current, entry, owner=None, now=now, next_run_at=now,
+                                     changes={**changes, "renewals": current.renewals + 1},
+                                     secret_updates=secrets)
+            if self.repo.apply(write):
+                return True
+        return False
 
     def release(self, attempt: Attempt) -> StepResult:
         """Give back a claimed attempt without running its step (it stays due).
@@ -268,12 +347,11 @@ class StepRunner:
         attempt, decision = planned.write.attempt, planned.decision
         if ok and planned.dest is State.REDIRECTED and check_pending:
             self.apply_pending(attempt.id)
-        if not ok and isinstance(decision, Advance) and decision.trigger is Trigger.RENEW:
-            # The provider already rotated the token: keep it even though our transition lost,
-            # with its schedule, and push it to the instance now (issue 16 item 5).
-            now = self.clock()
-            self.repo.merge_secrets(attempt.id, decision.secrets, now=now, in_state=State.PROVISIONED,
-                                    changes={**decision.changes, **renewal_recovered(now)})
+        if not ok and _rotates(decision):
+            assert isinstance(decision, Advance)
+            # The provider already rotated the token: keep it even though our transition lost.
+            self.recover_renewal(attempt.id, decision.secrets, decision.changes,
+                                 note=f"{decision.note}, kept after a lost lease")
         if ok and isinstance(decision, Fail):
             log.info("attempt %s failed: %s", attempt.id, decision.reason.value)
             if attempt.state in (State.NEW, State.TOKEN_ISSUED):
