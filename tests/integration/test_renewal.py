@@ -180,7 +180,7 @@ def test_rotated_token_survives_a_lost_lease(
     a_engine, b_engine = make_engine(clock=clock), make_engine(clock=clock)
     att = provision(a_engine, "oauth2")
     clock.now = att.next_run_at
-    b_reports = []
+    b_reports: list[Any] = []
     real_commit = a_engine.repo.apply  # where every step result is written
 
     def stalled_commit(*args: Any, **kw: Any) -> bool:
