@@ -96,6 +96,9 @@ class EngineSettings:
     # second POST goes out until a tag look-up made this long after the first finds nothing.
     # None: 3x the client's read timeout, at least 5 s (the platform may still commit meanwhile).
     create_settle_s: float | None = None
+    # Where a rotated token goes when the database refuses it (engine.core.spool); None: beside
+    # the SQLite file, or ./.provision-spool for PostgreSQL (PROVISION_SPOOL_DIR).
+    spool_dir: str | None = None
 
     def __post_init__(self) -> None:
         if self.public_url is not None:
@@ -149,7 +152,7 @@ class RetryPolicy:
 @dataclass(frozen=True)
 class RenewalPolicy:
     """How renewals retry. Our choice (documented in the README): transient failures back off
-    from 1 minute, doubling to at most 1 hour, for up to 4 days after the renewal fell due (like
+    from 1 minute, doubling to at most 1 hour, for up to 4 days after this renewal first failed (like
     Nango); an OAuth2 refresh token lives 100 days and an OAuth1 token has 29 days of Reconnect
     window left, so 4 days of trying loses nothing. A first ``invalid_grant`` is retried once after
     ``reject_confirm_s``: a worker whose lease expired mid-renewal may have rotated the token and
@@ -312,6 +315,12 @@ def engine_settings_from_env(environ: Mapping[str, str] | None = None, **overrid
     public = (os.environ if environ is None else environ).get("PROVISION_PUBLIC_URL", "").strip()
     if public:
         values["public_url"] = check_url("PROVISION_PUBLIC_URL", public)
+    spool_dir = (os.environ if environ is None else environ).get("PROVISION_SPOOL_DIR")
+    if spool_dir:
+        if len(spool_dir) > 1024 or not PRINTABLE_RE.fullmatch(spool_dir):
+            raise InvalidInputError("PROVISION_SPOOL_DIR", "must be a directory path of printable characters "
+                                                           "(at most 1024)")
+        values["spool_dir"] = spool_dir
     values.update({k: v for k, v in overrides.items() if v is not None})
     return EngineSettings(**values)
 

@@ -49,6 +49,9 @@ attempts = sa.Table(
     sa.Column("renewals", sa.Integer, nullable=False),
     # Who renews the tokens once PROVISIONED: "engine" or "platform" (migration 0007, DESIGN §7).
     sa.Column("renewal_owner", sa.String(16), nullable=True),
+    # When the current renewal first failed (NULL while renewals succeed): the renewal budget
+    # counts from here, not from the due time (issue 16 item 4, migration 0008).
+    sa.Column("renewal_failing_since", UTCDateTime, nullable=True),
     sa.Column("secrets", sa.LargeBinary, nullable=True),  # encrypted JSON (engine.security.crypto)
     # The applied callback's parameters (verifier, realm...), encrypted; apart from ``secrets`` so
     # that applying a callback needs no read of the row (migration 0003, engine.core.callbacks).

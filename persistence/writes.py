@@ -111,7 +111,7 @@ def transition_write(
     """
     values = _released(attempt, changes, now=now, next_run_at=next_run_at)
     values.update(state=entry.dest, history_seq=entry.seq, runs=0, failures=0, failure_reason=failure_reason,
-                  last_error=last_error)
+                  last_error=last_error, renewal_failing_since=None)
     return Write(attempt, owner, values, (entry,), secret_updates=secret_updates,
                  callback_secrets=callback_secrets, callback=callback, callback_updates=callback_updates)
 

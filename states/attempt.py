@@ -21,6 +21,7 @@ MUTABLE_COLUMNS: frozenset[str] = frozenset(
         "health",
         "health_reason",
         "last_check_at",
+        "renewal_failing_since",
     }
 )
 
@@ -63,6 +64,7 @@ class Attempt:
     connect_token_hash: str | None = None
     replaces: str | None = None  # the attempt this one replaces once PROVISIONED (engine.core.guard)
     renewal_owner: str | None = None  # "engine" | "platform" (states.model.RenewalOwner)
+    renewal_failing_since: datetime | None = None  # first failure of the current renewal
     secrets: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property

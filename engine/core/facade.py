@@ -28,6 +28,7 @@ from engine.core.intake import attempt_id_to_look_up, validate_list, validate_re
 from engine.core.lookup import resolve_attempt_id
 from engine.core.parking import Parking
 from engine.core.runner import PreparedStep, StepResult, StepRunner
+from engine.core.spool import TokenSpool, default_directory
 from engine.errors import (
     AttemptNotFoundError,
     ConcurrentUpdateError,
@@ -119,7 +120,9 @@ class Engine:
             repo, client, clock=clock, sleep=sleep, policy=self.policy, renewal_policy=self.renewal_policy,
             rng=self.rng, worker_id=self.worker_id, step_settings=self.step_settings,
             apply_pending=self.callbacks.apply_pending, reject_pending=self.callbacks.reject_pending,
-            parking=self.parking)
+            parking=self.parking,
+            spool=TokenSpool(default_directory(str(repo.engine.url), self.settings.spool_dir),
+                             worker_id=self.worker_id, codec=repo.codec))
         self._pool: ThreadPoolExecutor | None = None
         # Events (issue 10/12): hooks for this engine's commits, the feed, webhook delivery.
         self.dispatch = EventDispatcher(
@@ -389,6 +392,7 @@ class Engine:
         under the same claim (``StepRunner.prepare``). A step whose lease could run out before its
         result is committed is not started; its lease is released so any worker can take it.
         """
+        self.runner.drain_spool()  # rotated tokens the database refused before (issue 16 item 1)
         if self.parking.seconds_left(at) > 0:
             return TickReport(at)  # parked: claim nothing until the backoff runs out
         lease_until = at + timedelta(seconds=self.settings.lease_s)
@@ -472,8 +476,10 @@ class Engine:
         steps = 0
         failures = 0
         while not stop.is_set():
-            try:
+            try:  # the wait computation reads the database too (issue 16 item 6)
+                self._wake.clear()  # before the tick: a wake() during it cuts the wait below short
                 report = self.tick()
+                wait = 0.0 if once or report.claimed or report.delivered else self.next_wait(self.now())
                 failures = 0
             except Exception:  # noqa: BLE001 - a database hiccup must not kill the worker (STYLE 11)
                 failures += 1
@@ -494,8 +500,6 @@ class Engine:
                 continue
             if report.claimed or report.delivered:
                 continue  # more may be due right away
-            self._wake.clear()
-            wait = self.next_wait(self.now())
             if wait > 0:
                 self._wake.wait(wait)  # stop handlers call wake() too, so shutdown is prompt
         return steps

@@ -109,8 +109,11 @@ def decide_on_renewal_error(
         return Fail(FailureReason.RENEWAL_REJECTED, info)
     if not error.transient:
         return Fail(FailureReason.PERMANENT_ERROR, info)
-    due = attempt.next_renewal_at or now
-    if (now - due).total_seconds() >= policy.give_up_after:
+    # The budget counts from this renewal's first failure, not from when it fell due: an
+    # imported, long-overdue token or a worker back from a long outage still gets its retries
+    # (issue 16 item 4). The runner stores ``renewal_failing_since`` with the first RetryLater.
+    since = attempt.renewal_failing_since or now
+    if (now - since).total_seconds() >= policy.give_up_after:
         info["attempts"] = attempt.failures + 1
         return Fail(FailureReason.RETRIES_EXHAUSTED, info)
     window = min(policy.maximum, policy.initial * 2 ** attempt.failures)

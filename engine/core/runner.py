@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from engine.config import RenewalPolicy, RetryPolicy
 from engine.core.parking import Parking, is_platform_wide
 from engine.core.retry import call_with_retries, decide_on_error, decide_on_renewal_error, retrying
+from engine.core.spool import TokenSpool, renewal_changes
 from engine.errors import ProvisionError
 from engine.security.crypto import digest, scrub, secret_values
 from persistence.repository import Repository
@@ -31,6 +32,15 @@ from states.traits import traits_of
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+#: Pauses between tries of a renewal's commit before its token is spooled (issue 16 item 1).
+ROTATED_COMMIT_WAITS = (0.5, 2.0)
+
+
+def _rotates(decision: Decision) -> bool:
+    """A decision that carries a token the provider already rotated (the old one is spent)."""
+    return isinstance(decision, Advance) and decision.trigger is Trigger.RENEW
 
 
 class InternalStepError(ProvisionError):
@@ -129,7 +139,7 @@ class StepRunner:
                  sleep: Callable[[float], None], policy: RetryPolicy, renewal_policy: RenewalPolicy,
                  rng: random.Random, worker_id: str, step_settings: StepSettings,
                  apply_pending: Callable[[str], None], reject_pending: Callable[[str, str], None],
-                 parking: Parking | None = None) -> None:
+                 parking: Parking | None = None, spool: TokenSpool | None = None) -> None:
         self.repo = repo
         self.client = client
         self.clock = clock
@@ -142,6 +152,7 @@ class StepRunner:
         self.apply_pending = apply_pending
         self.reject_pending = reject_pending
         self.parking = parking
+        self.spool = spool
 
     def prepare(self, attempt: Attempt, *, may_chain: Callable[[], bool] = lambda: False) -> PreparedStep:
         """Run the handler of ``attempt``'s state (with in-process retries) and classify its errors.
@@ -216,12 +227,84 @@ class StepRunner:
         """
         plans = [self._plan_step(s) for s in steps]
         if len(plans) == 1:
-            return [self._settle(plans[0], self.repo.apply(plans[0].write), check_pending=True)]
-        done = self.repo.apply_many([p.write for p in plans])
+            return [self._settle(plans[0], self._apply(plans[0]), check_pending=True)]
+        try:
+            done = self.repo.apply_many([p.write for p in plans])
+        except Exception:
+            self._spool_rotated(plans)
+            raise
         outcomes = list(zip(plans, done, strict=True))
         redirected = [p.write.attempt.id for p, ok in outcomes if ok and p.dest is State.REDIRECTED]
         waiting = self.repo.attempts_with_pending_callbacks(redirected) if redirected else set()
         return [self._settle(p, ok, check_pending=p.write.attempt.id in waiting) for p, ok in outcomes]
+
+    def _apply(self, plan: _Planned) -> bool:
+        """Commit one write; a rotated token is retried, then spooled (issue 16 item 1).
+
+        A retry after an ambiguous failure (the COMMIT may have reached the database) finds the
+        version moved and returns False: ``_settle`` then merges the same token again, harmlessly.
+        """
+        if not _rotates(plan.decision):
+            return self.repo.apply(plan.write)
+        for wait in (*ROTATED_COMMIT_WAITS, None):
+            try:
+                return self.repo.apply(plan.write)
+            except Exception:
+                if wait is None:
+                    self._spool_rotated([plan])
+                    raise
+                log.warning("attempt %s: the renewal's commit failed; retrying in %gs",
+                            plan.write.attempt.id, wait, exc_info=True)
+                self.sleep(wait)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _spool_rotated(self, plans: list[_Planned]) -> None:
+        for plan in plans:
+            if _rotates(plan.decision) and self.spool is not None:
+                assert isinstance(plan.decision, Advance)
+                path = self.spool.keep(plan.write.attempt.id, plan.decision.secrets, plan.decision.changes)
+                log.error("attempt %s: the database refused the rotated token; kept in the spool (%s)",
+                          plan.write.attempt.id, path.name)
+
+    def drain_spool(self) -> int:
+        """Write spooled renewals into the database (each tick, before claiming); returns how many."""
+        if self.spool is None:
+            return 0
+        drained = 0
+        for entry in self.spool.pending():
+            changes = renewal_changes(entry.changes)
+            if self.recover_renewal(entry.attempt_id, entry.secrets, changes, note="kept in the token spool"):
+                log.info("attempt %s: the spooled renewal reached the database", entry.attempt_id)
+            self.spool.done(entry)  # stored now, or the row already holds this renewal or a newer one
+            drained += 1
+        return drained
+
+    def recover_renewal(self, attempt_id: str, secrets: dict[str, Any], changes: dict[str, Any], *,
+                        note: str) -> bool:
+        """Store a renewal whose own transition was lost, as a complete renewal (issue 16 item 5).
+
+        A PROVISIONED row gets the renew transition (history row and event included) with the
+        token's ``refresh_time``/``next_renewal_at``, due at once so the push follows; guarded by
+        version only, whoever holds the lease. A row that already holds this renewal or a newer
+        one is left alone; a row in another state only keeps the token (``merge_secrets``).
+        Returns whether anything was written.
+        """
+        stamp = changes.get("refresh_time")
+        for _ in range(10):
+            current = self.repo.get(attempt_id)
+            if current is None or (current.refresh_time and stamp and current.refresh_time >= stamp):
+                return False
+            now = self.clock()
+            if current.state is not State.PROVISIONED:
+                return self.repo.merge_secrets(attempt_id, secrets, now=now)
+            entry = HistoryEntry.after(current, Trigger.RENEW.value, State.PROVISIONED, now,
+                                       worker=self.worker_id, note=note)
+            write = transition_write(current, entry, owner=None, now=now, next_run_at=now,
+                                     changes={**changes, "renewals": current.renewals + 1},
+                                     secret_updates=secrets)
+            if self.repo.apply(write):
+                return True
+        return False
 
     def release(self, attempt: Attempt) -> StepResult:
         """Give back a claimed attempt without running its step (it stays due).
@@ -255,9 +338,14 @@ class StepRunner:
                                              next_run_at=decision.next_run_at, changes=decision.changes,
                                              secret_updates=decision.secrets or None),
                             decision, "advanced", dest)
+        renewal = traits_of(attempt.state).retry == "renewal"
         if isinstance(decision, Stay):
+            changes = decision.changes
+            if renewal and attempt.renewal_failing_since is not None:
+                # The platform or provider answered: this renewal's failure streak is over.
+                changes = {**(changes or {}), "renewal_failing_since": None}
             stay = reschedule_write(attempt, owner=owner, now=now, next_run_at=decision.next_run_at,
-                                    error=None, count_failure=False, changes=decision.changes,
+                                    error=None, count_failure=False, changes=changes,
                                     secret_updates=decision.secrets or None)
             return _Planned(stay, decision, "waiting", None)
         if isinstance(decision, Fail):
@@ -269,9 +357,11 @@ class StepRunner:
                                              secret_updates=decision.secrets or None),
                             decision, "failed", State.FAILED)
         if isinstance(decision, RetryLater):
+            first = renewal and attempt.renewal_failing_since is None
             retry = reschedule_write(attempt, owner=owner, now=now, next_run_at=decision.at,
                                      error=decision.error, count_failure=True,
-                                     secret_updates=decision.secrets or None)
+                                     secret_updates=decision.secrets or None,
+                                     changes={"renewal_failing_since": now} if first else None)
             return _Planned(retry, decision, "retry", None)
         return _Planned(reschedule_write(attempt, owner=owner, now=now, next_run_at=decision.deadline,
                                          error=None, count_failure=False), decision, "waiting", None)
@@ -281,9 +371,11 @@ class StepRunner:
         attempt, decision = planned.write.attempt, planned.decision
         if ok and planned.dest is State.REDIRECTED and check_pending:
             self.apply_pending(attempt.id)
-        if not ok and isinstance(decision, Advance) and decision.trigger is Trigger.RENEW:
+        if not ok and _rotates(decision):
+            assert isinstance(decision, Advance)
             # The provider already rotated the token: keep it even though our transition lost.
-            self.repo.merge_secrets(attempt.id, decision.secrets, now=self.clock())
+            self.recover_renewal(attempt.id, decision.secrets, decision.changes,
+                                 note=f"{decision.note}, kept after a lost lease")
         if ok and isinstance(decision, Fail):
             log.info("attempt %s failed: %s", attempt.id, decision.reason.value)
             if attempt.state in (State.NEW, State.TOKEN_ISSUED):

@@ -182,12 +182,13 @@ def test_rotated_token_survives_a_lost_lease(
     a_engine, b_engine = make_engine(clock=clock), make_engine(clock=clock)
     att = provision(a_engine, "oauth2")
     clock.now = att.next_run_at
-    b_reports = []
+    b_reports: list[Any] = []
     real_commit = a_engine.repo.apply  # where every step result is written
 
     def stalled_commit(*args: Any, **kw: Any) -> bool:
-        clock.advance(a_engine.settings.lease_s + 1)  # A stalls; its lease expires
-        b_reports.append(b_engine.tick())  # B claims and tries the old (already rotated) token
+        if not b_reports:  # only the renewal's commit stalls, not A's recovery write after it
+            clock.advance(a_engine.settings.lease_s + 1)  # A stalls; its lease expires
+            b_reports.append(b_engine.tick())  # B claims and tries the old (already rotated) token
         return real_commit(*args, **kw)
 
     monkeypatch.setattr(a_engine.repo, "apply", stalled_commit)

@@ -7,7 +7,7 @@ is pinned to the low end of its window so every ``at`` is exact.
 from __future__ import annotations
 
 import random
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -49,7 +49,7 @@ def new_oauth1(client: FakeClient, error: ProvisionError) -> Attempt:
 
 
 def renewing(client: FakeClient, error: ProvisionError, *, failures: int = 0,
-             flow: Flow = Flow.OAUTH2) -> Attempt:
+             flow: Flow = Flow.OAUTH2, failing_since: datetime | None = None) -> Attempt:
     if flow is Flow.OAUTH2:
         client.script("refresh_oauth2", error)
         tokens = {"oauth.user.token": "at-1", "oauth.user.refresh_token": "rt-1"}
@@ -59,7 +59,8 @@ def renewing(client: FakeClient, error: ProvisionError, *, failures: int = 0,
     # Engine-owned and on time (inside the lead, before the platform's own due time).
     return make_attempt(State.PROVISIONED, flow, instance_id="42", refresh_interval_s=3600,
                         refresh_time=ms(T0 - timedelta(seconds=3240)), next_renewal_at=T0, failures=failures,
-                        secrets={"user_tokens": tokens}, renewal_owner="engine")
+                        renewal_failing_since=failing_since, secrets={"user_tokens": tokens},
+                        renewal_owner="engine")
 
 
 def on_error(error: ProvisionError, failures: int = 0) -> RetryLater | Fail:
@@ -119,12 +120,22 @@ def test_a_transient_renewal_failure_backs_off_from_a_minute(client: FakeClient,
         T0 + timedelta(seconds=240), info(error))  # 8-minute window
 
 
-def test_transient_renewal_failures_give_up_four_days_after_the_due_time(client: FakeClient,
-                                                                         ports: FakePorts) -> None:
+def test_transient_renewal_failures_give_up_four_days_after_the_first_failure(client: FakeClient,
+                                                                              ports: FakePorts) -> None:
     error = ServiceUnavailableError("HTTP 503")
-    attempt = renewing(client, error, failures=90)
-    assert on_renewal_error(raised_by(attempt, ports), attempt, now_after_due=4 * 86400) == Fail(
+    attempt = renewing(client, error, failures=90, failing_since=T0 + timedelta(days=1))
+    raised = raised_by(attempt, ports)
+    assert isinstance(on_renewal_error(raised, attempt, now_after_due=4 * 86400), RetryLater)
+    assert on_renewal_error(raised, attempt, now_after_due=5 * 86400) == Fail(
         FailureReason.RETRIES_EXHAUSTED, info(error, attempts=91))
+
+
+def test_the_first_failure_of_a_long_overdue_renewal_is_retried(client: FakeClient, ports: FakePorts) -> None:
+    """Issue 16 item 4: the budget no longer counts from the due time."""
+    error = ServiceUnavailableError("HTTP 503")
+    attempt = renewing(client, error)
+    assert isinstance(on_renewal_error(raised_by(attempt, ports), attempt, now_after_due=30 * 86400),
+                      RetryLater)
 
 
 @pytest.mark.parametrize(("flow", "message"), [

@@ -1,0 +1,144 @@
+"""A rotated token survives a database that refuses it (issue 16 item 1).
+
+The provider rotates the token; then the database fails at the renewal's commit: PostgreSQL
+"restarts" (the engine's sessions are terminated with ``pg_terminate_backend``), or the disk holding
+the SQLite file is full (a real 4 MB tmpfs, mounted by the test when it runs as root). The commit is
+retried; when it still fails the token goes to the spool (sealed, 0600) and the next tick drains it
+into the database. Either way the attempt stays PROVISIONED with a usable token.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import subprocess
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from test_worker_survives import db_now, terminate_backends
+from testkit import QBO, consent
+
+from engine import Engine, EngineSettings
+from engine.clock import FakeClock
+from states import State
+
+T0 = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(T0)
+
+
+@pytest.fixture
+def sandbox(clocked_sandbox: Any) -> Any:
+    return clocked_sandbox
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MB tmpfs (a real full disk); skipped where the test cannot mount one (not root)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
+                          capture_output=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode()[:200]}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(directory: Path) -> Path:
+    """Write a file until the filesystem is full."""
+    filler = directory / "filler"
+    with open(filler, "wb") as out:
+        try:
+            while True:
+                out.write(b"\0" * 65536)
+                out.flush()
+                os.fsync(out.fileno())
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+    return filler
+
+
+def provision(engine: Engine) -> Any:
+    a = engine.start("quickbooks", "Spool", flow="oauth2", **QBO)
+    engine.run_until_idle()
+    engine.handle_callback(consent(engine.redirect_url(engine.get(a.id)) or ""))
+    engine.run_until_idle()
+    a = engine.get(a.id)
+    assert a.state is State.PROVISIONED
+    return a
+
+
+def after_the_provider(engine: Engine, fault: Callable[[], None]) -> None:
+    """Run ``fault`` once, right after the provider rotated the token (before anything is stored)."""
+    real = engine.client.refresh_oauth2
+    calls: list[int] = []
+
+    def refresh(*args: Any) -> Any:
+        answer = real(*args)
+        if not calls:
+            calls.append(1)
+            fault()
+        return answer
+
+    engine.client.refresh_oauth2 = refresh  # type: ignore[method-assign,assignment]
+
+
+def assert_renews_again(engine: Engine, sandbox: Any, attempt_id: str, clock: FakeClock,
+                        renewals: int) -> None:
+    a = engine.get(attempt_id)
+    assert a.state is State.PROVISIONED and a.renewals == renewals, a.last_error
+    config = sandbox.store.instances[int(a.instance_id or 0)].configuration
+    assert config["oauth.user.token"] == a.secrets["user_tokens"]["oauth.user.token"]
+    assert sandbox.store.refresh_tokens[a.secrets["user_tokens"]["oauth.user.refresh_token"]].valid
+    assert a.next_run_at is not None
+    clock.now = a.next_run_at  # and the stored token renews again
+    engine.run_until_idle()
+    assert engine.get(attempt_id).renewals == renewals + 1
+
+
+def test_postgresql_restarting_at_the_renewal_commit_loses_no_token(
+        pg_schema_url: str, engine_on: Callable[..., Engine], clock: FakeClock, sandbox: Any,
+        waits: list[float], tmp_path: Path) -> None:
+    since = db_now(pg_schema_url)
+    engine = engine_on(pg_schema_url, clock=clock, settings=EngineSettings(spool_dir=str(tmp_path / "spool")))
+    a = provision(engine)
+    after_the_provider(engine, lambda: terminate_backends(pg_schema_url, since) and None)
+    clock.now = a.next_run_at
+    engine.run_until_idle()  # the commit fails once (dead session), the retry stores the token
+    assert 0.5 in waits
+    assert not list((tmp_path / "spool").glob("*"))
+    assert_renews_again(engine, sandbox, a.id, clock, renewals=a.renewals + 1)
+
+
+def test_a_full_disk_at_the_renewal_commit_spools_the_token(
+        small_disk: Path, engine_on: Callable[..., Engine], clock: FakeClock, sandbox: Any,
+        waits: list[float], tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    engine = engine_on(f"sqlite:///{small_disk}/provision.db", clock=clock,
+                       settings=EngineSettings(spool_dir=str(spool)))
+    a = provision(engine)
+    filler: list[Path] = []
+    after_the_provider(engine, lambda: filler.append(fill(small_disk)))
+    clock.now = a.next_run_at
+    with pytest.raises(sa.exc.OperationalError, match="full"):
+        engine.tick()
+    assert waits[-2:] == [0.5, 2.0]  # retried, then spooled
+    [entry] = spool.glob("*.spool")
+    assert stat.S_IMODE(entry.stat().st_mode) == 0o600
+    token = sandbox.store.instances[int(a.instance_id)].configuration["oauth.user.token"]
+    assert token.encode() not in entry.read_bytes()
+    assert engine.get(a.id).renewals == a.renewals  # the database still holds the spent token
+    filler[0].unlink()  # space again: the next tick drains the spool first
+    engine.run_until_idle()  # drained as a renew transition, due at once: the push follows
+    assert not list(spool.glob("*.spool"))
+    assert_renews_again(engine, sandbox, a.id, clock, renewals=a.renewals + 1)
