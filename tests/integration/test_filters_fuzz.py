@@ -24,7 +24,8 @@ from engine.errors import AttemptNotFoundError, InvalidInputError, ProvisionErro
 from persistence.schema import attempts, history
 from states.model import State
 
-FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(max_examples=60, deadline=None, derandomize=True,
+                suppress_health_check=[HealthCheck.function_scoped_fixture])
 #: The characters that must never reach a name, tag, id or configuration value.
 BAD_CHARS = ["\u202e", "\u202a", "\u2066", "\u2069", "\u200e", "\u200f", "\u061c", "\x00", "\x1b", "\x7f",
              "\x85", "\u2028"]
@@ -157,9 +158,14 @@ def test_start_many_with_one_bad_item_stores_nothing(seeded: tuple[Engine, str],
     index = data.draw(st.integers(min_value=0, max_value=n - 1))
     key = data.draw(st.sampled_from(["name", "callback_wait_s", "tags", "idempotency_key", "flow"]))
     items[index] = {**items[index], key: data.draw(st.one_of(BAD_TEXT, WEIRD))}
+    with engine.repo.engine.connect() as conn:
+        known = set(conn.execute(sa.select(attempts.c.id)).scalars())
     try:
-        engine.start_many(items)
+        started = engine.start_many(items)
     except ProvisionError:
         assert rows(engine) == before
     else:  # the draw happened to be valid for that key (e.g. None, or an acceptable tag list)
-        assert rows(engine)[0] == before[0] + n
+        # A valid idempotency key may have been used by an earlier example on this database: that
+        # item returns the existing attempt instead of creating one.
+        assert len(started) == n
+        assert rows(engine)[0] == before[0] + len({a.id for a in started} - known)
