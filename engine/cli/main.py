@@ -366,7 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--history-older-than", metavar="DURATION",
                    help="whole days, e.g. 90d (default: env PROVISION_HISTORY_RETENTION_DAYS)")
     p.add_argument("--dry-run", action="store_true", help="count what would be folded; change nothing")
-    p.add_argument("--batch-size", type=whole_number("--batch-size", 1, 100_000), default=5000, metavar="N", help="rows per transaction")
+    p.add_argument("--batch-size", type=whole_number("--batch-size", 1, 100_000), default=5000, metavar="N",
+                   help="rows per transaction")
 
     p = add("list", cmd_list, "list attempts with counts per state")
     p.add_argument("--state", metavar="S", help="only attempts in state S (e.g. REDIRECTED)")
