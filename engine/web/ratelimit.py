@@ -42,7 +42,9 @@ class RateLimiter:
         self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
         self._lock = threading.Lock()
 
-    def __len__(self) -> int:
+    @property
+    def addresses(self) -> int:
+        """How many addresses the table holds now (at most ``max_addresses``)."""
         return len(self._buckets)
 
     def _refill(self, key: str, now: float) -> _Bucket | None:
