@@ -170,3 +170,31 @@ def test_forged_flood_and_slow_connections_leave_the_receiver_bounded(
         for sock in slow:
             sock.close()
     assert requests.get(callback_url.removesuffix("/callback") + "/readyz", timeout=10).status_code == 200
+
+
+def test_several_serve_processes_share_one_port(sqlite_url: str, sandbox: Any) -> None:
+    """``PROVISION_SERVE_REUSE_PORT=true``: K processes listen on one port (SO_REUSEPORT); the
+    port keeps answering while any one of them runs."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PROVISION_", "ELEMENTS_"))}
+    env.update({"PROVISION_SECRET_KEY": TEST_KEY, "ELEMENTS_BASE_URL": sandbox.base_url,
+                "PROVISION_SERVE_REUSE_PORT": "true", "PYTHONUNBUFFERED": "1"})
+    procs = [subprocess.Popen([_provision(), "--db", sqlite_url, "serve", "--port", str(port)], env=env,
+                              text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(3)]
+    try:
+        for proc in procs:
+            banner = proc.stdout.readline() if proc.stdout else ""
+            assert banner == f"serving callbacks on http://127.0.0.1:{port}/callback\n", banner
+        for proc in procs[:-1]:  # stop all but the last: the port is still served
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=20) == 0
+        for _ in range(5):
+            assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=10).status_code == 200
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=20)
+            proc.communicate()
