@@ -140,6 +140,10 @@ class CallbackApp:
         except Exception:  # noqa: BLE001 - a browser gets a page, the operator gets the log
             log.exception("callback failed unexpectedly")
             return self.pages.page("error", 500)
+        if outcome.status != "applied":
+            # A repeat, or a callback for an attempt not redirected yet, is stored: it also costs
+            # the address a token, so that nobody can grow the inbox through these paths either.
+            self.limiter.charge(address)
         if outcome.status == "duplicate" or outcome.attempt_id is None:
             return self.pages.page("invalid")
         base = request.script_root + request.path.rstrip("/")
