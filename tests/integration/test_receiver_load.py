@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import http.client
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -25,7 +24,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
-from testkit import QBO, TEST_KEY, consent
+from testkit import QBO, TEST_KEY, consent, provision_path
 
 from engine import Engine
 from states import State
@@ -38,14 +37,6 @@ FORGED = 10_000
 SLOW = 1_000
 THREADS = 4
 IDLE_TIMEOUT_S = 3
-
-
-def _provision() -> str:
-    beside = Path(sys.executable).with_name("provision")
-    found = str(beside) if beside.exists() else shutil.which("provision")
-    if not found:
-        pytest.skip("the provision console script is not installed")
-    return found
 
 
 def _status(pid: int, field: str) -> int:
@@ -72,8 +63,8 @@ def served(sqlite_url: str, sandbox: Any) -> Iterator[tuple[subprocess.Popen[str
                 "PROVISION_SERVE_IDLE_TIMEOUT_SECONDS": str(IDLE_TIMEOUT_S),
                 "PROVISION_SERVE_REFUSED_BURST": "20", "PROVISION_SERVE_REFUSED_PER_MINUTE": "60",
                 "PYTHONUNBUFFERED": "1"})
-    proc = subprocess.Popen([_provision(), "--db", sqlite_url, "serve", "--port", "0"], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([provision_path(), "--db", sqlite_url, "serve", "--port", "0"], env=env,
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
         banner = proc.stdout.readline() if proc.stdout else ""
         assert banner.startswith("serving callbacks on http://127.0.0.1:"), banner
@@ -181,7 +172,7 @@ def test_several_serve_processes_share_one_port(sqlite_url: str, sandbox: Any) -
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PROVISION_", "ELEMENTS_"))}
     env.update({"PROVISION_SECRET_KEY": TEST_KEY, "ELEMENTS_BASE_URL": sandbox.base_url,
                 "PROVISION_SERVE_REUSE_PORT": "true", "PYTHONUNBUFFERED": "1"})
-    procs = [subprocess.Popen([_provision(), "--db", sqlite_url, "serve", "--port", str(port)], env=env,
+    procs = [subprocess.Popen([provision_path(), "--db", sqlite_url, "serve", "--port", str(port)], env=env,
                               text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(3)]
     try:
         for proc in procs:
