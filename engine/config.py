@@ -441,9 +441,9 @@ _SERVE_ENV = {
 def serve_settings_from_env(environ: Mapping[str, str] | None = None) -> ServeSettings:
     """``ServeSettings`` from ``PROVISION_SERVE_*`` variables (ranges: ``BOUNDS``)."""
     env = os.environ if environ is None else environ
-    raw = env.get("PROVISION_SERVE_REUSE_PORT", "").strip().lower()
+    raw = env.get("PROVISION_SERVE_REUSEPORT", "").strip().lower()
     if raw not in ("", "true", "false", "1", "0"):
-        raise InvalidInputError("PROVISION_SERVE_REUSE_PORT", f"must be true or false, got {raw[:40]!r}")
+        raise InvalidInputError("PROVISION_SERVE_REUSEPORT", f"must be true or false, got {raw[:40]!r}")
     return ServeSettings(**_numbers_from_env(environ, _SERVE_ENV), reuse_port=raw in ("true", "1"))
 
 

@@ -11,7 +11,7 @@ Waitress is the ``serve`` extra (``pip install 'element-provisioner[serve]'``); 
 command stops with that hint rather than fall back to the development server.
 
 Scale-out: waitress is threaded, one process per core is the way to use more cores. Put K
-``provision serve`` processes behind a load balancer, or set ``PROVISION_SERVE_REUSE_PORT=true``
+``provision serve`` processes behind a load balancer, or set ``PROVISION_SERVE_REUSEPORT=true``
 and start K of them on the same port: the kernel (``SO_REUSEPORT``, Linux and BSD; only the same
 user may join) spreads the connections over them.
 """
@@ -44,7 +44,7 @@ def _listener(host: str, port: int, reuse_port: bool) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if reuse_port:
             if not hasattr(socket, "SO_REUSEPORT"):
-                raise ProvisionError("PROVISION_SERVE_REUSE_PORT: this platform has no SO_REUSEPORT",
+                raise ProvisionError("PROVISION_SERVE_REUSEPORT: this platform has no SO_REUSEPORT",
                                      hint="Unset it and run one process per port behind a load balancer.")
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))

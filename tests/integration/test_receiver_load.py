@@ -164,14 +164,14 @@ def test_forged_flood_and_slow_connections_leave_the_receiver_bounded(
 
 
 def test_several_serve_processes_share_one_port(sqlite_url: str, sandbox: Any) -> None:
-    """``PROVISION_SERVE_REUSE_PORT=true``: K processes listen on one port (SO_REUSEPORT); the
+    """``PROVISION_SERVE_REUSEPORT=true``: K processes listen on one port (SO_REUSEPORT); the
     port keeps answering while any one of them runs."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PROVISION_", "ELEMENTS_"))}
     env.update({"PROVISION_SECRET_KEY": TEST_KEY, "ELEMENTS_BASE_URL": sandbox.base_url,
-                "PROVISION_SERVE_REUSE_PORT": "true", "PYTHONUNBUFFERED": "1"})
+                "PROVISION_SERVE_REUSEPORT": "true", "PYTHONUNBUFFERED": "1"})
     procs = [subprocess.Popen([provision_path(), "--db", sqlite_url, "serve", "--port", str(port)], env=env,
                               text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(3)]
     try:

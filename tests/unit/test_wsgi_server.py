@@ -21,6 +21,6 @@ def test_missing_waitress_names_the_serve_extra(monkeypatch: pytest.MonkeyPatch)
 
 def test_reuse_port_setting() -> None:
     assert serve_settings_from_env({}).reuse_port is False
-    assert serve_settings_from_env({"PROVISION_SERVE_REUSE_PORT": "true"}).reuse_port is True
-    with pytest.raises(InvalidInputError, match="PROVISION_SERVE_REUSE_PORT: must be true or false"):
-        serve_settings_from_env({"PROVISION_SERVE_REUSE_PORT": "yes please"})
+    assert serve_settings_from_env({"PROVISION_SERVE_REUSEPORT": "true"}).reuse_port is True
+    with pytest.raises(InvalidInputError, match="PROVISION_SERVE_REUSEPORT: must be true or false"):
+        serve_settings_from_env({"PROVISION_SERVE_REUSEPORT": "yes please"})
