@@ -3,7 +3,7 @@
 ``bench/engine_bench.py --callbacks http --receivers K`` (and ``bench/scale.py --callbacks http``)
 deliver each attempt's provider redirect as a GET to one of K receiver processes, round robin,
 instead of calling ``Engine.handle_callback`` in the driver. Each receiver is the product path:
-``provision serve`` (the werkzeug server of ``engine.web.callback_app``) on its own port; a
+``provision serve`` (waitress, ``engine.web.wsgi_server``) on its own port; a
 receiver that answers anything but the "Connected" page fails the run. The receivers' CPU per
 callback (parse, guard statement, encryption, inbox row, HTTP) is what issue 19 asks to measure.
 """

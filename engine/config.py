@@ -278,6 +278,11 @@ BOUNDS: dict[str, Bound] = {
     "PROVISION_RETRY_DURABLE_MAX_SECONDS": Bound(float, 0.1, 7 * _DAY, "7 days"),
     "PROVISION_RETRY_BUDGET": Bound(int, 0, 1000),
     "PROVISION_WEBHOOK_TIMEOUT_SECONDS": Bound(float, 0.1, 300, "5 minutes"),
+    "PROVISION_SERVE_THREADS": Bound(int, 1, 256),
+    "PROVISION_SERVE_CONNECTION_LIMIT": Bound(int, 10, 100_000),
+    "PROVISION_SERVE_IDLE_TIMEOUT_SECONDS": Bound(float, 1, 3600, "1 hour"),
+    "PROVISION_SERVE_REFUSED_BURST": Bound(int, 1, 100_000),
+    "PROVISION_SERVE_REFUSED_PER_MINUTE": Bound(int, 1, 100_000),
 }
 
 
@@ -435,6 +440,43 @@ class ConsoleSettings:
 
     def __repr__(self) -> str:  # never show the token, hash or key
         return f"ConsoleSettings(auth_configured={self.auth_configured}, user={self.user!r})"
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """How ``provision serve`` bounds its work (waitress's thread pool, connections, idle time).
+
+    ``threads`` answer requests; at most ``connection_limit`` connections are open (more wait in
+    the listen backlog); a connection idle for ``idle_timeout_s`` is closed (slow and half-open
+    clients). Each client address may send ``refused_burst`` refused callbacks at once, then
+    ``refused_per_minute``; beyond that it gets 429 until its bucket refills. ``reuse_port``
+    (``SO_REUSEPORT``) lets several ``provision serve`` processes listen on one port.
+    """
+
+    threads: int = 8
+    connection_limit: int = 1000
+    idle_timeout_s: float = 30.0
+    refused_burst: int = 20
+    refused_per_minute: int = 60
+    reuse_port: bool = False
+
+
+_SERVE_ENV = {
+    "threads": "PROVISION_SERVE_THREADS",
+    "connection_limit": "PROVISION_SERVE_CONNECTION_LIMIT",
+    "idle_timeout_s": "PROVISION_SERVE_IDLE_TIMEOUT_SECONDS",
+    "refused_burst": "PROVISION_SERVE_REFUSED_BURST",
+    "refused_per_minute": "PROVISION_SERVE_REFUSED_PER_MINUTE",
+}
+
+
+def serve_settings_from_env(environ: Mapping[str, str] | None = None) -> ServeSettings:
+    """``ServeSettings`` from ``PROVISION_SERVE_*`` variables (ranges: ``BOUNDS``)."""
+    env = os.environ if environ is None else environ
+    raw = env.get("PROVISION_SERVE_REUSEPORT", "").strip().lower()
+    if raw not in ("", "true", "false", "1", "0"):
+        raise InvalidInputError("PROVISION_SERVE_REUSEPORT", f"must be true or false, got {raw[:40]!r}")
+    return ServeSettings(**_numbers_from_env(environ, _SERVE_ENV), reuse_port=raw in ("true", "1"))
 
 
 _HASH_RE = re.compile(r"^(scrypt|pbkdf2):[^$]+\$[^$]+\$[0-9a-f]+$")

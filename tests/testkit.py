@@ -2,10 +2,14 @@
 reliably because every test directory may have its own)."""
 from __future__ import annotations
 
+import shutil
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypedDict
 
+import pytest
 import requests
 import sqlalchemy as sa
 from cryptography.fernet import Fernet
@@ -85,3 +89,12 @@ def listening(engines: Iterable[sa.Engine], **handlers: Callable[..., None]) -> 
         for db in engines:
             for name, fn in handlers.items():
                 sa.event.remove(db, name, fn)
+
+
+def provision_path() -> str:
+    """The installed ``provision`` console script next to this interpreter (else the one on PATH)."""
+    beside = Path(sys.executable).with_name("provision")
+    found = str(beside) if beside.exists() else shutil.which("provision")
+    if not found:
+        pytest.skip("the provision console script is not installed")
+    return found

@@ -1,6 +1,11 @@
 """Provider callbacks: parse, match to an attempt, apply once (DESIGN §6).
 
-Every callback lands in the ``callbacks`` inbox with its outcome. What a callback does is decided
+Every callback that matches an attempt lands in the ``callbacks`` inbox with its outcome: its
+``state`` hashes to the attempt's nonce, or names (by its id prefix) an attempt still committing
+its redirect (``pending``), or repeats one applied before (``duplicate``). Forged and unknown
+callbacks (no state, garbage, a state that matches no attempt) are counted by reason and logged,
+never stored one row each: a flood of them must not grow the database (the web receiver also
+rate-limits them per client address, ``engine.web.ratelimit``). What a callback does is decided
 by ONE rule, ``states.judge.judge_callback``: applied only when the hash of its ``state`` matches a
 REDIRECTED attempt's stored hash, before the deadline, and (OAuth1) its ``oauth_token`` is the
 issued request token. The common case is one guarded statement that checks this rule in the
@@ -13,6 +18,8 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,7 +31,14 @@ from engine.security.crypto import digest
 from persistence.repository import Repository
 from persistence.writes import NewCallback, transition_write
 from states.attempt import Attempt, HistoryEntry
-from states.judge import NOT_REDIRECTED_YET, Verdict, fast_path_flow, judge_callback, may_be_duplicate
+from states.judge import (
+    NOT_REDIRECTED_YET,
+    Verdict,
+    fast_path_flow,
+    judge_callback,
+    may_be_duplicate,
+    state_matches,
+)
 from states.model import Flow, State, Trigger
 
 log = logging.getLogger(__name__)
@@ -103,17 +117,33 @@ class CallbackReceiver:
         self.clock = clock
         self.worker_id = worker_id
         self.wake = wake
+        self._unmatched: Counter[str] = Counter()
+        self._count_lock = threading.Lock()
+
+    def unmatched_counts(self) -> dict[str, int]:
+        """Callbacks refused without an inbox row since start, by reason (forged, unknown, malformed)."""
+        with self._count_lock:
+            return dict(self._unmatched)
+
+    def _refuse_unmatched(self, reason: str) -> None:
+        # Counted, not stored: one row per forged request would let anyone grow the database.
+        with self._count_lock:
+            self._unmatched[reason] += 1
+        log.info("callback refused: %s (matches no attempt; not stored)", reason)
 
     def receive(self, url_or_params: str | Mapping[str, Any]) -> CallbackOutcome:
-        """Record and apply one callback; raises ``CallbackRejectedError`` (after recording it)."""
+        """Record and apply one callback; raises ``CallbackRejectedError`` (recorded if it matched).
+
+        A callback that matches no attempt is counted (``unmatched_counts``), not stored.
+        """
         now = self.clock()
         try:
             params = parse_callback(url_or_params)
         except CallbackRejectedError as exc:
-            self._reject(None, None, None, exc.reason)
+            self._refuse_unmatched(exc.reason)
             raise
         except Exception as exc:  # noqa: BLE001 - e.g. a mapping whose values cannot be str()-ed
-            self._reject(None, None, None, f"malformed callback ({type(exc).__name__})")
+            self._refuse_unmatched(f"malformed callback ({type(exc).__name__})")
             raise CallbackRejectedError(f"malformed callback ({type(exc).__name__})") from None
         return self._apply_at_once(params, now) or self._process(params, existing_id=None)
 
@@ -155,14 +185,13 @@ class CallbackReceiver:
             log.info("pending callback %s of attempt %s rejected: %s", row.id, attempt_id, reason)
             self.repo.update_callback(row.id, "rejected", reason)
 
-    def _reject(self, attempt_id: str | None, params: dict[str, str] | None, existing_id: int | None,
-                reason: str) -> None:
-        log.warning("callback rejected: %s (attempt %s)", reason, attempt_id or "-")
+    def _reject(self, attempt_id: str, params: dict[str, str], existing_id: int | None, reason: str) -> None:
+        log.warning("callback rejected: %s (attempt %s)", reason, attempt_id)
         if existing_id is not None:
             self.repo.update_callback(existing_id, "rejected", reason)
         else:
-            self.repo.record_callback(NewCallback(attempt_id, self.clock(), params,
-                                                  _canonical(params) if params else None, "rejected", reason))
+            self.repo.record_callback(NewCallback(attempt_id, self.clock(), params, _canonical(params),
+                                                  "rejected", reason))
 
     def _process(self, params: dict[str, str], existing_id: int | None) -> CallbackOutcome:
         state_param = params["state"]
@@ -170,7 +199,10 @@ class CallbackReceiver:
         for _ in range(5):  # re-read and retry when a worker commits between our read and write
             attempt = self.repo.get(attempt_id) if len(attempt_id) <= 36 else None
             if attempt is None:
-                self._reject(None, params, existing_id, "unknown state")
+                if existing_id is not None:
+                    self.repo.update_callback(existing_id, "rejected", "unknown state")
+                else:
+                    self._refuse_unmatched("unknown state")
                 raise CallbackRejectedError("unknown state")
             outcome = self._act(attempt, params, existing_id)
             if outcome is not None:
@@ -192,7 +224,11 @@ class CallbackReceiver:
             return CallbackOutcome("pending", attempt.id, attempt.state, verdict.reason)
         if verdict.status == "rejected":
             reason = verdict.reason or "rejected"
-            self._reject(attempt.id, params, existing_id, reason)
+            if existing_id is None and not state_matches(attempt, params, digest):
+                # A guessed or stale state for a real attempt id: forged, so counted, not stored.
+                self._refuse_unmatched(reason)
+            else:
+                self._reject(attempt.id, params, existing_id, reason)
             raise CallbackRejectedError(reason, attempt_id=attempt.id)
         if not self._commit(attempt, params, existing_id, verdict, now):
             return None

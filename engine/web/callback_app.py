@@ -13,28 +13,40 @@ A forged, replayed or expired link gets "This link is no longer valid"; the reas
 operator, never shown. Only GET/HEAD are answered, nothing is reflected, request bodies and long
 request lines or query strings are refused (``MAX_REQUEST_LINE``, ``MAX_QUERY_CHARS``), and query
 strings are never logged (they carry the OAuth verifier or code).
+
+Bounded under load (issue 16): it runs under waitress (``engine.web.wsgi_server``: a fixed thread
+pool, a connection limit, idle connections closed); a callback that matches no attempt is counted,
+not stored (``engine.core.callbacks``), and each client address may send only a few refused
+callbacks before it gets 429 with ``Retry-After`` (``engine.web.ratelimit``).
 """
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
-from engine.config import Branding, branding_from_env, callback_page_key_from_env
+from engine.config import (
+    Branding,
+    ServeSettings,
+    branding_from_env,
+    callback_page_key_from_env,
+    serve_settings_from_env,
+)
 from engine.core.callbacks import MAX_CALLBACK_CHARS
 from engine.core.connect import CONNECT_PATH
 from engine.errors import AttemptNotFoundError, CallbackRejectedError, ProvisionError
 from engine.security.redaction import install as install_log_redaction
-from engine.security.redaction import redact_text
 from engine.signals import stop_on_signals
 from engine.web.customer_pages import CustomerPages
 from engine.web.health import HEALTH_PATHS, ReadinessProbe, database_probe, health_response
 from engine.web.progress_tokens import ProgressTokens
+from engine.web.ratelimit import RateLimiter
+from engine.web.wsgi_server import run_server
 from states.model import FailureReason, State
 
 if TYPE_CHECKING:
@@ -50,6 +62,7 @@ MAX_PATH_CHARS = 1024
 # Longest request line (method, path, query, version) the server reads; the standard library's
 # limit is 64 KiB. Longer lines get 414 before any parsing.
 MAX_REQUEST_LINE = MAX_QUERY_CHARS + MAX_PATH_CHARS + 32
+RATE_TABLE_SIZE = 10_000  # client addresses whose refused callbacks are remembered (LRU)
 ALLOWED_METHODS = ("GET", "HEAD")
 PROGRESS_SUFFIX = "/callback/progress"
 
@@ -64,11 +77,12 @@ class CallbackApp:
     """WSGI app: ``GET */callback`` applies a callback; ``*/callback/progress`` follows its attempt."""
 
     def __init__(self, engine: Engine, *, pages: CustomerPages, tokens: ProgressTokens,
-                 probe: ReadinessProbe) -> None:
+                 probe: ReadinessProbe, limiter: RateLimiter) -> None:
         self.engine = engine
         self.pages = pages
         self.tokens = tokens
         self.probe = probe
+        self.limiter = limiter
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         request = CallbackRequest(environ)
@@ -85,11 +99,10 @@ class CallbackApp:
         if (request.content_length or 0) > 0 or "chunked" in request.environ.get(
             "HTTP_TRANSFER_ENCODING", ""
         ).lower():
-            # GET/HEAD carry no body; one that does is not a browser redirect. Close the connection so
-            # the unread body cannot be taken for the next request.
-            resp = self.pages.page("too_large", 413)
-            resp.headers["Connection"] = "close"
-            return resp
+            # GET/HEAD carry no body; one that does is not a browser redirect. (The server reads
+            # the declared body whole, at most 16 KiB, so it cannot be taken for the next request;
+            # "Connection" is the server's header, which PEP 3333 forbids an app to set.)
+            return self.pages.page("too_large", 413)
         if len(path) > MAX_PATH_CHARS or len(request.query_string) > MAX_QUERY_CHARS:
             return self.pages.page("too_long", 414)
         if path in HEALTH_PATHS:
@@ -107,13 +120,23 @@ class CallbackApp:
         return self.callback(request)
 
     def callback(self, request: Request) -> Response:
-        """Apply the callback in ``request``'s query string; send the browser to its progress page."""
+        """Apply the callback in ``request``'s query string; send the browser to its progress page.
+
+        An address that sent too many refused callbacks gets 429 before the engine is asked.
+        """
+        address = request.remote_addr or "-"
+        wait = self.limiter.retry_after(address)
+        if wait is not None:
+            resp = self.pages.page("too_many", 429)
+            resp.headers["Retry-After"] = str(wait)
+            return resp
         query = request.query_string.decode("latin-1")
         try:
             outcome = self.engine.handle_callback(query)
         except CallbackRejectedError as exc:
-            # The operator finds the reason in the log and the callbacks inbox; the customer gets
-            # no internal words (state, nonce, verifier...).
+            # The operator finds the reason in the log (and the inbox, when it matched an attempt);
+            # the customer gets no internal words (state, nonce, verifier...).
+            self.limiter.charge(address)
             log.info("callback link refused: %s", exc.reason)
             return self.pages.page("invalid", 400)
         except ProvisionError as exc:
@@ -122,6 +145,10 @@ class CallbackApp:
         except Exception:  # noqa: BLE001 - a browser gets a page, the operator gets the log
             log.exception("callback failed unexpectedly")
             return self.pages.page("error", 500)
+        if outcome.status != "applied":
+            # A repeat, or a callback for an attempt not redirected yet, is stored: it also costs
+            # the address a token, so that nobody can grow the inbox through these paths either.
+            self.limiter.charge(address)
         if outcome.status == "duplicate" or outcome.attempt_id is None:
             return self.pages.page("invalid")
         base = request.script_root + request.path.rstrip("/")
@@ -170,72 +197,46 @@ class CallbackApp:
 
 
 def make_app(engine: Engine, *, branding: Branding | None = None, tokens: ProgressTokens | None = None,
-             pages: CustomerPages | None = None, probe: ReadinessProbe | None = None) -> WSGIApplication:
+             pages: CustomerPages | None = None, probe: ReadinessProbe | None = None,
+             limiter: RateLimiter | None = None) -> WSGIApplication:
     """The callback receiver as a WSGI app.
 
     ``branding`` styles the customer pages (or pass ready ``pages`` with your own messages);
     ``tokens`` binds progress pages to attempts (default: a key made for this process);
-    ``probe`` answers ``/readyz`` (default: the database is reachable and migrated).
+    ``probe`` answers ``/readyz`` (default: the database is reachable and migrated);
+    ``limiter`` limits refused callbacks per client address (default: ``ServeSettings()``'s).
     """
     return CallbackApp(engine, pages=pages or CustomerPages(branding), tokens=tokens or ProgressTokens(),
-                       probe=probe or database_probe(engine))
+                       probe=probe or database_probe(engine),
+                       limiter=limiter or make_limiter(ServeSettings()))
 
 
-class _QuietHandler(WSGIRequestHandler):
-    """Logs method, path and status only: query strings carry one-time codes and verifiers."""
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:  # noqa: D102
-        # A malformed request line leaves no ``path``: this used to raise here, so the client got no
-        # answer at all instead of its 400/414.
-        path = str(getattr(self, "path", "") or "").split("?", 1)[0]
-        head, connect, _token = path.rpartition(CONNECT_PATH)
-        if connect:  # an unused connect link opens a consent page: its token is never logged
-            path = f"{head}{CONNECT_PATH}<token>"
-        log.info("%s %s %s", getattr(self, "command", "") or "-", path[:200], code)
-
-    def log_error(self, format: str, *args: Any) -> None:  # noqa: A002, D102 - werkzeug's signature
-        # "Bad request syntax ('GET /callback?code=...')": the request line is quoted; mask its values.
-        try:
-            text = format % args
-        except (TypeError, ValueError):
-            text = format
-        log.warning("http: %s", redact_text(text)[:500])
-
-    def parse_request(self) -> bool:  # noqa: D102 - BaseHTTPRequestHandler's hook
-        # The standard library accepts request lines up to 64 KiB; a callback needs far less.
-        if len(self.raw_requestline) > MAX_REQUEST_LINE:
-            self.requestline, self.request_version, self.command = "", "HTTP/1.1", ""
-            self.close_connection = True
-            self.send_error(414, "Request line too long")
-            return False
-        return bool(super().parse_request())
+def make_limiter(settings: ServeSettings) -> RateLimiter:
+    """The per-address limiter of refused callbacks that ``settings`` describe."""
+    return RateLimiter(burst=settings.refused_burst, per_second=settings.refused_per_minute / 60,
+                       max_addresses=RATE_TABLE_SIZE, clock=time.monotonic)
 
 
 def serve(engine: Engine, host: str, port: int, *, ready: Callable[[str], None] | None = None,
-          stop: threading.Event | None = None, app: WSGIApplication | None = None) -> None:
-    """Serve until SIGINT/SIGTERM (or ``stop``); ``ready`` gets the base URL once listening.
+          stop: threading.Event | None = None, app: WSGIApplication | None = None,
+          settings: ServeSettings | None = None) -> None:
+    """Serve under waitress until SIGINT/SIGTERM (or ``stop``); ``ready`` gets the base URL once listening.
 
     ``app`` replaces the receiver (``engine.web.console`` serves the console through this loop);
-    by default the receiver is built with the environment's branding and progress-link key.
+    by default the receiver is built with the environment's branding, progress-link key and
+    ``PROVISION_SERVE_*`` settings (threads, connections, idle timeout, refused-callback limits).
     """
-    install_log_redaction()  # werkzeug's error lines quote request lines, which carry codes and verifiers
+    install_log_redaction()  # server error lines may quote request lines, which carry codes and verifiers
+    settings = settings or serve_settings_from_env()
     if app is None:
         tokens = ProgressTokens(callback_page_key_from_env())
-        app = make_app(engine, branding=branding_from_env(), tokens=tokens)
-    server = make_server(host, port, app, threaded=True, request_handler=_QuietHandler)
+        app = make_app(engine, branding=branding_from_env(), tokens=tokens, limiter=make_limiter(settings))
     stop = stop or threading.Event()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
-                              name="provision-serve", daemon=True)
-    thread.start()
-    try:
-        with stop_on_signals(stop.set, doing="stopping the server"):
-            url_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
-            if ready is not None:
-                ready(f"http://{url_host}:{server.server_port}")
-            # A timed wait keeps the main thread responsive to signals.
-            while not stop.wait(0.2):
-                pass
-    finally:
-        server.shutdown()  # finishes the request in flight
-        server.server_close()
-        thread.join(timeout=5)
+
+    def listening(bound_port: int) -> None:
+        url_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        if ready is not None:
+            ready(f"http://{url_host}:{bound_port}")
+
+    with stop_on_signals(stop.set, doing="stopping the server"):
+        run_server(app, host, port, settings=settings, ready=listening, stop=stop)

@@ -39,6 +39,8 @@ MESSAGES: Mapping[str, tuple[str, str]] = {
     "not_found": ("Page not found", "There is nothing at this address."),
     "method": ("Not allowed", "This address can only be opened in a web browser."),
     "too_large": ("Request too large", "This address can only be opened in a web browser."),
+    "too_many": ("Please wait a moment", "Too many links that were not valid came from your network. "
+                 "Please wait a minute, then go back to {name} and start the connection again."),
     "too_long": ("This link is no longer valid", "This link is too long to be one of ours. Please go back "
                  "to {name} and start the connection again."),
 }

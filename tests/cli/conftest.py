@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,20 +19,12 @@ from typing import Any
 import pytest
 import requests
 from cryptography.fernet import Fernet
+from testkit import provision_path
 
 from sandbox import Sandbox, start
 
 SECRET = "s3cr3t-planted"
 CALLBACK_URL = "http://127.0.0.1:8050/callback"
-
-
-def provision_path() -> str:
-    """The installed console script next to this interpreter (else the one on PATH)."""
-    beside = Path(sys.executable).with_name("provision")
-    found = str(beside) if beside.exists() else shutil.which("provision")
-    if not found:
-        pytest.skip("the provision console script is not installed")
-    return found
 
 
 class Cli:

@@ -1,4 +1,5 @@
-"""Callback matching (DESIGN §6): every rejection changes nothing and is recorded in the inbox."""
+"""Callback matching (DESIGN §6): every rejection changes nothing; a rejected callback that matches
+its attempt (by state hash) is recorded in the inbox, a forged or unknown one is only counted."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -33,36 +34,47 @@ def with_params(location: str, **changes: str | None) -> str:
     return parts._replace(query=urlencode(params)).geturl()
 
 
-def assert_rejected(engine: Engine, url: str, reason: str, attempt: Any) -> None:
+def assert_rejected(engine: Engine, url: str, reason: str, attempt: Any, *, stored: bool = True) -> None:
+    """``url`` is refused for ``reason``; stored in the inbox when it matched, else only counted."""
     before = engine.get(attempt.id)
     history_before = engine.history(attempt.id)
+    rows_before = engine.repo.callbacks()
+    counted_before = sum(engine.callbacks.unmatched_counts().values())
     with pytest.raises(CallbackRejectedError) as info:
         engine.handle_callback(url)
     assert reason in info.value.reason
     after = engine.get(attempt.id)
     assert (after.state, after.version) == (before.state, before.version)
     assert engine.history(attempt.id) == history_before
-    last = engine.repo.callbacks()[-1]
-    assert last.status == "rejected" and reason in (last.reason or "")
+    rows = engine.repo.callbacks()
+    if stored:
+        assert len(rows) == len(rows_before) + 1
+        assert rows[-1].status == "rejected" and reason in (rows[-1].reason or "")
+    else:
+        assert rows == rows_before  # a forged callback must not cost a row
+        counts = engine.callbacks.unmatched_counts()
+        assert sum(counts.values()) == counted_before + 1
+        assert any(reason in key for key in counts)
 
 
 def test_unknown_state(make_engine: Callable[..., Engine]) -> None:
     engine = make_engine()
     a, location = redirected(engine)
     assert_rejected(engine, with_params(location, state="00000000-0000-0000-0000-000000000000.x"),
-                    "unknown state", a)
+                    "unknown state", a, stored=False)
 
 
 def test_forged_state_for_a_real_attempt(make_engine: Callable[..., Engine]) -> None:
     engine = make_engine()
     a, location = redirected(engine)
-    assert_rejected(engine, with_params(location, state=f"{a.id}.forged-nonce"), "state does not match", a)
+    assert_rejected(engine, with_params(location, state=f"{a.id}.forged-nonce"), "state does not match", a,
+                    stored=False)
 
 
 def test_missing_state(make_engine: Callable[..., Engine]) -> None:
     engine = make_engine()
     a, location = redirected(engine)
-    assert_rejected(engine, with_params(location, state=None), "no 'state'", a)
+    assert_rejected(engine, with_params(location, state=None), "no 'state'", a, stored=False)
 
 
 def test_oauth1_callback_must_carry_the_issued_request_token(make_engine: Callable[..., Engine]) -> None:
@@ -80,7 +92,7 @@ def test_missing_verifier(make_engine: Callable[..., Engine]) -> None:
 def test_repeated_parameter(make_engine: Callable[..., Engine]) -> None:
     engine = make_engine()
     a, location = redirected(engine)
-    assert_rejected(engine, location + "&oauth_verifier=other", "more than once", a)
+    assert_rejected(engine, location + "&oauth_verifier=other", "more than once", a, stored=False)
 
 
 def test_repeat_is_a_harmless_duplicate_and_a_different_second_callback_is_rejected(

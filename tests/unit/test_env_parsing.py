@@ -23,6 +23,7 @@ from engine.config import (
     client_settings_from_env,
     engine_settings_from_env,
     retry_policy_from_env,
+    serve_settings_from_env,
     webhook_settings_from_env,
 )
 from engine.errors import InvalidInputError, ProvisionError
@@ -44,6 +45,11 @@ FIELDS = {
     "PROVISION_RETRY_DURABLE_MAX_SECONDS": ("policy", "durable_max"),
     "PROVISION_RETRY_BUDGET": ("policy", "budget"),
     "PROVISION_WEBHOOK_TIMEOUT_SECONDS": ("webhook", "read_timeout"),
+    "PROVISION_SERVE_THREADS": ("serve", "threads"),
+    "PROVISION_SERVE_CONNECTION_LIMIT": ("serve", "connection_limit"),
+    "PROVISION_SERVE_IDLE_TIMEOUT_SECONDS": ("serve", "idle_timeout_s"),
+    "PROVISION_SERVE_REFUSED_BURST": ("serve", "refused_burst"),
+    "PROVISION_SERVE_REFUSED_PER_MINUTE": ("serve", "refused_per_minute"),
 }
 # A clean base: the proxies lookup reads the process environment, nothing else does.
 BASE = {"ELEMENTS_BASE_URL": "http://127.0.0.1:8040/elements/api-v2"}
@@ -59,7 +65,8 @@ def plain(number: float) -> str:
 def parse(env: dict[str, str]) -> dict[str, Any]:
     """Every settings object the engine builds from ``env``."""
     return {"engine": engine_settings_from_env(env), "client": client_settings_from_env({**BASE, **env}),
-            "policy": retry_policy_from_env(env), "webhook": webhook_settings_from_env({**WEBHOOK, **env})}
+            "policy": retry_policy_from_env(env), "webhook": webhook_settings_from_env({**WEBHOOK, **env}),
+            "serve": serve_settings_from_env(env)}
 
 
 def test_every_numeric_variable_has_a_range_and_a_field() -> None:
