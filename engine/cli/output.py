@@ -14,6 +14,7 @@ from typing import Any
 
 from engine.security.crypto import scrub, secret_values
 from engine.security.masking import MASK, is_secret_key
+from persistence.quarantine import UNREADABLE
 from states.attempt import Attempt, HistoryEntry
 from states.model import TERMINAL, State
 
@@ -170,11 +171,17 @@ def format_attempt(attempt: Attempt, history: Sequence[HistoryEntry], redirect_u
 # --- lists -----------------------------------------------------------------------------------------
 
 
+def attention(attempt: Attempt) -> str | None:
+    """Why the attempt needs an operator although it did not fail: its secrets are unreadable."""
+    kind = (attempt.last_error or {}).get("kind")
+    return f"{UNREADABLE} (needs operator action)" if kind == UNREADABLE else None
+
+
 def list_row(attempt: Attempt) -> tuple[str, ...]:
     """The table row of one attempt (columns of ``LIST_COLUMNS``)."""
     return (attempt.id, attempt.element_key, attempt.flow.value, attempt.state.value, attempt.name,
             human_time(attempt.created_at, seconds=False), human_time(attempt.updated_at, seconds=False),
-            attempt.failure_reason or "-")
+            attempt.failure_reason or attention(attempt) or "-")
 
 
 def _clean(cell: str) -> str:
@@ -217,7 +224,8 @@ def list_dict(attempts: Iterable[Attempt], counts: Mapping[str, int]) -> dict[st
             {"id": a.id, "element": a.element_key, "flow": a.flow.value, "state": a.state.value,
              "name": a.name,
              "tags": list(a.tags), "created_at": iso(a.created_at), "updated_at": iso(a.updated_at),
-             "failure_reason": a.failure_reason, "instance_id": a.instance_id}
+             "failure_reason": a.failure_reason, "instance_id": a.instance_id,
+             "needs_attention": attention(a)}
             for a in attempts
         ],
         "counts": dict(counts),
