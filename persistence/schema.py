@@ -134,3 +134,19 @@ events = sa.Table(
     ),
     sqlite_autoincrement=True,  # a seq is never handed out twice, even after rows are deleted
 )
+
+# --- worker heartbeats (issue 16 item 2, migration 0006; persistence.workers reads and writes it) --
+# One row per running engine, upserted every few seconds on the database's clock. ``key_ids`` is
+# the comma-separated ids of the encryption keys it holds, the one it writes with first.
+workers = sa.Table(
+    "workers",
+    metadata,
+    sa.Column("worker_id", sa.String(100), primary_key=True),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("last_tick_at", UTCDateTime, nullable=False),
+    sa.Column("key_ids", sa.String(200), nullable=False),
+    sa.Column("leases", sa.Integer, nullable=False),
+)

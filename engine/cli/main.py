@@ -285,6 +285,13 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
     return run_rotate(args.db, batch=args.batch_size, as_json=args.json, out=_out)
 
 
+def cmd_workers(args: argparse.Namespace) -> int:
+    """The live workers: last heartbeat, key ids held, leases (``engine.cli.workers``)."""
+    from engine.cli.workers import run_workers  # noqa: PLC0415
+
+    return run_workers(args.db, as_json=args.json, out=_out)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run every flow against an in-process sandbox."""
     from engine.cli.demo import run_demo  # noqa: PLC0415
@@ -375,6 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--newer-than", metavar="DURATION", help="created less than DURATION ago")
     p.add_argument("--limit", type=whole_number("--limit", 1, 100_000), metavar="N",
                    help="at most N attempts (1-100,000)")
+
+    add("workers", cmd_workers, "live workers: last heartbeat, encryption key ids held, leases")
 
     p = add("show", cmd_show, "one attempt with its timeline (secrets redacted)")
     p.add_argument("id", metavar="ID")

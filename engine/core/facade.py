@@ -21,6 +21,7 @@ from engine.core import starts
 from engine.core.callbacks import CallbackOutcome, CallbackReceiver
 from engine.core.delivery import EventDispatcher, Hook, WebhookPort
 from engine.core.events import Event
+from engine.core.heartbeat import Heartbeat
 from engine.core.intake import attempt_id_to_look_up, validate_list, validate_start
 from engine.core.runner import PreparedStep, StepResult, StepRunner
 from engine.errors import (
@@ -86,6 +87,7 @@ class Engine:
         rng: random.Random | None = None,
         webhooks: WebhookPort | None = None,
         outbox: Outbox | None = None,
+        heartbeat: Heartbeat | None = None,
     ) -> None:
         self.repo = repo
         self.client = client
@@ -98,6 +100,7 @@ class Engine:
                                           renewal_max_lead_s=self.settings.renewal_max_lead_s)
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.rng = rng or random.Random()
+        self.heartbeat = heartbeat  # None: this engine is not listed by `provision workers`
         self._check_lease()
         self._wake = threading.Event()
         self.callbacks = CallbackReceiver(repo, clock=clock, worker_id=self.worker_id, wake=self.wake)
@@ -403,6 +406,8 @@ class Engine:
             try:
                 report = self.tick()
                 failures = 0
+                if self.heartbeat is not None:  # at most every few seconds, off the per-step path
+                    self.heartbeat.after_tick(self.worker_id, report.claimed)
             except Exception:  # noqa: BLE001 - a database hiccup must not kill the worker (STYLE 11)
                 failures += 1
                 log.exception("tick failed (%d in a row); retrying after a pause", failures)
@@ -420,6 +425,8 @@ class Engine:
             wait = self.next_wait(self.now())
             if wait > 0:
                 self._wake.wait(wait)  # stop handlers call wake() too, so shutdown is prompt
+        if self.heartbeat is not None:
+            self.heartbeat.stop(self.worker_id)
         return steps
 
     def _release_quarantined(self) -> None:
