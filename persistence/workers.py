@@ -14,6 +14,9 @@ import sqlalchemy as sa
 
 from persistence.schema import workers
 
+#: A worker whose heartbeat is older than this many lease periods counts as dead.
+DEAD_AFTER_LEASES = 3
+
 
 @dataclass(frozen=True)
 class WorkerRow:

@@ -7,8 +7,7 @@ from typing import Any
 
 from engine.cli.output import human_time, iso, to_json
 from engine.config import db_url_from_env, engine_settings_from_env, open_database
-from engine.core.heartbeat import DEAD_AFTER_LEASES
-from persistence.workers import WorkerRow, live_workers
+from persistence.workers import DEAD_AFTER_LEASES, WorkerRow, live_workers
 
 COLUMNS = ("worker", "role", "host", "pid", "started", "last tick", "keys", "leases")
 

@@ -22,8 +22,6 @@ from persistence.workers import beat, forget
 log = logging.getLogger(__name__)
 
 HEARTBEAT_EVERY_S = 5.0
-#: A worker whose heartbeat is older than this many lease periods counts as dead.
-DEAD_AFTER_LEASES = 3
 
 
 class ReloadableKeys(Protocol):
