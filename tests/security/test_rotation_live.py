@@ -115,7 +115,8 @@ def test_rotation_while_two_workers_run(sandbox: Any, tmp_path: Path) -> None:
         deadline = time.monotonic() + 60
         ids = first + started
         while True:
-            states = {a["id"]: a["state"] for a in json.loads(provision(db, env, "--json", "list").stdout)["attempts"]}
+            listing = json.loads(provision(db, env, "--json", "list").stdout)["attempts"]
+            states = {a["id"]: a["state"] for a in listing}
             if set(states) == set(ids) and set(states.values()) == {"PROVISIONED"}:
                 break
             assert time.monotonic() < deadline, (states, provision(db, env, "list").stdout)
