@@ -150,10 +150,12 @@ def _listen(args: argparse.Namespace, command: str, what: str, banner: str) -> i
     if run is None:
         raise ProvisionError(f"`{command}` needs the {what}, which this entry point was not given",
                              hint="Run the `provision` program (engine.main:main), which plugs it in.")
-    engine = _engine(args)
+    engine = _engine(args, role=command)
+    halt = engine.keep_alive()  # listed by `provision workers`; takes part in key rotation
     try:
         run(engine, args.host, args.port, ready=lambda url: _out(banner.format(url=url)))
     finally:
+        halt()
         engine.close()
     print(f"{command}: stopped", file=sys.stderr, flush=True)
     return 0

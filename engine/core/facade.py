@@ -429,6 +429,12 @@ class Engine:
             self.heartbeat.stop(self.worker_id)
         return steps
 
+    def keep_alive(self) -> Callable[[], None]:
+        """Heartbeat (and key reload) from a thread, for listeners without a worker loop; the stopper."""
+        if self.heartbeat is None:
+            return lambda: None
+        return self.heartbeat.beside(self.worker_id)
+
     def _release_quarantined(self) -> None:
         # The operator's fix for a quarantined row is a worker start with a key that opens it.
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -69,3 +70,23 @@ class Heartbeat:
             forget(self.db, worker_id)
         except Exception:  # noqa: BLE001 - a dead row simply ages out
             log.warning("could not remove the heartbeat row of %s", worker_id)
+
+    def beside(self, worker_id: str) -> Callable[[], None]:
+        """Beat from a daemon thread (``serve``/``console``: no worker loop); returns the stopper,
+        which also removes the row."""
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.is_set():
+                self.after_tick(worker_id, 0)
+                stop.wait(self.every_s)
+
+        thread = threading.Thread(target=loop, name="provision-heartbeat", daemon=True)
+        thread.start()
+
+        def halt() -> None:
+            stop.set()
+            thread.join(timeout=self.every_s)
+            self.stop(worker_id)
+
+        return halt

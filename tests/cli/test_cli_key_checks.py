@@ -52,16 +52,19 @@ def wait_for(check: Callable[[], Any], timeout: float = 30) -> Any:
 def test_workers_lists_live_workers_with_their_keys(cli: Any) -> None:
     cli.start_oauth1()  # creates the database
     assert cli("workers").stdout.strip() == "no live workers"
-    worker = cli.popen("worker")
+    running = [cli.popen("worker"), cli.popen("serve", "--port", "0")]
     try:
-        listed = wait_for(lambda: cli.json("workers")["workers"])
-        [row] = listed
+        listed = wait_for(lambda: len(rows := cli.json("workers")["workers"]) == 2 and rows)
         key = cli.env["PROVISION_SECRET_KEY"].encode()
-        assert row["role"] == "worker" and row["pid"] == worker.pid and row["key_ids"] == [key_id(key)]
-        assert row["worker_id"] in cli("workers").stdout
+        roles = {(r["role"], r["pid"]) for r in listed}
+        assert roles == {("worker", running[0].pid), ("serve", running[1].pid)}
+        assert all(r["key_ids"] == [key_id(key)] for r in listed)
+        assert all(r["worker_id"] in cli("workers").stdout for r in listed)
     finally:
-        worker.send_signal(signal.SIGTERM)
-        out, err = worker.communicate(timeout=30)
-        cli.outputs += [out, err]
-    assert worker.returncode == 0
-    assert cli.json("workers") == {"workers": []}  # a clean stop removes its row
+        for proc in running:
+            proc.send_signal(signal.SIGTERM)
+        for proc in running:
+            out, err = proc.communicate(timeout=30)
+            cli.outputs += [out, err]
+    assert [proc.returncode for proc in running] == [0, 0]
+    assert cli.json("workers") == {"workers": []}  # a clean stop removes the rows
