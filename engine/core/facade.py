@@ -32,6 +32,7 @@ from engine.errors import (
 )
 from persistence.outbox import Outbox
 from persistence.repository import Repository
+from persistence.workers import DEAD_AFTER_LEASES, WorkerRow, live_workers
 from persistence.writes import transition_write
 from states.attempt import Attempt, HistoryEntry
 from states.machine import next_state
@@ -428,6 +429,10 @@ class Engine:
         if self.heartbeat is not None:
             self.heartbeat.stop(self.worker_id)
         return steps
+
+    def workers(self) -> builtins.list[WorkerRow]:
+        """The live engines (heartbeat rows younger than a few lease periods, on the database clock)."""
+        return live_workers(self.repo.engine, timedelta(seconds=DEAD_AFTER_LEASES * self.settings.lease_s))
 
     def keep_alive(self) -> Callable[[], None]:
         """Heartbeat (and key reload) from a thread, for listeners without a worker loop; the stopper."""

@@ -15,6 +15,7 @@ from engine import Engine, FakeClock
 from engine.security.crypto import FernetCodec
 from engine.web import console, console_query
 from persistence.schema import attempts
+from persistence.workers import beat
 from states import State
 
 ConsoleFor = Callable[..., Client]
@@ -229,3 +230,13 @@ def test_quarantined_attempt_needs_attention(web_engine: Engine, console_for: Co
     assert ids_on(client, "/?view=attention") == [bad.id]
     page = client.get(f"/attempts/{bad.id}").get_data(as_text=True)
     assert "unreadable_secrets" in page and "needs operator action" in page
+
+
+def test_attempt_page_shows_live_workers(web_engine: Engine, console_for: ConsoleFor) -> None:
+    attempt = quick(web_engine, "Watched")
+    client = console_for(web_engine)
+    assert "No live worker" in client.get(f"/attempts/{attempt.id}").get_data(as_text=True)
+    beat(web_engine.repo.engine, "host-a:42:feed", host="host-a", pid=42, role="worker",
+         key_ids=("0badc0de",), leases=3)
+    page = client.get(f"/attempts/{attempt.id}").get_data(as_text=True)
+    assert "host-a:42:feed" in page and "0badc0de" in page and "<h2" in page and "Workers" in page
