@@ -6,12 +6,13 @@ from datetime import timedelta
 from pathlib import Path
 
 from cryptography.fernet import Fernet
+from testkit import TEST_KEY
 
 from engine.core.heartbeat import Heartbeat
 from engine.security.crypto import key_id, load_codec
 from engine.security.rotation import write_key_file
 from engine.wiring import open_repository
-from persistence.workers import live_workers
+from persistence.workers import beat, live_workers
 
 
 class Ticks:
@@ -47,4 +48,16 @@ def test_heartbeat_is_rate_limited_and_advertises_reloaded_keys(tmp_path: Path) 
     assert live_workers(repo.engine, timedelta(seconds=-60)) == []  # older than the cut-off: dead
     beat.stop("w1")
     assert live_workers(repo.engine, timedelta(seconds=60)) == []
+    repo.close()
+
+
+def test_live_workers_on_the_database_clock(db_url: str) -> None:
+    """Both backends: the heartbeat's time is the database's, the cut-off too."""
+    repo = open_repository(db_url, migrate=True, environ={"PROVISION_SECRET_KEY": TEST_KEY})
+    beat(repo.engine, "w-pg", host="h", pid=7, role="console", key_ids=("aaaa0000", "bbbb1111"), leases=0)
+    beat(repo.engine, "w-pg", host="h", pid=7, role="console", key_ids=("aaaa0000",), leases=2)  # upsert
+    [row] = live_workers(repo.engine, timedelta(minutes=5))
+    assert (row.role, row.key_ids, row.leases) == ("console", ("aaaa0000",), 2)
+    assert row.started_at <= row.last_tick_at
+    assert live_workers(repo.engine, timedelta(seconds=-60)) == []
     repo.close()
