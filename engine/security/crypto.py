@@ -133,7 +133,13 @@ class KeyRing:
         return changed
 
     def seal(self, data: dict[str, Any]) -> bytes:
-        """Encrypt under the first key held now."""
+        """Encrypt under the first key of the key file as it is now.
+
+        One ``stat`` per seal: a short-lived process (``provision start``) that loaded OLD before a
+        rotation published NEW,OLD must not write with OLD after the rotation began (it has no
+        heartbeat for the rotation to wait for). The file is read again only when it changed.
+        """
+        self.reload()
         return self._codec.seal(data)
 
     def open(self, blob: bytes) -> dict[str, Any]:

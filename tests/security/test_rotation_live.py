@@ -88,8 +88,9 @@ def test_rotation_while_two_workers_run(sandbox: Any, tmp_path: Path) -> None:
     db, env = tmp_path / "live.db", cli_env(sandbox)
     first = [start_quick(db, env, f"before {i}") for i in range(3)]  # creates the key file
     old = (tmp_path / "live.db.key").read_text().strip().encode()
+    log = (tmp_path / "workers.log").open("w")  # a pipe nobody reads would block the workers
     workers = [subprocess.Popen([PROVISION, "--db", f"sqlite:///{db}", "worker"], env=env, text=True,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2)]
+                                stdout=subprocess.DEVNULL, stderr=log) for _ in range(2)]
     started: list[str] = []
     listed: list[int] = []
     stop = threading.Event()
@@ -112,21 +113,23 @@ def test_rotation_while_two_workers_run(sandbox: Any, tmp_path: Path) -> None:
         assert rotated.returncode == 0, rotated.stderr
         new = (tmp_path / "live.db.key").read_text().strip().encode()
         assert new != old and b"," not in new  # OLD retired
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120  # generous: CI machines run other suites beside this one
         ids = first + started
         while True:
             listing = json.loads(provision(db, env, "--json", "list").stdout)["attempts"]
             states = {a["id"]: a["state"] for a in listing}
             if set(states) == set(ids) and set(states.values()) == {"PROVISIONED"}:
                 break
-            assert time.monotonic() < deadline, (states, provision(db, env, "list").stdout)
+            assert time.monotonic() < deadline, (states, provision(db, env, "list").stdout,
+                                                 (tmp_path / "workers.log").read_text()[-3000:])
             time.sleep(0.5)
     finally:
         stop.set()
         for w in workers:
             w.send_signal(signal.SIGTERM)
         for w in workers:
-            w.communicate(timeout=30)
+            w.wait(timeout=30)
+        log.close()
     assert listed and set(listed) == {0}
     assert all(w.returncode == 0 for w in workers)
     for blob in sealed_blobs(db):  # every row opens with NEW alone, none with OLD
