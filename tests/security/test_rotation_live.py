@@ -84,6 +84,7 @@ def start_quick(db: Path, env: dict[str, str], name: str) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)  # real worker processes; minutes on a loaded CI machine
 def test_rotation_while_two_workers_run(sandbox: Any, tmp_path: Path) -> None:
     db, env = tmp_path / "live.db", cli_env(sandbox)
     first = [start_quick(db, env, f"before {i}") for i in range(3)]  # creates the key file
@@ -140,6 +141,7 @@ def test_rotation_while_two_workers_run(sandbox: Any, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)  # real worker processes; minutes on a loaded CI machine
 def test_rotation_killed_midway_is_finished_by_a_rerun(sandbox: Any, tmp_path: Path) -> None:
     db, env = tmp_path / "kill.db", cli_env(sandbox)
     start_quick(db, env, "first")  # creates the key file
