@@ -8,6 +8,7 @@ from engine.clients.elements import ElementsClient
 from engine.clients.webhooks import WebhookSender
 from engine.clock import DatabaseClock
 from engine.config import (
+    ENV_KEY,
     WebhookSettings,
     client_settings_from_env,
     db_url_from_env,
@@ -18,11 +19,13 @@ from engine.config import (
     webhook_settings_from_env,
 )
 from engine.core.facade import Engine
-from engine.errors import SchemaOutdatedError
-from engine.security.crypto import load_codec
+from engine.core.heartbeat import Heartbeat
+from engine.errors import SchemaOutdatedError, SecretKeyError
+from engine.security.crypto import KeyRing, load_codec
 from engine.security.redaction import install as install_log_redaction
 from persistence.database import sqlite_path
 from persistence.migrate import current_revision, head_revision, upgrade
+from persistence.rekey import sealed_sample
 from persistence.repository import Repository
 
 
@@ -30,6 +33,12 @@ def open_repository(
     db_url: str, *, migrate: bool | None = None, environ: Mapping[str, str] | None = None
 ) -> Repository:
     """Connect, migrate (automatically for SQLite files; on request otherwise) and build the repository."""
+    return _open_store(db_url, migrate, environ)[0]
+
+
+def _open_store(db_url: str, migrate: bool | None,
+                environ: Mapping[str, str] | None) -> tuple[Repository, KeyRing]:
+    """The repository and its key ring (checked against the stored secrets)."""
     db = open_database(db_url)
     path = sqlite_path(db.url)
     auto = db.url.get_backend_name() == "sqlite" if migrate is None else migrate
@@ -38,7 +47,31 @@ def open_repository(
     elif current_revision(db) != head_revision():
         raise SchemaOutdatedError("the database schema is not up to date",
                                   hint="Run `provision db upgrade` (with the same --db) first.")
-    return Repository(db, load_codec(path, secret_keys_from_env(environ)))
+    sample = sealed_sample(db)
+    codec = load_codec(path, secret_keys_from_env(environ), has_data=bool(sample))
+    check_key(codec, sample)
+    return Repository(db, codec), codec
+
+
+def check_key(codec: KeyRing, sample: list[bytes]) -> None:
+    """Refuse a key that opens none of ``sample`` (stored secrets): it is another database's key.
+
+    One row that no key opens is quarantined by the worker; a key that opens none is a wrong key,
+    and an engine started with it would seal new rows that the right key cannot open.
+    """
+    for blob in sample:
+        try:
+            codec.open(blob)
+        except SecretKeyError:
+            continue
+        return
+    if sample:
+        raise SecretKeyError(
+            f"the configured encryption key (ids {', '.join(codec.key_ids)}) opens none of the stored "
+            "secrets",
+            hint=f"Set {ENV_KEY} (or restore the key file beside the SQLite database) to the key this "
+                 "database was written with; during a rotation give both, NEW,OLD.",
+        )
 
 
 def open_engine(
@@ -48,6 +81,7 @@ def open_engine(
     environ: Mapping[str, str] | None = None,
     migrate: bool | None = None,
     webhook: WebhookSettings | None = None,
+    role: str = "worker",
     **engine_kw: Any,
 ) -> Engine:
     """An ``Engine`` on ``db_url`` (default from the environment) talking to the configured platform.
@@ -62,7 +96,9 @@ def open_engine(
     engine_kw.setdefault("settings", engine_settings_from_env(environ))
     engine_kw.setdefault("policy", retry_policy_from_env(environ))
     client = client or ElementsClient(client_settings_from_env(environ))
-    repo = open_repository(db_url or db_url_from_env(environ), migrate=migrate, environ=environ)
+    repo, keys = _open_store(db_url or db_url_from_env(environ), migrate, environ)
+    # Every engine built here takes part in key rotation: it reloads its keys and advertises them.
+    engine_kw.setdefault("heartbeat", Heartbeat(repo.engine, keys, role=role))
     if hooks is not None:
         engine_kw.setdefault("webhooks", WebhookSender(hooks))
     # Leases and due times on the database's clock, so that workers with skewed clocks agree.

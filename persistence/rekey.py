@@ -108,3 +108,14 @@ def reencrypt(db: sa.Engine, codec: RekeyCodec, *, batch: int) -> RekeyTally:
     tally.attempts = rekeyer.run(attempts, "secrets") + rekeyer.run(attempts, "callback_secrets")
     tally.callbacks = rekeyer.run(callbacks, "params")
     return tally
+
+
+def sealed_sample(db: sa.Engine, limit: int = 5) -> list[bytes]:
+    """Up to ``limit`` stored secret blobs (by primary key, one index range): a cheap key check.
+
+    Opening an engine trial-decrypts these: when the configured key opens none of them, it is the
+    wrong key for this database and the start is refused before anything is written with it.
+    """
+    q = sa.select(attempts.c.secrets).where(attempts.c.secrets.is_not(None)).order_by(attempts.c.id)
+    with db.connect() as conn:
+        return [bytes(blob) for (blob,) in conn.execute(q.limit(limit))]

@@ -7,6 +7,7 @@ rowcount of 0 means someone else moved the attempt first and nothing is written.
 from __future__ import annotations
 
 import builtins
+import logging
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
@@ -17,6 +18,7 @@ from persistence.claims import claim_params, parameterised_claim
 from persistence.columns import UTCDateTime
 from persistence.inbox import Inbox
 from persistence.lifecycle import Lifecycle
+from persistence.quarantine import QUARANTINE_ERROR, UNREADABLE, quarantine, quarantined_rows, release
 from persistence.schema import attempts, history
 from persistence.statements import (
     GET,
@@ -31,6 +33,10 @@ from persistence.statements import (
 from persistence.writes import Write
 from states.attempt import Attempt, HistoryEntry
 from states.model import Flow, State
+
+__all__ = ["UNREADABLE", "Repository"]
+
+log = logging.getLogger(__name__)
 
 _COLUMNS = [c.name for c in attempts.columns if c.name not in ("secrets", "callback_secrets")]
 
@@ -58,11 +64,36 @@ class Repository(Inbox, Lifecycle):
             data["secrets"]["callback"] = self.codec.open(callback)
         return Attempt(**data)
 
-    def get(self, attempt_id: str) -> Attempt | None:
-        """The attempt with ``attempt_id``, or None."""
+    def _to_view(self, row: Any) -> Attempt:
+        """``_to_attempt`` for display: a row whose secrets cannot be opened comes without them,
+        marked ``unreadable_secrets``, so one bad row never fails a whole listing."""
+        try:
+            return self._to_attempt(row)
+        except Exception:  # noqa: BLE001 - the codec raises its own error type; any failure is shown
+            view = dict(row)
+            view["secrets"] = view["callback_secrets"] = None
+            attempt = self._to_attempt(view)
+            attempt.last_error = dict(QUARANTINE_ERROR)
+            return attempt
+
+    def _opens(self, row: Any) -> bool:
+        """True when the configured key opens every sealed column of ``row``."""
+        try:
+            for blob in (row["secrets"], row["callback_secrets"]):
+                if blob:
+                    self.codec.open(blob)
+        except Exception:  # noqa: BLE001 - see _to_view
+            return False
+        return True
+
+    def get(self, attempt_id: str, *, lenient: bool = False) -> Attempt | None:
+        """The attempt with ``attempt_id``, or None; ``lenient``: unreadable secrets are left out
+        (and the attempt is marked ``unreadable_secrets``) instead of raising."""
         with self._read() as conn:
             row = conn.execute(GET, {"g_id": attempt_id}).mappings().first()
-        return self._to_attempt(row) if row else None
+        if not row:
+            return None
+        return self._to_view(row) if lenient else self._to_attempt(row)
 
     def ids_with_prefix(self, prefix: str, limit: int) -> builtins.list[str]:
         """Up to ``limit`` attempt ids that start with ``prefix`` (LIKE-escaped), in id order."""
@@ -103,7 +134,7 @@ class Repository(Inbox, Lifecycle):
         if limit is not None:
             q = q.limit(limit)
         with self._read() as conn:
-            return [self._to_attempt(r) for r in conn.execute(q).mappings()]
+            return [self._to_view(r) for r in conn.execute(q).mappings()]
 
     def attempts_of_customer(self, customer: str, element: str) -> builtins.list[Attempt]:
         """The customer's attempts for ``element``, newest first (index ``ix_attempts_customer_element``)."""
@@ -211,9 +242,28 @@ class Repository(Inbox, Lifecycle):
         stmt = parameterised_claim(self.dialect)
         with self._write_one() as conn:
             rows = conn.execute(stmt, claim_params(now, owner, lease_until, limit)).mappings().all()
-        claimed = [self._to_attempt(r) for r in rows]
+        claimed, unreadable = [], []
+        for row in rows:
+            try:
+                claimed.append(self._to_attempt(row))
+            except Exception:  # noqa: BLE001 - one bad row must not fail (and keep claimed) the batch
+                unreadable.append(row["id"])
+        if unreadable:
+            with self._write() as conn:
+                quarantine(conn, unreadable, owner, now)
+            log.error("quarantined %d attempt(s) whose secrets cannot be decrypted: %s (%s)",
+                      len(unreadable), ", ".join(unreadable), UNREADABLE)
         claimed.sort(key=lambda a: (a.next_run_at or now, a.id))
         return claimed
+
+    def release_quarantined(self, now: datetime) -> int:
+        """Make every quarantined attempt that the configured key now opens due again (worker start)."""
+        with self._read() as conn:
+            rows = quarantined_rows(conn)
+        if not rows:
+            return 0
+        with self._write() as conn:
+            return release(conn, rows, self._opens, now)
 
     def _row_values(self, write: Write) -> dict[str, Any]:
         """``write``'s column values with its secrets sealed (the one place a step's secrets are sealed)."""

@@ -56,7 +56,7 @@ attempts = sa.Table(
     # The applied callback's parameters (verifier, realm...), encrypted; apart from ``secrets`` so
     # that applying a callback needs no read of the row (migration 0003, engine.core.callbacks).
     sa.Column("callback_secrets", sa.LargeBinary, nullable=True),
-    # Issue 10/12 (migration 0010): the application's customer id, the last health check, and the
+    # Issue 10/12 (migration 0006): the application's customer id, the last health check, and the
     # SHA-256 of the pending connect link's token (cleared when the link is used).
     sa.Column("customer", sa.String(200), nullable=True),
     sa.Column("last_check_at", UTCDateTime, nullable=True),
@@ -150,4 +150,20 @@ events = sa.Table(
         postgresql_where=sa.text("delivery = 'pending'"),
     ),
     sqlite_autoincrement=True,  # a seq is never handed out twice, even after rows are deleted
+)
+
+# --- worker heartbeats (issue 16 item 2, migration 0009; persistence.workers reads and writes it) --
+# One row per running engine, upserted every few seconds on the database's clock. ``key_ids`` is
+# the comma-separated ids of the encryption keys it holds, the one it writes with first.
+workers = sa.Table(
+    "workers",
+    metadata,
+    sa.Column("worker_id", sa.String(100), primary_key=True),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("last_tick_at", UTCDateTime, nullable=False),
+    sa.Column("key_ids", sa.String(200), nullable=False),
+    sa.Column("leases", sa.Integer, nullable=False),
 )

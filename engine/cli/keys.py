@@ -18,9 +18,12 @@ def format_report(report: RotationReport) -> str:
     elif report.mode == "env":
         lines.append(f"done: you may now drop the old key(s) from {ENV_KEY} (keep only the first), "
                      "then restart workers and `provision serve`")
+    elif report.retired:
+        lines.append(f"done: {report.key_file} now holds only the new key {report.key_id}; "
+                     f"{report.workers} live worker(s) write with it and reload the file by themselves")
     else:
-        lines.append(f"done: {report.key_file} now holds only the new key; restart running workers and "
-                     "`provision serve` so they load it")
+        lines.append(f"not finished: a worker started with the old key meanwhile, so {report.key_file} keeps "
+                     "NEW,OLD; run `provision keys rotate` again")
     return "\n".join(lines)
 
 
@@ -28,4 +31,4 @@ def run_rotate(db_url: str | None, *, batch: int, as_json: bool, out: Callable[[
     """The body of ``provision keys rotate``: rotate, print counts; exit 1 while rows stay unreadable."""
     report = rotate_keys(db_url or db_url_from_env(), batch=batch)
     out(to_json(report.as_dict()) if as_json else format_report(report))
-    return 0 if report.complete else 1
+    return 0 if report.complete and (report.mode == "env" or report.retired) else 1

@@ -132,10 +132,12 @@ def _listen(args: argparse.Namespace, command: str, what: str, banner: str) -> i
     if run is None:
         raise ProvisionError(f"`{command}` needs the {what}, which this entry point was not given",
                              hint="Run the `provision` program (engine.main:main), which plugs it in.")
-    engine = _engine(args)
+    engine = _engine(args, role=command)
+    halt = engine.keep_alive()  # listed by `provision workers`; takes part in key rotation
     try:
         run(engine, args.host, args.port, ready=lambda url: _out(banner.format(url=url)))
     finally:
+        halt()
         engine.close()
     print(f"{command}: stopped", file=sys.stderr, flush=True)
     return 0
@@ -318,6 +320,13 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
     return run_rotate(args.db, batch=args.batch_size, as_json=args.json, out=_out)
 
 
+def cmd_workers(args: argparse.Namespace) -> int:
+    """The live workers: last heartbeat, key ids held, leases (``engine.cli.workers``)."""
+    from engine.cli.workers import run_workers  # noqa: PLC0415
+
+    return run_workers(args.db, as_json=args.json, out=_out)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run every flow against an in-process sandbox."""
     from engine.cli.demo import run_demo  # noqa: PLC0415
@@ -434,6 +443,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="at most N attempts (1-100,000)")
     p.add_argument("--reason", metavar="R", help="only FAILED attempts with this failure reason "
                    "(e.g. invalid_database)")
+
+    add("workers", cmd_workers, "live workers: last heartbeat, encryption key ids held, leases")
 
     p = add("show", cmd_show, "one attempt with its timeline (secrets redacted)")
     p.add_argument("id", metavar="ID", help=ID_HELP)

@@ -14,6 +14,7 @@ from typing import Any
 
 from engine.security.crypto import scrub, secret_values
 from engine.security.masking import MASK, is_secret_key
+from persistence.quarantine import UNREADABLE
 from states.attempt import Attempt, HistoryEntry
 from states.model import TERMINAL, State
 
@@ -184,6 +185,12 @@ def format_attempt(attempt: Attempt, history: Sequence[HistoryEntry], redirect_u
 # --- lists -----------------------------------------------------------------------------------------
 
 
+def attention(attempt: Attempt) -> str | None:
+    """Why the attempt needs an operator although it did not fail: its secrets are unreadable."""
+    kind = (attempt.last_error or {}).get("kind")
+    return f"{UNREADABLE} (needs operator action)" if kind == UNREADABLE else None
+
+
 def list_row(attempt: Attempt) -> tuple[str, ...]:
     """The table row of one attempt (columns of ``LIST_COLUMNS``)."""
     # A retrying attempt must not look healthy (issue 18): its failures, error kind and next try.
@@ -191,7 +198,7 @@ def list_row(attempt: Attempt) -> tuple[str, ...]:
     error = redact(attempt.last_error or {})
     return (attempt.id, attempt.element_key, attempt.flow.value, attempt.state.value, attempt.name,
             human_time(attempt.created_at), human_time(attempt.updated_at),
-            attempt.failure_reason or "-", str(attempt.failures),
+            attempt.failure_reason or attention(attempt) or "-", str(attempt.failures),
             str(error.get("kind") or "-")[:40] if attempt.last_error else "-",
             human_time(attempt.next_run_at) if retrying else "-",
             attempt.customer or "-", _health_cell(attempt))
@@ -247,7 +254,8 @@ def list_dict(attempts: Iterable[Attempt], counts: Mapping[str, int]) -> dict[st
              "health": a.health, "health_reason": a.health_reason, "last_check_at": iso(a.last_check_at),
              # added by issue 18 (existing keys unchanged): retries, last error, next run
              "failures": a.failures, "next_run_at": iso(a.next_run_at),
-             "last_error": scrub(redact(a.last_error), secret_values(a.secrets)) if a.last_error else None}
+             "last_error": scrub(redact(a.last_error), secret_values(a.secrets)) if a.last_error else None,
+             "needs_attention": attention(a)}
             for a in attempts
         ],
         "counts": dict(counts),

@@ -24,6 +24,7 @@ from engine.core.delivery import EventDispatcher, Hook, WebhookPort
 from engine.core.events import Event
 from engine.core.guard import check_no_live_duplicate, retire_replaced
 from engine.core.health import HealthChecker
+from engine.core.heartbeat import Heartbeat
 from engine.core.intake import attempt_id_to_look_up, validate_list, validate_reason, validate_start
 from engine.core.lookup import resolve_attempt_id
 from engine.core.parking import Parking
@@ -37,6 +38,7 @@ from engine.errors import (
 )
 from persistence.outbox import Outbox
 from persistence.repository import Repository
+from persistence.workers import DEAD_AFTER_LEASES, WorkerRow, live_workers
 from persistence.writes import transition_write
 from states.attempt import Attempt, HistoryEntry
 from states.exactly_once import create_in_flight
@@ -97,6 +99,7 @@ class Engine:
         rng: random.Random | None = None,
         webhooks: WebhookPort | None = None,
         outbox: Outbox | None = None,
+        heartbeat: Heartbeat | None = None,
     ) -> None:
         self.repo = repo
         self.client = client
@@ -111,6 +114,7 @@ class Engine:
             create_settle_s=self.settings.create_settle_s or max(5.0, 3 * client.timeouts[1]))
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.rng = rng or random.Random()
+        self.heartbeat = heartbeat  # None: this engine is not listed by `provision workers`
         self._check_lease()
         self._wake = threading.Event()
         self.callbacks = CallbackReceiver(repo, clock=clock, worker_id=self.worker_id, wake=self.wake)
@@ -209,7 +213,8 @@ class Engine:
     def get(self, attempt_id: str) -> Attempt:
         """The attempt, or ``AttemptNotFoundError``."""
         key = attempt_id_to_look_up(attempt_id)
-        attempt = self.repo.get(key) if key is not None else None
+        # Lenient: an attempt whose secrets the key cannot open is shown, marked unreadable_secrets.
+        attempt = self.repo.get(key, lenient=True) if key is not None else None
         if attempt is None:
             raise AttemptNotFoundError(str(attempt_id)[:60])
         return attempt
@@ -475,12 +480,15 @@ class Engine:
         """
         steps = 0
         failures = 0
+        self._release_quarantined()
         while not stop.is_set():
             try:  # the wait computation reads the database too (issue 16 item 6)
                 self._wake.clear()  # before the tick: a wake() during it cuts the wait below short
                 report = self.tick()
                 wait = 0.0 if once or report.claimed or report.delivered else self.next_wait(self.now())
                 failures = 0
+                if self.heartbeat is not None:  # at most every few seconds, off the per-step path
+                    self.heartbeat.after_tick(self.worker_id, report.claimed)
             except Exception:  # noqa: BLE001 - a database hiccup must not kill the worker (STYLE 11)
                 failures += 1
                 if once and failures >= ONCE_TICK_FAILURES:
@@ -502,7 +510,29 @@ class Engine:
                 continue  # more may be due right away
             if wait > 0:
                 self._wake.wait(wait)  # stop handlers call wake() too, so shutdown is prompt
+        if self.heartbeat is not None:
+            self.heartbeat.stop(self.worker_id)
         return steps
+
+    def workers(self) -> builtins.list[WorkerRow]:
+        """The live engines (heartbeat rows younger than a few lease periods, on the database clock)."""
+        return live_workers(self.repo.engine, timedelta(seconds=DEAD_AFTER_LEASES * self.settings.lease_s))
+
+    def keep_alive(self) -> Callable[[], None]:
+        """Heartbeat (and key reload) from a thread, for listeners without a worker loop; the stopper."""
+        if self.heartbeat is None:
+            return lambda: None
+        return self.heartbeat.beside(self.worker_id)
+
+    def _release_quarantined(self) -> None:
+        # The operator's fix for a quarantined row is a worker start with a key that opens it.
+        try:
+            released = self.repo.release_quarantined(self.now())
+        except Exception:  # noqa: BLE001 - a database hiccup here must not stop the worker starting
+            log.exception("could not look for quarantined attempts to release")
+            return
+        if released:
+            log.warning("released %d quarantined attempt(s): the configured key opens them now", released)
 
     def close(self) -> None:
         """Release the thread pool, HTTP connections and database connections."""

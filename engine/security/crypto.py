@@ -79,21 +79,108 @@ class FernetCodec:
             return None
 
 
+def key_id(key: bytes) -> str:
+    """A key's public name: the first 8 hex digits of its SHA-256 (shown in heartbeats, never the key)."""
+    return hashlib.sha256(key.strip()).hexdigest()[:8]
+
+
+class KeyRing:
+    """The codec of a running engine: a ``FernetCodec`` that can be reloaded from the key file.
+
+    ``provision keys rotate`` publishes NEW,OLD in the key file; every worker reloads it (``reload``,
+    called from its heartbeat) and from then on writes with NEW and advertises the key ids it holds,
+    so the rotation knows when it is safe to re-encrypt and to retire OLD. Keys from the environment
+    cannot change under a running process: there, workers are restarted with NEW,OLD.
+    """
+
+    def __init__(self, keys: list[bytes], key_file: Path | None = None) -> None:
+        self._codec = FernetCodec(keys)
+        self._ids = tuple(key_id(k) for k in keys)
+        self._file = key_file
+        self._stamp = self._stat()
+
+    def _stat(self) -> tuple[int, int] | None:
+        try:
+            st = self._file.stat() if self._file is not None else None
+        except FileNotFoundError:
+            return None
+        return (st.st_mtime_ns, st.st_size) if st is not None else None
+
+    @property
+    def key_ids(self) -> tuple[str, ...]:
+        """The ids of the keys held, the one that encrypts first."""
+        return self._ids
+
+    def reload(self) -> bool:
+        """Read the key file again if it changed; True when the keys changed. A bad file is ignored
+        (logged): the keys held so far stay in use rather than none."""
+        stamp = self._stat()
+        if self._file is None or stamp is None or stamp == self._stamp:
+            return False
+        self._stamp = stamp
+        keys = parse_keys(self._file.read_text())
+        try:
+            codec = FernetCodec(keys)
+        except SecretKeyError:
+            log.error("key file %s does not hold a valid key list; keeping the keys loaded before",
+                      self._file)
+            return False
+        ids = tuple(key_id(k) for k in keys)
+        changed = ids != self._ids
+        self._codec, self._ids = codec, ids
+        if changed:
+            log.warning("reloaded the encryption keys from %s: now holding %s", self._file, ", ".join(ids))
+        return changed
+
+    def seal(self, data: dict[str, Any]) -> bytes:
+        """Encrypt under the first key of the key file as it is now.
+
+        One ``stat`` per seal: a short-lived process (``provision start``) that loaded OLD before a
+        rotation published NEW,OLD must not write with OLD after the rotation began (it has no
+        heartbeat for the rotation to wait for). The file is read again only when it changed.
+        """
+        self.reload()
+        return self._codec.seal(data)
+
+    def open(self, blob: bytes) -> dict[str, Any]:
+        """Decrypt with any key held now."""
+        return self._codec.open(blob)
+
+    def is_current(self, blob: bytes) -> bool:
+        """See ``FernetCodec.is_current``."""
+        return self._codec.is_current(blob)
+
+    def rotate(self, blob: bytes) -> bytes | None:
+        """See ``FernetCodec.rotate``."""
+        return self._codec.rotate(blob)
+
+
 def parse_keys(text: str) -> list[bytes]:
     """Split a comma-separated key list (first = current)."""
     return [k.strip().encode() for k in text.split(",") if k.strip()]
 
 
-def load_codec(db_path: Path | None, keys_text: str | None) -> FernetCodec:
-    """The codec for a database: env key, else the key file beside a SQLite file (created once)."""
+def load_codec(db_path: Path | None, keys_text: str | None, *, has_data: bool = False) -> KeyRing:
+    """The codec for a database: env key, else the key file beside a SQLite file.
+
+    The key file is created only for a database that holds no secrets yet (``has_data`` False): a
+    missing key file beside stored secrets means the key was lost or moved, and a fresh key would
+    make every row unreadable, so that is an error.
+    """
     if keys_text:
-        return FernetCodec(parse_keys(keys_text))
+        return KeyRing(parse_keys(keys_text))
     if db_path is None:
         raise SecretKeyError(
             f"{ENV_KEY} is not set",
             hint="Set it to a Fernet key; only the embedded SQLite database gets a key file automatically.",
         )
     key_file = db_path.with_name(db_path.name + ".key")
+    if not key_file.exists() and has_data:
+        raise SecretKeyError(
+            f"the key file {key_file} is missing but the database {db_path} holds encrypted secrets",
+            hint=f"Put the key file back (it was created beside the database), or set {ENV_KEY} to the key "
+                 "the database was written with; a new key would make every stored secret unreadable.",
+        )
     if not key_file.exists():
         # Write the whole key aside, then link it into place: a second process starting at the same
         # moment either wins the link or reads the complete file, never an empty one.
@@ -112,7 +199,7 @@ def load_codec(db_path: Path | None, keys_text: str | None) -> FernetCodec:
         log.warning(
             "created encryption key file %s (mode 0600); back it up, or set %s instead", key_file, ENV_KEY
         )
-    return FernetCodec(parse_keys(key_file.read_text()))
+    return KeyRing(parse_keys(key_file.read_text()), key_file)
 
 
 # --- redaction by value ----------------------------------------------------------------------------

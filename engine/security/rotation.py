@@ -1,34 +1,42 @@
-"""``provision keys rotate``: re-encrypt every stored secret under a new key (issue 5/6 item 1).
+"""``provision keys rotate``: re-encrypt every stored secret under a new key (issues 5/6, 16).
 
-Two ways to hold the key (``engine.security.crypto``), two procedures:
+Rotation is a protocol that the running workers take part in (their heartbeat rows, migration
+0006, name the key ids they hold; a key id is the first 8 hex digits of the key's SHA-256):
 
-- ``PROVISION_SECRET_KEY``: the user puts ``NEW,OLD`` in the variable (first encrypts, all decrypt),
-  runs ``provision keys rotate``, and may drop ``OLD`` once it reports success.
-- The key file beside a SQLite database (``<db>.key``): a new key is generated and the file is
-  rewritten as ``NEW,OLD`` (temp file + rename, mode 0600) *before* any row changes, so that every
-  row stays readable whatever happens; after the re-encryption the file is rewritten as ``NEW``.
-
-The rows are re-encrypted by ``persistence.rekey`` (batches, compare-and-set per row, ``version``
-untouched, rows already under ``NEW`` skipped), through the codec given to it: an interrupted run
-is simply run again.
+1. **Publish** the new key beside the old. Key file (``<db>.key`` beside a SQLite database): a new
+   key is generated and the file rewritten as ``NEW,OLD`` (temp file + rename, mode 0600) before
+   any row changes. ``PROVISION_SECRET_KEY``: the operator sets ``NEW,OLD`` for every process and
+   restarts the workers (an environment cannot change under a running process).
+2. **Wait** until every live worker writes with NEW: workers reload the key file every few seconds
+   (``engine.core.heartbeat``) and advertise ``NEW,OLD``. A worker that does not within
+   ``wait_s`` stops the rotation with an error naming it, before any row changes (run it again).
+3. **Re-encrypt** every row (``persistence.rekey``: batches, compare-and-set per row, ``version``
+   untouched, rows already under NEW skipped), so an interrupted run (even ``kill -9``) is simply
+   run again: the key file still says ``NEW,OLD`` and the rerun finishes with the same NEW.
+4. **Retire** OLD (the key file becomes ``NEW``) only when no row needs it (every row opened) and
+   no live worker still writes with it (checked again just before).
 """
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from cryptography.fernet import Fernet
 
-from engine.config import ENV_KEY, open_database, secret_keys_from_env
+from engine.config import ENV_KEY, engine_settings_from_env, open_database, secret_keys_from_env
 from engine.errors import InvalidInputError, SecretKeyError
-from engine.security.crypto import FernetCodec, parse_keys
+from engine.security.crypto import FernetCodec, key_id, parse_keys
 from persistence.rekey import RowsKeptChangingError, reencrypt
+from persistence.workers import DEAD_AFTER_LEASES, WorkerRow, live_workers
 
 DEFAULT_BATCH = 200
+DEFAULT_WAIT_S = 60.0  # workers reload the key file every few seconds (engine.core.heartbeat)
 
 
 @dataclass
@@ -42,6 +50,9 @@ class RotationReport:
     unreadable: int = 0  # rows no configured key opens: left untouched
     retried: int = 0  # rows a concurrent writer changed under us, read again
     key_file: str | None = None
+    key_id: str = ""  # the new key's id (what `provision workers` shows)
+    workers: int = 0  # live workers, every one writing with the new key
+    retired: bool = False  # the key file now holds only the new key
 
     @property
     def complete(self) -> bool:
@@ -78,6 +89,34 @@ def write_key_file(path: Path, keys: list[bytes]) -> None:
         os.close(dir_fd)
 
 
+class Workers:
+    """The live workers as the rotation sees them (``workers`` heartbeat rows, database clock)."""
+
+    def __init__(self, db: sa.Engine, dead_after_s: float, wait_s: float,
+                 sleep: Callable[[float], None], monotonic: Callable[[], float]) -> None:
+        self.db, self.dead_after, self.wait_s = db, timedelta(seconds=dead_after_s), wait_s
+        self.sleep, self.monotonic = sleep, monotonic
+
+    def lagging(self, new_id: str) -> list[WorkerRow]:
+        """Live workers that do not write with the key ``new_id`` yet."""
+        return [w for w in live_workers(self.db, self.dead_after) if w.key_ids[:1] != (new_id,)]
+
+    def await_key(self, new_id: str, fix: str) -> int:
+        """Wait until every live worker writes with ``new_id``; how many there are. ``SecretKeyError``
+        naming the laggards after ``wait_s``: nothing was re-encrypted, run the rotation again."""
+        deadline = self.monotonic() + self.wait_s
+        while True:
+            lagging = self.lagging(new_id)
+            if not lagging:
+                return len(live_workers(self.db, self.dead_after))
+            if self.monotonic() >= deadline:
+                names = ", ".join(f"{w.worker_id} (keys {','.join(w.key_ids) or '-'})" for w in lagging[:5])
+                raise SecretKeyError(
+                    f"{len(lagging)} live worker(s) still write with another key than {new_id}: {names}",
+                    hint=f"{fix} Then run `provision keys rotate` again; no row was changed.")
+            self.sleep(1.0)
+
+
 def _reencrypt(db: sa.Engine, keys: list[bytes], report: RotationReport, batch: int) -> None:
     """Re-seal every row under ``keys[0]`` (``persistence.rekey``) and count it in ``report``."""
     try:
@@ -89,7 +128,9 @@ def _reencrypt(db: sa.Engine, keys: list[bytes], report: RotationReport, batch: 
 
 
 def rotate_keys(
-    db_url: str, *, environ: Mapping[str, str] | None = None, batch: int = DEFAULT_BATCH
+    db_url: str, *, environ: Mapping[str, str] | None = None, batch: int = DEFAULT_BATCH,
+    wait_s: float = DEFAULT_WAIT_S, sleep: Callable[[float], None] = time.sleep,
+    monotonic: Callable[[], float] = time.monotonic,
 ) -> RotationReport:
     """Rotate the encryption key of the database at ``db_url`` (see the module docstring)."""
     from persistence.database import sqlite_path  # noqa: PLC0415
@@ -98,8 +139,10 @@ def rotate_keys(
     keys_text = secret_keys_from_env(environ)
     if batch < 1:
         raise InvalidInputError("--batch-size", f"must be at least 1, got {batch}")
+    dead_after_s = DEAD_AFTER_LEASES * engine_settings_from_env(environ).lease_s
     db = open_database(db_url)
     try:
+        workers = Workers(db, dead_after_s, wait_s, sleep, monotonic)
         path = sqlite_path(db.url)
         if path is not None and not path.exists():
             raise InvalidInputError("--db", f"no database at {path}: nothing to rotate")
@@ -114,7 +157,8 @@ def rotate_keys(
                     hint="Generate NEW with: python -c 'from cryptography.fernet import "
                     "Fernet; print(Fernet.generate_key().decode())'",
                 )
-            report = RotationReport("env")
+            report = RotationReport("env", key_id=key_id(keys[0]))
+            report.workers = workers.await_key(report.key_id, f"Restart each of them with {ENV_KEY}=NEW,OLD.")
             _reencrypt(db, keys, report, batch)
             return report
         if path is None:
@@ -131,10 +175,13 @@ def rotate_keys(
             keys = [Fernet.generate_key(), keys[0]]
             write_key_file(key_file, keys)
         # else: an interrupted rotation left NEW,OLD...: finish it with the same NEW.
-        report = RotationReport("key_file", key_file=str(key_file))
+        report = RotationReport("key_file", key_file=str(key_file), key_id=key_id(keys[0]))
+        report.workers = workers.await_key(
+            report.key_id, f"They reload {key_file} every few seconds; a stuck one needs a restart.")
         _reencrypt(db, keys, report, batch)
-        if report.complete:
-            write_key_file(key_file, keys[:1])
+        if report.complete and not workers.lagging(report.key_id):
+            write_key_file(key_file, keys[:1])  # no row and no live worker needs OLD any more
+            report.retired = True
         return report
     finally:
         db.dispose()

@@ -159,9 +159,21 @@ def _path_panel(engine: Engine, a: Attempt, history: Sequence[HistoryEntry]) -> 
         link(f"/attempts/{a.id}/diagram.mmd", "diagram.mmd"))
 
 
+def _workers_panel(engine: Engine, a: Attempt, history: Sequence[HistoryEntry]) -> Markup:
+    """The live workers (heartbeats): the one holding this attempt's lease is marked."""
+    rows = [(w.worker_id + (" (holds this attempt)" if w.worker_id == a.lease_owner else ""), w.role, w.host,
+             w.pid, when(w.started_at), when(w.last_tick_at), ", ".join(w.key_ids), w.leases)
+            for w in engine.workers()]
+    if not rows:
+        return Markup("<p>No live worker: nothing runs due steps until one is started.</p>")
+    head = ["worker", "role", "host", "pid", "started", "last tick", "key ids", "leases (last tick)"]
+    return table(head, rows, cls="workers", caption="Engines whose heartbeat is recent")
+
+
 DEFAULT_PANELS: tuple[Panel, ...] = (
     Panel("Path", _path_panel, beside_facts=True),
     Panel("Timeline", lambda engine, a, history: timeline(history, secret_values(a.secrets))),
+    Panel("Workers", _workers_panel),
 )
 
 

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
 from engine.errors import InvalidInputError
+from persistence.quarantine import UNREADABLE
 from states.attempt import Attempt
 from states.model import FailureReason, State
 
@@ -130,10 +131,15 @@ class AttemptQuery:
         if self.reason and (a.failure_reason or "") != self.reason:
             return False
         if self.view in ("retrying", "attention") and a.state in RETRYING_STATES and a.failures == 0:
-            return False
+            # A quarantined row (secrets unreadable) has not failed yet but waits for an operator.
+            if not (self.view == "attention" and (a.last_error or {}).get("kind") == UNREADABLE):
+                return False
         if self.view in ("unhealthy", "attention") and a.state is State.PROVISIONED \
                 and a.health != "unhealthy":
-            return False  # a connected attempt needs attention only when a health check says so
+            # A connected attempt needs attention only when a health check says so, or when it is
+            # quarantined.
+            if not (self.view == "attention" and (a.last_error or {}).get("kind") == UNREADABLE):
+                return False
         if self.view == "reauth" and a.failure_reason != FailureReason.RENEWAL_REJECTED.value:
             return False
         if self.search:

@@ -7,11 +7,15 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from cryptography.fernet import Fernet
 from testkit import QBO, QUICK_CONFIG
 from werkzeug.test import Client
 
 from engine import Engine, FakeClock
+from engine.security.crypto import FernetCodec
 from engine.web import console, console_query
+from persistence.schema import attempts
+from persistence.workers import beat
 from states import State
 
 ConsoleFor = Callable[..., Client]
@@ -218,3 +222,26 @@ def test_every_read_is_a_bounded_page(web_engine: Engine, console_for: ConsoleFo
         assert client.get(url).status_code == 200, url
         assert reads and all(limit is not None for limit, _ in reads), url
         assert sum(n for _, n in reads) <= bound < 1500, (url, reads)
+
+
+def test_quarantined_attempt_needs_attention(web_engine: Engine, console_for: ConsoleFor) -> None:
+    """A row sealed under another key is listed under "needs attention" and its page says why."""
+    bad = quick(web_engine, "Sealed elsewhere")
+    foreign = FernetCodec([Fernet.generate_key()]).seal({"config": QUICK_CONFIG})
+    with web_engine.repo.engine.begin() as conn:
+        conn.execute(attempts.update().where(attempts.c.id == bad.id).values(secrets=foreign))
+    web_engine.run_until_idle()
+    client = console_for(web_engine)
+    assert ids_on(client, "/?view=attention") == [bad.id]
+    page = client.get(f"/attempts/{bad.id}").get_data(as_text=True)
+    assert "unreadable_secrets" in page and "needs operator action" in page
+
+
+def test_attempt_page_shows_live_workers(web_engine: Engine, console_for: ConsoleFor) -> None:
+    attempt = quick(web_engine, "Watched")
+    client = console_for(web_engine)
+    assert "No live worker" in client.get(f"/attempts/{attempt.id}").get_data(as_text=True)
+    beat(web_engine.repo.engine, "host-a:42:feed", host="host-a", pid=42, role="worker",
+         key_ids=("0badc0de",), leases=3)
+    page = client.get(f"/attempts/{attempt.id}").get_data(as_text=True)
+    assert "host-a:42:feed" in page and "0badc0de" in page and "<h2" in page and "Workers" in page
