@@ -76,7 +76,7 @@ def watch_instance(attempt: Attempt, ports: Ports) -> Decision:
         return Stay(next_run_at=now + timedelta(seconds=interval))
     due = _at(observed) + timedelta(seconds=interval)
     deadline = due + timedelta(seconds=watch_grace_s(interval))
-    if now > deadline:
+    if now >= deadline:  # at the deadline itself: a Stay due now would run again at once
         return Fail(FailureReason.RENEWAL_REJECTED, {
             "kind": "renewal_rejected",
             "message": f"the platform did not refresh instance {instance_id}: due at {due.isoformat()}, "

@@ -31,7 +31,8 @@ def test_quick_oauth2_is_provisioned_then_renewed_once_by_the_engine(cli: Any, s
     attempt_id = cli(*quick_oauth2(cli, "QBO OAuth2", "--config",
                                    f"oauth.user.refresh_time={obtained_ms}")).stdout.strip()
     worker = cli("worker", "--once")
-    assert "worker: 3 steps run" in worker.stderr  # provision, renew, push
+    # Three steps: provision and renew advance; the push of the rotated token stays in PROVISIONED.
+    assert "worker: claimed 3, advanced 2, retrying 0, failed 0, waiting 1\n" in worker.stderr
 
     shown = cli.json("show", attempt_id)
     assert shown["state"] == "PROVISIONED" and shown["renewal_owner"] == "engine"
@@ -92,5 +93,5 @@ def test_a_wrong_platform_secret_parks_the_queue_and_loses_no_attempt(cli: Any, 
         assert shown["failure_reason"] is None
 
     fixed = cli("worker", "--once")
-    assert "worker: 5 steps run" in fixed.stderr
+    assert "worker: claimed 5, advanced 5, retrying 0, failed 0\n" in fixed.stderr
     assert {cli.json("show", a)["state"] for a in ids} == {"PROVISIONED"}

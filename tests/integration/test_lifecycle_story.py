@@ -41,7 +41,9 @@ def test_acme_42_is_told_everything_without_polling(db_url: str, sandbox: Any) -
                                if e.type == ev.REDIRECTED).data["consent_url"]
             engine.handle_callback(consent(consent_url, decision="deny"))
             # 2. The customer tries again (a FAILED attempt does not block) and connects.
-            second = engine.start("quickbooks", "Acme books", flow="oauth2", customer="acme-42", **QBO)
+            # Engine-owned: step 3 is the engine's own renewal meeting a refresh token someone else used.
+            second = engine.start("quickbooks", "Acme books", flow="oauth2", customer="acme-42",
+                                  renewal="engine", **QBO)
             engine.run_until_idle()
             redirected = [e for e in engine.events(limit=100) if e.type == ev.REDIRECTED]
             engine.handle_callback(consent(redirected[-1].data["consent_url"]))

@@ -7,7 +7,8 @@ schedules the confirmation). A is SIGCONTed: its transition is discarded (lease 
 ``merge_secrets`` keeps the rotated token. Before, only the token was kept, not
 ``refresh_time``/``next_renewal_at``: the attempt renewed again at once and an OAuth1 Reconnect
 answered 212 and failed an attempt that held a valid fresh token. Now the token is saved with its
-schedule and pushed to the instance at once.
+schedule and pushed to the instance at once. The attempts are engine-owned (``renewal="engine"``):
+a platform-owned consent attempt is only watched and never calls the provider.
 
 Why A is stopped at its commit and not while the answer is in flight: the transport's per-call
 deadline (``engine.clients.transport``) discards an answer read after the deadline, so a worker
@@ -69,7 +70,7 @@ def test_a_worker_stopped_mid_renewal_keeps_a_complete_renewal(
     db_url = sqlite_url
     sim = shifted.sim
     engine = engine_on(db_url, sim=sim)
-    a = engine.start("quickbooks", f"Stopped {flow}", flow=flow, **QBO)
+    a = engine.start("quickbooks", f"Stopped {flow}", flow=flow, renewal="engine", **QBO)
     engine.run_until_idle()
     engine.handle_callback(consent(engine.redirect_url(engine.get(a.id)) or ""))
     engine.run_until_idle()

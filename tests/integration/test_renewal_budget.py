@@ -3,6 +3,8 @@
 Before, the 4-day budget counted from ``next_renewal_at``: a worker back from a 5-day outage, or an
 imported token that was already long overdue, failed ``retries_exhausted`` on its first 503 although
 its refresh token was still good. Time travels on one FakeClock shared by engine and sandbox.
+The consent attempts here are engine-owned (``renewal="engine"``): a platform-owned one is only
+watched, and the budget governs the engine's own renewals.
 """
 from __future__ import annotations
 
@@ -58,7 +60,7 @@ def recovers(engine: Engine, sandbox: Any, attempt_id: str, clock: FakeClock) ->
 def test_a_five_day_worker_outage_still_gets_its_retries(
         make_engine: Callable[..., Engine], clock: FakeClock, sandbox: Any) -> None:
     engine = make_engine(clock=clock)
-    a = engine.start("quickbooks", "Outage", flow="oauth2", **QBO)
+    a = engine.start("quickbooks", "Outage", flow="oauth2", renewal="engine", **QBO)
     engine.run_until_idle()
     engine.handle_callback(consent(engine.redirect_url(engine.get(a.id)) or ""))
     engine.run_until_idle()
@@ -75,7 +77,7 @@ def test_a_five_day_worker_outage_still_gets_its_retries(
 def test_the_budget_still_ends_four_days_after_the_first_failure(
         make_engine: Callable[..., Engine], clock: FakeClock, sandbox: Any) -> None:
     engine = make_engine(clock=clock)
-    a = engine.start("quickbooks", "Gives up", flow="oauth2", **QBO)
+    a = engine.start("quickbooks", "Gives up", flow="oauth2", renewal="engine", **QBO)
     engine.run_until_idle()
     engine.handle_callback(consent(engine.redirect_url(engine.get(a.id)) or ""))
     engine.run_until_idle()

@@ -5,7 +5,8 @@ worker B took the attempt over and presented the old token (rejected: B schedule
 confirmation a minute later). A's transition is discarded; ``merge_secrets`` keeps the rotated
 token. Before, without ``refresh_time``/``next_renewal_at``, so the attempt renewed again at once:
 an OAuth1 Reconnect answered 212 and the attempt failed holding a valid fresh token.
-``test_lost_lease_renewal.py`` does the same with real SIGSTOPped worker processes.
+``test_lost_lease_renewal.py`` does the same with real SIGSTOPped worker processes. The attempts are
+engine-owned (``renewal="engine"``): a platform-owned consent attempt is only watched.
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def sandbox(clocked_sandbox: Any) -> Any:
 def test_a_renewal_committed_after_a_lost_lease_keeps_its_schedule(
         make_engine: Callable[..., Engine], clock: FakeClock, sandbox: Any, flow: str) -> None:
     first, second = make_engine(clock=clock), make_engine(clock=clock)
-    a = first.start("quickbooks", f"Lost lease {flow}", flow=flow, **QBO)
+    a = first.start("quickbooks", f"Lost lease {flow}", flow=flow, renewal="engine", **QBO)
     first.run_until_idle()
     first.handle_callback(consent(first.redirect_url(first.get(a.id)) or ""))
     first.run_until_idle()

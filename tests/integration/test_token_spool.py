@@ -69,7 +69,9 @@ def fill(directory: Path) -> Path:
 
 
 def provision(engine: Engine) -> Any:
-    a = engine.start("quickbooks", "Spool", flow="oauth2", **QBO)
+    # Engine-owned: the spool keeps what the engine's own refresh rotated (a platform-owned
+    # consent attempt is only watched and never refreshes).
+    a = engine.start("quickbooks", "Spool", flow="oauth2", renewal="engine", **QBO)
     engine.run_until_idle()
     engine.handle_callback(consent(engine.redirect_url(engine.get(a.id)) or ""))
     engine.run_until_idle()

@@ -61,6 +61,16 @@ def test_a_refresh_time_that_stopped_advancing_needs_reauthorization(client: Fak
     assert "did not refresh instance 42" in decision.error["message"]
 
 
+def test_a_watch_run_at_its_deadline_decides_instead_of_looking_again_now(client: FakeClient,
+                                                                           ports: FakePorts) -> None:
+    # The watch is scheduled AT the deadline: a Stay due at that same instant would be due again at
+    # once, and the step would run again and again without time moving (a livelock on a fake clock).
+    at_deadline = T0 - timedelta(hours=1, seconds=360)
+    client.script("get_instance", instance(at_deadline))
+    decision = handle_provisioned(attempt_at(Flow.OAUTH2, at_deadline, None), ports)
+    assert isinstance(decision, Fail) and decision.reason is FailureReason.RENEWAL_REJECTED
+
+
 @pytest.mark.parametrize(("fields", "words"), [({"valid": False}, "no longer valid"),
                                                 ({"disabled": True}, "is disabled")])
 def test_an_invalid_or_disabled_watched_instance_needs_reauthorization(
