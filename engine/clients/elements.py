@@ -61,9 +61,6 @@ class ElementsClient:
                  page_size: int = LIST_PAGE_SIZE, max_pages: int = LIST_MAX_PAGES) -> None:
         self.settings = settings
         self.session = session or requests.Session()
-        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=32)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
         # requests re-reads proxy and CA-bundle variables from the environment on every call (about
         # 1 ms of CPU, a third of a step; bench/README.md). Read them once, here, instead.
         if session is None:
@@ -73,6 +70,7 @@ class ElementsClient:
             self.session.trust_env = False
         self.transport = Transport(self.session, connect_timeout=settings.connect_timeout,
                                    read_timeout=settings.read_timeout, max_body_bytes=settings.max_body_bytes)
+        self.transport.mount(pool_connections=4, pool_maxsize=32)
         self._headers = {"Accept": "application/json",
                          "Authorization": f"User {settings.user_secret}, Organization {settings.org_secret}"}
         self._base = settings.base_url.rstrip("/")

@@ -25,6 +25,7 @@ import urllib3
 from requests.cookies import extract_cookies_to_jar
 from requests.utils import resolve_proxies
 
+from engine.clients.deadline import DeadlineAdapter, HeaderWatchdog
 from engine.errors import (
     ApiConnectionError,
     ApiError,
@@ -183,6 +184,14 @@ class Transport:
         self.timeouts = (connect_timeout, read_timeout)
         self.max_body_bytes = max_body_bytes
         self.deadline_s = deadline_s if deadline_s is not None else connect_timeout + read_timeout
+        # The deadline also covers the status line and headers (engine.clients.deadline).
+        self.watchdog = HeaderWatchdog()
+
+    def mount(self, *, pool_connections: int, pool_maxsize: int) -> None:
+        """Route the session's http(s) requests through an adapter that enforces the deadline."""
+        adapter = DeadlineAdapter(self.watchdog, pool_connections=pool_connections, pool_maxsize=pool_maxsize)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
 
     def close(self) -> None:
         """Close pooled connections."""
@@ -196,7 +205,8 @@ class Transport:
         """Send ``prep``; return the answer of any status, or raise a transport ``ApiError``."""
         deadline = time.monotonic() + self.deadline_s
         try:
-            resp = self._send(prep)
+            with self.watchdog.call(deadline):
+                resp = self._send(prep)
             with resp:
                 if resp.is_redirect or 300 <= resp.status_code < 400:
                     # Not even read: the body of a redirect is of no use and may be anything.
@@ -205,6 +215,8 @@ class Transport:
         except requests.Timeout:
             raise ApiTimeoutError("no answer within the timeout", endpoint=endpoint) from None
         except requests.ConnectionError as exc:
+            if time.monotonic() >= deadline:  # the watchdog cut a head that arrived too slowly
+                raise ApiTimeoutError("answer arrived too slowly", endpoint=endpoint) from None
             # str(exc) would include the URL and its query (apiSecret): report only the class.
             raise ApiConnectionError(f"cannot connect ({type(exc).__name__})", endpoint=endpoint) from None
         except requests.RequestException as exc:

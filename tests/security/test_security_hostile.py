@@ -103,6 +103,15 @@ class Hostile(BaseHTTPRequestHandler):
                 return
         elif mode == "drip_per_second":  # the incident: one byte a second, each inside the read timeout
             self._drip(60, 1.0)
+        elif mode == "head_drip":  # the status line and headers themselves, a byte each 0.4 s
+            head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Pad: " + b"a" * 100 + b"\r\n\r\n"
+            for i in range(len(head)):
+                try:
+                    self.wfile.write(head[i:i + 1])
+                    self.wfile.flush()
+                except OSError:
+                    return
+                time.sleep(0.4)
         elif mode == "error_json_wrong_types":
             self._send(
                 400, json.dumps({"message": ["a"], "providerMessage": {"x": 1}, "requestId": 5}).encode()
@@ -337,6 +346,25 @@ def test_one_byte_per_second_drip_is_cut_at_the_deadline(hostile: Any) -> None:
     elapsed = time.monotonic() - started
     assert getattr(err.value, "kind", None) == "timeout"
     assert elapsed < 3.5, f"the drip held the call for {elapsed:.1f}s"
+
+
+def test_a_dripped_status_line_and_headers_are_cut_at_the_deadline(hostile: Any) -> None:
+    """The deadline covers the response head too, not only the body: each header byte arrives inside
+    the read timeout, the whole head would take a minute."""
+    hostile.mode = "head_drip"
+    client = _provider_client(hostile, connect_timeout=0.5, read_timeout=1.0)  # deadline: 1.5 s
+    started = time.monotonic()
+    try:
+        with pytest.raises(Exception) as err:
+            client.refresh_oauth2("client-id", "client-secret", "rt")
+        # The connection the watchdog cut is not reused: a second call is cut the same way.
+        with pytest.raises(Exception) as again:
+            client.refresh_oauth2("client-id", "client-secret", "rt")
+    finally:
+        client.close()
+    elapsed = time.monotonic() - started
+    assert getattr(err.value, "kind", None) == "timeout" and getattr(again.value, "kind", None) == "timeout"
+    assert elapsed < 2 * 1.5 + 1.5, f"the dripped head held two calls for {elapsed:.1f}s"
 
 
 def test_over_long_instance_id_fails_the_attempt_once_classified(hostile: Any, sqlite_url: str,
