@@ -6,7 +6,7 @@ cipher: ``engine.security.crypto.FernetCodec`` implements both.
 """
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 
 class Codec(Protocol):
@@ -32,3 +32,12 @@ class RekeyCodec(Codec, Protocol):
         """``blob`` re-sealed under the newest key; None when no configured key opens it."""
         ...
 
+
+
+@runtime_checkable
+class ReloadableCodec(Codec, Protocol):
+    """A codec whose keys can be read again (a key file that a rotation changed)."""
+
+    def reload(self) -> bool:
+        """Read the keys again if their source changed; True when the keys changed."""
+        ...

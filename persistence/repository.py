@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from persistence.claims import claim_params, parameterised_claim
+from persistence.codec import ReloadableCodec
 from persistence.columns import UTCDateTime
 from persistence.inbox import Inbox
 from persistence.lifecycle import Lifecycle
@@ -242,12 +243,13 @@ class Repository(Inbox, Lifecycle):
         stmt = parameterised_claim(self.dialect)
         with self._write_one() as conn:
             rows = conn.execute(stmt, claim_params(now, owner, lease_until, limit)).mappings().all()
-        claimed, unreadable = [], []
-        for row in rows:
-            try:
-                claimed.append(self._to_attempt(row))
-            except Exception:  # noqa: BLE001 - one bad row must not fail (and keep claimed) the batch
-                unreadable.append(row["id"])
+        claimed, failed = self._open_rows(rows)
+        if failed and self._reload_keys():
+            # A row sealed under a key published since this process loaded its keys (a rotation in
+            # progress, ``provision keys rotate``): read the key file again before judging the row.
+            again, failed = self._open_rows(failed)
+            claimed += again
+        unreadable = [row["id"] for row in failed]
         if unreadable:
             with self._write() as conn:
                 quarantine(conn, unreadable, owner, now)
@@ -255,6 +257,20 @@ class Repository(Inbox, Lifecycle):
                       len(unreadable), ", ".join(unreadable), UNREADABLE)
         claimed.sort(key=lambda a: (a.next_run_at or now, a.id))
         return claimed
+
+    def _open_rows(self, rows: Sequence[Any]) -> tuple[builtins.list[Attempt], builtins.list[Any]]:
+        """The rows as attempts, and the rows whose secrets could not be opened."""
+        opened, failed = [], []
+        for row in rows:
+            try:
+                opened.append(self._to_attempt(row))
+            except Exception:  # noqa: BLE001 - one bad row must not fail (and keep claimed) the batch
+                failed.append(row)
+        return opened, failed
+
+    def _reload_keys(self) -> bool:
+        """Reload the codec's keys if it can (a key file that changed); True when they changed."""
+        return isinstance(self.codec, ReloadableCodec) and self.codec.reload()
 
     def release_quarantined(self, now: datetime) -> int:
         """Make every quarantined attempt that the configured key now opens due again (worker start)."""
