@@ -6,11 +6,11 @@ after in-process retries) are classified by the engine into RetryLater or Fail.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from states import exactly_once
+from states import exactly_once, reauth
 from states.attempt import Attempt
 from states.decisions import Advance, Decision, Fail, WaitForCallback
 from states.disconnect import handle_disconnecting
@@ -88,10 +88,14 @@ def handle_callback_received(attempt: Attempt, ports: Ports) -> Decision:
 def _provision(attempt: Attempt, ports: Ports, trigger: Trigger, body: dict[str, Any]) -> Decision:
     if attempt.instance_id:
         # A restarted (re-authorised) attempt keeps its instance: new consent, same instance.
-        reauth = {**body, "providerData": body.get("providerData", {})}
-        instance = ports.call(lambda _n: ports.client.update_instance(
-            str(attempt.instance_id), reauth, method="PUT", reauthenticate=True))
-        return _provisioned(attempt, ports, trigger, body, instance, adopted=False)
+        # The code is single use, so the PUT is made crash-safe by states/reauth.py.
+        if (mark := reauth.before_put(attempt, ports)) is not None:
+            return mark
+        instance, adopted = reauth.reauthenticate(attempt, ports, body)
+        decision = _provisioned(attempt, ports, trigger, body, instance, adopted=False)
+        note = f"adopted instance {attempt.instance_id}, re-authenticated by an earlier try"
+        return replace(decision, secrets={**decision.secrets, **reauth.done()},
+                       note=note if adopted else decision.note)
     if (wait := exactly_once.settling(attempt, ports)) is not None:
         return wait
     created = ports.call(lambda n: _create_or_adopt(attempt, ports, body, n))

@@ -333,8 +333,13 @@ def test_reauthorize_reauthenticates_the_existing_instance_with_put(client: Fake
     client.script("update_instance", {"id": 42, "configuration": {
         "oauth.user.token": "at-2", "oauth.user.refresh_token": "rt-2",
         "oauth.user.refresh_interval": "3600", "oauth.user.refresh_time": str(ms(T0))}})
-    attempt = make_attempt(State.CALLBACK_RECEIVED, Flow.OAUTH2, instance_id="42", runs=2, secrets={
-        "callback": {"code": "c-2", "realmId": "123146096291789"}, "instance_token": "inst-token-42"})
+    # The instance still shows the rejected tokens (valid false): nothing changed, so PUT.
+    client.script("get_instance", {"id": 42, "valid": False, "configuration": {
+        "oauth.user.token": "at-1", "oauth.user.refresh_time": str(ms(T0) - 1)}})
+    attempt = make_attempt(State.CALLBACK_RECEIVED, Flow.OAUTH2, instance_id="42", runs=2,
+                           refresh_time=ms(T0) - 1, secrets={
+        "callback": {"code": "c-2", "realmId": "123146096291789"}, "instance_token": "inst-token-42",
+        "reauth_sent_at": T0.isoformat()})
     decision = handle_callback_received(attempt, ports)
     assert decision == Advance(
         Trigger.PROVISION,
@@ -342,7 +347,7 @@ def test_reauthorize_reauthenticates_the_existing_instance_with_put(client: Fake
                  "next_renewal_at": T0 + timedelta(seconds=3240)},
         secrets={"instance_token": "inst-token-42",  # the PUT answer has none: keep ours
                  "user_tokens": {"oauth.user.token": "at-2", "oauth.user.refresh_token": "rt-2"},
-                 "push_pending": False},
+                 "push_pending": False, "reauth_sent_at": None},
         next_run_at=T0 + timedelta(seconds=3240),
         note="re-authenticated instance 42",
     )
@@ -350,4 +355,5 @@ def test_reauthorize_reauthenticates_the_existing_instance_with_put(client: Fake
             "configuration": {"authentication.type": "oauth2", **QBO_CONFIG}, "tags": [TAG],
             "name": "Acme books"}
     # Same instance, new consent: no tag lookup and no POST, even on a repeat.
-    assert client.calls == [Call("update_instance", ("42", body), {"method": "PUT", "reauthenticate": True})]
+    assert client.calls == [Call("get_instance", ("42",), {}),
+                            Call("update_instance", ("42", body), {"method": "PUT", "reauthenticate": True})]
