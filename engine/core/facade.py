@@ -33,6 +33,7 @@ from engine.core.runner import PreparedStep, StepResult, StepRunner
 from engine.core.spool import TokenSpool, default_directory
 from engine.errors import (
     AttemptNotFoundError,
+    CallbackRejectedError,
     ConcurrentUpdateError,
     InvalidInputError,
     InvalidTransitionError,
@@ -263,7 +264,12 @@ class Engine:
 
     def handle_callback(self, url_or_params: str | Mapping[str, Any]) -> CallbackOutcome:
         """Apply a provider redirect (full URL, query string or params); see ``engine.core.callbacks``."""
-        outcome = self.callbacks.receive(url_or_params)
+        try:
+            outcome = self.callbacks.receive(url_or_params)
+        except CallbackRejectedError:
+            self.observer.callback("rejected")
+            raise
+        self.observer.callback(outcome.status)
         self.dispatch.dispatch_hooks()
         return outcome
 

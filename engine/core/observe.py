@@ -19,11 +19,17 @@ class StepObserver(Protocol):
     def step(self, result: StepResult) -> None:
         """Record ``result`` (must not raise: an observer cannot fail a step)."""
 
+    def callback(self, status: str) -> None:
+        """Record a callback's outcome: applied, duplicate, pending or rejected."""
+
 
 class NoObserver:
     """The default: observe nothing."""
 
     def step(self, result: StepResult) -> None:
+        """Do nothing."""
+
+    def callback(self, status: str) -> None:
         """Do nothing."""
 
 
@@ -37,6 +43,11 @@ class Observers:
         """Tell each observer in turn."""
         for observer in self.observers:
             observer.step(result)
+
+    def callback(self, status: str) -> None:
+        """Tell each observer in turn."""
+        for observer in self.observers:
+            observer.callback(status)
 
 
 class StepTracer:
@@ -55,6 +66,9 @@ class StepTracer:
             self.tracer: Any = None
             return
         self.tracer = trace.get_tracer("element-provisioner", tracer_provider=provider)
+
+    def callback(self, status: str) -> None:
+        """Callbacks are spans of the receiver's HTTP request, not of this tracer."""
 
     def step(self, result: StepResult) -> None:
         """Record ``result`` as a span named ``provision.step``."""

@@ -6,6 +6,7 @@
   they ended (advanced, failed, retry, waiting, lost, released).
 - ``provision_step_duration_seconds{state}``: how long a step's handler ran, by the state it left.
 - ``provision_retries_total{state}``: steps that ended in a scheduled retry.
+- ``provision_callbacks_total{outcome}``: provider callbacks: applied, duplicate, pending, rejected.
 - ``provision_queue_depth{state}``: attempts per state, read at scrape time with one query.
 
 Labels carry only states, triggers and outcomes (fixed vocabularies): never a customer name, an id or
@@ -65,6 +66,8 @@ class Metrics:
         self.retries = prom.Counter(
             "provision_retries", "Steps that ended in a scheduled retry, by state.", ["state"],
             registry=self.registry)
+        self.callbacks = prom.Counter(
+            "provision_callbacks", "Provider callbacks by outcome.", ["outcome"], registry=self.registry)
         self.registry.register(_QueueDepth(counts))
 
     def step(self, result: StepResult) -> None:
@@ -75,6 +78,10 @@ class Metrics:
             self.durations.labels(state).observe(result.duration_ms / 1000)
         if result.outcome == "retry":
             self.retries.labels(state).inc()
+
+    def callback(self, status: str) -> None:
+        """Count one callback outcome (applied, duplicate, pending, rejected)."""
+        self.callbacks.labels(status).inc()
 
     def exposition(self) -> bytes:
         """The text exposition format of every collector on the registry."""

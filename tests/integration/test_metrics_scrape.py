@@ -11,9 +11,9 @@ from collections.abc import Callable, Iterator
 import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
-from testkit import QUICK_CONFIG
+from testkit import QBO, QUICK_CONFIG, consent
 
-from engine import Engine, FakeClock
+from engine import CallbackRejectedError, Engine, FakeClock
 from engine.config import ConsoleSettings
 from engine.web.console import serve_console
 from engine.web.metrics import Metrics
@@ -91,3 +91,24 @@ def test_metrics_count_real_steps_and_read_the_queue(
         assert samples[("provision_queue_depth", (("state", state),))] == n
     assert sum(v for (name, _), v in samples.items() if name == "provision_queue_depth") == 2
     assert SECRET not in body and "Alpha Co" not in body
+
+
+def test_callback_outcomes_are_counted(
+        make_engine: Callable[..., Engine], console_url: Callable[..., str]) -> None:
+    registry = CollectorRegistry()
+    metrics = Metrics(dict, registry=registry)
+    engine = make_engine(observer=metrics)
+    a = engine.start("quickbooks", "Callback Co", flow="oauth2", **QBO)
+    engine.run_until_idle()
+    location = consent(engine.redirect_url(engine.get(a.id)) or "")
+    assert engine.handle_callback(location).status == "applied"
+    assert engine.handle_callback(location).status == "duplicate"
+    with pytest.raises(CallbackRejectedError):
+        engine.handle_callback(f"https://app.example.com/cb?code=x&state={SECRET}")
+    url = console_url(engine, metrics, ConsoleSettings())
+    status, body = _get(f"{url}/metrics")
+    assert status == 200  # a loopback console without login serves it openly
+    samples = _samples(body)
+    for outcome in ("applied", "duplicate", "rejected"):
+        assert samples[("provision_callbacks_total", (("outcome", outcome),))] == 1
+    assert SECRET not in body
