@@ -7,13 +7,14 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from testkit import QBO, QUICK_CONFIG, consent
 
-from engine import CallbackRejectedError, Engine, FakeClock
+from engine import CallbackRejectedError, Engine, FakeClock, RetryPolicy
 from engine.config import ConsoleSettings
 from engine.web.console import serve_console
 from engine.web.metrics import Metrics
@@ -112,3 +113,19 @@ def test_callback_outcomes_are_counted(
     for outcome in ("applied", "duplicate", "rejected"):
         assert samples[("provision_callbacks_total", (("outcome", outcome),))] == 1
     assert SECRET not in body
+
+
+def test_a_transient_failure_counts_one_retry(
+        sqlite_url: str, engine_on: Callable[..., Engine], clock: FakeClock, sandbox: Any,
+        console_url: Callable[..., str]) -> None:
+    metrics = Metrics(dict, registry=CollectorRegistry())
+    engine = engine_on(sqlite_url, clock=clock, observer=metrics,
+                       policy=RetryPolicy(in_process_attempts=1, durable_initial=5, durable_max=60, budget=3))
+    sandbox.set_faults(fails={"oauth_url": {"rate": 1.0, "status": 503, "count": 1}})
+    engine.start("quickbooks", "Retry Co", flow="oauth1", **QBO)
+    results = [r for report in engine.run_until_idle() for r in report.results]
+    retried = [r for r in results if r.outcome == "retry"]
+    assert len(retried) == 1
+    samples = _samples(_get(f"{console_url(engine, metrics, ConsoleSettings())}/metrics")[1])
+    assert samples[("provision_retries_total", (("state", retried[0].source.value),))] == 1
+    assert sum(v for (name, _), v in samples.items() if name == "provision_retries_total") == 1
