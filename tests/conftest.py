@@ -124,14 +124,16 @@ def engine_on(sandbox: Any, waits: list[float]) -> Iterator[Callable[..., Engine
 
     def make(url: str, *, clock: Callable[[], Any] | None = None, policy: RetryPolicy | None = None,
              settings: EngineSettings | None = None, base_url: str | None = None,
-             user_secret: str | None = None, sim: Any = None, **client_kw: Any) -> Engine:
+             user_secret: str | None = None, sim: Any = None, observer: Any = None,
+             **client_kw: Any) -> Engine:
         sim = sim or sandbox
         repo = open_repository(url, migrate=True, environ={"PROVISION_SECRET_KEY": TEST_KEY})
         client = ElementsClient(ClientSettings(
             base_url=base_url or sim.base_url,
             user_secret=user_secret or "sandbox-user-secret",
             org_secret="sandbox-org-secret", provider_root=f"{sim.root_url}/_provider", **client_kw))
-        kw: dict[str, Any] = {"sleep": waits.append, "policy": policy, "settings": settings}
+        kw: dict[str, Any] = {"sleep": waits.append, "policy": policy, "settings": settings,
+                              "observer": observer}
         if clock is not None:
             kw["clock"] = clock
         eng = Engine(repo, client, **kw)

@@ -27,11 +27,13 @@ from engine.core.health import HealthChecker
 from engine.core.heartbeat import Heartbeat
 from engine.core.intake import attempt_id_to_look_up, validate_list, validate_reason, validate_start
 from engine.core.lookup import resolve_attempt_id
+from engine.core.observe import NoObserver, StepObserver
 from engine.core.parking import Parking
 from engine.core.runner import PreparedStep, StepResult, StepRunner
 from engine.core.spool import TokenSpool, default_directory
 from engine.errors import (
     AttemptNotFoundError,
+    CallbackRejectedError,
     ConcurrentUpdateError,
     InvalidInputError,
     InvalidTransitionError,
@@ -100,6 +102,7 @@ class Engine:
         webhooks: WebhookPort | None = None,
         outbox: Outbox | None = None,
         heartbeat: Heartbeat | None = None,
+        observer: StepObserver | None = None,
     ) -> None:
         self.repo = repo
         self.client = client
@@ -114,6 +117,7 @@ class Engine:
             create_settle_s=self.settings.create_settle_s or max(5.0, 3 * client.timeouts[1]))
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.rng = rng or random.Random()
+        self.observer: StepObserver = observer or NoObserver()  # metrics (issue 18 must-have 6)
         self.heartbeat = heartbeat  # None: this engine is not listed by `provision workers`
         self._check_lease()
         self._wake = threading.Event()
@@ -260,7 +264,12 @@ class Engine:
 
     def handle_callback(self, url_or_params: str | Mapping[str, Any]) -> CallbackOutcome:
         """Apply a provider redirect (full URL, query string or params); see ``engine.core.callbacks``."""
-        outcome = self.callbacks.receive(url_or_params)
+        try:
+            outcome = self.callbacks.receive(url_or_params)
+        except CallbackRejectedError:
+            self.observer.callback("rejected")
+            raise
+        self.observer.callback(outcome.status)
         self.dispatch.dispatch_hooks()
         return outcome
 
@@ -448,6 +457,8 @@ class Engine:
                     flush()
         flush()
         report.results = [results[a.id] for a in batch]
+        for result in report.results:
+            self.observer.step(result)
         return report
 
     def run_until_idle(self, max_ticks: int = 10_000) -> builtins.list[TickReport]:

@@ -51,6 +51,7 @@ from engine.web.console_pages import (
 from engine.web.console_query import AttemptQuery, read_page, select
 from engine.web.console_views import CONSOLE_CSS, CONSOLE_JS, SECURITY_HEADERS, layout, table
 from engine.web.health import HEALTH_PATHS, ReadinessProbe, database_probe, health_response
+from engine.web.metrics import CONTENT_TYPE, Metrics, optional_metrics
 from states.model import FailureReason, State
 
 if TYPE_CHECKING:
@@ -79,8 +80,9 @@ class ConsoleApp:
 
     def __init__(self, engine: Engine, auth: ConsoleAuth, *, probe: ReadinessProbe | None = None,
                  actions: Sequence[Action] = DEFAULT_ACTIONS,
-                 panels: Sequence[Panel] = DEFAULT_PANELS) -> None:
+                 panels: Sequence[Panel] = DEFAULT_PANELS, metrics: Metrics | None = None) -> None:
         self.engine = engine
+        self.metrics = metrics  # None: no /metrics on this console
         self.auth = auth
         self.probe = probe or database_probe(engine)
         self.actions = {a.name: a for a in actions}
@@ -119,6 +121,8 @@ class ConsoleApp:
             resp.headers["Cache-Control"] = "max-age=300"
             return resp
         operator = self.auth.session(request)
+        if request.path == "/metrics" and self.metrics is not None:
+            return self.scrape(request, operator)
         fresh = None
         if operator is None and not self.auth.login_required:
             operator = fresh = self.auth.new_session(LOCAL_OPERATOR)
@@ -144,6 +148,14 @@ class ConsoleApp:
         if fresh is not None:
             self.auth.set_cookie(response, fresh)
         return response
+
+    def scrape(self, request: Request, operator: Operator | None) -> Response:
+        """``/metrics``: open on a console without login, else a session or the token as a bearer."""
+        assert self.metrics is not None
+        if self.auth.login_required and operator is None and not self.auth.bearer_ok(request):
+            return Response("Sign in, or send the console token as 'Authorization: Bearer'.\n",
+                            status=401, mimetype="text/plain")
+        return Response(self.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})
 
     def page(self, title: str, body: Markup, operator: Operator | None, *, status: int = 200) -> Response:
         """A whole page for ``operator``."""
@@ -330,9 +342,11 @@ def check_listener(host: str, settings: ConsoleSettings) -> None:
 
 
 def serve_console(engine: Engine, host: str, port: int, *, settings: ConsoleSettings | None = None,
-                  ready: Callable[[str], None] | None = None, stop: threading.Event | None = None) -> None:
+                  ready: Callable[[str], None] | None = None, stop: threading.Event | None = None,
+                  metrics: Metrics | None = None) -> None:
     """Serve the console until SIGINT/SIGTERM (or ``stop``); refuses an unsafe listener first."""
     settings = settings or console_settings_from_env()
     check_listener(host, settings)
-    app = make_console(engine, settings, secure_cookies=not is_loopback(host))
+    metrics = metrics or optional_metrics(engine.counts)
+    app = make_console(engine, settings, secure_cookies=not is_loopback(host), metrics=metrics)
     callback_app.serve(engine, host, port, ready=ready, stop=stop, app=app)

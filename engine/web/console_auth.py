@@ -89,6 +89,14 @@ class ConsoleAuth:
             ok = check_password_hash(s.password_hash, secret)
         return self.new_session(name) if ok else None
 
+    def bearer_ok(self, request: Request) -> bool:
+        """Whether ``Authorization: Bearer <token>`` carries the console token (a scraper's login)."""
+        token = self.settings.token
+        header = request.headers.get("Authorization", "")
+        if token is None or not header.startswith("Bearer "):
+            return False
+        return hmac.compare_digest(header[len("Bearer "):].encode(), token.encode())
+
     def new_session(self, name: str) -> Operator:
         """A fresh session (new CSRF token) for ``name``."""
         return Operator(name, secrets.token_urlsafe(24), int(self._now()) + self.settings.session_s)
