@@ -104,8 +104,6 @@ def cmd_prune(args: argparse.Namespace) -> int:
         keep = timedelta(days=history_retention_days_from_env())
     else:
         raise UsageError("--history-older-than", f"give an age such as 90d, or set {RETENTION_ENV}")
-    if args.batch_size < 1:
-        raise UsageError("--batch-size", f"must be at least 1, got {args.batch_size}")
     return run_prune(args.db, keep, dry_run=args.dry_run, batch=args.batch_size, as_json=args.json, out=_out)
 
 
@@ -157,8 +155,6 @@ def cmd_list(args: argparse.Namespace) -> int:
     """Attempts (newest first) and counts per state."""
     older = parse_duration("--older-than", args.older_than) if args.older_than is not None else None
     newer = parse_duration("--newer-than", args.newer_than) if args.newer_than is not None else None
-    if args.limit is not None and args.limit < 1:
-        raise UsageError("--limit", f"must be at least 1, got {args.limit}")
     engine = _engine(args, read_only=True)
     try:
         attempts = engine.list(args.state, element=args.element, older_than=older, newer_than=newer,

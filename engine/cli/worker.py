@@ -12,7 +12,6 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from engine.cli.options import UsageError
 from engine.cli.output import to_json
 from engine.cli.reporting import WorkerReporter
 from engine.config import engine_settings_from_env
@@ -27,8 +26,6 @@ def run_worker(args: argparse.Namespace, open_engine: Callable[..., Any], out: C
     json`` JSON lines), a summary on stderr at the end. Exit 0 when the worker did its job,
     whatever the attempts' outcomes; 1 when it could not (database unreachable, a fatal report).
     """
-    if args.concurrency < 1:
-        raise UsageError("--concurrency", f"must be at least 1, got {args.concurrency}")
     reporter = WorkerReporter(sys.stdout, log_format=args.log_format, quiet=args.quiet)
     engine = open_engine(args, settings=engine_settings_from_env(concurrency=args.concurrency))
     stop = threading.Event()
