@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from persistence.columns import UTCDateTime
+from persistence.database import AUTOCOMMIT_OPTIONS
 from persistence.schema import attempts, workers
 
 
@@ -41,6 +42,12 @@ def _utc(value: Any, dialect: sa.Dialect) -> datetime:
     return moment
 
 
+def _reader(db: sa.Engine) -> sa.Connection:
+    """A connection for one read: on SQLite no BEGIN IMMEDIATE, so a scrape takes no write lock."""
+    conn = db.connect()
+    return conn if db.dialect.name == "postgresql" else conn.execution_options(**AUTOCOMMIT_OPTIONS)
+
+
 def due_backlog(db: sa.Engine) -> list[DueBacklog]:
     """Per state: attempts due now (``next_run_at <= now``) whose lease is free or expired."""
     now = _db_now(db.dialect.name)
@@ -48,7 +55,7 @@ def due_backlog(db: sa.Engine) -> list[DueBacklog]:
     q = (sa.select(attempts.c.state, sa.func.count(), sa.func.min(attempts.c.next_run_at), sa.func.max(now))
          .where(attempts.c.next_run_at.is_not(None), attempts.c.next_run_at <= now, free)
          .group_by(attempts.c.state))
-    with db.connect() as conn:
+    with _reader(db) as conn:
         rows = conn.execute(q).all()
     backlog = []
     for state, count, oldest, at in rows:
@@ -60,7 +67,7 @@ def due_backlog(db: sa.Engine) -> list[DueBacklog]:
 def live_worker_counts(db: sa.Engine, dead_after: timedelta) -> dict[str, int]:
     """Live heartbeat rows per role: ``last_tick_at`` within ``dead_after`` of the database's now."""
     q = sa.select(workers.c.role, workers.c.last_tick_at, _db_now(db.dialect.name))
-    with db.connect() as conn:
+    with _reader(db) as conn:
         rows = conn.execute(q).all()  # one row per running process: a handful
     counts: dict[str, int] = {}
     for role, last, now in rows:

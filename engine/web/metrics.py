@@ -30,6 +30,7 @@ from engine.core.runner import StepResult
 from engine.errors import ProvisionError
 from engine.web.metrics_gauges import Gauges
 from states.attempt import Attempt
+from states.exactly_once import DUPLICATE_CHECK_AT, when
 from states.model import State
 from states.renewal import renewal_mode
 
@@ -42,6 +43,18 @@ INSTALL_HINT = "pip install 'element-provisioner[metrics]' (or: pip install prom
 #: Renewals are due hours apart: lateness from a second (a busy worker) to a day (no worker).
 LATENESS_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 86400.0, float("inf"))
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def is_renewal_step(attempt: Attempt, at: datetime) -> bool:
+    """Does ``attempt``'s step at ``at`` renew (or, platform-owned, watch) its tokens?
+
+    A PROVISIONED step does, unless it pushes tokens already renewed or runs the follow-up
+    duplicate check (``states.renewal.handle_provisioned``, ``states.exactly_once.duplicate_check``).
+    """
+    if attempt.state is not State.PROVISIONED or attempt.secrets.get("push_pending"):
+        return False
+    check_at = when(attempt.secrets.get(DUPLICATE_CHECK_AT))
+    return check_at is None or at < check_at
 
 
 def _prometheus() -> Any:
@@ -94,9 +107,9 @@ class Metrics:
 
     @contextlib.contextmanager
     def running(self, attempt: Attempt, at: datetime) -> Iterator[None]:
-        """Observe a renewal step's lateness as it starts (``StepObserver``)."""
-        if attempt.state is State.PROVISIONED and attempt.next_run_at is not None \
-                and not attempt.secrets.get("push_pending"):  # a push of renewed tokens is no renewal
+        """Observe a renewal step's lateness as it starts (``StepObserver``): ``at`` (the engine
+        clock: the database's in production) minus the time the step was due."""
+        if is_renewal_step(attempt, at) and attempt.next_run_at is not None:
             late = (at - attempt.next_run_at).total_seconds()
             self.lateness.labels(renewal_mode(attempt)).observe(max(0.0, late))
         yield

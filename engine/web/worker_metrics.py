@@ -73,7 +73,8 @@ class WorkerMetricsApp:
 class WorkerMetricsListener:
     """A worker's metrics listener: build it (checks the host and the extra), then ``start(engine)``."""
 
-    def __init__(self, host: str, port: int, *, allow_remote: bool = False) -> None:
+    def __init__(self, host: str, port: int, *, allow_remote: bool = False,
+                 metrics: Metrics | None = None) -> None:
         check_metrics_host(host, allow_remote=allow_remote)
         try:
             import waitress  # noqa: F401, PLC0415 - the `metrics` extra brings it
@@ -81,7 +82,8 @@ class WorkerMetricsListener:
             raise ProvisionError("--metrics-port needs waitress and prometheus-client (the `metrics` extra)",
                                  hint=INSTALL_HINT) from None
         self.host, self.port = host, port
-        self.metrics = Metrics()  # raises naming the `metrics` extra when prometheus-client is missing
+        # Metrics() raises naming the `metrics` extra when prometheus-client is missing.
+        self.metrics = metrics if metrics is not None else Metrics()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
