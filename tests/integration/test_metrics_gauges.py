@@ -41,7 +41,8 @@ def test_due_backlog_its_age_and_live_workers_on_the_database_clock(db_url: str,
     env = {"PROVISION_SECRET_KEY": TEST_KEY, "ELEMENTS_BASE_URL": sandbox.base_url}
     engine = open_engine(db_url, environ=env, migrate=True, observer=metrics)  # the database clock
     try:
-        ids = [engine.start("quickbooks", f"Backlog {i}", flow="quick", config=QUICK_CONFIG).id for i in range(4)]
+        ids = [engine.start("quickbooks", f"Backlog {i}", flow="quick", config=QUICK_CONFIG).id
+               for i in range(4)]
         now = engine.now()
         with engine.repo.engine.begin() as conn:  # one due 2 minutes ago; an older one leased; one later
             conn.execute(attempts.update().where(attempts.c.id == ids[0])
@@ -59,7 +60,8 @@ def test_due_backlog_its_age_and_live_workers_on_the_database_clock(db_url: str,
             assert first[("provision_live_workers", (("role", "worker"),))] == 0  # no heartbeat yet
 
             assert engine.heartbeat is not None and engine.heartbeat.after_tick(engine.worker_id, 0)
-            beat(engine.repo.engine, "dead-console", host="h", pid=1, role="console", key_ids=("k",), leases=0)
+            beat(engine.repo.engine, "dead-console", host="h", pid=1, role="console", key_ids=("k",),
+                 leases=0)
             with engine.repo.engine.begin() as conn:  # a console whose heartbeat stopped a day ago
                 conn.execute(workers.update().where(workers.c.worker_id == "dead-console")
                              .values(last_tick_at=now - timedelta(days=1)))
@@ -156,8 +158,8 @@ def _settle(engine: Engine, clock: FakeClock) -> None:
 def test_queries_are_one_each(db_url: str, sandbox: Sandbox) -> None:
     """Each gauge costs one statement per scrape (the brief: cheap enough to scrape every 15 s)."""
     metrics = _metrics()
-    engine = open_engine(db_url, environ={"PROVISION_SECRET_KEY": TEST_KEY, "ELEMENTS_BASE_URL": sandbox.base_url},
-                         migrate=True, observer=metrics)
+    env = {"PROVISION_SECRET_KEY": TEST_KEY, "ELEMENTS_BASE_URL": sandbox.base_url}
+    engine = open_engine(db_url, environ=env, migrate=True, observer=metrics)
     statements: list[str] = []
 
     def count(*args: Any) -> None:
