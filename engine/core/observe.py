@@ -137,6 +137,9 @@ class StepTracer:
                 span.end()
                 raise
         with self._lock:
+            stale = self._open.pop(attempt.id, None)  # its result never came (a failed tick)
+            if stale is not None:
+                stale[0].end()
             self._open[attempt.id] = (span, start)
             while len(self._open) > MAX_OPEN_SPANS:
                 oldest = next(iter(self._open))
