@@ -283,6 +283,7 @@ BOUNDS: dict[str, Bound] = {
     "PROVISION_SERVE_IDLE_TIMEOUT_SECONDS": Bound(float, 1, 3600, "1 hour"),
     "PROVISION_SERVE_REFUSED_BURST": Bound(int, 1, 100_000),
     "PROVISION_SERVE_REFUSED_PER_MINUTE": Bound(int, 1, 100_000),
+    "PROVISION_WORKER_METRICS_PORT": Bound(int, 1, 65535),
 }
 
 
@@ -592,3 +593,15 @@ def secret_keys_from_env(environ: Mapping[str, str] | None = None) -> str | None
 def environ_copy(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """A copy of ``environ`` (default: the process environment) to adjust and pass on."""
     return dict(os.environ if environ is None else environ)
+
+
+@dataclass(frozen=True)
+class WorkerMetricsSettings:
+    """``provision worker``'s own metrics listener: its port (None: no listener)."""
+
+    port: int | None = None
+
+
+def worker_metrics_settings_from_env(environ: Mapping[str, str] | None = None) -> WorkerMetricsSettings:
+    """``PROVISION_WORKER_METRICS_PORT`` (1-65535; ``--metrics-port`` wins over it)."""
+    return WorkerMetricsSettings(**_numbers_from_env(environ, {"port": "PROVISION_WORKER_METRICS_PORT"}))

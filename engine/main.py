@@ -11,8 +11,9 @@ from collections.abc import Sequence
 from engine.cli import main as cli_main
 from engine.web.callback_app import serve
 from engine.web.console import serve_console
+from engine.web.worker_metrics import WorkerMetricsListener
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``provision`` console script; returns the exit code."""
-    return cli_main(argv, serve=serve, console=serve_console)
+    return cli_main(argv, serve=serve, console=serve_console, worker_metrics=WorkerMetricsListener)

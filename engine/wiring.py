@@ -20,6 +20,7 @@ from engine.config import (
 )
 from engine.core.facade import Engine
 from engine.core.heartbeat import Heartbeat
+from engine.core.observe import Observers, StepTracer
 from engine.errors import SchemaOutdatedError, SecretKeyError
 from engine.security.crypto import KeyRing, load_codec
 from engine.security.redaction import install as install_log_redaction
@@ -101,6 +102,9 @@ def open_engine(
     engine_kw.setdefault("heartbeat", Heartbeat(repo.engine, keys, role=role))
     if hooks is not None:
         engine_kw.setdefault("webhooks", WebhookSender(hooks))
+    # Step spans go to the global OpenTelemetry provider (a no-op unless the process installed an SDK).
+    given = engine_kw.get("observer")
+    engine_kw["observer"] = StepTracer() if given is None else Observers(given, StepTracer())
     # Leases and due times on the database's clock, so that workers with skewed clocks agree.
     engine_kw.setdefault("clock", DatabaseClock(repo.database_time))
     return Engine(repo, client, **engine_kw)

@@ -19,6 +19,7 @@ from engine.cli import failures
 from engine.cli import output as fmt
 from engine.cli.logs import configure_logging
 from engine.cli.options import UsageError, host_name, parse_duration, port_number, whole_number
+from engine.cli.worker import add_metrics_options
 from engine.errors import (
     AttemptNotFoundError,
     CallbackRejectedError,
@@ -407,6 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no line per transition (the summary stays)")
     p.add_argument("--log-format", choices=("text", "json"), default="text",
                    help="transition lines as text (default) or JSON lines")
+    add_metrics_options(p)
 
     p = add("callback", cmd_callback, "deliver a provider redirect URL to the engine")
     p.add_argument("url", metavar="URL", help="the full redirect URL (or its query string); quote it")
@@ -506,7 +508,7 @@ def error(message: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None, *, serve: ServeFunction | None = None,
-         console: ServeFunction | None = None) -> int:
+         console: ServeFunction | None = None, worker_metrics: Callable[..., Any] | None = None) -> int:
     """Run one ``provision`` command; returns the exit code (README "Exit codes").
 
     ``serve`` runs the public callback receiver; ``engine.main`` passes ``engine.web``'s, so that
@@ -521,6 +523,7 @@ def main(argv: Sequence[str] | None = None, *, serve: ServeFunction | None = Non
         return 2
     args.serve = serve
     args.console = console
+    args.worker_metrics = worker_metrics  # `worker --metrics-port` (engine.web.worker_metrics)
     configure_logging(args.verbose)
 
     def fail(message: str, exc: BaseException | None, code: int) -> int:

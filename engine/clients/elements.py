@@ -23,6 +23,7 @@ from engine.clients.transport import (
 )
 from engine.config import ClientSettings
 from engine.errors import MalformedResponseError, NotFoundApiError, PermanentApiError
+from engine.tracing import HttpTracer
 
 #: Instances asked for per page of GET /instances (the platform's ``pageSize``).
 LIST_PAGE_SIZE = 200
@@ -58,7 +59,8 @@ class ElementsClient:
     """
 
     def __init__(self, settings: ClientSettings, session: requests.Session | None = None, *,
-                 page_size: int = LIST_PAGE_SIZE, max_pages: int = LIST_MAX_PAGES) -> None:
+                 page_size: int = LIST_PAGE_SIZE, max_pages: int = LIST_MAX_PAGES,
+                 tracer: HttpTracer | None = None) -> None:
         self.settings = settings
         self.session = session or requests.Session()
         # requests re-reads proxy and CA-bundle variables from the environment on every call (about
@@ -69,7 +71,8 @@ class ElementsClient:
                 self.session.verify = settings.ca_bundle
             self.session.trust_env = False
         self.transport = Transport(self.session, connect_timeout=settings.connect_timeout,
-                                   read_timeout=settings.read_timeout, max_body_bytes=settings.max_body_bytes)
+                                   read_timeout=settings.read_timeout, max_body_bytes=settings.max_body_bytes,
+                                   tracer=tracer)  # one CLIENT span per call (the `otel` extra)
         self.transport.mount(pool_connections=4, pool_maxsize=32)
         self._headers = {"Accept": "application/json",
                          "Authorization": f"User {settings.user_secret}, Organization {settings.org_secret}"}

@@ -42,6 +42,7 @@ from engine.errors import (
     RateLimitedError,
     ServiceUnavailableError,
 )
+from engine.tracing import CallSpan, HttpTracer
 
 DEFAULT_MAX_BODY_BYTES = 1 << 20
 #: ``attempts.instance_id`` is ``String(64)`` (persistence/schema.py); a longer id from the platform
@@ -168,7 +169,10 @@ class Transport:
     """Sends prepared requests through one ``requests.Session`` with the guards above.
 
     ``deadline_s`` bounds a whole call (connect, headers and body); it defaults to connect + read
-    timeout, which is also what the engine sizes its lease from.
+    timeout, which is also what the engine sizes its lease from. ``status_only`` is for callers
+    that need only the status (the webhook sender): the body is read up to ``max_body_bytes`` and
+    dropped, and a longer, broken or late body no longer changes the outcome once the status line
+    arrived. ``tracer`` records one OpenTelemetry CLIENT span per call (``engine.tracing``).
     """
 
     def __init__(
@@ -179,8 +183,12 @@ class Transport:
         read_timeout: float,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         deadline_s: float | None = None,
+        status_only: bool = False,
+        tracer: HttpTracer | None = None,
     ) -> None:
         self.session = session
+        self.status_only = status_only
+        self.tracer = tracer or HttpTracer()
         self.timeouts = (connect_timeout, read_timeout)
         self.max_body_bytes = max_body_bytes
         self.deadline_s = deadline_s if deadline_s is not None else connect_timeout + read_timeout
@@ -202,11 +210,19 @@ class Transport:
         return self.session.prepare_request(request)
 
     def send(self, endpoint: str, prep: requests.PreparedRequest) -> Answer:
-        """Send ``prep``; return the answer of any status, or raise a transport ``ApiError``."""
+        """Send ``prep``; return the answer of any status, or raise a transport ``ApiError``.
+
+        ``endpoint`` names the call in errors and spans (never the URL: it may carry secrets).
+        """
+        with self.tracer.call(endpoint, prep.method or "GET") as span:
+            return self._traced_send(endpoint, prep, span)
+
+    def _traced_send(self, endpoint: str, prep: requests.PreparedRequest, span: CallSpan) -> Answer:
         deadline = time.monotonic() + self.deadline_s
         try:
             with self.watchdog.call(deadline):
                 resp = self._send(prep)
+            span.status(resp.status_code)
             with resp:
                 if resp.is_redirect or 300 <= resp.status_code < 400:
                     # Not even read: the body of a redirect is of no use and may be anything.
@@ -246,6 +262,8 @@ class Transport:
         size = 0
         while True:
             if time.monotonic() > deadline:  # a slow drip resets the read timeout on every byte
+                if self.status_only:
+                    return b"".join(chunks)  # the status arrived in time; the body does not matter
                 raise ApiTimeoutError(
                     "answer arrived too slowly", endpoint=endpoint, status=resp.status_code
                 )
@@ -253,9 +271,11 @@ class Transport:
             # server dripping bytes cannot hold the step past the deadline.
             try:
                 chunk = resp.raw.read1(65536, decode_content=True)  # gzip, as requests would
-            except urllib3.exceptions.ReadTimeoutError:
-                raise ApiTimeoutError("no answer within the timeout", endpoint=endpoint) from None
             except urllib3.exceptions.HTTPError as exc:
+                if self.status_only:
+                    return b"".join(chunks)  # a broken body does not change a status-only outcome
+                if isinstance(exc, urllib3.exceptions.ReadTimeoutError):
+                    raise ApiTimeoutError("no answer within the timeout", endpoint=endpoint) from None
                 raise ApiConnectionError(
                     f"answer broken off ({type(exc).__name__})", endpoint=endpoint
                 ) from None
@@ -263,6 +283,8 @@ class Transport:
                 return b"".join(chunks)
             size += len(chunk)
             if size > self.max_body_bytes:
+                if self.status_only:
+                    return b"".join(chunks)  # read no further: only the status counts
                 raise MalformedResponseError(
                     f"response larger than {self.max_body_bytes} bytes",
                     endpoint=endpoint,

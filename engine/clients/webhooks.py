@@ -3,24 +3,29 @@
 Headers ``webhook-id`` (stable per event: receivers deduplicate on it), ``webhook-timestamp``
 (seconds since the epoch, of this send) and ``webhook-signature: v1,<base64 HMAC-SHA256>`` of
 ``id.timestamp.body`` under the ``whsec_`` secret, computed by the ``standardwebhooks`` package
-(extra ``webhooks``). Defensive like the platform client: connect and read timeouts, a deadline
-for the whole answer, no redirects followed, the answer's body capped and never kept, and error
+(extra ``webhooks``). It sends through the same ``engine.clients.transport.Transport`` as the
+platform client: connect and read timeouts, one deadline for the whole call (the status line and
+headers included), no redirect followed, the answer's body read up to 4 KiB and dropped, and error
 texts that name the exception class but never the URL (it may carry a token of the receiver's).
+
+Delivered means: the receiver answered 2xx within the deadline. A 3xx is a failure (not followed:
+the signed body would travel to another origin) and is retried like any answer the engine cannot
+count as delivered (``engine.core.delivery``); a broken or slow body after a 2xx status line does
+not undo the delivery.
 """
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 import requests
-import urllib3
 
-from engine.clients.transport import retry_after_seconds
+from engine.clients.transport import Transport, retry_after_seconds
 from engine.config import WebhookSettings
-from engine.errors import ProvisionError
+from engine.errors import ApiError, ApiTimeoutError, ProvisionError
+from engine.tracing import HttpTracer
 
 #: Bytes of a receiver's answer read at most (only its status matters; a short excerpt is logged).
 MAX_ANSWER_BYTES = 4096
@@ -55,12 +60,16 @@ class WebhookSender:
     """POSTs signed event bodies to one URL (``WebhookSettings``); safe to share between threads."""
 
     def __init__(self, settings: WebhookSettings, *, session: requests.Session | None = None,
-                 wall_clock: Callable[[], datetime] | None = None) -> None:
+                 wall_clock: Callable[[], datetime] | None = None, tracer: HttpTracer | None = None) -> None:
         self.settings = settings
         self._signer = _webhook_class()(settings.secret)
         self.session = session or requests.Session()
         if session is None:
             self.session.trust_env = False  # no proxy or .netrc surprises for a configured URL
+        self.transport = Transport(self.session, connect_timeout=settings.connect_timeout,
+                                   read_timeout=settings.read_timeout, max_body_bytes=MAX_ANSWER_BYTES,
+                                   status_only=True, tracer=tracer)
+        self.transport.mount(pool_connections=1, pool_maxsize=4)
         # The signature's timestamp is checked by receivers against THEIR clock (5 minutes of
         # tolerance), so it is real time even when the engine runs on a fake clock.
         self._wall = wall_clock or (lambda: datetime.now(timezone.utc))
@@ -83,37 +92,23 @@ class WebhookSender:
 
     def send(self, webhook_id: str, body: str) -> WebhookResponse:
         """One POST; never raises for network trouble (the outcome says what happened)."""
-        connect_s, read_s = self.timeouts
-        deadline = time.monotonic() + connect_s + read_s
+        request = requests.Request("POST", self.settings.url, data=body.encode(),
+                                   headers=self.headers(webhook_id, body))
         try:
-            resp = self.session.post(self.settings.url, data=body.encode(),
-                                     headers=self.headers(webhook_id, body), timeout=(connect_s, read_s),
-                                     allow_redirects=False, stream=True)
-            with resp:
-                self._drain(resp, deadline)
-        except requests.Timeout:
+            answer = self.transport.send("webhook", self.transport.prepare(request))
+        except ApiTimeoutError:
             return WebhookResponse(None, error="no answer within the timeout")
-        except requests.RequestException as exc:
-            # str(exc) names the URL: report only the class.
-            return WebhookResponse(None, error=f"cannot deliver ({type(exc).__name__})")
-        status = resp.status_code
-        if 200 <= status < 300:
-            return WebhookResponse(status)
-        return WebhookResponse(status, retry_after_seconds(resp.headers), f"receiver answered HTTP {status}")
-
-    @staticmethod
-    def _drain(resp: requests.Response, deadline: float) -> None:
-        """Read (and drop) at most ``MAX_ANSWER_BYTES`` of the answer, within the deadline."""
-        size = 0
-        while size < MAX_ANSWER_BYTES and time.monotonic() < deadline:
-            try:
-                chunk = resp.raw.read1(MAX_ANSWER_BYTES - size)
-            except urllib3.exceptions.HTTPError:
-                return  # the status line arrived; a broken body does not change the outcome
-            if not chunk:
-                return
-            size += len(chunk)
+        except ApiError as exc:
+            # Transport errors name the exception class, never the URL.
+            return WebhookResponse(None, error=f"cannot deliver ({exc.message})")
+        if answer.ok:
+            return WebhookResponse(answer.status)
+        if 300 <= answer.status < 400:
+            return WebhookResponse(answer.status,
+                                   error=f"receiver answered a redirect (HTTP {answer.status}), not followed")
+        return WebhookResponse(answer.status, retry_after_seconds(answer.headers),
+                               f"receiver answered HTTP {answer.status}")
 
     def close(self) -> None:
         """Close pooled connections."""
-        self.session.close()
+        self.transport.close()

@@ -18,6 +18,7 @@ import json
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -25,6 +26,7 @@ from typing import Protocol
 from engine.config import WebhookSettings
 from engine.core.events import EVENT_TYPES, Event, to_event
 from engine.errors import InvalidInputError
+from engine.tracing import step_context
 from persistence.outbox import Outbox, OutboxEvent
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,18 @@ class WebhookPort(Protocol):
     def close(self) -> None: ...  # noqa: D102
 
 
+class DeliveryObserver(Protocol):
+    """Told of every webhook send (``engine.web.metrics.Metrics``; the core imports no metrics library)."""
+
+    def delivery(self, outcome: str, seconds: float) -> None:
+        """Record one send: ``delivered``, ``retried`` or ``dead_lettered``, and how long it took."""
+
+
+class _NoDeliveryObserver:
+    def delivery(self, outcome: str, seconds: float) -> None:
+        """Do nothing."""
+
+
 def body_of(event: Event) -> str:
     """The exact JSON text that is signed and sent (compact, keys sorted: stable across sends)."""
     return json.dumps(event.payload, separators=(",", ":"), sort_keys=True)
@@ -81,8 +95,10 @@ class EventDispatcher:
 
     def __init__(self, outbox: Outbox, *, worker_id: str, clock: Callable[[], datetime],
                  consent_url: ConsentLookup, webhooks: WebhookPort | None = None,
-                 lease_s: float = 120.0, rng: random.Random | None = None) -> None:
+                 lease_s: float = 120.0, rng: random.Random | None = None,
+                 observer: DeliveryObserver | None = None) -> None:
         self.outbox = outbox
+        self.observer: DeliveryObserver = observer or _NoDeliveryObserver()
         self.worker_id = worker_id
         self.clock = clock
         self.consent_url = consent_url
@@ -215,12 +231,16 @@ class EventDispatcher:
         """Send one claimed event and record the outcome; returns the HTTP status (None: no answer)."""
         assert self.webhooks is not None
         event = self.event(row)
-        outcome = self.webhooks.send(event.webhook_id, body_of(event))
+        started = time.monotonic()  # a duration, not a time of day: the engine clock is not for this
+        with step_context(row.attempt_id, row.attempt_state):  # the send's span names the attempt
+            outcome = self.webhooks.send(event.webhook_id, body_of(event))
+        seconds = time.monotonic() - started
         tries = row.tries + 1
         at = self.clock()
         status = outcome.status
         if status is not None and 200 <= status < 300:
             self.outbox.mark_delivered(row.seq, self.worker_id, now=at, tries=tries)
+            self.observer.delivery("delivered", seconds)
             return status
         error = outcome.error or f"HTTP {status}"
         transient = status is None or status in _RETRIED or status >= 500
@@ -229,10 +249,12 @@ class EventDispatcher:
             delay = retry_delay(settings, tries, outcome.retry_after, self.rng)
             self.outbox.mark_retry(row.seq, self.worker_id, at=at + timedelta(seconds=delay), tries=tries,
                                    error=error)
+            self.observer.delivery("retried", seconds)
             log.warning("webhook %s #%d not delivered (%s); try %d of %d in %.0fs", event.type, event.seq,
                         error, tries + 1, settings.max_tries, delay)
         else:
             self.outbox.mark_dead(row.seq, self.worker_id, tries=tries, error=error)
+            self.observer.delivery("dead_lettered", seconds)
             log.error("webhook %s #%d dead-lettered after %d tr%s (%s); `provision events redeliver %d`",
                       event.type, event.seq, tries, "y" if tries == 1 else "ies", error, event.seq)
         return status

@@ -38,6 +38,7 @@ from engine.errors import (
     InvalidInputError,
     InvalidTransitionError,
 )
+from engine.tracing import step_context
 from persistence.outbox import Outbox
 from persistence.repository import Repository
 from persistence.workers import DEAD_AFTER_LEASES, WorkerRow, live_workers
@@ -135,7 +136,8 @@ class Engine:
         # Events (issue 10/12): hooks for this engine's commits, the feed, webhook delivery.
         self.dispatch = EventDispatcher(
             outbox or Outbox(repo.engine), worker_id=self.worker_id, clock=self.clock,
-            consent_url=self._consent_url, webhooks=webhooks, lease_s=self.settings.lease_s, rng=self.rng)
+            consent_url=self._consent_url, webhooks=webhooks, lease_s=self.settings.lease_s, rng=self.rng,
+            observer=self.observer)
         # Connection lifecycle (issue 10/12): health checks and the customer's connect links.
         self.health = HealthChecker(repo, client, clock=self.clock, worker_id=self.worker_id)
         self.links = ConnectLinks(repo, clock=self.clock, public_url=self.settings.public_url)
@@ -434,7 +436,9 @@ class Engine:
         def prepare(attempt: Attempt) -> PreparedStep | None:
             if not in_time() or self.parking.seconds_left(self.now()) > 0:
                 return None  # too late to finish (and commit) under the lease, or the queue parked
-            return self.runner.prepare(attempt, may_chain=in_time)
+            # The step's HTTP calls carry its attempt and state (engine.tracing); observers time it.
+            with step_context(attempt.id, attempt.state.value), self.observer.running(attempt, self.now()):
+                return self.runner.prepare(attempt, may_chain=in_time)
 
         if self.settings.concurrency <= 1 or len(batch) == 1:
             prepared: Iterable[PreparedStep | None] = (prepare(a) for a in batch)

@@ -347,6 +347,6 @@ def serve_console(engine: Engine, host: str, port: int, *, settings: ConsoleSett
     """Serve the console until SIGINT/SIGTERM (or ``stop``); refuses an unsafe listener first."""
     settings = settings or console_settings_from_env()
     check_listener(host, settings)
-    metrics = metrics or optional_metrics(engine.counts)
+    metrics = metrics or optional_metrics(engine)
     app = make_console(engine, settings, secure_cookies=not is_loopback(host), metrics=metrics)
     callback_app.serve(engine, host, port, ready=ready, stop=stop, app=app)

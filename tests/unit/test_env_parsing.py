@@ -25,6 +25,7 @@ from engine.config import (
     retry_policy_from_env,
     serve_settings_from_env,
     webhook_settings_from_env,
+    worker_metrics_settings_from_env,
 )
 from engine.errors import InvalidInputError, ProvisionError
 
@@ -50,6 +51,7 @@ FIELDS = {
     "PROVISION_SERVE_IDLE_TIMEOUT_SECONDS": ("serve", "idle_timeout_s"),
     "PROVISION_SERVE_REFUSED_BURST": ("serve", "refused_burst"),
     "PROVISION_SERVE_REFUSED_PER_MINUTE": ("serve", "refused_per_minute"),
+    "PROVISION_WORKER_METRICS_PORT": ("worker", "port"),
 }
 # A clean base: the proxies lookup reads the process environment, nothing else does.
 BASE = {"ELEMENTS_BASE_URL": "http://127.0.0.1:8040/elements/api-v2"}
@@ -66,7 +68,7 @@ def parse(env: dict[str, str]) -> dict[str, Any]:
     """Every settings object the engine builds from ``env``."""
     return {"engine": engine_settings_from_env(env), "client": client_settings_from_env({**BASE, **env}),
             "policy": retry_policy_from_env(env), "webhook": webhook_settings_from_env({**WEBHOOK, **env}),
-            "serve": serve_settings_from_env(env)}
+            "serve": serve_settings_from_env(env), "worker": worker_metrics_settings_from_env(env)}
 
 
 def test_every_numeric_variable_has_a_range_and_a_field() -> None:
