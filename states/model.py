@@ -67,6 +67,9 @@ class FailureReason(str, Enum):
     INVALID_DATABASE = "invalid_database"
     RENEWAL_REJECTED = "renewal_rejected"
     CANCELLED = "cancelled"
+    # The callback's realmId (QuickBooks company) is already connected by another live attempt
+    # (states.realm): refused before any instance is created.
+    DUPLICATE_CONNECTION = "duplicate_connection"
 
     def __str__(self) -> str:
         return self.value

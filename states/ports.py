@@ -4,7 +4,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from states.attempt import Attempt
 
 T = TypeVar("T")
 
@@ -89,3 +92,10 @@ class Ports(Protocol):
     def new_nonce(self) -> str: ...
 
     def digest(self, text: str) -> str: ...
+
+    def claim_realm(self, attempt: Attempt, realm_id: str) -> str | None:
+        """Claim ``realm_id`` of ``attempt``'s element for it, race-safely (``states.realm``).
+
+        None when the attempt holds the claim now; else the id of the live attempt holding it.
+        """
+        ...

@@ -88,6 +88,9 @@ REASON_HINTS: dict[str, str] = {
         "The provider rejected the stored tokens; ask the user for consent again with "
         "`provision reauthorize ID` (Engine.reauthorize)."),
     FailureReason.CANCELLED.value: "An operator cancelled the attempt.",
+    FailureReason.DUPLICATE_CONNECTION.value: (
+        "The provider account (realmId) is already connected by the live attempt named in "
+        "error.message; keep that one, or disconnect it, or start again with --replace."),
 }
 _REASONS = frozenset(r.value for r in FailureReason)
 

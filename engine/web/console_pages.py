@@ -186,6 +186,8 @@ def attempt_facts(a: Attempt, consent_url: str | None) -> Markup:
         ("failures", a.failures),
         ("failure reason", a.failure_reason or ""), ("last error", error_text(a.last_error, needles)),
     ]
+    if a.realm_id:  # the provider account the callback named (QuickBooks company)
+        items.append(("realm id", a.realm_id))
     if a.last_check_at is not None:  # the last health check (engine.core.health)
         items.append(("health", f"{a.health}{f' ({a.health_reason})' if a.health_reason else ''}, "
                                 f"checked {when(a.last_check_at)}"))
