@@ -51,6 +51,11 @@ class ClientPort(Protocol):
     def reconnect_oauth1(self, consumer_key: str, consumer_secret: str, token: str,
                          token_secret: str) -> Any: ...
 
+    def check_provider_token(self, realm_id: str, *, sandbox_company: bool, access_token: str | None = None,
+                             oauth1: tuple[str, str, str, str] | None = None) -> bool:
+        """Whether the provider still accepts the user's token (a read that rotates nothing)."""
+        ...
+
 
 class PlatformPort(ClientPort, Protocol):
     """What the engine itself needs of the client besides the steps' calls."""

@@ -77,6 +77,9 @@ REASON_HINTS: dict[str, str] = {
     "instance_disabled": "The instance is disabled on the platform; enable it there, then `provision check`.",
     "instance_invalid": ("The platform can no longer use the provider tokens; ask the user for consent "
                          "again (`provision reauthorize ID` once it has failed, or a new attempt)."),
+    "provider_rejected": ("The provider (Intuit) refused the engine's token for this connection (401 on a "
+                          "read): the user revoked the app or the token expired; ask the user for consent "
+                          "again (`provision reauthorize ID` once it has failed, or a new attempt)."),
     FailureReason.USER_DENIED.value: "The user declined consent; start a new attempt when they are ready.",
     FailureReason.CALLBACK_TIMEOUT.value: (
         "The user did not finish consent in time; start a new attempt (or raise --callback-wait)."),

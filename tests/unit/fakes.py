@@ -142,6 +142,9 @@ class FakeClient:
     def revoke_oauth2(self, *args: Any, **kwargs: Any) -> None:
         self._answer("revoke_oauth2", args, kwargs)
 
+    def check_provider_token(self, *args: Any, **kwargs: Any) -> bool:
+        return bool(self._answer("check_provider_token", args, kwargs))
+
 
 class FakePorts:
     """The ``Ports`` of one step, with a settable clock and scripted retries."""
