@@ -23,6 +23,7 @@ MUTABLE_COLUMNS: frozenset[str] = frozenset(
         "last_check_at",
         "renewal_failing_since",
         "realm_id",
+        "connect_token_hash",
     }
 )
 

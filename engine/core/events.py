@@ -18,6 +18,8 @@ transition means to an application:
 ``connection.disconnecting``                PROVISIONED/FAILED --disconnect--> DISCONNECTING
 ``connection.disconnected``                 DISCONNECTING --remove--> DISCONNECTED (states.disconnect)
 ``connection.unhealthy``                    PROVISIONED --check--> PROVISIONED (engine.core.health)
+``attempt.connect_link``                    REDIRECTED --connect_link--> REDIRECTED: an operator made
+                                            a connect link (the link itself is never in the event)
 ==========================================  ==================================================
 
 The payload is ``{"type", "timestamp", "data": {...}}`` built from public columns only: the
@@ -49,11 +51,13 @@ DISCONNECTING = "connection.disconnecting"
 DUPLICATE_REMOVED = "connection.duplicate_removed"
 DISCONNECTED = "connection.disconnected"
 UNHEALTHY = "connection.unhealthy"
+CONNECT_LINK = "attempt.connect_link"
 
 #: Every event type, in the order of a connection's life (hooks may filter on any of them).
 EVENT_TYPES: tuple[str, ...] = (
     TOKEN_ISSUED, REDIRECTED, CALLBACK_RECEIVED, PROVISIONED, FAILED, RESTARTED, RENEWED,
     REAUTHORIZATION_REQUIRED, RECOVERED, DUPLICATE_REMOVED, DISCONNECTING, DISCONNECTED, UNHEALTHY,
+    CONNECT_LINK,
 )
 
 # PROVISIONED --x--> PROVISIONED transitions that are not a (re)provisioning.
@@ -69,6 +73,7 @@ _BY_TRIGGER = {
     Trigger.DISCONNECT.value: DISCONNECTING,
     Trigger.REMOVE.value: DISCONNECTED,
     Trigger.REAUTHORIZE.value: RESTARTED,  # the attempt starts over too; PROVISIONED again is RECOVERED
+    Trigger.CONNECT_LINK.value: CONNECT_LINK,
 }
 
 # What to do about each failure reason (the error's own hint, when it has one, comes first).

@@ -244,6 +244,17 @@ def message_body(title: str, text: str, back: str, back_text: str = "Back") -> M
     return Markup('<h1>{}</h1><p>{}</p><p>{}</p>').format(title, text, link(back, back_text))
 
 
+def reveal_body(title: str, label: str, value: str, text: str, back: str) -> Markup:
+    """A value shown to the operator once (a connect link), read-only, with a copy-to-clipboard button
+    (``CONSOLE_JS``; without JavaScript the field can still be selected and copied by hand)."""
+    return Markup(
+        '<h1>{}</h1><p>{}</p><div class="reveal"><label for="revealed">{}</label>'
+        '<input id="revealed" type="text" readonly value="{}" size="70">'
+        '<button type="button" data-copy="revealed">Copy to clipboard</button>'
+        '<span id="copy-status" role="status" aria-live="polite"></span></div><p>{}</p>').format(
+        title, text, label, value, link(back, "Back to the attempt"))
+
+
 def login_body(error: str | None, next_url: str) -> Markup:
     """The login form (a name and the token or password)."""
     problem = Markup('<p class="error" role="alert">{}</p>').format(error) if error else Markup("")

@@ -57,12 +57,14 @@ def test_an_engine_owned_oauth2_token_revoked_at_the_provider_is_unhealthy(
     presented = len(clocked_sandbox.refresh_presentations())
     assert engine.check(a.id).health == "healthy"
     (read,) = company_reads(clocked_sandbox)
-    assert read["status"] == 200 and read["path"].endswith("/v3/company/123146096291789/companyinfo/123146096291789")
+    assert read["status"] == 200
+    assert read["path"].endswith("/v3/company/123146096291789/companyinfo/123146096291789")
     assert len(clocked_sandbox.refresh_presentations()) == presented  # the check spent nothing
     invalidate(clocked_sandbox, access)
     clock.advance(60)
     sick = engine.check(a.id)
-    assert (sick.state, sick.health, sick.health_reason) == (State.PROVISIONED, "unhealthy", "provider_rejected")
+    assert (sick.state, sick.health, sick.health_reason) == (
+        State.PROVISIONED, "unhealthy", "provider_rejected")
     assert company_reads(clocked_sandbox)[-1]["status"] == 401
     engine.check(a.id)  # still refused: no second event
     unhealthy = [e for e in engine.events(limit=100) if e.type == ev.UNHEALTHY]
