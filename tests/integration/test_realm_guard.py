@@ -12,13 +12,13 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
-from testkit import QBO
+from testkit import QBO, in_background
 
 from engine import Engine
-from engine.config import Branding, ServeSettings
+from engine.cli.output import attempt_dict, format_attempt
+from engine.config import Branding
 from engine.core import events as ev
-from engine.web.callback_app import make_app
-from engine.web.wsgi_server import run_server
+from engine.web.callback_app import make_app, serve
 from states import State
 
 
@@ -42,6 +42,16 @@ def called_back(engine: Engine, attempt_id: str, realm: str | None = None) -> No
     assert outcome.status == "applied" and outcome.attempt_id == attempt_id
 
 
+def connected(engine: Engine, sandbox: Any, customer: str) -> tuple[str, str]:
+    """A PROVISIONED attempt of ``customer`` on a new company: (attempt id, its realmId)."""
+    attempt_id = redirected(engine, f"books of {customer}", customer)
+    called_back(engine, attempt_id)
+    engine.run_until_idle()
+    realm = engine.get(attempt_id).realm_id
+    assert engine.get(attempt_id).state is State.PROVISIONED and realm and instances_of(sandbox, realm)
+    return attempt_id, realm
+
+
 def instances_of(sandbox: Any, realm: str) -> list[int]:
     with sandbox.store.lock:
         return [i for i, inst in sandbox.store.instances.items() if inst.realm_id == realm]
@@ -50,11 +60,7 @@ def instances_of(sandbox: Any, realm: str) -> list[int]:
 def test_a_callback_for_a_connected_realm_is_refused_naming_the_live_attempt(
         make_engine: Callable[..., Engine], sandbox: Any) -> None:
     engine = make_engine()
-    live = redirected(engine, "acme books", "acme-42")
-    called_back(engine, live)
-    engine.run_until_idle()
-    realm = engine.get(live).realm_id
-    assert engine.get(live).state is State.PROVISIONED and realm and instances_of(sandbox, realm)
+    live, realm = connected(engine, sandbox, "acme-42")
     # Another customer (and one without any customer id) consents to the very same company.
     for customer in ("globex-7", None):
         second = redirected(engine, f"books of {customer}", customer)
@@ -70,6 +76,9 @@ def test_a_callback_for_a_connected_realm_is_refused_naming_the_live_attempt(
         assert len(failed) == 1 and failed[0].data["reason"] == "duplicate_connection"
         assert live in (failed[0].data["hint"] or "")
     assert engine.get(live).state is State.PROVISIONED  # the live connection is untouched
+    shown = engine.get(live)  # `show` and `show --json` print the realm (not a secret)
+    assert attempt_dict(shown, [], None)["realm_id"] == realm
+    assert ["realm_id", realm] in [line.split() for line in format_attempt(shown, [], None).splitlines()]
     # Once the live one is disconnected, the company may be connected again.
     engine.disconnect(live)
     engine.run_until_idle()
@@ -83,11 +92,7 @@ def test_a_callback_for_a_connected_realm_is_refused_naming_the_live_attempt(
 def test_replace_takes_the_realm_over_and_disconnects_the_old_attempt_once_provisioned(
         make_engine: Callable[..., Engine], sandbox: Any) -> None:
     engine = make_engine()
-    old = redirected(engine, "acme books", "acme-42")
-    called_back(engine, old)
-    engine.run_until_idle()
-    realm = engine.get(old).realm_id
-    assert realm is not None
+    old, realm = connected(engine, sandbox, "acme-42")
     (old_instance,) = instances_of(sandbox, realm)
     new = redirected(engine, "acme books again", "acme-42", replace=True)
     assert engine.get(new).replaces == old and engine.get(old).state is State.PROVISIONED
@@ -134,24 +139,11 @@ def test_two_workers_racing_for_one_realm_leave_one_instance(
 
 @pytest.fixture
 def receiver(sqlite_url: str, engine_on: Callable[..., Engine]) -> Iterator[tuple[Engine, str]]:
+    """``provision serve``'s server function, branded, on a free loopback port."""
     engine = engine_on(sqlite_url)
-    stop, bound = threading.Event(), threading.Event()
-    port: list[int] = []
-
-    def ready(p: int) -> None:
-        port.append(p)
-        bound.set()
-
     app = make_app(engine, branding=Branding(name="Ledgerly", support="help@ledgerly.example"))
-    thread = threading.Thread(target=run_server, args=(app, "127.0.0.1", 0),
-                              kwargs={"settings": ServeSettings(), "ready": ready, "stop": stop}, daemon=True)
-    thread.start()
-    assert bound.wait(10)
-    try:
-        yield engine, f"http://127.0.0.1:{port[0]}"
-    finally:
-        stop.set()
-        thread.join(10)
+    with in_background(serve, engine, "127.0.0.1", 0, app=app) as url:
+        yield engine, url
 
 
 def test_the_customer_is_told_the_company_is_already_connected(receiver: tuple[Engine, str]) -> None:

@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from test_console_browser import ARTIFACTS, TOKEN, _background, browser  # noqa: F401 - browser is a fixture
-from testkit import QBO
+from test_console_browser import ARTIFACTS, TOKEN, browser  # noqa: F401 - browser is a fixture
+from testkit import QBO, in_background
 
 from engine import Engine, FakeClock
 from engine.config import ConsoleSettings, EngineSettings
@@ -26,7 +26,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.realtime]
 @pytest.fixture
 def receiver_url(web_engine: Engine) -> Iterator[str]:
     """``provision serve``'s server function on a free loopback port."""
-    yield from _background(serve, web_engine, "127.0.0.1", 0, app=make_app(web_engine))
+    with in_background(serve, web_engine, "127.0.0.1", 0, app=make_app(web_engine)) as url:
+        yield url
 
 
 @pytest.fixture
@@ -38,8 +39,9 @@ def operator_engine(sqlite_url: str, engine_on: Callable[..., Engine], clock: Fa
 
 @pytest.fixture
 def console_url(operator_engine: Engine) -> Iterator[str]:
-    yield from _background(serve_console, operator_engine, "127.0.0.1", 0,
-                           settings=ConsoleSettings(token=TOKEN))
+    with in_background(serve_console, operator_engine, "127.0.0.1", 0,
+                       settings=ConsoleSettings(token=TOKEN)) as url:
+        yield url
 
 
 def test_operator_copies_a_single_use_connect_link_that_leads_to_consent_once(
