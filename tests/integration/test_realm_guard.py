@@ -162,3 +162,33 @@ def test_the_customer_is_told_the_company_is_already_connected(receiver: tuple[E
     assert 'href="mailto:help@ledgerly.example"' in page.text
     for internal in ("duplicate_connection", live, second, "FAILED", "realm"):
         assert internal not in page.text
+
+
+def test_concurrent_claims_of_one_realm_let_exactly_one_attempt_in(
+        db_url: str, engine_on: Callable[..., Engine]) -> None:
+    """The statement itself, raced from two connections pools at once, round after round."""
+    workers = [engine_on(db_url), engine_on(db_url)]
+    not_live = frozenset({"FAILED", "DISCONNECTED"})
+
+    def claim(engine: Engine, attempt_id: str, realm: str, barrier: threading.Barrier,
+              answers: dict[str, str | None]) -> None:
+        barrier.wait(10)
+        answers[attempt_id] = engine.repo.claim_realm("quickbooks", realm, attempt_id, replaces=None,
+                                                      not_live=not_live, now=engine.now())
+
+    for round_no in range(15):
+        ids = [w.start("quickbooks", f"race {round_no}.{i}", flow="oauth2", **QBO).id
+               for i, w in enumerate(workers)]
+        realm, barrier = f"realm-{round_no}", threading.Barrier(2)
+        answers: dict[str, str | None] = {}
+        threads = [threading.Thread(target=claim, args=(w, i, realm, barrier, answers))
+                   for w, i in zip(workers, ids, strict=True)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        winners = [i for i in ids if answers.get(i, "missing") is None]
+        assert len(winners) == 1, answers
+        loser = next(i for i in ids if i not in winners)
+        assert answers[loser] == winners[0]
+        assert workers[0].repo.realm_holder("quickbooks", realm) == winners[0]
