@@ -30,8 +30,9 @@ def consent_with(url: str, realm: str | None = None) -> str:
     return resp.headers["Location"]
 
 
-def redirected(engine: Engine, name: str, customer: str | None = None, **kw: Any) -> str:
-    a = engine.start("quickbooks", name, flow="oauth2", customer=customer, **QBO, **kw)
+def redirected(engine: Engine, name: str, customer: str | None = None, flow: str = "oauth2",
+               **kw: Any) -> str:
+    a = engine.start("quickbooks", name, flow=flow, customer=customer, **QBO, **kw)
     engine.run_until_idle()
     assert engine.get(a.id).state is State.REDIRECTED
     return a.id
@@ -87,6 +88,20 @@ def test_a_callback_for_a_connected_realm_is_refused_naming_the_live_attempt(
     engine.run_until_idle()
     assert engine.get(again).state is State.PROVISIONED and engine.get(again).realm_id == realm
     assert engine.repo.realm_holder("quickbooks", realm) == again
+
+
+def test_an_oauth1_callback_naming_a_connected_realm_is_refused_too(
+        make_engine: Callable[..., Engine], sandbox: Any) -> None:
+    engine = make_engine()
+    live, realm = connected(engine, sandbox, "acme-42")  # OAuth2
+    second = redirected(engine, "globex books", "globex-7", flow="oauth1")
+    called_back(engine, second, realm)  # Intuit's OAuth1 redirect carries realmId as well
+    engine.run_until_idle()
+    refused = engine.get(second)
+    assert (refused.state, refused.failure_reason, refused.realm_id) == (
+        State.FAILED, "duplicate_connection", realm)
+    assert refused.last_error is not None and refused.last_error["live_attempt"] == live
+    assert len(instances_of(sandbox, realm)) == 1
 
 
 def test_replace_takes_the_realm_over_and_disconnects_the_old_attempt_once_provisioned(
