@@ -20,6 +20,7 @@ from persistence.columns import UTCDateTime
 from persistence.inbox import Inbox
 from persistence.lifecycle import Lifecycle
 from persistence.quarantine import QUARANTINE_ERROR, UNREADABLE, quarantine, quarantined_rows, release
+from persistence.realms import Realms
 from persistence.schema import attempts, history
 from persistence.statements import (
     GET,
@@ -48,7 +49,7 @@ def _update_for(key: tuple[frozenset[str], bool, bool]) -> Any:
     return guarded_update(keys, leased=leased, count_failure=count_failure)
 
 
-class Repository(Inbox, Lifecycle):
+class Repository(Inbox, Lifecycle, Realms):
     """SQLAlchemy Core access for one database; safe to share between threads."""
 
     # --- reads -----------------------------------------------------------------------------------

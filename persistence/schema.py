@@ -64,6 +64,8 @@ attempts = sa.Table(
     sa.Column("health_reason", sa.String(200), nullable=True),
     sa.Column("connect_token_hash", sa.String(64), nullable=True),
     sa.Column("replaces", sa.String(36), nullable=True),  # the attempt --replace retires
+    # The provider account the callback named (QuickBooks realmId; not a secret), migration 0010.
+    sa.Column("realm_id", sa.String(64), nullable=True),
     # "What is due now" is a range scan on this partial index (issue 3/6 asserts the plan).
     sa.Index(
         "ix_attempts_due",
@@ -75,6 +77,8 @@ attempts = sa.Table(
     sa.Index("ix_attempts_element_created", "element_key", "created_at"),
     sa.Index("ix_attempts_customer_element", "customer", "element_key"),
     sa.Index("ix_attempts_connect_token_hash", "connect_token_hash", unique=True),
+    sa.Index("ix_attempts_realm", "element_key", "realm_id", sqlite_where=sa.text("realm_id IS NOT NULL"),
+             postgresql_where=sa.text("realm_id IS NOT NULL")),
     sa.Index("ix_attempts_replaces", "replaces", sqlite_where=sa.text("replaces IS NOT NULL"),
              postgresql_where=sa.text("replaces IS NOT NULL")),
     # Free space in each page, so that claims and reschedules are heap-only updates (migration 0002).
@@ -166,4 +170,16 @@ workers = sa.Table(
     sa.Column("last_tick_at", UTCDateTime, nullable=False),
     sa.Column("key_ids", sa.String(200), nullable=False),
     sa.Column("leases", sa.Integer, nullable=False),
+)
+
+# --- realm claims (issue 10/12 must-have 3, migration 0010; persistence.realms reads and writes it) --
+# Which attempt holds each provider account (element, realmId). The primary key is what makes the
+# callback-time duplicate guard race-safe: of two workers claiming one realm, one insert wins.
+realm_claims = sa.Table(
+    "realm_claims",
+    metadata,
+    sa.Column("element_key", sa.String(100), primary_key=True),
+    sa.Column("realm_id", sa.String(64), primary_key=True),
+    sa.Column("attempt_id", sa.String(36), nullable=False),
+    sa.Column("claimed_at", UTCDateTime, nullable=False),
 )

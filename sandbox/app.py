@@ -21,7 +21,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.routing import Map, RequestRedirect, Rule
 from werkzeug.wrappers import Request, Response
 
-from sandbox import consent, elements, instances, oauth, platform_refresh, provider, reconnect
+from sandbox import company, consent, elements, instances, oauth, platform_refresh, provider, reconnect
 from sandbox.defaults import (
     BASE_PATH,
     CONSENT_PATH,
@@ -30,10 +30,12 @@ from sandbox.defaults import (
     INSTANCE_STATUS_PATH,
     PLATFORM_REFRESH_PATH,
     PROVIDER_BEARER_PATH,
+    PROVIDER_COMPANY_INFO_PATH,
     PROVIDER_DISCOVERY_PATH,
     PROVIDER_RECONNECT_PATH,
     PROVIDER_REVOKE_PATH,
     REQUESTS_PATH,
+    TOKEN_INVALIDATE_PATH,
 )
 from sandbox.faults import Faults
 from sandbox.web import (
@@ -96,6 +98,8 @@ ROUTES: dict[str, Route] = {
     "provider_reconnect": Route(reconnect.reconnect, "provider_token"),
     "platform_refresh": Route(platform_refresh.platform_refresh, None),
     "instance_status": Route(platform_refresh.instance_status, None),
+    "provider_company_info": Route(company.company_info, "provider_check"),
+    "token_invalidate": Route(company.invalidate, None),
     "health": Route(_health, None, logged=False),
     "requests": Route(_requests, None, logged=False),
     "faults": Route(_faults, None, logged=False),
@@ -114,6 +118,8 @@ def _rules() -> list[Rule]:
         Rule(PROVIDER_DISCOVERY_PATH, methods=["GET"], endpoint="provider_discovery"),
         Rule(PLATFORM_REFRESH_PATH, methods=["POST"], endpoint="platform_refresh"),
         Rule(INSTANCE_STATUS_PATH, methods=["POST"], endpoint="instance_status"),
+        Rule(PROVIDER_COMPANY_INFO_PATH, methods=["GET"], endpoint="provider_company_info"),
+        Rule(TOKEN_INVALIDATE_PATH, methods=["POST"], endpoint="token_invalidate"),
         Rule(f"{b}/elements/<key>", methods=["GET"], endpoint="get_element"),
         Rule(f"{b}/elements/<key>/metadata", methods=["GET"], endpoint="element_metadata"),
         Rule(HEALTH_PATH, methods=["GET"], endpoint="health"),

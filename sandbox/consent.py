@@ -1,6 +1,7 @@
 """The provider's consent page: ``GET|POST /_sandbox/consent`` (plays Intuit/Salesforce/HubSpot).
 
-GET renders a form (Approve / Deny, company ``sandbox``/``production``); POSTing it to the same URL,
+GET renders a form (Approve / Deny, company ``sandbox``/``production``, or ``realm``: an existing
+company picked again, as Intuit's company picker allows); POSTing it to the same URL,
 query string included, answers 302 to the callback with the provider's parameters (elements-api.md §3).
 Problems are answered as a 400 HTML page, as a browser-facing provider would.
 """
@@ -102,6 +103,15 @@ def _decide(ctx: Context, request: Request, consent: _Consent) -> Response:
     if company not in _COMPANIES:
         raise ConsentError(f"company must be 'sandbox' or 'production', got {company!r}.")
     store = ctx.store
+    # Intuit lists the user's existing companies to pick from: ``realm`` picks one again (the
+    # same realmId for a second authorisation), otherwise a new company of kind ``company``.
+    picked = request.form.get("realm") or None
+    if picked is not None:
+        with store.lock:
+            known = store.realms.get(picked)
+        if known is None:
+            raise ConsentError(f"realm must be one of the user's companies, got {picked!r}.")
+        company = known
     params: dict[str, str] = {"state": consent.state}
     if decision == "deny":
         params = {"error": "access_denied", "state": consent.state}
@@ -111,14 +121,14 @@ def _decide(ctx: Context, request: Request, consent: _Consent) -> Response:
         with store.lock:
             token = consent.request_token
             # Each approval is a fresh authorisation: new company, new verifier (older ones stop working).
-            token.realm_id = store.new_realm(company)
+            token.realm_id = picked or store.new_realm(company)
             token.verifier = random_base62(7).lower()
             params.update(oauth_token=token.token, oauth_verifier=token.verifier,
                           realmId=token.realm_id, dataSource="QBO")
     else:
         element = find_element(consent.element_key or "")
         with store.lock:
-            realm = store.new_realm(company)
+            realm = picked or store.new_realm(company)
             code = AuthCode("AB" + random_base62(46), consent.client_id, consent.callback,
                             consent.element_key, realm, store.now())
             store.codes[code.code] = code

@@ -26,6 +26,7 @@ ENDPOINTS: tuple[str, ...] = (
     "list_instances",
     "update_instance",
     "provider_token",
+    "provider_check",  # the QuickBooks CompanyInfo read (sandbox.company)
 )
 
 #: Paths outside BASE_PATH (the sandbox's own pages and the fake Intuit endpoints).
@@ -38,6 +39,8 @@ PROVIDER_REVOKE_PATH = "/_provider/oauth2/tokens/revoke"
 PROVIDER_DISCOVERY_PATH = "/_provider/.well-known/openid_configuration"
 PLATFORM_REFRESH_PATH = "/_sandbox/platform-refresh"
 INSTANCE_STATUS_PATH = "/_sandbox/instances/<instance_id>/status"
+PROVIDER_COMPANY_INFO_PATH = "/_provider/v3/company/<realm_id>/companyinfo/<realm_again>"
+TOKEN_INVALIDATE_PATH = "/_sandbox/provider/tokens/invalidate"
 HEALTH_PATH = "/health"
 
 #: Intuit token lifetimes (elements-api.md §13.3).

@@ -20,7 +20,7 @@ from typing import Any
 from werkzeug.wrappers import Request, Response
 
 from sandbox.provider import rotate
-from sandbox.store import Instance, Store, random_base62
+from sandbox.store import Instance, Store
 from sandbox.web import ApiError, Context, json_response, read_json_object
 
 
@@ -51,7 +51,7 @@ def refresh_due(store: Store) -> list[dict[str, Any]]:
                 continue
             instance.configuration.update({
                 "oauth.user.refresh_token": outcome.token,
-                "oauth.user.token": "eyJ" + random_base62(60),
+                "oauth.user.token": store.issue_bearer_token(outcome.token).token,
                 "oauth.user.refresh_time": str(int(now * 1000)),
             })
             results.append({"id": instance.id, "refreshed": True})

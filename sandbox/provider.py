@@ -28,7 +28,7 @@ from sandbox.defaults import (
     PROVIDER_BEARER_PATH,
     PROVIDER_REVOKE_PATH,
 )
-from sandbox.store import RefreshToken, Store, random_base62
+from sandbox.store import RefreshToken, Store
 from sandbox.web import Context, json_response
 
 HARD_EXPIRY_HEADER = "x-include-refresh-token-hard-expires-in"
@@ -53,7 +53,7 @@ def token_answer(store: Store, refresh: RefreshToken, hard: bool) -> dict[str, A
     """The token endpoint's success body for ``refresh`` (a new access token each time)."""
     now = store.now()
     body: dict[str, Any] = {
-        "access_token": "eyJ" + random_base62(60),
+        "access_token": store.issue_bearer_token(refresh.token).token,
         "refresh_token": refresh.token,
         "token_type": "bearer",
         "expires_in": OAUTH2_ACCESS_TOKEN_LIFETIME_S,
@@ -132,7 +132,7 @@ def revoke(ctx: Context, request: Request) -> Response:
         if record is not None:
             if not _same(record.client_id, client[0]):
                 return _oauth_error("invalid_client", 401)
-            record.valid = False
+            store.invalidate_token(token)  # the refresh token and the access tokens it issued
     return json_response({})
 
 

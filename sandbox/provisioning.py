@@ -13,7 +13,7 @@ from typing import Any
 
 from sandbox.catalog import Element, find_element
 from sandbox.defaults import MASK, OAUTH1_REFRESH_INTERVAL, OAUTH2_REFRESH_INTERVAL
-from sandbox.store import AccessToken, Instance, Store, random_base62
+from sandbox.store import AccessToken, Instance, Store
 from sandbox.web import ApiError, provider_error
 
 _OAUTH_REQUIRED = ("oauth.api.key", "oauth.api.secret", "oauth.callback.url")
@@ -159,7 +159,7 @@ def grant(store: Store, instance: Instance, auth_type: str, realm_id: str | None
         config.pop("oauth.user.refresh_token", None)
     else:
         refresh = store.issue_refresh_token(api_key, api_secret, instance.id)
-        config["oauth.user.token"] = "eyJ" + random_base62(60)
+        config["oauth.user.token"] = store.issue_bearer_token(refresh.token).token
         config["oauth.user.refresh_token"] = refresh.token
         config.setdefault("oauth.user.refresh_interval", OAUTH2_REFRESH_INTERVAL)
     config["oauth.user.refresh_time"] = now_ms(store)

@@ -37,7 +37,7 @@ MESSAGES = {
 }
 
 
-class _Validator(RequestValidator):  # type: ignore[misc]  # oauthlib ships no type hints
+class TokenValidator(RequestValidator):  # type: ignore[misc]  # oauthlib ships no type hints
     """Knows one token (the one the call names) and the consumer secret it was issued with."""
 
     enforce_ssl = False  # the sandbox serves plain HTTP on loopback
@@ -99,7 +99,7 @@ def reconnect_xml(code: int, now: float, token: str = "", secret: str = "") -> R
     return Response(xml, status=200, mimetype="application/xml")
 
 
-def _oauth_params(request: Request) -> dict[str, str]:
+def oauth_params(request: Request) -> dict[str, str]:
     header = request.headers.get("Authorization", "")
     if not header[:6].lower() == "oauth ":
         return {}
@@ -112,7 +112,7 @@ def _oauth_params(request: Request) -> dict[str, str]:
 def reconnect(ctx: Context, request: Request) -> Response:
     """Renew an OAuth1 access token inside its last 30 days; the old token is invalidated."""
     store = ctx.store
-    params = _oauth_params(request)
+    params = oauth_params(request)
     consumer_key, token_value = params.get("oauth_consumer_key", ""), params.get("oauth_token", "")
     if not consumer_key or not token_value or "oauth_signature" not in params:
         return reconnect_xml(22, store.now())
@@ -121,7 +121,7 @@ def reconnect(ctx: Context, request: Request) -> Response:
         now = store.now()
         if token is None or token.consumer_key != consumer_key:
             return reconnect_xml(270, now)
-        endpoint = SignatureOnlyEndpoint(_Validator(store, token))
+        endpoint = SignatureOnlyEndpoint(TokenValidator(store, token))
         valid, _ = endpoint.validate_request(request.url, request.method, request.get_data(as_text=True),
                                              dict(request.headers))
         if not valid:

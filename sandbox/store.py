@@ -18,6 +18,7 @@ from typing import Any
 
 from sandbox.defaults import (
     OAUTH1_TOKEN_LIFETIME_S,
+    OAUTH2_ACCESS_TOKEN_LIFETIME_S,
     OAUTH2_REFRESH_TOKEN_HARD_LIFETIME_S,
     OAUTH2_REFRESH_TOKEN_LIFETIME_S,
 )
@@ -92,6 +93,16 @@ class RefreshToken:
 
 
 @dataclass
+class BearerToken:
+    """An Intuit OAuth2 access token (one hour), remembered so the QuickBooks API can check it."""
+
+    token: str
+    refresh_token: str | None  # the refresh token it was issued with (revoking that kills it too)
+    expires_at: float
+    valid: bool = True
+
+
+@dataclass
 class Instance:
     """One element instance; ``configuration`` keeps the *unmasked* values."""
 
@@ -123,6 +134,7 @@ class Store:
         self.realms: dict[str, str] = {}  # realm id -> "sandbox" | "production"
         self.access_tokens: dict[str, AccessToken] = {}
         self.refresh_tokens: dict[str, RefreshToken] = {}
+        self.bearer_tokens: dict[str, BearerToken] = {}  # OAuth2 access tokens issued
         self.instances: dict[int, Instance] = {}
         self._log: list[dict[str, Any]] = []
         #: Every refresh token presented at the token endpoint, by anyone, in order: (token, who, when).
@@ -168,6 +180,25 @@ class Store:
                                   min(now + OAUTH2_REFRESH_TOKEN_LIFETIME_S, hard), hard_expires_at=hard)
             self.refresh_tokens[record.token] = record
             return record
+
+    def issue_bearer_token(self, refresh_token: str | None) -> BearerToken:
+        """Issue and remember a new OAuth2 access token (one hour), issued with ``refresh_token``."""
+        with self.lock:
+            record = BearerToken("eyJ" + random_base62(60), refresh_token,
+                                 self.now() + OAUTH2_ACCESS_TOKEN_LIFETIME_S)
+            self.bearer_tokens[record.token] = record
+            return record
+
+    def invalidate_token(self, token: str) -> int:
+        """Revoke ``token`` (an OAuth2 access or refresh token, or an OAuth1 access token) and the
+        access tokens issued with it, as the user disconnecting the app at Intuit does; how many died."""
+        with self.lock:
+            dead = [r for r in (self.bearer_tokens.get(token), self.refresh_tokens.get(token),
+                                self.access_tokens.get(token)) if r is not None and r.valid]
+            dead += [b for b in self.bearer_tokens.values() if b.refresh_token == token and b.valid]
+            for record in dead:
+                record.valid = False
+            return len(dead)
 
     def invalidate_instance_tokens(self, instance_id: int) -> None:
         """Revoke every provider token owned by an instance (used on re-authentication)."""

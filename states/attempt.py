@@ -22,6 +22,8 @@ MUTABLE_COLUMNS: frozenset[str] = frozenset(
         "health_reason",
         "last_check_at",
         "renewal_failing_since",
+        "realm_id",
+        "connect_token_hash",
     }
 )
 
@@ -65,6 +67,7 @@ class Attempt:
     replaces: str | None = None  # the attempt this one replaces once PROVISIONED (engine.core.guard)
     renewal_owner: str | None = None  # "engine" | "platform" (states.model.RenewalOwner)
     renewal_failing_since: datetime | None = None  # first failure of the current renewal
+    realm_id: str | None = None  # the provider account (QuickBooks company) the callback named
     secrets: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property

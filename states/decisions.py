@@ -41,12 +41,14 @@ class Fail:
     """Move to FAILED with ``reason``; ``error`` keeps the platform's words and a hint.
 
     ``secrets`` is merged into the secrets blob (a failed create keeps its ambiguity marker, so a
-    restart looks the tag up before it POSTs again).
+    restart looks the tag up before it POSTs again). ``changes`` names attempt columns to set, as
+    in ``Advance`` (a refused duplicate keeps the realmId it was refused for).
     """
 
     reason: FailureReason
     error: dict[str, Any] | None = None
     secrets: dict[str, Any] = field(default_factory=dict)
+    changes: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,8 @@ from states.elements import spec_for
 from states.model import FailureReason, Flow, State, Trigger
 from states.payloads import instance_body, oauth_url_params, quick_body, token_params
 from states.ports import Ports
+from states.realm import realm_of
+from states.realm import refused as realm_refused
 from states.renewal import handle_provisioned
 from states.schedule import is_past, next_renewal_at
 
@@ -81,8 +83,21 @@ def handle_redirected(attempt: Attempt, ports: Ports) -> Decision:
 
 
 def handle_callback_received(attempt: Attempt, ports: Ports) -> Decision:
-    """CALLBACK_RECEIVED: create the instance (or adopt the one a crashed try created)."""
-    return _provision(attempt, ports, Trigger.PROVISION, instance_body(attempt))
+    """CALLBACK_RECEIVED: create the instance (or adopt the one a crashed try created).
+
+    First, a callback that names a realm (QuickBooks company) claims it: a realm already connected
+    by another live attempt fails this one before any instance is created (``states.realm``).
+    """
+    realm_id = realm_of(attempt)
+    if realm_id is None:
+        return _provision(attempt, ports, Trigger.PROVISION, instance_body(attempt))
+    holder = ports.claim_realm(attempt, realm_id)
+    if holder is not None:
+        return realm_refused(attempt, realm_id, holder)
+    decision = _provision(attempt, ports, Trigger.PROVISION, instance_body(attempt))
+    if isinstance(decision, Advance):
+        return replace(decision, changes={**decision.changes, "realm_id": realm_id})
+    return decision
 
 
 def _provision(attempt: Attempt, ports: Ports, trigger: Trigger, body: dict[str, Any]) -> Decision:

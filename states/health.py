@@ -11,6 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from states.attempt import Attempt
+from states.renewal import renewal_mode
+
 HEALTHY = "healthy"
 UNHEALTHY = "unhealthy"
 
@@ -18,7 +21,10 @@ UNHEALTHY = "unhealthy"
 INSTANCE_MISSING = "instance_missing"  # 404: deleted on the platform
 INSTANCE_DISABLED = "instance_disabled"
 INSTANCE_INVALID = "instance_invalid"  # the platform can no longer use the provider tokens
-PROVIDER_REJECTED = "provider_rejected"  # the engine's own token check was refused
+PROVIDER_REJECTED = "provider_rejected"  # the provider (Intuit) refused the engine's own token (401)
+
+#: Element configuration switches that mean "a sandbox company" (devportal quickbooksonline/tips.md).
+_SANDBOX_FLAGS = ("use_sandbox", "connect.to.sandbox")
 
 
 @dataclass(frozen=True)
@@ -58,3 +64,42 @@ def needs_event(previous_health: str | None, verdict: Verdict, previous_reason: 
     if verdict.healthy:
         return False
     return previous_health != UNHEALTHY or previous_reason != verdict.reason
+
+
+@dataclass(frozen=True)
+class ProviderCheck:
+    """What to ask the provider about an engine-owned connection: the realm and the user's token
+    (an OAuth2 access token, or the OAuth1 key, secret, token and token secret). Never logged."""
+
+    realm_id: str
+    sandbox_company: bool
+    access_token: str | None = None
+    oauth1: tuple[str, str, str, str] | None = None
+
+    def __repr__(self) -> str:
+        kind = "oauth1" if self.oauth1 else "oauth2"
+        return f"ProviderCheck(realm_id={self.realm_id!r}, {kind}, <tokens redacted>)"
+
+
+def provider_check(attempt: Attempt) -> ProviderCheck | None:
+    """The provider-side check of ``attempt``, or None when there is none to make.
+
+    Only where the engine owns the tokens (``states.renewal.renewal_mode``): platform-owned tokens
+    live on the platform, whose ``valid`` flag already says whether the provider takes them. The
+    check reads the QuickBooks company, so it needs the realm. An OAuth2 connection is checked with
+    its access token; before the engine's first refresh it holds none (the caller brought only a
+    refresh token), and presenting the refresh token would rotate it, so nothing is asked then.
+    """
+    mode = renewal_mode(attempt)
+    config = attempt.config
+    realm = attempt.realm_id or config.get("quickbooks.realm.id")
+    if mode == "platform" or not realm:
+        return None
+    tokens: dict[str, Any] = attempt.secrets.get("user_tokens") or {}
+    sandbox = any(str(config.get(flag, "")).lower() == "true" for flag in _SANDBOX_FLAGS)
+    if mode == "oauth2":
+        access = tokens.get("oauth.user.token")
+        return ProviderCheck(str(realm), sandbox, access_token=str(access)) if access else None
+    return ProviderCheck(str(realm), sandbox, oauth1=(
+        str(config.get("oauth.api.key", "")), str(config.get("oauth.api.secret", "")),
+        str(tokens["oauth.user.token"]), str(tokens["oauth.user.token.secret"])))

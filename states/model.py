@@ -41,6 +41,7 @@ class Trigger(str, Enum):
     DISCONNECT = "disconnect"  # an operator or the application asked to disconnect
     REMOVE = "remove"  # token revoked and instance deleted: the disconnect is done
     REAUTHORIZE = "reauthorize"  # new consent for the same instance (FAILED -> NEW, like restart)
+    CONNECT_LINK = "connect_link"  # an operator issued a connect link for the customer (engine.core.connect)
 
     def __str__(self) -> str:
         return self.value
@@ -67,6 +68,9 @@ class FailureReason(str, Enum):
     INVALID_DATABASE = "invalid_database"
     RENEWAL_REJECTED = "renewal_rejected"
     CANCELLED = "cancelled"
+    # The callback's realmId (QuickBooks company) is already connected by another live attempt
+    # (states.realm): refused before any instance is created.
+    DUPLICATE_CONNECTION = "duplicate_connection"
 
     def __str__(self) -> str:
         return self.value
@@ -127,6 +131,9 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition(Trigger.DISCONNECT, State.FAILED, State.DISCONNECTING),
     Transition(Trigger.REMOVE, State.DISCONNECTING, State.DISCONNECTED),
     Transition(Trigger.REAUTHORIZE, State.FAILED, State.NEW),
+    # Recorded when an operator issues a connect link (the console's "copy connect link"): the
+    # history says who sent the customer a link and when; the attempt keeps waiting for consent.
+    Transition(Trigger.CONNECT_LINK, State.REDIRECTED, State.REDIRECTED),
 )
 
 # The path each flow takes when nothing goes wrong; used by docs, the demo and path checks.

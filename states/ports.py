@@ -4,7 +4,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from states.attempt import Attempt
 
 T = TypeVar("T")
 
@@ -48,6 +51,11 @@ class ClientPort(Protocol):
     def reconnect_oauth1(self, consumer_key: str, consumer_secret: str, token: str,
                          token_secret: str) -> Any: ...
 
+    def check_provider_token(self, realm_id: str, *, sandbox_company: bool, access_token: str | None = None,
+                             oauth1: tuple[str, str, str, str] | None = None) -> bool:
+        """Whether the provider still accepts the user's token (a read that rotates nothing)."""
+        ...
+
 
 class PlatformPort(ClientPort, Protocol):
     """What the engine itself needs of the client besides the steps' calls."""
@@ -89,3 +97,10 @@ class Ports(Protocol):
     def new_nonce(self) -> str: ...
 
     def digest(self, text: str) -> str: ...
+
+    def claim_realm(self, attempt: Attempt, realm_id: str) -> str | None:
+        """Claim ``realm_id`` of ``attempt``'s element for it, race-safely (``states.realm``).
+
+        None when the attempt holds the claim now; else the id of the live attempt holding it.
+        """
+        ...

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -98,3 +99,25 @@ def provision_path() -> str:
     if not found:
         pytest.skip("the provision console script is not installed")
     return found
+
+
+@contextmanager
+def in_background(run: Callable[..., None], *args: Any, **kw: Any) -> Iterator[str]:
+    """Run a blocking ``serve``-style function (``ready=``, ``stop=`` keywords) in a thread; yields the
+    base URL it reports once listening, and stops it after the block."""
+    stop, started = threading.Event(), threading.Event()
+    ready: list[str] = []
+
+    def on_ready(url: str) -> None:
+        ready.append(url)
+        started.set()
+
+    thread = threading.Thread(target=run, args=args, kwargs={**kw, "ready": on_ready, "stop": stop},
+                              daemon=True)
+    thread.start()
+    assert started.wait(10), "server did not start"
+    try:
+        yield ready[0]
+    finally:
+        stop.set()
+        thread.join(10)

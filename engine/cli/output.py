@@ -73,6 +73,7 @@ def attempt_dict(attempt: Attempt, history: Sequence[HistoryEntry],
         "last_check_at": iso(attempt.last_check_at),
         "redirect_url": redirect_url if attempt.state is State.REDIRECTED else None,
         "instance_id": attempt.instance_id,
+        "realm_id": attempt.realm_id,
         "failure_reason": attempt.failure_reason,
         "last_error": attempt.last_error,
         "failures": attempt.failures,
@@ -154,6 +155,8 @@ def format_attempt(attempt: Attempt, history: Sequence[HistoryEntry], redirect_u
         ("instance_id", attempt.instance_id or "-"),
         ("failure_reason", attempt.failure_reason or "-"),
     ]
+    if attempt.realm_id:  # the provider account (QuickBooks company) the callback named
+        fields.append(("realm_id", attempt.realm_id))
     if attempt.state not in TERMINAL:  # a stale callback deadline on a finished attempt only confuses
         fields.insert(11, ("deadline", human_time(attempt.deadline_at)))
     if attempt.idempotency_key:

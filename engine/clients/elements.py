@@ -25,6 +25,9 @@ from engine.config import ClientSettings
 from engine.errors import MalformedResponseError, NotFoundApiError, PermanentApiError
 from engine.tracing import HttpTracer
 
+#: Intuit's QuickBooks Online Accounting API hosts (production companies, sandbox companies).
+QBO_API = "https://quickbooks.api.intuit.com"
+QBO_SANDBOX_API = "https://sandbox-quickbooks.api.intuit.com"
 #: Instances asked for per page of GET /instances (the platform's ``pageSize``).
 LIST_PAGE_SIZE = 200
 #: Pages of one listing read at most: a tag names one attempt's instance, so even one full page
@@ -246,3 +249,11 @@ class ElementsClient:
                          token_secret: str) -> ReconnectResult:
         """QuickBooks OAuth1 Reconnect, signed (see ``ProviderClient.reconnect_oauth1``)."""
         return self.provider.reconnect_oauth1(consumer_key, consumer_secret, token, token_secret)
+
+    def check_provider_token(self, realm_id: str, *, sandbox_company: bool, access_token: str | None = None,
+                             oauth1: tuple[str, str, str, str] | None = None) -> bool:
+        """Whether the provider still accepts the user's token, by a read that spends nothing (see
+        ``ProviderClient.read_company_info``). The QuickBooks API host is the provider root when one
+        is configured (the sandbox serves it there), else Intuit's production or sandbox-company host."""
+        base = self.settings.provider_root or (QBO_SANDBOX_API if sandbox_company else QBO_API)
+        return self.provider.read_company_info(base, realm_id, access_token=access_token, oauth1=oauth1)

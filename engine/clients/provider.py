@@ -201,3 +201,39 @@ class ProviderClient:
                      "key and secret) and oauth.user.token.secret of this attempt.")
         raise RenewalRejectedError(f"Reconnect error {code}: {message}", status=answer.status,
                                    endpoint=ENDPOINT, hint=_REAUTHORIZE)
+
+    def read_company_info(self, api_base: str, realm_id: str, *, access_token: str | None = None,
+                          oauth1: tuple[str, str, str, str] | None = None) -> bool:
+        """Whether the provider still accepts the user's token: a QuickBooks CompanyInfo read.
+
+        ``GET {api_base}/v3/company/{realmId}/companyinfo/{realmId}`` (Intuit's Accounting API
+        "Read CompanyInfo") with ``access_token`` as a Bearer (OAuth2) or signed OAuth 1.0a with
+        ``oauth1`` = (consumer key, consumer secret, token, token secret). Intuit's OAuth2 has no
+        introspection endpoint, and the refresh grant would rotate (spend) the refresh token; a read
+        spends and rotates nothing. True on 2xx, False on 401 (Intuit's ``AuthenticationFailed``,
+        003200: revoked, expired or unknown token); any other answer raises as usual (5xx/429 are
+        transient: no verdict).
+        """
+        from urllib.parse import quote  # here, not at the top: this method is appended to a shared file
+
+        endpoint = "provider_check"
+        realm = quote(realm_id, safe="")
+        url = f"{api_base.rstrip('/')}/v3/company/{realm}/companyinfo/{realm}"
+        headers = {"Accept": "application/json"}
+        auth: OAuth1 | None = None
+        if oauth1 is not None:
+            key, secret, token, token_secret = oauth1
+            auth = OAuth1(key, client_secret=secret, resource_owner_key=token,
+                          resource_owner_secret=token_secret, signature_method="HMAC-SHA1",
+                          signature_type="AUTH_HEADER")
+        elif access_token:
+            headers["Authorization"] = f"Bearer {access_token}"
+        else:
+            raise ValueError("read_company_info needs access_token or oauth1")
+        prep = self.transport.prepare(requests.Request("GET", url, auth=auth, headers=headers))
+        answer = self.transport.send(endpoint, prep)
+        if answer.status == 401:
+            return False
+        if not answer.ok:
+            raise error_from_response(endpoint, answer.status, _json(answer), answer.headers)
+        return True

@@ -23,8 +23,9 @@ from datetime import datetime
 
 from engine.errors import ConcurrentUpdateError, InvalidInputError, InvalidTransitionError
 from persistence.repository import Repository
-from states.attempt import Attempt
-from states.model import State
+from persistence.writes import transition_write
+from states.attempt import Attempt, HistoryEntry
+from states.model import State, Trigger
 
 CONNECT_PATH = "/connect/"
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{43}")  # token_urlsafe(32)
@@ -45,8 +46,14 @@ class ConnectLinks:
         self.public_url = public_url.rstrip("/") if public_url else None
         self.token = token
 
-    def issue(self, attempt: Attempt, base_url: str | None = None) -> str:
-        """A new link for ``attempt`` (REDIRECTED, before its deadline); revokes the previous one."""
+    def issue(self, attempt: Attempt, base_url: str | None = None, *, actor: str | None = None) -> str:
+        """A new link for ``attempt`` (REDIRECTED, before its deadline); revokes the previous one.
+
+        With ``actor`` (an operator, e.g. the console's "copy connect link"), the new link's hash is
+        stored together with a ``REDIRECTED --connect_link--> REDIRECTED`` history row noting
+        ``operator:<actor>``, in one version-guarded write: the history says who sent a link, when.
+        The link itself is never recorded.
+        """
         base = (base_url or "").rstrip("/") or self.public_url
         if not base:
             raise InvalidInputError("PROVISION_PUBLIC_URL",
@@ -59,9 +66,24 @@ class ConnectLinks:
                 f"attempt {attempt.id} is {attempt.state}: a connect link needs an attempt waiting for "
                 "consent (REDIRECTED, before its deadline)")
         token = self.token()
-        if not self.repo.set_connect_token(attempt.id, token_hash(token), state=State.REDIRECTED.value):
+        if actor is not None:
+            stored = self._record(attempt, token_hash(token), actor)
+        else:
+            stored = self.repo.set_connect_token(attempt.id, token_hash(token), state=State.REDIRECTED.value)
+        if not stored:
             raise ConcurrentUpdateError(f"attempt {attempt.id} moved on while its link was made; try again")
         return f"{base}{CONNECT_PATH}{token}"
+
+    def _record(self, attempt: Attempt, hashed: str, actor: str) -> bool:
+        now = self.clock()
+        entry = HistoryEntry.after(attempt, Trigger.CONNECT_LINK.value, State.REDIRECTED, now, worker=None,
+                                   note=f"operator:{actor}")
+        write = transition_write(attempt, entry, owner=None, now=now, next_run_at=attempt.next_run_at,
+                                 changes={"connect_token_hash": hashed},
+                                 failure_reason=attempt.failure_reason, last_error=attempt.last_error)
+        # Not a step: the attempt's retry counters stay as they are (transition_write resets them).
+        write.values.update(runs=attempt.runs, failures=attempt.failures)
+        return self.repo.apply(write)
 
     def redeem(self, token: str | None) -> str | None:
         """The consent URL behind ``token``, spending the link; None for an unknown, used or expired one."""

@@ -18,6 +18,8 @@ transition means to an application:
 ``connection.disconnecting``                PROVISIONED/FAILED --disconnect--> DISCONNECTING
 ``connection.disconnected``                 DISCONNECTING --remove--> DISCONNECTED (states.disconnect)
 ``connection.unhealthy``                    PROVISIONED --check--> PROVISIONED (engine.core.health)
+``attempt.connect_link``                    REDIRECTED --connect_link--> REDIRECTED: an operator made
+                                            a connect link (the link itself is never in the event)
 ==========================================  ==================================================
 
 The payload is ``{"type", "timestamp", "data": {...}}`` built from public columns only: the
@@ -49,11 +51,13 @@ DISCONNECTING = "connection.disconnecting"
 DUPLICATE_REMOVED = "connection.duplicate_removed"
 DISCONNECTED = "connection.disconnected"
 UNHEALTHY = "connection.unhealthy"
+CONNECT_LINK = "attempt.connect_link"
 
 #: Every event type, in the order of a connection's life (hooks may filter on any of them).
 EVENT_TYPES: tuple[str, ...] = (
     TOKEN_ISSUED, REDIRECTED, CALLBACK_RECEIVED, PROVISIONED, FAILED, RESTARTED, RENEWED,
     REAUTHORIZATION_REQUIRED, RECOVERED, DUPLICATE_REMOVED, DISCONNECTING, DISCONNECTED, UNHEALTHY,
+    CONNECT_LINK,
 )
 
 # PROVISIONED --x--> PROVISIONED transitions that are not a (re)provisioning.
@@ -69,6 +73,7 @@ _BY_TRIGGER = {
     Trigger.DISCONNECT.value: DISCONNECTING,
     Trigger.REMOVE.value: DISCONNECTED,
     Trigger.REAUTHORIZE.value: RESTARTED,  # the attempt starts over too; PROVISIONED again is RECOVERED
+    Trigger.CONNECT_LINK.value: CONNECT_LINK,
 }
 
 # What to do about each failure reason (the error's own hint, when it has one, comes first).
@@ -77,6 +82,9 @@ REASON_HINTS: dict[str, str] = {
     "instance_disabled": "The instance is disabled on the platform; enable it there, then `provision check`.",
     "instance_invalid": ("The platform can no longer use the provider tokens; ask the user for consent "
                          "again (`provision reauthorize ID` once it has failed, or a new attempt)."),
+    "provider_rejected": ("The provider (Intuit) refused the engine's token for this connection (401 on a "
+                          "read): the user revoked the app or the token expired; ask the user for consent "
+                          "again (`provision reauthorize ID` once it has failed, or a new attempt)."),
     FailureReason.USER_DENIED.value: "The user declined consent; start a new attempt when they are ready.",
     FailureReason.CALLBACK_TIMEOUT.value: (
         "The user did not finish consent in time; start a new attempt (or raise --callback-wait)."),
@@ -88,6 +96,9 @@ REASON_HINTS: dict[str, str] = {
         "The provider rejected the stored tokens; ask the user for consent again with "
         "`provision reauthorize ID` (Engine.reauthorize)."),
     FailureReason.CANCELLED.value: "An operator cancelled the attempt.",
+    FailureReason.DUPLICATE_CONNECTION.value: (
+        "The provider account (realmId) is already connected by the live attempt named in "
+        "error.message; keep that one, or disconnect it, or start again with --replace."),
 }
 _REASONS = frozenset(r.value for r in FailureReason)
 

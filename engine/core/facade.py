@@ -306,9 +306,7 @@ class Engine:
 
     def _operator_move(self, attempt_id: str, trigger: Trigger, *, reason: str | None,
                        next_run_at: Callable[[], datetime | None], actor: str | None = None) -> Attempt:
-        if actor is not None and not (isinstance(actor, str) and 0 < len(actor) <= 100
-                                      and PRINTABLE_RE.fullmatch(actor)):
-            raise InvalidInputError("actor", "must be printable text of 1 to 100 characters")
+        _check_actor(actor)
         for _ in range(5):
             attempt = self.get(attempt_id)
             dest = next_state(trigger, attempt.state)
@@ -380,10 +378,15 @@ class Engine:
         self.dispatch.dispatch_hooks()
         return attempt
 
-    def connect_link(self, attempt_id: str, *, base_url: str | None = None) -> str:
+    def connect_link(self, attempt_id: str, *, base_url: str | None = None, actor: str | None = None) -> str:
         """A single-use link for the customer that leads to the consent URL (``engine.core.connect``);
-        revokes the attempt's previous link. ``base_url`` defaults to ``PROVISION_PUBLIC_URL``."""
-        return self.links.issue(self.get(attempt_id), base_url)
+        revokes the attempt's previous link. ``base_url`` defaults to ``PROVISION_PUBLIC_URL``.
+        ``actor`` (an operator) records the issue in the history as ``operator:<actor>``."""
+        _check_actor(actor)
+        link = self.links.issue(self.get(attempt_id), base_url, actor=actor)
+        if actor is not None:
+            self.dispatch.dispatch_hooks()  # the history row's event
+        return link
 
     def open_connect_link(self, token: str | None) -> str | None:
         """Spend a connect link: the consent URL, or None if the link is unknown, used or expired."""
@@ -557,3 +560,10 @@ class Engine:
         self.client.close()
         self.dispatch.close()
         self.repo.close()
+
+
+def _check_actor(actor: str | None) -> None:
+    """An operator's name as the history records it: printable, 1 to 100 characters."""
+    if actor is not None and not (isinstance(actor, str) and 0 < len(actor) <= 100
+                                  and PRINTABLE_RE.fullmatch(actor)):
+        raise InvalidInputError("actor", "must be printable text of 1 to 100 characters")

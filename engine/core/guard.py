@@ -14,6 +14,9 @@ the next tick, whoever runs it.
 The check is a read before the insert, not a constraint: two starts racing within milliseconds
 for the same customer can both pass. A unique partial index would close that race, but it would
 also refuse ``replace``, whose point is two live attempts for a while.
+
+The realmId is known only at callback time: that guard runs in the step after CALLBACK_RECEIVED
+(``states.realm``), and is race-safe (a claim row per element and realm, ``persistence.realms``).
 """
 from __future__ import annotations
 
@@ -26,11 +29,10 @@ from engine.errors import DuplicateConnectionError, ProvisionError
 from persistence.repository import Repository
 from states.attempt import Attempt
 from states.model import State
+from states.realm import NOT_LIVE  # the same "live" for the customer and the realm guard
 
 log = logging.getLogger(__name__)
 
-#: States in which an attempt no longer holds (or is about to hold) the customer's connection.
-NOT_LIVE: frozenset[State] = frozenset({State.FAILED, State.DISCONNECTED})
 
 
 def check_no_live_duplicate(repo: Repository, requests: Sequence[StartRequest]) -> list[StartRequest]:

@@ -1,7 +1,10 @@
 """Health checks (issue 10/12 must-have 5): ``Engine.check(id)`` and ``provision check``.
 
 A check asks the platform about the instance (GET ``/instances/{id}``) and lets the pure judge
-(``states.health.judge_instance``) decide. The result is recorded on the attempt (``health``,
+(``states.health.judge_instance``) decide. Where the engine owns the tokens (``renewal_owner``
+engine), a healthy instance is then checked at the provider as well (``states.health.provider_check``):
+a QuickBooks CompanyInfo read with the user's token, which rotates nothing; a 401 there makes the
+connection unhealthy with reason ``provider_rejected``. The result is recorded on the attempt (``health``,
 ``health_reason``, ``last_check_at``). When the instance *becomes* unhealthy, the check also
 writes a ``PROVISIONED --check--> PROVISIONED`` history row in the same transaction; the events
 trigger turns that row into ``connection.unhealthy`` (``engine.core.events``), so hooks, the feed
@@ -21,7 +24,7 @@ from engine.errors import ConcurrentUpdateError, InvalidTransitionError, NotFoun
 from persistence.repository import Repository
 from persistence.writes import transition_write
 from states.attempt import Attempt, HistoryEntry
-from states.health import Verdict, judge_instance, needs_event
+from states.health import PROVIDER_REJECTED, UNHEALTHY, Verdict, judge_instance, needs_event, provider_check
 from states.model import State, Trigger
 from states.ports import ClientPort
 
@@ -49,7 +52,14 @@ class HealthChecker:
             answer = self.client.get_instance(attempt.instance_id)
         except NotFoundApiError:
             answer = None
-        return judge_instance(answer)
+        verdict = judge_instance(answer)
+        if not verdict.healthy or (check := provider_check(attempt)) is None:
+            return verdict
+        # The engine owns the tokens: the platform cannot know whether the provider still takes
+        # them, so ask the provider too, by a read that spends and rotates nothing.
+        accepted = self.client.check_provider_token(check.realm_id, sandbox_company=check.sandbox_company,
+                                                    access_token=check.access_token, oauth1=check.oauth1)
+        return verdict if accepted else Verdict(UNHEALTHY, PROVIDER_REJECTED)
 
     def check(self, attempt_id: str, read: Callable[[str], Attempt]) -> Attempt:
         """Check one attempt (``read`` looks it up) and record the result; returns it re-read."""

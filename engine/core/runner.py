@@ -28,11 +28,14 @@ from states.handlers import HANDLERS
 from states.machine import next_state
 from states.model import FailureReason, State, Trigger
 from states.ports import ClientPort, StepSettings
+from states.realm import NOT_LIVE
 from states.traits import traits_of
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+
+_NOT_LIVE = frozenset(s.value for s in NOT_LIVE)
 
 #: Pauses between tries of a renewal's commit before its token is spooled (issue 16 item 1).
 ROTATED_COMMIT_WAITS = (0.5, 2.0)
@@ -58,6 +61,7 @@ class StepPorts:
     settings: StepSettings
     clock: Callable[[], datetime]
     retry_factory: Callable[[], Any]
+    realms: Callable[[Attempt, str], str | None]
     tries: int = 0
     waits: list[float] = field(default_factory=list)
 
@@ -76,6 +80,9 @@ class StepPorts:
 
     def digest(self, text: str) -> str:
         return digest(text)
+
+    def claim_realm(self, attempt: Attempt, realm_id: str) -> str | None:
+        return self.realms(attempt, realm_id)
 
 
 @dataclass(frozen=True)
@@ -186,7 +193,7 @@ class StepRunner:
         if handler is None:  # terminal states are never due; release the lease defensively
             return PreparedStep(attempt, Stay(next_run_at=None), 1, 0)
         ports = StepPorts(self.client, self.step_settings, self.clock,
-                          lambda: retrying(self.policy, sleep=self.sleep))
+                          lambda: retrying(self.policy, sleep=self.sleep), self._claim_realm)
         started = time.monotonic()
         decision: Decision
         try:
@@ -218,6 +225,11 @@ class StepRunner:
             # A platform that echoes a token in its error text must not get it stored in plain text.
             decision = replace(decision, error=scrub(decision.error, secret_values(attempt.secrets)))
         return PreparedStep(attempt, decision, max(ports.tries, 1), duration_ms)
+
+    def _claim_realm(self, attempt: Attempt, realm_id: str) -> str | None:
+        """``Ports.claim_realm``: the race-safe claim row (``persistence.realms``)."""
+        return self.repo.claim_realm(attempt.element_key, realm_id, attempt.id, replaces=attempt.replaces,
+                                     not_live=_NOT_LIVE, now=self.clock())
 
     def commit(self, steps: list[PreparedStep]) -> list[StepResult]:
         """Commit the decisions of several steps in one transaction (the worker's group commit).
@@ -353,6 +365,7 @@ class StepRunner:
                                        outcome="failed", tries=total_tries, duration_ms=duration_ms,
                                        error=decision.error, note=decision.reason.value)
             return _Planned(transition_write(attempt, entry, owner=owner, now=now, next_run_at=None,
+                                             changes=decision.changes or None,
                                              failure_reason=decision.reason.value, last_error=decision.error,
                                              secret_updates=decision.secrets or None),
                             decision, "failed", State.FAILED)

@@ -191,9 +191,13 @@ class CallbackApp:
         if attempt is not None and attempt.state is State.PROVISIONED:
             return self.pages.page("connected")
         if attempt is not None and attempt.state is State.FAILED:
-            denied = attempt.failure_reason == FailureReason.USER_DENIED.value
-            return self.pages.page("denied" if denied else "failed")
+            return self.pages.page(_FAILED_PAGES.get(attempt.failure_reason or "", "failed"))
         return self.pages.page("connecting", refresh_url=request.script_root + request.full_path)
+
+
+#: The customer page of a FAILED attempt by failure reason ("failed" for the others).
+_FAILED_PAGES = {FailureReason.USER_DENIED.value: "denied",
+                 FailureReason.DUPLICATE_CONNECTION.value: "already_connected"}
 
 
 def make_app(engine: Engine, *, branding: Branding | None = None, tokens: ProgressTokens | None = None,

@@ -47,6 +47,7 @@ from engine.web.console_pages import (
     list_body,
     login_body,
     message_body,
+    reveal_body,
 )
 from engine.web.console_query import AttemptQuery, read_page, select
 from engine.web.console_views import CONSOLE_CSS, CONSOLE_JS, SECURITY_HEADERS, layout, table
@@ -267,11 +268,16 @@ class ConsoleApp:
                 f"{act.label} attempt {attempt.name}?", act.explain(attempt), f"{back}/{act.name}",
                 {"csrf": operator.csrf}, f"Yes, {act.label.lower()}", back, danger=act.danger), operator)
         try:
-            act.run(self.engine, attempt.id, operator.actor)
+            result = act.run(self.engine, attempt.id, operator.actor)
         except (InvalidTransitionError, ConcurrentUpdateError) as exc:
             return self.page("Not done", message_body(f"{act.label} was not done", str(exc), back), operator,
                              status=409)
-        log.info("console: operator:%s %s %s", operator.name, act.name, attempt.id)
+        log.info("console: operator:%s %s %s", operator.name, act.name, attempt.id)  # never the result
+        if isinstance(result, str):  # a value to show once (the connect link): no redirect, no cache
+            return self.page(act.label, reveal_body(
+                f"Connect link for {attempt.name}", "Connect link", result,
+                "Send this link to the customer. It works once and expires with the consent deadline; "
+                "making another one revokes it.", back), operator)
         return _redirect(back)
 
     def bulk(self, request: Request, operator: Operator, action: str) -> Response:

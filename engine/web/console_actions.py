@@ -33,7 +33,9 @@ class Action:
     label: str
     applies: Callable[[Attempt], bool]
     explain: Callable[[Attempt], str]
-    run: Callable[[Engine, str, str], Attempt]  # (engine, attempt id, operator name)
+    # (engine, attempt id, operator name) -> the attempt, or a text the console shows the operator
+    # once instead of going back to the attempt (the connect link).
+    run: Callable[[Engine, str, str], Attempt | str]
     bulk_states: tuple[State, ...] = ()
     danger: bool = False
 
@@ -88,4 +90,15 @@ DISCONNECT = Action(
     run=lambda engine, attempt_id, actor: engine.disconnect(attempt_id, actor=actor),
     danger=True,
 )
-DEFAULT_ACTIONS: tuple[Action, ...] = (RESTART, REAUTHORIZE, DISCONNECT, CANCEL)
+CONNECT_LINK = Action(
+    "connect-link", "Copy connect link",
+    applies=lambda a: a.state is State.REDIRECTED,
+    explain=lambda a: (f"A new single-use connect link for attempt {a.id}: it takes the customer to the "
+                       f"consent page once, until the consent deadline ({a.deadline_at:%Y-%m-%d %H:%M} UTC). "
+                       if a.deadline_at else f"A new single-use connect link for attempt {a.id}: it takes "
+                       "the customer to the consent page once. ")
+                      + "Any link made before for this attempt stops working. The history records that "
+                        "you made it; the link itself is shown to you once and never stored.",
+    run=lambda engine, attempt_id, actor: engine.connect_link(attempt_id, actor=actor),
+)
+DEFAULT_ACTIONS: tuple[Action, ...] = (CONNECT_LINK, RESTART, REAUTHORIZE, DISCONNECT, CANCEL)

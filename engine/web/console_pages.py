@@ -186,6 +186,8 @@ def attempt_facts(a: Attempt, consent_url: str | None) -> Markup:
         ("failures", a.failures),
         ("failure reason", a.failure_reason or ""), ("last error", error_text(a.last_error, needles)),
     ]
+    if a.realm_id:  # the provider account the callback named (QuickBooks company)
+        items.append(("realm id", a.realm_id))
     if a.last_check_at is not None:  # the last health check (engine.core.health)
         items.append(("health", f"{a.health}{f' ({a.health_reason})' if a.health_reason else ''}, "
                                 f"checked {when(a.last_check_at)}"))
@@ -240,6 +242,17 @@ def confirm_body(title: str, explain: str, action_url: str, fields: Mapping[str,
 def message_body(title: str, text: str, back: str, back_text: str = "Back") -> Markup:
     """A result or error page."""
     return Markup('<h1>{}</h1><p>{}</p><p>{}</p>').format(title, text, link(back, back_text))
+
+
+def reveal_body(title: str, label: str, value: str, text: str, back: str) -> Markup:
+    """A value shown to the operator once (a connect link), read-only, with a copy-to-clipboard button
+    (``CONSOLE_JS``; without JavaScript the field can still be selected and copied by hand)."""
+    return Markup(
+        '<h1>{}</h1><p>{}</p><div class="reveal"><label for="revealed">{}</label>'
+        '<input id="revealed" type="text" readonly value="{}" size="70">'
+        '<button type="button" data-copy="revealed">Copy to clipboard</button>'
+        '<span id="copy-status" role="status" aria-live="polite"></span></div><p>{}</p>').format(
+        title, text, label, value, link(back, "Back to the attempt"))
 
 
 def login_body(error: str | None, next_url: str) -> Markup:

@@ -3,7 +3,8 @@
 Everything is a ``markupsafe.Markup`` built with ``Markup(...).format(...)``, which escapes every
 argument that is not already markup: values from the database can never become HTML. The pages work
 without JavaScript; ``CONSOLE_JS`` only adds the live refresh (a fetch of the same URL every few
-seconds that swaps the ``#live`` region, off by a checkbox that is remembered in localStorage).
+seconds that swaps the ``#live`` region, off by a checkbox that is remembered in localStorage) and
+the copy-to-clipboard button of a value shown once (the connect link).
 """
 from __future__ import annotations
 
@@ -63,6 +64,8 @@ pre{background:#fff;border:1px solid #d1d5db;padding:.6rem;overflow:auto}
 .skip{position:absolute;left:-999px}.skip:focus{left:.5rem;top:.5rem;background:#fff;color:#000;padding:.3rem}
 dl.facts{display:grid;grid-template-columns:max-content 1fr;gap:.2rem 1rem;background:#fff;padding:.6rem;
  border:1px solid #d1d5db;border-radius:6px}dl.facts dt{font-weight:600}dl.facts dd{margin:0}
+.reveal{display:flex;gap:.5rem;align-items:center;flex-wrap:wrap}
+.reveal input{font-family:monospace;max-width:100%}
 """
 CONSOLE_JS = """
 (function () {
@@ -83,6 +86,24 @@ CONSOLE_JS = """
       })
       .catch(function () {});
   }, REFRESH_MS);
+})();
+(function () {
+  // "Copy to clipboard" next to a value shown once (the connect link): the Clipboard API, else the
+  // selection and execCommand for older browsers; the status line says which happened.
+  document.querySelectorAll('button[data-copy]').forEach(function (button) {
+    button.addEventListener('click', function () {
+      var field = document.getElementById(button.getAttribute('data-copy'));
+      var status = document.getElementById('copy-status');
+      var say = function (text) { if (status) { status.textContent = text; } };
+      field.select();
+      if (navigator.clipboard && navigator.clipboard.writeText) {
+        navigator.clipboard.writeText(field.value).then(function () { say('Copied.'); },
+          function () { say(document.execCommand('copy') ? 'Copied.' : 'Select the link and copy it.'); });
+      } else {
+        say(document.execCommand('copy') ? 'Copied.' : 'Select the link and copy it.');
+      }
+    });
+  });
 })();
 """.replace("REFRESH_MS", str(REFRESH_MS))
 

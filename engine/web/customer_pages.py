@@ -31,6 +31,11 @@ MESSAGES: Mapping[str, tuple[str, str]] = {
                "start again from {name} at any time."),
     "failed": ("Connection failed", "We could not connect your account to {name}. Nothing was changed on "
                "your side. Please try again from {name}, or contact support if it keeps happening."),
+    # A callback whose realmId another live attempt already connected (states.realm); only
+    # QuickBooks callbacks carry a realmId, hence the word "company".
+    "already_connected": ("Already connected", "This QuickBooks company is already connected to {name}, "
+                          "so nothing new was connected and nothing was changed. If you expected a new "
+                          "connection, please contact support."),
     "invalid": ("This link is no longer valid", "This link has already been used or has expired. Please go "
                 "back to {name} and start the connection again."),
     "error": ("Something went wrong", "The connection could not be recorded. Please try again in a few "

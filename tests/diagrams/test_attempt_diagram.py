@@ -181,13 +181,13 @@ def test_hostile_text_from_the_database_cannot_break_the_diagram(make_attempt: M
     attempt = make_attempt(State.FAILED, id='id"];evil', element_key="<qb>", failure_reason=None)
     history = make_history(("fail", "NEW", "FAILED", 1, {"note": evil, "error": {"kind": evil}}))
     edges, nodes = dot(attempt, history)
-    assert len(edges) == 17 and ("A", "B") not in edges  # exactly the machine's edges: nothing injected
+    assert len(edges) == 18 and ("A", "B") not in edges  # exactly the machine's edges: nothing injected
     assert set(nodes) == {s.value for s in State}
     label = lines(edges[("NEW", "FAILED")][0])
     assert len(label) == 1 and label[0].startswith("1. fail 12:00:01: x ]")
     m_edges, text = mermaid(attempt, history)
     assert not any(c in m_edges[("NEW", "FAILED")] for c in '#;"<>{}\\')
-    assert len(MERMAID_EDGE.findall(text)) == 17
+    assert len(MERMAID_EDGE.findall(text)) == 18
 
 
 def test_rows_the_machine_does_not_allow_are_still_drawn(make_attempt: MakeAttempt,
@@ -198,7 +198,7 @@ def test_rows_the_machine_does_not_allow_are_still_drawn(make_attempt: MakeAttem
     edges, nodes = dot(make_attempt(State.CALLBACK_RECEIVED), history)
     assert lines(edges[("NEW", "CALLBACK_RECEIVED")][0]) == ["1. provision 12:00:01"]
     assert lines(edges[("CALLBACK_RECEIVED", "LIMBO")][0]) == ["2. zap 12:00:02"]
-    assert "LIMBO" in nodes and len(edges) == 19
+    assert "LIMBO" in nodes and len(edges) == 20
     m_edges, _ = mermaid(make_attempt(State.CALLBACK_RECEIVED), history)
     assert m_edges[("CALLBACK_RECEIVED", "LIMBO")] == "2. zap 12:00:02"
 

@@ -18,7 +18,7 @@ pytest_plugins = ["sim_fixtures"]  # the fixtures of this directory (see sim_fix
 
 def test_endpoint_names_are_the_contract() -> None:
     assert ENDPOINTS == ("oauth_token", "oauth_url", "consent", "create_instance", "list_instances",
-                         "update_instance", "provider_token")
+                         "update_instance", "provider_token", "provider_check")
 
 
 def test_parse_good_specs() -> None:

@@ -142,6 +142,9 @@ class FakeClient:
     def revoke_oauth2(self, *args: Any, **kwargs: Any) -> None:
         self._answer("revoke_oauth2", args, kwargs)
 
+    def check_provider_token(self, *args: Any, **kwargs: Any) -> bool:
+        return bool(self._answer("check_provider_token", args, kwargs))
+
 
 class FakePorts:
     """The ``Ports`` of one step, with a settable clock and scripted retries."""
@@ -155,6 +158,7 @@ class FakePorts:
         self.max_tries = max_tries
         self.try_numbers: list[int] = []  # every try number ``call`` passed, in order
         self._nonces = 0
+        self.realm_holders: dict[str, str] = {}  # realmId -> the attempt holding it (claim_realm)
 
     def now(self) -> datetime:
         return self.clock()
@@ -175,6 +179,10 @@ class FakePorts:
 
     def digest(self, text: str) -> str:
         return f"digest({text})"
+
+    def claim_realm(self, attempt: Attempt, realm_id: str) -> str | None:
+        holder = self.realm_holders.setdefault(realm_id, attempt.id)
+        return None if holder in (attempt.id, attempt.replaces) else holder
 
 
 def make_attempt(state: State, flow: Flow, *, element: str = "quickbooks", runs: int = 1,

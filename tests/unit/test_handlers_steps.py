@@ -1,6 +1,7 @@
 """Every step before PROVISIONED, driven with a recording fake client: the exact decision and calls."""
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -243,7 +244,7 @@ def test_callback_received_oauth1_creates_the_instance(client: FakeClient, ports
     assert decision == Advance(
         Trigger.PROVISION,
         changes={"instance_id": "42", "refresh_time": granted, "refresh_interval_s": QBO_INTERVAL,
-                 "next_renewal_at": due},
+                 "next_renewal_at": due, "realm_id": "123146096291789"},
         secrets={"instance_token": "inst-token-42", "push_pending": False,
                  "user_tokens": {"oauth.user.token": "access-1",
                                  "oauth.user.token.secret": "access-secret-1"}},
@@ -279,7 +280,8 @@ def test_an_element_without_an_interval_is_provisioned_without_a_renewal(
                            secrets={"callback": OAUTH1_CALLBACK, "request_token_secret": "rts-1"})
     decision = handle_callback_received(attempt, ports)
     assert isinstance(decision, Advance)
-    assert decision.changes == {"instance_id": "6", "refresh_time": ms(T0)} and decision.next_run_at is None
+    assert decision.changes == {"instance_id": "6", "refresh_time": ms(T0), "realm_id": "123146096291789"}
+    assert decision.next_run_at is None
 
 
 def test_a_repeated_callback_step_adopts_the_tagged_instance(client: FakeClient, ports: FakePorts) -> None:
@@ -344,7 +346,7 @@ def test_reauthorize_reauthenticates_the_existing_instance_with_put(client: Fake
     assert decision == Advance(
         Trigger.PROVISION,
         changes={"instance_id": "42", "refresh_time": ms(T0), "refresh_interval_s": 3600,
-                 "next_renewal_at": T0 + timedelta(seconds=3240)},
+                 "next_renewal_at": T0 + timedelta(seconds=3240), "realm_id": "123146096291789"},
         secrets={"instance_token": "inst-token-42",  # the PUT answer has none: keep ours
                  "user_tokens": {"oauth.user.token": "at-2", "oauth.user.refresh_token": "rt-2"},
                  "push_pending": False, "reauth_sent_at": None},
@@ -357,3 +359,22 @@ def test_reauthorize_reauthenticates_the_existing_instance_with_put(client: Fake
     # Same instance, new consent: no tag lookup and no POST, even on a repeat.
     assert client.calls == [Call("get_instance", ("42",), {}),
                             Call("update_instance", ("42", body), {"method": "PUT", "reauthenticate": True})]
+
+
+def test_a_realm_held_by_a_live_attempt_fails_the_step_before_any_platform_call(
+        client: FakeClient, ports: FakePorts) -> None:
+    ports.realm_holders["123146096291789"] = "live-attempt-7"
+    decision = handle_callback_received(_oauth1_received(), ports)
+    assert isinstance(decision, Fail) and decision.reason is FailureReason.DUPLICATE_CONNECTION
+    assert decision.changes == {"realm_id": "123146096291789"}
+    assert decision.error is not None and decision.error["live_attempt"] == "live-attempt-7"
+    assert "live-attempt-7" in decision.error["message"] and "--replace" in decision.error["hint"]
+    assert client.calls == []  # no instance created, not even a tag look-up
+
+
+def test_the_attempt_it_replaces_may_hold_the_realm(client: FakeClient, ports: FakePorts) -> None:
+    ports.realm_holders["123146096291789"] = "old-attempt"
+    client.script("create_instance", _instance(42))
+    attempt = replace(_oauth1_received(), replaces="old-attempt")
+    decision = handle_callback_received(attempt, ports)
+    assert isinstance(decision, Advance) and decision.changes["realm_id"] == "123146096291789"

@@ -25,7 +25,7 @@ def test_every_transition_of_design_section_2_is_data() -> None:
     for s in (State.NEW, State.TOKEN_ISSUED, State.REDIRECTED, State.CALLBACK_RECEIVED, State.PROVISIONED):
         assert (Trigger.FAIL, s, State.FAILED) in edges
     assert (Trigger.FAIL, State.FAILED, State.FAILED) not in edges
-    assert len(edges) == len(TRANSITIONS) == 20
+    assert len(edges) == len(TRANSITIONS) == 21
 
 
 def test_lookup_table_matches_a_live_machine() -> None:

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from testkit import QBO, QUICK_CONFIG, consent
+from testkit import QBO, QUICK_CONFIG, consent, in_background
 
 from engine import Engine
 from engine.config import Branding, ConsoleSettings
@@ -60,23 +59,8 @@ def browser() -> Iterator[Any]:
 
 def _background(run: Callable[..., None], *args: Any, **kw: Any) -> Iterator[str]:
     """Run a blocking ``serve``-style function in a thread; yields its base URL; stops it after."""
-    stop = threading.Event()
-    ready: list[str] = []
-    started = threading.Event()
-
-    def on_ready(url: str) -> None:
-        ready.append(url)
-        started.set()
-
-    thread = threading.Thread(target=run, args=args, kwargs={**kw, "ready": on_ready, "stop": stop},
-                              daemon=True)
-    thread.start()
-    assert started.wait(10), "server did not start"
-    try:
-        yield ready[0]
-    finally:
-        stop.set()
-        thread.join(10)
+    with in_background(run, *args, **kw) as url:
+        yield url
 
 
 @pytest.fixture

@@ -1,0 +1,45 @@
+"""The realmId duplicate guard at callback time (issue 10/12 must-have 3, last bullet).
+
+Cloud Elements warns that "if one user tries to authenticate to multiple instances, the oldest
+instance will get wiped out" (devportal ``quickbooksonline/tips.md``). The start-time guard
+(``engine.core.guard``) only knows the customer; which QuickBooks company (``realmId``) the user
+picked is known only when the provider's callback arrives. So the step after CALLBACK_RECEIVED
+claims the realm *before* it creates any instance: the claim is one race-safe statement on the
+``realm_claims`` table (``persistence.realms``), whose primary key lets one attempt per element and
+realm hold it. A claim held by an attempt that is no longer live (FAILED, DISCONNECTED), or by the
+attempt this one replaces (``--replace``), is taken over; a live holder refuses the claim, and the
+attempt fails with ``duplicate_connection`` and a hint naming the live attempt.
+
+The check runs in the worker, not in the receiver: the receiver stays one cheap guarded statement
+per callback, and the refusal is an ordinary failed transition (history row, ``attempt.failed``).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from states.attempt import Attempt
+from states.decisions import Fail
+from states.model import FailureReason, State
+
+#: States in which an attempt no longer holds (or is about to hold) the customer's connection.
+NOT_LIVE: frozenset[State] = frozenset({State.FAILED, State.DISCONNECTED})
+
+
+def realm_of(attempt: Attempt) -> str | None:
+    """The realmId the applied callback carried (QuickBooks only), or None."""
+    callback = attempt.secrets.get("callback")
+    realm = callback.get("realmId") if isinstance(callback, dict) else None
+    return str(realm) if realm not in (None, "") else None
+
+
+def refused(attempt: Attempt, realm_id: str, holder: str) -> Fail:
+    """The decision for an attempt whose realm is already connected by the live attempt ``holder``."""
+    error: dict[str, Any] = {
+        "kind": "duplicate_connection",
+        "message": f"realmId {realm_id} of element {attempt.element_key} is already connected by "
+                   f"live attempt {holder}; no instance was created",
+        "hint": f"Keep attempt {holder}, or disconnect it first (`provision disconnect {holder}`), or "
+                "start a new attempt with --replace for that attempt's customer.",
+        "live_attempt": holder,
+    }
+    return Fail(FailureReason.DUPLICATE_CONNECTION, error, changes={"realm_id": realm_id})
