@@ -87,6 +87,11 @@ def cmd_prune(args: argparse.Namespace) -> int:
         keep = timedelta(days=history_retention_days_from_env())
     else:
         raise UsageError("--history-older-than", f"give an age such as 90d, or set {RETENTION_ENV}")
+    if args.dry_run:  # a count only: never create a database
+        from engine.cli.guards import require_existing_database  # noqa: PLC0415
+        from engine.config import db_url_from_env  # noqa: PLC0415
+
+        require_existing_database(args.db or db_url_from_env())
     return run_prune(args.db, keep, dry_run=args.dry_run, batch=args.batch_size, as_json=args.json, out=emit)
 
 
@@ -178,14 +183,34 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    """Health checks: exit 0 when every checked instance is healthy, 1 otherwise."""
+    """Health checks of one attempt, ``--all`` PROVISIONED ones, or those that filters select (bulk).
+
+    Exit 0 when every checked instance is healthy, 1 otherwise. Filters work as for bulk
+    ``restart``/``cancel`` (``--dry-run`` counts, ``--yes`` acts); ``--all`` needs no ``--yes``.
+    """
+    from engine.cli import bulk, progress  # noqa: PLC0415
     from engine.cli.lifecycle import format_checks, provisioned_ids, run_checks  # noqa: PLC0415
 
-    if bool(args.id) == bool(args.all):
-        raise UsageError("check", "give an attempt ID or --all (not both)")
-    engine = engine_for(args)
+    filtered = any(getattr(args, name, None) is not None for name in bulk.FILTERS)
+    if sum((bool(args.id), bool(args.all), filtered)) != 1:
+        raise UsageError("check", "give an attempt ID, --all, or filters such as --element quickbooks "
+                                  "(one of them)")
+    if args.state is not None and args.state.upper() != "PROVISIONED":
+        raise UsageError("--state", "check applies to PROVISIONED attempts only; leave --state out")
+    if args.id and (args.dry_run or args.yes):
+        raise UsageError("--dry-run" if args.dry_run else "--yes", "applies to --all or filters only")
+    engine = engine_for(args, read_only=True)  # nothing to check in a database that does not exist
     try:
-        rows, rc = run_checks(engine, provisioned_ids(engine) if args.all else [args.id])
+        if args.id:
+            ids = [args.id]
+        else:
+            ids = provisioned_ids(engine) if args.all else bulk.selected_ids(args, engine, "PROVISIONED")
+            if (args.dry_run or not args.all) and not bulk.go_ahead("check", ids, args, emit,
+                                                                   as_json=bool(args.json)):
+                return 0
+        shown = len(ids) > 1 and progress.wanted(as_json=bool(args.json), quiet=args.quiet)
+        with progress.bar("check", len(ids), enabled=shown) as advance:
+            rows, rc = run_checks(engine, ids, advance)
     finally:
         engine.close()
     emit(fmt.to_json({"checks": rows}) if args.json else format_checks(rows))
@@ -296,7 +321,7 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
     """Re-encrypt every stored secret under the new key (``engine.security.rotation``)."""
     from engine.cli.keys import run_rotate  # noqa: PLC0415
 
-    return run_rotate(args.db, batch=args.batch_size, as_json=args.json, out=emit)
+    return run_rotate(args.db, batch=args.batch_size, as_json=args.json, out=emit, quiet=args.quiet)
 
 
 def cmd_workers(args: argparse.Namespace) -> int:

@@ -151,8 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "PROVISION_PUBLIC_URL; revokes the attempt's previous link)")
 
     p = add("check", cmd_check, "health check: ask the platform about PROVISIONED instances")
-    p.add_argument("id", metavar="ID", nargs="?", help="an attempt id")
-    p.add_argument("--all", action="store_true", help="every PROVISIONED attempt")
+    p.add_argument("id", metavar="ID", nargs="?", help=ID_HELP + " (or --all, or filters)")
+    p.add_argument("--all", action="store_true", help="every PROVISIONED attempt (no --yes needed)")
+    from engine.cli.bulk import add_filter_arguments  # noqa: PLC0415
+
+    add_filter_arguments(p)
 
     p = add("diagram", cmd_diagram, "render the machine, or one attempt's path")
     p.add_argument("id", metavar="ID", nargs="?", help=ID_HELP + " (default: the whole machine)")
@@ -199,4 +202,5 @@ def build_parser() -> argparse.ArgumentParser:
                 "--batch-size", type=whole_number("--batch-size", 1, 10_000), default=200, metavar="N",
                 help="rows per transaction (1-10,000)"
             )
+            nested.add_argument("-q", "--quiet", action="store_true", help="no spinner on a terminal")
     return parser
