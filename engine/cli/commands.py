@@ -16,6 +16,7 @@ from engine.cli import output as fmt
 from engine.cli.options import UsageError, host_name, parse_duration, port_number
 from engine.errors import ProvisionError
 
+PROG = "provision"
 BULK_ACTIONS = ("cancel", "restart")  # by filter: --state/--reason/... with --dry-run, then --yes
 _SUFFIX_FORMATS = {".svg": "svg", ".png": "png", ".mmd": "mermaid", ".mermaid": "mermaid", ".md": "mermaid",
                    ".dot": "dot", ".gv": "dot"}
@@ -56,7 +57,13 @@ def cmd_start(args: argparse.Namespace) -> int:
                   callback_wait_s=args.callback_wait, customer=args.customer, replace=args.replace,
                   renewal=args.renewal)
     # Validate before opening the database, so bad input does not even create one (start re-checks).
-    validate_start(element=args.element, name=args.name, **inputs)
+    request = validate_start(element=args.element, name=args.name, **inputs)
+    if not args.offline:  # an unknown element is refused before anything is stored (or created)
+        from engine.wiring import check_element_online  # noqa: PLC0415
+
+        warning = check_element_online(request.element_key, request.config.keys()).warning()
+        if warning:
+            print(f"{PROG}: warning: {warning}", file=sys.stderr, flush=True)
     engine = engine_for(args)
     try:
         attempt = engine.start(args.element, args.name, **inputs)

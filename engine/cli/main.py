@@ -62,9 +62,9 @@ def main(argv: Sequence[str] | None = None, *, serve: ServeFunction | None = Non
     try:
         return int(args.func(args))
     except INPUT_ERRORS as exc:
-        return fail(str(exc), exc, 2)
+        return fail(failures.cli_message(exc), exc, 2)
     except ProvisionError as exc:
-        return fail(str(exc), exc, 1)
+        return fail(failures.cli_message(exc), exc, 1)
     except KeyboardInterrupt as exc:
         return fail("interrupted", exc, 130)
     except Exception as exc:  # noqa: BLE001 - database/network failures: one line, traceback with -v

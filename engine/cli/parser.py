@@ -101,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--renewal", choices=("engine", "platform"),
                    help="who renews the tokens once provisioned (default: platform for oauth1/oauth2, "
                         "engine for quick)")
+    p.add_argument("--offline", action="store_true",
+                   help="do not ask the platform whether the element exists (GET /elements/{key}) first")
 
     p = add("worker", cmd_worker, "run the scheduler loop")
     p.add_argument("--once", action="store_true", help="do what is due now, then exit")
