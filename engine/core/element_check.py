@@ -13,7 +13,6 @@ from typing import Any, Protocol
 
 from engine.errors import ApiError, ElementCheckUnavailableError, NotFoundApiError, UnknownElementError
 
-
 #: Keys the engine itself sets or reads for every OAuth element, known whatever the catalog lists.
 ENGINE_KEYS = frozenset({"authentication.type", "oauth.api.key", "oauth.api.secret", "oauth.callback.url",
                          "oauth.scope", "oauth.user.refresh_interval", "oauth.user.refresh_time",

@@ -39,6 +39,7 @@ from engine.errors import (
     InvalidInputError,
     InvalidTransitionError,
 )
+from persistence.attempt_filter import AttemptFilter
 from persistence.outbox import Outbox
 from persistence.repository import Repository
 from persistence.workers import DEAD_AFTER_LEASES, WorkerRow, live_workers
@@ -264,6 +265,18 @@ class Engine:
             created_before=min(before) if before else None,
             created_after=now - f.newer_than if f.newer_than is not None else None,
         )
+
+    def find(self, selection: AttemptFilter, *, after: tuple[datetime, str] | None = None,
+             limit: int = 50) -> builtins.list[Attempt]:
+        """At most ``limit`` (1-10,000) attempts of ``selection``, newest first, after the keyset
+        cursor ``after`` (the last row's ``(created_at, id)``): every filter runs in the database."""
+        if not 1 <= limit <= 10_000:
+            raise InvalidInputError("limit", f"must be from 1 to 10000, got {limit}")
+        return self.repo.find(selection, after=after, limit=limit)
+
+    def count_matching(self, selection: AttemptFilter) -> int:
+        """How many attempts ``selection`` selects (one ``COUNT(*)``)."""
+        return self.repo.count(selection)
 
     def counts(self) -> dict[str, int]:
         """Attempts per state."""
