@@ -38,7 +38,9 @@ def test_unknown_configuration_keys_are_a_warning_naming_the_known_ones(
     assert check.unknown_keys == ("use_sandbx",) and "use_sandbox" in check.known_keys
     with caplog.at_level(logging.WARNING, logger="engine"):
         started = engine.start("quickbooks", "typo", flow="oauth2", verify_element=True,
-                               **{**QBO, "config": {"use_sandbox": "true", "use_sandbx": "true"}})
+                               api_key=QBO["api_key"], api_secret=QBO["api_secret"],
+                               callback_url=QBO["callback_url"],
+                               config={"use_sandbox": "true", "use_sandbx": "true"})
     warning = next(r.getMessage() for r in caplog.records if "use_sandbx" in r.getMessage())
     assert "known keys" in warning and "use_sandbox" in warning and "oauth.callback.url" in warning
     assert engine.get(started.id).element_key == "quickbooks"  # a warning: the start proceeds
