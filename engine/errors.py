@@ -140,7 +140,7 @@ class AttemptNotFoundError(ProvisionError):
     kind = "attempt_not_found"
 
     def __init__(self, attempt_id: str) -> None:
-        super().__init__(f"no attempt with id {attempt_id!r}", hint="List attempts with `provision list`.")
+        super().__init__(f"no attempt with id {attempt_id!r}", hint="List attempts with Engine.list().")
         self.attempt_id = attempt_id
 
 

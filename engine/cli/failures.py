@@ -30,6 +30,7 @@ CLI_HINTS = {
     "missing_configuration": "Pass the missing entries with --config KEY=VALUE (or the matching option, such "
                              "as --api-key or --callback-url) and run start again.",
     "schema_outdated": "Run `provision db upgrade` (with the same --db) first.",
+    "attempt_not_found": "List attempts with `provision list`.",
     "unknown_element": "Check the element key (for example quickbooks, sfdc, hubspot); to start without "
                        "asking the platform, pass --offline.",
     "element_check_unavailable": "Retry when the platform answers (check ELEMENTS_BASE_URL and the network), "
@@ -37,7 +38,8 @@ CLI_HINTS = {
 }
 #: API phrases in other hints -> their CLI form.
 CLI_WORDS = (("replace=True", "--replace"), ("config use_sandbox='true'", "--sandbox-company"),
-             ("flow='oauth1' or 'oauth2'", "--flow oauth1 or oauth2"))
+             ("flow='oauth1' or 'oauth2'", "--flow oauth1 or oauth2"), ("failed=True", "--failed"),
+             ("(Engine.list shows whole ids)", "(`provision list` shows whole ids)"))
 
 
 def cli_field(exc: BaseException | None) -> str | None:
@@ -53,6 +55,7 @@ def cli_parts(exc: ProvisionError) -> tuple[str, str | None]:
     if isinstance(field, str) and field in FLAGS and text.startswith(f"{field}: "):
         text = f"{FLAGS[field]}: {text[len(field) + 2:]}"
     for api, cli in CLI_WORDS:
+        text = text.replace(api, cli)
         hint = hint.replace(api, cli) if hint else hint
     return text, hint
 
