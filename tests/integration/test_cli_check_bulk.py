@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cryptography.fernet import Fernet
 from testkit import QBO, TEST_KEY, consent
 
 from engine import Engine
@@ -115,3 +116,10 @@ def test_progress_bar_is_drawn_on_a_terminal_only(
         assert not any(mark in drawn for mark in BAR_MARKS) and "/2" not in drawn, (quiet, drawn)
     piped = _run(env, "check", "--all")
     assert piped.returncode == 0 and not any(mark in piped.stdout + piped.stderr for mark in BAR_MARKS)
+
+    # keys rotate: a spinner (the number of rows is not known up front) while it re-encrypts.
+    rotating = {**env, "PROVISION_SECRET_KEY": f"{Fernet.generate_key().decode()},{TEST_KEY}"}
+    code, drawn = _run_on_pty(rotating, "keys", "rotate")
+    assert code == 0 and "re-encrypting secrets" in drawn and "re-encrypted" in drawn, drawn
+    code, drawn = _run_on_pty(rotating, "keys", "rotate", "-q")
+    assert code == 0 and "re-encrypting secrets" not in drawn, drawn
