@@ -175,7 +175,9 @@ def db_url_from_env(environ: Mapping[str, str] | None = None) -> str:
 
 
 def open_database(db_url: str) -> sa.Engine:
-    """A database engine for ``db_url``, or ``InvalidInputError`` naming ``--db`` with an example URL.
+    """A database engine for ``db_url``, or ``InvalidInputError`` naming ``db_url`` with an example URL.
+
+    Messages speak the Python API's words (``db_url``); the CLI renders the field as ``--db``.
 
     The one place that turns a URL SQLAlchemy cannot use into an input error: ``open_repository``,
     ``rotate_keys`` and ``provision db upgrade`` all open their database through it.
@@ -187,7 +189,7 @@ def open_database(db_url: str) -> sa.Engine:
         missing_driver = isinstance(exc, ModuleNotFoundError) and "psycopg" in str(exc)
         # SQLAlchemy's messages do not quote the URL, so a password in it is not repeated here.
         raise InvalidInputError(
-            "--db",
+            "db_url",
             f"cannot use database URL ({type(exc).__name__}: {str(exc)[:120]})",
             hint="install the [postgres] extra: pip install 'element-provisioner[postgres]' "
                  "(or '.[postgres]' from a checkout)" if missing_driver else

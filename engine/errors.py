@@ -29,8 +29,8 @@ HINTS: dict[str, str] = {
     ),
     "bad_request": "The platform refused the request; its message names what to fix.",
     "missing_configuration": (
-        "Pass the missing entries with --config KEY=VALUE (or the matching option) "
-        "and restart."
+        "Pass the missing entries in config (or the matching keyword argument, such as "
+        "api_key or callback_url) and start the attempt again."
     ),
     "unauthorized": "Check ELEMENTS_USER_SECRET and ELEMENTS_ORG_SECRET: the platform rejected them.",
     "forbidden": (
@@ -102,10 +102,36 @@ class DuplicateConnectionError(InvalidInputError):
         super().__init__(
             "customer",
             f"customer {customer!r} already has a live {element} attempt {live_attempt_id} ({live_state})",
-            hint="Use that attempt, or start again with --replace (replace=True) to disconnect it "
-                 "once the new one is PROVISIONED.",
+            hint="Use that attempt, or start again with replace=True to disconnect it once the new "
+                 "one is PROVISIONED.",
         )
         self.live_attempt_id = live_attempt_id
+
+
+class UnknownElementError(InvalidInputError):
+    """The platform does not know the element key given to ``start`` (``verify_element=True``)."""
+
+    kind = "unknown_element"
+
+    def __init__(self, element: str) -> None:
+        super().__init__("element", f"the platform has no element {element!r} (GET /elements/{{key}} "
+                                    "answered 404)",
+                         hint="Check the element key (for example quickbooks, sfdc, hubspot); to start "
+                              "without asking the platform, pass verify_element=False.")
+        self.element = element
+
+
+class ElementCheckUnavailableError(ProvisionError):
+    """The platform could not be asked whether an element exists (it is down or refuses us)."""
+
+    kind = "element_check_unavailable"
+
+    def __init__(self, element: str, cause: str) -> None:
+        super().__init__(f"cannot check element {element!r} with the platform: {cause}",
+                         hint="Retry when the platform answers (check ELEMENTS_BASE_URL and the "
+                              "network), or start without the check: verify_element=False.")
+        self.field = "verify_element"
+        self.element = element
 
 
 class AttemptNotFoundError(ProvisionError):
@@ -114,7 +140,7 @@ class AttemptNotFoundError(ProvisionError):
     kind = "attempt_not_found"
 
     def __init__(self, attempt_id: str) -> None:
-        super().__init__(f"no attempt with id {attempt_id!r}", hint="List attempts with `provision list`.")
+        super().__init__(f"no attempt with id {attempt_id!r}", hint="List attempts with Engine.list().")
         self.attempt_id = attempt_id
 
 

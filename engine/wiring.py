@@ -1,7 +1,7 @@
 """Building an ``Engine`` from URLs and environment variables (the CLI's and embedders' entry)."""
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from engine.clients.elements import ElementsClient
@@ -18,6 +18,7 @@ from engine.config import (
     secret_keys_from_env,
     webhook_settings_from_env,
 )
+from engine.core.element_check import ElementCheck, check_element
 from engine.core.facade import Engine
 from engine.core.heartbeat import Heartbeat
 from engine.core.observe import Observers, StepTracer
@@ -47,7 +48,8 @@ def _open_store(db_url: str, migrate: bool | None,
         upgrade(db)
     elif current_revision(db) != head_revision():
         raise SchemaOutdatedError("the database schema is not up to date",
-                                  hint="Run `provision db upgrade` (with the same --db) first.")
+                                  hint="Apply the migrations first: open_engine(db_url, migrate=True), or "
+                                       "persistence.migrate.upgrade.")
     sample = sealed_sample(db)
     codec = load_codec(path, secret_keys_from_env(environ), has_data=bool(sample))
     check_key(codec, sample)
@@ -108,3 +110,17 @@ def open_engine(
     # Leases and due times on the database's clock, so that workers with skewed clocks agree.
     engine_kw.setdefault("clock", DatabaseClock(repo.database_time))
     return Engine(repo, client, **engine_kw)
+
+
+def check_element_online(element: str, config_keys: Iterable[str], *,
+                         environ: Mapping[str, str] | None = None) -> ElementCheck:
+    """``Engine.element_check`` without a database: asks the configured platform about ``element``.
+
+    The CLI calls it before it opens (and perhaps creates) the database, so that a refused start
+    leaves nothing behind.
+    """
+    client = ElementsClient(client_settings_from_env(environ))
+    try:
+        return check_element(client, element, config_keys)
+    finally:
+        client.close()

@@ -14,6 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from persistence.attempt_filter import AttemptFilter, count_query, page_query
 from persistence.claims import claim_params, parameterised_claim
 from persistence.codec import ReloadableCodec
 from persistence.columns import UTCDateTime
@@ -137,6 +138,17 @@ class Repository(Inbox, Lifecycle, Realms):
             q = q.limit(limit)
         with self._read() as conn:
             return [self._to_view(r) for r in conn.execute(q).mappings()]
+
+    def find(self, f: AttemptFilter, *, after: tuple[datetime, str] | None = None,
+             limit: int = 50) -> builtins.list[Attempt]:
+        """The page of ``f`` after the keyset cursor ``after`` (``persistence.attempt_filter``)."""
+        with self._read() as conn:
+            return [self._to_view(r) for r in conn.execute(page_query(f, after, limit)).mappings()]
+
+    def count(self, f: AttemptFilter) -> int:
+        """How many attempts ``f`` selects."""
+        with self._read() as conn:
+            return int(conn.execute(count_query(f)).scalar_one())
 
     def attempts_of_customer(self, customer: str, element: str) -> builtins.list[Attempt]:
         """The customer's attempts for ``element``, newest first (index ``ix_attempts_customer_element``)."""

@@ -29,6 +29,10 @@ def configuration(element: Element) -> list[dict[str, Any]]:
     required = required_entries(element, "oauth1" if element.oauth1 else "oauth2",
                                 "oauth1" if element.oauth1 else "oauth2")
     entries = [_entry(key, True) for key in required]
+    # The entries of an instance created from existing tokens (the quick flow), optional here.
+    for auth in ("oauth1", "oauth2") if element.oauth1 else ("oauth2",):
+        entries += [_entry(key, False) for key in required_entries(element, "quick", auth)
+                    if key not in {e["key"] for e in entries}]
     if element.oauth1:
         entries.append(_entry("authentication.type", False, "oauth1"))
     if element.has_realm:  # QuickBooks: the sandbox-company switch (devportal quickbooksonline/tips.md)

@@ -69,6 +69,10 @@ class PlatformPort(ClientPort, Protocol):
         """Release pooled connections."""
         ...
 
+    def get_element(self, element: str) -> dict[str, Any]:
+        """GET /elements/{key} (``Engine.verify_element``); ``NotFoundApiError`` for an unknown key."""
+        ...
+
 
 @dataclass(frozen=True)
 class StepSettings:

@@ -1,9 +1,11 @@
-"""Bulk ``provision restart|cancel`` by filter: ``--dry-run`` counts, ``--yes`` acts (issue 18 item 5).
+"""Bulk ``provision restart|cancel|check`` by filter: ``--dry-run`` counts, ``--yes`` acts (issue 18 item 5).
 
 ``provision restart --state failed --reason invalid_database --older-than 1h --dry-run`` lists what
 would be restarted; the same command with ``--yes`` restarts them, one operator move each (an
 attempt that moved meanwhile is skipped and counted). Without ``--yes`` and without a terminal to
-ask on, nothing is done and the command exits 2.
+ask on, nothing is done and the command exits 2. ``check`` takes the same filters (its selection
+is PROVISIONED attempts only) and prints one health row per attempt. On a terminal a progress bar
+runs on stderr (``engine.cli.progress``; ``-q`` turns it off).
 """
 from __future__ import annotations
 
@@ -12,10 +14,11 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from engine.cli import progress
 from engine.cli.options import UsageError, parse_duration
 from engine.errors import ProvisionError
 
-FILTERS = ("state", "element", "reason", "older_than", "newer_than")
+FILTERS = ("state", "element", "customer", "reason", "older_than", "newer_than")
 MAX_SELECTION = 100_000
 
 
@@ -23,11 +26,13 @@ def add_filter_arguments(parser: argparse.ArgumentParser) -> None:
     """The selection options of a bulk action (beside the single ``ID``)."""
     parser.add_argument("--state", metavar="S", help="bulk: attempts in state S")
     parser.add_argument("--element", metavar="KEY", help="bulk: attempts of this element")
+    parser.add_argument("--customer", metavar="C", help="bulk: this customer's attempts")
     parser.add_argument("--reason", metavar="R", help="bulk: FAILED attempts with this failure reason")
     parser.add_argument("--older-than", metavar="DURATION", help="bulk: created more than DURATION ago")
     parser.add_argument("--newer-than", metavar="DURATION", help="bulk: created less than DURATION ago")
     parser.add_argument("--dry-run", action="store_true", help="bulk: list what would change; change nothing")
     parser.add_argument("--yes", action="store_true", help="bulk: act without asking")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar on a terminal")
 
 
 def is_bulk(args: argparse.Namespace) -> bool:
@@ -42,21 +47,25 @@ def is_bulk(args: argparse.Namespace) -> bool:
     return bulk
 
 
-def run_bulk(action: str, args: argparse.Namespace, engine: Any, out: Callable[[str], None],
-             *, as_json: bool, confirm: Callable[[str], bool] | None = None) -> int:
-    """Select attempts by ``args``' filters and apply ``action`` to each (or only count them)."""
+def selected_ids(args: argparse.Namespace, engine: Any, state: Any = None) -> list[str]:
+    """The ids ``args``' filters select (``state`` when ``--state`` is not given), newest first."""
     older = parse_duration("--older-than", args.older_than) if args.older_than else None
     newer = parse_duration("--newer-than", args.newer_than) if args.newer_than else None
-    selected = engine.list(args.state, element=args.element, reason=args.reason, older_than=older,
-                           newer_than=newer, limit=MAX_SELECTION)
-    ids = [a.id for a in selected]
+    selected = engine.list(args.state or state, element=args.element, customer=args.customer,
+                           reason=args.reason, older_than=older, newer_than=newer, limit=MAX_SELECTION)
+    return [a.id for a in selected]
+
+
+def go_ahead(action: str, ids: list[str], args: argparse.Namespace, out: Callable[[str], None], *,
+             as_json: bool, confirm: Callable[[str], bool] | None = None) -> bool:
+    """Print the dry run, or ask (``--yes`` skips the question); True when ``action`` may run."""
     if args.dry_run:
         if as_json:
             out(_json({"action": action, "dry_run": True, "count": len(ids), "ids": ids}))
         else:
             out("\n".join([*ids, f"{action}: {len(ids)} attempt{'s' if len(ids) != 1 else ''} would change "
                                   "(dry run; nothing changed)"]))
-        return 0
+        return False
     if not args.yes:
         ask = confirm if confirm is not None else (_ask if sys.stdin.isatty() else None)
         if ask is None:
@@ -64,15 +73,27 @@ def run_bulk(action: str, args: argparse.Namespace, engine: Any, out: Callable[[
                                       "terminal to confirm on (try --dry-run first)")
         if not ask(f"{action} {len(ids)} attempts? [y/N] "):
             out(f"{action}: nothing changed")
-            return 0
+            return False
+    return True
+
+
+def run_bulk(action: str, args: argparse.Namespace, engine: Any, out: Callable[[str], None],
+             *, as_json: bool, confirm: Callable[[str], bool] | None = None) -> int:
+    """Select attempts by ``args``' filters and apply ``action`` to each (or only count them)."""
+    ids = selected_ids(args, engine)
+    if not go_ahead(action, ids, args, out, as_json=as_json, confirm=confirm):
+        return 0
     done: list[str] = []
     skipped: list[str] = []
-    for attempt_id in ids:
-        try:
-            getattr(engine, action)(attempt_id)
-            done.append(attempt_id)
-        except ProvisionError:  # moved meanwhile (InvalidTransitionError...): not ours to change any more
-            skipped.append(attempt_id)
+    shown = progress.wanted(as_json=as_json, quiet=bool(getattr(args, "quiet", False)))
+    with progress.bar(f"{action}", len(ids), enabled=shown) as advance:
+        for attempt_id in ids:
+            try:
+                getattr(engine, action)(attempt_id)
+                done.append(attempt_id)
+            except ProvisionError:  # moved meanwhile (InvalidTransitionError...): not ours to change any more
+                skipped.append(attempt_id)
+            advance()
     if as_json:
         out(_json({"action": action, "count": len(done), "ids": done, "skipped": skipped}))
     else:

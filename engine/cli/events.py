@@ -60,9 +60,9 @@ def run_feed(args: argparse.Namespace, engine: Any, out: Out, stop: threading.Ev
     return 0
 
 
-def cmd_events(args: argparse.Namespace, engine_of: Callable[[argparse.Namespace], Any], out: Out) -> int:
-    """The feed (``--follow``: until SIGINT/SIGTERM)."""
-    engine = engine_of(args)
+def cmd_events(args: argparse.Namespace, engine_of: Callable[..., Any], out: Out) -> int:
+    """The feed (``--follow``: until SIGINT/SIGTERM); reading it never creates a database."""
+    engine = engine_of(args, read_only=True)
     stop = threading.Event()
 
     def _stop(signum: int, frame: FrameType | None) -> None:
@@ -78,7 +78,7 @@ def cmd_events(args: argparse.Namespace, engine_of: Callable[[argparse.Namespace
         engine.close()
 
 
-def cmd_redeliver(args: argparse.Namespace, engine_of: Callable[[argparse.Namespace], Any], out: Out) -> int:
+def cmd_redeliver(args: argparse.Namespace, engine_of: Callable[..., Any], out: Out) -> int:
     """Queue webhook event SEQ (or every dead-lettered one) for delivery again."""
     if (args.seq is None) == (not args.failed):
         raise InvalidInputError("redeliver", "give an event sequence number or --failed (not both)",
@@ -97,7 +97,7 @@ def cmd_redeliver(args: argparse.Namespace, engine_of: Callable[[argparse.Namesp
 
 
 def add_commands(add: Add, global_options: Callable[..., None],
-                 engine_of: Callable[[argparse.Namespace], Any], out: Out) -> None:
+                 engine_of: Callable[..., Any], out: Out) -> None:
     """Register ``events`` and ``events redeliver`` through ``engine.cli.main``'s ``add``."""
     p = add("events", lambda a: cmd_events(a, engine_of, out),
             "the event feed: events after a cursor (--follow: as they commit)")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from engine.cli import progress
 from engine.cli.output import to_json
 from engine.config import ENV_KEY, db_url_from_env
 from engine.security.rotation import RotationReport, rotate_keys
@@ -27,8 +28,13 @@ def format_report(report: RotationReport) -> str:
     return "\n".join(lines)
 
 
-def run_rotate(db_url: str | None, *, batch: int, as_json: bool, out: Callable[[str], None]) -> int:
-    """The body of ``provision keys rotate``: rotate, print counts; exit 1 while rows stay unreadable."""
-    report = rotate_keys(db_url or db_url_from_env(), batch=batch)
+def run_rotate(db_url: str | None, *, batch: int, as_json: bool, out: Callable[[str], None],
+               quiet: bool = False) -> int:
+    """The body of ``provision keys rotate``: rotate, print counts; exit 1 while rows stay unreadable.
+
+    On a terminal a spinner runs meanwhile (the number of rows is not known up front).
+    """
+    with progress.bar("re-encrypting secrets", None, enabled=progress.wanted(as_json=as_json, quiet=quiet)):
+        report = rotate_keys(db_url or db_url_from_env(), batch=batch)
     out(to_json(report.as_dict()) if as_json else format_report(report))
     return 0 if report.complete and (report.mode == "env" or report.retired) else 1

@@ -1,6 +1,7 @@
 """``provision check ID|--all`` (issue 10/12 must-have 5): health checks from the command line."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from engine.cli import output as fmt
@@ -23,11 +24,13 @@ def provisioned_ids(engine: Engine) -> list[str]:
         before = page[-1].created_at
 
 
-def run_checks(engine: Engine, ids: list[str]) -> tuple[list[dict[str, Any]], int]:
+def run_checks(engine: Engine, ids: list[str],
+               advance: Callable[[], None] = lambda: None) -> tuple[list[dict[str, Any]], int]:
     """Check each attempt; one row per attempt and the exit code (1 if any is unhealthy or failed).
 
     A check that raises (the platform unreachable, an attempt not PROVISIONED) is reported in its
-    row and the others still run: ``--all`` must not stop at the first bad instance.
+    row and the others still run: ``--all`` must not stop at the first bad instance. ``advance``
+    is called after each check (a progress bar's).
     """
     rows: list[dict[str, Any]] = []
     rc = 0
@@ -38,6 +41,8 @@ def run_checks(engine: Engine, ids: list[str]) -> tuple[list[dict[str, Any]], in
             rows.append({"id": attempt_id, "health": None, "reason": None, "error": str(exc)})
             rc = 1
             continue
+        finally:
+            advance()
         rows.append({"id": a.id, "customer": a.customer, "instance_id": a.instance_id, "health": a.health,
                      "reason": a.health_reason, "checked_at": fmt.iso(a.last_check_at)})
         rc = rc or int(a.health != "healthy")

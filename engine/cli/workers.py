@@ -5,6 +5,7 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
+from engine.cli.guards import require_existing_database
 from engine.cli.output import human_time, iso, to_json
 from engine.config import db_url_from_env, engine_settings_from_env, open_database
 from persistence.workers import DEAD_AFTER_LEASES, WorkerRow, live_workers
@@ -37,7 +38,9 @@ def format_workers(rows: list[WorkerRow]) -> str:
 
 def run_workers(db_url: str | None, *, as_json: bool, out: Callable[[str], None]) -> int:
     """The body of ``provision workers``."""
-    db = open_database(db_url or db_url_from_env())
+    url = db_url or db_url_from_env()
+    require_existing_database(url)  # a read: never create a database (or its key file)
+    db = open_database(url)
     try:
         rows = live_workers(db, dead_after())
     finally:

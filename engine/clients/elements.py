@@ -181,6 +181,13 @@ class ElementsClient:
             raise MalformedResponseError("oauthUrl is not an http(s) URL", endpoint="oauth_url", status=200)
         return url
 
+    def get_element(self, element: str) -> dict[str, Any]:
+        """GET /elements/{key}: the element with its ``configuration`` entries (404: no such element)."""
+        data = self.request("get_element", "GET", f"/elements/{element}")
+        if not isinstance(data, dict):
+            raise MalformedResponseError("expected a JSON object", endpoint="get_element", status=200)
+        return dict(data)
+
     def create_instance(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """POST /instances; returns the instance JSON (HTTP 200 on success, per the platform)."""
         data = self.request("create_instance", "POST", "/instances", body=body)

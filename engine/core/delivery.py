@@ -262,7 +262,7 @@ class EventDispatcher:
     def redeliver(self, seq: int | None = None, *, failed: bool = False) -> int:
         """Send event ``seq`` again (any state), or every dead-lettered one with ``failed``."""
         if (seq is None) == (not failed):
-            raise InvalidInputError("redeliver", "give an event sequence number or --failed (not both)")
+            raise InvalidInputError("redeliver", "give an event sequence number or failed=True (not both)")
         return self.outbox.redeliver(now=self.clock(), seq=seq, failed=failed)
 
     def close(self) -> None:

@@ -21,6 +21,7 @@ from engine.core import starts
 from engine.core.callbacks import CallbackOutcome, CallbackReceiver
 from engine.core.connect import ConnectLinks
 from engine.core.delivery import EventDispatcher, Hook, WebhookPort
+from engine.core.element_check import ElementCheck, check_element
 from engine.core.events import Event
 from engine.core.guard import check_no_live_duplicate, retire_replaced
 from engine.core.health import HealthChecker
@@ -39,6 +40,7 @@ from engine.errors import (
     InvalidTransitionError,
 )
 from engine.tracing import step_context
+from persistence.attempt_filter import AttemptFilter
 from persistence.outbox import Outbox
 from persistence.repository import Repository
 from persistence.workers import DEAD_AFTER_LEASES, WorkerRow, live_workers
@@ -177,7 +179,7 @@ class Engine:
               api_secret: str | None = None, callback_url: str | None = None, tags: Iterable[str] = (),
               config: Mapping[str, Any] | None = None, idempotency_key: str | None = None,
               callback_wait_s: int | None = None, customer: str | None = None,
-              replace: bool = False, renewal: str | None = None) -> Attempt:
+              replace: bool = False, renewal: str | None = None, verify_element: bool = False) -> Attempt:
         """Create an attempt in NEW, due now; with a known ``idempotency_key`` return the existing one.
 
         ``customer`` is the application's own id for the account: stored, filterable, carried in
@@ -186,13 +188,19 @@ class Engine:
         (``engine``/``platform``) says who renews the tokens once PROVISIONED; the default is the
         flow's (DESIGN §7: ``platform`` for consent flows, ``engine`` for quick). Raises
         ``InvalidInputError`` (``MissingConfigurationError`` for missing entries) before anything is
-        stored or sent.
+        stored or sent. ``verify_element`` first asks the platform (``element_check``): an unknown
+        element raises ``UnknownElementError``, an unreachable platform
+        ``ElementCheckUnavailableError``; unknown configuration keys are logged as a warning.
         """
         req = validate_start(element=element, name=name, flow=flow, api_key=api_key, api_secret=api_secret,
                              callback_url=callback_url, tags=tags, config=config,
                              idempotency_key=idempotency_key, callback_wait_s=callback_wait_s,
                              customer=customer, replace=replace,
                              renewal=renewal)
+        if verify_element:
+            warning = self.element_check(req.element_key, req.config).warning()
+            if warning:
+                log.warning("%s", warning)
         [req] = check_no_live_duplicate(self.repo, [req])
         stored, created = self.repo.insert_attempt(starts.new_attempt(req, self.now()))
         if not created:
@@ -201,6 +209,15 @@ class Engine:
             log.info("attempt %s started: %s/%s", stored.id, stored.element_key, stored.flow)
             self.wake()
         return stored
+
+    def element_check(self, element: str, config: Mapping[str, Any] | None = None) -> ElementCheck:
+        """Ask the platform (GET /elements/{key}) whether ``element`` exists and which configuration
+        keys it knows; ``.unknown_keys`` are those of ``config`` it does not (``.warning()`` says so).
+
+        Raises ``UnknownElementError`` (input, 404) or ``ElementCheckUnavailableError`` (the platform
+        did not answer); stores nothing.
+        """
+        return check_element(self.client, element, (config or {}).keys())
 
     def start_many(self, items: Iterable[Mapping[str, Any]]) -> builtins.list[Attempt]:
         """Start many attempts (``start`` keywords per item) in ONE transaction; all or none.
@@ -250,6 +267,18 @@ class Engine:
             created_before=min(before) if before else None,
             created_after=now - f.newer_than if f.newer_than is not None else None,
         )
+
+    def find(self, selection: AttemptFilter, *, after: tuple[datetime, str] | None = None,
+             limit: int = 50) -> builtins.list[Attempt]:
+        """At most ``limit`` (1-10,000) attempts of ``selection``, newest first, after the keyset
+        cursor ``after`` (the last row's ``(created_at, id)``): every filter runs in the database."""
+        if not 1 <= limit <= 10_000:
+            raise InvalidInputError("limit", f"must be from 1 to 10000, got {limit}")
+        return self.repo.find(selection, after=after, limit=limit)
+
+    def count_matching(self, selection: AttemptFilter) -> int:
+        """How many attempts ``selection`` selects (one ``COUNT(*)``)."""
+        return self.repo.count(selection)
 
     def counts(self) -> dict[str, int]:
         """Attempts per state."""
@@ -353,7 +382,7 @@ class Engine:
         if attempt.flow is Flow.QUICK:
             raise InvalidTransitionError(
                 f"attempt {attempt.id} used the quick flow: there is no consent to repeat",
-                hint="Start a new quick attempt with fresh tokens, or use --flow oauth1/oauth2.")
+                hint="Start a new quick attempt with fresh tokens, or use flow='oauth1' or 'oauth2'.")
         return self._operator_move(attempt.id, Trigger.REAUTHORIZE, reason=None, next_run_at=self.now,
                                    actor=actor)
 

@@ -260,7 +260,7 @@ def validate_start(
         if flag in cfg:
             if str(cfg[flag]).lower() not in ("true", "false"):
                 raise InvalidInputError("config", f"{flag} must be true or false",
-                                        hint="Use --sandbox-company, or --config use_sandbox=true")
+                                        hint="Pass config use_sandbox='true' to connect a sandbox company")
             cfg[flag] = str(cfg[flag]).lower()
     if "oauth.user.refresh_interval" in cfg:
         cfg["oauth.user.refresh_interval"] = str(

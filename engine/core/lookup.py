@@ -23,7 +23,7 @@ def resolve_attempt_id(repo: Repository, text: str) -> str:
         return key
     if len(key) < MIN_PREFIX:
         raise InvalidInputError("id", f"a prefix needs at least {MIN_PREFIX} characters, got {key!r}",
-                                hint="Copy more of the id from `provision list`.")
+                                hint="Give more characters of the id (Engine.list shows whole ids).")
     found = repo.ids_with_prefix(key, _SHOWN + 1)
     if not found:
         raise AttemptNotFoundError(key)

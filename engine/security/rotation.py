@@ -145,7 +145,7 @@ def rotate_keys(
         workers = Workers(db, dead_after_s, wait_s, sleep, monotonic)
         path = sqlite_path(db.url)
         if path is not None and not path.exists():
-            raise InvalidInputError("--db", f"no database at {path}: nothing to rotate")
+            raise InvalidInputError("db_url", f"no database at {path}: nothing to rotate")
         if path is not None:
             upgrade(db)
         if keys_text:

@@ -49,7 +49,7 @@ from engine.web.console_pages import (
     message_body,
     reveal_body,
 )
-from engine.web.console_query import AttemptQuery, read_page, select
+from engine.web.console_query import AttemptQuery, count, read_page, select
 from engine.web.console_views import CONSOLE_CSS, CONSOLE_JS, SECURITY_HEADERS, layout, table
 from engine.web.health import HEALTH_PATHS, ReadinessProbe, database_probe, health_response
 from engine.web.metrics import CONTENT_TYPE, Metrics, optional_metrics
@@ -63,8 +63,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BULK_CAP = 1000  # attempts one bulk action may touch; the dry run says when more match
-ATTENTION_CAP = 999  # "needs attention" counts beyond this show as 999+
-ATTENTION_BUDGET = 500  # rows one "needs attention" count may read (it runs on every list refresh)
 NO_LOGIN_BANNER = "No login: loopback only. Anyone who can reach this port on this machine can act."
 _GET, _POST = ["GET", "HEAD"], ["POST"]
 
@@ -218,9 +216,8 @@ class ConsoleApp:
         return self.page("Attempts", list_body(query, page, counts, attention, bulk), operator)
 
     def _count(self, query: AttemptQuery) -> str:
-        # Bounded like every read here: past the cap (or the rows it may read) the card says "N+".
-        selection = select(self.engine, query, ATTENTION_CAP, budget=ATTENTION_BUDGET)
-        return f"{len(selection.ids)}+" if selection.more else str(len(selection.ids))
+        # One COUNT(*) in the database (console_query.count): exact, whatever the table's size.
+        return str(count(self.engine, query))
 
     def attempt(self, request: Request, operator: Operator, attempt_id: str) -> Response:
         """One attempt: facts, actions, path, timeline."""

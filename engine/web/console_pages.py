@@ -106,12 +106,8 @@ def list_body(q: AttemptQuery, page: Page, counts: Mapping[str, int],
     pager = [link("/", "First page", **q.params())] if q.after else []
     if page.next_after:
         pager.append(link("/", "Next page", **q.params(), after=page.next_after))
-    note = Markup("")
-    if page.budget_spent:
-        note = Markup('<p class="hint">Read {} attempts without filling the page; "Next page" '
-                      "continues the search (narrow it by state, element or age to be faster).</p>").format(
-            page.scanned)
-    shown = Markup('<p id="shown">{} shown, newest first.</p>').format(len(page.rows))
+    shown = Markup('<p id="shown">{} shown of {} matching, newest first.</p>').format(
+        len(page.rows), page.total)
     bulk_links = Markup("").join(
         Markup('<a class="button{}" href="/bulk/{}?{}">{} all matching... (dry run first)</a>').format(
             " danger" if a.danger else "", a.name, _qs(q.params()), a.label) for a in bulk)
@@ -119,10 +115,10 @@ def list_body(q: AttemptQuery, page: Page, counts: Mapping[str, int],
         else Markup("")
     return Markup(
         '<h1>{}</h1>{}<p><label><input type="checkbox" id="live-toggle" checked> Live refresh every 5 s'
-        '</label></p><div id="live" aria-live="polite">{}<h2>Matching attempts</h2>{}{}{}<nav class="pager" '
+        '</label></p><div id="live" aria-live="polite">{}<h2>Matching attempts</h2>{}{}<nav class="pager" '
         'aria-label="Pages">{}</nav></div>{}'
     ).format(title, filter_form(q), count_cards(counts, attention), shown,
-             table(head, attempt_rows(page.rows), cls="attempts", caption="Attempts"), note,
+             table(head, attempt_rows(page.rows), cls="attempts", caption="Attempts"),
              Markup(" ").join(pager), bulk_part)
 
 

@@ -1,33 +1,29 @@
 """The console's attempt filters, as one value, and paged reads that stay fast with 100,000 attempts.
 
-``AttemptQuery`` is what the filter form says (state, element, failure reason, age, search, view).
-Reads go through ``Engine.list`` only, in keyset order (newest first, then id) with
-``created_before``: never more than ``CHUNK`` rows per database read and ``SCAN_BUDGET`` rows per
-page. State, element and age are filtered by the database; failure reason, search and "retrying"
-(failures > 0) are filtered here, because ``Engine.list`` has no such parameters yet. When the
-budget runs out first, the page says so and "Next" resumes the scan where it stopped (honest
-paging instead of a slow page). ``Engine.list`` growing those filters only changes ``_pushdown``.
+``AttemptQuery`` is what the filter form says (state, element, customer, failure reason, age,
+search, view). ``to_filter`` turns it into a ``persistence.attempt_filter.AttemptFilter``: every
+filter is a SQL predicate, a page is one query in keyset order (newest first, then id) with a
+LIMIT, and counts are ``COUNT(*)`` in the database (``Engine.find`` / ``Engine.count_matching``).
+Nothing is filtered in Python, so a customer whose attempts are the oldest of 100,000 is found on
+page one.
 """
 from __future__ import annotations
 
-import heapq
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
 from engine.errors import InvalidInputError
-from persistence.quarantine import UNREADABLE
+from persistence.attempt_filter import RETRYING_STATES, AttemptFilter
 from states.attempt import Attempt
-from states.model import FailureReason, State
+from states.model import State
 
 if TYPE_CHECKING:
     from engine.core.facade import Engine
 
 PAGE_SIZE = 50
-CHUNK = 200
-SCAN_BUDGET = 2000
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 #: The age filter's choices: label, and (older_than, newer_than).
 AGES: Mapping[str, tuple[str, timedelta | None, timedelta | None]] = {
@@ -39,7 +35,8 @@ AGES: Mapping[str, tuple[str, timedelta | None, timedelta | None]] = {
     "gt24h": ("older than 24 hours", timedelta(days=1), None),
     "gt7d": ("older than 7 days", timedelta(days=7), None),
 }
-RETRYING_STATES = (State.NEW, State.TOKEN_ISSUED, State.CALLBACK_RECEIVED)
+__all__ = ["AGES", "RETRYING_STATES", "VIEWS", "AttemptQuery", "Page", "Selection", "count", "read_page",
+           "select"]
 #: view -> its label (``AttemptQuery.states`` and ``matches`` say what each one selects)
 VIEWS: Mapping[str, str] = {
     "": "all attempts",
@@ -120,34 +117,17 @@ class AttemptQuery:
             return (self.state,) if self.state in by_view else ()
         return by_view
 
-    @property
-    def is_pushed_down(self) -> bool:
-        """Whether the database applies every filter (``matches`` then lets every row through)."""
-        return not (self.reason or self.search
-                    or self.view in ("retrying", "attention", "reauth", "unhealthy"))
-
-    def matches(self, a: Attempt) -> bool:
-        """The filters the database does not apply (see the module docstring)."""
-        if self.reason and (a.failure_reason or "") != self.reason:
-            return False
-        if self.view in ("retrying", "attention") and a.state in RETRYING_STATES and a.failures == 0:
-            # A quarantined row (secrets unreadable) has not failed yet but waits for an operator.
-            if not (self.view == "attention" and (a.last_error or {}).get("kind") == UNREADABLE):
-                return False
-        if self.view in ("unhealthy", "attention") and a.state is State.PROVISIONED \
-                and a.health != "unhealthy":
-            # A connected attempt needs attention only when a health check says so, or when it is
-            # quarantined.
-            if not (self.view == "attention" and (a.last_error or {}).get("kind") == UNREADABLE):
-                return False
-        if self.view == "reauth" and a.failure_reason != FailureReason.RENEWAL_REJECTED.value:
-            return False
-        if self.search:
-            needle = self.search.lower()
-            is_prefix = _ID_PREFIX_RE.match(needle) is not None
-            if not ((is_prefix and a.id.startswith(needle)) or needle in a.name.lower()):
-                return False
-        return True
+    def to_filter(self, now: datetime) -> AttemptFilter:
+        """The query as a database filter (every predicate runs in SQL); ``now`` anchors the age."""
+        _, older, newer = AGES[self.age]
+        needle = self.search.lower()
+        return AttemptFilter(
+            states=(self.state,) if self.state is not None else (),
+            element=self.element or None, customer=self.customer or None, reason=self.reason or None,
+            created_after=now - newer if newer is not None else None,
+            created_before=now - older if older is not None else None,
+            id_prefix=needle if _ID_PREFIX_RE.match(needle) else None, name_part=needle or None,
+            view=self.view)
 
 
 def cursor_text(created_at: datetime, attempt_id: str) -> str:
@@ -155,76 +135,31 @@ def cursor_text(created_at: datetime, attempt_id: str) -> str:
     return f"{(created_at - EPOCH) // timedelta(microseconds=1)}~{attempt_id}"
 
 
-def _stream(engine: Engine, query: AttemptQuery, state: State, first: int) -> Iterator[Attempt]:
-    """Attempts in ``state`` matching the database-side filters, newest first, after the cursor.
-
-    The first read asks for ``first`` rows (what the caller expects to need), later ones for
-    ``CHUNK``: every row read is decrypted by the repository, so reading ahead is not free.
-    """
-    _, older, newer = AGES[query.age]
-    after, chunk = query.after, first
-    while True:
-        # created_before is exclusive: one microsecond more keeps the cursor's ties, skipped below.
-        before = after[0] + timedelta(microseconds=1) if after is not None else None
-        rows = engine.list(state, element=query.element or None, older_than=older, newer_than=newer,
-                           limit=chunk, created_before=before, customer=query.customer or None)
-        fresh = [r for r in rows if after is None or r.created_at < after[0] or r.id > after[1]]
-        if not fresh:
-            if len(rows) < chunk:
-                return
-            chunk *= 4  # a whole chunk of ties with the cursor (one start_many): read further
-            continue
-        yield from fresh
-        if len(rows) < chunk:
-            return
-        after, chunk = (fresh[-1].created_at, fresh[-1].id), CHUNK
-
-
-def _order(a: Attempt) -> tuple[timedelta, str]:
-    return EPOCH - a.created_at, a.id  # newest first, then id (Repository.list's order)
-
-
 @dataclass
 class Page:
-    """One page of a query: its rows, the cursor of the next page, and how much was read."""
+    """One page of a query: its rows, the cursor of the next page, and how many match in all."""
 
     rows: list[Attempt] = field(default_factory=list)
     next_after: str | None = None
-    scanned: int = 0
-    budget_spent: bool = False
+    total: int = 0
 
 
-def _merged(engine: Engine, query: AttemptQuery, first: int) -> Iterator[Attempt]:
-    """Every attempt the database-side filters let through, in order (several states merged)."""
-    streams = [_stream(engine, query, s, max(1, min(first, CHUNK))) for s in query.states]
-    if len(streams) == 1:
-        return streams[0]
-    return heapq.merge(*streams, key=_order)
-
-
-def read_page(engine: Engine, query: AttemptQuery, *, size: int | None = None,
-              budget: int | None = None) -> Page:
-    """The page of ``query`` (after its cursor), at most ``size`` rows and ``budget`` rows read
-    (defaults: ``PAGE_SIZE`` and ``SCAN_BUDGET``, read at call time so tests can lower them)."""
+def read_page(engine: Engine, query: AttemptQuery, *, size: int | None = None) -> Page:
+    """The page of ``query`` after its cursor: at most ``size`` rows (default ``PAGE_SIZE``, read at
+    call time so tests can lower it), one indexed query with a LIMIT and one ``COUNT(*)``."""
     size = PAGE_SIZE if size is None else size
-    budget = SCAN_BUDGET if budget is None else budget
-    page = Page()
-    # Without filters applied here, one more row than the page tells whether there is a next one.
-    first = size + 1 if query.is_pushed_down else CHUNK
-    for attempt in _merged(engine, query, first):
-        page.scanned += 1
-        if query.matches(attempt):
-            page.rows.append(attempt)
-            if len(page.rows) > size:
-                page.rows.pop()
-                tail = page.rows[-1]
-                page.next_after = cursor_text(tail.created_at, tail.id)
-                return page
-        if page.scanned >= budget:
-            page.budget_spent = True
-            page.next_after = cursor_text(attempt.created_at, attempt.id)
-            return page
+    selection = query.to_filter(engine.now())
+    rows = engine.find(selection, after=query.after, limit=size + 1)  # one more: is there a next page?
+    page = Page(rows=rows[:size], total=engine.count_matching(selection))
+    if len(rows) > size:
+        tail = page.rows[-1]
+        page.next_after = cursor_text(tail.created_at, tail.id)
     return page
+
+
+def count(engine: Engine, query: AttemptQuery) -> int:
+    """How many attempts match ``query`` (its cursor ignored)."""
+    return int(engine.count_matching(query.to_filter(engine.now())))
 
 
 @dataclass(frozen=True)
@@ -232,17 +167,10 @@ class Selection:
     """The attempts a bulk action would touch: at most ``cap`` of them, in list order."""
 
     ids: list[str]
-    more: bool  # more attempts match than ``cap`` (or than the scan budget allowed to read)
+    more: bool  # more attempts match than ``cap``
 
 
-def select(engine: Engine, query: AttemptQuery, cap: int, *, budget: int = 10 * SCAN_BUDGET) -> Selection:
-    """The first ``cap`` matches of ``query`` from its first page on, reading at most ``budget`` rows."""
-    ids: list[str] = []
-    for seen, attempt in enumerate(_merged(engine, replace(query, after=None), budget), start=1):
-        if query.matches(attempt):
-            if len(ids) == cap:
-                return Selection(ids, True)
-            ids.append(attempt.id)
-        if seen >= budget:
-            return Selection(ids, True)
-    return Selection(ids, False)
+def select(engine: Engine, query: AttemptQuery, cap: int) -> Selection:
+    """The first ``cap`` matches of ``query`` from its first page on (one query with a LIMIT)."""
+    rows = engine.find(replace(query, after=None).to_filter(engine.now()), limit=cap + 1)
+    return Selection([a.id for a in rows[:cap]], len(rows) > cap)

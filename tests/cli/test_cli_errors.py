@@ -24,7 +24,7 @@ def test_usage_errors_exit_2_and_change_nothing(cli: Any) -> None:
     missing_element, bad_config, bad_url, missing_config, unknown, older = (r.stderr for r in results)
     assert "the following arguments are required: --element" in missing_element
     assert "provision: error: --config: expected KEY=VALUE, got 'novalue'" in bad_config
-    assert "provision: error: callback_url: must be an absolute http or https URL" in bad_url
+    assert "provision: error: --callback-url: must be an absolute http or https URL" in bad_url
     # The message names every missing entry, and the hint says how to pass them.
     assert missing_config.startswith("provision: error: configuration:")
     for entry in ("oauth.api.key", "oauth.user.token", "oauth.user.token.secret", "quickbooks.realm.id"):

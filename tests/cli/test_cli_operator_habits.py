@@ -29,17 +29,25 @@ def test_unique_prefixes_are_accepted_and_ambiguous_ones_list_candidates(cli: An
         assert first in shared.stderr and second in shared.stderr
 
 
+#: Every command that only reads: each must refuse a missing SQLite file (issue 18 item 5).
+READ_ONLY_COMMANDS = (("list",), ("show", "abcd1234"), ("diagram", "abcd1234"), ("events",),
+                      ("events", "--follow"), ("workers",), ("check", "--all"), ("check", "abcd1234"),
+                      ("check", "--state", "provisioned", "--dry-run"),
+                      ("prune", "--history-older-than", "90d", "--dry-run"))
+
+
 def test_read_only_commands_never_create_a_database(cli: Any, tmp_path: Path) -> None:
     missing = tmp_path / "elsewhere" / "provision.db"
+    missing.parent.mkdir()  # the folder exists, so SQLite could create the file: it must not
     cli.db_url = f"sqlite:///{missing}"
-    for command in (("list",), ("show", "abcd1234"), ("diagram", "abcd1234")):
-        result = cli(*command, expect=2)
-        assert str(missing) in result.stderr and "--db" in result.stderr
+    for command, result in zip(READ_ONLY_COMMANDS, cli.many(*READ_ONLY_COMMANDS), strict=True):
+        assert result.returncode == 2, (command, result.stdout, result.stderr)
+        assert str(missing) in result.stderr and "--db" in result.stderr, (command, result.stderr)
     as_json = cli("--json", "list", expect=2)
     document = json.loads(as_json.stderr)["error"]
     assert document["field"] == "--db" and str(missing) in document["message"] and document["hint"]
     assert as_json.stdout == ""
-    assert not missing.parent.exists() or list(missing.parent.iterdir()) == []  # no db, no key file
+    assert list(missing.parent.iterdir()) == []  # no db, no key file
 
 
 def test_json_errors_version_and_diagram_suffixes(cli: Any, tmp_path: Path) -> None:

@@ -66,7 +66,7 @@ def test_a_second_live_attempt_for_the_customer_is_refused_and_names_the_live_on
     live = engine.start("quickbooks", "first", flow="oauth2", customer="acme-42", **QBO)
     with pytest.raises(DuplicateConnectionError) as exc:
         engine.start("quickbooks", "second", flow="oauth2", customer="acme-42", **QBO)
-    assert live.id in str(exc.value) and "NEW" in str(exc.value) and "--replace" in (exc.value.hint or "")
+    assert live.id in str(exc.value) and "NEW" in str(exc.value) and "replace=True" in (exc.value.hint or "")
     assert isinstance(exc.value, InvalidInputError) and exc.value.live_attempt_id == live.id
     # Also once it is PROVISIONED, and from start_many; another element or customer is fine.
     engine.run_until_idle()
@@ -99,8 +99,10 @@ def test_cli_customer_replace_list_and_show(sqlite_url: str, tmp_path: Path) -> 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([PROVISION, *args], capture_output=True, text=True, env=env, timeout=60)
 
-    start = ("start", "--element", "quickbooks", "--name", "books", "--flow", "oauth2", "--api-key", "k",
-             "--api-secret", "s", "--callback-url", "https://app.example.com/cb", "--customer", "acme-42")
+    # No platform runs here: --offline skips the element check (tests/cli/test_cli_start_checks.py).
+    start = ("start", "--offline", "--element", "quickbooks", "--name", "books", "--flow", "oauth2",
+             "--api-key", "k", "--api-secret", "s", "--callback-url", "https://app.example.com/cb",
+             "--customer", "acme-42")
     first = cli(*start)
     assert first.returncode == 0, first.stderr
     again = cli(*start)

@@ -24,11 +24,13 @@ KEY_ENV = {"PROVISION_SECRET_KEY": "unused-the-url-fails-first"}
     lambda url: open_repository(url, environ=KEY_ENV),
     lambda url: rotate_keys(url, environ=KEY_ENV),
 ], ids=["open_database", "open_repository", "rotate_keys"])
-def test_every_opener_names_the_flag_and_the_fix(opener: Callable[[str], Any]) -> None:
+def test_every_opener_names_the_parameter_and_the_fix(opener: Callable[[str], Any]) -> None:
+    # The Python API speaks its own words (db_url), not the CLI's (--db): issue 18 item 7.
     with pytest.raises(InvalidInputError) as caught:
         opener(BAD_URL)
-    assert caught.value.field == "--db"
-    assert caught.value.message.startswith("--db: cannot use database URL (ArgumentError: ")
+    assert caught.value.field == "db_url"
+    assert caught.value.message.startswith("db_url: cannot use database URL (ArgumentError: ")
+    assert "--" not in str(caught.value)
     assert caught.value.hint == "e.g. sqlite:///provision.db or postgresql+psycopg://user@host/db"
 
 

@@ -13,7 +13,7 @@ from werkzeug.test import Client
 
 from engine import Engine, FakeClock
 from engine.security.crypto import FernetCodec
-from engine.web import console, console_query
+from engine.web import console_query
 from persistence.schema import attempts
 from persistence.workers import beat
 from states import State
@@ -73,7 +73,6 @@ def test_counts_filters_and_search(web_engine: Engine, console_for: ConsoleFor, 
 def test_keyset_pages_cover_ties_exactly_once(web_engine: Engine, console_for: ConsoleFor,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(console_query, "PAGE_SIZE", 7)
-    monkeypatch.setattr(console_query, "CHUNK", 3)  # a chunk smaller than a block of ties
     # One start_many: every attempt has the same created_at (the fake clock does not move).
     batch = web_engine.start_many([{"element": "quickbooks", "name": f"T{i:02}", "flow": "quick",
                                     "config": QUICK_CONFIG} for i in range(20)])
@@ -90,21 +89,19 @@ def test_keyset_pages_cover_ties_exactly_once(web_engine: Engine, console_for: C
     assert len(seen) == 20 and sorted(seen) == sorted(a.id for a in batch)
 
 
-def test_a_scan_budget_keeps_sparse_searches_fast_and_honest(
+def test_a_sparse_search_finds_the_oldest_match_on_page_one(
         web_engine: Engine, console_for: ConsoleFor, monkeypatch: pytest.MonkeyPatch,
         clock: FakeClock) -> None:
-    monkeypatch.setattr(console_query, "SCAN_BUDGET", 5)
-    monkeypatch.setattr(console_query, "CHUNK", 2)
-    target = quick(web_engine, "Needle")  # the oldest: the newest 5 do not contain it
+    monkeypatch.setattr(console_query, "PAGE_SIZE", 3)
+    target = quick(web_engine, "Needle")  # the oldest: behind every page of the unfiltered list
     for i in range(8):
         clock.advance(1)
         quick(web_engine, f"Hay {i}")
     client = console_for(web_engine)
     body = client.get("/?search=needle").get_data(as_text=True)
-    assert "Read 5 attempts without filling the page" in body and ID_LINK.findall(body) == []
-    nxt = re.search(r'<a href="(/\?[^"]+)">Next page</a>', body)
-    assert nxt is not None
-    assert ids_on(client, nxt[1].replace("&amp;", "&")) == [target.id]
+    assert ID_LINK.findall(body.split('<div id="live"', 1)[1]) == [target.id]
+    assert "1 shown of 1 matching" in body and "Next page" not in body
+    assert "3 shown of 9 matching" in client.get("/").get_data(as_text=True)
 
 
 def test_retrying_attempts_need_attention(web_engine: Engine, console_for: ConsoleFor, sandbox: Any) -> None:
@@ -195,33 +192,32 @@ def test_bulk_restart_has_a_dry_run_then_acts_on_the_selection(
 
 def test_every_read_is_a_bounded_page(web_engine: Engine, console_for: ConsoleFor, clock: FakeClock,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fast with 100,000 attempts: the console reads with LIMITs only, and what one page reads is
-    bounded by the budgets, not by the table (budgets lowered here so 1,500 attempts exceed them)."""
-    monkeypatch.setattr(console_query, "SCAN_BUDGET", 100)
-    monkeypatch.setattr(console_query, "CHUNK", 25)
-    monkeypatch.setattr(console, "ATTENTION_BUDGET", 50)
-    for batch in range(3):  # start_many: 500 attempts share one created_at (ties cost re-reads)
+    """Fast with 100,000 attempts: the console reads rows only through ``Engine.find`` with a LIMIT
+    (one page and one more row), never the whole list; the counts are COUNT(*) in the database."""
+    for batch in range(3):  # start_many: 500 attempts share one created_at
         clock.advance(60)
         web_engine.start_many([{"element": "quickbooks", "name": f"B{batch}-{i}", "flow": "quick",
                                 "config": QUICK_CONFIG} for i in range(500)])
-    reads: list[tuple[int | None, int]] = []
-    real_list = web_engine.list
+    reads: list[tuple[int, int]] = []
+    real_find = web_engine.find
 
-    def counting_list(*args: Any, **kw: Any) -> list[Any]:
-        rows = real_list(*args, **kw)
-        reads.append((kw.get("limit"), len(rows)))
+    def counting_find(*args: Any, **kw: Any) -> list[Any]:
+        rows = real_find(*args, **kw)
+        reads.append((kw["limit"], len(rows)))
         return rows
 
-    monkeypatch.setattr(web_engine, "list", counting_list)
+    def no_list(*args: Any, **kw: Any) -> list[Any]:
+        raise AssertionError("the console filters in SQL: Engine.list is not used")
+
+    monkeypatch.setattr(web_engine, "find", counting_find)
+    monkeypatch.setattr(web_engine, "list", no_list)
     client = console_for(web_engine)
-    # A tie block is read again when a chunk ends inside it, with a growing chunk: at most about
-    # three times the budgets (page scan plus the two attention cards) in all.
-    bound = 3 * (100 + 2 * 50) + 51
     for url in ("/", "/?state=NEW", "/?view=attention", "/?search=b1-17", "/?reason=cancelled"):
         reads.clear()
         assert client.get(url).status_code == 200, url
-        assert reads and all(limit is not None for limit, _ in reads), url
-        assert sum(n for _, n in reads) <= bound < 1500, (url, reads)
+        assert [limit for limit, _ in reads] == [console_query.PAGE_SIZE + 1], (url, reads)
+    assert "50 shown of 1500 matching" in client.get("/").get_data(as_text=True)
+    assert "11 shown of 11 matching" in client.get("/?search=b1-17").get_data(as_text=True)
 
 
 def test_quarantined_attempt_needs_attention(web_engine: Engine, console_for: ConsoleFor) -> None:
