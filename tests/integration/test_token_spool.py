@@ -1,8 +1,9 @@
 """A rotated token survives a database that refuses it (issue 16 item 1).
 
 The provider rotates the token; then the database fails at the renewal's commit: PostgreSQL
-"restarts" (the engine's sessions are terminated with ``pg_terminate_backend``), or the disk holding
-the SQLite file is full (a real 4 MB tmpfs, mounted by the test when it runs as root). The commit is
+"restarts" (the engine's sessions are terminated with ``pg_terminate_backend``), another connection
+holds an EXCLUSIVE lock on the SQLite file for longer than the engine's busy timeout, or the disk
+holding the SQLite file is full (a real 4 MB tmpfs, mounted by the test when it runs as root). The commit is
 retried; when it still fails the token goes to the spool (sealed, 0600) and the next tick drains it
 into the database. Either way the attempt stays PROVISIONED with a usable token.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import sqlite3
 import stat
 import subprocess
 from collections.abc import Callable, Iterator
@@ -20,10 +22,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from test_worker_survives import db_now, terminate_backends
-from testkit import QBO, consent
+from testkit import QBO, TEST_KEY, consent
 
-from engine import Engine, EngineSettings
+from engine import ElementsClient, Engine, EngineSettings
 from engine.clock import FakeClock
+from engine.config import ClientSettings
+from engine.wiring import open_repository
 from states import State
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
@@ -144,3 +148,38 @@ def test_a_full_disk_at_the_renewal_commit_spools_the_token(
     engine.run_until_idle()  # drained as a renew transition, due at once: the push follows
     assert not list(spool.glob("*.spool"))
     assert_renews_again(engine, sandbox, a.id, clock, renewals=a.renewals + 1)
+
+
+def test_a_sqlite_file_locked_across_the_renewal_commit_spools_the_token(
+        tmp_path: Path, clock: FakeClock, sandbox: Any, waits: list[float]) -> None:
+    db_file, spool = tmp_path / "provision.db", tmp_path / "spool"
+    # A busy timeout far below the lock's duration (PROVISION_SQLITE_BUSY_TIMEOUT_SECONDS).
+    repo = open_repository(f"sqlite:///{db_file}", migrate=True, environ={
+        "PROVISION_SECRET_KEY": TEST_KEY, "PROVISION_SQLITE_BUSY_TIMEOUT_SECONDS": "0.2"})
+    client = ElementsClient(ClientSettings(base_url=sandbox.base_url, user_secret="sandbox-user-secret",
+                                           org_secret="sandbox-org-secret",
+                                           provider_root=f"{sandbox.root_url}/_provider"))
+    with repo.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar_one() == 200
+    engine = Engine(repo, client, clock=clock, sleep=waits.append, settings=EngineSettings(spool_dir=str(spool)))
+    try:
+        a = provision(engine)
+        holder = sqlite3.connect(db_file, isolation_level=None, timeout=0.1)
+        after_the_provider(engine, lambda: holder.execute("BEGIN EXCLUSIVE") and None)
+        clock.now = a.next_run_at
+        # BEGIN IMMEDIATE goes straight to the driver (persistence.database): its error is sqlite3's.
+        with pytest.raises((sa.exc.OperationalError, sqlite3.OperationalError), match="locked"):
+            engine.tick()  # three tries, each refused after 0.2 s, then the spool
+        assert waits[-2:] == [0.5, 2.0]
+        [entry] = spool.glob("*.spool")
+        assert stat.S_IMODE(entry.stat().st_mode) == 0o600
+        with pytest.raises((sa.exc.OperationalError, sqlite3.OperationalError), match="locked"):
+            engine.tick()  # still locked: the drain fails and the entry stays
+        assert list(spool.glob("*.spool")) == [entry]
+        holder.execute("ROLLBACK")
+        holder.close()
+        engine.run_until_idle()  # the lock is gone: the next tick drains the spool, then pushes
+        assert not list(spool.glob("*.spool"))
+        assert_renews_again(engine, sandbox, a.id, clock, renewals=a.renewals + 1)
+    finally:
+        engine.close()
