@@ -38,9 +38,10 @@ def create_db_engine(url: str | sa.URL, *, sqlite_busy_timeout_s: float = DEFAUL
     """Create a SQLAlchemy engine tuned for the step protocol on either backend.
 
     SQLite: WAL (readers never block the writer), ``synchronous=NORMAL`` (durable at checkpoints,
-    safe against process crashes, which is what kill -9 tests exercise), a busy timeout so several
-    processes queue for the write lock (``sqlite_busy_timeout_s``), and ``BEGIN IMMEDIATE`` so a transaction takes the write
-    lock up front instead of failing with SQLITE_BUSY when it upgrades from a read.
+    safe against process crashes, which is what kill -9 tests exercise), a busy timeout
+    (``sqlite_busy_timeout_s``) so several processes queue for the write lock, and ``BEGIN
+    IMMEDIATE`` so a transaction takes the write lock up front instead of failing with SQLITE_BUSY
+    when it upgrades from a read.
     """
     u = sa.make_url(url)
     if u.get_backend_name() == "sqlite":

@@ -168,7 +168,7 @@ def patch_body(body: bytes, fields: Mapping[str, Any]) -> bytes:
     for key, value in fields.items():
         element = re.compile(rf"<{re.escape(key)}(?:\s*/>|>[^<]*</{re.escape(key)}>)")
         replacement = "" if value is None else f"<{key}>{_xml_text(value)}</{key}>"
-        text = element.sub(lambda _m, r=replacement: r, text)
+        text = element.sub(replacement.replace("\\", "\\\\"), text)  # a literal, not a template
     return text.encode("utf-8")
 
 

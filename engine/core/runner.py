@@ -28,6 +28,7 @@ from states.handlers import HANDLERS
 from states.machine import next_state
 from states.model import FailureReason, State, Trigger
 from states.ports import ClientPort, StepSettings
+from states.renewal import renewed
 from states.traits import traits_of
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,9 @@ class StepPorts:
     retry_factory: Callable[[], Any]
     tries: int = 0
     waits: list[float] = field(default_factory=list)
+    # The user-token entries a provider call of this step rotated (``rotated()`` of its answer),
+    # recorded the moment the answer is parsed: the old token is spent from then on.
+    rotated: dict[str, str] = field(default_factory=dict)
 
     def now(self) -> datetime:
         return self.clock()
@@ -69,7 +73,11 @@ class StepPorts:
             self.tries += 1
             return fn(n)
 
-        return call_with_retries(self.retry_factory(), counted)
+        result = call_with_retries(self.retry_factory(), counted)
+        rotated = getattr(result, "rotated", None)
+        if callable(rotated):
+            self.rotated.update(rotated())
+        return result
 
     def new_nonce(self) -> str:
         return pysecrets.token_urlsafe(32)
@@ -194,6 +202,9 @@ class StepRunner:
             if self.parking is not None:
                 self.parking.clear()
         except Exception as exc:  # noqa: BLE001 - a bug must not kill the worker loop; log and retry later
+            if ports.rotated:  # the provider rotated, then the step failed: the token goes first
+                return PreparedStep(attempt, self._keep_rotated(attempt, ports, exc), max(ports.tries, 1),
+                                    int((time.monotonic() - started) * 1000))
             if self.parking is not None and is_platform_wide(exc):
                 # The engine's configuration, not the attempt, is wrong: leave the step as it was
                 # (still due, nothing counted) and park the queue (engine.core.parking).
@@ -218,6 +229,19 @@ class StepRunner:
             # A platform that echoes a token in its error text must not get it stored in plain text.
             decision = replace(decision, error=scrub(decision.error, secret_values(attempt.secrets)))
         return PreparedStep(attempt, decision, max(ports.tries, 1), duration_ms)
+
+    def _keep_rotated(self, attempt: Attempt, ports: StepPorts, exc: Exception) -> Decision:
+        """A step that failed after its provider call rotated the token: store the token anyway.
+
+        Whatever raised after the answer (a handler bug, an odd field, a broken clock), the old token
+        is spent; so the step's decision becomes the complete renewal (tokens, ``refresh_time``,
+        ``next_renewal_at``, a push due at once) that commits, retries and spools like any other
+        (issue 16 item 1). The error is logged by type only: its text may quote the answer.
+        """
+        log.error("attempt %s: %s after the provider rotated the token; the new token is stored first",
+                  attempt.id, type(exc).__name__)
+        tokens = {**(attempt.secrets.get("user_tokens") or {}), **ports.rotated}
+        return renewed(attempt, ports, tokens, f"renewal kept after {type(exc).__name__}"[:200])
 
     def commit(self, steps: list[PreparedStep]) -> list[StepResult]:
         """Commit the decisions of several steps in one transaction (the worker's group commit).

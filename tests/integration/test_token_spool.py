@@ -22,8 +22,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from test_worker_survives import db_now, terminate_backends
-from testkit import QBO, TEST_KEY, consent
+from testkit import QBO, QUICK_CONFIG, TEST_KEY, consent
 
+import states.renewal
 from engine import ElementsClient, Engine, EngineSettings
 from engine.clock import FakeClock
 from engine.config import ClientSettings
@@ -101,11 +102,19 @@ def after_the_provider(engine: Engine, fault: Callable[[], None]) -> None:
 
 def assert_renews_again(engine: Engine, sandbox: Any, attempt_id: str, clock: FakeClock,
                         renewals: int) -> None:
+    """PROVISIONED after ``renewals`` renewals, the instance holds the stored token, the provider
+    still accepts it, and the next renewal with it succeeds (OAuth2 refresh token or OAuth1 token)."""
     a = engine.get(attempt_id)
     assert a.state is State.PROVISIONED and a.renewals == renewals, a.last_error
+    tokens = a.secrets["user_tokens"]
     config = sandbox.store.instances[int(a.instance_id or 0)].configuration
-    assert config["oauth.user.token"] == a.secrets["user_tokens"]["oauth.user.token"]
-    assert sandbox.store.refresh_tokens[a.secrets["user_tokens"]["oauth.user.refresh_token"]].valid
+    assert config["oauth.user.token"] == tokens["oauth.user.token"]
+    if "oauth.user.refresh_token" in tokens:
+        assert config["oauth.user.refresh_token"] == tokens["oauth.user.refresh_token"]
+        assert sandbox.store.refresh_tokens[tokens["oauth.user.refresh_token"]].valid
+    else:
+        assert config["oauth.user.token.secret"] == tokens["oauth.user.token.secret"]
+        assert sandbox.store.access_tokens[tokens["oauth.user.token"]].valid
     assert a.next_run_at is not None
     clock.now = a.next_run_at  # and the stored token renews again
     engine.run_until_idle()
@@ -161,11 +170,16 @@ def test_a_sqlite_file_locked_across_the_renewal_commit_spools_the_token(
                                            provider_root=f"{sandbox.root_url}/_provider"))
     with repo.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar_one() == 200
-    engine = Engine(repo, client, clock=clock, sleep=waits.append, settings=EngineSettings(spool_dir=str(spool)))
+    engine = Engine(repo, client, clock=clock, sleep=waits.append,
+                    settings=EngineSettings(spool_dir=str(spool)))
     try:
         a = provision(engine)
         holder = sqlite3.connect(db_file, isolation_level=None, timeout=0.1)
-        after_the_provider(engine, lambda: holder.execute("BEGIN EXCLUSIVE") and None)
+
+        def lock() -> None:
+            holder.execute("BEGIN EXCLUSIVE")
+
+        after_the_provider(engine, lock)
         clock.now = a.next_run_at
         # BEGIN IMMEDIATE goes straight to the driver (persistence.database): its error is sqlite3's.
         with pytest.raises((sa.exc.OperationalError, sqlite3.OperationalError), match="locked"):
@@ -183,3 +197,63 @@ def test_a_sqlite_file_locked_across_the_renewal_commit_spools_the_token(
         assert_renews_again(engine, sandbox, a.id, clock, renewals=a.renewals + 1)
     finally:
         engine.close()
+
+
+def provision_oauth1(engine: Engine) -> Any:
+    """An engine-owned QuickBooks OAuth1 company (quick flow): renewed by Reconnect in its window."""
+    a = engine.start("quickbooks", "Spool OAuth1", flow="quick", config=QUICK_CONFIG)
+    engine.run_until_idle()
+    a = engine.get(a.id)
+    assert a.state is State.PROVISIONED and a.renewal_owner == "engine"
+    return a
+
+
+#: Token answers that drift from the documentation after the provider rotated (sandbox ``patch``
+#: faults). Before the fix the last three lost the token: a missing access token and an odd
+#: Reconnect ErrorCode were malformed answers, retried with the spent token.
+ODD_ANSWERS = {
+    "expires_in-3600.0": ("oauth2", {"expires_in": "3600.0", "x_refresh_token_expires_in": None}),
+    "no-access-token": ("oauth2", {"access_token": None, "expires_in": "soon"}),
+    "ErrorCode-0.0": ("oauth1", {"ErrorCode": "0.0"}),
+    "no-ErrorCode": ("oauth1", {"ErrorCode": None}),
+}
+
+
+@pytest.mark.parametrize("case", list(ODD_ANSWERS))
+def test_an_odd_token_answer_keeps_the_rotated_token(
+        case: str, db_url: str, engine_on: Callable[..., Engine], clock: FakeClock, sandbox: Any,
+        tmp_path: Path) -> None:
+    mode, patch = ODD_ANSWERS[case]
+    engine = engine_on(db_url, clock=clock, settings=EngineSettings(spool_dir=str(tmp_path / "spool")))
+    a = provision(engine) if mode == "oauth2" else provision_oauth1(engine)
+    before = a.secrets["user_tokens"]["oauth.user.token"]
+    sandbox.faults.replace(patches={"provider_token": patch})
+    clock.now = a.next_run_at
+    engine.run_until_idle()
+    after = engine.get(a.id)
+    assert after.renewals == a.renewals + 1 and after.failures == 0, after.last_error
+    if case == "no-access-token":
+        assert after.secrets["user_tokens"]["oauth.user.token"] == before  # kept with the new refresh token
+    assert_renews_again(engine, sandbox, a.id, clock, renewals=a.renewals + 1)  # odd answers still
+
+
+def test_a_step_that_fails_after_the_provider_rotated_stores_the_token_first(
+        db_url: str, engine_on: Callable[..., Engine], clock: FakeClock, sandbox: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = engine_on(db_url, clock=clock)
+    a = provision(engine)
+    calls: list[int] = []
+    real = states.renewal.renewed
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        if not calls:  # the handler's own use, right after the answer (the runner keeps its import)
+            calls.append(1)
+            raise ValueError("an exception after the provider answered")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(states.renewal, "renewed", broken)
+    clock.now = a.next_run_at
+    engine.run_until_idle()
+    assert calls == [1]
+    assert engine.history(a.id)[-1].note == "renewal kept after ValueError"  # the push adds no row
+    assert_renews_again(engine, sandbox, a.id, clock, renewals=a.renewals + 1)
