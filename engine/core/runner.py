@@ -9,7 +9,7 @@ import logging
 import random
 import secrets as pysecrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, TypeVar
@@ -255,7 +255,7 @@ class StepRunner:
         try:
             done = self.repo.apply_many([p.write for p in plans])
         except Exception:
-            self._spool_rotated(plans)
+            self._spool_rotated([(p.write.attempt.id, p.decision) for p in plans])
             raise
         outcomes = list(zip(plans, done, strict=True))
         redirected = [p.write.attempt.id for p, ok in outcomes if ok and p.dest is State.REDIRECTED]
@@ -275,20 +275,34 @@ class StepRunner:
                 return self.repo.apply(plan.write)
             except Exception:
                 if wait is None:
-                    self._spool_rotated([plan])
+                    self._spool_rotated([(plan.write.attempt.id, plan.decision)])
                     raise
                 log.warning("attempt %s: the renewal's commit failed; retrying in %gs",
                             plan.write.attempt.id, wait, exc_info=True)
                 self.sleep(wait)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _spool_rotated(self, plans: list[_Planned]) -> None:
-        for plan in plans:
-            if _rotates(plan.decision) and self.spool is not None:
-                assert isinstance(plan.decision, Advance)
-                path = self.spool.keep(plan.write.attempt.id, plan.decision.secrets, plan.decision.changes)
+    def _spool_rotated(self, decisions: list[tuple[str, Decision]]) -> None:
+        """Spool the rotated tokens among ``decisions`` (attempt id, decision) that were not stored."""
+        for attempt_id, decision in decisions:
+            if _rotates(decision) and self.spool is not None:
+                assert isinstance(decision, Advance)
+                path = self.spool.keep(attempt_id, decision.secrets, decision.changes)
                 log.error("attempt %s: the database refused the rotated token; kept in the spool (%s)",
-                          plan.write.attempt.id, path.name)
+                          attempt_id, path.name)
+
+    def spool_uncommitted(self, steps: Iterable[PreparedStep | None]) -> None:
+        """Keep the rotated tokens of prepared steps that a failed tick will not commit.
+
+        A step that raised in its own thread carries no decision and is skipped (it rotated
+        nothing that reached us); the next tick drains what was kept.
+        """
+        kept: list[tuple[str, Decision]] = []
+        try:
+            kept.extend((s.attempt.id, s.decision) for s in steps if s is not None)
+        except Exception:  # noqa: BLE001 - a thread's own error; keep what came before it
+            log.exception("a step of the failed tick raised too")
+        self._spool_rotated(kept)
 
     def drain_spool(self) -> int:
         """Write spooled renewals into the database (each tick, before claiming); returns how many."""

@@ -104,6 +104,24 @@ def assert_renews_again(engine: Engine, sandbox: Any, attempt_id: str, clock: Fa
                         renewals: int) -> None:
     """PROVISIONED after ``renewals`` renewals, the instance holds the stored token, the provider
     still accepts it, and the next renewal with it succeeds (OAuth2 refresh token or OAuth1 token)."""
+    assert_all_renew_again(engine, sandbox, {attempt_id: renewals}, clock)
+
+
+def assert_all_renew_again(engine: Engine, sandbox: Any, renewals: dict[str, int], clock: FakeClock) -> None:
+    """``assert_renews_again`` for several attempts (id -> renewals) that renew in the same ticks."""
+    for attempt_id, count in renewals.items():
+        assert_usable(engine, sandbox, attempt_id, count)
+    for _ in range(10):  # the push, then the renewals (a few ticks)
+        if all(engine.get(i).renewals > count for i, count in renewals.items()):
+            break
+        due = min(d for d in (engine.get(i).next_run_at for i in renewals) if d is not None)
+        clock.now = max(clock(), due)  # and the stored tokens renew again
+        engine.run_until_idle()
+    assert {i: engine.get(i).renewals for i in renewals} == {i: c + 1 for i, c in renewals.items()}
+
+
+def assert_usable(engine: Engine, sandbox: Any, attempt_id: str, renewals: int) -> None:
+    """PROVISIONED after ``renewals`` renewals; the instance and the provider hold the stored token."""
     a = engine.get(attempt_id)
     assert a.state is State.PROVISIONED and a.renewals == renewals, a.last_error
     tokens = a.secrets["user_tokens"]
@@ -116,9 +134,6 @@ def assert_renews_again(engine: Engine, sandbox: Any, attempt_id: str, clock: Fa
         assert config["oauth.user.token.secret"] == tokens["oauth.user.token.secret"]
         assert sandbox.store.access_tokens[tokens["oauth.user.token"]].valid
     assert a.next_run_at is not None
-    clock.now = a.next_run_at  # and the stored token renews again
-    engine.run_until_idle()
-    assert engine.get(attempt_id).renewals == renewals + 1
 
 
 def test_postgresql_restarting_at_the_renewal_commit_loses_no_token(
@@ -159,42 +174,62 @@ def test_a_full_disk_at_the_renewal_commit_spools_the_token(
     assert_renews_again(engine, sandbox, a.id, clock, renewals=a.renewals + 1)
 
 
-def test_a_sqlite_file_locked_across_the_renewal_commit_spools_the_token(
-        tmp_path: Path, clock: FakeClock, sandbox: Any, waits: list[float]) -> None:
-    db_file, spool = tmp_path / "provision.db", tmp_path / "spool"
+def busy_engine(db_file: Path, sandbox: Any, clock: FakeClock, waits: list[float], spool: Path,
+                concurrency: int = 1) -> Engine:
+    """An engine on the SQLite file ``db_file`` with a 0.2 s busy timeout (caller closes it)."""
     # A busy timeout far below the lock's duration (PROVISION_SQLITE_BUSY_TIMEOUT_SECONDS).
     repo = open_repository(f"sqlite:///{db_file}", migrate=True, environ={
         "PROVISION_SECRET_KEY": TEST_KEY, "PROVISION_SQLITE_BUSY_TIMEOUT_SECONDS": "0.2"})
+    with repo.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar_one() == 200
     client = ElementsClient(ClientSettings(base_url=sandbox.base_url, user_secret="sandbox-user-secret",
                                            org_secret="sandbox-org-secret",
                                            provider_root=f"{sandbox.root_url}/_provider"))
-    with repo.engine.connect() as conn:
-        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar_one() == 200
-    engine = Engine(repo, client, clock=clock, sleep=waits.append,
-                    settings=EngineSettings(spool_dir=str(spool)))
+    return Engine(repo, client, clock=clock, sleep=waits.append,
+                  settings=EngineSettings(spool_dir=str(spool), concurrency=concurrency))
+
+
+def renew_under_an_exclusive_lock(engine: Engine, sandbox: Any, clock: FakeClock, db_file: Path,
+                                  spool: Path, count: int) -> dict[str, int]:
+    """``count`` engine-owned attempts renew in one tick while another connection holds an
+    EXCLUSIVE lock on ``db_file`` (taken right after the first provider answer, held across the
+    commits and one more tick); then the lock goes and the engine runs on. Returns each attempt's
+    renewal count before."""
+    before = {a.id: a.renewals for a in (provision(engine) for _ in range(count))}
+    ids = list(before)
+    holder = sqlite3.connect(db_file, isolation_level=None, timeout=0.1, check_same_thread=False)
+
+    def lock() -> None:
+        holder.execute("BEGIN EXCLUSIVE")
+
+    after_the_provider(engine, lock)
+    due = [engine.get(i).next_run_at for i in ids]
+    clock.now = max(d for d in due if d is not None)
+    # BEGIN IMMEDIATE goes straight to the driver (persistence.database): its error is sqlite3's.
+    with pytest.raises((sa.exc.OperationalError, sqlite3.OperationalError), match="locked"):
+        engine.tick()  # three tries, each refused after 0.2 s, then the spool
+    entries = sorted(spool.glob("*.spool"))
+    assert len(entries) == count  # steps run in parallel are kept too, not only the one that failed
+    assert all(stat.S_IMODE(e.stat().st_mode) == 0o600 for e in entries)
+    with pytest.raises((sa.exc.OperationalError, sqlite3.OperationalError), match="locked"):
+        engine.tick()  # still locked: the drain fails and the entries stay
+    assert sorted(spool.glob("*.spool")) == entries
+    holder.execute("ROLLBACK")
+    holder.close()
+    engine.run_until_idle()  # the lock is gone: the next tick drains the spool, then pushes
+    assert not list(spool.glob("*.spool"))
+    return before
+
+
+@pytest.mark.parametrize("concurrency", [1, 2])
+def test_a_sqlite_file_locked_across_the_renewal_commit_spools_the_token(
+        tmp_path: Path, clock: FakeClock, sandbox: Any, waits: list[float], concurrency: int) -> None:
+    db_file, spool = tmp_path / "provision.db", tmp_path / "spool"
+    engine = busy_engine(db_file, sandbox, clock, waits, spool, concurrency)
     try:
-        a = provision(engine)
-        holder = sqlite3.connect(db_file, isolation_level=None, timeout=0.1)
-
-        def lock() -> None:
-            holder.execute("BEGIN EXCLUSIVE")
-
-        after_the_provider(engine, lock)
-        clock.now = a.next_run_at
-        # BEGIN IMMEDIATE goes straight to the driver (persistence.database): its error is sqlite3's.
-        with pytest.raises((sa.exc.OperationalError, sqlite3.OperationalError), match="locked"):
-            engine.tick()  # three tries, each refused after 0.2 s, then the spool
-        assert waits[-2:] == [0.5, 2.0]
-        [entry] = spool.glob("*.spool")
-        assert stat.S_IMODE(entry.stat().st_mode) == 0o600
-        with pytest.raises((sa.exc.OperationalError, sqlite3.OperationalError), match="locked"):
-            engine.tick()  # still locked: the drain fails and the entry stays
-        assert list(spool.glob("*.spool")) == [entry]
-        holder.execute("ROLLBACK")
-        holder.close()
-        engine.run_until_idle()  # the lock is gone: the next tick drains the spool, then pushes
-        assert not list(spool.glob("*.spool"))
-        assert_renews_again(engine, sandbox, a.id, clock, renewals=a.renewals + 1)
+        before = renew_under_an_exclusive_lock(engine, sandbox, clock, db_file, spool, concurrency)
+        assert waits[:2] == [0.5, 2.0]  # the first commit was retried before the spool
+        assert_all_renew_again(engine, sandbox, {i: n + 1 for i, n in before.items()}, clock)
     finally:
         engine.close()
 
