@@ -14,6 +14,7 @@ import os
 import sqlite3
 import stat
 import subprocess
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -85,14 +86,15 @@ def provision(engine: Engine) -> Any:
     return a
 
 
-def after_the_provider(engine: Engine, fault: Callable[[], None]) -> None:
-    """Run ``fault`` once, right after the provider rotated the token (before anything is stored)."""
+def after_the_provider(engine: Engine, fault: Callable[[], None], times: int = 1) -> None:
+    """Run ``fault`` right after the provider rotated the token (before anything is stored), on the
+    first ``times`` refresh-token grants."""
     real = engine.client.refresh_oauth2
     calls: list[int] = []
 
     def refresh(*args: Any) -> Any:
         answer = real(*args)
-        if not calls:
+        if len(calls) < times:
             calls.append(1)
             fault()
         return answer
@@ -108,16 +110,24 @@ def assert_renews_again(engine: Engine, sandbox: Any, attempt_id: str, clock: Fa
 
 
 def assert_all_renew_again(engine: Engine, sandbox: Any, renewals: dict[str, int], clock: FakeClock) -> None:
-    """``assert_renews_again`` for several attempts (id -> renewals) that renew in the same ticks."""
+    """``assert_renews_again`` for several attempts (id -> renewals so far)."""
     for attempt_id, count in renewals.items():
         assert_usable(engine, sandbox, attempt_id, count)
-    for _ in range(10):  # the push, then the renewals (a few ticks)
-        if all(engine.get(i).renewals > count for i, count in renewals.items()):
-            break
-        due = min(d for d in (engine.get(i).next_run_at for i in renewals) if d is not None)
-        clock.now = max(clock(), due)  # and the stored tokens renew again
+    renew_all(engine, list(renewals), clock)
+
+
+def renew_all(engine: Engine, ids: list[str], clock: FakeClock) -> None:
+    """Move the clock from due time to due time until each attempt has renewed once more."""
+    start = {i: engine.get(i).renewals for i in ids}
+    for _ in range(20):  # pushes and renewals take a few ticks
+        waiting = [engine.get(i) for i in ids if engine.get(i).renewals == start[i]]
+        if not waiting:
+            return
+        stalled = [a for a in waiting if a.next_run_at is None]
+        assert not stalled, [(a.state, a.failure_reason, a.last_error) for a in stalled]
+        clock.now = max(clock(), min(a.next_run_at for a in waiting if a.next_run_at is not None))
         engine.run_until_idle()
-    assert {i: engine.get(i).renewals for i in renewals} == {i: c + 1 for i, c in renewals.items()}
+    raise AssertionError(f"no renewal within 20 due times: {[engine.get(i) for i in ids]}")
 
 
 def assert_usable(engine: Engine, sandbox: Any, attempt_id: str, renewals: int) -> None:
@@ -235,8 +245,12 @@ def test_a_sqlite_file_locked_across_the_renewal_commit_spools_the_token(
 
 
 def provision_oauth1(engine: Engine) -> Any:
-    """An engine-owned QuickBooks OAuth1 company (quick flow): renewed by Reconnect in its window."""
-    a = engine.start("quickbooks", "Spool OAuth1", flow="quick", config=QUICK_CONFIG)
+    """An engine-owned QuickBooks OAuth1 company (quick flow): renewed by Reconnect in its window.
+
+    Each gets a token of its own: two attempts holding one token would spend it for each other.
+    """
+    config = {**QUICK_CONFIG, "oauth.user.token": f"qyprd-{uuid.uuid4().hex}"}
+    a = engine.start("quickbooks", "Spool OAuth1", flow="quick", config=config)
     engine.run_until_idle()
     a = engine.get(a.id)
     assert a.state is State.PROVISIONED and a.renewal_owner == "engine"
