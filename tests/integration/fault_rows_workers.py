@@ -29,6 +29,21 @@ from engine import Engine, EngineSettings, RetryPolicy
 from states import TERMINAL, State
 
 
+def kill_when(sim: Any, env: dict[str, str], endpoint: str, called: Callable[[], bool]) -> None:
+    """Spawn a worker while the sandbox holds ``endpoint``'s answers after their effect, SIGKILL it
+    once ``called()`` (the effect happened, nothing is committed), then clear the faults."""
+    sim.set_faults(delays={endpoint: 30.0})
+    worker = spawn_worker(env)
+    try:
+        wait_for(called, 20, f"a call to {endpoint}")
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(10)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    sim.set_faults()
+
+
 def kill_9_in_each_step(kit: Kit) -> Tally:
     """A ``provision worker`` SIGKILLed while the sandbox holds the answer of each step after its
     effect (request token, redirect URL, create), then restarted (``test_crash.py``)."""
@@ -36,18 +51,11 @@ def kill_9_in_each_step(kit: Kit) -> Tally:
     env = worker_env(kit.db_url, sim)
 
     def kill_inside(endpoint: str) -> None:
-        before = len([r for r in sim.requests() if r["endpoint"] == endpoint])
-        sim.set_faults(delays={endpoint: 30.0})
-        worker = spawn_worker(env)
-        try:
-            wait_for(lambda: len([r for r in sim.requests() if r["endpoint"] == endpoint]) > before, 20,
-                     f"a call to {endpoint}")
-            worker.send_signal(signal.SIGKILL)
-            worker.wait(10)
-        finally:
-            if worker.poll() is None:
-                worker.kill()
-        sim.set_faults()
+        def calls() -> int:
+            return len([r for r in sim.requests() if r["endpoint"] == endpoint])
+
+        before = calls()
+        kill_when(sim, env, endpoint, lambda: calls() > before)
 
     ids = [engine.start("quickbooks", "Kill token", flow="oauth1", **QBO).id]
     kill_inside("oauth_token")
@@ -152,17 +160,8 @@ def kill_9_during_the_reauthorize_put(kit: Kit) -> Tally:
     engine.run_until_idle()
     engine.handle_callback(consent(engine.redirect_url(engine.get(a.id)) or ""))
     env = worker_env(url, sim)
-    sim.set_faults(delays={"update_instance": 30.0})
-    worker = spawn_worker(env)
-    try:
-        wait_for(lambda: any(r["endpoint"] == "update_instance" and r["method"] == "PUT"
-                             for r in sim.requests()), 20, "the re-authentication PUT")
-        worker.send_signal(signal.SIGKILL)
-        worker.wait(10)
-    finally:
-        if worker.poll() is None:
-            worker.kill()
-    sim.set_faults()
+    kill_when(sim, env, "update_instance", lambda: any(
+        r["endpoint"] == "update_instance" and r["method"] == "PUT" for r in sim.requests()))
     restarted = spawn_worker(env)
 
     def settled() -> bool:  # on real time the token is overdue: renewed and pushed at once, then idle
