@@ -22,7 +22,7 @@ import requests
 import sqlalchemy as sa
 
 from engine.errors import InvalidInputError
-from persistence.database import DEFAULT_URL, create_db_engine
+from persistence.database import DEFAULT_SQLITE_BUSY_TIMEOUT_S, DEFAULT_URL, create_db_engine
 
 #: The local simulator's address, base path and secrets (``sandbox.defaults`` holds the same values).
 SANDBOX_HOST = "127.0.0.1"
@@ -174,16 +174,31 @@ def db_url_from_env(environ: Mapping[str, str] | None = None) -> str:
     return env.get("PROVISION_DB_URL") or DEFAULT_URL
 
 
-def open_database(db_url: str) -> sa.Engine:
+@dataclass(frozen=True)
+class DatabaseSettings:
+    """How the engine's database connections behave (read before the database is opened)."""
+
+    # SQLite: how long to wait for another process's write lock (PROVISION_SQLITE_BUSY_TIMEOUT_SECONDS).
+    sqlite_busy_timeout_s: float = DEFAULT_SQLITE_BUSY_TIMEOUT_S
+
+
+def database_settings_from_env(environ: Mapping[str, str] | None = None) -> DatabaseSettings:
+    """``DatabaseSettings`` from ``PROVISION_SQLITE_BUSY_TIMEOUT_SECONDS`` (range: ``BOUNDS``)."""
+    return DatabaseSettings(**_numbers_from_env(environ, _DATABASE_ENV))
+
+
+def open_database(db_url: str, environ: Mapping[str, str] | None = None) -> sa.Engine:
     """A database engine for ``db_url``, or ``InvalidInputError`` naming ``db_url`` with an example URL.
 
     Messages speak the Python API's words (``db_url``); the CLI renders the field as ``--db``.
 
     The one place that turns a URL SQLAlchemy cannot use into an input error: ``open_repository``,
-    ``rotate_keys`` and ``provision db upgrade`` all open their database through it.
+    ``rotate_keys`` and ``provision db upgrade`` all open their database through it. ``environ``
+    (default: the process environment) gives the ``DatabaseSettings``.
     """
+    settings = database_settings_from_env(environ)
     try:
-        return create_db_engine(db_url)
+        return create_db_engine(db_url, sqlite_busy_timeout_s=settings.sqlite_busy_timeout_s)
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises several types for bad URLs
         # A PostgreSQL URL without its driver: name the extra that brings it (issue 18 item 5).
         missing_driver = isinstance(exc, ModuleNotFoundError) and "psycopg" in str(exc)
@@ -286,6 +301,7 @@ BOUNDS: dict[str, Bound] = {
     "PROVISION_SERVE_REFUSED_BURST": Bound(int, 1, 100_000),
     "PROVISION_SERVE_REFUSED_PER_MINUTE": Bound(int, 1, 100_000),
     "PROVISION_WORKER_METRICS_PORT": Bound(int, 1, 65535),
+    "PROVISION_SQLITE_BUSY_TIMEOUT_SECONDS": Bound(float, 0.01, 3600, "1 hour"),
 }
 
 
@@ -298,6 +314,7 @@ def _numbers_from_env(environ: Mapping[str, str] | None, fields: Mapping[str, st
     return {field: BOUNDS[var].parse(var, env[var]) for field, var in fields.items() if env.get(var)}
 
 
+_DATABASE_ENV = {"sqlite_busy_timeout_s": "PROVISION_SQLITE_BUSY_TIMEOUT_SECONDS"}
 _CLIENT_ENV = {
     "connect_timeout": "PROVISION_CONNECT_TIMEOUT_SECONDS",
     "read_timeout": "PROVISION_READ_TIMEOUT_SECONDS",

@@ -41,7 +41,7 @@ def open_repository(
 def _open_store(db_url: str, migrate: bool | None,
                 environ: Mapping[str, str] | None) -> tuple[Repository, KeyRing]:
     """The repository and its key ring (checked against the stored secrets)."""
-    db = open_database(db_url)
+    db = open_database(db_url, environ)
     path = sqlite_path(db.url)
     auto = db.url.get_backend_name() == "sqlite" if migrate is None else migrate
     if auto:

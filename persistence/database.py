@@ -19,6 +19,11 @@ AUTOCOMMIT_OPTIONS = {"provision_autocommit": True}
 # A pooled connection idle for longer than this is pinged before use (see _ping_idle).
 PING_AFTER_IDLE_S = 1.0
 
+#: How long a SQLite connection waits for another process's write lock before SQLITE_BUSY
+#: (``PROVISION_SQLITE_BUSY_TIMEOUT_SECONDS``). A renewal whose commit still fails keeps its rotated
+#: token in the spool (engine.core.spool), so a short timeout loses nothing.
+DEFAULT_SQLITE_BUSY_TIMEOUT_S = 30.0
+
 
 def sqlite_path(url: str | sa.URL) -> Path | None:
     """The file behind a SQLite URL, or None for other backends and in-memory databases."""
@@ -28,21 +33,23 @@ def sqlite_path(url: str | sa.URL) -> Path | None:
     return Path(u.database)
 
 
-def create_db_engine(url: str | sa.URL, **kwargs: Any) -> sa.Engine:
+def create_db_engine(url: str | sa.URL, *, sqlite_busy_timeout_s: float = DEFAULT_SQLITE_BUSY_TIMEOUT_S,
+                     **kwargs: Any) -> sa.Engine:
     """Create a SQLAlchemy engine tuned for the step protocol on either backend.
 
     SQLite: WAL (readers never block the writer), ``synchronous=NORMAL`` (durable at checkpoints,
-    safe against process crashes, which is what kill -9 tests exercise), a busy timeout so several
-    processes queue for the write lock, and ``BEGIN IMMEDIATE`` so a transaction takes the write
-    lock up front instead of failing with SQLITE_BUSY when it upgrades from a read.
+    safe against process crashes, which is what kill -9 tests exercise), a busy timeout
+    (``sqlite_busy_timeout_s``) so several processes queue for the write lock, and ``BEGIN
+    IMMEDIATE`` so a transaction takes the write lock up front instead of failing with SQLITE_BUSY
+    when it upgrades from a read.
     """
     u = sa.make_url(url)
     if u.get_backend_name() == "sqlite":
         path = sqlite_path(u)
         if path is not None and path.parent and not path.parent.exists():
             raise FileNotFoundError(f"directory {path.parent} for the database does not exist")
-        engine = sa.create_engine(u, connect_args={"timeout": 30}, **kwargs)
-        _tune_sqlite(engine)
+        engine = sa.create_engine(u, connect_args={"timeout": sqlite_busy_timeout_s}, **kwargs)
+        _tune_sqlite(engine, busy_timeout_ms=max(1, round(sqlite_busy_timeout_s * 1000)))
         return engine
     if u.get_backend_name() == "postgresql" and u.get_driver_name() in ("psycopg2", ""):
         # We ship with psycopg 3; a bare postgresql:// URL would pick psycopg2.
@@ -84,14 +91,14 @@ def _ping_idle(engine: sa.Engine) -> None:
             raise sa.exc.DisconnectionError(f"stale pooled connection ({type(exc).__name__})") from exc
 
 
-def _tune_sqlite(engine: sa.Engine) -> None:
+def _tune_sqlite(engine: sa.Engine, *, busy_timeout_ms: int) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (see below)
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
 

@@ -37,7 +37,7 @@ from sandbox.defaults import (
     REQUESTS_PATH,
     TOKEN_INVALIDATE_PATH,
 )
-from sandbox.faults import Faults
+from sandbox.faults import Faults, patch_body
 from sandbox.web import (
     REQUEST_ID_HEADER,
     ApiError,
@@ -208,7 +208,12 @@ class SandboxApp:
             return ApiError(rule.status, f"{reason} (injected by the sandbox)",
                             headers=headers).to_response(request_id)
         try:
-            return route.handler(self.ctx, request, **values)
+            response = route.handler(self.ctx, request, **values)
+            patch = self.ctx.faults.patch_for(route.endpoint) if route.endpoint else None
+            if patch is not None and 200 <= response.status_code < 300:
+                # The effect happened (a token was rotated); only the answer drifts (sandbox.faults).
+                response.set_data(patch_body(response.get_data(), patch))
+            return response
         except ApiError as exc:
             return exc.to_response(request_id)
         except HTTPException:

@@ -8,12 +8,20 @@ delay is a number (after) or ``{"seconds": S, "when": "before"|"after"}``.
 The same rules can be replaced at run time with ``POST /_sandbox/faults`` (see :meth:`Faults.load_json`),
 where a fail rule may also carry ``count`` (fail only the next N matching calls, for deterministic tests)
 and ``retry_after`` (seconds put in ``Retry-After`` on 429/503).
+
+A ``patch`` rule (JSON only: ``{"patch": {"provider_token": {"expires_in": "3600.0"}}}``) performs the
+effect and answers as usual, but with fields of a successful body replaced: a JSON object's keys are
+set (``null`` removes the key), an XML answer's elements get the text (``null`` removes the element).
+It plays a provider whose answers drift from its documentation after it has already rotated the
+token (issue 16 item 1: ``"expires_in": "3600.0"``).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import random
+import re
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -133,6 +141,41 @@ def parse_fail(spec: str) -> tuple[str, FailRule]:
     return endpoint, FailRule(rate, status)
 
 
+def _patch_from_json(endpoint: str, value: Any) -> dict[str, Any]:
+    spec = f"patch.{endpoint}"
+    if not isinstance(value, Mapping) or not value:
+        raise ValueError(f"{spec} must be a non-empty object of fields to set (null removes one)")
+    for field in value:
+        if not isinstance(field, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}", field):
+            raise ValueError(f"{spec}: field name {field!r} must be 1-64 letters, digits, '_', '.', '-'")
+    return dict(value)
+
+
+def patch_body(body: bytes, fields: Mapping[str, Any]) -> bytes:
+    """``body`` with ``fields`` set: keys of a JSON object, else element texts of an XML document."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        for key, value in fields.items():
+            if value is None:
+                data.pop(key, None)
+            else:
+                data[key] = value
+        return json.dumps(data).encode()
+    text = body.decode("utf-8")
+    for key, value in fields.items():
+        element = re.compile(rf"<{re.escape(key)}(?:\s*/>|>[^<]*</{re.escape(key)}>)")
+        replacement = "" if value is None else f"<{key}>{_xml_text(value)}</{key}>"
+        text = element.sub(replacement.replace("\\", "\\\\"), text)  # a literal, not a template
+    return text.encode("utf-8")
+
+
+def _xml_text(value: Any) -> str:
+    return str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def _fail_rule_from_json(endpoint: str, value: Any) -> FailRule:
     spec = f"fail.{endpoint}"
     if isinstance(value, FailRule):
@@ -167,6 +210,7 @@ class Faults:
         self.delays: dict[str, float] = dict(delays or {})
         self.delays_before: dict[str, float] = {}
         self.fails: dict[str, FailRule] = dict(fails or {})
+        self.patches: dict[str, dict[str, Any]] = {}
 
     @classmethod
     def build(cls, delays: DelaySpec = None, fails: FailSpec = None, seed: int | None = None) -> Faults:
@@ -175,7 +219,8 @@ class Faults:
         faults.replace(delays, fails)
         return faults
 
-    def replace(self, delays: DelaySpec = None, fails: FailSpec = None) -> None:
+    def replace(self, delays: DelaySpec = None, fails: FailSpec = None,
+                patches: Mapping[str, Any] | None = None) -> None:
         """Validate, then replace all rules at once (nothing changes if validation fails)."""
         parsed: list[tuple[str, float, str]] = []
         if isinstance(delays, Mapping):
@@ -191,20 +236,23 @@ class Faults:
                 new_fails[_check_endpoint(name, f"fail.{name}")] = _fail_rule_from_json(name, value)
         elif fails is not None:
             new_fails.update(parse_fail(spec) for spec in fails)
+        new_patches = {_check_endpoint(name, f"patch.{name}"): _patch_from_json(name, value)
+                       for name, value in (patches or {}).items()}
         with self._lock:
             self.delays, self.delays_before, self.fails = new_delays, new_before, new_fails
+            self.patches = new_patches
 
     def load_json(self, body: Any) -> None:
-        """Apply a ``POST /_sandbox/faults`` body: ``{"delay": {...}, "fail": {...}}``."""
+        """Apply a ``POST /_sandbox/faults`` body: ``{"delay": {...}, "fail": {...}, "patch": {...}}``."""
         if not isinstance(body, Mapping):
-            raise ValueError("body must be a JSON object with optional 'delay' and 'fail' objects")
-        unknown = sorted(set(body) - {"delay", "fail"})
+            raise ValueError("body must be a JSON object with optional 'delay', 'fail' and 'patch' objects")
+        unknown = sorted(set(body) - {"delay", "fail", "patch"})
         if unknown:
-            raise ValueError(f"unknown keys: {', '.join(unknown)} (expected 'delay' and 'fail')")
-        delays, fails = body.get("delay") or {}, body.get("fail") or {}
-        if not isinstance(delays, Mapping) or not isinstance(fails, Mapping):
-            raise ValueError("'delay' and 'fail' must be JSON objects keyed by endpoint name")
-        self.replace(delays, fails)
+            raise ValueError(f"unknown keys: {', '.join(unknown)} (expected 'delay', 'fail' and 'patch')")
+        delays, fails, patches = body.get("delay") or {}, body.get("fail") or {}, body.get("patch") or {}
+        if not all(isinstance(part, Mapping) for part in (delays, fails, patches)):
+            raise ValueError("'delay', 'fail' and 'patch' must be JSON objects keyed by endpoint name")
+        self.replace(delays, fails, patches)
 
     def to_json(self) -> dict[str, Any]:
         """The rules in force, in the shape :meth:`load_json` accepts."""
@@ -212,7 +260,8 @@ class Faults:
             delay: dict[str, Any] = dict(self.delays)
             delay.update({n: {"seconds": s, "when": "before"} for n, s in self.delays_before.items()})
             return {"delay": delay,
-                    "fail": {name: rule.to_json() for name, rule in self.fails.items()}}
+                    "fail": {name: rule.to_json() for name, rule in self.fails.items()},
+                    "patch": {name: dict(fields) for name, fields in self.patches.items()}}
 
     def decide_failure(self, endpoint: str) -> FailRule | None:
         """The rule to apply to this call, or None to serve it normally.  Consumes ``count``."""
@@ -238,3 +287,9 @@ class Faults:
         """Seconds to hold a call to ``endpoint`` before its effect (the effect happens regardless)."""
         with self._lock:
             return self.delays_before.get(endpoint, 0.0)
+
+    def patch_for(self, endpoint: str) -> dict[str, Any] | None:
+        """The fields to replace in a successful answer of ``endpoint``, or None."""
+        with self._lock:
+            fields = self.patches.get(endpoint)
+            return dict(fields) if fields else None

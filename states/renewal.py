@@ -47,7 +47,12 @@ def renewal_mode(attempt: Attempt) -> str:
     return "platform"
 
 
-def _renewed(attempt: Attempt, ports: Ports, tokens: dict[str, Any], note: str) -> Advance:
+def renewed(attempt: Attempt, ports: Ports, tokens: dict[str, Any], note: str) -> Advance:
+    """The renew transition that stores ``tokens`` (the instance's user tokens after a rotation).
+
+    The engine's runner builds the same transition when a step fails after the provider rotated
+    (issue 16 item 1), so that the new token is stored whatever failed.
+    """
     now = ports.now()
     now_ms = int(now.timestamp() * 1000)
     interval = attempt.refresh_interval_s or 3600
@@ -78,17 +83,16 @@ def handle_provisioned(attempt: Attempt, ports: Ports) -> Decision:
             return adopted
         fresh = ports.call(lambda _n: ports.client.refresh_oauth2(
             config["oauth.api.key"], config["oauth.api.secret"], tokens["oauth.user.refresh_token"]))
-        tokens.update(
-            {"oauth.user.token": fresh.access_token, "oauth.user.refresh_token": fresh.refresh_token}
-        )
-        return _renewed(attempt, ports, tokens, "refresh-token grant")
+        # ``rotated()``: the new refresh token, and the access token when the answer had a usable one.
+        tokens.update(fresh.rotated())
+        return renewed(attempt, ports, tokens, "refresh-token grant")
     if mode == "oauth1":
         result = ports.call(lambda _n: ports.client.reconnect_oauth1(
             config["oauth.api.key"], config["oauth.api.secret"],
             tokens["oauth.user.token"], tokens["oauth.user.token.secret"]))
         if result.code == 0:
-            tokens.update({"oauth.user.token": result.token, "oauth.user.token.secret": result.secret})
-            return _renewed(attempt, ports, tokens, "OAuth1 Reconnect")
+            tokens.update(result.rotated())
+            return renewed(attempt, ports, tokens, "OAuth1 Reconnect")
         if result.code == 212 and attempt.refresh_time:
             # Outside the 30-day window: wait for it instead of failing (our clock or the grant time
             # may differ a little from Intuit's).

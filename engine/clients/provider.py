@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,7 @@ from defusedxml import DefusedXmlException
 from requests_oauthlib import OAuth1
 
 from engine.clients.transport import Answer, Transport, checked_text, error_from_response
-from engine.errors import MalformedResponseError, PermanentApiError
+from engine.errors import MalformedResponseError, PermanentApiError, ProvisionError
 
 # oauthlib and requests-oauthlib log signature base strings, signing keys (consumer and token
 # secrets) and the signed Authorization header at DEBUG: keep those records from ever being emitted,
@@ -37,6 +38,34 @@ ENDPOINT = "provider_token"
 REVOKE_ENDPOINT = "provider_revoke"
 _REAUTHORIZE = "The user must re-authorise: run `provision reauthorize ID`."
 _MAX_EXPIRES = 10 * 365 * 86400
+#: Intuit's access-token lifetime, assumed when an answer's ``expires_in`` is missing or unreadable.
+DEFAULT_EXPIRES_IN = 3600
+log = logging.getLogger(__name__)
+
+
+def lenient_seconds(body: dict[str, Any], field: str, default: int | None) -> int | None:
+    """A lifetime field of a token answer, read leniently: it must never cost a rotated token.
+
+    An int, a float or a numeric string ("3600", "3600.0") is a number of seconds; anything else,
+    or a value outside 1 s to 10 years, is ``default``, logged with the field's name and type only
+    (issue 16 item 1).
+    """
+    raw = body.get(field)
+    if raw is None:
+        return default
+    value: float | None = None
+    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        value = float(raw)
+    elif isinstance(raw, str) and len(raw) <= 40:
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            value = None
+    if value is None or not 0 < value <= _MAX_EXPIRES:  # nan fails the comparison too
+        log.warning("token answer: %s is not a number of seconds (%s); using %s", field,
+                    type(raw).__name__, default)
+        return default
+    return int(value)
 
 
 class RenewalRejectedError(PermanentApiError):
@@ -72,14 +101,26 @@ class ProviderUrls:
 
 @dataclass(frozen=True)
 class OAuth2Tokens:
-    """A refresh-token grant's answer."""
+    """A refresh-token grant's answer.
+
+    ``access_token`` is empty when the answer carried a new refresh token but no usable access
+    token: the refresh token is already rotated, so it is kept, and the previous access token with it.
+    """
 
     access_token: str
     refresh_token: str
-    expires_in: int
+    expires_in: int = DEFAULT_EXPIRES_IN
+    refresh_expires_in: int | None = None  # ``x_refresh_token_expires_in``; None when absent or odd
 
     def __repr__(self) -> str:
         return f"OAuth2Tokens(<redacted>, expires_in={self.expires_in})"
+
+    def rotated(self) -> dict[str, str]:
+        """The instance configuration entries this answer replaces (the runner's write-ahead)."""
+        fresh = {"oauth.user.refresh_token": self.refresh_token}
+        if self.access_token:
+            fresh["oauth.user.token"] = self.access_token
+        return fresh
 
 
 @dataclass(frozen=True)
@@ -93,6 +134,12 @@ class ReconnectResult:
 
     def __repr__(self) -> str:
         return f"ReconnectResult(code={self.code}, message={self.message!r})"
+
+    def rotated(self) -> dict[str, str]:
+        """The instance configuration entries a renewal replaces; empty unless ``code`` is 0."""
+        if self.code != 0:
+            return {}
+        return {"oauth.user.token": self.token, "oauth.user.token.secret": self.secret}
 
 
 def _json(answer: Answer) -> Any:
@@ -140,12 +187,19 @@ class ProviderClient:
         if not isinstance(body, dict):
             raise MalformedResponseError("token answer is not a JSON object", endpoint=ENDPOINT,
                                          status=answer.status)
-        expires_in = body.get("expires_in", 3600)
-        if type(expires_in) is not int or not 0 < expires_in <= _MAX_EXPIRES:  # bool is no int here
-            expires_in = 3600
-        return OAuth2Tokens(checked_text(ENDPOINT, "access_token", body.get("access_token")),
-                            checked_text(ENDPOINT, "refresh_token", body.get("refresh_token")),
-                            expires_in)
+        # The presented refresh token is spent now: take the new one first (without it the answer
+        # carries nothing usable), then read everything else leniently, so that no oddity of the
+        # answer can drop a rotated token (issue 16 item 1).
+        refresh = checked_text(ENDPOINT, "refresh_token", body.get("refresh_token"))
+        try:
+            access = checked_text(ENDPOINT, "access_token", body.get("access_token"))
+        except ProvisionError as exc:
+            log.warning("token answer: no usable access_token (%s); the new refresh token is kept",
+                        exc.kind)
+            access = ""
+        return OAuth2Tokens(access, refresh,
+                            lenient_seconds(body, "expires_in", DEFAULT_EXPIRES_IN) or DEFAULT_EXPIRES_IN,
+                            lenient_seconds(body, "x_refresh_token_expires_in", None))
 
     def revoke_oauth2(self, client_id: str, client_secret: str, token: str) -> None:
         """Revoke a refresh token at the provider (Intuit's revoke endpoint, JSON ``{"token"}``).
@@ -183,14 +237,17 @@ class ProviderClient:
             raise error_from_response(ENDPOINT, answer.status, _json(answer), answer.headers)
         try:
             root = SafeET.fromstring(answer.body)
-            code = int(_xml_field(root, "ErrorCode"))
         except (SafeET.ParseError, ValueError, DefusedXmlException):
             raise MalformedResponseError("Reconnect answer is not the documented XML", endpoint=ENDPOINT,
                                          status=answer.status) from None
         message = _xml_field(root, "ErrorMessage")[:200]
+        # New tokens in the answer mean Intuit renewed (the old token is dead): take them first,
+        # whatever the rest of the answer looks like (issue 16 item 1).
+        token, secret = _xml_field(root, "OAuthToken"), _xml_field(root, "OAuthTokenSecret")
+        code = _reconnect_code(_xml_field(root, "ErrorCode"), renewed=bool(token and secret))
         if code == 0:
-            token = checked_text(ENDPOINT, "OAuthToken", _xml_field(root, "OAuthToken"))
-            secret = checked_text(ENDPOINT, "OAuthTokenSecret", _xml_field(root, "OAuthTokenSecret"))
+            token = checked_text(ENDPOINT, "OAuthToken", token)
+            secret = checked_text(ENDPOINT, "OAuthTokenSecret", secret)
             return ReconnectResult(0, message, token, secret)
         if code == 212:
             return ReconnectResult(code, message)
@@ -237,3 +294,21 @@ class ProviderClient:
         if not answer.ok:
             raise error_from_response(endpoint, answer.status, _json(answer), answer.headers)
         return True
+
+def _reconnect_code(text: str, *, renewed: bool) -> int:
+    """Reconnect's ``ErrorCode``, leniently: "0", " 0 " and "0.0" are 0.
+
+    An answer that carries a new token and secret is a renewal (code 0) even when its code is
+    missing or unreadable; without them an unreadable code is a malformed answer.
+    """
+    try:
+        value = float(text.strip())
+    except ValueError:
+        value = math.nan
+    if math.isfinite(value) and value.is_integer() and abs(value) < 1e6:
+        return int(value)
+    if renewed:
+        log.warning("Reconnect answer: ErrorCode is not a number but new tokens came; treated as 0")
+        return 0
+    raise MalformedResponseError("Reconnect answer is not the documented XML (no ErrorCode)",
+                                 endpoint=ENDPOINT, status=200)

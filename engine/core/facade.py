@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import builtins
+import itertools
 import logging
 import os
 import random
@@ -480,18 +481,25 @@ class Engine:
                     self.settings.concurrency, thread_name_prefix="provision-step"
                 )
             prepared = self._pool.map(prepare, batch)
-        for attempt, step in zip(batch, prepared, strict=True):
-            if step is None:
-                results[attempt.id] = self.runner.release(attempt)
-            elif step.urgent or window <= 0:
-                results[attempt.id] = self.runner.commit([step])[0]
-            else:
-                if not group:
-                    group_since = time.monotonic()
-                group.append(step)
-                if time.monotonic() - group_since >= window:
-                    flush()
-        flush()
+        steps = iter(prepared)
+        try:
+            for attempt, step in zip(batch, steps, strict=True):
+                if step is None:
+                    results[attempt.id] = self.runner.release(attempt)
+                elif step.urgent or window <= 0:
+                    results[attempt.id] = self.runner.commit([step])[0]
+                else:
+                    if not group:
+                        group_since = time.monotonic()
+                    group.append(step)
+                    if time.monotonic() - group_since >= window:
+                        flush()
+            flush()
+        except Exception:
+            # Steps run in parallel may have rotated tokens that will now never be committed by
+            # this tick: keep them in the spool before the error ends the tick (issue 16 item 1).
+            self.runner.spool_uncommitted(itertools.chain(group, steps))
+            raise
         report.results = [results[a.id] for a in batch]
         for result in report.results:
             self.observer.step(result)

@@ -9,15 +9,16 @@ import logging
 import random
 import secrets as pysecrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, TypeVar
 
 from engine.config import RenewalPolicy, RetryPolicy
+from engine.core.kept import RotatedTokens, rotates
 from engine.core.parking import Parking, is_platform_wide
 from engine.core.retry import call_with_retries, decide_on_error, decide_on_renewal_error, retrying
-from engine.core.spool import TokenSpool, renewal_changes
+from engine.core.spool import TokenSpool
 from engine.errors import ProvisionError
 from engine.security.crypto import digest, scrub, secret_values
 from persistence.repository import Repository
@@ -29,6 +30,7 @@ from states.machine import next_state
 from states.model import FailureReason, State, Trigger
 from states.ports import ClientPort, StepSettings
 from states.realm import NOT_LIVE
+from states.renewal import renewed
 from states.traits import traits_of
 
 log = logging.getLogger(__name__)
@@ -39,11 +41,6 @@ _NOT_LIVE = frozenset(s.value for s in NOT_LIVE)
 
 #: Pauses between tries of a renewal's commit before its token is spooled (issue 16 item 1).
 ROTATED_COMMIT_WAITS = (0.5, 2.0)
-
-
-def _rotates(decision: Decision) -> bool:
-    """A decision that carries a token the provider already rotated (the old one is spent)."""
-    return isinstance(decision, Advance) and decision.trigger is Trigger.RENEW
 
 
 class InternalStepError(ProvisionError):
@@ -64,6 +61,9 @@ class StepPorts:
     realms: Callable[[Attempt, str], str | None]
     tries: int = 0
     waits: list[float] = field(default_factory=list)
+    # The user-token entries a provider call of this step rotated (``rotated()`` of its answer),
+    # recorded the moment the answer is parsed: the old token is spent from then on.
+    rotated: dict[str, str] = field(default_factory=dict)
 
     def now(self) -> datetime:
         return self.clock()
@@ -73,7 +73,11 @@ class StepPorts:
             self.tries += 1
             return fn(n)
 
-        return call_with_retries(self.retry_factory(), counted)
+        result = call_with_retries(self.retry_factory(), counted)
+        rotated = getattr(result, "rotated", None)
+        if callable(rotated):
+            self.rotated.update(rotated())
+        return result
 
     def new_nonce(self) -> str:
         return pysecrets.token_urlsafe(32)
@@ -160,6 +164,7 @@ class StepRunner:
         self.reject_pending = reject_pending
         self.parking = parking
         self.spool = spool
+        self.kept = RotatedTokens(repo, spool, clock=clock, worker_id=worker_id)
 
     def prepare(self, attempt: Attempt, *, may_chain: Callable[[], bool] = lambda: False) -> PreparedStep:
         """Run the handler of ``attempt``'s state (with in-process retries) and classify its errors.
@@ -201,6 +206,9 @@ class StepRunner:
             if self.parking is not None:
                 self.parking.clear()
         except Exception as exc:  # noqa: BLE001 - a bug must not kill the worker loop; log and retry later
+            if ports.rotated:  # the provider rotated, then the step failed: the token goes first
+                return PreparedStep(attempt, self._keep_rotated(attempt, ports, exc), max(ports.tries, 1),
+                                    int((time.monotonic() - started) * 1000))
             if self.parking is not None and is_platform_wide(exc):
                 # The engine's configuration, not the attempt, is wrong: leave the step as it was
                 # (still due, nothing counted) and park the queue (engine.core.parking).
@@ -230,6 +238,18 @@ class StepRunner:
         """``Ports.claim_realm``: the race-safe claim row (``persistence.realms``)."""
         return self.repo.claim_realm(attempt.element_key, realm_id, attempt.id, replaces=attempt.replaces,
                                      not_live=_NOT_LIVE, now=self.clock())
+    def _keep_rotated(self, attempt: Attempt, ports: StepPorts, exc: Exception) -> Decision:
+        """A step that failed after its provider call rotated the token: store the token anyway.
+
+        Whatever raised after the answer (a handler bug, an odd field, a broken clock), the old token
+        is spent; so the step's decision becomes the complete renewal (tokens, ``refresh_time``,
+        ``next_renewal_at``, a push due at once) that commits, retries and spools like any other
+        (issue 16 item 1). The error is logged by type only: its text may quote the answer.
+        """
+        log.error("attempt %s: %s after the provider rotated the token; the new token is stored first",
+                  attempt.id, type(exc).__name__)
+        tokens = {**(attempt.secrets.get("user_tokens") or {}), **ports.rotated}
+        return renewed(attempt, ports, tokens, f"renewal kept after {type(exc).__name__}"[:200])
 
     def commit(self, steps: list[PreparedStep]) -> list[StepResult]:
         """Commit the decisions of several steps in one transaction (the worker's group commit).
@@ -243,7 +263,7 @@ class StepRunner:
         try:
             done = self.repo.apply_many([p.write for p in plans])
         except Exception:
-            self._spool_rotated(plans)
+            self.kept.spool([(p.write.attempt.id, p.decision) for p in plans])
             raise
         outcomes = list(zip(plans, done, strict=True))
         redirected = [p.write.attempt.id for p, ok in outcomes if ok and p.dest is State.REDIRECTED]
@@ -256,67 +276,36 @@ class StepRunner:
         A retry after an ambiguous failure (the COMMIT may have reached the database) finds the
         version moved and returns False: ``_settle`` then merges the same token again, harmlessly.
         """
-        if not _rotates(plan.decision):
+        if not rotates(plan.decision):
             return self.repo.apply(plan.write)
         for wait in (*ROTATED_COMMIT_WAITS, None):
             try:
                 return self.repo.apply(plan.write)
             except Exception:
                 if wait is None:
-                    self._spool_rotated([plan])
+                    self.kept.spool([(plan.write.attempt.id, plan.decision)])
                     raise
                 log.warning("attempt %s: the renewal's commit failed; retrying in %gs",
                             plan.write.attempt.id, wait, exc_info=True)
                 self.sleep(wait)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _spool_rotated(self, plans: list[_Planned]) -> None:
-        for plan in plans:
-            if _rotates(plan.decision) and self.spool is not None:
-                assert isinstance(plan.decision, Advance)
-                path = self.spool.keep(plan.write.attempt.id, plan.decision.secrets, plan.decision.changes)
-                log.error("attempt %s: the database refused the rotated token; kept in the spool (%s)",
-                          plan.write.attempt.id, path.name)
+    def spool_uncommitted(self, steps: Iterable[PreparedStep | None]) -> None:
+        """Keep the rotated tokens of prepared steps that a failed tick will not commit.
+
+        A step that raised in its own thread carries no decision and is skipped (it rotated
+        nothing that reached us); the next tick drains what was kept.
+        """
+        kept: list[tuple[str, Decision]] = []
+        try:
+            kept.extend((s.attempt.id, s.decision) for s in steps if s is not None)
+        except Exception:  # noqa: BLE001 - a thread's own error; keep what came before it
+            log.exception("a step of the failed tick raised too")
+        self.kept.spool(kept)
 
     def drain_spool(self) -> int:
         """Write spooled renewals into the database (each tick, before claiming); returns how many."""
-        if self.spool is None:
-            return 0
-        drained = 0
-        for entry in self.spool.pending():
-            changes = renewal_changes(entry.changes)
-            if self.recover_renewal(entry.attempt_id, entry.secrets, changes, note="kept in the token spool"):
-                log.info("attempt %s: the spooled renewal reached the database", entry.attempt_id)
-            self.spool.done(entry)  # stored now, or the row already holds this renewal or a newer one
-            drained += 1
-        return drained
-
-    def recover_renewal(self, attempt_id: str, secrets: dict[str, Any], changes: dict[str, Any], *,
-                        note: str) -> bool:
-        """Store a renewal whose own transition was lost, as a complete renewal (issue 16 item 5).
-
-        A PROVISIONED row gets the renew transition (history row and event included) with the
-        token's ``refresh_time``/``next_renewal_at``, due at once so the push follows; guarded by
-        version only, whoever holds the lease. A row that already holds this renewal or a newer
-        one is left alone; a row in another state only keeps the token (``merge_secrets``).
-        Returns whether anything was written.
-        """
-        stamp = changes.get("refresh_time")
-        for _ in range(10):
-            current = self.repo.get(attempt_id)
-            if current is None or (current.refresh_time and stamp and current.refresh_time >= stamp):
-                return False
-            now = self.clock()
-            if current.state is not State.PROVISIONED:
-                return self.repo.merge_secrets(attempt_id, secrets, now=now)
-            entry = HistoryEntry.after(current, Trigger.RENEW.value, State.PROVISIONED, now,
-                                       worker=self.worker_id, note=note)
-            write = transition_write(current, entry, owner=None, now=now, next_run_at=now,
-                                     changes={**changes, "renewals": current.renewals + 1},
-                                     secret_updates=secrets)
-            if self.repo.apply(write):
-                return True
-        return False
+        return self.kept.drain()
 
     def release(self, attempt: Attempt) -> StepResult:
         """Give back a claimed attempt without running its step (it stays due).
@@ -384,11 +373,11 @@ class StepRunner:
         attempt, decision = planned.write.attempt, planned.decision
         if ok and planned.dest is State.REDIRECTED and check_pending:
             self.apply_pending(attempt.id)
-        if not ok and _rotates(decision):
+        if not ok and rotates(decision):
             assert isinstance(decision, Advance)
             # The provider already rotated the token: keep it even though our transition lost.
-            self.recover_renewal(attempt.id, decision.secrets, decision.changes,
-                                 note=f"{decision.note}, kept after a lost lease")
+            self.kept.recover(attempt.id, decision.secrets, decision.changes,
+                              note=f"{decision.note}, kept after a lost lease")
         if ok and isinstance(decision, Fail):
             log.info("attempt %s failed: %s", attempt.id, decision.reason.value)
             if attempt.state in (State.NEW, State.TOKEN_ISSUED):

@@ -5,7 +5,7 @@ the old one is spent: the new one must reach the database whatever fails next. T
 commit is the first write after the provider answered; the runner retries it, and when it still
 fails (SQLite locked past its busy timeout, PostgreSQL restarting, a full disk) it writes the new
 secrets here before giving up the tick. Every tick drains the spool into the database before it
-claims anything (``StepRunner.drain_spool``).
+claims anything (``RotatedTokens.drain`` in ``engine.core.kept``).
 
 One file per kept renewal, named after the worker, the attempt and the token's ``refresh_time``;
 sealed with the repository's codec (the same Fernet keys as the ``secrets`` column), mode 0600,

@@ -84,11 +84,12 @@ def test_bad_runtime_faults_are_400_and_change_nothing(api: Api) -> None:
     api.sandbox.set_faults(delays={"consent": 0.01})
     bad: object
     for bad in ({"delay": {"nope": 1}}, {"fail": {"create_instance": {"rate": 2}}}, {"other": {}}, [1],
-                {"fail": {"create_instance": {"count": -1}}}):
+                {"fail": {"create_instance": {"count": -1}}}, {"patch": {"nope": {"a": 1}}},
+                {"patch": {"provider_token": {}}}, {"patch": {"provider_token": {"<x>": 1}}}):
         answer = api.call("POST", "/_sandbox/faults", json=bad)
         assert answer.status_code == 400, bad
         assert answer.json()["message"].startswith("Invalid faults")
-    assert api.call("GET", "/_sandbox/faults").json() == {"delay": {"consent": 0.01}, "fail": {}}
+    assert api.call("GET", "/_sandbox/faults").json() == {"delay": {"consent": 0.01}, "fail": {}, "patch": {}}
 
 
 def test_seeded_rate_is_reproducible() -> None:

@@ -161,3 +161,16 @@ def test_provider_calls_are_faultable_and_logged(api: Api, clock: FakeClock) -> 
     assert refresh(api, "x").status_code == 400
     assert [e["endpoint"] for e in api.sandbox.requests()] == ["provider_token", "provider_token"]
     assert api.sandbox.requests()[1]["body"] == {"grant_type": "refresh_token", "refresh_token": "x"}
+
+
+def test_a_patched_answer_drifts_but_the_token_still_rotates(api: Api, clock: FakeClock) -> None:
+    clock.now = at("2024-01-01 00:00:00")
+    instance = api.create(api.oauth2_body(api.oauth2_consent())).json()
+    first = instance["configuration"]["oauth.user.refresh_token"]
+    patch = {"expires_in": "3600.0", "x_refresh_token_expires_in": None}
+    assert api.call("POST", "/_sandbox/faults", json={"patch": {"provider_token": patch}}).json()[
+        "patch"] == {"provider_token": patch}
+    tokens = refresh(api, first).json()
+    assert tokens["expires_in"] == "3600.0" and "x_refresh_token_expires_in" not in tokens
+    assert api.sandbox.store.valid_refresh_tokens(instance["id"]) == [tokens["refresh_token"]]
+    assert refresh(api, "unknown").json() == {"error": "invalid_grant"}  # errors are not patched

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
-from engine.clients.provider import RenewalRejectedError
+from engine.clients.provider import OAuth2Tokens, ReconnectResult, RenewalRejectedError
 from engine.clock import FakeClock
 from engine.errors import ProvisionError
 from states.attempt import Attempt
@@ -58,22 +58,15 @@ class Token:
     secret: str
 
 
-@dataclass(frozen=True)
-class Tokens:
-    """An OAuth2 refresh-token grant answer (the attributes the renewal reads)."""
-
-    access_token: str
-    refresh_token: str
+class Tokens(OAuth2Tokens):
+    """An OAuth2 refresh-token grant answer: the client's own type (``rotated()`` included)."""
 
 
 @dataclass(frozen=True)
-class Reconnect:
+class Reconnect(ReconnectResult):
     """An Intuit Reconnect answer: ``code`` 0 carries the new token and secret."""
 
-    code: int
     message: str = ""
-    token: str = ""
-    secret: str = ""
 
 
 class NetworkUsedError(AssertionError):

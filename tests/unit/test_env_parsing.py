@@ -21,6 +21,7 @@ from engine.config import (
     EngineSettings,
     RetryPolicy,
     client_settings_from_env,
+    database_settings_from_env,
     engine_settings_from_env,
     retry_policy_from_env,
     serve_settings_from_env,
@@ -52,6 +53,7 @@ FIELDS = {
     "PROVISION_SERVE_REFUSED_BURST": ("serve", "refused_burst"),
     "PROVISION_SERVE_REFUSED_PER_MINUTE": ("serve", "refused_per_minute"),
     "PROVISION_WORKER_METRICS_PORT": ("worker", "port"),
+    "PROVISION_SQLITE_BUSY_TIMEOUT_SECONDS": ("database", "sqlite_busy_timeout_s"),
 }
 # A clean base: the proxies lookup reads the process environment, nothing else does.
 BASE = {"ELEMENTS_BASE_URL": "http://127.0.0.1:8040/elements/api-v2"}
@@ -68,7 +70,8 @@ def parse(env: dict[str, str]) -> dict[str, Any]:
     """Every settings object the engine builds from ``env``."""
     return {"engine": engine_settings_from_env(env), "client": client_settings_from_env({**BASE, **env}),
             "policy": retry_policy_from_env(env), "webhook": webhook_settings_from_env({**WEBHOOK, **env}),
-            "serve": serve_settings_from_env(env), "worker": worker_metrics_settings_from_env(env)}
+            "serve": serve_settings_from_env(env), "worker": worker_metrics_settings_from_env(env),
+            "database": database_settings_from_env(env)}
 
 
 def test_every_numeric_variable_has_a_range_and_a_field() -> None:

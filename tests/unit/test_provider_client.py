@@ -109,7 +109,9 @@ def test_success_without_tokens_is_refused() -> None:
     (503, {}, "unavailable"),
     (302, {}, "redirect"),
     (200, {"access_token": "a", "refresh_token": "r" * 9000}, "invalid_value"),
-    (200, {"access_token": ["a"], "refresh_token": "r"}, "malformed_response"),
+    (200, {"access_token": "a", "refresh_token": ["r"]}, "malformed_response"),
+    (200, {"access_token": "a"}, "malformed_response"),  # no new refresh token: nothing usable
+    (200, ["a", "r"], "malformed_response"),
 ])
 def test_refresh_answers_are_classified(status: int, body: dict[str, Any], kind: str) -> None:
     provider, _ = client(Answer(status, {}, json.dumps(body).encode()))
@@ -118,9 +120,37 @@ def test_refresh_answers_are_classified(status: int, body: dict[str, Any], kind:
     assert err.value.kind == kind
 
 
-def test_refresh_keeps_a_sane_expires_in() -> None:
-    for given, kept in ((1800, 1800), (True, 3600), (-5, 3600), ("60", 3600)):
-        provider, transport = client(Answer(200, {}, json.dumps(
-            {"access_token": "a", "refresh_token": "r", "expires_in": given}).encode()))
-        assert provider.refresh_oauth2("id", "secret", "rt").expires_in == kept
+@pytest.mark.parametrize("given,kept", [
+    (1800, 1800), ("3600.0", 3600), (" 60 ", 60), (1800.9, 1800), (True, 3600), (-5, 3600), ("soon", 3600),
+    ("nan", 3600), ("1e300", 3600), ([60], 3600), ({"s": 1}, 3600), (None, 3600), ("9" * 50, 3600)])
+def test_refresh_reads_lifetimes_leniently_and_keeps_the_tokens(given: Any, kept: int) -> None:
+    body = {"access_token": "a", "refresh_token": "r", "expires_in": given,
+            "x_refresh_token_expires_in": given}
+    provider, transport = client(Answer(200, {}, json.dumps(body).encode()))
+    answer = provider.refresh_oauth2("id", "secret", "rt")
+    assert (answer.access_token, answer.refresh_token, answer.expires_in) == ("a", "r", kept)
+    assert answer.refresh_expires_in == (None if kept == 3600 and given != "3600.0" else kept)
+    assert answer.rotated() == {"oauth.user.token": "a", "oauth.user.refresh_token": "r"}
     assert transport.sent[0].headers["Authorization"].startswith("Basic ")
+
+
+@pytest.mark.parametrize("access", [None, "", ["a"], "a\x00b", 5.5])
+def test_an_unusable_access_token_keeps_the_rotated_refresh_token(access: Any,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    body = {"access_token": access, "refresh_token": "r-2"}
+    provider, _ = client(Answer(200, {}, json.dumps(body).encode()))
+    answer = provider.refresh_oauth2("id", "secret", "rt")
+    assert answer.rotated() == {"oauth.user.refresh_token": "r-2"}  # the previous access token stays
+    assert "no usable access_token" in caplog.text and "r-2" not in caplog.text
+
+
+@pytest.mark.parametrize("code", ["0.0", " 0 ", "", "zero", None])
+def test_a_reconnect_answer_with_new_tokens_is_a_renewal_whatever_its_code_says(code: str | None) -> None:
+    tokens = "<OAuthToken>t-2</OAuthToken><OAuthTokenSecret>s-2</OAuthTokenSecret>"
+    element = "" if code is None else f"<ErrorCode>{code}</ErrorCode>"
+    body = f'<?xml version="1.0"?><ReconnectResponse {NS}><ErrorMessage/>{element}{tokens}' \
+           "</ReconnectResponse>"
+    provider, _ = client(Answer(200, {}, body.encode()))
+    result = provider.reconnect_oauth1("ck", "cs", "tok", "ts")
+    assert (result.code, result.token, result.secret) == (0, "t-2", "s-2")
+    assert result.rotated() == {"oauth.user.token": "t-2", "oauth.user.token.secret": "s-2"}
