@@ -4,7 +4,7 @@ A database restart fails every pass of every worker until the server is back, se
 second; a 50-line traceback each time buries the one fact that matters. A database error
 (``sqlalchemy.exc.DBAPIError``: the server went away, refused the connection, ended the session,
 timed out a lock) is logged as one line naming its class and the driver's first line of text,
-with the traceback at DEBUG (``provision -v``). Anything else is unexpected and keeps its
+with the traceback at DEBUG (``provision -vv``). Anything else is unexpected and keeps its
 traceback. The driver's text names host, port, user and database at most, never a password, and
 the log handlers' redaction still applies; the SQL and its parameters are left out.
 """
