@@ -101,13 +101,16 @@ class EngineSettings:
     spool_dir: str | None = None
     # PostgreSQL: a session idle this long inside a transaction (a stopped or hung worker), or a
     # statement waiting this long for a row lock, is ended by the server, so that a frozen worker
-    # cannot keep its attempts from being taken over after its lease. None: half the lease.
+    # cannot keep its attempts from being taken over after its lease. None: half the lease; 0:
+    # the server's own settings (for a pooler such as PgBouncer that refuses the ``options`` parameter).
     transaction_idle_s: float | None = None
 
     @property
-    def db_transaction_idle_s(self) -> float:
-        """``transaction_idle_s``, or half the lease when unset (see ``pg_session_options``)."""
-        return self.transaction_idle_s if self.transaction_idle_s is not None else self.lease_s / 2
+    def db_transaction_idle_s(self) -> float | None:
+        """``transaction_idle_s``, half the lease when unset, None when 0 (see ``pg_session_options``)."""
+        if self.transaction_idle_s is None:
+            return self.lease_s / 2
+        return self.transaction_idle_s or None
 
     def __post_init__(self) -> None:
         if self.public_url is not None:
@@ -130,10 +133,10 @@ class EngineSettings:
                                         f"got {str(value)[:40]!r}")
         idle = self.transaction_idle_s
         if idle is not None and (isinstance(idle, bool) or not isinstance(idle, (int, float))
-                                 or not (math.isfinite(idle) and 0 < idle <= self.lease_s)):
+                                 or not (math.isfinite(idle) and 0 <= idle <= self.lease_s)):
             # Longer than the lease, a frozen worker would hold its rows after another took them over.
             raise InvalidInputError("EngineSettings.transaction_idle_s",
-                                    f"must be a finite number of seconds above 0 and at most the lease "
+                                    f"must be a finite number of seconds from 0 to the lease "
                                     f"({self.lease_s:g} s), got {str(idle)[:40]!r}",
                                     hint="set PROVISION_DB_TRANSACTION_IDLE_SECONDS at most "
                                          "PROVISION_LEASE_SECONDS, or leave it unset (half the lease)")
@@ -289,7 +292,7 @@ BOUNDS: dict[str, Bound] = {
     "PROVISION_CALLBACK_WAIT_SECONDS": Bound(int, 1, 30 * _DAY, "30 days"),
     "PROVISION_RENEWAL_MAX_LEAD_SECONDS": Bound(int, 1, 7 * _DAY, "7 days"),
     "PROVISION_CREATE_SETTLE_SECONDS": Bound(float, 1, _DAY, "1 day"),
-    "PROVISION_DB_TRANSACTION_IDLE_SECONDS": Bound(float, 1, _DAY, "1 day; at most the lease"),
+    "PROVISION_DB_TRANSACTION_IDLE_SECONDS": Bound(float, 0, _DAY, "1 day, at most the lease; 0: off"),
     "PROVISION_COMMIT_WINDOW_SECONDS": Bound(float, 0, 60, "1 minute; 0 turns group commit off"),
     "PROVISION_CONNECT_TIMEOUT_SECONDS": Bound(float, 0.1, 300, "5 minutes"),
     "PROVISION_READ_TIMEOUT_SECONDS": Bound(float, 0.1, 3600, "1 hour"),

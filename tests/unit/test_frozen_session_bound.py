@@ -27,7 +27,12 @@ def test_a_bound_longer_than_the_lease_is_refused_naming_the_variable(env: dict[
     assert err.value.field == VAR and "at most the lease" in str(err.value)
 
 
-@pytest.mark.parametrize("idle", [0, -1, float("nan"), float("inf"), 200.0, "5", True])
+def test_zero_leaves_the_server_settings() -> None:
+    assert EngineSettings(transaction_idle_s=0).db_transaction_idle_s is None
+    assert engine_settings_from_env({VAR: "0"}).db_transaction_idle_s is None
+
+
+@pytest.mark.parametrize("idle", [-1, float("nan"), float("inf"), 200.0, "5", True])
 def test_settings_built_in_code_are_checked_too(idle: object) -> None:
     with pytest.raises(InvalidInputError, match="EngineSettings.transaction_idle_s"):
         EngineSettings(lease_s=120, transaction_idle_s=idle)  # type: ignore[arg-type]
