@@ -101,15 +101,16 @@ class EngineSettings:
     spool_dir: str | None = None
     # PostgreSQL: a session idle this long inside a transaction (a stopped or hung worker), or a
     # statement waiting this long for a row lock, is ended by the server, so that a frozen worker
-    # cannot keep its attempts from being taken over after its lease. None: half the lease; 0:
+    # cannot keep its attempts from being taken over after its lease. None: half the lease (at least 1 s); 0:
     # the server's own settings (for a pooler such as PgBouncer that refuses the ``options`` parameter).
     transaction_idle_s: float | None = None
 
     @property
     def db_transaction_idle_s(self) -> float | None:
-        """``transaction_idle_s``, half the lease when unset, None when 0 (see ``pg_session_options``)."""
+        """``transaction_idle_s``, None when 0 (see ``pg_session_options``); when unset, half the
+        lease but at least 1 s (an honest transaction on a busy machine may pause that long)."""
         if self.transaction_idle_s is None:
-            return self.lease_s / 2
+            return min(self.lease_s, max(1.0, self.lease_s / 2))
         return self.transaction_idle_s or None
 
     def __post_init__(self) -> None:

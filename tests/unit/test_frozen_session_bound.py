@@ -15,6 +15,8 @@ VAR = "PROVISION_DB_TRANSACTION_IDLE_SECONDS"
 
 def test_the_bound_is_half_the_lease_unless_set() -> None:
     assert EngineSettings(lease_s=120).db_transaction_idle_s == 60
+    assert EngineSettings(lease_s=1.5).db_transaction_idle_s == 1  # at least 1 s...
+    assert EngineSettings(lease_s=0.5).db_transaction_idle_s == 0.5  # ...but never past the lease
     assert EngineSettings(lease_s=120, transaction_idle_s=5).db_transaction_idle_s == 5
     env = engine_settings_from_env({"PROVISION_LEASE_SECONDS": "30", VAR: "2.5"})
     assert env.db_transaction_idle_s == 2.5
