@@ -158,6 +158,18 @@ def test_a_worker_stopped_mid_renewal_keeps_a_complete_renewal(
         assert now.secrets["user_tokens"]["oauth.user.refresh_token"] not in presented
         # B's takeover presents A's spent token once more (rejected, then confirmed); nothing else repeats.
         assert len(presented) == len(set(presented)) + 1
+    # The next renewal, with the token A saved, is accepted by the provider.
+    if flow == "oauth1":
+        shifted.offset += 151 * DAY  # the provider's time enters the new token's Reconnect window
+    with engine.repo.engine.begin() as conn:
+        conn.execute(attempts.update().where(attempts.c.id == a.id)
+                     .values(next_run_at=datetime.now(timezone.utc)))
+    sim.set_faults()
+    engine.run_until_idle()
+    renewed = engine.get(a.id)
+    assert renewed.state is State.PROVISIONED and renewed.failures == 0, renewed.last_error
+    assert renewed.refresh_time != now.refresh_time and len(renewals()) == before + 3
+    assert tokens_valid(sim, renewed.secrets["user_tokens"])
 
 
 HOLDER = """
