@@ -9,8 +9,9 @@ waits for progress first (a new attempt provisioned), so the pauses are as short
 
 Then: every worker still alive, every attempt PROVISIONED once with a gap-free history and one
 instance, no lease left behind, and each worker's log says what failed without any secret. The
-SQLite variant makes the file unavailable for a while (its write lock held past the busy timeout
-and the file made unreadable) under three workers.
+SQLite variants, under three workers too: the file locked for a while (its write lock held, short
+of the 30 s busy timeout), and the file unavailable for writes (a real tmpfs under it filled up, so
+every claim, commit and heartbeat fails with ``database or disk is full`` until space is back).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from typing import Any, TypeVar
 import pytest
 import sqlalchemy as sa
 from test_crash import PROVISION, assert_exactly_once, wait_for, worker_env
+from test_token_spool import fill, small_disk  # noqa: F401 - small_disk is a fixture (a 4 MB tmpfs)
 from testkit import QUICK_CONFIG, TEST_KEY
 
 from engine import Engine
@@ -184,3 +186,29 @@ def test_three_workers_survive_a_locked_sqlite_file(
                 for i in range(3)]
     finish(engine, ids, workers, paths)
     database_lines(paths)
+
+
+def test_three_workers_survive_a_full_disk_under_the_sqlite_file(
+        small_disk: Path,  # noqa: F811 - the fixture imported above
+        engine_on: Callable[..., Engine], sandbox: Any, tmp_path: Path) -> None:
+    """The SQLite file unavailable for writes (its real tmpfs full): claims, commits and heartbeats fail
+    with ``database or disk is full`` for a while; the workers go on when space is back."""
+    url = f"sqlite:///{small_disk}/provision.db"
+    engine = engine_on(url)
+    env = worker_env(url, sandbox, PROVISION_SPOOL_DIR=str(tmp_path / "spool"))
+    workers, paths = spawn_all(env, tmp_path)
+    wait_running(engine)
+    ids = [engine.start("quickbooks", f"Before {i}", flow="quick", config=QUICK_CONFIG).id for i in range(3)]
+    for n in range(2):
+        progress(engine, f"progress before the disk fills ({n + 1})")
+        ids += [engine.start("quickbooks", f"Full {n}.{i}", flow="quick", config=QUICK_CONFIG).id
+                for i in range(3)]  # work due while the disk is full
+        seen = len(database_lines(paths))
+        filler = fill(small_disk)
+        try:
+            wait_for(lambda: len(database_lines(paths)) > seen, 20,  # noqa: B023
+                     "a worker to meet the full disk")
+        finally:
+            filler.unlink()
+    finish(engine, ids, workers, paths)
+    assert any("full" in line for line in database_lines(paths))
