@@ -1,13 +1,17 @@
-"""A throwaway PostgreSQL server for the benchmarks, so that any machine with Python can run them.
+"""A throwaway PostgreSQL server for the benchmarks and the restart tests, on any machine with Python.
 
-The server binaries come from the ``pgserver`` wheel (``pip install -e '.[bench]'``), or from
-``--pg-bin DIR`` (e.g. ``/usr/lib/postgresql/16/bin``). ``initdb`` and ``postgres`` refuse to run
-as root, so when this process is root they run as an unprivileged user (``BENCH_PG_USER``, default
-``nobody``) via setuid in the child, in a temporary folder owned by that user. The server listens on
-127.0.0.1 on a free port with trust authentication and is stopped and deleted on exit.
+``bench/scale.py`` measures on it; ``tests/integration/test_db_restarts.py`` restarts it under
+running workers (``LocalPostgres.restart``), which the machine's shared server must never be.
+The server binaries come from the ``pgserver`` wheel (``pip install -e '.[bench]'`` or
+``'.[test]'``), or from ``--pg-bin DIR`` (e.g. ``/usr/lib/postgresql/16/bin``). ``initdb`` and
+``postgres`` refuse to run as root, so when this process is root they run as an unprivileged user
+(``BENCH_PG_USER``, default ``nobody``) via setuid in the child, in a temporary folder owned by
+that user. The server listens on 127.0.0.1 on a free port with trust authentication and is stopped
+and deleted on exit.
 
     with local_postgres() as pg:
         print(pg.url("bench"), pg.version())
+        pg.restart("immediate")  # as after a crash: the same port and data, recovery from the WAL
 """
 from __future__ import annotations
 
@@ -20,11 +24,11 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-EXTRA = "bench"  # the setup.cfg extra that brings the pgserver wheel
+EXTRA = "bench"  # a setup.cfg extra that brings the pgserver wheel (so does "test")
 
 
 class PostgresBinariesMissingError(RuntimeError):
@@ -68,14 +72,47 @@ def _demote(user: str | None) -> tuple[Callable[[], None] | None, int | None, in
     return become, entry.pw_uid, entry.pw_gid
 
 
-class LocalPostgres:
-    """One running server: ``url(db)``, ``version()``, ``pids()`` (for CPU accounting), ``stop()``."""
+#: How ``LocalPostgres.restart`` stops the server, as ``pg_ctl -m``: SIGINT (fast: sessions are
+#: ended, a checkpoint is written) or SIGQUIT (immediate: no checkpoint, crash recovery at start).
+STOP_SIGNALS = {"fast": signal.SIGINT, "immediate": signal.SIGQUIT}
 
-    def __init__(self, bin_dir: Path, root: Path, port: int, process: subprocess.Popen[bytes]) -> None:
+
+class LocalPostgres:
+    """One running server: ``url(db)``, ``version()``, ``pids()`` (for CPU accounting), ``restart()``,
+    ``stop()``."""
+
+    def __init__(self, bin_dir: Path, root: Path, port: int,
+                 launch: Callable[[], subprocess.Popen[bytes]]) -> None:
         self.bin_dir = bin_dir
         self.root = root
         self.port = port
-        self.process = process
+        self._launch = launch
+        self.process = launch()
+        self.restarts = 0
+
+    def wait_ready(self, timeout_s: float = 60.0) -> None:
+        """Return once the server answers (``pg_isready``); RuntimeError with its log if it does not."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            ready = subprocess.run([str(self.bin_dir / "pg_isready"), "-h", "127.0.0.1",
+                                    "-p", str(self.port)], capture_output=True)
+            if ready.returncode == 0:
+                return
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                text = (self.root / "server.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"postgres did not start: {text}")
+            time.sleep(0.05)
+
+    def restart(self, mode: str = "fast", *, down_s: float = 0.0) -> None:
+        """Stop the server as ``pg_ctl restart -m MODE`` would, stay down ``down_s``, start it again
+        on the same port and data, and wait until it answers. Every session is ended meanwhile."""
+        self.process.send_signal(STOP_SIGNALS[mode])
+        self.process.wait(60)
+        if down_s > 0:
+            time.sleep(down_s)
+        self.process = self._launch()
+        self.restarts += 1
+        self.wait_ready()
 
     def url(self, database: str = "postgres") -> str:
         """A SQLAlchemy URL for ``database`` as the superuser ``postgres``."""
@@ -114,8 +151,12 @@ class LocalPostgres:
 
 
 def start_postgres(bin_dir: Path, *, user: str | None = None, max_connections: int = 300,
-                   timeout_s: float = 60.0) -> LocalPostgres:
-    """initdb in a temporary folder and start ``postgres`` on a free port; waits until it answers."""
+                   timeout_s: float = 60.0, settings: Mapping[str, str] | None = None) -> LocalPostgres:
+    """initdb in a temporary folder and start ``postgres`` on a free port; waits until it answers.
+
+    ``settings``: more server settings (``-c name=value``), e.g. ``{"fsync": "off"}`` for a test
+    server whose restarts need not survive a power cut.
+    """
     become, uid, gid = _demote(user)
     root = Path(tempfile.mkdtemp(prefix="bench-pg-"))
     data = root / "data"
@@ -131,22 +172,22 @@ def start_postgres(bin_dir: Path, *, user: str | None = None, max_connections: i
         shutil.rmtree(root, ignore_errors=True)
         raise RuntimeError(f"initdb failed ({done.returncode}): {text}")
     port = free_port()
-    process = subprocess.Popen(
-        [str(bin_dir / "postgres"), "-D", str(data), "-p", str(port), "-k", str(root),
-         "-c", "listen_addresses=127.0.0.1", "-c", f"max_connections={max_connections}"],
-        stdout=open(root / "server.log", "wb"), stderr=subprocess.STDOUT, preexec_fn=become, cwd=root)
-    server = LocalPostgres(bin_dir, root, port, process)
-    deadline = time.monotonic() + timeout_s
-    while True:
-        ready = subprocess.run([str(bin_dir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)],
-                               capture_output=True)
-        if ready.returncode == 0:
-            return server
-        if process.poll() is not None or time.monotonic() > deadline:
-            text = (root / "server.log").read_text(errors="replace")[-2000:]
-            server.stop()
-            raise RuntimeError(f"postgres did not start: {text}")
-        time.sleep(0.2)
+
+    def launch() -> subprocess.Popen[bytes]:
+        with open(root / "server.log", "ab") as log_file:  # appended: a restart keeps the earlier lines
+            return subprocess.Popen(
+                [str(bin_dir / "postgres"), "-D", str(data), "-p", str(port), "-k", str(root),
+                 "-c", "listen_addresses=127.0.0.1", "-c", f"max_connections={max_connections}",
+                 *(arg for name, value in (settings or {}).items() for arg in ("-c", f"{name}={value}"))],
+                stdout=log_file, stderr=subprocess.STDOUT, preexec_fn=become, cwd=root)
+
+    server = LocalPostgres(bin_dir, root, port, launch)
+    try:
+        server.wait_ready(timeout_s)
+    except RuntimeError:
+        server.stop()
+        raise
+    return server
 
 
 @contextmanager

@@ -99,6 +99,19 @@ class EngineSettings:
     # Where a rotated token goes when the database refuses it (engine.core.spool); None: beside
     # the SQLite file, or ./.provision-spool for PostgreSQL (PROVISION_SPOOL_DIR).
     spool_dir: str | None = None
+    # PostgreSQL: a session idle this long inside a transaction (a stopped or hung worker), or a
+    # statement waiting this long for a row lock, is ended by the server, so that a frozen worker
+    # cannot keep its attempts from being taken over after its lease. None: half the lease (at least 1 s); 0:
+    # the server's own settings (for a pooler such as PgBouncer that refuses the ``options`` parameter).
+    transaction_idle_s: float | None = None
+
+    @property
+    def db_transaction_idle_s(self) -> float | None:
+        """``transaction_idle_s``, None when 0 (see ``pg_session_options``); when unset, half the
+        lease but at least 1 s (an honest transaction on a busy machine may pause that long)."""
+        if self.transaction_idle_s is None:
+            return min(self.lease_s, max(1.0, self.lease_s / 2))
+        return self.transaction_idle_s or None
 
     def __post_init__(self) -> None:
         if self.public_url is not None:
@@ -119,6 +132,15 @@ class EngineSettings:
                 kind = "a whole number" if whole else "a finite number of seconds"
                 raise InvalidInputError(f"EngineSettings.{name}", f"must be {kind} of at least {least:g}, "
                                         f"got {str(value)[:40]!r}")
+        idle = self.transaction_idle_s
+        if idle is not None and (isinstance(idle, bool) or not isinstance(idle, (int, float))
+                                 or not (math.isfinite(idle) and 0 <= idle <= self.lease_s)):
+            # Longer than the lease, a frozen worker would hold its rows after another took them over.
+            raise InvalidInputError("EngineSettings.transaction_idle_s",
+                                    f"must be a finite number of seconds from 0 to the lease "
+                                    f"({self.lease_s:g} s), got {str(idle)[:40]!r}",
+                                    hint="set PROVISION_DB_TRANSACTION_IDLE_SECONDS at most "
+                                         "PROVISION_LEASE_SECONDS, or leave it unset (half the lease)")
 
 
 @dataclass(frozen=True)
@@ -187,7 +209,8 @@ def database_settings_from_env(environ: Mapping[str, str] | None = None) -> Data
     return DatabaseSettings(**_numbers_from_env(environ, _DATABASE_ENV))
 
 
-def open_database(db_url: str, environ: Mapping[str, str] | None = None) -> sa.Engine:
+def open_database(db_url: str, environ: Mapping[str, str] | None = None, *,
+                  transaction_idle_s: float | None = None) -> sa.Engine:
     """A database engine for ``db_url``, or ``InvalidInputError`` naming ``db_url`` with an example URL.
 
     Messages speak the Python API's words (``db_url``); the CLI renders the field as ``--db``.
@@ -195,10 +218,12 @@ def open_database(db_url: str, environ: Mapping[str, str] | None = None) -> sa.E
     The one place that turns a URL SQLAlchemy cannot use into an input error: ``open_repository``,
     ``rotate_keys`` and ``provision db upgrade`` all open their database through it. ``environ``
     (default: the process environment) gives the ``DatabaseSettings``.
+    ``transaction_idle_s``: the PostgreSQL bound on a frozen session (``EngineSettings``).
     """
     settings = database_settings_from_env(environ)
     try:
-        return create_db_engine(db_url, sqlite_busy_timeout_s=settings.sqlite_busy_timeout_s)
+        return create_db_engine(db_url, sqlite_busy_timeout_s=settings.sqlite_busy_timeout_s,
+                                transaction_idle_s=transaction_idle_s)
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises several types for bad URLs
         # A PostgreSQL URL without its driver: name the extra that brings it (issue 18 item 5).
         missing_driver = isinstance(exc, ModuleNotFoundError) and "psycopg" in str(exc)
@@ -287,6 +312,7 @@ BOUNDS: dict[str, Bound] = {
     "PROVISION_CALLBACK_WAIT_SECONDS": Bound(int, 1, 30 * _DAY, "30 days"),
     "PROVISION_RENEWAL_MAX_LEAD_SECONDS": Bound(int, 1, 7 * _DAY, "7 days"),
     "PROVISION_CREATE_SETTLE_SECONDS": Bound(float, 1, _DAY, "1 day"),
+    "PROVISION_DB_TRANSACTION_IDLE_SECONDS": Bound(float, 0, _DAY, "1 day, at most the lease; 0: off"),
     "PROVISION_COMMIT_WINDOW_SECONDS": Bound(float, 0, 60, "1 minute; 0 turns group commit off"),
     "PROVISION_CONNECT_TIMEOUT_SECONDS": Bound(float, 0.1, 300, "5 minutes"),
     "PROVISION_READ_TIMEOUT_SECONDS": Bound(float, 0.1, 3600, "1 hour"),
@@ -327,6 +353,7 @@ _SETTINGS_ENV = {
     "renewal_max_lead_s": "PROVISION_RENEWAL_MAX_LEAD_SECONDS",
     "commit_window_s": "PROVISION_COMMIT_WINDOW_SECONDS",
     "create_settle_s": "PROVISION_CREATE_SETTLE_SECONDS",
+    "transaction_idle_s": "PROVISION_DB_TRANSACTION_IDLE_SECONDS",
 }
 
 
@@ -347,6 +374,12 @@ def engine_settings_from_env(environ: Mapping[str, str] | None = None, **overrid
                                                            "(at most 1024)")
         values["spool_dir"] = spool_dir
     values.update({k: v for k, v in overrides.items() if v is not None})
+    idle, lease = values.get("transaction_idle_s"), values.get("lease_s", EngineSettings.lease_s)
+    if idle is not None and idle > lease:
+        raise InvalidInputError("PROVISION_DB_TRANSACTION_IDLE_SECONDS",
+                                f"must be at most the lease (PROVISION_LEASE_SECONDS, {lease:g}), "
+                                f"got {idle:g}",
+                                hint="leave it unset for half the lease")
     return EngineSettings(**values)
 
 

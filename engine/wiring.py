@@ -9,6 +9,7 @@ from engine.clients.webhooks import WebhookSender
 from engine.clock import DatabaseClock
 from engine.config import (
     ENV_KEY,
+    EngineSettings,
     WebhookSettings,
     client_settings_from_env,
     db_url_from_env,
@@ -32,16 +33,21 @@ from persistence.repository import Repository
 
 
 def open_repository(
-    db_url: str, *, migrate: bool | None = None, environ: Mapping[str, str] | None = None
+    db_url: str, *, migrate: bool | None = None, environ: Mapping[str, str] | None = None,
+    transaction_idle_s: float | None = None,
 ) -> Repository:
-    """Connect, migrate (automatically for SQLite files; on request otherwise) and build the repository."""
-    return _open_store(db_url, migrate, environ)[0]
+    """Connect, migrate (automatically for SQLite files; on request otherwise) and build the repository.
+
+    ``transaction_idle_s``: on PostgreSQL, end a session idle that long in a transaction (a
+    frozen worker), see ``EngineSettings.transaction_idle_s``; ``open_engine`` passes its own.
+    """
+    return _open_store(db_url, migrate, environ, transaction_idle_s)[0]
 
 
-def _open_store(db_url: str, migrate: bool | None,
-                environ: Mapping[str, str] | None) -> tuple[Repository, KeyRing]:
+def _open_store(db_url: str, migrate: bool | None, environ: Mapping[str, str] | None,
+                transaction_idle_s: float | None = None) -> tuple[Repository, KeyRing]:
     """The repository and its key ring (checked against the stored secrets)."""
-    db = open_database(db_url, environ)
+    db = open_database(db_url, environ, transaction_idle_s=transaction_idle_s)
     path = sqlite_path(db.url)
     auto = db.url.get_backend_name() == "sqlite" if migrate is None else migrate
     if auto:
@@ -99,7 +105,10 @@ def open_engine(
     engine_kw.setdefault("settings", engine_settings_from_env(environ))
     engine_kw.setdefault("policy", retry_policy_from_env(environ))
     client = client or ElementsClient(client_settings_from_env(environ))
-    repo, keys = _open_store(db_url or db_url_from_env(environ), migrate, environ)
+    # A frozen worker's transaction must not hold rows past its lease (PostgreSQL; issue 16 item 5).
+    settings = engine_kw["settings"]
+    idle_s = settings.db_transaction_idle_s if isinstance(settings, EngineSettings) else None
+    repo, keys = _open_store(db_url or db_url_from_env(environ), migrate, environ, idle_s)
     # Every engine built here takes part in key rotation: it reloads its keys and advertises them.
     engine_kw.setdefault("heartbeat", Heartbeat(repo.engine, keys, role=role))
     if hooks is not None:

@@ -34,8 +34,12 @@ def sqlite_path(url: str | sa.URL) -> Path | None:
 
 
 def create_db_engine(url: str | sa.URL, *, sqlite_busy_timeout_s: float = DEFAULT_SQLITE_BUSY_TIMEOUT_S,
+                     transaction_idle_s: float | None = None,
                      **kwargs: Any) -> sa.Engine:
     """Create a SQLAlchemy engine tuned for the step protocol on either backend.
+
+    ``transaction_idle_s`` (PostgreSQL only): the longest a session of this engine may sit idle
+    inside a transaction, or wait for a row lock, before the server ends it (see ``pg_session_options``).
 
     SQLite: WAL (readers never block the writer), ``synchronous=NORMAL`` (durable at checkpoints,
     safe against process crashes, which is what kill -9 tests exercise), a busy timeout
@@ -54,12 +58,35 @@ def create_db_engine(url: str | sa.URL, *, sqlite_busy_timeout_s: float = DEFAUL
     if u.get_backend_name() == "postgresql" and u.get_driver_name() in ("psycopg2", ""):
         # We ship with psycopg 3; a bare postgresql:// URL would pick psycopg2.
         u = u.set(drivername="postgresql+psycopg")
+    if transaction_idle_s is not None:
+        u = pg_session_options(u, transaction_idle_s)
     pre_ping = kwargs.pop("pool_pre_ping", None)
     kwargs.setdefault("pool_size", int(os.environ.get("PROVISION_DB_POOL_SIZE", "10")))
     engine = sa.create_engine(u, pool_pre_ping=bool(pre_ping), **kwargs)
     if pre_ping is None:
         _ping_idle(engine)
     return engine
+
+
+def pg_session_options(url: sa.URL, transaction_idle_s: float) -> sa.URL:
+    """``url`` with ``idle_in_transaction_session_timeout`` and ``lock_timeout`` in its ``options``.
+
+    A worker that is stopped (SIGSTOP, a VM pause, a debugger) or hangs between two statements of
+    a transaction keeps its row locks: PostgreSQL cannot tell it from a slow one, so no other
+    worker could take its attempts over, whatever their leases say. With these settings the server
+    ends such a session after ``transaction_idle_s`` (its transaction rolls back and its locks go),
+    and a statement that waits that long for a lock fails instead of waiting for ever. The engine
+    holds no transaction across an HTTP call, so an honest session idles in one for milliseconds.
+
+    They go into the URL (libpq ``options``, appended to any already there, e.g. a
+    ``search_path``) so that every pool built from ``engine.url`` has them, the autocommit pool of
+    ``persistence.store`` included, at no round trip per connection.
+    """
+    ms = max(1, round(transaction_idle_s * 1000))
+    ours = f"-c idle_in_transaction_session_timeout={ms} -c lock_timeout={ms}"
+    given = url.query.get("options")
+    given = given[-1] if isinstance(given, tuple) else given
+    return url.update_query_dict({"options": f"{given} {ours}" if given else ours})
 
 
 def _ping_idle(engine: sa.Engine) -> None:

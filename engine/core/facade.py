@@ -30,6 +30,7 @@ from engine.core.heartbeat import Heartbeat
 from engine.core.intake import attempt_id_to_look_up, validate_list, validate_reason, validate_start
 from engine.core.lookup import resolve_attempt_id
 from engine.core.observe import NoObserver, StepObserver
+from engine.core.outage import log_failure
 from engine.core.parking import Parking
 from engine.core.runner import PreparedStep, StepResult, StepRunner
 from engine.core.spool import TokenSpool, default_directory
@@ -544,13 +545,14 @@ class Engine:
                 failures = 0
                 if self.heartbeat is not None:  # at most every few seconds, off the per-step path
                     self.heartbeat.after_tick(self.worker_id, report.claimed)
-            except Exception:  # noqa: BLE001 - a database hiccup must not kill the worker (STYLE 11)
+            except Exception as exc:  # noqa: BLE001 - a database hiccup must not kill the worker (STYLE 11)
                 failures += 1
                 if once and failures >= ONCE_TICK_FAILURES:
                     raise
-                log.exception("tick failed (%d in a row); retrying after a pause", failures)
+                pause = min(self.settings.poll_max_s, 0.5 * 2 ** min(failures, 4))
+                log_failure(log, "tick", exc, failures=failures, retry_s=pause)  # one line per database error
                 # Nothing was committed by the failed tick; leases it took expire and are reclaimed.
-                stop.wait(min(self.settings.poll_max_s, 0.5 * 2 ** min(failures, 4)))
+                stop.wait(pause)
                 continue
             steps += report.steps
             if on_tick is not None:

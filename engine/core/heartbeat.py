@@ -18,6 +18,7 @@ from typing import Protocol
 
 import sqlalchemy as sa
 
+from engine.core.outage import log_failure
 from persistence.workers import beat, forget
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class Heartbeat:
         self.db, self.keys, self.role, self.every_s = db, keys, role, every_s
         self._monotonic = monotonic
         self._last: float | None = None
+        self.failures = 0  # failed beats in a row
 
     def after_tick(self, worker_id: str, leases: int) -> bool:
         """Reload the keys and beat if due; True when a heartbeat was written. Never raises: a
@@ -59,9 +61,11 @@ class Heartbeat:
             self.keys.reload()
             beat(self.db, worker_id, host=socket.gethostname(), pid=os.getpid(), role=self.role,
                  key_ids=self.keys.key_ids, leases=leases)
-        except Exception:  # noqa: BLE001 - the heartbeat must never stop the worker (STYLE 11)
-            log.exception("heartbeat failed; retrying at the next tick")
+        except Exception as exc:  # noqa: BLE001 - the heartbeat must never stop the worker (STYLE 11)
+            self.failures += 1
+            log_failure(log, "heartbeat", exc, failures=self.failures, retry_s=self.every_s)
             return False
+        self.failures = 0
         return True
 
     def stop(self, worker_id: str) -> None:

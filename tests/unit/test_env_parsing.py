@@ -40,6 +40,7 @@ FIELDS = {
     "PROVISION_RENEWAL_MAX_LEAD_SECONDS": ("engine", "renewal_max_lead_s"),
     "PROVISION_COMMIT_WINDOW_SECONDS": ("engine", "commit_window_s"),
     "PROVISION_CREATE_SETTLE_SECONDS": ("engine", "create_settle_s"),
+    "PROVISION_DB_TRANSACTION_IDLE_SECONDS": ("engine", "transaction_idle_s"),
     "PROVISION_CONNECT_TIMEOUT_SECONDS": ("client", "connect_timeout"),
     "PROVISION_READ_TIMEOUT_SECONDS": ("client", "read_timeout"),
     "PROVISION_RETRY_IN_PROCESS_ATTEMPTS": ("policy", "in_process_attempts"),
@@ -108,6 +109,8 @@ def test_just_outside_the_range_is_refused_and_the_edges_are_accepted(var: str) 
     # The durable maximum may not be below the initial wait: move the other one along.
     lo_env = {"PROVISION_RETRY_DURABLE_INITIAL_SECONDS": lo} if var.endswith("DURABLE_MAX_SECONDS") else {}
     hi_env = {"PROVISION_RETRY_DURABLE_MAX_SECONDS": hi} if var.endswith("DURABLE_INITIAL_SECONDS") else {}
+    # The transaction idle bound may not exceed the lease: move the lease along.
+    hi_env = {"PROVISION_LEASE_SECONDS": hi} if var == "PROVISION_DB_TRANSACTION_IDLE_SECONDS" else hi_env
     assert getattr(parse({**lo_env, var: lo})[which], field) == bound.minimum
     assert getattr(parse({**hi_env, var: f" {hi} "})[which], field) == bound.maximum
 
