@@ -22,7 +22,12 @@ import requests
 import sqlalchemy as sa
 
 from engine.errors import InvalidInputError
-from persistence.database import DEFAULT_SQLITE_BUSY_TIMEOUT_S, DEFAULT_URL, create_db_engine
+from persistence.database import (
+    DEFAULT_POOL_SIZE,
+    DEFAULT_SQLITE_BUSY_TIMEOUT_S,
+    DEFAULT_URL,
+    create_db_engine,
+)
 
 #: The local simulator's address, base path and secrets (``sandbox.defaults`` holds the same values).
 SANDBOX_HOST = "127.0.0.1"
@@ -202,10 +207,13 @@ class DatabaseSettings:
 
     # SQLite: how long to wait for another process's write lock (PROVISION_SQLITE_BUSY_TIMEOUT_SECONDS).
     sqlite_busy_timeout_s: float = DEFAULT_SQLITE_BUSY_TIMEOUT_S
+    # PostgreSQL: connections each engine keeps in its pool (PROVISION_DB_POOL_SIZE).
+    pool_size: int = DEFAULT_POOL_SIZE
 
 
 def database_settings_from_env(environ: Mapping[str, str] | None = None) -> DatabaseSettings:
-    """``DatabaseSettings`` from ``PROVISION_SQLITE_BUSY_TIMEOUT_SECONDS`` (range: ``BOUNDS``)."""
+    """``DatabaseSettings`` from ``PROVISION_SQLITE_BUSY_TIMEOUT_SECONDS`` and ``PROVISION_DB_POOL_SIZE``
+    (ranges: ``BOUNDS``)."""
     return DatabaseSettings(**_numbers_from_env(environ, _DATABASE_ENV))
 
 
@@ -223,7 +231,7 @@ def open_database(db_url: str, environ: Mapping[str, str] | None = None, *,
     settings = database_settings_from_env(environ)
     try:
         return create_db_engine(db_url, sqlite_busy_timeout_s=settings.sqlite_busy_timeout_s,
-                                transaction_idle_s=transaction_idle_s)
+                                transaction_idle_s=transaction_idle_s, pool_size=settings.pool_size)
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises several types for bad URLs
         # A PostgreSQL URL without its driver: name the extra that brings it (issue 18 item 5).
         missing_driver = isinstance(exc, ModuleNotFoundError) and "psycopg" in str(exc)
@@ -328,6 +336,7 @@ BOUNDS: dict[str, Bound] = {
     "PROVISION_SERVE_REFUSED_PER_MINUTE": Bound(int, 1, 100_000),
     "PROVISION_WORKER_METRICS_PORT": Bound(int, 1, 65535),
     "PROVISION_SQLITE_BUSY_TIMEOUT_SECONDS": Bound(float, 0.01, 3600, "1 hour"),
+    "PROVISION_DB_POOL_SIZE": Bound(int, 1, 1000),
 }
 
 
@@ -340,7 +349,8 @@ def _numbers_from_env(environ: Mapping[str, str] | None, fields: Mapping[str, st
     return {field: BOUNDS[var].parse(var, env[var]) for field, var in fields.items() if env.get(var)}
 
 
-_DATABASE_ENV = {"sqlite_busy_timeout_s": "PROVISION_SQLITE_BUSY_TIMEOUT_SECONDS"}
+_DATABASE_ENV = {"sqlite_busy_timeout_s": "PROVISION_SQLITE_BUSY_TIMEOUT_SECONDS",
+                 "pool_size": "PROVISION_DB_POOL_SIZE"}
 _CLIENT_ENV = {
     "connect_timeout": "PROVISION_CONNECT_TIMEOUT_SECONDS",
     "read_timeout": "PROVISION_READ_TIMEOUT_SECONDS",

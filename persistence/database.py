@@ -1,7 +1,6 @@
 """Backend selection by URL (STYLE habit 6): SQLite file by default, PostgreSQL via psycopg 3."""
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ PING_AFTER_IDLE_S = 1.0
 #: (``PROVISION_SQLITE_BUSY_TIMEOUT_SECONDS``). A renewal whose commit still fails keeps its rotated
 #: token in the spool (engine.core.spool), so a short timeout loses nothing.
 DEFAULT_SQLITE_BUSY_TIMEOUT_S = 30.0
+DEFAULT_POOL_SIZE = 10  # PostgreSQL connections kept per engine (PROVISION_DB_POOL_SIZE)
 
 
 def sqlite_path(url: str | sa.URL) -> Path | None:
@@ -34,7 +34,7 @@ def sqlite_path(url: str | sa.URL) -> Path | None:
 
 
 def create_db_engine(url: str | sa.URL, *, sqlite_busy_timeout_s: float = DEFAULT_SQLITE_BUSY_TIMEOUT_S,
-                     transaction_idle_s: float | None = None,
+                     transaction_idle_s: float | None = None, pool_size: int = DEFAULT_POOL_SIZE,
                      **kwargs: Any) -> sa.Engine:
     """Create a SQLAlchemy engine tuned for the step protocol on either backend.
 
@@ -61,7 +61,7 @@ def create_db_engine(url: str | sa.URL, *, sqlite_busy_timeout_s: float = DEFAUL
     if transaction_idle_s is not None:
         u = pg_session_options(u, transaction_idle_s)
     pre_ping = kwargs.pop("pool_pre_ping", None)
-    kwargs.setdefault("pool_size", int(os.environ.get("PROVISION_DB_POOL_SIZE", "10")))
+    kwargs.setdefault("pool_size", pool_size)
     engine = sa.create_engine(u, pool_pre_ping=bool(pre_ping), **kwargs)
     if pre_ping is None:
         _ping_idle(engine)

@@ -29,7 +29,10 @@ class Store:
         # 0.08 ms of CPU per Engine.start or callback, a fifth of each (bench/README.md).
         self._auto = engine
         if self._pg:
-            self._auto = create_db_engine(engine.url, isolation_level="AUTOCOMMIT")
+            # The same pool size as the transactional engine (PROVISION_DB_POOL_SIZE reaches both).
+            size = engine.pool.size() if isinstance(engine.pool, sa.pool.QueuePool) else None
+            self._auto = create_db_engine(engine.url, isolation_level="AUTOCOMMIT",
+                                          **({"pool_size": size} if size else {}))
             sa.event.listen(engine, "engine_disposed", lambda _engine: self._auto.dispose())
 
     @property

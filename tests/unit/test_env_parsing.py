@@ -55,6 +55,7 @@ FIELDS = {
     "PROVISION_SERVE_REFUSED_PER_MINUTE": ("serve", "refused_per_minute"),
     "PROVISION_WORKER_METRICS_PORT": ("worker", "port"),
     "PROVISION_SQLITE_BUSY_TIMEOUT_SECONDS": ("database", "sqlite_busy_timeout_s"),
+    "PROVISION_DB_POOL_SIZE": ("database", "pool_size"),
 }
 # A clean base: the proxies lookup reads the process environment, nothing else does.
 BASE = {"ELEMENTS_BASE_URL": "http://127.0.0.1:8040/elements/api-v2"}
