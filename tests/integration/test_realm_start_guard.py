@@ -30,8 +30,10 @@ REALM = QUICK_CONFIG["quickbooks.realm.id"]
 def rows(engine: Engine) -> tuple[int, int, int]:
     """How many attempts, events and realm claims the database holds."""
     with engine.repo.engine.connect() as conn:
-        return tuple(int(conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one())  # type: ignore[return-value]
-                     for t in (attempts, events, realm_claims))
+        n_attempts, n_events, n_claims = (
+            int(conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one())
+            for t in (attempts, events, realm_claims))
+    return n_attempts, n_events, n_claims
 
 
 def quick(engine: Engine, name: str, config: dict[str, str] | None = None, **kw: Any) -> str:
@@ -130,19 +132,20 @@ def test_a_bad_realm_id_is_refused_before_anything_is_stored(make_engine: Callab
 def test_quick_starts_racing_for_one_company_leave_one_attempt(
         db_url: str, engine_on: Callable[..., Engine]) -> None:
     engines = [engine_on(db_url), engine_on(db_url)]
+
+    def start(engine: Engine, name: str, config: dict[str, str], barrier: threading.Barrier,
+              outcomes: list[str]) -> None:
+        barrier.wait(10)
+        try:
+            outcomes.append(quick(engine, name, config))
+        except DuplicateRealmError as exc:
+            outcomes.append(f"refused by {exc.live_attempt_id}")
+
     for round_ in range(8):
-        config = quick_config()
-        barrier = threading.Barrier(2)
+        config, barrier = quick_config(), threading.Barrier(2)
         outcomes: list[str] = []
-
-        def start(engine: Engine, i: int, config: dict[str, str] = config) -> None:
-            barrier.wait(10)
-            try:
-                outcomes.append(quick(engine, f"race {round_}.{i}", config))
-            except DuplicateRealmError as exc:
-                outcomes.append(f"refused by {exc.live_attempt_id}")
-
-        threads = [threading.Thread(target=start, args=(e, i)) for i, e in enumerate(engines)]
+        threads = [threading.Thread(target=start, args=(e, f"race {round_}.{i}", config, barrier, outcomes))
+                   for i, e in enumerate(engines)]
         for t in threads:
             t.start()
         for t in threads:
