@@ -69,8 +69,9 @@ def main() -> None:
         next_sample = 0
         while done < a.n:
             while started < a.n and started - done < a.backlog:
-                if a.flow == "quick":
-                    driver.start(name=f"mem-{started}", **QUICK)
+                if a.flow == "quick":  # each its own company: a live attempt holds its realm
+                    config = {**QUICK["config"], "quickbooks.realm.id": str(4620816365 + started)}
+                    driver.start(name=f"mem-{started}", **{**QUICK, "config": config})
                 else:
                     driver.start(name=f"mem-{started}", **START)
                 started += 1
