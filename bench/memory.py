@@ -26,9 +26,8 @@ from engine_bench import BASE_PATH, START, fresh_db, make_engine, provider_redir
 
 from states.model import State  # noqa: E402
 
-QUICK = dict(element="quickbooks", flow="quick", api_key="k", api_secret="s",
-             config={"oauth.user.token": "t", "oauth.user.token.secret": "ts",
-                     "quickbooks.realm.id": "4620816365"})
+QUICK_TOKENS = {"oauth.user.token": "t", "oauth.user.token.secret": "ts"}
+QUICK = dict(element="quickbooks", flow="quick", api_key="k", api_secret="s")
 
 
 def rss_mb(pid: int) -> float:
@@ -70,8 +69,8 @@ def main() -> None:
         while done < a.n:
             while started < a.n and started - done < a.backlog:
                 if a.flow == "quick":  # each its own company: a live attempt holds its realm
-                    config = {**QUICK["config"], "quickbooks.realm.id": str(4620816365 + started)}
-                    driver.start(name=f"mem-{started}", **{**QUICK, "config": config})
+                    config = {**QUICK_TOKENS, "quickbooks.realm.id": str(4620816365 + started)}
+                    driver.start(name=f"mem-{started}", config=config, **QUICK)
                 else:
                     driver.start(name=f"mem-{started}", **START)
                 started += 1
