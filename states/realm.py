@@ -16,7 +16,9 @@ per callback, and the refusal is an ordinary failed transition (history row, ``a
 A quick start brings its realm in the configuration (``quickbooks.realm.id``), so its realm is
 known at start (``realm_at_start``) and claimed in the transaction that inserts the attempt
 (``engine.core.realm_start``): a realm held by a live attempt is refused synchronously, before
-anything is stored.
+anything is stored. Its step claims the realm again before it creates the instance
+(``quick_refusal``): a no-op for the holder, but a FAILED quick attempt restarted after another
+attempt took its stale claim over fails instead of wiping that attempt's instance.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from typing import Any
 from states.attempt import Attempt
 from states.decisions import Fail
 from states.model import FailureReason, Flow, State
+from states.ports import Ports
 
 #: The configuration entry in which a quick start names its QuickBooks company (realmId).
 REALM_CONFIG_KEY = "quickbooks.realm.id"
@@ -51,6 +54,15 @@ def realm_at_start(flow: Flow, config: Mapping[str, Any]) -> str | None:
         return None
     value = config.get(REALM_CONFIG_KEY)
     return str(value) if value not in (None, "") else None
+
+
+def quick_refusal(attempt: Attempt, ports: Ports) -> Fail | None:
+    """Before a quick attempt creates its instance: a refusal when a live attempt holds its realm."""
+    realm_id = attempt.realm_id
+    if attempt.flow is not Flow.QUICK or realm_id is None:
+        return None
+    holder = ports.claim_realm(attempt, realm_id)
+    return None if holder is None else refused(attempt, realm_id, holder)
 
 
 def refused(attempt: Attempt, realm_id: str, holder: str) -> Fail:

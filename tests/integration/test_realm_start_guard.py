@@ -96,6 +96,26 @@ def test_replace_takes_the_company_over_and_disconnects_the_old_attempt(
     assert exc.value.live_attempt_id == new and mine != new
 
 
+def test_a_restarted_quick_attempt_does_not_wipe_the_one_that_took_its_company_over(
+        make_engine: Callable[..., Engine], sandbox: Any) -> None:
+    engine = make_engine()
+    gone = quick(engine, "cancelled before it ran")
+    engine.cancel(gone)  # FAILED: its claim is stale
+    taken = quick(engine, "took the company over")
+    engine.run_until_idle()
+    assert engine.get(taken).state is State.PROVISIONED
+    assert engine.repo.realm_holder("quickbooks", REALM) == taken
+    engine.restart(gone)  # the operator retries the old one
+    engine.run_until_idle()
+    again = engine.get(gone)
+    assert (again.state, again.failure_reason, again.instance_id) == (
+        State.FAILED, "duplicate_connection", None)
+    assert again.last_error is not None and again.last_error["live_attempt"] == taken
+    with sandbox.store.lock:
+        assert [i for i, inst in sandbox.store.instances.items() if inst.realm_id == REALM] == [
+            int(engine.get(taken).instance_id or 0)]
+
+
 def test_start_many_refuses_the_whole_batch_naming_each_conflicting_item(
         make_engine: Callable[..., Engine], sandbox: Any) -> None:
     engine = make_engine()
