@@ -213,6 +213,8 @@ class Engine:
 
         Every item is validated first: ``InvalidInputError`` names the item and field (e.g.
         ``items[3].callback_url``) and nothing is stored. Idempotency keys work as in ``start``.
+        Quick items whose ``quickbooks.realm.id`` a live attempt (or an earlier item) names refuse
+        the whole batch: ``DuplicateRealmError`` names every such item, and nothing is stored.
         At most ``starts.MAX_START_MANY`` items per call.
         """
         results = starts.start_many(self.repo, starts.validate_items(items), self.now())
