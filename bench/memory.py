@@ -26,9 +26,8 @@ from engine_bench import BASE_PATH, START, fresh_db, make_engine, provider_redir
 
 from states.model import State  # noqa: E402
 
-QUICK = dict(element="quickbooks", flow="quick", api_key="k", api_secret="s",
-             config={"oauth.user.token": "t", "oauth.user.token.secret": "ts",
-                     "quickbooks.realm.id": "4620816365"})
+QUICK_TOKENS = {"oauth.user.token": "t", "oauth.user.token.secret": "ts"}
+QUICK = dict(element="quickbooks", flow="quick", api_key="k", api_secret="s")
 
 
 def rss_mb(pid: int) -> float:
@@ -69,8 +68,9 @@ def main() -> None:
         next_sample = 0
         while done < a.n:
             while started < a.n and started - done < a.backlog:
-                if a.flow == "quick":
-                    driver.start(name=f"mem-{started}", **QUICK)
+                if a.flow == "quick":  # each its own company: a live attempt holds its realm
+                    config = {**QUICK_TOKENS, "quickbooks.realm.id": str(4620816365 + started)}
+                    driver.start(name=f"mem-{started}", config=config, **QUICK)
                 else:
                     driver.start(name=f"mem-{started}", **START)
                 started += 1

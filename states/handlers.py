@@ -18,7 +18,7 @@ from states.elements import spec_for
 from states.model import FailureReason, Flow, State, Trigger
 from states.payloads import instance_body, oauth_url_params, quick_body, token_params
 from states.ports import Ports
-from states.realm import realm_of
+from states.realm import quick_refusal, realm_of
 from states.realm import refused as realm_refused
 from states.renewal import handle_provisioned
 from states.schedule import is_past, next_renewal_at
@@ -29,6 +29,8 @@ Handler = Callable[[Attempt, Ports], Decision]
 def handle_new(attempt: Attempt, ports: Ports) -> Decision:
     """NEW: quick flow creates the instance; OAuth1 gets a request token; OAuth2 redirects."""
     if attempt.flow is Flow.QUICK:
+        if (refusal := quick_refusal(attempt, ports)) is not None:  # its realm, claimed at start
+            return refusal
         return _provision(attempt, ports, Trigger.QUICK_PROVISION, quick_body(attempt, ports.now()))
     if attempt.flow is Flow.OAUTH1:
         p = token_params(attempt)

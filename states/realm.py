@@ -12,14 +12,29 @@ attempt fails with ``duplicate_connection`` and a hint naming the live attempt.
 
 The check runs in the worker, not in the receiver: the receiver stays one cheap guarded statement
 per callback, and the refusal is an ordinary failed transition (history row, ``attempt.failed``).
+
+A quick start brings its realm in the configuration (``quickbooks.realm.id``), so its realm is
+known at start (``realm_at_start``) and claimed in the transaction that inserts the attempt
+(``engine.core.realm_start``): a realm held by a live attempt is refused synchronously, before
+anything is stored. Its step claims the realm again before it creates the instance
+(``quick_refusal``): a no-op for the holder, but a FAILED quick attempt restarted after another
+attempt took its stale claim over fails instead of wiping that attempt's instance.
 """
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from typing import Any
 
 from states.attempt import Attempt
 from states.decisions import Fail
-from states.model import FailureReason, State
+from states.model import FailureReason, Flow, State
+from states.ports import Ports
+
+#: The configuration entry in which a quick start names its QuickBooks company (realmId).
+REALM_CONFIG_KEY = "quickbooks.realm.id"
+#: What a realm id may look like: Intuit's are digits; 64 is the width of the realm columns.
+REALM_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}", re.ASCII)
 
 #: States in which an attempt no longer holds (or is about to hold) the customer's connection.
 NOT_LIVE: frozenset[State] = frozenset({State.FAILED, State.DISCONNECTED})
@@ -30,6 +45,24 @@ def realm_of(attempt: Attempt) -> str | None:
     callback = attempt.secrets.get("callback")
     realm = callback.get("realmId") if isinstance(callback, dict) else None
     return str(realm) if realm not in (None, "") else None
+
+
+def realm_at_start(flow: Flow, config: Mapping[str, Any]) -> str | None:
+    """The realmId a start already names, or None: only a quick start brings one (its configuration's
+    ``quickbooks.realm.id``); consent flows learn it from the callback (``realm_of``)."""
+    if flow is not Flow.QUICK:
+        return None
+    value = config.get(REALM_CONFIG_KEY)
+    return str(value) if value not in (None, "") else None
+
+
+def quick_refusal(attempt: Attempt, ports: Ports) -> Fail | None:
+    """Before a quick attempt creates its instance: a refusal when a live attempt holds its realm."""
+    realm_id = attempt.realm_id
+    if attempt.flow is not Flow.QUICK or realm_id is None:
+        return None
+    holder = ports.claim_realm(attempt, realm_id)
+    return None if holder is None else refused(attempt, realm_id, holder)
 
 
 def refused(attempt: Attempt, realm_id: str, holder: str) -> Fail:

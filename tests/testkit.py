@@ -2,10 +2,11 @@
 reliably because every test directory may have its own)."""
 from __future__ import annotations
 
+import itertools
 import shutil
 import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypedDict
@@ -49,6 +50,17 @@ QUICK_CONFIG = {
     "quickbooks.realm.id": "123146096291789", "oauth.callback.url": "https://app.example.com/cb",
     **SANDBOX_COMPANY,
 }
+
+_REALMS = itertools.count(1)
+
+
+def quick_config(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``QUICK_CONFIG`` naming a QuickBooks company (``quickbooks.realm.id``) no other call named.
+
+    A quick start whose realm a live attempt connects is refused (``engine.core.realm_start``), so
+    tests that keep several quick attempts live give each its own company.
+    """
+    return {**QUICK_CONFIG, "quickbooks.realm.id": f"9130{next(_REALMS):011d}", **(extra or {})}
 
 
 @contextmanager

@@ -7,6 +7,7 @@ as ``provision serve`` would.
 """
 from __future__ import annotations
 
+import secrets
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,8 +48,7 @@ class Scenario:
 #: The QuickBooks element's sandbox-company flag (``provision start --sandbox-company``): development
 #: keys reach sandbox companies only with it (devportal quickbooksonline/tips.md).
 SANDBOX_COMPANY = {"use_sandbox": "true"}
-QUICK_TOKENS = {"oauth.user.token": "demo-user-token", "oauth.user.token.secret": "demo-token-secret",
-                "quickbooks.realm.id": "9130350000000001"}
+QUICK_TOKENS = {"oauth.user.token": "demo-user-token", "oauth.user.token.secret": "demo-token-secret"}
 
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario("oauth1: QuickBooks, the user approves a sandbox company", "oauth1", State.PROVISIONED,
@@ -85,6 +85,8 @@ def run_scenario(engine: Engine, scenario: Scenario, say: Callable[[str], None],
     config = {"oauth.api.key": scenario.api_key, "oauth.api.secret": DEMO_SECRET, **scenario.config}
     if scenario.flow != "quick":
         config["oauth.callback.url"] = DEMO_CALLBACK_URL
+    else:  # a company of its own, even on a reused --db: a live attempt holds its realm (realm_start)
+        config["quickbooks.realm.id"] = str(9130350000000000 + secrets.randbelow(10**9))
     attempt = engine.start("quickbooks", f"Demo {number} {scenario.flow}", flow=scenario.flow, tags=["demo"],
                            config=config)
     say(f"  started attempt {attempt.id}")

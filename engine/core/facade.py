@@ -52,6 +52,7 @@ from states.exactly_once import create_in_flight
 from states.machine import next_state
 from states.model import FailureReason, Flow, State, Trigger
 from states.ports import PlatformPort, StepSettings
+from states.realm import realm_at_start
 
 log = logging.getLogger(__name__)
 ONCE_TICK_FAILURES = 3  # `worker --once` gives up (exit 1) after this many failed ticks in a row
@@ -186,7 +187,8 @@ class Engine:
 
         ``customer`` is the application's own id for the account: stored, filterable, carried in
         every event. While that customer has a live attempt for ``element``, a new one is refused
-        (``DuplicateConnectionError``, naming it) unless ``replace``. ``renewal``
+        (``DuplicateConnectionError``, naming it) unless ``replace``; so is a quick start whose
+        ``quickbooks.realm.id`` a live attempt connects (``DuplicateRealmError``). ``renewal``
         (``engine``/``platform``) says who renews the tokens once PROVISIONED; the default is the
         flow's (DESIGN §7: ``platform`` for consent flows, ``engine`` for quick). Raises
         ``InvalidInputError`` (``MissingConfigurationError`` for missing entries) before anything is
@@ -203,8 +205,12 @@ class Engine:
             warning = self.element_check(req.element_key, req.config).warning()
             if warning:
                 log.warning("%s", warning)
-        [req] = check_no_live_duplicate(self.repo, [req])
-        stored, created = self.repo.insert_attempt(starts.new_attempt(req, self.now()))
+        if realm_at_start(req.flow, req.config) is not None:
+            # A quick start names its realm: claimed in the insert's transaction (engine.core.realm_start).
+            [(stored, created)] = starts.start_many(self.repo, [req], self.now(), single=True)
+        else:
+            [req] = check_no_live_duplicate(self.repo, [req])
+            stored, created = self.repo.insert_attempt(starts.new_attempt(req, self.now()))
         if not created:
             starts.check_same_inputs(stored, req)
         else:
@@ -226,6 +232,8 @@ class Engine:
 
         Every item is validated first: ``InvalidInputError`` names the item and field (e.g.
         ``items[3].callback_url``) and nothing is stored. Idempotency keys work as in ``start``.
+        Quick items whose ``quickbooks.realm.id`` a live attempt (or an earlier item) names refuse
+        the whole batch: ``DuplicateRealmError`` names every such item, and nothing is stored.
         At most ``starts.MAX_START_MANY`` items per call.
         """
         results = starts.start_many(self.repo, starts.validate_items(items), self.now())

@@ -15,10 +15,12 @@ from typing import Any
 
 from engine.core.guard import check_no_live_duplicate
 from engine.core.intake import StartRequest, shown, validate_start
+from engine.core.realm_start import check_realms, insert_claiming
 from engine.errors import ConcurrentUpdateError, InvalidInputError
 from persistence.repository import Repository
 from states.attempt import Attempt
 from states.model import Flow, State
+from states.realm import realm_at_start
 
 MAX_START_MANY = 1000  # one transaction; bigger lists are split by the caller
 START_KEYS = frozenset({"element", "name", "flow", "api_key", "api_secret", "callback_url", "tags", "config",
@@ -32,7 +34,7 @@ def new_attempt(req: StartRequest, now: datetime) -> Attempt:
         id=str(uuid.uuid4()), element_key=req.element_key, flow=req.flow, name=req.name, state=State.NEW,
         version=1, created_at=now, updated_at=now, tags=req.tags, idempotency_key=req.idempotency_key,
         next_run_at=now, callback_wait_s=req.callback_wait_s, customer=req.customer, replaces=req.replaces,
-        renewal_owner=req.renewal_owner.value,
+        renewal_owner=req.renewal_owner.value, realm_id=realm_at_start(req.flow, req.config),
         secrets={"config": req.config},
     )
 
@@ -99,15 +101,17 @@ def validate_items(items: Iterable[Mapping[str, Any]]) -> list[StartRequest]:
 
 
 def start_many(repo: Repository, requests: Sequence[StartRequest],
-               now: datetime) -> list[tuple[Attempt, bool]]:
+               now: datetime, *, single: bool = False) -> list[tuple[Attempt, bool]]:
     """Store the requests' attempts in one transaction: ``(attempt, created)`` per request, in order.
 
     A key repeated within the list yields the first item's attempt (``validate_items`` checked
     that the inputs agree). A key stored earlier yields the stored attempt; if its inputs differ,
     ``InvalidInputError`` names the item and nothing is stored. When another caller takes one
     of the keys between our lookup and our insert, the insert stores nothing and we look again.
+    A quick start's realm is claimed in the same transaction (``engine.core.realm_start``): a realm
+    a live attempt holds refuses the whole batch. ``single``: errors name ``config``, not an item.
     """
-    requests = check_no_live_duplicate(repo, requests)
+    requests = check_realms(repo, check_no_live_duplicate(repo, requests), single=single)
     keys = {r.idempotency_key for r in requests if r.idempotency_key is not None}
     for _ in range(5):
         stored = repo.attempts_by_idempotency_keys(sorted(keys)) if keys else {}
@@ -125,6 +129,7 @@ def start_many(repo: Repository, requests: Sequence[StartRequest],
                 if key is not None:
                     first[key] = attempt
                 out.append((attempt, True))
-        if repo.insert_attempts([a for a, created in out if created]):
+        if insert_claiming(repo, [(i, a) for i, (a, created) in enumerate(out) if created], now,
+                           single=single):
             return out
     raise ConcurrentUpdateError("idempotency keys keep being taken by other callers; try again")

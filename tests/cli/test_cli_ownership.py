@@ -17,12 +17,13 @@ REALM = "123146096291789"
 REFRESH_TOKEN = "AB11-caller-refresh-token"
 
 
-def quick_oauth2(cli: Any, name: str, *extra: str, refresh_token: str = REFRESH_TOKEN) -> tuple[str, ...]:
+def quick_oauth2(cli: Any, name: str, *extra: str, refresh_token: str = REFRESH_TOKEN,
+                 realm: str = REALM) -> tuple[str, ...]:
     """The ``start`` arguments of a quick OAuth2 QuickBooks start (elements-api.md §4e)."""
     return ("start", "--element", "quickbooks", "--flow", "quick", "--name", name,
             "--api-key", "dev-key", "--api-secret", cli.SECRET, "--sandbox-company",
             "--config", "authentication.type=oauth2", "--config", f"oauth.user.refresh_token={refresh_token}",
-            "--config", f"quickbooks.realm.id={REALM}", *extra)
+            "--config", f"quickbooks.realm.id={realm}", *extra)
 
 
 def test_quick_oauth2_is_provisioned_then_renewed_once_by_the_engine(cli: Any, sandbox: Sandbox) -> None:
@@ -76,8 +77,8 @@ def test_the_renewal_owner_is_settable_and_shown(cli: Any) -> None:
 
 
 def test_a_wrong_platform_secret_parks_the_queue_and_loses_no_attempt(cli: Any, sandbox: Sandbox) -> None:
-    started = cli.many(*(quick_oauth2(cli, f"company {i}", refresh_token=f"AB11-token-{i}")
-                         for i in range(5)))
+    started = cli.many(*(quick_oauth2(cli, f"company {i}", refresh_token=f"AB11-token-{i}",
+                                      realm=f"{REALM}{i}") for i in range(5)))
     ids = [p.stdout.strip() for p in started]
     assert all(p.returncode == 0 for p in started) and len(set(ids)) == 5
 

@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import struct
@@ -113,9 +114,13 @@ def engine(tmp_path: Path, clock: FakeClock) -> Iterator[Engine]:
 def start_quick(engine: Engine, clock: FakeClock) -> Callable[..., Attempt]:
     """Start a quick-flow quickbooks attempt (in NEW) named ``name``, one second after the last one."""
 
+    realms = itertools.count(1)
+
     def start(name: str = "Acme") -> Attempt:
         clock.advance(1)
-        return engine.start("quickbooks", name, flow="quick", config=QUICK_CONFIG)
+        # Each its own QuickBooks company: a live attempt holds its realm (engine.core.realm_start).
+        config = {**QUICK_CONFIG, "quickbooks.realm.id": str(next(realms))}
+        return engine.start("quickbooks", name, flow="quick", config=config)
 
     return start
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from testkit import QUICK_CONFIG, TEST_KEY
+from testkit import TEST_KEY, quick_config
 
 from engine import Engine
 from states import State
@@ -41,7 +41,7 @@ def test_two_workers_60_s_apart_create_one_instance_per_attempt(
         db_url: str, sandbox: Any, engine_on: Callable[..., Engine]) -> None:
     eng = engine_on(db_url)
     sandbox.set_faults(delays=["create_instance=1.5:before"])
-    ids = [eng.start("quickbooks", f"Skew {i}", flow="quick", config=QUICK_CONFIG).id for i in range(10)]
+    ids = [eng.start("quickbooks", f"Skew {i}", flow="quick", config=quick_config()).id for i in range(10)]
     workers = [spawn(db_url, sandbox, 0), spawn(db_url, sandbox, 60)]
     try:
         deadline = time.monotonic() + 40

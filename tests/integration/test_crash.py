@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from testkit import QBO, QUICK_CONFIG, TEST_KEY, consent
+from testkit import QBO, TEST_KEY, consent, quick_config
 
 from engine import Engine
 from states import HAPPY_PATHS, TERMINAL, Flow, State, invalid_step
@@ -92,7 +92,7 @@ def test_sigkill_inside_each_step_loses_nothing(make_engine: Callable[..., Engin
     engine = make_engine()
     if flow is Flow.QUICK:
         ids = [
-            engine.start("quickbooks", f"Crash {i}", flow="quick", config=QUICK_CONFIG).id for i in range(3)
+            engine.start("quickbooks", f"Crash {i}", flow="quick", config=quick_config()).id for i in range(3)
         ]
     else:
         ids = [engine.start("quickbooks", f"Crash {i}", flow="oauth1", **QBO).id for i in range(3)]

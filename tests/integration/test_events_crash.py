@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from test_crash import spawn_worker, wait_for, worker_env
-from testkit import QUICK_CONFIG
+from testkit import quick_config
 from webhook_receiver import Answer, new_secret, receiving
 
 from engine import Engine
@@ -22,7 +22,7 @@ LEASE_S = 3.0
 def test_sigkill_mid_delivery_redelivers(make_engine: Callable[..., Engine], sandbox: Any,
                                          db_url: str) -> None:
     engine = make_engine()  # no webhooks configured here: only the subprocess workers deliver
-    ids = [engine.start("quickbooks", f"crash {i}", flow="quick", config=QUICK_CONFIG).id for i in range(2)]
+    ids = [engine.start("quickbooks", f"crash {i}", flow="quick", config=quick_config()).id for i in range(2)]
     engine.run_until_idle()
     outbox = Outbox(engine.repo.engine)
     assert outbox.counts() == {"pending": 2}

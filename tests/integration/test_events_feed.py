@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import requests
 import sqlalchemy as sa
-from testkit import QBO, QUICK_CONFIG, TEST_KEY, consent
+from testkit import QBO, TEST_KEY, consent, quick_config
 
 from engine import Engine, FakeClock
 from engine.cli.events import run_feed
@@ -50,7 +50,7 @@ def test_every_committed_transition_has_exactly_one_event_in_sequence(
         make_engine: Callable[..., Engine]) -> None:
     engine = make_engine()
     ids = [oauth(engine, "oauth1"), oauth(engine, "oauth2"), oauth(engine, "oauth1", "deny")]
-    ids.append(engine.start("quickbooks", "quick", flow="quick", config=QUICK_CONFIG).id)
+    ids.append(engine.start("quickbooks", "quick", flow="quick", config=quick_config()).id)
     engine.run_until_idle()
     engine.cancel(engine.start("quickbooks", "cancelled", flow="oauth2", **QBO).id)
     ids.append(engine.list(State.FAILED, limit=1)[0].id)
@@ -175,9 +175,9 @@ def test_each_engine_runs_hooks_for_its_own_commits_only(make_engine: Callable[.
     seen: dict[str, list[str]] = {"first": [], "second": []}
     first.subscribe(lambda e: seen["first"].append(e.attempt_id))
     second.subscribe(lambda e: seen["second"].append(e.attempt_id))
-    a = first.start("quickbooks", "first", flow="quick", config=QUICK_CONFIG)
+    a = first.start("quickbooks", "first", flow="quick", config=quick_config())
     first.run_until_idle()
-    b = second.start("quickbooks", "second", flow="quick", config=QUICK_CONFIG)
+    b = second.start("quickbooks", "second", flow="quick", config=quick_config())
     second.run_until_idle()
     first.run_until_idle()
     assert seen == {"first": [a.id], "second": [b.id]}
@@ -286,7 +286,7 @@ def test_provision_events_follow_prints_new_events_and_stops_on_sigterm(
     proc = subprocess.Popen([PROVISION, "--json", "events", "--follow"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
-        a = engine.start("quickbooks", "follow", flow="quick", config=QUICK_CONFIG)
+        a = engine.start("quickbooks", "follow", flow="quick", config=quick_config())
         engine.run_until_idle()
         assert proc.stdout is not None
         line = json.loads(proc.stdout.readline())

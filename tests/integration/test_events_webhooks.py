@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from testkit import QBO, QUICK_CONFIG, TEST_KEY, consent
+from testkit import QBO, TEST_KEY, consent, quick_config
 from webhook_receiver import Answer, free_port, new_secret, receiving
 
 from engine import ElementsClient, Engine, FakeClock, RetryPolicy
@@ -60,7 +60,7 @@ def test_down_then_500_then_429_every_event_once_in_order(hooked: Callable[..., 
     secret, port = new_secret(), free_port()
     engine = hooked(f"http://127.0.0.1:{port}/hooks", secret, clock)
     a = engine.start("quickbooks", "oauth1", flow="oauth1", **QBO)
-    b = engine.start("quickbooks", "quick", flow="quick", config=QUICK_CONFIG)
+    b = engine.start("quickbooks", "quick", flow="quick", config=quick_config())
     engine.run_until_idle()  # the receiver is down: nothing can be delivered
     counts = Outbox(engine.repo.engine).counts()
     assert counts == {"pending": 3}
@@ -101,7 +101,7 @@ def test_a_receiver_that_does_not_answer_holds_up_one_send_per_pass(hooked: Call
     clock = FakeClock()
     engine = hooked(f"http://127.0.0.1:{free_port()}/hooks", new_secret(), clock)
     for i in range(3):
-        engine.start("quickbooks", f"quick {i}", flow="quick", config=QUICK_CONFIG)
+        engine.start("quickbooks", f"quick {i}", flow="quick", config=quick_config())
     engine.tick()  # three steps, then one send that gets no answer; the other two are given back
     with engine.repo.engine.connect() as conn:
         rows = conn.execute(sa.select(events.c.tries, events.c.lease_owner).order_by(events.c.seq)).all()
@@ -117,12 +117,12 @@ def test_retry_budget_dead_letters_then_redeliver(hooked: Callable[..., Engine])
     with receiving(secret, clock=clock) as receiver:
         receiver.default = Answer(502)
         engine = hooked(receiver.url, secret, clock, max_tries=3)
-        engine.start("quickbooks", "quick", flow="quick", config=QUICK_CONFIG)
+        engine.start("quickbooks", "quick", flow="quick", config=quick_config())
         settle(engine, clock)
         assert Outbox(engine.repo.engine).counts() == {"dead": 1}
         assert [r.status for r in receiver.received] == [502, 502, 502]
         receiver.default = Answer(400)  # not retryable: dead-lettered at the first answer
-        engine.start("quickbooks", "quick 2", flow="quick", config=QUICK_CONFIG)
+        engine.start("quickbooks", "quick 2", flow="quick", config=quick_config())
         settle(engine, clock)
         assert Outbox(engine.repo.engine).counts() == {"dead": 2} and len(receiver.received) == 4
         receiver.default = Answer(204)
@@ -141,7 +141,7 @@ def test_a_wrong_secret_or_a_redirect_dead_letters_at_once(hooked: Callable[...,
     clock = FakeClock()
     with receiving(new_secret(), clock=clock) as receiver:  # it verifies with another secret: 401
         engine = hooked(receiver.url, new_secret(), clock)
-        engine.start("quickbooks", "quick", flow="quick", config=QUICK_CONFIG)
+        engine.start("quickbooks", "quick", flow="quick", config=quick_config())
         settle(engine, clock)
         assert [r.status for r in receiver.received] == [401] and receiver.received[0].payload is None
     secret = new_secret()
@@ -149,7 +149,7 @@ def test_a_wrong_secret_or_a_redirect_dead_letters_at_once(hooked: Callable[...,
         # If the redirect were followed, the POST would be repeated to Location: a second request.
         receiver.default = Answer(307, {"Location": receiver.url + "/elsewhere"})
         engine = hooked(receiver.url, secret, clock)
-        engine.start("quickbooks", "quick 2", flow="quick", config=QUICK_CONFIG)
+        engine.start("quickbooks", "quick 2", flow="quick", config=quick_config())
         settle(engine, clock)
         assert [r.status for r in receiver.received] == [307]
     assert Outbox(engine.repo.engine).counts() == {"dead": 2}
@@ -178,7 +178,7 @@ def test_two_workers_never_hold_the_same_event(make_engine: Callable[..., Engine
     clock = FakeClock()
     engine = make_engine(clock=clock)  # no webhooks: the deliveries are claimed by hand below
     for i in range(4):
-        engine.start("quickbooks", f"quick {i}", flow="quick", config=QUICK_CONFIG)
+        engine.start("quickbooks", f"quick {i}", flow="quick", config=quick_config())
     engine.run_until_idle()
     outbox = Outbox(engine.repo.engine)
     lease = clock() + timedelta(seconds=30)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from testkit import QUICK_CONFIG
+from testkit import quick_config
 
 from engine import Engine
 from engine.clock import FakeClock
@@ -46,7 +46,7 @@ def test_a_slow_platform_gets_exactly_five_instances_for_five_attempts(
     sim = clocked_sandbox
     sim.set_faults(delays=["create_instance=2.5:before"])  # commits 2.5 s after receiving
     eng = engine_on(db_url, clock=clock, sim=sim, read_timeout=1.0, settings=EngineSettings(concurrency=5))
-    ids = [eng.start("quickbooks", f"Slow {i}", flow="quick", config=QUICK_CONFIG).id for i in range(5)]
+    ids = [eng.start("quickbooks", f"Slow {i}", flow="quick", config=quick_config()).id for i in range(5)]
     eng.tick()  # five POSTs, each times out after 1 s
     errors = [eng.get(i).last_error or {} for i in ids]
     assert [(e.get("kind"), e.get("ambiguous_create")) for e in errors] == [("timeout", True)] * 5
@@ -73,7 +73,7 @@ def test_a_late_duplicate_is_deleted_by_the_follow_up_check(
     sim.set_faults(delays=["create_instance=2.5:before"])
     eng = engine_on(db_url, clock=clock, sim=sim, read_timeout=1.0,
                     settings=EngineSettings(create_settle_s=1))
-    attempt_id = eng.start("quickbooks", "Late", flow="quick", config=QUICK_CONFIG).id
+    attempt_id = eng.start("quickbooks", "Late", flow="quick", config=quick_config()).id
     eng.tick()  # POST 1 times out; the platform commits it about 1.5 s from now
     sim.set_faults()
     clock.advance(1)
@@ -97,7 +97,7 @@ def test_cancel_during_a_create_then_restart_adopts_the_instance(
     sim = clocked_sandbox
     sim.set_faults(delays=["create_instance=1.5:before"])
     eng = engine_on(db_url, clock=clock, sim=sim, read_timeout=10.0)
-    attempt_id = eng.start("quickbooks", "Cancelled", flow="quick", config=QUICK_CONFIG).id
+    attempt_id = eng.start("quickbooks", "Cancelled", flow="quick", config=quick_config()).id
     worker = threading.Thread(target=eng.tick)
     worker.start()
     try:

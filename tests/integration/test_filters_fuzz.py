@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from testkit import QUICK_CONFIG
+from testkit import quick_config
 
 from engine import Engine
 from engine.errors import AttemptNotFoundError, InvalidInputError, ProvisionError
@@ -53,8 +53,8 @@ def rows(engine: Engine) -> tuple[int, int, int]:
 def seeded(make_engine: Callable[..., Engine]) -> Iterator[tuple[Engine, str]]:
     """One engine (shared by all examples of a test) with one NEW attempt and one FAILED one."""
     engine = make_engine()
-    new = engine.start("quickbooks", "waiting", flow="quick", config=QUICK_CONFIG)
-    failed = engine.cancel(engine.start("quickbooks", "gone", flow="quick", config=QUICK_CONFIG).id)
+    new = engine.start("quickbooks", "waiting", flow="quick", config=quick_config())
+    failed = engine.cancel(engine.start("quickbooks", "gone", flow="quick", config=quick_config()).id)
     assert failed.state is State.FAILED
     yield engine, new.id
 
@@ -78,7 +78,7 @@ def test_examples_from_the_issue_name_the_argument(seeded: tuple[Engine, str]) -
             with pytest.raises(InvalidInputError, match="attempt_id: must be a string"):
                 action(bad)  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match="^name:"):
-        engine.start("quickbooks", "Acme \u202eLtd", flow="quick", config=QUICK_CONFIG)
+        engine.start("quickbooks", "Acme \u202eLtd", flow="quick", config=quick_config())
     bad_items: list[list[Any]] = [[{10**5000: 1}],
                                   [{"element": "quickbooks", "name": "n", "callback_wait_s": 10**5000}]]
     for items in bad_items:
@@ -126,7 +126,7 @@ START_FIELDS: dict[str, Callable[[str], dict[str, Any]]] = {
     "name": lambda bad: {"name": bad},
     "tag": lambda bad: {"tags": ["ok", bad]},
     "idempotency_key": lambda bad: {"idempotency_key": bad},
-    "config": lambda bad: {"config": {**QUICK_CONFIG, "extra.note": bad}},
+    "config": lambda bad: {"config": {**quick_config(), "extra.note": bad}},
     "api_key": lambda bad: {"api_key": bad},
 }
 
@@ -138,7 +138,8 @@ def test_start_refuses_control_and_bidi_characters_naming_the_field(
         seeded: tuple[Engine, str], field: str, bad: str, others: dict[str, Any]) -> None:
     engine, _ = seeded
     before = rows(engine)
-    kw: dict[str, Any] = {"flow": "quick", "config": QUICK_CONFIG, "name": "Acme", **START_FIELDS[field](bad)}
+    kw: dict[str, Any] = {"flow": "quick", "config": quick_config(), "name": "Acme",
+                          **START_FIELDS[field](bad)}
     with pytest.raises(InvalidInputError) as err:
         engine.start("quickbooks", **kw)
     assert err.value.field == field
@@ -153,7 +154,7 @@ def test_start_refuses_control_and_bidi_characters_naming_the_field(
 def test_start_many_with_one_bad_item_stores_nothing(seeded: tuple[Engine, str], n: int, data: Any) -> None:
     engine, _ = seeded
     before = rows(engine)
-    items: list[Any] = [{"element": "quickbooks", "name": f"n{i}", "flow": "quick", "config": QUICK_CONFIG}
+    items: list[Any] = [{"element": "quickbooks", "name": f"n{i}", "flow": "quick", "config": quick_config()}
                         for i in range(n)]
     index = data.draw(st.integers(min_value=0, max_value=n - 1))
     key = data.draw(st.sampled_from(["name", "callback_wait_s", "tags", "idempotency_key", "flow"]))

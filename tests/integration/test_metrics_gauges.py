@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry
 from scrapekit import scrape, worker_listener
-from testkit import QBO, QUICK_CONFIG, SANDBOX_COMPANY, TEST_KEY, consent
+from testkit import QBO, SANDBOX_COMPANY, TEST_KEY, consent, quick_config
 from webhook_receiver import Answer, new_secret, receiving
 
 from engine import Engine, FakeClock, RetryPolicy
@@ -41,7 +41,7 @@ def test_due_backlog_its_age_and_live_workers_on_the_database_clock(db_url: str,
     env = {"PROVISION_SECRET_KEY": TEST_KEY, "ELEMENTS_BASE_URL": sandbox.base_url}
     engine = open_engine(db_url, environ=env, migrate=True, observer=metrics)  # the database clock
     try:
-        ids = [engine.start("quickbooks", f"Backlog {i}", flow="quick", config=QUICK_CONFIG).id
+        ids = [engine.start("quickbooks", f"Backlog {i}", flow="quick", config=quick_config()).id
                for i in range(4)]
         now = engine.now()
         with engine.repo.engine.begin() as conn:  # one due 2 minutes ago; an older one leased; one later
@@ -130,10 +130,10 @@ def test_webhook_deliveries_retries_and_dead_letters_are_counted(
         engine = engine_on(db_url, clock=clock, observer=metrics, policy=RetryPolicy(in_process_attempts=1))
         engine.dispatch.webhooks = WebhookSender(WebhookSettings(url=receiver.url, secret=secret,
                                                                  connect_timeout=1, read_timeout=2))
-        engine.start("quickbooks", "Delivered", flow="quick", config=QUICK_CONFIG)
+        engine.start("quickbooks", "Delivered", flow="quick", config=quick_config())
         _settle(engine, clock)
         receiver.default = Answer(410)  # gone: dead-lettered at once
-        engine.start("quickbooks", "Refused", flow="quick", config=QUICK_CONFIG)
+        engine.start("quickbooks", "Refused", flow="quick", config=quick_config())
         _settle(engine, clock)
         with worker_listener(engine, metrics) as url:
             got = scrape(url)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
-from testkit import QBO, QUICK_CONFIG, consent
+from testkit import QBO, consent, quick_config
 
 from engine import CallbackRejectedError, Engine, FakeClock, RetryPolicy
 from engine.config import ConsoleSettings
@@ -70,7 +70,7 @@ def test_metrics_count_real_steps_and_read_the_queue(
     engine = engine_on(sqlite_url, clock=clock, observer=metrics)
     holder.append(engine)
     for name in ("Alpha Co", f"Beta {SECRET}"):
-        engine.start("quickbooks", name, flow="quick", config={**QUICK_CONFIG, "note": SECRET})
+        engine.start("quickbooks", name, flow="quick", config={**quick_config(), "note": SECRET})
     reports = engine.run_until_idle()
     results = [r for report in reports for r in report.results]
     assert results, "the attempts took no step"

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import sqlalchemy as sa
 from cryptography.fernet import Fernet
-from testkit import QUICK_CONFIG
+from testkit import QUICK_CONFIG, quick_config
 
 from engine import Engine
 from engine.cli.output import format_attempt, format_list
@@ -18,8 +18,8 @@ from states import Attempt, State
 
 def plant_foreign_row(engine: Engine) -> str:
     """A due quick attempt whose secrets are sealed under a key the engine does not hold."""
-    bad = engine.start("quickbooks", "sealed elsewhere", flow="quick", config=QUICK_CONFIG)
-    foreign = FernetCodec([Fernet.generate_key()]).seal({"config": QUICK_CONFIG})
+    bad = engine.start("quickbooks", "sealed elsewhere", flow="quick", config=quick_config())
+    foreign = FernetCodec([Fernet.generate_key()]).seal({"config": quick_config()})
     with engine.repo.engine.begin() as conn:
         conn.execute(attempts.update().where(attempts.c.id == bad.id).values(secrets=foreign))
     return bad.id
@@ -28,7 +28,7 @@ def plant_foreign_row(engine: Engine) -> str:
 def test_one_unreadable_row_among_twenty_is_quarantined(make_engine: Callable[..., Engine]) -> None:
     engine = make_engine()
     def start(i: int) -> Attempt:
-        return engine.start("quickbooks", f"good {i}", flow="quick", config=QUICK_CONFIG)
+        return engine.start("quickbooks", f"good {i}", flow="quick", config=quick_config())
 
     good = [start(i) for i in range(10)]
     bad_id = plant_foreign_row(engine)

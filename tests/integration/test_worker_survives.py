@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 import sqlalchemy as sa
-from testkit import QUICK_CONFIG
+from testkit import quick_config
 
 from engine import Engine, EngineSettings
 from states import State
@@ -56,7 +56,7 @@ def test_a_database_error_while_computing_the_wait_does_not_end_the_worker(
         db_url: str, make_engine: Callable[..., Engine]) -> None:
     since = db_now(db_url) if db_url.startswith("postgresql") else None
     engine = make_engine(settings=EngineSettings(poll_max_s=0.01))
-    first = engine.start("quickbooks", "Before", flow="quick", config=QUICK_CONFIG)
+    first = engine.start("quickbooks", "Before", flow="quick", config=quick_config())
     stop = threading.Event()
     real = engine.repo.next_due_at
     calls: list[str] = []
@@ -65,7 +65,7 @@ def test_a_database_error_while_computing_the_wait_does_not_end_the_worker(
     def next_due_at(now: datetime) -> datetime | None:
         calls.append("call")
         if len(calls) == 1:
-            later.append(engine.start("quickbooks", "After", flow="quick", config=QUICK_CONFIG).id)
+            later.append(engine.start("quickbooks", "After", flow="quick", config=quick_config()).id)
             database_fault(db_url, since)
         if engine.get(later[0]).state is State.PROVISIONED:
             stop.set()

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from cryptography.fernet import Fernet, InvalidToken
-from testkit import QUICK_CONFIG, TEST_KEY
+from testkit import TEST_KEY, quick_config
 
 from engine import Engine
 from engine.errors import SecretKeyError
@@ -41,7 +41,7 @@ def test_rotation_waits_for_a_lagging_worker_and_changes_nothing(
     sqlite_url: str, engine_on: Callable[..., Engine]
 ) -> None:
     engine = engine_on(sqlite_url)
-    engine.start("quickbooks", "one", flow="quick", config=QUICK_CONFIG)
+    engine.start("quickbooks", "one", flow="quick", config=quick_config())
     old = TEST_KEY.encode()
     beat(engine.repo.engine, "stale-worker", host="h", pid=1, role="worker", key_ids=(key_id(old),), leases=0)
     new = Fernet.generate_key()
@@ -77,7 +77,7 @@ def provision(db: Path, env: dict[str, str], *args: str,
 
 
 def start_quick(db: Path, env: dict[str, str], name: str) -> str:
-    config = [x for k, v in QUICK_CONFIG.items() for x in ("--config", f"{k}={v}")]
+    config = [x for k, v in quick_config().items() for x in ("--config", f"{k}={v}")]
     done = provision(db, env, "start", "--element", "quickbooks", "--flow", "quick", "--name", name, *config)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
@@ -147,7 +147,7 @@ def test_rotation_killed_midway_is_finished_by_a_rerun(sandbox: Any, tmp_path: P
     start_quick(db, env, "first")  # creates the key file
     old = (tmp_path / "kill.db.key").read_text().strip().encode()
     engine = open_engine(f"sqlite:///{db}", environ={**env, "PROVISION_SECRET_KEY": old.decode()})
-    engine.start_many([{"element": "quickbooks", "name": f"n{i}", "flow": "quick", "config": QUICK_CONFIG}
+    engine.start_many([{"element": "quickbooks", "name": f"n{i}", "flow": "quick", "config": quick_config()}
                        for i in range(400)])
     engine.close()
     before = len(sealed_blobs(db))

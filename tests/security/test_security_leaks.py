@@ -164,12 +164,14 @@ def drive_every_flow(url: str, sb: Sandbox, clock: FakeClock) -> tuple[Engine, d
         engine.handle_callback(location.replace("state=", "state=x"))
     ids.update(denied=denied.id, invalid_database=prod.id)
     sb.set_faults(fails={"create_instance": {"rate": 1.0, "status": 503}})
-    ids["retries_503"] = engine.start("quickbooks", "unavailable", flow="quick", config=quick_cfg).id
+    ids["retries_503"] = engine.start("quickbooks", "unavailable", flow="quick",  # its own company
+                                      config={**quick_cfg, "quickbooks.realm.id": "123146096291790"}).id
     _settle(engine, clock)
     sb.set_faults()
     engine.run_until_idle()
     unauthorized = make(url, sb, clock, user_secret=WRONG_USER_SECRET)
-    ids["unauthorized"] = unauthorized.start("quickbooks", "401", flow="quick", config=quick_cfg).id
+    ids["unauthorized"] = unauthorized.start(
+        "quickbooks", "401", flow="quick", config={**quick_cfg, "quickbooks.realm.id": "123146096291791"}).id
     unauthorized.run_until_idle()
     assert unauthorized.parking.parked  # a 401 parks the queue (issue 15 must-have 6)
     unauthorized.close()

@@ -378,3 +378,21 @@ def test_the_attempt_it_replaces_may_hold_the_realm(client: FakeClient, ports: F
     attempt = replace(_oauth1_received(), replaces="old-attempt")
     decision = handle_callback_received(attempt, ports)
     assert isinstance(decision, Advance) and decision.changes["realm_id"] == "123146096291789"
+
+
+def test_a_quick_attempt_whose_realm_another_live_attempt_took_fails_before_any_platform_call(
+        client: FakeClient, ports: FakePorts) -> None:
+    # A restarted quick attempt: meanwhile another attempt took its (stale) claim over.
+    ports.realm_holders["123146096291789"] = "live-attempt-7"
+    attempt = make_attempt(State.NEW, Flow.QUICK, config=QUICK_CONFIG, realm_id="123146096291789")
+    decision = handle_new(attempt, ports)
+    assert isinstance(decision, Fail) and decision.reason is FailureReason.DUPLICATE_CONNECTION
+    assert decision.error is not None and decision.error["live_attempt"] == "live-attempt-7"
+    assert client.calls == []
+
+
+def test_a_quick_attempt_holding_its_realm_is_provisioned(client: FakeClient, ports: FakePorts) -> None:
+    client.script("create_instance", _instance(42))
+    attempt = make_attempt(State.NEW, Flow.QUICK, config=QUICK_CONFIG, realm_id="123146096291789")
+    assert isinstance(handle_new(attempt, ports), Advance)
+    assert ports.realm_holders == {"123146096291789": attempt.id}

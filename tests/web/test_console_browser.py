@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from testkit import QBO, QUICK_CONFIG, consent, in_background
+from testkit import QBO, consent, in_background, quick_config
 
 from engine import Engine
 from engine.config import Branding, ConsoleSettings
@@ -79,11 +79,11 @@ def receiver_url(web_engine: Engine) -> Iterator[str]:
 def test_operator_restarts_40_failed_attempts_after_a_dry_run(
         browser: Any, web_engine: Engine, console_url: str, sandbox: Any) -> None:
     healthy = web_engine.start_many([{"element": "quickbooks", "name": f"Healthy {i}", "flow": "quick",
-                                      "config": QUICK_CONFIG} for i in range(5)])
+                                      "config": quick_config()} for i in range(5)])
     web_engine.run_until_idle()
     sandbox.set_faults(fails={"create_instance": {"rate": 1.0, "status": 400}})  # a bad hour
     failed = web_engine.start_many([{"element": "quickbooks", "name": f"Bad hour {i:02}", "flow": "quick",
-                                     "config": QUICK_CONFIG} for i in range(40)])
+                                     "config": quick_config()} for i in range(40)])
     web_engine.run_until_idle()
     assert web_engine.counts() == {"PROVISIONED": 5, "FAILED": 40}
     page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import requests
-from testkit import QUICK_CONFIG
+from testkit import quick_config
 from werkzeug.test import Client
 
 from engine import Engine
@@ -28,8 +28,8 @@ def listed(client: Client, url: str) -> set[str]:
 def test_customer_filter_unhealthy_attention_and_disconnect(
         web_engine: Engine, console_for: ConsoleFor, csrf: Csrf, sandbox: Any) -> None:
     client = console_for(web_engine)
-    acme = web_engine.start("quickbooks", "Acme", flow="quick", config=QUICK_CONFIG, customer="acme-42")
-    globex = web_engine.start("quickbooks", "Globex", flow="quick", config=QUICK_CONFIG,
+    acme = web_engine.start("quickbooks", "Acme", flow="quick", config=quick_config(), customer="acme-42")
+    globex = web_engine.start("quickbooks", "Globex", flow="quick", config=quick_config(),
                               customer="globex-7")
     web_engine.run_until_idle()
     assert listed(client, "/?customer=acme-42") == {acme.id}

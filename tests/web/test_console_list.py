@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet
-from testkit import QBO, QUICK_CONFIG
+from testkit import QBO, quick_config
 from werkzeug.test import Client
 
 from engine import Engine, FakeClock
@@ -38,7 +38,7 @@ def newest_first(*groups: list[Any]) -> list[str]:
 
 
 def quick(engine: Engine, name: str) -> Any:
-    return engine.start("quickbooks", name, flow="quick", config=QUICK_CONFIG)
+    return engine.start("quickbooks", name, flow="quick", config=quick_config())
 
 
 def test_counts_filters_and_search(web_engine: Engine, console_for: ConsoleFor, clock: FakeClock,
@@ -75,7 +75,7 @@ def test_keyset_pages_cover_ties_exactly_once(web_engine: Engine, console_for: C
     monkeypatch.setattr(console_query, "PAGE_SIZE", 7)
     # One start_many: every attempt has the same created_at (the fake clock does not move).
     batch = web_engine.start_many([{"element": "quickbooks", "name": f"T{i:02}", "flow": "quick",
-                                    "config": QUICK_CONFIG} for i in range(20)])
+                                    "config": quick_config()} for i in range(20)])
     client = console_for(web_engine)
     seen: list[str] = []
     url = "/"
@@ -163,7 +163,7 @@ def test_bulk_restart_has_a_dry_run_then_acts_on_the_selection(
         web_engine: Engine, console_for: ConsoleFor, csrf: Csrf, sandbox: Any) -> None:
     sandbox.set_faults(fails={"create_instance": {"rate": 1.0, "status": 400}})
     failed = web_engine.start_many([{"element": "quickbooks", "name": f"F{i}", "flow": "quick",
-                                     "config": QUICK_CONFIG} for i in range(12)])
+                                     "config": quick_config()} for i in range(12)])
     web_engine.run_until_idle()
     sandbox.set_faults()
     client = console_for(web_engine)
@@ -197,7 +197,7 @@ def test_every_read_is_a_bounded_page(web_engine: Engine, console_for: ConsoleFo
     for batch in range(3):  # start_many: 500 attempts share one created_at
         clock.advance(60)
         web_engine.start_many([{"element": "quickbooks", "name": f"B{batch}-{i}", "flow": "quick",
-                                "config": QUICK_CONFIG} for i in range(500)])
+                                "config": quick_config()} for i in range(500)])
     reads: list[tuple[int, int]] = []
     real_find = web_engine.find
 
@@ -223,7 +223,7 @@ def test_every_read_is_a_bounded_page(web_engine: Engine, console_for: ConsoleFo
 def test_quarantined_attempt_needs_attention(web_engine: Engine, console_for: ConsoleFor) -> None:
     """A row sealed under another key is listed under "needs attention" and its page says why."""
     bad = quick(web_engine, "Sealed elsewhere")
-    foreign = FernetCodec([Fernet.generate_key()]).seal({"config": QUICK_CONFIG})
+    foreign = FernetCodec([Fernet.generate_key()]).seal({"config": quick_config()})
     with web_engine.repo.engine.begin() as conn:
         conn.execute(attempts.update().where(attempts.c.id == bad.id).values(secrets=foreign))
     web_engine.run_until_idle()

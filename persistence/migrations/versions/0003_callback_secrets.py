@@ -23,5 +23,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("attempts") as batch:  # SQLite cannot drop a column in place
-        batch.drop_column("callback_secrets")
+    # A plain DROP COLUMN (SQLite 3.35+), not batch mode: batch mode's table rebuild drops
+    # ``attempts``, which SQLite refuses while ``history`` rows reference it (foreign keys are on).
+    op.drop_column("attempts", "callback_secrets")

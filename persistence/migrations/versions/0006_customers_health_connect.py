@@ -45,7 +45,7 @@ def downgrade() -> None:
     op.drop_index("ix_attempts_replaces", "attempts")
     op.drop_index("ix_attempts_connect_token_hash", "attempts")
     op.drop_index("ix_attempts_customer_element", "attempts")
-    with op.batch_alter_table("attempts") as batch:  # SQLite cannot drop a column in place
-        for name in ("replaces", "connect_token_hash", "health_reason", "health", "last_check_at",
-                     "customer"):
-            batch.drop_column(name)
+    # Plain DROP COLUMNs (SQLite 3.35+), not batch mode: batch mode rebuilds ``attempts``, which the
+    # history trigger of migration 0004 (it names ``attempts``) makes SQLite refuse.
+    for name in ("replaces", "connect_token_hash", "health_reason", "health", "last_check_at", "customer"):
+        op.drop_column("attempts", name)

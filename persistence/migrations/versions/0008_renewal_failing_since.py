@@ -24,5 +24,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("attempts") as batch:  # SQLite cannot drop a column in place
-        batch.drop_column("renewal_failing_since")
+    # Plain DROP COLUMN (SQLite 3.35+), not batch mode: batch mode rebuilds ``attempts``, which the
+    # history trigger of migration 0004 (it names ``attempts``) makes SQLite refuse.
+    op.drop_column("attempts", "renewal_failing_since")
