@@ -14,8 +14,9 @@ and the database driver's side of a round trip, but not a PostgreSQL server's CP
 
 The parts (parsing, hashes, sealing, input validation) are each timed alone over the same inputs
 in the same process; "database and the rest" is the phase's CPU minus those. ``--before DIR``
-runs this script of another checkout (``git worktree add /tmp/before <commit>``) and this one
-alternately ``--reps`` times and prints the medians side by side. The machine may be shared: only
+runs this script alternately on another checkout's code (``git worktree add /tmp/before <commit>``;
+the runs import it with ``--code DIR``) and on this one, ``--reps`` times each, and prints the
+medians side by side. The machine may be shared: only
 figures of one run (and ratios) compare; CPU time is less noisy than wall time, not noise-free.
 ``--profile`` prints the cProfile top 25 (CPU time) of one phase.
 """
@@ -27,7 +28,6 @@ import io
 import json
 import os
 import pstats
-import re
 import signal
 import socket
 import statistics
@@ -40,8 +40,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+def code_root() -> Path:
+    """The checkout whose code is measured: this one, or ``--code DIR`` (read before the imports)."""
+    if "--code" in sys.argv[:-1]:
+        return Path(sys.argv[sys.argv.index("--code") + 1]).resolve()
+    return Path(__file__).resolve().parent.parent
+
+
+ROOT = code_root()
+sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT))
 
 import fake_api  # noqa: E402
 from cryptography.fernet import Fernet  # noqa: E402
@@ -54,8 +63,10 @@ from engine.security.crypto import digest  # noqa: E402
 from engine.web.callback_app import make_app  # noqa: E402
 from states.model import State  # noqa: E402
 
+if not Path(parse_callback.__code__.co_filename).resolve().is_relative_to(ROOT):
+    raise SystemExit(f"the project was imported from {parse_callback.__code__.co_filename}, not {ROOT}")
+
 CHUNK = 500  # start_many items per call (one transaction each)
-ROW_RE = re.compile(r"^(sqlite|postgresql)\s+([0-9.]+)\s+([0-9.]+)")
 
 
 @contextmanager
@@ -83,14 +94,14 @@ def cpu_ms_per(count: int, work: Callable[[], object]) -> float:
 
 
 def each_ms(items: Sequence[Any], fn: Callable[[Any], object], repeat: int = 3) -> float:
-    """CPU ms per item of ``fn`` over ``items``, the fastest of ``repeat`` passes (a part timed alone)."""
-    best = float("inf")
+    """CPU ms per item of ``fn`` over ``items``, the median of ``repeat`` passes (a part timed alone)."""
+    passes = []
     for _ in range(repeat):
         c0 = time.process_time()
         for item in items:
             fn(item)
-        best = min(best, time.process_time() - c0)
-    return best * 1000 / len(items)
+        passes.append(time.process_time() - c0)
+    return statistics.median(passes) * 1000 / len(items)
 
 
 def wsgi_environs(urls: Sequence[str]) -> list[dict[str, Any]]:
@@ -176,30 +187,25 @@ def report(name: str, r: dict[str, float]) -> None:
 
 
 def compare(args: argparse.Namespace) -> None:
-    """Run ``--before``'s copy of this script and this one alternately; print the medians."""
-    trees = {"before": Path(args.before) / "bench" / "callback_cost.py", "after": Path(__file__).resolve()}
-    extra = ["--pg", args.pg] if args.pg else []
+    """Run this script on ``--before``'s code and on this checkout's alternately; print the medians."""
+    extra = ["-n", str(args.n), *(["--pg", args.pg] if args.pg else [])]
     extra += ["--pg-only"] if args.pg_only else []
-    got: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    runs: dict[str, list[dict[str, dict[str, float]]]] = {"before": [], "after": []}
     for rep in range(args.reps):
-        for label, script in trees.items():
-            out = subprocess.run([sys.executable, str(script), "-n", str(args.n), *extra], check=True,
+        for label, code in (("before", Path(args.before).resolve()), ("after", ROOT)):
+            out = subprocess.run([sys.executable, __file__, "--code", str(code), *extra], check=True,
                                  capture_output=True, text=True).stdout
-            for line in out.splitlines():
-                m = ROW_RE.match(line)
-                if m:
-                    got.setdefault((m.group(1), label), []).append((float(m.group(2)), float(m.group(3))))
+            runs[label].append(json.loads(out.rsplit("RESULT ", 1)[1]))
             print(f"rep {rep + 1}/{args.reps} {label} done", file=sys.stderr, flush=True)
     print(f"n={args.n}, {args.reps} interleaved runs each, medians of ms CPU; {machine()}")
-    print("| database | start_many before | after | handle_callback before | after | after/before |")
-    print("|---|---|---|---|---|---|")
-    for db in ("sqlite", "postgresql"):
-        if (db, "before") not in got:
-            continue
-        b = [statistics.median(x) for x in zip(*got[(db, "before")], strict=True)]
-        a = [statistics.median(x) for x in zip(*got[(db, "after")], strict=True)]
-        print(f"| {db} | {b[0]:.3f} | {a[0]:.3f} | {b[1]:.3f} | {a[1]:.3f} | {a[1] / b[1]:.2f} |")
-    print("RESULT " + json.dumps({k[0] + "/" + k[1]: v for k, v in got.items()}))
+    print("| database | per | before | after | after/before |")
+    print("|---|---|---|---|---|")
+    for db in runs["after"][0]:
+        for key, label in (("start", "start_many attempt"), ("callback", "handle_callback"),
+                           ("wsgi", "callback through the WSGI app")):
+            b, a = (statistics.median(r[db][key] for r in runs[side]) for side in ("before", "after"))
+            print(f"| {db} | {label} | {b:.3f} | {a:.3f} | {a / b:.2f} |")
+    print("RESULT " + json.dumps(runs))
 
 
 def machine() -> str:
@@ -217,6 +223,7 @@ def main() -> None:
                     help="print a cProfile of that phase")
     ap.add_argument("--before", metavar="DIR", help="another checkout to compare with, interleaved")
     ap.add_argument("--reps", type=int, default=5, help="with --before: runs of each")
+    ap.add_argument("--code", metavar="DIR", help="measure the project code of this checkout instead")
     args = ap.parse_args()
     if args.before:
         compare(args)
@@ -229,7 +236,8 @@ def main() -> None:
     try:
         fake_api.wait_ready(port)
         api = f"http://127.0.0.1:{port}"
-        print(f"n={args.n}; {machine()} (a shared machine: compare figures within one run)")
+        print(f"n={args.n}; {machine()} (a shared machine: compare figures within one run); "
+              f"code of {ROOT}")
         print("database    start_many ms CPU/attempt    handle_callback ms CPU/callback    "
               "WSGI app ms CPU/callback")
         targets = [("sqlite", fresh_db(None, "cost"))] if not args.pg_only else []
