@@ -7,8 +7,8 @@ errors must be SQLAlchemy's exception types, and the connection must stay usable
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
 import json
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
