@@ -92,3 +92,26 @@ def test_missing_values_and_unpreparable_statements_are_refused(repo: Repository
     fixed = DriverStatement(history.select().where(history.c.seq == 3), repo.engine.dialect)
     with repo.engine.connect() as conn:
         assert fixed.execute(conn, {}) == []  # a bound constant needs no value
+
+
+@pytest.mark.postgres
+def test_a_lost_connection_is_invalidated_and_the_next_call_reconnects(pg_schema_url: str) -> None:
+    repo = open_repository(pg_schema_url, migrate=True, environ={"PROVISION_SECRET_KEY": TEST_KEY})
+    admin = sa.create_engine(sa.make_url(pg_schema_url).set(query={}), isolation_level="AUTOCOMMIT")
+    try:
+        prepared = repo.prepared(INSERT)
+        auto = repo.engines[-1]  # the autocommit pool the callback statement runs on
+        with auto.connect() as conn:
+            pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        with admin.connect() as conn:  # as a database restart would
+            conn.exec_driver_sql("SELECT pg_terminate_backend(%(pid)s)", {"pid": pid})
+        with pytest.raises(sa.exc.DBAPIError) as caught:
+            with auto.connect() as conn:  # the pool hands back the same, now dead, connection
+                prepared.execute(conn, row(11))
+        assert caught.value.connection_invalidated
+        with auto.connect() as conn:
+            prepared.execute(conn, row(11))
+        assert stored(repo, 11)[2] == b"\x00sealed\xff"
+    finally:
+        admin.dispose()
+        repo.engine.dispose()
