@@ -3,9 +3,10 @@
 ``bench/engine_bench.py --callbacks http --receivers K`` (and ``bench/scale.py --callbacks http``)
 deliver each attempt's provider redirect as a GET to one of K receiver processes, round robin,
 instead of calling ``Engine.handle_callback`` in the driver. Each receiver is the product path:
-``provision serve`` (waitress, ``engine.web.wsgi_server``) on its own port; a
-receiver that answers anything but the "Connected" page fails the run. The receivers' CPU per
-callback (parse, guard statement, encryption, inbox row, HTTP) is what issue 19 asks to measure.
+``provision serve`` (waitress, ``engine.web.wsgi_server``) on its own port; a receiver that
+answers anything but the 303 to the progress page (an applied callback) fails the run. The
+receivers' CPU per callback (parse, guard statement, encryption, inbox row, HTTP) is what issue 19
+asks to measure.
 """
 from __future__ import annotations
 
@@ -43,14 +44,18 @@ class Receivers:
         self._local = threading.local()
 
     def deliver(self, redirect_url: str) -> None:
-        """GET the redirect's query at the next receiver; raises unless the attempt was connected."""
+        """GET the redirect's query at the next receiver; raises unless it was applied (303 to progress).
+
+        The 303 is not followed: the progress page is the browser's next, separate request, and
+        right after the callback it says "Connecting..." until a worker has finished the attempt.
+        """
         session = getattr(self._local, "session", None)
         if session is None:
             session = self._local.session = requests.Session()
             session.trust_env = False  # loopback: no proxies
         url = self.urls[next(self._next) % len(self.urls)]
-        resp = session.get(f"{url}?{urlsplit(redirect_url).query}", timeout=30)
-        if resp.status_code != 200 or "Connected" not in resp.text:
+        resp = session.get(f"{url}?{urlsplit(redirect_url).query}", timeout=30, allow_redirects=False)
+        if resp.status_code != 303 or "/callback/progress?t=" not in resp.headers.get("Location", ""):
             raise RuntimeError(f"receiver {url} answered {resp.status_code}: {resp.text[:200]}")
 
     def cpu_seconds(self) -> float:

@@ -13,7 +13,8 @@ from typing import Any
 from persistence.statements import (
     CALLBACKS_BY,
     INSERT_CALLBACK,
-    INSERT_HISTORY,
+    INSERT_CALLBACK_HISTORY,
+    INSERT_CALLBACK_INBOX,
     PENDING_FOR,
     UPDATE_CALLBACK,
     apply_callback_update,
@@ -22,6 +23,11 @@ from persistence.store import Store
 from persistence.writes import NewCallback
 from states.attempt import HistoryEntry
 from states.model import Flow
+
+# The history columns an applied callback takes from its HistoryEntry (attempt_id and seq come
+# from the moved row).
+_HISTORY_VALUES = ("trigger", "source", "dest", "at", "duration_ms", "worker", "outcome", "tries", "error",
+                   "note")
 
 
 @dataclass(frozen=True)
@@ -67,25 +73,30 @@ class Inbox(Store):
         inbox row, whose parameters also go to ``callback_secrets``. On False nothing is written
         and the caller reads the attempt to tell why (``engine.core.callbacks``).
         """
-        inbox_row = self._callback_values(callback)
+        sealed = self.codec.seal(callback.params) if callback.params is not None else None
         # The same ciphertext serves both columns: one encryption instead of two.
-        params: dict[str, Any] = {"g_id": attempt_id, "g_nonce": nonce_hash, "g_flow": flow.value,
-                                  "g_now": now, "v_callback_secrets": inbox_row["params"]}
+        values: dict[str, Any] = {"g_id": attempt_id, "g_nonce": nonce_hash, "g_flow": flow.value,
+                                  "g_now": now, "v_callback_secrets": sealed, "v_last_error": None}
         if flow is Flow.OAUTH1:
-            params["g_token"] = token_hash
-        stmt = apply_callback_update(oauth1=flow is Flow.OAUTH1, pg=self._pg)
-        history_row = {k: v for k, v in entry.__dict__.items() if k not in ("attempt_id", "seq")}
+            values["g_token"] = token_hash
+        for name in _HISTORY_VALUES:
+            values["h_" + name] = getattr(entry, name)
+        values.update(cb_received_at=callback.received_at, cb_digest=callback.digest,
+                      cb_status=callback.status, cb_reason=callback.reason)
+        # Prepared once per database (persistence.prepared): this runs once per provider callback,
+        # and building the parameters through Connection.execute cost as much CPU as the round trip.
+        guard = self.prepared(apply_callback_update(oauth1=flow is Flow.OAUTH1, pg=self._pg))
         if self._pg:
-            params.update({"h_" + k: v for k, v in history_row.items()})
-            params.update({"cb_" + k: v for k, v in inbox_row.items()})
             with self._write_one() as conn:
-                return len(conn.execute(stmt, params).all()) == 1
+                return len(guard.execute(conn, values)) == 1
+        values.update(cb_attempt_id=attempt_id, cb_params=sealed)
         with self._write() as conn:
-            moved = conn.execute(stmt, params).first()
-            if moved is None:
+            moved = guard.execute(conn, values)
+            if not moved:
                 return False
-            conn.execute(INSERT_HISTORY, {**history_row, "attempt_id": moved.id, "seq": moved.history_seq})
-            conn.execute(INSERT_CALLBACK, inbox_row)
+            values.update(h_attempt_id=moved[0][0], h_seq=moved[0][1])
+            self.prepared(INSERT_CALLBACK_HISTORY).execute(conn, values)
+            self.prepared(INSERT_CALLBACK_INBOX).execute(conn, values)
         return True
 
     def _callback_values(self, cb: NewCallback) -> dict[str, Any]:

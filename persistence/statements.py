@@ -84,12 +84,14 @@ _CALLBACK_COLS = ["attempt_id", "received_at", "params", "digest", "status", "re
 _TRANSITIONS: dict[tuple[frozenset[str], bool, bool], Any] = {}
 
 
-def _record_after(moved: Any, *, numbered_by_row: bool, with_callback: bool) -> Any:
+def _record_after(moved: Any, *, numbered_by_row: bool, with_callback: bool,
+                  inbox_from: Mapping[str, Any] | None = None) -> Any:
     """``INSERT INTO history SELECT ... FROM moved`` (and an inbox INSERT as a CTE), RETURNING seq.
 
     ``moved`` is an UPDATE ... RETURNING as a CTE: the rows are written only when it returned a
     row. ``numbered_by_row`` takes ``attempt_id`` and ``seq`` from ``moved`` (its ``id`` and
-    ``history_seq``) instead of the ``h_`` parameters. RETURNING because SQLAlchemy does not keep
+    ``history_seq``) instead of the ``h_`` parameters; ``inbox_from`` gives inbox columns an
+    expression instead of their ``cb_`` parameter. RETURNING because SQLAlchemy does not keep
     the rowcount of an INSERT (its cursor is closed); one returned row = applied.
     """
     from_row = {"attempt_id": moved.c.id, "seq": moved.c.history_seq} if numbered_by_row else {}
@@ -97,7 +99,8 @@ def _record_after(moved: Any, *, numbered_by_row: bool, with_callback: bool) -> 
     stmt = history.insert().from_select(_HISTORY_COLS, sa.select(*row).select_from(moved)).returning(
         history.c.seq)
     if with_callback:
-        cb = [sa.bindparam("cb_" + n, type_=callbacks.c[n].type) for n in _CALLBACK_COLS]
+        given = inbox_from or {}
+        cb = [given.get(n, sa.bindparam("cb_" + n, type_=callbacks.c[n].type)) for n in _CALLBACK_COLS]
         inbox = callbacks.insert().from_select(_CALLBACK_COLS, sa.select(*cb).select_from(moved)).cte("inbox")
         stmt = stmt.add_cte(inbox)
     return stmt
@@ -131,10 +134,15 @@ def callback_received_values() -> dict[str, Any]:
     """
     c = attempts.c
     now = sa.bindparam("g_now", type_=c.updated_at.type)
+    # Constants are SQL literals, not bound parameters: each parameter costs client CPU to
+    # convert and send on every callback (issue 19), and these never change.
+    one: Any = sa.literal_column("1")
+    zero: Any = sa.literal_column("0")
+    null = sa.null()
     return {
-        "state": State.CALLBACK_RECEIVED.value, "version": c.version + 1, "history_seq": c.history_seq + 1,
-        "runs": 0, "failures": 0, "updated_at": now, "next_run_at": now, "lease_owner": None,
-        "lease_expires_at": None, "failure_reason": None,
+        "state": _sql_text(State.CALLBACK_RECEIVED.value), "version": c.version + one,
+        "history_seq": c.history_seq + one, "runs": zero, "failures": zero, "updated_at": now,
+        "next_run_at": now, "lease_owner": null, "lease_expires_at": null, "failure_reason": null,
         "last_error": sa.bindparam("v_last_error", None, type_=c.last_error.type),  # as transition_write's
         "callback_secrets": sa.bindparam("v_callback_secrets", type_=c.callback_secrets.type),
     }
@@ -156,7 +164,8 @@ def apply_callback_update(*, oauth1: bool, pg: bool) -> Any:
         return stmt
     c = attempts.c
     now = sa.bindparam("g_now", type_=c.updated_at.type)
-    cond = sa.and_(c.id == sa.bindparam("g_id", type_=c.id.type), c.state == State.REDIRECTED.value,
+    cond = sa.and_(c.id == sa.bindparam("g_id", type_=c.id.type),
+                   c.state == _sql_text(State.REDIRECTED.value),
                    c.state_nonce_hash == sa.bindparam("g_nonce", type_=c.state_nonce_hash.type),
                    sa.or_(c.deadline_at.is_(None), c.deadline_at > now),
                    c.flow == sa.bindparam("g_flow", type_=c.flow.type))
@@ -165,6 +174,29 @@ def apply_callback_update(*, oauth1: bool, pg: bool) -> Any:
     update = attempts.update().where(cond).values(callback_received_values()).returning(c.id, c.history_seq)
     stmt = update
     if pg:
-        stmt = _record_after(update.cte("moved"), numbered_by_row=True, with_callback=True)
+        moved = update.cte("moved")
+        # The inbox row's attempt and ciphertext are the row's id and v_callback_secrets: the
+        # same values, not sent twice.
+        stmt = _record_after(moved, numbered_by_row=True, with_callback=True, inbox_from={
+            "attempt_id": moved.c.id,
+            "params": sa.bindparam("v_callback_secrets", type_=callbacks.c.params.type)})
     _APPLY_CALLBACK[(oauth1, pg)] = stmt
     return stmt
+
+
+def _sql_text(value: str) -> Any:
+    """A constant string as an SQL literal (our own enum values: letters and '_', nothing to escape)."""
+    if not value.replace("_", "").isalnum():
+        raise ValueError(f"not a plain constant: {value!r}")
+    return sa.literal_column(f"'{value}'", type_=sa.String())
+
+
+def _insert_with(table: sa.Table, prefix: str, columns: list[str]) -> Any:
+    """``INSERT INTO table (columns) VALUES (:<prefix><column>, ...)`` with typed, named parameters."""
+    return table.insert().values({n: sa.bindparam(prefix + n, type_=table.c[n].type) for n in columns})
+
+
+# SQLite's callback rows, after apply_callback_update's UPDATE ... RETURNING (prepared once per
+# database: persistence.prepared).
+INSERT_CALLBACK_HISTORY = _insert_with(history, "h_", _HISTORY_COLS)
+INSERT_CALLBACK_INBOX = _insert_with(callbacks, "cb_", _CALLBACK_COLS)

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from persistence.codec import Codec
 from persistence.database import AUTOCOMMIT_OPTIONS, create_db_engine
+from persistence.prepared import DriverStatement
 
 
 class Store:
@@ -28,6 +29,8 @@ class Store:
         # connections. Setting autocommit per checkout (and resetting it on return) cost about
         # 0.08 ms of CPU per Engine.start or callback, a fifth of each (bench/README.md).
         self._auto = engine
+        # id(statement) -> (statement, prepared); holding the statement keeps its id unique.
+        self._prepared: dict[int, tuple[Any, DriverStatement]] = {}
         if self._pg:
             # The same pool size as the transactional engine (PROVISION_DB_POOL_SIZE reaches both).
             size = engine.pool.size() if isinstance(engine.pool, sa.pool.QueuePool) else None
@@ -39,6 +42,15 @@ class Store:
     def engines(self) -> tuple[sa.Engine, ...]:
         """Every engine this store sends statements through (``engine`` first): for event listeners."""
         return (self.engine,) if self._auto is self.engine else (self.engine, self._auto)
+
+    def prepared(self, statement: Any) -> DriverStatement:
+        """``statement`` compiled once for this database (``persistence.prepared``); pass a statement
+        built once (a module constant or a cached one), since it is remembered by identity."""
+        found = self._prepared.get(id(statement))
+        if found is None:
+            found = (statement, DriverStatement(statement, self.engine.dialect))
+            self._prepared[id(statement)] = found
+        return found[1]
 
     @contextmanager
     def _read(self) -> Iterator[sa.Connection]:

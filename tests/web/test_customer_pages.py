@@ -9,11 +9,12 @@ from urllib.parse import urlsplit
 
 import pytest
 from testkit import QBO, consent
-from werkzeug.test import Client
+from werkzeug.test import Client, run_wsgi_app
+from werkzeug.wrappers import Response
 
 from engine import Engine, InvalidInputError
 from engine.config import Branding, branding_from_env, callback_page_key_from_env
-from engine.web.callback_app import make_app
+from engine.web.callback_app import SeeOther, make_app
 from engine.web.customer_pages import MESSAGES, CustomerPages
 from engine.web.progress_tokens import ProgressTokens
 from states import State
@@ -150,3 +151,15 @@ def test_health_and_readiness(web_engine: Engine, receiver: Client) -> None:
     not_ready = broken.get("/readyz")
     assert not_ready.status_code == 503 and not_ready.json == {"status": "not ready",
                                                                "problem": "database unreachable"}
+
+
+@pytest.mark.parametrize("location", ["/callback/progress?t=gAAA-_%3D", "/my app/café/callback/progress?t=x"])
+def test_the_bare_303_sends_what_a_werkzeug_response_would(location: str) -> None:
+    response = Response(status=303, headers={"Location": location})
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    environ = {"REQUEST_METHOD": "GET", "SERVER_NAME": "x", "SERVER_PORT": "80", "wsgi.url_scheme": "http"}
+    expected = run_wsgi_app(response, dict(environ))
+    got = run_wsgi_app(SeeOther(location), dict(environ))
+    assert (got[1], list(got[2].items()), b"".join(got[0])) == (
+        expected[1], list(expected[2].items()), b"".join(expected[0]))
