@@ -53,4 +53,4 @@ def test_flag_values_are_checked_before_anything_is_stored(make_engine: Callable
         engine.start("quickbooks", "n", flow="quick", config={**WITHOUT_FLAG, "connect.to.sandbox": "yes"})
     assert engine.list() == [] and sandbox.requests() == []
     assert "connect.to.sandbox must be true or false" in str(err.value)
-    assert "--sandbox-company" in str(err.value)
+    assert "use_sandbox='true'" in str(err.value)  # the API's words; the CLI says --sandbox-company

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from test_worker_survives import db_now, terminate_backends
-from testkit import QBO, QUICK_CONFIG, TEST_KEY, consent
+from testkit import QBO, TEST_KEY, consent, quick_config
 
 import states.renewal
 from engine import ElementsClient, Engine, EngineSettings
@@ -249,7 +249,7 @@ def provision_oauth1(engine: Engine) -> Any:
 
     Each gets a token of its own: two attempts holding one token would spend it for each other.
     """
-    config = {**QUICK_CONFIG, "oauth.user.token": f"qyprd-{uuid.uuid4().hex}"}
+    config = quick_config({"oauth.user.token": f"qyprd-{uuid.uuid4().hex}"})
     a = engine.start("quickbooks", "Spool OAuth1", flow="quick", config=config)
     engine.run_until_idle()
     a = engine.get(a.id)
