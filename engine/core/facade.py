@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import builtins
-import itertools
 import logging
 import os
 import random
@@ -11,77 +10,41 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from engine.clock import utcnow
-from engine.config import PRINTABLE_RE, EngineSettings, RenewalPolicy, RetryPolicy
+from engine.config import EngineSettings, RenewalPolicy, RetryPolicy
 from engine.core import starts
 from engine.core.callbacks import CallbackOutcome, CallbackReceiver
 from engine.core.connect import ConnectLinks
 from engine.core.delivery import EventDispatcher, Hook, WebhookPort
 from engine.core.element_check import ElementCheck, check_element
 from engine.core.events import Event
-from engine.core.guard import check_no_live_duplicate, retire_replaced
+from engine.core.guard import check_no_live_duplicate
 from engine.core.health import HealthChecker
 from engine.core.heartbeat import Heartbeat
-from engine.core.intake import attempt_id_to_look_up, validate_list, validate_reason, validate_start
-from engine.core.lookup import resolve_attempt_id
+from engine.core.intake import validate_start
 from engine.core.observe import NoObserver, StepObserver
-from engine.core.outage import log_failure
+from engine.core.operator_actions import OperatorActions, check_actor
 from engine.core.parking import Parking
-from engine.core.runner import PreparedStep, StepResult, StepRunner
+from engine.core.queries import AttemptQueries, redirect_url
+from engine.core.runner import StepRunner
+from engine.core.scheduler import ONCE_TICK_FAILURES, Scheduler, TickReport, worst_step_seconds
 from engine.core.spool import TokenSpool, default_directory
-from engine.errors import (
-    AttemptNotFoundError,
-    CallbackRejectedError,
-    ConcurrentUpdateError,
-    InvalidInputError,
-    InvalidTransitionError,
-)
-from engine.tracing import step_context
+from engine.errors import CallbackRejectedError
 from persistence.attempt_filter import AttemptFilter
 from persistence.outbox import Outbox
 from persistence.repository import Repository
 from persistence.workers import DEAD_AFTER_LEASES, WorkerRow, live_workers
-from persistence.writes import transition_write
 from states.attempt import Attempt, HistoryEntry
-from states.exactly_once import create_in_flight
-from states.machine import next_state
-from states.model import FailureReason, Flow, State, Trigger
+from states.model import Flow, State
 from states.ports import PlatformPort, StepSettings
 from states.realm import realm_at_start
 
 log = logging.getLogger(__name__)
-ONCE_TICK_FAILURES = 3  # `worker --once` gives up (exit 1) after this many failed ticks in a row
-
-
-@dataclass
-class TickReport:
-    """What one ``tick`` did."""
-
-    at: datetime
-    results: list[StepResult] = field(default_factory=list)
-    delivered: int = 0  # webhook events delivered after the steps (issue 10/12)
-    # Set when the worker cannot do its job (e.g. platform credentials rejected): the loop stops and
-    # the CLI exits 1 with this message (issue 18 item 4's hook for "parking").
-    fatal: str | None = None
-
-    @property
-    def claimed(self) -> int:
-        """Attempts claimed in this tick."""
-        return len(self.results)
-
-    @property
-    def steps(self) -> int:
-        """Steps run in this tick (an attempt may run two under one claim; released ones ran none)."""
-        return sum(r.steps for r in self.results)
-
-    def count(self, outcome: str) -> int:
-        """How many steps ended with ``outcome`` (advanced, failed, retry, waiting, lost, released)."""
-        return sum(1 for r in self.results if r.outcome == outcome)
+# Re-exported: they lived here before the scheduler had its own module (engine.core.scheduler).
+__all__ = ["ONCE_TICK_FAILURES", "Engine", "TickReport"]
 
 
 class Engine:
@@ -90,7 +53,9 @@ class Engine:
     Two engines in one process are independent; every dependency (repository, client, clock,
     sleep, random source) is passed in so tests can replace it. The engine composes the parts
     that do the work, handing each exactly what it uses: the callback receiver
-    (``engine.core.callbacks``) and the step runner (``engine.core.runner``).
+    (``engine.core.callbacks``) and the step runner (``engine.core.runner``), the read side
+    (``engine.core.queries``), the operator moves (``engine.core.operator_actions``) and the scheduler with
+    its worker loop (``engine.core.scheduler``); the methods here delegate to them.
     """
 
     def __init__(
@@ -125,7 +90,8 @@ class Engine:
         self.rng = rng or random.Random()
         self.observer: StepObserver = observer or NoObserver()  # metrics (issue 18 must-have 6)
         self.heartbeat = heartbeat  # None: this engine is not listed by `provision workers`
-        self._check_lease()
+        # The lease must outlive the longest step (engine.core.scheduler.worst_step_seconds).
+        worst_step_s = worst_step_seconds(client.timeouts, self.policy, self.settings)
         self._wake = threading.Event()
         self.callbacks = CallbackReceiver(repo, clock=clock, worker_id=self.worker_id, wake=self.wake)
         # Platform-wide errors (bad ELEMENTS_* secrets) park the queue instead of failing attempts.
@@ -137,7 +103,6 @@ class Engine:
             parking=self.parking,
             spool=TokenSpool(default_directory(str(repo.engine.url), self.settings.spool_dir),
                              worker_id=self.worker_id, codec=repo.codec))
-        self._pool: ThreadPoolExecutor | None = None
         # Events (issue 10/12): hooks for this engine's commits, the feed, webhook delivery.
         self.dispatch = EventDispatcher(
             outbox or Outbox(repo.engine), worker_id=self.worker_id, clock=self.clock,
@@ -146,25 +111,16 @@ class Engine:
         # Connection lifecycle (issue 10/12): health checks and the customer's connect links.
         self.health = HealthChecker(repo, client, clock=self.clock, worker_id=self.worker_id)
         self.links = ConnectLinks(repo, clock=self.clock, public_url=self.settings.public_url)
-
-    def _check_lease(self) -> None:
-        # The lease protocol is sound only if a lease outlives the longest step: otherwise a second
-        # worker takes over a step that is still running (see test_many_workers).
-        connect_s, read_s = self.client.timeouts
-        p = self.policy
-        worst = p.in_process_attempts * (connect_s + read_s) + (
-            p.in_process_attempts - 1) * p.in_process_max
-        # A step's result may wait up to the commit window for its group.
-        self._worst_step_s = worst + max(0.0, self.settings.commit_window_s)
-        if self.settings.lease_s <= self._worst_step_s:
-            raise InvalidInputError(
-                "lease_s",
-                f"a lease of {self.settings.lease_s:g}s is shorter than the longest step "
-                f"({p.in_process_attempts} tries x "
-                f"({connect_s:g}s connect + {read_s:g}s read) "
-                f"+ waits + {self.settings.commit_window_s:g}s commit window = {self._worst_step_s:g}s)",
-                hint="Raise PROVISION_LEASE_SECONDS or lower the client timeouts.",
-            )
+        # The read side, the operator moves and the scheduler each live in their own module; the
+        # methods below delegate to them (composition: STYLE "What to avoid" 3).
+        self.queries = AttemptQueries(repo, clock=self.clock)
+        self.operator = OperatorActions(repo, clock=self.clock, worker_id=self.worker_id, get=self.get,
+                                        wake=self.wake, after_commit=self.dispatch.dispatch_hooks)
+        self.scheduler = Scheduler(
+            repo, self.runner, parking=self.parking, dispatch=self.dispatch, clock=self.clock,
+            settings=self.settings, observer=self.observer, worker_id=self.worker_id,
+            worst_step_s=worst_step_s, wake=self._wake, heartbeat=heartbeat,
+            cancel=self.cancel, disconnect=self.disconnect)
 
     # --- time ------------------------------------------------------------------------------------
 
@@ -245,16 +201,11 @@ class Engine:
 
     def get(self, attempt_id: str) -> Attempt:
         """The attempt, or ``AttemptNotFoundError``."""
-        key = attempt_id_to_look_up(attempt_id)
-        # Lenient: an attempt whose secrets the key cannot open is shown, marked unreadable_secrets.
-        attempt = self.repo.get(key, lenient=True) if key is not None else None
-        if attempt is None:
-            raise AttemptNotFoundError(str(attempt_id)[:60])
-        return attempt
+        return self.queries.get(attempt_id)
 
     def resolve_id(self, id_or_prefix: str) -> str:
         """The full id of the one attempt whose id starts with ``id_or_prefix`` (4+ characters)."""
-        return resolve_attempt_id(self.repo, id_or_prefix)
+        return self.queries.resolve_id(id_or_prefix)
 
     def list(self, state: State | str | None = None, *, element: str | None = None,
              older_than: timedelta | None = None, newer_than: timedelta | None = None,
@@ -265,26 +216,15 @@ class Engine:
         ``created_before`` (exclusive) pages through the list by keyset: pass the last row's
         ``created_at`` (plus one microsecond to include its ties) to get the next page.
         """
-        f = validate_list(state, element, older_than, newer_than, limit, customer)
-        if created_before is not None and not (isinstance(created_before, datetime)
-                                               and created_before.tzinfo is not None):
-            raise InvalidInputError("created_before", "must be a timezone-aware datetime")
-        now = self.now()
-        before = [b for b in (created_before, now - f.older_than if f.older_than is not None else None) if b]
-        return self.repo.list(
-            state=f.state, element=f.element, customer=f.customer, limit=f.limit,
-            reason=validate_reason(reason),
-            created_before=min(before) if before else None,
-            created_after=now - f.newer_than if f.newer_than is not None else None,
-        )
+        return self.queries.list(state, element=element, older_than=older_than, newer_than=newer_than,
+                                 limit=limit, created_before=created_before, customer=customer,
+                                 reason=reason)
 
     def find(self, selection: AttemptFilter, *, after: tuple[datetime, str] | None = None,
              limit: int = 50) -> builtins.list[Attempt]:
         """At most ``limit`` (1-10,000) attempts of ``selection``, newest first, after the keyset
         cursor ``after`` (the last row's ``(created_at, id)``): every filter runs in the database."""
-        if not 1 <= limit <= 10_000:
-            raise InvalidInputError("limit", f"must be from 1 to 10000, got {limit}")
-        return self.repo.find(selection, after=after, limit=limit)
+        return self.queries.find(selection, after=after, limit=limit)
 
     def count_matching(self, selection: AttemptFilter) -> int:
         """How many attempts ``selection`` selects (one ``COUNT(*)``)."""
@@ -296,12 +236,11 @@ class Engine:
 
     def history(self, attempt_id: str) -> builtins.list[HistoryEntry]:
         """The attempt's transitions in order."""
-        self.get(attempt_id)
-        return self.repo.history(attempt_id)
+        return self.queries.history(attempt_id)
 
     def redirect_url(self, attempt: Attempt) -> str | None:
         """The consent URL to send the user to, while the attempt is REDIRECTED."""
-        return attempt.secrets.get("redirect_url") if attempt.state is State.REDIRECTED else None
+        return redirect_url(attempt)
 
     def handle_callback(self, url_or_params: str | Mapping[str, Any]) -> CallbackOutcome:
         """Apply a provider redirect (full URL, query string or params); see ``engine.core.callbacks``."""
@@ -343,37 +282,9 @@ class Engine:
 
     # --- operator actions ------------------------------------------------------------------------
 
-    def _operator_move(self, attempt_id: str, trigger: Trigger, *, reason: str | None,
-                       next_run_at: Callable[[], datetime | None], actor: str | None = None) -> Attempt:
-        _check_actor(actor)
-        for _ in range(5):
-            attempt = self.get(attempt_id)
-            dest = next_state(trigger, attempt.state)
-            if dest is None:
-                raise InvalidTransitionError(
-                    f"cannot {trigger.value} attempt {attempt.id} in state {attempt.state}"
-                )
-            now = self.now()
-            error = {"kind": reason, "message": "cancelled by an operator"} if reason else None
-            entry = HistoryEntry.after(attempt, trigger.value, dest, now, worker=self.worker_id,
-                                       outcome="failed" if reason else "ok", error=error,
-                                       note=f"operator:{actor}" if actor else "operator")
-            marker = create_in_flight(attempt, now) if trigger is Trigger.FAIL else None
-            if marker is not None:
-                entry = replace(entry, note=f"{entry.note}; {marker.note}")
-            write = transition_write(attempt, entry, owner=None, now=now, next_run_at=next_run_at(),
-                                     failure_reason=reason, last_error=error,
-                                     secret_updates=marker.secrets if marker else None)
-            if self.repo.apply(write):
-                self.wake()
-                self.dispatch.dispatch_hooks()
-                return self.get(attempt_id)
-        raise ConcurrentUpdateError(f"attempt {attempt_id} kept changing; try again")
-
     def cancel(self, attempt_id: str, *, actor: str | None = None) -> Attempt:
         """Move a non-terminal attempt to FAILED(cancelled); ``actor`` names the operator in the history."""
-        return self._operator_move(attempt_id, Trigger.FAIL, reason=FailureReason.CANCELLED.value,
-                                   next_run_at=lambda: None, actor=actor)
+        return self.operator.cancel(attempt_id, actor=actor)
 
     def reauthorize(self, attempt_id: str, *, actor: str | None = None) -> Attempt:
         """New consent for the same instance after ``renewal_rejected`` (PUT ?reAuthenticate=true).
@@ -382,24 +293,11 @@ class Engine:
         from a restart) and walks the OAuth flow again; its final step re-authenticates the
         existing instance instead of creating a second one.
         """
-        attempt = self.get(attempt_id)
-        if attempt.state is not State.FAILED or not attempt.instance_id:
-            raise InvalidTransitionError(
-                f"attempt {attempt.id} is {attempt.state} without a failed instance to re-authorise",
-                hint="Only FAILED attempts that have an instance (e.g. renewal_rejected) "
-                "can be re-authorised.",
-            )
-        if attempt.flow is Flow.QUICK:
-            raise InvalidTransitionError(
-                f"attempt {attempt.id} used the quick flow: there is no consent to repeat",
-                hint="Start a new quick attempt with fresh tokens, or use flow='oauth1' or 'oauth2'.")
-        return self._operator_move(attempt.id, Trigger.REAUTHORIZE, reason=None, next_run_at=self.now,
-                                   actor=actor)
+        return self.operator.reauthorize(attempt_id, actor=actor)
 
     def restart(self, attempt_id: str, *, actor: str | None = None) -> Attempt:
         """Move a FAILED attempt back to NEW (history is kept); it is due at once."""
-        return self._operator_move(attempt_id, Trigger.RESTART, reason=None, next_run_at=self.now,
-                                   actor=actor)
+        return self.operator.restart(attempt_id, actor=actor)
 
     # --- connection lifecycle (issue 10/12) -----------------------------------------------------
 
@@ -407,8 +305,7 @@ class Engine:
         """Take a PROVISIONED (or FAILED) attempt's connection down: DISCONNECTING, whose durable
         step revokes the engine-held provider token and deletes the instance, then DISCONNECTED
         (``states.disconnect``); emits ``connection.disconnected``. Due at once."""
-        return self._operator_move(attempt_id, Trigger.DISCONNECT, reason=None, next_run_at=self.now,
-                                   actor=actor)
+        return self.operator.disconnect(attempt_id, actor=actor)
 
     def check(self, attempt_id: str) -> Attempt:
         """Ask the platform about a PROVISIONED attempt's instance and record ``health`` (see
@@ -421,7 +318,7 @@ class Engine:
         """A single-use link for the customer that leads to the consent URL (``engine.core.connect``);
         revokes the attempt's previous link. ``base_url`` defaults to ``PROVISION_PUBLIC_URL``.
         ``actor`` (an operator) records the issue in the history as ``operator:<actor>``."""
-        _check_actor(actor)
+        check_actor(actor)
         link = self.links.issue(self.get(attempt_id), base_url, actor=actor)
         if actor is not None:
             self.dispatch.dispatch_hooks()  # the history row's event
@@ -435,103 +332,15 @@ class Engine:
 
     def tick(self, now: datetime | None = None) -> TickReport:
         """One pass: run the due steps (``_step_due``), then hooks and webhook deliveries (DESIGN §7)."""
-        report = self._step_due(now or self.now())
-        retire_replaced(self.repo, self.cancel, self.disconnect)  # --replace (engine.core.guard)
-        report.delivered = self.dispatch.after_commit(report.at)
-        return report
-
-    def _step_due(self, at: datetime) -> TickReport:
-        """Claim due attempts, run their steps and commit the results.
-
-        Results are group-committed: the decisions of the steps that finish within
-        ``commit_window_s`` of the first uncommitted one are written in one transaction (one
-        commit for many steps instead of one each). Renewals commit at once (see
-        ``PreparedStep.urgent``). A step that leads to a step due at once is followed by that step
-        under the same claim (``StepRunner.prepare``). A step whose lease could run out before its
-        result is committed is not started; its lease is released so any worker can take it.
-        """
-        self.runner.drain_spool()  # rotated tokens the database refused before (issue 16 item 1)
-        if self.parking.seconds_left(at) > 0:
-            return TickReport(at)  # parked: claim nothing until the backoff runs out
-        lease_until = at + timedelta(seconds=self.settings.lease_s)
-        batch = self.repo.claim_due(at, self.worker_id, lease_until, self.settings.batch_size)
-        report = TickReport(at)
-        if not batch:
-            return report
-        window = self.settings.commit_window_s
-        results: dict[str, StepResult] = {}
-        group: builtins.list[PreparedStep] = []
-        group_since = 0.0
-
-        def flush() -> None:
-            if group:
-                results.update((r.attempt_id, r) for r in self.runner.commit(group))
-                group.clear()
-
-        last_start = lease_until - timedelta(seconds=self._worst_step_s)
-
-        def in_time() -> bool:
-            # Can a step started now finish, and be committed, before the lease runs out? Judged
-            # on the engine clock, the one that wrote lease_until and that other workers compare.
-            return self.now() < last_start
-
-        def prepare(attempt: Attempt) -> PreparedStep | None:
-            if not in_time() or self.parking.seconds_left(self.now()) > 0:
-                return None  # too late to finish (and commit) under the lease, or the queue parked
-            # The step's HTTP calls carry its attempt and state (engine.tracing); observers time it.
-            with step_context(attempt.id, attempt.state.value), self.observer.running(attempt, self.now()):
-                return self.runner.prepare(attempt, may_chain=in_time)
-
-        if self.settings.concurrency <= 1 or len(batch) == 1:
-            prepared: Iterable[PreparedStep | None] = (prepare(a) for a in batch)
-        else:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(
-                    self.settings.concurrency, thread_name_prefix="provision-step"
-                )
-            prepared = self._pool.map(prepare, batch)
-        steps = iter(prepared)
-        try:
-            for attempt, step in zip(batch, steps, strict=True):
-                if step is None:
-                    results[attempt.id] = self.runner.release(attempt)
-                elif step.urgent or window <= 0:
-                    results[attempt.id] = self.runner.commit([step])[0]
-                else:
-                    if not group:
-                        group_since = time.monotonic()
-                    group.append(step)
-                    if time.monotonic() - group_since >= window:
-                        flush()
-            flush()
-        except Exception:
-            # Steps run in parallel may have rotated tokens that will now never be committed by
-            # this tick: keep them in the spool before the error ends the tick (issue 16 item 1).
-            self.runner.spool_uncommitted(itertools.chain(group, steps))
-            raise
-        report.results = [results[a.id] for a in batch]
-        for result in report.results:
-            self.observer.step(result)
-        return report
+        return self.scheduler.tick(now)
 
     def run_until_idle(self, max_ticks: int = 10_000) -> builtins.list[TickReport]:
         """Tick until nothing is due now (waiting attempts and future retries stay pending)."""
-        reports = []
-        for _ in range(max_ticks):
-            report = self.tick()
-            if not report.claimed:
-                break
-            reports.append(report)
-        return reports
+        return self.scheduler.run_until_idle(max_ticks)
 
     def next_wait(self, now: datetime) -> float:
         """Seconds until the next due attempt, capped by ``poll_max_s``."""
-        if (parked := self.parking.seconds_left(now)) > 0:
-            return min(self.settings.poll_max_s, parked)
-        due = self.repo.next_due_at(now)
-        if due is None:
-            return self.settings.poll_max_s
-        return max(0.0, min(self.settings.poll_max_s, (due - now).total_seconds()))
+        return self.scheduler.next_wait(now)
 
     def run(self, stop: threading.Event, *, once: bool = False,
             on_tick: Callable[[TickReport], None] | None = None) -> int:
@@ -542,42 +351,7 @@ class Engine:
         ``ONCE_TICK_FAILURES`` times in a row is raised: the worker could not do its job. A report
         with ``fatal`` set ends the loop.
         """
-        steps = 0
-        failures = 0
-        self._release_quarantined()
-        while not stop.is_set():
-            try:  # the wait computation reads the database too (issue 16 item 6)
-                self._wake.clear()  # before the tick: a wake() during it cuts the wait below short
-                report = self.tick()
-                wait = 0.0 if once or report.claimed or report.delivered else self.next_wait(self.now())
-                failures = 0
-                if self.heartbeat is not None:  # at most every few seconds, off the per-step path
-                    self.heartbeat.after_tick(self.worker_id, report.claimed)
-            except Exception as exc:  # noqa: BLE001 - a database hiccup must not kill the worker (STYLE 11)
-                failures += 1
-                if once and failures >= ONCE_TICK_FAILURES:
-                    raise
-                pause = min(self.settings.poll_max_s, 0.5 * 2 ** min(failures, 4))
-                log_failure(log, "tick", exc, failures=failures, retry_s=pause)  # one line per database error
-                # Nothing was committed by the failed tick; leases it took expire and are reclaimed.
-                stop.wait(pause)
-                continue
-            steps += report.steps
-            if on_tick is not None:
-                on_tick(report)
-            if report.fatal:
-                break
-            if once:
-                if report.claimed == 0:
-                    break
-                continue
-            if report.claimed or report.delivered:
-                continue  # more may be due right away
-            if wait > 0:
-                self._wake.wait(wait)  # stop handlers call wake() too, so shutdown is prompt
-        if self.heartbeat is not None:
-            self.heartbeat.stop(self.worker_id)
-        return steps
+        return self.scheduler.run(stop, once=once, on_tick=on_tick)
 
     def workers(self) -> builtins.list[WorkerRow]:
         """The live engines (heartbeat rows younger than a few lease periods, on the database clock)."""
@@ -589,28 +363,10 @@ class Engine:
             return lambda: None
         return self.heartbeat.beside(self.worker_id)
 
-    def _release_quarantined(self) -> None:
-        # The operator's fix for a quarantined row is a worker start with a key that opens it.
-        try:
-            released = self.repo.release_quarantined(self.now())
-        except Exception:  # noqa: BLE001 - a database hiccup here must not stop the worker starting
-            log.exception("could not look for quarantined attempts to release")
-            return
-        if released:
-            log.warning("released %d quarantined attempt(s): the configured key opens them now", released)
-
     def close(self) -> None:
         """Release the thread pool, HTTP connections and database connections."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        self.scheduler.close()
         self.client.close()
         self.dispatch.close()
         self.repo.close()
 
-
-def _check_actor(actor: str | None) -> None:
-    """An operator's name as the history records it: printable, 1 to 100 characters."""
-    if actor is not None and not (isinstance(actor, str) and 0 < len(actor) <= 100
-                                  and PRINTABLE_RE.fullmatch(actor)):
-        raise InvalidInputError("actor", "must be printable text of 1 to 100 characters")

@@ -2,7 +2,8 @@
 wait computation fail, the loop goes on, and each failure is one log line without SQL or secrets.
 
 ``tests/integration/test_worker_survives.py`` and ``test_db_restarts.py`` do the same with real
-databases; these pin the loop's own logic (``Engine.run``, ``Heartbeat.after_tick``) to each path.
+databases; these pin the loop's own logic (``Scheduler.run``, behind ``Engine.run``, and
+``Heartbeat.after_tick``) to each path.
 """
 from __future__ import annotations
 
@@ -17,9 +18,9 @@ import sqlalchemy as sa
 from sqlalchemy.pool import StaticPool
 
 from engine.config import EngineSettings
-from engine.core.facade import Engine, TickReport
 from engine.core.heartbeat import Heartbeat
 from engine.core.outage import database_error
+from engine.core.scheduler import Scheduler, TickReport
 from persistence.schema import metadata
 from persistence.workers import live_workers
 
@@ -79,7 +80,7 @@ def test_a_failed_heartbeat_is_one_line_and_is_retried_at_the_next_beat(
 
 
 class LoopParts:
-    """What ``Engine.run`` uses of its engine, each part scripted to fail when told."""
+    """What ``Scheduler.run`` uses of its scheduler, each part scripted to fail when told."""
 
     def __init__(self, stop: threading.Event, fail: dict[str, list[Exception]]) -> None:
         self.settings = EngineSettings(poll_max_s=0.001)
@@ -116,10 +117,10 @@ def test_a_database_error_in_any_part_of_the_loop_does_not_end_it(
         part: str, caplog: pytest.LogCaptureFixture) -> None:
     stop = threading.Event()
     loop = LoopParts(stop, {part: [db_error(), db_error()]})
-    with caplog.at_level(logging.WARNING, logger="engine.core.facade"):
-        Engine.run(loop, stop)  # type: ignore[arg-type]  # the loop alone, its engine scripted
+    with caplog.at_level(logging.WARNING, logger="engine.core.scheduler"):
+        Scheduler.run(loop, stop)  # type: ignore[arg-type]  # the loop alone, its parts scripted
     assert loop.calls.count("tick") >= 4  # it went on after both failures
-    lines = [r.getMessage() for r in caplog.records if r.name == "engine.core.facade"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "engine.core.scheduler"]
     assert lines == [f"tick failed ({n} in a row): database error OperationalError: connection to server "
                      f"failed: Connection refused; retrying in 0.0 s" for n in (1, 2)]
     assert not any(SECRET in r.getMessage() or "SELECT" in r.getMessage() for r in caplog.records)
