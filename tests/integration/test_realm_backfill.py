@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -28,7 +28,7 @@ from engine import ElementsClient, Engine
 from engine.cli.main import main as cli_main
 from engine.config import ClientSettings
 from engine.core.realm_backfill import backfill_pending, backfill_realms
-from engine.wiring import open_engine
+from engine.wiring import open_engine, open_repository
 from persistence.database import create_db_engine
 from persistence.migrate import alembic_config, current_revision, head_revision
 from states import State
@@ -109,9 +109,10 @@ def test_attempts_from_before_migration_0010_are_guarded_after_the_upgrade(
                                    "attempt_id": twin}]
     db = create_db_engine(db_url)
     try:
+        claims = claims_of(db)
         with db.connect() as conn:
-            claims = dict(conn.execute(sa.text("SELECT realm_id, attempt_id FROM realm_claims")).all())
-            realms = dict(conn.execute(sa.text("SELECT id, realm_id FROM attempts")).all())
+            rows = conn.execute(sa.text("SELECT id, realm_id FROM attempts")).all()
+        realms: dict[str, str | None] = {str(i): r for i, r in rows}
         assert claims == {realm: old, quick_cfg["quickbooks.realm.id"]: quick.id}
         assert realms == {old: realm, twin: realm, quick.id: quick_cfg["quickbooks.realm.id"],
                           unreadable: None, waiting.id: None}
@@ -124,8 +125,7 @@ def test_attempts_from_before_migration_0010_are_guarded_after_the_upgrade(
         last = upgrade_cli(db_url, capsys)["realm_backfill"]
         assert (last["visited"], last["done"]) == (0, True) and not backfill_pending(db)
         assert upgrade_cli(db_url, capsys) == {"revision": head_revision()}  # nothing pending: a no-op
-        with db.connect() as conn:
-            assert dict(conn.execute(sa.text("SELECT realm_id, attempt_id FROM realm_claims")).all()) == claims
+        assert claims_of(db) == claims
     finally:
         db.dispose()
 
@@ -147,3 +147,51 @@ def test_attempts_from_before_migration_0010_are_guarded_after_the_upgrade(
         assert reopened.get(old).state is reopened.get(twin).state is State.PROVISIONED  # neither failed
     finally:
         reopened.close()
+
+
+def test_an_interrupted_backfill_resumes_after_its_last_batch(
+        db_url: str, make_engine: Callable[..., Engine]) -> None:
+    engine = make_engine()
+    assert not backfill_pending(engine.repo.engine)  # a new database has nothing to backfill
+    configs = [quick_config() for _ in range(3)]
+    started = [engine.start("quickbooks", f"books {n}", flow="quick", config=c)
+               for n, c in enumerate(configs)]
+    engine.run_until_idle()
+    engine.close()
+    db = create_db_engine(db_url)
+    try:
+        command.downgrade(alembic_config(db), "0009")
+        command.upgrade(alembic_config(db), "head")
+        assert backfill_pending(db)
+    finally:
+        db.dispose()
+
+    repo = open_repository(db_url, migrate=False, environ={"PROVISION_SECRET_KEY": TEST_KEY})
+    try:
+        reads: list[int] = []
+
+        def crashing_clock() -> datetime:  # the process dies while claiming the second batch's row
+            reads.append(1)
+            if len(reads) == 2:
+                raise RuntimeError("killed")
+            return repo.database_time()
+
+        with pytest.raises(RuntimeError, match="killed"):
+            backfill_realms(repo, now=crashing_clock, batch=1)
+        oldest = min(started, key=lambda a: (a.created_at, a.id))
+        assert claims_of(repo.engine) == {configs[started.index(oldest)]["quickbooks.realm.id"]: oldest.id}
+        resumed = backfill_realms(repo, now=repo.database_time, batch=1)
+        # The first row is not read again.
+        assert (resumed.visited, resumed.claimed, resumed.done) == (2, 2, True)
+        assert claims_of(repo.engine) == {c["quickbooks.realm.id"]: a.id
+                                          for c, a in zip(configs, started, strict=True)}
+        assert not backfill_realms(repo, now=repo.database_time).pending
+    finally:
+        repo.close()
+
+
+def claims_of(db: sa.Engine) -> dict[str, str]:
+    """{realm_id: attempt id} of every realm claim."""
+    with db.connect() as conn:
+        rows = conn.execute(sa.text("SELECT realm_id, attempt_id FROM realm_claims"))
+        return {str(realm): str(holder) for realm, holder in rows}
