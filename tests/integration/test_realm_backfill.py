@@ -102,6 +102,11 @@ def test_attempts_from_before_migration_0010_are_guarded_after_the_upgrade(
     finally:
         db.dispose()
 
+    # Without the key the migrations run and the backfill waits for an engine that has it.
+    monkeypatch.delenv("PROVISION_SECRET_KEY")
+    keyless = upgrade_cli(db_url, capsys)["realm_backfill"]
+    assert keyless["done"] is False and "not_run" in keyless
+    monkeypatch.setenv("PROVISION_SECRET_KEY", TEST_KEY)
     first = upgrade_cli(db_url, capsys)["realm_backfill"]
     assert first["claimed"] == 2 and first["unreadable"] == 1 and first["recorded"] == 0
     assert first["visited"] == 4 and first["done"] is False  # the waiting consent attempt is not read
@@ -118,6 +123,10 @@ def test_attempts_from_before_migration_0010_are_guarded_after_the_upgrade(
                           unreadable: None, waiting.id: None}
 
         # A rerun retries only the skipped row; once it is gone (cancelled), the step is done.
+        assert cli_main(["db", "upgrade", "--db", db_url]) == 0
+        text = capsys.readouterr().out.splitlines()
+        assert text[0] == f"database at revision {head_revision()}"
+        assert text[1].startswith("realm backfill: 1 attempt(s) visited") and "1 unreadable" in text[1]
         again = upgrade_cli(db_url, capsys)["realm_backfill"]
         assert (again["visited"], again["unreadable"], again["claimed"], again["done"]) == (1, 1, 0, False)
         with db.begin() as conn:
