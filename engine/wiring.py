@@ -23,6 +23,7 @@ from engine.core.element_check import ElementCheck, check_element
 from engine.core.facade import Engine
 from engine.core.heartbeat import Heartbeat
 from engine.core.observe import Observers, StepTracer
+from engine.core.realm_backfill import backfill_realms
 from engine.errors import SchemaOutdatedError, SecretKeyError
 from engine.security.crypto import KeyRing, load_codec
 from engine.security.redaction import install as install_log_redaction
@@ -109,6 +110,9 @@ def open_engine(
     settings = engine_kw["settings"]
     idle_s = settings.db_transaction_idle_s if isinstance(settings, EngineSettings) else None
     repo, keys = _open_store(db_url or db_url_from_env(environ), migrate, environ, idle_s)
+    # Attempts made before migration 0010: their realms claimed once, with the keys (issue 17);
+    # when that is done (the common case), one primary-key lookup.
+    backfill_realms(repo, now=repo.database_time)
     # Every engine built here takes part in key rotation: it reloads its keys and advertises them.
     engine_kw.setdefault("heartbeat", Heartbeat(repo.engine, keys, role=role))
     if hooks is not None:

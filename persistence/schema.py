@@ -84,6 +84,8 @@ attempts = sa.Table(
     # Free space in each page, so that claims and reschedules are heap-only updates (migration 0002).
     postgresql_with={"fillfactor": 70},
 )
+# The console's keyset order, newest first (migration 0011, persistence.attempt_filter.page_query).
+sa.Index("ix_attempts_created_id", attempts.c.created_at.desc(), attempts.c.id)
 
 history = sa.Table(
     "history",
@@ -182,4 +184,17 @@ realm_claims = sa.Table(
     sa.Column("realm_id", sa.String(64), primary_key=True),
     sa.Column("attempt_id", sa.String(36), nullable=False),
     sa.Column("claimed_at", UTCDateTime, nullable=False),
+)
+
+# --- one-off data steps a migration cannot do (issue 17, migration 0011; persistence.backfills) ----
+# A row per pending step, deleted when the step is done: ``realm_ids`` copies the realmId of
+# attempts made before migration 0010 out of their encrypted secrets (engine.core.realm_backfill).
+backfills = sa.Table(
+    "backfills",
+    metadata,
+    sa.Column("name", sa.String(40), primary_key=True),
+    sa.Column("after_created_at", UTCDateTime, nullable=True),
+    sa.Column("after_id", sa.String(36), nullable=True),
+    sa.Column("scanned", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("skipped", sa.JSON, nullable=False),
 )

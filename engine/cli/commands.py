@@ -254,17 +254,47 @@ def operator_command(action: str) -> Callable[[argparse.Namespace], int]:
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    """Apply migrations without opening an engine (which would refuse an outdated PostgreSQL schema)."""
+    """Apply migrations without opening an engine (which would refuse an outdated PostgreSQL schema),
+    then the realm backfill when one is pending and a key is configured (``engine.core.realm_backfill``)."""
     from engine.config import db_url_from_env, open_database  # noqa: PLC0415
+    from engine.core.realm_backfill import backfill_pending  # noqa: PLC0415
     from persistence.migrate import upgrade  # noqa: PLC0415
 
-    db = open_database(args.db or db_url_from_env())
+    url = args.db or db_url_from_env()
+    db = open_database(url)
     try:
         revision = upgrade(db)
+        pending = backfill_pending(db)
     finally:
         db.dispose()
-    emit(fmt.to_json({"revision": revision}) if args.json else f"database at revision {revision}")
+    backfill = _realm_backfill(url) if pending else None
+    if args.json:
+        shown = {k: v for k, v in (backfill or {}).items() if k != "lines"}
+        emit(fmt.to_json({"revision": revision, **({"realm_backfill": shown} if shown else {})}))
+        return 0
+    emit(f"database at revision {revision}")
+    for line in (backfill or {}).get("lines", []):
+        emit(line)
     return 0
+
+
+def _realm_backfill(url: str) -> dict[str, Any]:
+    """Run the pending realm backfill with the configured key; without one, say where it will run."""
+    from engine.core.realm_backfill import backfill_realms  # noqa: PLC0415
+    from engine.errors import SecretKeyError  # noqa: PLC0415
+    from engine.wiring import open_repository  # noqa: PLC0415
+
+    try:
+        repo = open_repository(url, migrate=False)
+    except SecretKeyError as exc:
+        line = (f"realm backfill: pending, not run here ({exc.message}); it runs when an engine opens "
+                "with the key (`provision worker`, open_engine)")
+        return {"pending": True, "done": False, "not_run": exc.message, "lines": [line]}
+    try:
+        report = backfill_realms(repo, now=repo.database_time)
+    finally:
+        repo.close()
+    return {**report.to_dict(), "lines": report.lines()}
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
