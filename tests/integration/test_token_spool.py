@@ -16,6 +16,7 @@ import stat
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -45,12 +46,11 @@ def sandbox(clocked_sandbox: Any) -> Any:
     return clocked_sandbox
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 4 MB tmpfs (a real full disk); skipped where the test cannot mount one (not root)."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
+@contextmanager
+def tmpfs(mount: Path, options: str = "size=4m") -> Iterator[Path]:
+    """A real tmpfs mounted on the existing folder ``mount`` (``options`` as ``mount -o``);
+    skips the test where it cannot be mounted (not root)."""
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)],
                           capture_output=True, check=False)
     if done.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode()[:200]}")
@@ -58,6 +58,15 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MB tmpfs (a real full disk); skipped where the test cannot mount one (not root)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    with tmpfs(mount) as path:
+        yield path
 
 
 def fill(directory: Path) -> Path:
