@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from test_worker_survives import db_now, terminate_backends
-from testkit import QBO, QUICK_CONFIG, TEST_KEY, consent
+from testkit import QBO, TEST_KEY, consent, quick_config
 
 import states.renewal
 from engine import ElementsClient, Engine, EngineSettings
@@ -256,9 +256,10 @@ def test_a_sqlite_file_locked_across_the_renewal_commit_spools_the_token(
 def provision_oauth1(engine: Engine) -> Any:
     """An engine-owned QuickBooks OAuth1 company (quick flow): renewed by Reconnect in its window.
 
-    Each gets a token of its own: two attempts holding one token would spend it for each other.
+    Each gets a token and a company of its own: two attempts holding one token would spend it for
+    each other, and a quick start naming a realm a live attempt connects is refused.
     """
-    config = {**QUICK_CONFIG, "oauth.user.token": f"qyprd-{uuid.uuid4().hex}"}
+    config = quick_config({"oauth.user.token": f"qyprd-{uuid.uuid4().hex}"})
     a = engine.start("quickbooks", "Spool OAuth1", flow="quick", config=config)
     engine.run_until_idle()
     a = engine.get(a.id)
