@@ -14,7 +14,8 @@ row changes, refresh the README with::
 The rows (``fault_rows_renewal.py``, ``fault_rows_workers.py``) reuse the helpers of the tests that
 cover each fault in depth (named in each row's docstring); trials are kept small so the module
 stays under a minute on two cores. Rows run on SQLite, and on
-PostgreSQL where the fault is PostgreSQL's own.
+PostgreSQL where the fault is PostgreSQL's own (the full WAL disk on a private server of the row's
+own, whose WAL is on a real tmpfs: root only, as in CI; elsewhere that row skips).
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ import pytest
 from integration.fault_audit import Kit, Tally
 from integration.fault_rows_renewal import (
     exception_after_the_provider_answered,
+    full_wal_disk_at_the_renewal_commit,
     lost_lease_during_renewal,
     odd_token_answers,
     overdue_renewal_after_an_outage,
@@ -46,6 +48,7 @@ from integration.fault_rows_workers import (
     pg_sessions_terminated_during_ticks,
     slow_platform,
 )
+from integration.test_pg_disk_full import wal_disk_pg, wal_disk_url  # noqa: F401 - the full-WAL row's fixtures
 from integration.test_receiver_load import served  # noqa: F401 - the fixture of the flood row, found by name
 
 from engine import Engine
@@ -72,6 +75,8 @@ FAULTS = (
           "sqlite", sqlite_locked_at_the_renewal_commit),
     Fault("rotated token: PostgreSQL sessions terminated at the renewal commit", "postgres",
           pg_sessions_terminated_at_the_renewal_commit),
+    Fault("rotated token: PostgreSQL's WAL disk full at the renewal commit (DiskFull, server down until "
+          "space is back)", "postgres", full_wal_disk_at_the_renewal_commit),
     Fault("rotated token: odd token answer (`expires_in` \"3600.0\", no access token, ErrorCode \"0.0\")",
           "sqlite", odd_token_answers),
     Fault("rotated token: an exception in the step after the provider answered", "sqlite",
