@@ -14,8 +14,8 @@ row changes, refresh the README with::
 The rows (``fault_rows_renewal.py``, ``fault_rows_workers.py``) reuse the helpers of the tests that
 cover each fault in depth (named in each row's docstring); trials are kept small so the module
 stays under a minute on two cores. Rows run on SQLite, and on
-PostgreSQL where the fault is PostgreSQL's own (the full WAL disk on a private server of the row's
-own, whose WAL is on a real tmpfs: root only, as in CI; elsewhere that row skips).
+PostgreSQL where the fault is PostgreSQL's own. The two full-disk rows mount a real tmpfs (under
+the SQLite file; under a private PostgreSQL's WAL): root only, as in CI; elsewhere they skip.
 """
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ from integration.fault_rows_renewal import (
     odd_token_answers,
     overdue_renewal_after_an_outage,
     pg_sessions_terminated_at_the_renewal_commit,
+    sqlite_disk_full_at_the_renewal_commit,
     sqlite_locked_at_the_renewal_commit,
     unreadable_row_among_good_ones,
 )
@@ -73,6 +74,8 @@ FAULTS = (
     Fault("kill -9 inside each step (request token, redirect URL, create)", "sqlite", kill_9_in_each_step),
     Fault("rotated token: SQLite locked past the busy timeout at the renewal commit (2 steps in parallel)",
           "sqlite", sqlite_locked_at_the_renewal_commit),
+    Fault("rotated token: the disk under the SQLite file full at the renewal commit", "sqlite",
+          sqlite_disk_full_at_the_renewal_commit),
     Fault("rotated token: PostgreSQL sessions terminated at the renewal commit", "postgres",
           pg_sessions_terminated_at_the_renewal_commit),
     Fault("rotated token: PostgreSQL's WAL disk full at the renewal commit (DiskFull, server down until "

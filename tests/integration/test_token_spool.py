@@ -176,21 +176,32 @@ def test_a_full_disk_at_the_renewal_commit_spools_the_token(
     engine = engine_on(f"sqlite:///{small_disk}/provision.db", clock=clock,
                        settings=EngineSettings(spool_dir=str(spool)))
     a = provision(engine)
+    renew_on_a_full_disk(engine, small_disk, spool, clock, waits, a)
+    assert_renews_again(engine, sandbox, a.id, clock, renewals=a.renewals + 1)
+
+
+def renew_on_a_full_disk(engine: Engine, disk: Path, spool: Path, clock: FakeClock, waits: list[float],
+                         a: Any) -> None:
+    """The renewal of ``a`` (engine on a SQLite file on the tmpfs ``disk``) finds the disk full
+    right after the provider rotated: retried, spooled (0600, sealed); then space is freed and the
+    next tick drains the spool and pushes."""
     filler: list[Path] = []
-    after_the_provider(engine, lambda: filler.append(fill(small_disk)))
+    after_the_provider(engine, lambda: filler.append(fill(disk)))
     clock.now = a.next_run_at
     with pytest.raises(sa.exc.OperationalError, match="full"):
         engine.tick()
     assert waits[-2:] == [0.5, 2.0]  # retried, then spooled
     [entry] = spool.glob("*.spool")
     assert stat.S_IMODE(entry.stat().st_mode) == 0o600
-    token = sandbox.store.instances[int(a.instance_id)].configuration["oauth.user.token"]
-    assert token.encode() not in entry.read_bytes()
     assert engine.get(a.id).renewals == a.renewals  # the database still holds the spent token
     filler[0].unlink()  # space again: the next tick drains the spool first
+    sealed = entry.read_bytes()
     engine.run_until_idle()  # drained as a renew transition, due at once: the push follows
     assert not list(spool.glob("*.spool"))
-    assert_renews_again(engine, sandbox, a.id, clock, renewals=a.renewals + 1)
+    tokens = engine.get(a.id).secrets["user_tokens"]
+    assert engine.get(a.id).renewals == a.renewals + 1
+    assert tokens["oauth.user.token"].encode() not in sealed  # the new token, sealed in the spool
+    assert tokens["oauth.user.refresh_token"].encode() not in sealed
 
 
 def busy_engine(db_file: Path, sandbox: Any, clock: FakeClock, waits: list[float], spool: Path,
