@@ -197,6 +197,7 @@ def test_a_full_wal_disk_at_the_renewal_commit_spools_the_token(
     assert re.search(r"(shutting down|aborting startup) due to startup process failure", outage.server_log)
     assert "psycopg.errors.DiskFull" in caplog.text and DISK_FULL in caplog.text
     assert waits[:2] == [0.5, 2.0]  # retried, then spooled
+    assert "tick failed (1 in a row): database error" in caplog.text  # caught by the loop, which went on
     assert outage.entry_mode == 0o600
     after = engine.get(a.id)
     tokens = after.secrets["user_tokens"]
