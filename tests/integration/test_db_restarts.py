@@ -29,7 +29,7 @@ import pytest
 import sqlalchemy as sa
 from test_crash import PROVISION, assert_exactly_once, wait_for, worker_env
 from test_token_spool import fill, small_disk  # noqa: F401 - small_disk is a fixture (a 4 MB tmpfs)
-from testkit import QUICK_CONFIG, TEST_KEY
+from testkit import QUICK_CONFIG, TEST_KEY, quick_config
 
 from engine import Engine
 from persistence.schema import attempts
@@ -152,7 +152,7 @@ def test_three_workers_survive_25_postgresql_restarts(private_pg: pg_local.Local
     ids: list[str] = []
 
     def start(name: str) -> str:
-        return engine.start("quickbooks", name, flow="quick", config=QUICK_CONFIG).id
+        return engine.start("quickbooks", name, flow="quick", config=quick_config()).id
 
     wait_running(engine)
     ids += [start(f"Before {i}") for i in range(6)]
@@ -172,7 +172,8 @@ def test_three_workers_survive_a_locked_sqlite_file(
     engine = engine_on(sqlite_url)
     workers, paths = spawn_all(worker_env(sqlite_url, sandbox), tmp_path)
     wait_running(engine)
-    ids = [engine.start("quickbooks", f"Locked {i}", flow="quick", config=QUICK_CONFIG).id for i in range(6)]
+    ids = [engine.start("quickbooks", f"Locked {i}", flow="quick", config=quick_config()).id
+           for i in range(6)]
     for n in range(3):
         progress(engine, f"progress before lock {n + 1}")
         lock = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
@@ -182,7 +183,7 @@ def test_three_workers_survive_a_locked_sqlite_file(
         finally:
             lock.execute("ROLLBACK")
             lock.close()
-        ids += [engine.start("quickbooks", f"After {n}.{i}", flow="quick", config=QUICK_CONFIG).id
+        ids += [engine.start("quickbooks", f"After {n}.{i}", flow="quick", config=quick_config()).id
                 for i in range(3)]
     finish(engine, ids, workers, paths)
     database_lines(paths)
@@ -198,10 +199,11 @@ def test_three_workers_survive_a_full_disk_under_the_sqlite_file(
     env = worker_env(url, sandbox, PROVISION_SPOOL_DIR=str(tmp_path / "spool"))
     workers, paths = spawn_all(env, tmp_path)
     wait_running(engine)
-    ids = [engine.start("quickbooks", f"Before {i}", flow="quick", config=QUICK_CONFIG).id for i in range(3)]
+    ids = [engine.start("quickbooks", f"Before {i}", flow="quick", config=quick_config()).id
+           for i in range(3)]
     for n in range(2):
         progress(engine, f"progress before the disk fills ({n + 1})")
-        ids += [engine.start("quickbooks", f"Full {n}.{i}", flow="quick", config=QUICK_CONFIG).id
+        ids += [engine.start("quickbooks", f"Full {n}.{i}", flow="quick", config=quick_config()).id
                 for i in range(3)]  # work due while the disk is full
         seen = len(database_lines(paths))
         filler = fill(small_disk)
