@@ -183,6 +183,29 @@ def test_a_full_disk_at_the_renewal_commit_spools_the_token(
     assert_renews_again(engine, sandbox, a.id, clock, renewals=a.renewals + 1)
 
 
+def test_a_full_disk_under_the_database_and_the_default_spool_keeps_the_token_in_memory(
+        small_disk: Path, engine_on: Callable[..., Engine], clock: FakeClock, sandbox: Any,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The default spool lies beside the SQLite file, on the same full disk: before the fix the
+    spool write failed with ENOSPC and the rotated token was lost."""
+    engine = engine_on(f"sqlite:///{small_disk}/provision.db", clock=clock)  # spool_dir: the default
+    a = provision(engine)
+    filler: list[Path] = []
+    after_the_provider(engine, lambda: filler.append(fill(small_disk)))
+    clock.now = a.next_run_at
+    with pytest.raises(sa.exc.OperationalError, match="full"):
+        engine.tick()  # the database's error, not the spool's
+    assert "kept in memory until it can be stored" in caplog.text
+    assert not list(small_disk.glob(".provision-spool/*"))  # no torn temporary file left
+    with pytest.raises(sa.exc.OperationalError, match="full"):
+        engine.tick()  # still full: the drain fails, the entry stays in memory
+    filler[0].unlink()
+    engine.run_until_idle()  # drained from memory (written to disk on the way), then pushed
+    assert not list(small_disk.glob(".provision-spool/*"))
+    assert engine.history(a.id)[-1].note == "kept in the token spool"
+    assert_renews_again(engine, sandbox, a.id, clock, renewals=a.renewals + 1)
+
+
 def renew_on_a_full_disk(engine: Engine, disk: Path, spool: Path, clock: FakeClock, waits: list[float],
                          a: Any) -> None:
     """The renewal of ``a`` (engine on a SQLite file on the tmpfs ``disk``) finds the disk full
