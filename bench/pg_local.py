@@ -24,7 +24,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -59,17 +59,27 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def server_owner(user: str | None = None) -> tuple[int, int] | None:
+    """The uid and gid the server runs as when this process is root (files it writes must be
+    theirs, e.g. a separate WAL disk); None when it runs as this process's own user."""
+    if os.geteuid() != 0:
+        return None
+    entry = pwd.getpwnam(user or os.environ.get("BENCH_PG_USER") or "nobody")
+    return entry.pw_uid, entry.pw_gid
+
+
 def _demote(user: str | None) -> tuple[Callable[[], None] | None, int | None, int | None]:
     """A ``preexec_fn`` that becomes ``user`` (only when we are root), with its uid and gid."""
-    if os.geteuid() != 0:
+    owner = server_owner(user)
+    if owner is None:
         return None, None, None
-    entry = pwd.getpwnam(user or os.environ.get("BENCH_PG_USER") or "nobody")
+    uid, gid = owner
 
     def become() -> None:
-        os.setgid(entry.pw_gid)
-        os.setuid(entry.pw_uid)
+        os.setgid(gid)
+        os.setuid(uid)
 
-    return become, entry.pw_uid, entry.pw_gid
+    return become, uid, gid
 
 
 #: How ``LocalPostgres.restart`` stops the server, as ``pg_ctl -m``: SIGINT (fast: sessions are
@@ -105,7 +115,8 @@ class LocalPostgres:
 
     def restart(self, mode: str = "fast", *, down_s: float = 0.0) -> None:
         """Stop the server as ``pg_ctl restart -m MODE`` would, stay down ``down_s``, start it again
-        on the same port and data, and wait until it answers. Every session is ended meanwhile."""
+        on the same port and data, and wait until it answers. Every session is ended meanwhile.
+        Also starts a server that stopped by itself (e.g. after a PANIC on a full WAL disk)."""
         self.process.send_signal(STOP_SIGNALS[mode])
         self.process.wait(60)
         if down_s > 0:
@@ -151,11 +162,13 @@ class LocalPostgres:
 
 
 def start_postgres(bin_dir: Path, *, user: str | None = None, max_connections: int = 300,
-                   timeout_s: float = 60.0, settings: Mapping[str, str] | None = None) -> LocalPostgres:
+                   timeout_s: float = 60.0, settings: Mapping[str, str] | None = None,
+                   initdb_args: Sequence[str] = ()) -> LocalPostgres:
     """initdb in a temporary folder and start ``postgres`` on a free port; waits until it answers.
 
     ``settings``: more server settings (``-c name=value``), e.g. ``{"fsync": "off"}`` for a test
-    server whose restarts need not survive a power cut.
+    server whose restarts need not survive a power cut. ``initdb_args``: more ``initdb`` options,
+    e.g. ``["--waldir", DIR, "--wal-segsize", "1"]`` for a WAL on a disk of its own.
     """
     become, uid, gid = _demote(user)
     root = Path(tempfile.mkdtemp(prefix="bench-pg-"))
@@ -165,7 +178,7 @@ def start_postgres(bin_dir: Path, *, user: str | None = None, max_connections: i
     log = root / "initdb.log"
     with open(log, "wb") as out:
         done = subprocess.run([str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
-                               "-E", "UTF8", "--no-sync"], stdout=out, stderr=subprocess.STDOUT,
+                               "-E", "UTF8", "--no-sync", *initdb_args], stdout=out, stderr=subprocess.STDOUT,
                               preexec_fn=become, cwd=root)
     if done.returncode != 0:
         text = log.read_text(errors="replace")[-2000:]

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from engine.config import RenewalPolicy, RetryPolicy
 from engine.core.kept import RotatedTokens, rotates
+from engine.core.outage import database_error
 from engine.core.parking import Parking, is_platform_wide
 from engine.core.retry import call_with_retries, decide_on_error, decide_on_renewal_error, retrying
 from engine.core.spool import TokenSpool
@@ -215,7 +216,14 @@ class StepRunner:
                 self.parking.park(exc)
                 return PreparedStep(attempt, Stay(next_run_at=attempt.next_run_at), max(ports.tries, 1), 0)
             if not isinstance(exc, ProvisionError):
-                log.exception("step %s of attempt %s crashed", attempt.state, attempt.id)
+                if (described := database_error(exc)) is not None:
+                    # A step that reads the database (a realm claim) during an outage: one line,
+                    # like the loop's (engine.core.outage); the traceback is for -vv.
+                    log.warning("step %s of attempt %s: database error %s; retried", attempt.state,
+                                attempt.id, described)
+                    log.debug("step %s of attempt %s: the traceback", attempt.state, attempt.id, exc_info=exc)
+                else:
+                    log.exception("step %s of attempt %s crashed", attempt.state, attempt.id)
                 exc = InternalStepError(f"unexpected {type(exc).__name__} in the {attempt.state} step")
             if traits_of(attempt.state).retry == "renewal":
                 decision = decide_on_renewal_error(exc, attempt=attempt, policy=self.renewal_policy,

@@ -15,6 +15,7 @@ new id).
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -46,25 +47,45 @@ class SpooledRenewal:
 
 
 class TokenSpool:
-    """Spool files in ``directory`` (created 0700 on first use), sealed with ``codec``."""
+    """Spool files in ``directory`` (created 0700 on first use), sealed with ``codec``.
+
+    When the spool's own disk refuses an entry too (a full disk under both the database and the
+    spool, as with the default directory beside the SQLite file), the sealed entry is kept in this
+    process's memory instead: every drain tries to write it again and offers it to the database.
+    """
 
     def __init__(self, directory: Path, *, worker_id: str, codec: Codec) -> None:
         self.directory = directory
         self.worker = _UNSAFE.sub("_", worker_id)[:80]
         self.codec = codec
+        self._unwritten: dict[Path, bytes] = {}  # sealed entries the disk refused (path -> blob)
 
     def keep(self, attempt_id: str, secrets: dict[str, Any], changes: dict[str, Any]) -> Path:
-        """Write one renewal durably (fsync of the file and of the directory); returns its path."""
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        """Write one renewal durably (fsync of the file and of the directory); returns its path.
+        An entry the disk refuses is kept in memory (see the class)."""
         stamp = changes.get("refresh_time") or 0
         path = self.directory / f"{self.worker}-{_UNSAFE.sub('_', attempt_id)}-{stamp}{SUFFIX}"
         blob = self.codec.seal({"attempt_id": attempt_id, "secrets": secrets,
                                 "changes": json.loads(json.dumps(changes, default=_iso))})
+        try:
+            self._write(path, blob)
+        except OSError as exc:
+            self._unwritten[path] = blob
+            log.error("token spool %s refused %s (%s); kept in memory until it can be stored",
+                      self.directory, path.name, exc.strerror or type(exc).__name__)
+        return path
+
+    def _write(self, path: Path, blob: bytes) -> None:
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            os.write(fd, blob)
+            if os.write(fd, blob) != len(blob):
+                raise OSError(errno.ENOSPC, "short write")
             os.fsync(fd)
+        except OSError:
+            tmp.unlink(missing_ok=True)  # a torn temporary file would only take more space
+            raise
         finally:
             os.close(fd)
         os.replace(tmp, path)
@@ -73,10 +94,16 @@ class TokenSpool:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-        return path
 
     def pending(self) -> Iterator[SpooledRenewal]:
-        """Every readable entry, oldest first; unreadable ones are logged and left for an operator."""
+        """Every readable entry, oldest first; unreadable ones are logged and left for an operator.
+        Entries kept in memory are written to disk first where it takes them now."""
+        for path, blob in list(self._unwritten.items()):
+            try:
+                self._write(path, blob)
+                del self._unwritten[path]
+            except OSError:
+                yield _entry(self.codec.open(blob), path)
         if not self.directory.is_dir():
             return
         for path in sorted(self.directory.glob(f"*{SUFFIX}"), key=lambda p: p.stat().st_mtime):
@@ -86,12 +113,16 @@ class TokenSpool:
                 log.error("token spool entry %s cannot be opened with the current keys; left in place",
                           path.name)
                 continue
-            yield SpooledRenewal(str(data["attempt_id"]), dict(data["secrets"]), dict(data["changes"]), path)
+            yield _entry(data, path)
 
-    @staticmethod
-    def done(entry: SpooledRenewal) -> None:
-        """The entry reached the database: remove its file."""
+    def done(self, entry: SpooledRenewal) -> None:
+        """The entry reached the database: remove its file (or its copy in memory)."""
+        self._unwritten.pop(entry.path, None)
         entry.path.unlink(missing_ok=True)
+
+
+def _entry(data: dict[str, Any], path: Path) -> SpooledRenewal:
+    return SpooledRenewal(str(data["attempt_id"]), dict(data["secrets"]), dict(data["changes"]), path)
 
 
 def default_directory(db_url: str, configured: str | None) -> Path:

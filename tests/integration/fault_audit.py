@@ -99,6 +99,7 @@ def usable(a: Any, sim: Any) -> bool:
 
 
 def quick(engine: Engine, count: int, name: str) -> list[str]:
+    # Each its own company: a quick start naming a realm a live attempt connects is refused.
     return [engine.start("quickbooks", f"{name} {i}", flow="quick", config=quick_config()).id
             for i in range(count)]
 

@@ -9,15 +9,19 @@ from datetime import timedelta
 from typing import Any
 
 from integration.fault_audit import Kit, Tally, audit, quick
+from integration.test_pg_disk_full import renew_through_a_full_wal_disk
 from integration.test_quarantine import plant_foreign_row
 from integration.test_token_spool import (
     after_the_provider,
     assert_all_renew_again,
+    assert_renews_again,
     busy_engine,
     provision,
     provision_oauth1,
     renew_all,
+    renew_on_a_full_disk,
     renew_under_an_exclusive_lock,
+    tmpfs,
 )
 from integration.test_worker_survives import db_now, terminate_backends
 from testkit import QBO, consent
@@ -57,6 +61,37 @@ def pg_sessions_terminated_at_the_renewal_commit(kit: Kit) -> Tally:
     assert kit.waits.count(0.5) == 2  # each renewal's commit failed once and was retried
     assert_all_renew_again(engine, sim, {i: n + 1 for i, n in before.items()}, kit.clock)
     return audit(engine, sim, list(before))
+
+
+def sqlite_disk_full_at_the_renewal_commit(kit: Kit) -> Tally:
+    """The real 4 MB tmpfs under the SQLite file fills right after the provider rotated: retried,
+    spooled, drained once space is back, renewed again (``test_token_spool.py``; root only)."""
+    disk, spool, sim = kit.tmp_path / "small", kit.tmp_path / "spool", kit.clocked
+    disk.mkdir()
+    with tmpfs(disk):
+        engine = kit.engine_on(f"sqlite:///{disk}/provision.db", clock=kit.clock, sim=sim,
+                               settings=EngineSettings(spool_dir=str(spool)))
+        try:
+            a = provision(engine)
+            renew_on_a_full_disk(engine, disk, spool, kit.clock, kit.waits, a)
+            assert_renews_again(engine, sim, a.id, kit.clock, renewals=a.renewals + 1)
+            return audit(engine, sim, [a.id])
+        finally:
+            engine.close()  # before the tmpfs goes
+
+
+def full_wal_disk_at_the_renewal_commit(kit: Kit) -> Tally:
+    """A private PostgreSQL's WAL disk (a real 8 MB tmpfs) fills right after the provider rotated:
+    the renewal's COMMIT fails with DiskFull and the server PANICs and stays down; the token is
+    spooled, drained once space is back, and renewed again (``test_pg_disk_full.py``)."""
+    pg, url = (kit.request.getfixturevalue(name) for name in ("wal_disk_pg", "wal_disk_url"))
+    sim, spool = kit.clocked, kit.tmp_path / "spool"
+    engine = kit.engine_on(url, clock=kit.clock, sim=sim,
+                           settings=EngineSettings(spool_dir=str(spool), poll_max_s=0.2))
+    a = provision(engine)
+    renew_through_a_full_wal_disk(engine, pg, spool, kit.clock, a)
+    assert_renews_again(engine, sim, a.id, kit.clock, renewals=a.renewals + 1)
+    return audit(engine, sim, [a.id])
 
 
 def odd_token_answers(kit: Kit) -> Tally:

@@ -14,7 +14,8 @@ row changes, refresh the README with::
 The rows (``fault_rows_renewal.py``, ``fault_rows_workers.py``) reuse the helpers of the tests that
 cover each fault in depth (named in each row's docstring); trials are kept small so the module
 stays under a minute on two cores. Rows run on SQLite, and on
-PostgreSQL where the fault is PostgreSQL's own.
+PostgreSQL where the fault is PostgreSQL's own. The two full-disk rows mount a real tmpfs (under
+the SQLite file; under a private PostgreSQL's WAL): root only, as in CI; elsewhere they skip.
 """
 from __future__ import annotations
 
@@ -29,10 +30,12 @@ import pytest
 from integration.fault_audit import Kit, Tally
 from integration.fault_rows_renewal import (
     exception_after_the_provider_answered,
+    full_wal_disk_at_the_renewal_commit,
     lost_lease_during_renewal,
     odd_token_answers,
     overdue_renewal_after_an_outage,
     pg_sessions_terminated_at_the_renewal_commit,
+    sqlite_disk_full_at_the_renewal_commit,
     sqlite_locked_at_the_renewal_commit,
     unreadable_row_among_good_ones,
 )
@@ -46,6 +49,7 @@ from integration.fault_rows_workers import (
     pg_sessions_terminated_during_ticks,
     slow_platform,
 )
+from integration.test_pg_disk_full import wal_disk_pg, wal_disk_url  # noqa: F401 - the full-WAL row's fixtures
 from integration.test_receiver_load import served  # noqa: F401 - the fixture of the flood row, found by name
 
 from engine import Engine
@@ -70,8 +74,12 @@ FAULTS = (
     Fault("kill -9 inside each step (request token, redirect URL, create)", "sqlite", kill_9_in_each_step),
     Fault("rotated token: SQLite locked past the busy timeout at the renewal commit (2 steps in parallel)",
           "sqlite", sqlite_locked_at_the_renewal_commit),
+    Fault("rotated token: the disk under the SQLite file full at the renewal commit", "sqlite",
+          sqlite_disk_full_at_the_renewal_commit),
     Fault("rotated token: PostgreSQL sessions terminated at the renewal commit", "postgres",
           pg_sessions_terminated_at_the_renewal_commit),
+    Fault("rotated token: PostgreSQL's WAL disk full at the renewal commit (DiskFull, server down until "
+          "space is back)", "postgres", full_wal_disk_at_the_renewal_commit),
     Fault("rotated token: odd token answer (`expires_in` \"3600.0\", no access token, ErrorCode \"0.0\")",
           "sqlite", odd_token_answers),
     Fault("rotated token: an exception in the step after the provider answered", "sqlite",

@@ -16,6 +16,7 @@ import stat
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -45,19 +46,30 @@ def sandbox(clocked_sandbox: Any) -> Any:
     return clocked_sandbox
 
 
+@contextmanager
+def tmpfs(mount: Path, options: str = "size=4m") -> Iterator[Path]:
+    """A real tmpfs mounted on the existing folder ``mount`` (``options`` as ``mount -o``);
+    skips the test where it cannot be mounted (not root)."""
+    try:
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)],
+                              capture_output=True, check=False)
+    except FileNotFoundError:
+        pytest.skip("cannot mount a small tmpfs here: no mount command")
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (root only): {done.stderr.decode()[:200]}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 4 MB tmpfs (a real full disk); skipped where the test cannot mount one (not root)."""
     mount = tmp_path / "small"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
-                          capture_output=True, check=False)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode()[:200]}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
+    with tmpfs(mount) as path:
+        yield path
 
 
 def fill(directory: Path) -> Path:
@@ -167,21 +179,55 @@ def test_a_full_disk_at_the_renewal_commit_spools_the_token(
     engine = engine_on(f"sqlite:///{small_disk}/provision.db", clock=clock,
                        settings=EngineSettings(spool_dir=str(spool)))
     a = provision(engine)
+    renew_on_a_full_disk(engine, small_disk, spool, clock, waits, a)
+    assert_renews_again(engine, sandbox, a.id, clock, renewals=a.renewals + 1)
+
+
+def test_a_full_disk_under_the_database_and_the_default_spool_keeps_the_token_in_memory(
+        small_disk: Path, engine_on: Callable[..., Engine], clock: FakeClock, sandbox: Any,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The default spool lies beside the SQLite file, on the same full disk: before the fix the
+    spool write failed with ENOSPC and the rotated token was lost."""
+    engine = engine_on(f"sqlite:///{small_disk}/provision.db", clock=clock)  # spool_dir: the default
+    a = provision(engine)
     filler: list[Path] = []
     after_the_provider(engine, lambda: filler.append(fill(small_disk)))
+    clock.now = a.next_run_at
+    with pytest.raises(sa.exc.OperationalError, match="full"):
+        engine.tick()  # the database's error, not the spool's
+    assert "kept in memory until it can be stored" in caplog.text
+    assert not list(small_disk.glob(".provision-spool/*"))  # no torn temporary file left
+    with pytest.raises(sa.exc.OperationalError, match="full"):
+        engine.tick()  # still full: the drain fails, the entry stays in memory
+    filler[0].unlink()
+    engine.run_until_idle()  # drained from memory (written to disk on the way), then pushed
+    assert not list(small_disk.glob(".provision-spool/*"))
+    assert engine.history(a.id)[-1].note == "kept in the token spool"
+    assert_renews_again(engine, sandbox, a.id, clock, renewals=a.renewals + 1)
+
+
+def renew_on_a_full_disk(engine: Engine, disk: Path, spool: Path, clock: FakeClock, waits: list[float],
+                         a: Any) -> None:
+    """The renewal of ``a`` (engine on a SQLite file on the tmpfs ``disk``) finds the disk full
+    right after the provider rotated: retried, spooled (0600, sealed); then space is freed and the
+    next tick drains the spool and pushes."""
+    filler: list[Path] = []
+    after_the_provider(engine, lambda: filler.append(fill(disk)))
     clock.now = a.next_run_at
     with pytest.raises(sa.exc.OperationalError, match="full"):
         engine.tick()
     assert waits[-2:] == [0.5, 2.0]  # retried, then spooled
     [entry] = spool.glob("*.spool")
     assert stat.S_IMODE(entry.stat().st_mode) == 0o600
-    token = sandbox.store.instances[int(a.instance_id)].configuration["oauth.user.token"]
-    assert token.encode() not in entry.read_bytes()
     assert engine.get(a.id).renewals == a.renewals  # the database still holds the spent token
     filler[0].unlink()  # space again: the next tick drains the spool first
+    sealed = entry.read_bytes()
     engine.run_until_idle()  # drained as a renew transition, due at once: the push follows
     assert not list(spool.glob("*.spool"))
-    assert_renews_again(engine, sandbox, a.id, clock, renewals=a.renewals + 1)
+    tokens = engine.get(a.id).secrets["user_tokens"]
+    assert engine.get(a.id).renewals == a.renewals + 1
+    assert tokens["oauth.user.token"].encode() not in sealed  # the new token, sealed in the spool
+    assert tokens["oauth.user.refresh_token"].encode() not in sealed
 
 
 def busy_engine(db_file: Path, sandbox: Any, clock: FakeClock, waits: list[float], spool: Path,
@@ -247,7 +293,8 @@ def test_a_sqlite_file_locked_across_the_renewal_commit_spools_the_token(
 def provision_oauth1(engine: Engine) -> Any:
     """An engine-owned QuickBooks OAuth1 company (quick flow): renewed by Reconnect in its window.
 
-    Each gets a token of its own: two attempts holding one token would spend it for each other.
+    Each gets a token and a company of its own: two attempts holding one token would spend it for
+    each other, and a quick start naming a realm a live attempt connects is refused.
     """
     config = quick_config({"oauth.user.token": f"qyprd-{uuid.uuid4().hex}"})
     a = engine.start("quickbooks", "Spool OAuth1", flow="quick", config=config)
