@@ -81,7 +81,8 @@ def provider_redirect(oauth_url: str) -> str:
     q = parse_qs(urlsplit(oauth_url).query)
     callback = q["oauth_callback"][0]  # the fake carries <callbackUrl>?state=<state> here
     extra = {"oauth_token": q["oauth_token"][0], "oauth_verifier": secrets.token_hex(6),
-             "realmId": "4620816365", "dataSource": "QBO"}
+             # Each its own company: the engine refuses a second live connection of one realm.
+             "realmId": str(4620000000000 + secrets.randbelow(10**12)), "dataSource": "QBO"}
     return callback + "&" + urlencode(extra)
 
 

@@ -19,14 +19,19 @@ from persistence.statements import callback_received_values
 from states.model import State, Trigger
 
 # What a provider sends back (bench/engine_bench.provider_redirect); the fake API accepts any values.
-PARAMS = {"oauth_token": "rt", "oauth_verifier": "v", "realmId": "4620816365", "dataSource": "QBO"}
+# Each attempt names its own company (realmId): the engine refuses a second live connection of one.
+PARAMS = {"oauth_token": "rt", "oauth_verifier": "v", "dataSource": "QBO"}
+
+
+def params_of(attempt_id: str) -> dict[str, str]:
+    """The callback parameters for one attempt, with a realmId of its own."""
+    return {**PARAMS, "realmId": str(int(attempt_id.replace("-", "")[:12], 16))}
 
 
 def apply_all_redirected(driver: Engine) -> int:
     """Move REDIRECTED attempts (up to 500) to CALLBACK_RECEIVED in one transaction; how many moved."""
     repo = driver.repo
     now = driver.now()
-    sealed = repo.codec.seal(PARAMS)
     c = attempts.c
     with repo.engine.begin() as conn:
         # At most 500 a time: SQLite before 3.32 allows 999 bound parameters per statement.
@@ -37,6 +42,7 @@ def apply_all_redirected(driver: Engine) -> int:
         if not rows:
             return 0
         ids = [r.id for r in rows]
+        sealed = {i: repo.codec.seal(params_of(i)) for i in ids}
         conn.execute(history.insert(), [
             {"attempt_id": r.id, "seq": r.history_seq + 1, "trigger": Trigger.RECEIVE_CALLBACK.value,
              "source": State.REDIRECTED.value, "dest": State.CALLBACK_RECEIVED.value, "at": now,
@@ -44,11 +50,11 @@ def apply_all_redirected(driver: Engine) -> int:
              "note": "callback"}
             for r in rows])
         conn.execute(callbacks.insert(), [
-            {"attempt_id": i, "received_at": now, "params": sealed, "digest": None, "status": "applied",
+            {"attempt_id": i, "received_at": now, "params": sealed[i], "digest": None, "status": "applied",
              "reason": None} for i in ids])
         # The columns Engine.handle_callback's own statement sets, without its guard.
-        conn.execute(attempts.update().where(c.id.in_(ids)).values(callback_received_values()),
-                     {"g_now": now, "v_callback_secrets": sealed})
+        conn.execute(attempts.update().where(c.id == sa.bindparam("b_id")).values(callback_received_values()),
+                     [{"b_id": i, "g_now": now, "v_callback_secrets": sealed[i]} for i in ids])
     return len(ids)
 
 
