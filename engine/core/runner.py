@@ -50,6 +50,17 @@ class InternalStepError(ProvisionError):
     transient = True
 
 
+class LeaseRunningOutError(ProvisionError):
+    """A step's first platform call would start too late to finish and commit inside its lease.
+
+    Raised by ``StepPorts.call`` before anything is sent; the step is then released unstarted
+    (``PreparedStep.released``), never counted as a failure.
+    """
+
+    kind = "lease_running_out"
+    transient = True
+
+
 @dataclass
 class StepPorts:
     """The ports one step sees; counts in-process tries for the history row."""
@@ -59,7 +70,12 @@ class StepPorts:
     clock: Callable[[], datetime]
     retry_factory: Callable[[], Any]
     realms: Callable[[Attempt, str], str | None]
+    # Whether a step that starts now can still finish and commit inside its lease (the
+    # scheduler's ``in_time``). Checked again before the step's first platform call: the handler
+    # may have waited for the database before it (a realm claim behind a locked SQLite file).
+    in_time: Callable[[], bool] = lambda: True
     tries: int = 0
+    started: bool = False
     waits: list[float] = field(default_factory=list)
     # The user-token entries a provider call of this step rotated (``rotated()`` of its answer),
     # recorded the moment the answer is parsed: the old token is spent from then on.
@@ -69,6 +85,17 @@ class StepPorts:
         return self.clock()
 
     def call(self, fn: Callable[[int], T]) -> T:
+        if not self.started:
+            # A platform call sent after the lease ran out can race the next holder of the step:
+            # its tag look-up finds nothing yet, it POSTs, and then this late POST creates a second
+            # instance that nobody records (issue 16 item 8). The lease covers a step only from
+            # its first call on (``Engine._check_lease``), so that call must start in time.
+            if not self.in_time():
+                raise LeaseRunningOutError("the step's lease runs out before its first platform call "
+                                           "could finish and commit; the step is released unstarted",
+                                           hint="Nothing to do: a worker runs the step again.")
+            self.started = True
+
         def counted(n: int) -> T:
             self.tries += 1
             return fn(n)
@@ -119,6 +146,9 @@ class PreparedStep:
     tries: int
     duration_ms: int
     before: Write | None = None
+    # The step made no platform call: its lease ran out first (``LeaseRunningOutError``). The
+    # scheduler releases the attempt instead of committing the decision.
+    released: bool = False
 
     @property
     def urgent(self) -> bool:
@@ -166,7 +196,8 @@ class StepRunner:
         self.spool = spool
         self.kept = RotatedTokens(repo, spool, clock=clock, worker_id=worker_id)
 
-    def prepare(self, attempt: Attempt, *, may_chain: Callable[[], bool] = lambda: False) -> PreparedStep:
+    def prepare(self, attempt: Attempt, *, may_chain: Callable[[], bool] = lambda: False,
+                in_time: Callable[[], bool] = lambda: True) -> PreparedStep:
         """Run the handler of ``attempt``'s state (with in-process retries) and classify its errors.
 
         When the step advances to a state whose step is due at once (NEW -> TOKEN_ISSUED in the
@@ -174,12 +205,16 @@ class StepRunner:
         step runs too, under the same lease: one claim and one row update fewer per attempt. Both
         results are committed together or, after a crash, both lost and both repeated, which is
         safe for the same reasons as a group commit (``PreparedStep.urgent``).
+
+        ``in_time()`` is asked again before each step's first platform call; a step too late for
+        it comes back ``released`` (a chained one leaves the step before it to be committed alone).
         """
-        step = self._run_handler(attempt)
-        chain = self._chainable(step) if may_chain() else None
+        step = self._run_handler(attempt, in_time)
+        chain = None if step.released or not may_chain() else self._chainable(step)
         if chain is None:
             return step
-        return replace(self._run_handler(applied(chain)), before=chain)
+        second = self._run_handler(applied(chain), in_time)
+        return step if second.released else replace(second, before=chain)
 
     def _chainable(self, step: PreparedStep) -> Write | None:
         """``step``'s write, if the step it leads to is due at once and may run under the same lease."""
@@ -193,18 +228,21 @@ class StepRunner:
             return None
         return self._plan(step.attempt, decision, tries=step.tries, duration_ms=step.duration_ms).write
 
-    def _run_handler(self, attempt: Attempt) -> PreparedStep:
+    def _run_handler(self, attempt: Attempt, in_time: Callable[[], bool]) -> PreparedStep:
         handler = HANDLERS.get(attempt.state)
         if handler is None:  # terminal states are never due; release the lease defensively
             return PreparedStep(attempt, Stay(next_run_at=None), 1, 0)
         ports = StepPorts(self.client, self.step_settings, self.clock,
-                          lambda: retrying(self.policy, sleep=self.sleep), self._claim_realm)
+                          lambda: retrying(self.policy, sleep=self.sleep), self._claim_realm, in_time)
         started = time.monotonic()
         decision: Decision
         try:
             decision = handler(attempt, ports)
             if self.parking is not None:
                 self.parking.clear()
+        except LeaseRunningOutError:
+            return PreparedStep(attempt, Stay(next_run_at=attempt.next_run_at), 1,
+                                int((time.monotonic() - started) * 1000), released=True)
         except Exception as exc:  # noqa: BLE001 - a bug must not kill the worker loop; log and retry later
             if ports.rotated:  # the provider rotated, then the step failed: the token goes first
                 return PreparedStep(attempt, self._keep_rotated(attempt, ports, exc), max(ports.tries, 1),
