@@ -241,6 +241,8 @@ class StepRunner:
             if self.parking is not None:
                 self.parking.clear()
         except LeaseRunningOutError:
+            log.warning("attempt %s: the lease ran out before the %s step's first platform call (a slow "
+                        "database?); released unstarted", attempt.id, attempt.state)
             return PreparedStep(attempt, Stay(next_run_at=attempt.next_run_at), 1,
                                 int((time.monotonic() - started) * 1000), released=True)
         except Exception as exc:  # noqa: BLE001 - a bug must not kill the worker loop; log and retry later
