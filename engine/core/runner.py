@@ -7,20 +7,20 @@ from __future__ import annotations
 
 import logging
 import random
-import secrets as pysecrets
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from engine.config import RenewalPolicy, RetryPolicy
 from engine.core.kept import RotatedTokens, rotates
 from engine.core.parking import Parking, is_platform_wide
-from engine.core.retry import call_with_retries, decide_on_error, decide_on_renewal_error, retrying
+from engine.core.retry import decide_on_error, decide_on_renewal_error, retrying
 from engine.core.spool import TokenSpool
+from engine.core.step_ports import LeaseRunningOutError, StepPorts
 from engine.errors import ProvisionError
-from engine.security.crypto import digest, scrub, secret_values
+from engine.security.crypto import scrub, secret_values
 from persistence.repository import Repository
 from persistence.writes import Write, applied, chained, reschedule_write, transition_write
 from states.attempt import Attempt, HistoryEntry
@@ -34,7 +34,6 @@ from states.renewal import renewed
 from states.traits import traits_of
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 _NOT_LIVE = frozenset(s.value for s in NOT_LIVE)
@@ -48,72 +47,6 @@ class InternalStepError(ProvisionError):
 
     kind = "internal"
     transient = True
-
-
-class LeaseRunningOutError(ProvisionError):
-    """A step's first platform call would start too late to finish and commit inside its lease.
-
-    Raised by ``StepPorts.call`` before anything is sent; the step is then released unstarted
-    (``PreparedStep.released``), never counted as a failure.
-    """
-
-    kind = "lease_running_out"
-    transient = True
-
-
-@dataclass
-class StepPorts:
-    """The ports one step sees; counts in-process tries for the history row."""
-
-    client: ClientPort
-    settings: StepSettings
-    clock: Callable[[], datetime]
-    retry_factory: Callable[[], Any]
-    realms: Callable[[Attempt, str], str | None]
-    # Whether a step that starts now can still finish and commit inside its lease (the
-    # scheduler's ``in_time``). Checked again before the step's first platform call: the handler
-    # may have waited for the database before it (a realm claim behind a locked SQLite file).
-    in_time: Callable[[], bool] = lambda: True
-    tries: int = 0
-    started: bool = False
-    waits: list[float] = field(default_factory=list)
-    # The user-token entries a provider call of this step rotated (``rotated()`` of its answer),
-    # recorded the moment the answer is parsed: the old token is spent from then on.
-    rotated: dict[str, str] = field(default_factory=dict)
-
-    def now(self) -> datetime:
-        return self.clock()
-
-    def call(self, fn: Callable[[int], T]) -> T:
-        if not self.started:
-            # A platform call sent after the lease ran out can race the next holder of the step:
-            # its tag look-up finds nothing yet, it POSTs, and then this late POST creates a second
-            # instance that nobody records (issue 16 item 8). The lease covers a step only from
-            # its first call on (``Engine._check_lease``), so that call must start in time.
-            if not self.in_time():
-                raise LeaseRunningOutError("the step's lease runs out before its first platform call "
-                                           "could finish and commit; the step is released unstarted",
-                                           hint="Nothing to do: a worker runs the step again.")
-            self.started = True
-
-        def counted(n: int) -> T:
-            self.tries += 1
-            return fn(n)
-
-        result = call_with_retries(self.retry_factory(), counted)
-        rotated = getattr(result, "rotated", None)
-        if callable(rotated):
-            self.rotated.update(rotated())
-        return result
-
-    def new_nonce(self) -> str:
-        return pysecrets.token_urlsafe(32)
-
-    def digest(self, text: str) -> str:
-        return digest(text)
-
-    def claim_realm(self, attempt: Attempt, realm_id: str) -> str | None:
-        return self.realms(attempt, realm_id)
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,7 @@ def test_a_step_past_its_lease_after_a_database_wait_sends_no_post(
                 assert time.monotonic() < deadline, "the step never reached its realm claim"
                 time.sleep(0.02)
             assert late.get(attempt_id).lease_owner == late.worker_id
-            clock.advance(late.settings.lease_s)  # the lease runs out while the handler waits for the database
+            clock.advance(late.settings.lease_s)  # the lease runs out while the handler waits
         worker.join(20)  # the lock is released: the realm claim goes on, too late for a POST
     finally:
         locker.dispose()
