@@ -7,21 +7,21 @@ from __future__ import annotations
 
 import logging
 import random
-import secrets as pysecrets
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from engine.config import RenewalPolicy, RetryPolicy
 from engine.core.kept import RotatedTokens, rotates
 from engine.core.outage import database_error
 from engine.core.parking import Parking, is_platform_wide
-from engine.core.retry import call_with_retries, decide_on_error, decide_on_renewal_error, retrying
+from engine.core.retry import decide_on_error, decide_on_renewal_error, retrying
 from engine.core.spool import TokenSpool
+from engine.core.step_ports import LeaseRunningOutError, StepPorts
 from engine.errors import ProvisionError
-from engine.security.crypto import digest, scrub, secret_values
+from engine.security.crypto import scrub, secret_values
 from persistence.repository import Repository
 from persistence.writes import Write, applied, chained, reschedule_write, transition_write
 from states.attempt import Attempt, HistoryEntry
@@ -35,7 +35,6 @@ from states.renewal import renewed
 from states.traits import traits_of
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 _NOT_LIVE = frozenset(s.value for s in NOT_LIVE)
@@ -49,45 +48,6 @@ class InternalStepError(ProvisionError):
 
     kind = "internal"
     transient = True
-
-
-@dataclass
-class StepPorts:
-    """The ports one step sees; counts in-process tries for the history row."""
-
-    client: ClientPort
-    settings: StepSettings
-    clock: Callable[[], datetime]
-    retry_factory: Callable[[], Any]
-    realms: Callable[[Attempt, str], str | None]
-    tries: int = 0
-    waits: list[float] = field(default_factory=list)
-    # The user-token entries a provider call of this step rotated (``rotated()`` of its answer),
-    # recorded the moment the answer is parsed: the old token is spent from then on.
-    rotated: dict[str, str] = field(default_factory=dict)
-
-    def now(self) -> datetime:
-        return self.clock()
-
-    def call(self, fn: Callable[[int], T]) -> T:
-        def counted(n: int) -> T:
-            self.tries += 1
-            return fn(n)
-
-        result = call_with_retries(self.retry_factory(), counted)
-        rotated = getattr(result, "rotated", None)
-        if callable(rotated):
-            self.rotated.update(rotated())
-        return result
-
-    def new_nonce(self) -> str:
-        return pysecrets.token_urlsafe(32)
-
-    def digest(self, text: str) -> str:
-        return digest(text)
-
-    def claim_realm(self, attempt: Attempt, realm_id: str) -> str | None:
-        return self.realms(attempt, realm_id)
 
 
 @dataclass(frozen=True)
@@ -120,6 +80,9 @@ class PreparedStep:
     tries: int
     duration_ms: int
     before: Write | None = None
+    # The step made no platform call: its lease ran out first (``LeaseRunningOutError``). The
+    # scheduler releases the attempt instead of committing the decision.
+    released: bool = False
 
     @property
     def urgent(self) -> bool:
@@ -167,7 +130,8 @@ class StepRunner:
         self.spool = spool
         self.kept = RotatedTokens(repo, spool, clock=clock, worker_id=worker_id)
 
-    def prepare(self, attempt: Attempt, *, may_chain: Callable[[], bool] = lambda: False) -> PreparedStep:
+    def prepare(self, attempt: Attempt, *, may_chain: Callable[[], bool] = lambda: False,
+                in_time: Callable[[], bool] = lambda: True) -> PreparedStep:
         """Run the handler of ``attempt``'s state (with in-process retries) and classify its errors.
 
         When the step advances to a state whose step is due at once (NEW -> TOKEN_ISSUED in the
@@ -175,12 +139,16 @@ class StepRunner:
         step runs too, under the same lease: one claim and one row update fewer per attempt. Both
         results are committed together or, after a crash, both lost and both repeated, which is
         safe for the same reasons as a group commit (``PreparedStep.urgent``).
+
+        ``in_time()`` is asked again before each step's first platform call; a step too late for
+        it comes back ``released`` (a chained one leaves the step before it to be committed alone).
         """
-        step = self._run_handler(attempt)
-        chain = self._chainable(step) if may_chain() else None
+        step = self._run_handler(attempt, in_time)
+        chain = None if step.released or not may_chain() else self._chainable(step)
         if chain is None:
             return step
-        return replace(self._run_handler(applied(chain)), before=chain)
+        second = self._run_handler(applied(chain), in_time)
+        return step if second.released else replace(second, before=chain)
 
     def _chainable(self, step: PreparedStep) -> Write | None:
         """``step``'s write, if the step it leads to is due at once and may run under the same lease."""
@@ -194,18 +162,23 @@ class StepRunner:
             return None
         return self._plan(step.attempt, decision, tries=step.tries, duration_ms=step.duration_ms).write
 
-    def _run_handler(self, attempt: Attempt) -> PreparedStep:
+    def _run_handler(self, attempt: Attempt, in_time: Callable[[], bool]) -> PreparedStep:
         handler = HANDLERS.get(attempt.state)
         if handler is None:  # terminal states are never due; release the lease defensively
             return PreparedStep(attempt, Stay(next_run_at=None), 1, 0)
         ports = StepPorts(self.client, self.step_settings, self.clock,
-                          lambda: retrying(self.policy, sleep=self.sleep), self._claim_realm)
+                          lambda: retrying(self.policy, sleep=self.sleep), self._claim_realm, in_time)
         started = time.monotonic()
         decision: Decision
         try:
             decision = handler(attempt, ports)
             if self.parking is not None:
                 self.parking.clear()
+        except LeaseRunningOutError:
+            log.warning("attempt %s: the lease ran out before the %s step's first platform call (a slow "
+                        "database?); released unstarted", attempt.id, attempt.state)
+            return PreparedStep(attempt, Stay(next_run_at=attempt.next_run_at), 1,
+                                int((time.monotonic() - started) * 1000), released=True)
         except Exception as exc:  # noqa: BLE001 - a bug must not kill the worker loop; log and retry later
             if ports.rotated:  # the provider rotated, then the step failed: the token goes first
                 return PreparedStep(attempt, self._keep_rotated(attempt, ports, exc), max(ports.tries, 1),

@@ -138,7 +138,8 @@ class Scheduler:
         commit for many steps instead of one each). Renewals commit at once (see
         ``PreparedStep.urgent``). A step that leads to a step due at once is followed by that step
         under the same claim (``StepRunner.prepare``). A step whose lease could run out before its
-        result is committed is not started; its lease is released so any worker can take it.
+        result is committed is not started; its lease is released so any worker can take it. That
+        is judged again before its first platform call, after any database wait of its handler.
         """
         self.runner.drain_spool()  # rotated tokens the database refused before (issue 16 item 1)
         if self.parking.seconds_left(at) > 0:
@@ -170,7 +171,7 @@ class Scheduler:
                 return None  # too late to finish (and commit) under the lease, or the queue parked
             # The step's HTTP calls carry its attempt and state (engine.tracing); observers time it.
             with step_context(attempt.id, attempt.state.value), self.observer.running(attempt, self.now()):
-                return self.runner.prepare(attempt, may_chain=in_time)
+                return self.runner.prepare(attempt, may_chain=in_time, in_time=in_time)
 
         if self.settings.concurrency <= 1 or len(batch) == 1:
             prepared: Iterable[PreparedStep | None] = (prepare(a) for a in batch)
@@ -183,7 +184,7 @@ class Scheduler:
         steps = iter(prepared)
         try:
             for attempt, step in zip(batch, steps, strict=True):
-                if step is None:
+                if step is None or step.released:
                     results[attempt.id] = self.runner.release(attempt)
                 elif step.urgent or window <= 0:
                     results[attempt.id] = self.runner.commit([step])[0]

@@ -130,3 +130,25 @@ def test_steps_that_are_not_due_at_once_are_not_chained(make_engine: Callable[..
     engine.handle_callback(consent(engine.redirect_url(engine.get(a.id)) or ""))
     [result] = engine.tick().results
     assert (result.dest, result.steps) == (State.PROVISIONED, 1)  # renewal is due hours later
+
+
+def test_a_chained_step_too_late_for_its_first_call_leaves_the_first_step_alone(
+        make_engine: Callable[..., Engine], sandbox: Any) -> None:
+    """``in_time`` turns false between the steps (as after a database wait): the chained step sends
+    nothing and is not committed; the first step is, and the redirect step stays due at once."""
+    engine = make_engine()
+    [attempt_id] = oauth1(engine, 1)
+    now = engine.now()
+    [claimed] = engine.repo.claim_due(now, engine.worker_id, now + timedelta(seconds=60), 10)
+    answers = iter([True, True])  # the first step's first call, then may_chain; then too late
+
+    def in_time() -> bool:
+        return next(answers, False)
+
+    step = engine.runner.prepare(claimed, may_chain=in_time, in_time=in_time)
+    assert step.before is None and step.attempt.state is State.NEW and not step.released
+    [result] = engine.runner.commit([step])
+    assert (result.outcome, result.dest, result.steps) == ("advanced", State.TOKEN_ISSUED, 1)
+    assert len([r for r in sandbox.requests() if r["endpoint"] == "oauth_url"]) == 0
+    a = engine.get(attempt_id)
+    assert a.state is State.TOKEN_ISSUED and a.lease_owner is None and a.next_run_at is not None

@@ -11,7 +11,7 @@ import pytest
 from testkit import QBO, consent
 
 from engine import CallbackRejectedError, Engine
-from engine.core.runner import StepPorts
+from engine.core.step_ports import StepPorts
 from states import State
 
 
