@@ -78,11 +78,29 @@ def retried(fn: Callable[[], T], what: str, timeout_s: float = 20.0) -> T:
             time.sleep(0.05)
 
 
+#: Worker processes this module started; ``reap_workers`` kills those a failed test left running.
+SPAWNED: list[subprocess.Popen[bytes]] = []
+
+
+@pytest.fixture(autouse=True)
+def reap_workers() -> Iterator[None]:
+    """A test that fails before ``finish`` stops its workers must not leave them polling for ever
+    (they would load the machine for every later test)."""
+    yield
+    while SPAWNED:
+        proc = SPAWNED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
 def spawn(env: dict[str, str], logs: Path, n: int) -> tuple[subprocess.Popen[bytes], Path]:
     """A ``provision worker`` whose output goes to a file (a pipe could fill up and block it)."""
     path = logs / f"worker-{n}.log"
     with open(path, "wb") as out:
-        return subprocess.Popen([PROVISION, "worker"], env=env, stdout=out, stderr=subprocess.STDOUT), path
+        proc = subprocess.Popen([PROVISION, "worker"], env=env, stdout=out, stderr=subprocess.STDOUT)
+    SPAWNED.append(proc)
+    return proc, path
 
 
 def spawn_all(env: dict[str, str], logs: Path) -> tuple[list[subprocess.Popen[bytes]], list[Path]]:
