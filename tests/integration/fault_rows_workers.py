@@ -21,6 +21,7 @@ from integration.fault_audit import Kit, Tally, audit, quick, stop_worker
 from integration.test_clock_skew import spawn as spawn_skewed
 from integration.test_crash import play_user, spawn_worker, wait_for, worker_env
 from integration.test_receiver_load import _flood as forged_flood
+from integration.test_receiver_load import serve_on
 from integration.test_worker_survives import db_now, terminate_backends
 from test_reauth_crash import _rejected as rejected_renewal
 from testkit import QBO, consent
@@ -231,14 +232,14 @@ def clock_skew(kit: Kit) -> Tally:
 def forged_callback_flood(kit: Kit) -> Tally:
     """1,000 forged callbacks from 127.0.0.2 against a real ``provision serve`` while three users'
     real callbacks arrive (``test_receiver_load.py``); forged ones are not stored."""
-    proc, callback_url = kit.request.getfixturevalue("served")
-    port = urlsplit(callback_url).port
-    assert port is not None and proc.poll() is None
-    engine = kit.engine_on(kit.request.getfixturevalue("sqlite_url"))
+    url = kit.db_url
+    engine = kit.engine_on(url)  # migrates the database before the server opens it
     ids = [engine.start("quickbooks", f"Flooded {i}", flow="oauth2", **QBO).id for i in range(3)]
     engine.run_until_idle()
     locations = [consent(engine.redirect_url(engine.get(i)) or "") for i in ids]
-    with ThreadPoolExecutor(2) as pool:
+    with serve_on(url, kit.sandbox) as (proc, callback_url), ThreadPoolExecutor(2) as pool:
+        port = urlsplit(callback_url).port
+        assert port is not None and proc.poll() is None
         floods = [pool.submit(forged_flood, port, 500) for _ in range(2)]
         for location in locations:
             page = requests.get(f"{callback_url}?{urlsplit(location).query}", timeout=30)

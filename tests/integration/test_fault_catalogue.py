@@ -13,8 +13,9 @@ row changes, refresh the README with::
 
 The rows (``fault_rows_renewal.py``, ``fault_rows_workers.py``) reuse the helpers of the tests that
 cover each fault in depth (named in each row's docstring); trials are kept small so the module
-stays under a minute on two cores. Rows run on SQLite, and on
-PostgreSQL where the fault is PostgreSQL's own. The two full-disk rows mount a real tmpfs (under
+stays about a minute on two cores. Every fault runs on SQLite and on PostgreSQL (one row each),
+except the faults that belong to one database (a locked SQLite file, the disk under it; terminated
+PostgreSQL sessions, PostgreSQL's WAL disk). The two full-disk rows mount a real tmpfs (under
 the SQLite file; under a private PostgreSQL's WAL): root only, as in CI; elsewhere they skip.
 """
 from __future__ import annotations
@@ -50,7 +51,6 @@ from integration.fault_rows_workers import (
     slow_platform,
 )
 from integration.test_pg_disk_full import wal_disk_pg, wal_disk_url  # noqa: F401 - the full-WAL row's fixtures
-from integration.test_receiver_load import served  # noqa: F401 - the fixture of the flood row, found by name
 
 from engine import Engine
 from engine.clock import FakeClock
@@ -63,75 +63,85 @@ REFRESH = "PROVISION_WRITE_CATALOGUE"
 
 @dataclass(frozen=True)
 class Fault:
-    """One row of the catalogue."""
+    """One fault of the catalogue: it runs once on each of ``backends``, one table row each."""
 
     name: str
-    backend: str  # "sqlite" or "postgres": where the fault is injected
+    backends: tuple[str, ...]  # "sqlite", "postgres": where the fault is injected
     run: Callable[[Kit], Tally]
 
 
+BOTH = ("sqlite", "postgres")
+SQLITE, POSTGRES = ("sqlite",), ("postgres",)
 FAULTS = (
-    Fault("kill -9 inside each step (request token, redirect URL, create)", "sqlite", kill_9_in_each_step),
+    Fault("kill -9 inside each step (request token, redirect URL, create)", BOTH, kill_9_in_each_step),
     Fault("rotated token: SQLite locked past the busy timeout at the renewal commit (2 steps in parallel)",
-          "sqlite", sqlite_locked_at_the_renewal_commit),
-    Fault("rotated token: the disk under the SQLite file full at the renewal commit", "sqlite",
+          SQLITE, sqlite_locked_at_the_renewal_commit),
+    Fault("rotated token: the disk under the SQLite file full at the renewal commit", SQLITE,
           sqlite_disk_full_at_the_renewal_commit),
-    Fault("rotated token: PostgreSQL sessions terminated at the renewal commit", "postgres",
+    Fault("rotated token: PostgreSQL sessions terminated at the renewal commit", POSTGRES,
           pg_sessions_terminated_at_the_renewal_commit),
     Fault("rotated token: PostgreSQL's WAL disk full at the renewal commit (DiskFull, server down until "
-          "space is back)", "postgres", full_wal_disk_at_the_renewal_commit),
+          "space is back)", POSTGRES, full_wal_disk_at_the_renewal_commit),
     Fault("rotated token: odd token answer (`expires_in` \"3600.0\", no access token, ErrorCode \"0.0\")",
-          "sqlite", odd_token_answers),
-    Fault("rotated token: an exception in the step after the provider answered", "sqlite",
+          BOTH, odd_token_answers),
+    Fault("rotated token: an exception in the step after the provider answered", BOTH,
           exception_after_the_provider_answered),
-    Fault("a row sealed under another key among 10 good ones (quarantine)", "sqlite",
+    Fault("a row sealed under another key among 10 good ones (quarantine)", BOTH,
           unreadable_row_among_good_ones),
-    Fault("overdue renewal after a 5-day outage, then 6 h of 503s", "sqlite",
+    Fault("overdue renewal after a 5-day outage, then 6 h of 503s", BOTH,
           overdue_renewal_after_an_outage),
-    Fault("lost lease during renewal (OAuth1 and OAuth2)", "sqlite", lost_lease_during_renewal),
-    Fault("database errors in the worker loop (claim, commit, wait computation)", "sqlite",
+    Fault("lost lease during renewal (OAuth1 and OAuth2)", BOTH, lost_lease_during_renewal),
+    Fault("database errors in the worker loop (claim, commit, wait computation)", BOTH,
           database_errors_in_the_worker_loop),
-    Fault("PostgreSQL sessions terminated during ticks (3 times)", "postgres",
+    Fault("PostgreSQL sessions terminated during ticks (3 times)", POSTGRES,
           pg_sessions_terminated_during_ticks),
-    Fault("kill -9 during the reauthorize PUT", "sqlite", kill_9_during_the_reauthorize_put),
-    Fault("slow platform: create committed after the read timeout (hold before commit)", "sqlite",
+    Fault("kill -9 during the reauthorize PUT", BOTH, kill_9_during_the_reauthorize_put),
+    Fault("slow platform: create committed after the read timeout (hold before commit)", BOTH,
           slow_platform),
-    Fault("cancel during create, then restart", "sqlite", cancel_during_create),
-    Fault("clock skew: two workers 60 s apart", "sqlite", clock_skew),
-    Fault("forged-callback flood (1,000 forged during 3 real callbacks)", "sqlite", forged_callback_flood),
+    Fault("cancel during create, then restart", BOTH, cancel_during_create),
+    Fault("clock skew: two workers 60 s apart", BOTH, clock_skew),
+    Fault("forged-callback flood (1,000 forged during 3 real callbacks)", BOTH, forged_callback_flood),
 )
+ROWS = [(fault, backend) for fault in FAULTS for backend in fault.backends]
+
+
+def slug(name: str) -> str:
+    """A test id from a fault's name."""
+    return re.sub(r"\W+", "-", name)[:60].strip("-")
 BACKEND_NAMES = {"sqlite": "SQLite", "postgres": "PostgreSQL"}
 
 
 @pytest.fixture(scope="module")
-def catalogue() -> dict[str, Tally]:
+def catalogue() -> dict[tuple[str, str], Tally]:
     """The rows' outcomes, filled by ``test_fault`` and printed by the last test."""
     return {}
 
 
 @pytest.mark.realtime
-@pytest.mark.parametrize("fault", FAULTS, ids=[re.sub(r"\W+", "-", f.name)[:60].strip("-") for f in FAULTS])
-def test_fault(fault: Fault, catalogue: dict[str, Tally], request: pytest.FixtureRequest,
-               engine_on: Callable[..., Engine], sandbox: Any, clock: FakeClock, waits: list[float],
-               tmp_path: Path) -> None:
-    kit = Kit(request, fault.backend, engine_on, sandbox, clock, waits, tmp_path)
+@pytest.mark.parametrize(("fault", "backend"), [
+    pytest.param(f, b, marks=[pytest.mark.postgres] if b == "postgres" else [],
+                 id=f"{b}-{slug(f.name)}") for f, b in ROWS])
+def test_fault(fault: Fault, backend: str, catalogue: dict[tuple[str, str], Tally],
+               request: pytest.FixtureRequest, engine_on: Callable[..., Engine], sandbox: Any,
+               clock: FakeClock, waits: list[float], tmp_path: Path) -> None:
+    kit = Kit(request, backend, engine_on, sandbox, clock, waits, tmp_path)
     tally = fault.run(kit)
-    catalogue[fault.name] = tally
+    catalogue[fault.name, backend] = tally
     assert (tally.lost, tally.duplicated, tally.stuck) == (0, 0, 0), tally
 
 
-def table(catalogue: dict[str, Tally]) -> str:
+def table(catalogue: dict[tuple[str, str], Tally]) -> str:
     """The Markdown table the README prints."""
     lines = ["| fault | backend | trials | lost | duplicated | stuck |", "|---|---|---|---|---|---|"]
-    for fault in FAULTS:
-        t = catalogue[fault.name]
-        lines.append(f"| {fault.name} | {BACKEND_NAMES[fault.backend]} | {t.trials} | {t.lost} | "
+    for fault, backend in ROWS:
+        t = catalogue[fault.name, backend]
+        lines.append(f"| {fault.name} | {BACKEND_NAMES[backend]} | {t.trials} | {t.lost} | "
                      f"{t.duplicated} | {t.stuck} |")
     return "\n".join(lines)
 
 
-def test_the_readme_prints_the_catalogue(catalogue: dict[str, Tally]) -> None:
-    missing = [f.name for f in FAULTS if f.name not in catalogue]
+def test_the_readme_prints_the_catalogue(catalogue: dict[tuple[str, str], Tally]) -> None:
+    missing = [f"{f.name} ({b})" for f, b in ROWS if (f.name, b) not in catalogue]
     if missing:
         # Deselected (-k), skipped (no PostgreSQL outside CI; in CI it may not skip) or failed
         # (that row's own test says so): the table is incomplete, there is nothing to compare.

@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -54,16 +55,19 @@ def _wait_for(predicate: Callable[[], bool], timeout: float) -> None:
         time.sleep(0.1)
 
 
-@pytest.fixture
-def served(sqlite_url: str, sandbox: Any) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """``provision serve`` on a free port, with small limits so that the test stays quick."""
+@contextmanager
+def serve_on(db_url: str, sandbox: Any) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``provision serve`` on ``db_url`` and a free port, with small limits so that tests stay quick."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PROVISION_", "ELEMENTS_"))}
     env.update({"PROVISION_SECRET_KEY": TEST_KEY, "ELEMENTS_BASE_URL": sandbox.base_url,
                 "PROVISION_SERVE_THREADS": str(THREADS), "PROVISION_SERVE_CONNECTION_LIMIT": "3000",
                 "PROVISION_SERVE_IDLE_TIMEOUT_SECONDS": str(IDLE_TIMEOUT_S),
                 "PROVISION_SERVE_REFUSED_BURST": "20", "PROVISION_SERVE_REFUSED_PER_MINUTE": "60",
                 "PYTHONUNBUFFERED": "1"})
-    proc = subprocess.Popen([provision_path(), "--db", sqlite_url, "serve", "--port", "0"], env=env,
+    # As an operator would: PostgreSQL is never migrated implicitly (SQLite is), so upgrade first.
+    subprocess.run([provision_path(), "--db", db_url, "db", "upgrade"], env=env, check=True,
+                   capture_output=True, timeout=60)
+    proc = subprocess.Popen([provision_path(), "--db", db_url, "serve", "--port", "0"], env=env,
                             text=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
         banner = proc.stdout.readline() if proc.stdout else ""
@@ -76,6 +80,13 @@ def served(sqlite_url: str, sandbox: Any) -> Iterator[tuple[subprocess.Popen[str
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture
+def served(db_url: str, sandbox: Any) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``serve_on`` the test's database (a SQLite file, then PostgreSQL)."""
+    with serve_on(db_url, sandbox) as running:
+        yield running
 
 
 def _slow_connections(port: int) -> list[socket.socket]:
@@ -108,11 +119,11 @@ def _flood(port: int, count: int) -> Counter[int]:
 
 
 def test_forged_flood_and_slow_connections_leave_the_receiver_bounded(
-        served: tuple[subprocess.Popen[str], str], sqlite_url: str, engine_on: Callable[..., Engine]) -> None:
+        served: tuple[subprocess.Popen[str], str], db_url: str, engine_on: Callable[..., Engine]) -> None:
     proc, callback_url = served
     port = urlsplit(callback_url).port
     assert port is not None
-    engine = engine_on(sqlite_url)
+    engine = engine_on(db_url)
     a = engine.start("quickbooks", "Under load", flow="oauth2", **QBO)
     engine.run_until_idle()
     location = consent(engine.redirect_url(engine.get(a.id)) or "")
