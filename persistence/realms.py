@@ -154,6 +154,19 @@ class Realms(Store):
                     out.setdefault(key, (str(row[2]), row[3]))
         return out
 
+    def claim_free_realms(self, claims: Sequence[tuple[str, str, str]], *, now: datetime) -> set[str]:
+        """Claim, in ONE transaction, each ``(element_key, realm_id, attempt_id)`` whose realm has no
+        claim row yet; the ids of the attempts that got theirs.
+
+        A realm with a claim row (held by another attempt, stale, or this attempt's own from an
+        earlier run), or named twice in ``claims``, is left to ``claim_realm``, which judges it.
+        """
+        rows = [{"element_key": e, "realm_id": r, "attempt_id": a, "claimed_at": now} for e, r, a in claims]
+        with self._write() as conn:
+            insert = (_insert(conn.dialect.name).values(rows).on_conflict_do_nothing()
+                      .returning(realm_claims.c.attempt_id))
+            return {str(row[0]) for row in conn.execute(insert)}
+
     def claim_realm(self, element_key: str, realm_id: str, attempt_id: str, *, replaces: str | None,
                     not_live: Collection[str], now: datetime) -> str | None:
         """Claim ``realm_id`` of ``element_key`` for ``attempt_id``: None when it holds it now.

@@ -17,6 +17,7 @@ from engine.config import RenewalPolicy, RetryPolicy
 from engine.core.kept import RotatedTokens, rotates
 from engine.core.outage import database_error
 from engine.core.parking import Parking, is_platform_wide
+from engine.core.realm_claims import RealmClaims
 from engine.core.retry import decide_on_error, decide_on_renewal_error, retrying
 from engine.core.spool import TokenSpool
 from engine.core.step_ports import LeaseRunningOutError, StepPorts
@@ -30,14 +31,12 @@ from states.handlers import HANDLERS
 from states.machine import next_state
 from states.model import FailureReason, State, Trigger
 from states.ports import ClientPort, StepSettings
-from states.realm import NOT_LIVE
 from states.renewal import renewed
 from states.traits import traits_of
 
 log = logging.getLogger(__name__)
 
 
-_NOT_LIVE = frozenset(s.value for s in NOT_LIVE)
 
 #: Pauses between tries of a renewal's commit before its token is spooled (issue 16 item 1).
 ROTATED_COMMIT_WAITS = (0.5, 2.0)
@@ -129,6 +128,7 @@ class StepRunner:
         self.parking = parking
         self.spool = spool
         self.kept = RotatedTokens(repo, spool, clock=clock, worker_id=worker_id)
+        self.realms = RealmClaims(repo, clock=clock)  # the scheduler prepares it per tick
 
     def prepare(self, attempt: Attempt, *, may_chain: Callable[[], bool] = lambda: False,
                 in_time: Callable[[], bool] = lambda: True) -> PreparedStep:
@@ -167,7 +167,7 @@ class StepRunner:
         if handler is None:  # terminal states are never due; release the lease defensively
             return PreparedStep(attempt, Stay(next_run_at=None), 1, 0)
         ports = StepPorts(self.client, self.step_settings, self.clock,
-                          lambda: retrying(self.policy, sleep=self.sleep), self._claim_realm, in_time)
+                          lambda: retrying(self.policy, sleep=self.sleep), self.realms.claim, in_time)
         started = time.monotonic()
         decision: Decision
         try:
@@ -215,10 +215,6 @@ class StepRunner:
             decision = replace(decision, error=scrub(decision.error, secret_values(attempt.secrets)))
         return PreparedStep(attempt, decision, max(ports.tries, 1), duration_ms)
 
-    def _claim_realm(self, attempt: Attempt, realm_id: str) -> str | None:
-        """``Ports.claim_realm``: the race-safe claim row (``persistence.realms``)."""
-        return self.repo.claim_realm(attempt.element_key, realm_id, attempt.id, replaces=attempt.replaces,
-                                     not_live=_NOT_LIVE, now=self.clock())
     def _keep_rotated(self, attempt: Attempt, ports: StepPorts, exc: Exception) -> Decision:
         """A step that failed after its provider call rotated the token: store the token anyway.
 

@@ -149,6 +149,7 @@ class Scheduler:
         report = TickReport(at)
         if not batch:
             return report
+        self.runner.realms.prepare(batch)  # the callback steps' free realms, one write (realm_claims)
         window = self.settings.commit_window_s
         results: dict[str, StepResult] = {}
         group: builtins.list[PreparedStep] = []

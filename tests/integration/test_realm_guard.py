@@ -8,10 +8,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
+import sqlalchemy as sa
 from testkit import QBO, in_background
 
 from engine import Engine
@@ -207,3 +208,39 @@ def test_concurrent_claims_of_one_realm_let_exactly_one_attempt_in(
         loser = next(i for i in ids if i not in winners)
         assert answers[loser] == winners[0]
         assert workers[0].repo.realm_holder("quickbooks", realm) == winners[0]
+
+
+def test_a_tick_claims_its_free_realms_in_one_write_and_still_refuses_a_second_claimer(
+        make_engine: Callable[..., Engine], sandbox: Any) -> None:
+    """``engine.core.realm_claims``: the callback steps of one batch claim their free realms with one
+    INSERT; of two attempts of that batch naming one company, one connects, the other is refused."""
+    engine = make_engine()
+    ids = [redirected(engine, f"batch {i}", f"cust-{i}") for i in range(4)]
+    first = consent_with(engine.redirect_url(engine.get(ids[0])) or "")
+    realm = parse_qs(urlsplit(first).query)["realmId"][0]
+    locations = [first, consent_with(engine.redirect_url(engine.get(ids[1])) or "", realm),
+                 *(consent_with(engine.redirect_url(engine.get(i)) or "") for i in ids[2:])]
+    for location in locations:
+        assert engine.handle_callback(location).status == "applied"
+    claims: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO REALM_CLAIMS"):
+            claims.append(statement)
+
+    sa.event.listen(engine.repo.engine, "before_cursor_execute", count)
+    try:
+        engine.run_until_idle()
+    finally:
+        sa.event.remove(engine.repo.engine, "before_cursor_execute", count)
+    states = {i: engine.get(i) for i in ids}
+    winner, loser = sorted(ids[:2], key=lambda i: states[i].state is not State.PROVISIONED)
+    assert states[winner].state is State.PROVISIONED and states[winner].realm_id == realm
+    assert states[loser].state is State.FAILED and states[loser].failure_reason == "duplicate_connection"
+    refusal = states[loser].last_error
+    assert refusal is not None and refusal["live_attempt"] == winner
+    assert all(states[i].state is State.PROVISIONED for i in ids[2:])
+    assert len(instances_of(sandbox, realm)) == 1
+    assert engine.repo.realm_holder("quickbooks", realm) == winner
+    # One INSERT for the batch's three free realms, and the refused step's own (it found the claim).
+    assert len(claims) == 2, claims
