@@ -232,6 +232,45 @@ def test_config_pairs(pairs: list[str], message: str) -> None:
     assert parse_config_pairs(["oauth.api.secret=a=b"]) == {"oauth.api.secret": "a=b"}
 
 
+#: API arguments of a wrong type or range, and the argument the error must name. Before, each
+#: escaped as a non-ProvisionError or was taken as truthy: redeliver("7") compared a string with the
+#: bigint ``seq`` (0 events on SQLite, ProgrammingError on PostgreSQL), redeliver("\x00") was a
+#: DataError on PostgreSQL, a cursor over 2**63 an OverflowError/DataError, a non-string base URL
+#: or token an AttributeError/TypeError, and verify_element="no" or failed="no" counted as True.
+WRONG_ARGUMENTS: list[tuple[str, Callable[[Engine, str], object], str]] = [
+    ("redeliver('7')", lambda e, _: e.redeliver("7"), "seq"),  # type: ignore[arg-type]
+    ("redeliver('\\x00')", lambda e, _: e.redeliver("\x00"), "seq"),  # type: ignore[arg-type]
+    ("redeliver(True)", lambda e, _: e.redeliver(True), "seq"),
+    ("redeliver(2**63)", lambda e, _: e.redeliver(2**63), "seq"),
+    ("redeliver(0)", lambda e, _: e.redeliver(0), "seq"),
+    ("redeliver(failed='no')", lambda e, _: e.redeliver(failed="no"), "failed"),  # type: ignore[arg-type]
+    ("events(after=2**63)", lambda e, _: e.events(after=2**63), "after"),
+    ("events(after=10**5000)", lambda e, _: e.events(after=10**5000), "after"),
+    ("start(verify_element='no')",
+     lambda e, _: e.start("quickbooks", "n", flow="oauth2", verify_element="no", **QBO),  # type: ignore[arg-type]
+     "verify_element"),
+    ("connect_link(base_url=5)", lambda e, a: e.connect_link(a, base_url=5), "base_url"),  # type: ignore[arg-type]
+    ("connect_link(base_url='ftp://x')", lambda e, a: e.connect_link(a, base_url="ftp://x"), "base_url"),
+    ("open_connect_link(5)", lambda e, _: e.open_connect_link(5), "token"),  # type: ignore[arg-type]
+    ("open_connect_link(b'x')", lambda e, _: e.open_connect_link(b"x"), "token"),  # type: ignore[arg-type]
+]
+
+
+def test_api_arguments_of_a_wrong_type_are_refused_naming_them(db_url: str,
+                                                                 engine_on: Callable[..., Engine]) -> None:
+    engine = engine_on(db_url)
+    waiting = engine.start("quickbooks", "waiting", flow="oauth2", **QBO)
+    engine.run_until_idle()  # REDIRECTED, with history and events: what a wrong argument might touch
+    before = stored_rows(engine)
+    for label, call, field in WRONG_ARGUMENTS:
+        with pytest.raises(InvalidInputError) as err:
+            call(engine, waiting.id)
+        assert err.value.field == field, label
+    assert stored_rows(engine) == before
+    # The valid forms still work.
+    assert engine.events(after=2**63 - 1) == [] and engine.redeliver(engine.events()[0].seq) == 1
+
+
 #: Command lines the CLI must refuse with exit 2 (a usage or input error), naming no secret.
 BAD_ARGVS: list[list[str]] = [
     ["start", "--element", "BAD KEY", "--name", "n"],
