@@ -24,7 +24,7 @@ FLAGS = {"db_url": "--db", "config": "--config", "element": "--element", "name":
          "tags": "--tag", "idempotency_key": "--idempotency-key", "callback_wait_s": "--callback-wait",
          "customer": "--customer", "replace": "--replace", "renewal": "--renewal",
          "verify_element": "--offline", "state": "--state", "reason": "--reason", "limit": "--limit",
-         "older_than": "--older-than", "newer_than": "--newer-than"}
+         "older_than": "--older-than", "newer_than": "--newer-than", "seq": "SEQ", "after": "--after"}
 #: Error kind -> the hint in CLI words (replacing the API one).
 CLI_HINTS = {
     "missing_configuration": "Pass the missing entries with --config KEY=VALUE (or the matching option, such "

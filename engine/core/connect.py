@@ -21,6 +21,7 @@ import secrets
 from collections.abc import Callable
 from datetime import datetime
 
+from engine.config.checks import check_url
 from engine.errors import ConcurrentUpdateError, InvalidInputError, InvalidTransitionError
 from persistence.repository import Repository
 from persistence.writes import transition_write
@@ -54,6 +55,8 @@ class ConnectLinks:
         ``operator:<actor>``, in one version-guarded write: the history says who sent a link, when.
         The link itself is never recorded.
         """
+        if base_url is not None and base_url != "":
+            check_url("base_url", base_url)  # as PROVISION_PUBLIC_URL is; a non-string used to escape
         base = (base_url or "").rstrip("/") or self.public_url
         if not base:
             raise InvalidInputError("PROVISION_PUBLIC_URL",
@@ -87,6 +90,8 @@ class ConnectLinks:
 
     def redeem(self, token: str | None) -> str | None:
         """The consent URL behind ``token``, spending the link; None for an unknown, used or expired one."""
+        if token is not None and not isinstance(token, str):
+            raise InvalidInputError("token", "must be a connect link's token (a string)")
         if not token or not _TOKEN_RE.fullmatch(token):
             return None
         attempt_id = self.repo.take_connect_token(token_hash(token))

@@ -25,6 +25,7 @@ from typing import Protocol
 
 from engine.config import WebhookSettings
 from engine.core.events import EVENT_TYPES, Event, to_event
+from engine.core.intake import shown
 from engine.errors import InvalidInputError
 from engine.tracing import step_context
 from persistence.outbox import Outbox, OutboxEvent
@@ -36,6 +37,9 @@ Hook = Callable[[Event], object]
 ConsentLookup = Callable[[str, int], "str | None"]
 
 _RETRIED = frozenset({408, 425, 429})
+# The largest event sequence number: ``events.seq`` is a signed 64-bit integer on both backends.
+# A larger cursor used to reach the driver (OverflowError on SQLite, DataError on PostgreSQL).
+MAX_SEQ = 2**63 - 1
 
 
 class SendOutcome(Protocol):
@@ -126,8 +130,9 @@ class EventDispatcher:
 
     def events(self, after: int = 0, limit: int = 100) -> builtins.list[Event]:
         """The feed: events after cursor ``after``, oldest first."""
-        if isinstance(after, bool) or not isinstance(after, int) or after < 0:
-            raise InvalidInputError("after", f"must be a sequence number >= 0, got {after!r}")
+        if isinstance(after, bool) or not isinstance(after, int) or not 0 <= after <= MAX_SEQ:
+            raise InvalidInputError("after",
+                                    f"must be a sequence number from 0 to {MAX_SEQ}, got {shown(after)}")
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
             raise InvalidInputError("limit", f"must be a number from 1 to 10000, got {limit!r}")
         return [self.event(r) for r in self.outbox.read(after, limit)]
@@ -261,6 +266,13 @@ class EventDispatcher:
 
     def redeliver(self, seq: int | None = None, *, failed: bool = False) -> int:
         """Send event ``seq`` again (any state), or every dead-lettered one with ``failed``."""
+        if not isinstance(failed, bool):  # a truthy "no" would resend every dead-lettered event
+            raise InvalidInputError("failed", f"must be True or False, got {shown(failed)}")
+        if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int) or not 1 <= seq <= MAX_SEQ):
+            # Before, a string reached the SQL comparison: no match (0) on SQLite, a
+            # ProgrammingError on PostgreSQL ("operator does not exist: bigint = character varying").
+            raise InvalidInputError("seq",
+                                    f"must be an event sequence number from 1 to {MAX_SEQ}, got {shown(seq)}")
         if (seq is None) == (not failed):
             raise InvalidInputError("redeliver", "give an event sequence number or failed=True (not both)")
         return self.outbox.redeliver(now=self.clock(), seq=seq, failed=failed)

@@ -1,29 +1,47 @@
 """``provision serve`` over real HTTP: only its routes and methods, bounded requests, no reflection,
 single use, rejected callbacks recorded and logged with their reason (never shown to the customer),
-no secret in its logs, and progress links that are not attempt ids."""
+no secret in its logs, and progress links that are not attempt ids.
+
+Backends: the tests whose outcome is what the database stores run on SQLite and on PostgreSQL
+(``served_on_each``, over ``db_url``): a callback applied once, its duplicate and a forgery of a
+used state recorded against their attempt, and forged or unknown callbacks refused, limited and
+stored nowhere (checked on every table, ``stored_rows``). The tests of HTTP handling alone stay on
+SQLite (``served``): methods and routes, size limits, escaping and malformed request lines are
+decided by waitress and ``CallbackApp`` before the engine or a database is asked, so a second
+backend would run the same code for twice the time.
+"""
 from __future__ import annotations
 
 import logging
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 import pytest
 import requests
+import sqlalchemy as sa
+from test_security_inputs import stored_rows
 from testkit import QBO, consent
 
 from engine import Engine
 from engine.config import ServeSettings
 from engine.web.callback_app import MAX_QUERY_CHARS, MAX_REQUEST_LINE, make_app
+from engine.web.ratelimit import RateLimiter
 from engine.web.wsgi_server import run_server
+from persistence.schema import callbacks
 from states import State
+from states.judge import ALREADY_APPLIED
+
+Served = tuple[Engine, str, list[float]]
+BURST = 5  # refused callbacks an address may send before 429 (the limiter's clock does not move)
 
 
-@pytest.fixture
-def served(sqlite_url: str, engine_on: Callable[..., Engine]) -> Iterator[tuple[Engine, str]]:
-    """The receiver under the production server (waitress), as ``provision serve`` runs it."""
-    engine = engine_on(sqlite_url)
+@contextmanager
+def serving(engine: Engine, limiter: RateLimiter | None = None) -> Iterator[str]:
+    """The receiver of ``engine`` under the production server (waitress), as ``provision serve``
+    runs it, on a free loopback port; yields its base URL. ``limiter``: as ``make_app``'s."""
     stop, bound = threading.Event(), threading.Event()
     ports: list[int] = []
 
@@ -31,22 +49,59 @@ def served(sqlite_url: str, engine_on: Callable[..., Engine]) -> Iterator[tuple[
         ports.append(port)
         bound.set()
 
-    thread = threading.Thread(target=run_server, args=(make_app(engine), "127.0.0.1", 0), daemon=True,
-                              kwargs={"settings": ServeSettings(), "ready": ready, "stop": stop})
+    thread = threading.Thread(target=run_server, args=(make_app(engine, limiter=limiter), "127.0.0.1", 0),
+                              daemon=True, kwargs={"settings": ServeSettings(), "ready": ready, "stop": stop})
     thread.start()
     assert bound.wait(10)
     try:
-        yield engine, f"http://127.0.0.1:{ports[0]}"
+        yield f"http://127.0.0.1:{ports[0]}"
     finally:
         stop.set()
         thread.join(5)
 
 
-def raw(base: str, data: bytes) -> bytes:
-    """Send raw bytes, return the whole answer (for requests no HTTP client would send)."""
+@pytest.fixture
+def served(sqlite_url: str, engine_on: Callable[..., Engine]) -> Iterator[tuple[Engine, str]]:
+    """The receiver on a SQLite file: for the tests of HTTP handling (see the module docstring)."""
+    engine = engine_on(sqlite_url)
+    with serving(engine) as base:
+        yield engine, base
+
+
+@pytest.fixture
+def served_limited(db_url: str, engine_on: Callable[..., Engine]) -> Iterator[Served]:
+    """The receiver on each backend with a ``BURST``-token limiter on a fake clock (``now[0]``, s)."""
+    engine, now = engine_on(db_url), [0.0]
+    limiter = RateLimiter(burst=BURST, per_second=1.0, max_addresses=100, clock=lambda: now[0])
+    with serving(engine, limiter) as base:
+        yield engine, base, now
+
+
+@pytest.fixture
+def served_on_each(db_url: str, engine_on: Callable[..., Engine]) -> Iterator[tuple[Engine, str]]:
+    """The receiver on each backend: for the tests of what a callback stores."""
+    engine = engine_on(db_url)
+    with serving(engine) as base:
+        yield engine, base
+
+
+def inbox(engine: Engine) -> list[tuple[str | None, str, str | None]]:
+    """The callbacks table, read with SQL (not through the repository): attempt, status, reason."""
+    with engine.repo.engine.connect() as conn:
+        rows = conn.execute(sa.select(callbacks.c.attempt_id, callbacks.c.status, callbacks.c.reason)
+                            .order_by(callbacks.c.id)).all()
+    return [(r.attempt_id, r.status, r.reason) for r in rows]
+
+
+def raw(base: str, data: bytes, source: str | None = None) -> bytes:
+    """Send raw bytes, return the whole answer (for requests no HTTP client would send).
+
+    ``source``: the loopback address to send from (another client address for the rate limiter).
+    """
     parts = urlsplit(base)
     assert parts.port is not None
-    with socket.create_connection((parts.hostname, parts.port), timeout=5) as sock:
+    with socket.create_connection((parts.hostname, parts.port), timeout=5,
+                                  source_address=(source, 0) if source else None) as sock:
         sock.sendall(data)
         chunks = []
         while chunk := sock.recv(65536):
@@ -60,8 +115,8 @@ def redirect_to(base: str, location: str) -> str:
 
 
 def test_callback_applies_once_then_duplicate_and_forgeries_are_rejected(
-        served: tuple[Engine, str], caplog: pytest.LogCaptureFixture) -> None:
-    engine, base = served
+        served_on_each: tuple[Engine, str], caplog: pytest.LogCaptureFixture) -> None:
+    engine, base = served_on_each
     a = engine.start("quickbooks", "served", flow="oauth2", **QBO)
     engine.run_until_idle()
     url = redirect_to(base, consent(engine.redirect_url(engine.get(a.id)) or ""))
@@ -90,6 +145,36 @@ def test_callback_applies_once_then_duplicate_and_forgeries_are_rejected(
         "attempt is PROVISIONED; its state was already used"]
     assert "callback rejected: attempt is PROVISIONED" in caplog.text
     assert code not in caplog.text
+    # In the database: the three callbacks that carried the attempt's real state, one row each.
+    assert inbox(engine) == [(a.id, "applied", None), (a.id, "duplicate", ALREADY_APPLIED),
+                             (a.id, "rejected", "attempt is PROVISIONED; its state was already used")]
+
+
+def test_forged_and_unknown_callbacks_are_limited_and_stored_nowhere(served_limited: Served) -> None:
+    engine, base, now = served_limited
+    a = engine.start("quickbooks", "flooded", flow="oauth2", **QBO)
+    engine.run_until_idle()
+    url = redirect_to(base, consent(engine.redirect_url(engine.get(a.id)) or ""))
+    before = stored_rows(engine)
+    # A guessed nonce for the real attempt, an unknown attempt, garbage, no state, a control
+    # character, a repeated state: none matches an attempt, so none may cost the database a row.
+    forged = [f"state={a.id}.guessed&code=x", f"state={a.id}", "state=00000000-0000-0000-0000-000000000000.x",
+              "state=garbage&code=x", "code=x", "state=%ff%00", f"state={a.id}.x&state={a.id}.y"]
+    statuses = [requests.get(f"{base}/callback?{forged[i % len(forged)]}", timeout=5).status_code
+                for i in range(3 * len(forged))]
+    assert statuses == [400] * BURST + [429] * (3 * len(forged) - BURST)
+    assert stored_rows(engine) == before  # no inbox, history or attempt row for any of them
+    assert inbox(engine) == []
+    assert sum(engine.callbacks.unmatched_counts().values()) == BURST  # counted; the 429s never reached it
+    # The customer, from another address, is not limited: the one callback that matches is stored.
+    answer = raw(base, f"GET /callback?{urlsplit(url).query} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                 .encode(), source="127.0.0.2")
+    assert b" 303 " in answer.split(b"\r\n", 1)[0]
+    assert engine.get(a.id).state is State.CALLBACK_RECEIVED
+    assert inbox(engine) == [(a.id, "applied", None)]
+    now[0] += 1.0  # a refilled token lets the first address try again (and be refused, not stored)
+    assert requests.get(f"{base}/callback?state=garbage", timeout=5).status_code == 400
+    assert inbox(engine) == [(a.id, "applied", None)]
 
 
 def test_only_get_and_head_on_known_routes(served: tuple[Engine, str]) -> None:
@@ -136,6 +221,7 @@ def test_nothing_is_reflected_unescaped(served: tuple[Engine, str]) -> None:
         assert csp.startswith("default-src 'none'") and "script-src" not in csp and "unsafe" not in csp
     assert "<script" not in requests.get(f"{base}/status/{payload}", timeout=5).text
     assert "<script" not in requests.get(f"{base}/callback/progress?t={payload}", timeout=5).text
+    assert inbox(engine) == []  # none carried the attempt's real state: nothing stored
 
 
 def test_malformed_request_lines_are_logged_without_their_values(served: tuple[Engine, str],
