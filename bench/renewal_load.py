@@ -42,7 +42,11 @@ def _secrets(i: int) -> dict[str, Any]:
 
 
 def _rows(first: int, count: int, n: int, spread_s: float, keys: str, now: datetime) -> list[tuple[Any, ...]]:
-    """Rows ``first .. first+count`` as tuples in ``COLUMNS`` order (naive UTC times, as stored)."""
+    """Rows ``first .. first+count`` as tuples in ``COLUMNS`` order (naive UTC times, as stored).
+
+    Columns this function does not name (added by later migrations: health, realm, replaces...) get
+    what an INSERT leaving them out would store, so a new nullable column does not break the loader.
+    """
     codec = FernetCodec(parse_keys(keys))
     naive_now = now.astimezone(timezone.utc).replace(tzinfo=None)
     now_ms = int(now.timestamp() * 1000)
@@ -59,8 +63,19 @@ def _rows(first: int, count: int, n: int, spread_s: float, keys: str, now: datet
             "refresh_time": now_ms, "next_renewal_at": due, "renewals": 0, "renewal_owner": "engine",
             "secrets": codec.seal(_secrets(i)), "callback_secrets": None,
         }
-        out.append(tuple(values[c] for c in COLUMNS))
+        out.append(tuple(values[c] if c in values else _default(c) for c in COLUMNS))
     return out
+
+
+def _default(name: str) -> Any:
+    """What an INSERT that leaves column ``name`` out would store: its scalar default, else NULL."""
+    column = attempts.c[name]
+    default = column.default
+    if default is not None and getattr(default, "is_scalar", False):
+        return getattr(default, "arg", None)
+    if not column.nullable and column.server_default is None:
+        raise RuntimeError(f"bench/renewal_load.py must set attempts.{name} (NOT NULL, no default)")
+    return None
 
 
 def _chunks(n: int, spread_s: float, keys: str, now: datetime,
