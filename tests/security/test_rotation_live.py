@@ -18,10 +18,12 @@ from cryptography.fernet import Fernet, InvalidToken
 from testkit import TEST_KEY, quick_config
 
 from engine import Engine
+from engine.config import ENV_KEY
 from engine.errors import SecretKeyError
 from engine.security.crypto import key_id
 from engine.security.rotation import rotate_keys
 from engine.wiring import open_engine
+from persistence.quarantine import quarantined_rows
 from persistence.schema import attempts
 from persistence.workers import beat
 from states import State
@@ -60,6 +62,44 @@ def test_rotation_waits_for_a_lagging_worker_and_changes_nothing(
     report = rotate_keys(sqlite_url, environ={"PROVISION_SECRET_KEY": f"{new.decode()},{TEST_KEY}"},
                          wait_s=0, sleep=waited.append)
     assert report.complete and report.workers == 1 and report.attempts == 1
+
+
+def test_rotation_releases_what_a_worker_holding_old_alone_quarantined(
+    db_url: str, engine_on: Callable[..., Engine], sandbox: Any
+) -> None:
+    """Regression test (found writing the PostgreSQL case of the live test below): with
+    ``PROVISION_SECRET_KEY`` set to NEW,OLD, the workers are restarted one by one, each successor
+    started before its predecessor stops (a rolling restart). In that overlap a worker still holding
+    OLD alone claims a row sealed under NEW and quarantines it; its successor had started already, and
+    a worker releases quarantined rows only at its start, so the row stayed parked
+    (``unreadable_secrets``) after the rotation reported success. The rotation opens every row with
+    NEW,OLD: now it releases it. The live test hits that overlap only by chance; this one always."""
+    holding_old = engine_on(db_url)  # TEST_KEY = OLD alone
+    new = Fernet.generate_key()
+    both = {ENV_KEY: f"{new.decode()},{TEST_KEY}", "ELEMENTS_BASE_URL": sandbox.base_url}
+    successor = open_engine(db_url, environ=both)
+    try:
+        parked = successor.start("quickbooks", "sealed under NEW", flow="quick", config=quick_config())
+        holding_old.run_until_idle()
+        assert quarantined(db_url) == [parked.id]
+        beat(successor.repo.engine, "successor", host="h", pid=2, role="worker",
+             key_ids=(key_id(new), key_id(TEST_KEY.encode())), leases=0)
+        report = rotate_keys(db_url, environ=both, wait_s=0)
+        assert report.complete and report.released == 1 and quarantined(db_url) == []
+        successor.run_until_idle()
+        assert successor.get(parked.id).state is State.PROVISIONED
+    finally:
+        successor.close()
+
+
+def quarantined(url: str) -> list[str]:
+    """The ids of the attempts parked as unreadable (``persistence.quarantine``)."""
+    db = sa.create_engine(url)
+    try:
+        with db.connect() as conn:
+            return [row["id"] for row in quarantined_rows(conn)]
+    finally:
+        db.dispose()
 
 
 def cli_env(sandbox: Any) -> dict[str, str]:
