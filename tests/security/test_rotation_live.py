@@ -252,8 +252,13 @@ def test_rotation_while_two_workers_run(live: Deployment, tmp_path: Path) -> Non
             live.set_keys(new, old)
             flow.start()
             rotating = live.popen("--json", "keys", "rotate", out=subprocess.PIPE, log=subprocess.PIPE)
-            restart_with(live, current, workers, log, new, rotating)
-            out, err = rotating.communicate(timeout=120)
+            try:
+                restart_with(live, current, workers, log, new, rotating)
+                out, err = rotating.communicate(timeout=120)
+            finally:
+                if rotating.poll() is None:  # the test failed: leave no process behind
+                    rotating.kill()
+                    rotating.communicate()
             rotated = subprocess.CompletedProcess(rotating.args, rotating.returncode, out, err)
         stop.set()
         assert rotated.returncode == 0, rotated.stderr
@@ -305,17 +310,19 @@ def test_rotation_killed_midway_is_finished_by_a_rerun(live: Deployment) -> None
     if live.key_file is None:
         live.set_keys(Fernet.generate_key(), old)  # the operator's NEW,OLD (no worker runs here)
     rotate = live.popen("keys", "rotate", "--batch-size", "1")
-    deadline = time.monotonic() + 60
-    while True:  # kill -9 once some rows, not all, are under NEW
-        keys = live.keys()
-        if len(keys) == 2:
-            under_new = sum(1 for b in sealed_blobs(live.url) if _opens(keys[0], b))
-            if under_new >= 20:
-                break
-        assert time.monotonic() < deadline and rotate.poll() is None, "rotation ended before the kill"
-        time.sleep(0.05)
-    rotate.send_signal(signal.SIGKILL)
-    rotate.wait()
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # kill -9 once some rows, not all, are under NEW
+            keys = live.keys()
+            if len(keys) == 2:
+                under_new = sum(1 for b in sealed_blobs(live.url) if _opens(keys[0], b))
+                if under_new >= 20:
+                    break
+            assert time.monotonic() < deadline and rotate.poll() is None, "rotation ended before the kill"
+            time.sleep(0.05)
+    finally:
+        rotate.send_signal(signal.SIGKILL)  # also when the test failed: no process is left behind
+        rotate.wait()
     new = keys[0]
     assert 0 < under_new < before
     rerun = live.run("--json", "keys", "rotate", timeout=120)
