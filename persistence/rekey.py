@@ -7,7 +7,8 @@ re-sealed through the injected ``RekeyCodec``: one transaction per batch, each r
 compare-and-set ``UPDATE ... WHERE id=? AND <blob>=<the blob we read>``, so a worker that rewrote
 the row meanwhile wins and the row is read again. ``version`` is not bumped on purpose: a worker
 holding a lease does not lose its step because of a rotation. Rows already under the newest key
-are skipped, so an interrupted run is simply run again.
+are skipped, so an interrupted run is simply run again. Afterwards ``release_quarantined`` makes due
+again the rows a worker parked because it could not open them (``persistence.quarantine``).
 """
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from persistence.codec import RekeyCodec
+from persistence.codec import Codec, RekeyCodec
+from persistence.quarantine import quarantined_rows, release
 from persistence.schema import attempts, callbacks
+from persistence.workers import db_now
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +111,32 @@ def reencrypt(db: sa.Engine, codec: RekeyCodec, *, batch: int) -> RekeyTally:
     tally.attempts = rekeyer.run(attempts, "secrets") + rekeyer.run(attempts, "callback_secrets")
     tally.callbacks = rekeyer.run(callbacks, "params")
     return tally
+
+
+def release_quarantined(db: sa.Engine, codec: Codec) -> int:
+    """Make due again (on the database's clock) every quarantined row that ``codec`` opens; how many.
+
+    A rotation holds NEW,OLD and so opens every row either key sealed. During a rolling restart a
+    worker still holding OLD alone quarantines rows sealed under NEW; a worker releases such rows
+    only at its start, and the successors may all have started before the last quarantine. Issue 16
+    item 2: rotation leaves no row behind.
+    """
+    with db.connect() as conn:
+        rows = quarantined_rows(conn)
+    if not rows:
+        return 0
+
+    def opens(row: Any) -> bool:
+        try:
+            for blob in (row["secrets"], row["callback_secrets"]):
+                if blob:
+                    codec.open(bytes(blob))
+        except Exception:  # noqa: BLE001 - a row no key opens stays parked, whatever the codec raised
+            return False
+        return True
+
+    with db.begin() as conn:
+        return release(conn, rows, opens, db_now(conn))
 
 
 def sealed_sample(db: sa.Engine, limit: int = 5) -> list[bytes]:

@@ -12,7 +12,9 @@ Rotation is a protocol that the running workers take part in (their heartbeat ro
    ``wait_s`` stops the rotation with an error naming it, before any row changes (run it again).
 3. **Re-encrypt** every row (``persistence.rekey``: batches, compare-and-set per row, ``version``
    untouched, rows already under NEW skipped), so an interrupted run (even ``kill -9``) is simply
-   run again: the key file still says ``NEW,OLD`` and the rerun finishes with the same NEW.
+   run again: the key file still says ``NEW,OLD`` and the rerun finishes with the same NEW. Then
+   release the rows a worker holding OLD alone quarantined meanwhile (a rolling restart with
+   ``PROVISION_SECRET_KEY``: no worker start would release them any more).
 4. **Retire** OLD (the key file becomes ``NEW``) only when no row needs it (every row opened) and
    no live worker still writes with it (checked again just before).
 """
@@ -32,7 +34,7 @@ from cryptography.fernet import Fernet
 from engine.config import ENV_KEY, engine_settings_from_env, open_database, secret_keys_from_env
 from engine.errors import InvalidInputError, SecretKeyError
 from engine.security.crypto import FernetCodec, key_id, parse_keys
-from persistence.rekey import RowsKeptChangingError, reencrypt
+from persistence.rekey import RowsKeptChangingError, reencrypt, release_quarantined
 from persistence.workers import DEAD_AFTER_LEASES, WorkerRow, live_workers
 
 DEFAULT_BATCH = 200
@@ -49,6 +51,7 @@ class RotationReport:
     already_current: int = 0  # rows found under the new key already (an earlier, interrupted run)
     unreadable: int = 0  # rows no configured key opens: left untouched
     retried: int = 0  # rows a concurrent writer changed under us, read again
+    released: int = 0  # quarantined attempts made due again (a worker holding OLD alone parked them)
     key_file: str | None = None
     key_id: str = ""  # the new key's id (what `provision workers` shows)
     workers: int = 0  # live workers, every one writing with the new key
@@ -125,6 +128,7 @@ def _reencrypt(db: sa.Engine, keys: list[bytes], report: RotationReport, batch: 
         raise SecretKeyError(str(exc), hint="Run `provision keys rotate` again.") from None
     for name, value in asdict(tally).items():
         setattr(report, name, value)
+    report.released = release_quarantined(db, FernetCodec(keys))
 
 
 def rotate_keys(

@@ -1,7 +1,8 @@
 """Fixtures for the CLI tests: the real installed ``provision`` command against an in-process sandbox.
 
 Every test runs the console script as a subprocess (what a user runs), with ``ELEMENTS_BASE_URL``
-pointing at a sandbox on a free port and a SQLite database in the test's tmp dir. Every output is
+pointing at a sandbox on a free port and a SQLite database in the test's tmp dir (``cli``), or the
+database of a given URL (``cli_at``: the few tests that must run on PostgreSQL too). Every output is
 recorded and checked at teardown for the planted API secret.
 
 Helpers are reached through the ``cli`` fixture (``cli.SECRET``, ``cli.consent``...), not imported:
@@ -12,15 +13,17 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+import sqlalchemy as sa
 from cryptography.fernet import Fernet
 from testkit import provision_path
 
+from persistence.migrate import upgrade
 from sandbox import Sandbox, start
 
 SECRET = "s3cr3t-planted"
@@ -104,13 +107,32 @@ def sandbox() -> Iterator[Sandbox]:
 
 
 @pytest.fixture()
-def cli(sandbox: Sandbox, tmp_path: Path) -> Iterator[Cli]:
-    """A ``Cli`` on a fresh SQLite database talking to ``sandbox``; asserts no output leaks the secret."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PROVISION_", "ELEMENTS_"))}
-    env.update({"ELEMENTS_BASE_URL": sandbox.base_url, "PROVISION_SECRET_KEY": Fernet.generate_key().decode(),
-                "PYTHONUNBUFFERED": "1"})
-    runner = Cli(provision_path(), f"sqlite:///{tmp_path / 'p.db'}", env)
-    yield runner
-    leaked = [o for o in runner.outputs if SECRET in o]
+def cli_at(sandbox: Sandbox) -> Iterator[Callable[[str], Cli]]:
+    """Factory: a ``Cli`` on the database at a given URL (e.g. ``db_url``, so that a test runs on both
+    backends) talking to ``sandbox``; a PostgreSQL schema is migrated first (``provision db
+    upgrade``). Asserts that no output leaked the secret."""
+    made: list[Cli] = []
+
+    def make(db_url: str) -> Cli:
+        if not db_url.startswith("sqlite"):
+            db = sa.create_engine(db_url)
+            try:
+                upgrade(db)
+            finally:
+                db.dispose()
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("PROVISION_", "ELEMENTS_"))}
+        env.update({"ELEMENTS_BASE_URL": sandbox.base_url,
+                    "PROVISION_SECRET_KEY": Fernet.generate_key().decode(), "PYTHONUNBUFFERED": "1"})
+        made.append(Cli(provision_path(), db_url, env))
+        return made[-1]
+
+    yield make
+    leaked = [o for runner in made for o in runner.outputs if SECRET in o]
     assert not leaked, f"the api secret was printed: {leaked[0][:500]}"
+
+
+@pytest.fixture()
+def cli(cli_at: Callable[[str], Cli], tmp_path: Path) -> Cli:
+    """A ``Cli`` on a fresh SQLite database talking to ``sandbox``; asserts no output leaks the secret."""
+    return cli_at(f"sqlite:///{tmp_path / 'p.db'}")
