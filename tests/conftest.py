@@ -61,7 +61,10 @@ def pg_schema_url() -> Iterator[str]:
         if os.environ.get("CI") == "true":
             raise
         pytest.skip(f"PostgreSQL at {PG_ENV} unreachable: {type(exc).__name__}")
-    url = sa.make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
+    # application_name names the test's sessions, so a test that terminates "its" sessions (a
+    # simulated restart) finds exactly those, also while other tests run in parallel (pytest -n).
+    url = sa.make_url(base).update_query_dict({"options": f"-csearch_path={schema}",
+                                               "application_name": schema})
     try:
         yield url.render_as_string(hide_password=False)
     finally:

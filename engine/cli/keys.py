@@ -13,6 +13,8 @@ def format_report(report: RotationReport) -> str:
     """The human summary printed by the CLI."""
     lines = [f"re-encrypted {report.attempts} attempt secret blob(s) and {report.callbacks} callback "
              f"param blob(s); {report.already_current} already under the new key"]
+    if report.released:
+        lines.append(f"{report.released} quarantined attempt(s) the new keys open were made due again")
     if report.unreadable:
         lines.append(f"{report.unreadable} row(s) cannot be decrypted with any configured key and were left "
                      "untouched; the old key(s) are still needed")

@@ -17,6 +17,8 @@ stays about a minute on two cores. Every fault runs on SQLite and on PostgreSQL 
 except the faults that belong to one database (a locked SQLite file, the disk under it; terminated
 PostgreSQL sessions, PostgreSQL's WAL disk). The two full-disk rows mount a real tmpfs (under
 the SQLite file; under a private PostgreSQL's WAL): root only, as in CI; elsewhere they skip.
+The README comparison needs every row of this module in one process, which ``--dist loadfile`` (the
+README's test command) guarantees; with rows spread over processes it skips, naming the missing rows.
 """
 from __future__ import annotations
 

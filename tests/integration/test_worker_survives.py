@@ -31,16 +31,21 @@ def db_now(url: str) -> datetime:
 
 
 def terminate_backends(url: str, since: datetime) -> int:
-    """Terminate the sessions opened since ``since`` on the test database, as a restart would.
+    """Terminate this test's sessions opened since ``since``, as a restart would.
 
-    Only those: the fixtures' own sessions (older) must survive to drop the test's schema.
+    Only those: the fixtures' own sessions (older) must survive to drop the test's schema, and the
+    sessions of tests running in parallel (pytest -n) are told apart by their ``application_name``,
+    which ``pg_schema_url`` sets to the test's schema.
     """
+    app = sa.make_url(url).query.get("application_name")
+    mine = " AND application_name = %(app)s" if app else ""
     admin = sa.create_engine(url)
     try:
         with admin.begin() as conn:
             return len(conn.exec_driver_sql(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database()"
-                " AND pid <> pg_backend_pid() AND backend_start > %(since)s", {"since": since}).all())
+                " AND pid <> pg_backend_pid() AND backend_start > %(since)s" + mine,
+                {"since": since, "app": app}).all())
     finally:
         admin.dispose()
 
