@@ -48,6 +48,11 @@ def _insert(dialect: str) -> Any:
     return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(realm_claims)
 
 
+# claim_free_realms' statement: [SQLite, PostgreSQL].
+_CLAIM_FREE = [_insert(d).on_conflict_do_nothing().returning(realm_claims.c.attempt_id)
+               for d in ("sqlite", "postgresql")]
+
+
 class Realms(Store):
     """Claims of provider accounts (mixed into ``Repository``)."""
 
@@ -163,9 +168,11 @@ class Realms(Store):
         """
         rows = [{"element_key": e, "realm_id": r, "attempt_id": a, "claimed_at": now} for e, r, a in claims]
         with self._write() as conn:
-            insert = (_insert(conn.dialect.name).values(rows).on_conflict_do_nothing()
-                      .returning(realm_claims.c.attempt_id))
-            return {str(row[0]) for row in conn.execute(insert)}
+            # One statement built once per dialect, run with a list of parameters: SQLAlchemy's
+            # "insertmanyvalues" sends it as multi-row INSERTs and gathers RETURNING, and its compiled
+            # form is cached (a .values(rows) statement was compiled anew each tick, for every row).
+            insert = _CLAIM_FREE[conn.dialect.name == "postgresql"]
+            return {str(row[0]) for row in conn.execute(insert, rows)}
 
     def claim_realm(self, element_key: str, realm_id: str, attempt_id: str, *, replaces: str | None,
                     not_live: Collection[str], now: datetime) -> str | None:
