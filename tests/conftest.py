@@ -10,13 +10,14 @@
 
 Time: one fake-clock mechanism, ``engine.clock.FakeClock``, and no other (no freezegun, no real
 sleeps). A test that moves time builds its engines with ``clock=clock`` and moves the clock itself
-(``clock.now = moment`` or ``clock.advance(seconds)``). When the simulator must agree with the engine
-(token lifetimes, the Reconnect window, ``oauth.user.refresh_time``), it gets the same clock through
-``sandbox.start(now=lambda: clock().timestamp())`` (epoch seconds): a module overrides ``sandbox``
-with ``clocked_sandbox``, or starts its own sandbox that way. Why not freezegun: it patches the time
-of the whole process (the sandbox's server threads, urllib3, Fernet timestamps), which hides code
-that reads the time instead of taking the injected clock. ``tests/unit/test_isolation.py`` checks
-that no test imports it.
+(``clock.now = moment`` or ``clock.advance(seconds)``); ``pytest.mark.clock_at(moment)`` on a test or
+module starts it at ``moment``. When the simulator must agree with the engine (token lifetimes, the
+Reconnect window, ``oauth.user.refresh_time``), it gets the same clock through
+``sandbox.start(now=lambda: clock().timestamp())`` (epoch seconds): a module marked
+``sandbox_on_clock`` gets that as ``sandbox``, or it starts its own sandbox that way. Why not
+freezegun: it patches the time of the whole process (the sandbox's server threads, urllib3, Fernet
+timestamps), which hides code that reads the time instead of taking the injected clock.
+``tests/unit/test_isolation.py`` checks that no test imports it.
 """
 from __future__ import annotations
 
@@ -88,8 +89,12 @@ def sqlite_url(tmp_path: Any) -> str:
 
 
 @pytest.fixture
-def sandbox() -> Iterator[Any]:
-    """The Cloud Elements / Intuit simulator on a free loopback port."""
+def sandbox(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """The Cloud Elements / Intuit simulator on a free loopback port; on ``clock``'s time (it is
+    ``clocked_sandbox``) in a test or module marked ``sandbox_on_clock``."""
+    if request.node.get_closest_marker("sandbox_on_clock"):
+        yield request.getfixturevalue("clocked_sandbox")
+        return
     sb = start_sandbox(port=0)
     try:
         yield sb
@@ -98,9 +103,10 @@ def sandbox() -> Iterator[Any]:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    """A fake clock starting 2026-01-01T00:00Z."""
-    return FakeClock()
+def clock(request: pytest.FixtureRequest) -> FakeClock:
+    """A fake clock starting 2026-01-01T00:00Z, or at ``moment`` under ``pytest.mark.clock_at(moment)``."""
+    marker = request.node.get_closest_marker("clock_at")
+    return FakeClock(marker.args[0]) if marker else FakeClock()
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ QUICK_OAUTH2 = {"oauth.api.key": "dev-consumer-key", "oauth.api.secret": "dev-co
                 "authentication.type": "oauth2", "oauth.user.refresh_token": "AB11-first-refresh-token",
                 "quickbooks.realm.id": "123146096291789", **SANDBOX_COMPANY}
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
+pytestmark = [pytest.mark.clock_at(T0)]
 
 
 def _metrics() -> Any:
@@ -74,11 +75,6 @@ def test_due_backlog_its_age_and_live_workers_on_the_database_clock(db_url: str,
             assert sum(v for (name, _), v in second.items() if name == "provision_transitions_total") >= 2
     finally:
         engine.close()
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(T0)
 
 
 @pytest.fixture

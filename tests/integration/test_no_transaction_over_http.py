@@ -26,6 +26,7 @@ from persistence.database import AUTOCOMMIT_OPTIONS
 from states import State
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
+pytestmark = [pytest.mark.clock_at(T0)]
 
 
 class OpenTransactions:
@@ -63,11 +64,6 @@ class Watching(BaseAdapter):
 
     def close(self) -> None:
         self.real.close()
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(T0)
 
 
 def test_no_transaction_is_open_during_any_http_call(db_url: str, clock: FakeClock,

@@ -47,8 +47,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
 import pg_local  # noqa: E402
 
-pytestmark = [pytest.mark.slow, pytest.mark.realtime]
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
+pytestmark = [pytest.mark.slow, pytest.mark.realtime, pytest.mark.clock_at(T0), pytest.mark.sandbox_on_clock]
 WAL_DISK_MB = 8  # the WAL of one quiet test database in 1 MB segments, with room to spare
 # Nothing but the engine writes WAL between the fill and the renewal's COMMIT (see the docstring).
 QUIET_WAL = {"wal_init_zero": "off", "wal_recycle": "off", "wal_level": "minimal",
@@ -112,16 +112,6 @@ def wal_disk_url(wal_disk_pg: WalDiskServer) -> Iterator[str]:
         with admin.connect() as conn:
             conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
         admin.dispose()
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(T0)
-
-
-@pytest.fixture
-def sandbox(clocked_sandbox: Any) -> Any:
-    return clocked_sandbox
 
 
 def fill_the_wal_disk(pg: WalDiskServer) -> Path:

@@ -16,18 +16,7 @@ from states import State, invalid_step
 from states.schedule import next_renewal_at, renewal_lead_s
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    """Every test here starts at ``T0`` and moves this clock; the sandbox reads it too."""
-    return FakeClock(T0)
-
-
-@pytest.fixture
-def sandbox(clocked_sandbox: Any) -> Any:
-    """The simulator on ``clock``'s time, so token lifetimes and windows agree with the engine."""
-    return clocked_sandbox
+pytestmark = [pytest.mark.clock_at(T0), pytest.mark.sandbox_on_clock]
 
 
 def provision(engine: Engine, flow: str, element: str = "quickbooks", renewal: str = "engine") -> Any:

@@ -20,17 +20,8 @@ from engine.clock import FakeClock
 from states import State
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
+pytestmark = [pytest.mark.clock_at(T0), pytest.mark.sandbox_on_clock]
 UNAVAILABLE = {"provider_token": {"rate": 1.0, "status": 503}}
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(T0)
-
-
-@pytest.fixture
-def sandbox(clocked_sandbox: Any) -> Any:
-    return clocked_sandbox
 
 
 def fail_for(engine: Engine, attempt_id: str, clock: FakeClock, span: timedelta) -> None:

@@ -20,14 +20,10 @@ from sandbox import start as start_sandbox
 from states import State
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
+pytestmark = [pytest.mark.clock_at(T0)]
 QUICK_OAUTH2 = {"oauth.api.key": "dev-consumer-key", "oauth.api.secret": "dev-consumer-secret",
                 "authentication.type": "oauth2", "oauth.user.refresh_token": "AB11-first-refresh-token",
                 "quickbooks.realm.id": "123146096291789", **SANDBOX_COMPANY}
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(T0)
 
 
 @pytest.fixture

@@ -34,16 +34,7 @@ from engine.wiring import open_repository
 from states import State
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(T0)
-
-
-@pytest.fixture
-def sandbox(clocked_sandbox: Any) -> Any:
-    return clocked_sandbox
+pytestmark = [pytest.mark.clock_at(T0), pytest.mark.sandbox_on_clock]
 
 
 @contextmanager

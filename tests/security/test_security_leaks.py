@@ -41,6 +41,7 @@ from sandbox import Sandbox
 from sandbox import start as start_sandbox
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
+pytestmark = [pytest.mark.clock_at(T0)]
 PLANT = uuid.uuid4().hex[:10]
 API_SECRET = f"apisecret-{PLANT}-x"
 USER_SECRET = f"usersecret-{PLANT}-x"
@@ -220,12 +221,6 @@ def cli_out(capsys: pytest.CaptureFixture[str], *args: str) -> str:
     assert cli_main(list(args)) == 0
     out = capsys.readouterr()
     return out.out + out.err
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    """``drive_every_flow``'s time: it starts at ``T0`` and moves through the renewals."""
-    return FakeClock(T0)
 
 
 @pytest.fixture

@@ -18,15 +18,10 @@ from states import State
 ConsoleFor = Callable[..., Client]
 Csrf = Callable[[str], str]
 ID_LINK = re.compile(r'<a href="/attempts/([0-9a-f-]{36})">')
-
-
-@pytest.fixture
-def sandbox(clocked_sandbox: Any) -> Any:
-    """The simulator on the engine's fake clock: quick tokens carry the engine's ``refresh_time``,
-    and the provider check (issue 10/12) judges their age by the sandbox's time, so a real-time
-    sandbox would find a token granted on the fake clock's date expired once the real date is 180
-    days past it."""
-    return clocked_sandbox
+# The simulator on the engine's fake clock: quick tokens carry the engine's ``refresh_time``, and the
+# provider check (issue 10/12) judges their age by the sandbox's time, so a real-time sandbox would
+# find a token granted on the fake clock's date expired once the real date is 180 days past it.
+pytestmark = [pytest.mark.sandbox_on_clock]
 
 
 def listed(client: Client, url: str) -> set[str]:
