@@ -150,7 +150,10 @@ def profiler(out: str | None) -> Iterator[None]:
     if not out:
         yield
         return
-    from pyinstrument import Profiler
+    try:
+        from pyinstrument import Profiler
+    except ImportError:
+        raise SystemExit("--profile needs pyinstrument: pip install -e '.[bench]'") from None
 
     prof = Profiler(interval=0.0005)
     prof.start()
