@@ -148,13 +148,13 @@ def first_renewals(engine: sa.Engine) -> list[tuple[datetime, datetime | None]]:
 def history_sample(engine: sa.Engine, attempts_n: int, days: int, end: datetime) -> None:
     """``days`` days of hourly renewal rows before ``end`` for ``attempts_n`` bare attempts (size probe)."""
     start = end - timedelta(days=days)
-    rows = [tuple(r.values()) for r in _sample_attempts(attempts_n, start)]
     hist = ((attempt_id(i), 4 + h, "renew", "PROVISIONED", "PROVISIONED",
              start + timedelta(hours=h, seconds=i % 3600), 40 + h % 30, "bench-worker-1234abcd", "ok", 1,
              None, "refresh-token grant")
             for i in range(attempts_n) for h in range(days * 24))
     with engine.begin() as conn:
-        conn.execute(attempts.insert(), [dict(zip(COLUMNS, r, strict=True)) for r in rows])
+        # By column name: columns it does not name (added by later migrations) get their defaults.
+        conn.execute(attempts.insert(), list(_sample_attempts(attempts_n, start)))
         cols = [c.name for c in history.columns]
         batch: list[dict[str, Any]] = []
         for row in hist:

@@ -260,6 +260,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="bench-renewals-") as tmp, \
                 database(args, Path(tmp)) as (db_url, pg_pids, version):
             res = run(args, db_url, pg_pids, f"http://127.0.0.1:{port}", fake_pids, keys)
+            # Printed before the retention probe, so that a failure there cannot lose an hour's run.
+            print("RUN " + json.dumps(res), flush=True)
             sample = min(args.sample_attempts, args.n)
             sizes = retention_sizes(db_url, Path(tmp), sample, args.sample_days, keys)
     finally:

@@ -15,6 +15,7 @@ from states import State
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
 import renewal_load  # noqa: E402
+import renewals  # noqa: E402
 
 
 def test_loaded_connections_are_rows_the_engine_reads(db_url: str) -> None:
@@ -31,3 +32,10 @@ def test_loaded_connections_are_rows_the_engine_reads(db_url: str) -> None:
             assert a.lease_owner is None and a.realm_id is None
     finally:
         repo.close()
+
+
+def test_the_retention_probe_measures_a_sample(tmp_path: Path) -> None:
+    """``renewals.retention_sizes`` (the history size with and without retention) runs on the current
+    schema: it failed after an hour's run when a migration had added a column."""
+    sizes = renewals.retention_sizes(f"sqlite:///{tmp_path}/run.db", tmp_path, 20, 2, TEST_KEY)
+    assert 0 < sizes["pruned_bytes_per_connection_day"] < sizes["kept_bytes_per_connection_day"], sizes
