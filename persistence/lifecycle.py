@@ -17,7 +17,10 @@ _NEW, _OLD = attempts.alias("new"), attempts.alias("old")
 # pays one indexed read and no statement compilation (bench: it cost 5 ms a tick when built each time).
 REPLACED_TO_RETIRE = (
     sa.select(_OLD.c.id, _OLD.c.state).select_from(_NEW.join(_OLD, _OLD.c.id == _NEW.c.replaces))
-    .where(_NEW.c.replaces.is_not(None), _NEW.c.state == "PROVISIONED",
+    # ``state || ''`` keeps SQLite off the state index: with no statistics it preferred that index
+    # and read every PROVISIONED row on every tick (6 ms a tick at 10,000 connections, growing with
+    # the table) instead of the partial index of replacing rows, which is empty without --replace.
+    .where(_NEW.c.replaces.is_not(None), _NEW.c.state.concat("") == "PROVISIONED",
            _OLD.c.state != "DISCONNECTING", _OLD.c.state != "DISCONNECTED"))
 
 
