@@ -15,6 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from persistence.codec import Codec
 from persistence.schema import attempts
 
 UNREADABLE = "unreadable_secrets"
@@ -54,6 +55,17 @@ def quarantined_rows(conn: sa.Connection) -> list[Any]:
     """The parked rows (id, version, secrets, callback_secrets)."""
     q = sa.select(attempts.c.id, attempts.c.version, attempts.c.secrets, attempts.c.callback_secrets)
     return list(conn.execute(q.where(_IS_QUARANTINED)).mappings())
+
+
+def opens(codec: Codec, row: Any) -> bool:
+    """True when ``codec`` opens every sealed column of ``row`` (``secrets``, ``callback_secrets``)."""
+    try:
+        for blob in (row["secrets"], row["callback_secrets"]):
+            if blob:
+                codec.open(bytes(blob))
+    except Exception:  # noqa: BLE001 - a row the codec cannot open stays parked, whatever it raised
+        return False
+    return True
 
 
 def release(conn: sa.Connection, rows: Iterable[Any], opens: Callable[[Any], bool], now: datetime) -> int:

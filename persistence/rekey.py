@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
 
 from persistence.codec import Codec, RekeyCodec
-from persistence.quarantine import quarantined_rows, release
+from persistence.quarantine import opens, quarantined_rows, release
 from persistence.schema import attempts, callbacks
 from persistence.workers import db_now
 
@@ -125,18 +126,8 @@ def release_quarantined(db: sa.Engine, codec: Codec) -> int:
         rows = quarantined_rows(conn)
     if not rows:
         return 0
-
-    def opens(row: Any) -> bool:
-        try:
-            for blob in (row["secrets"], row["callback_secrets"]):
-                if blob:
-                    codec.open(bytes(blob))
-        except Exception:  # noqa: BLE001 - a row no key opens stays parked, whatever the codec raised
-            return False
-        return True
-
     with db.begin() as conn:
-        return release(conn, rows, opens, db_now(conn))
+        return release(conn, rows, partial(opens, codec), db_now(conn))
 
 
 def sealed_sample(db: sa.Engine, limit: int = 5) -> list[bytes]:

@@ -10,6 +10,7 @@ import builtins
 import logging
 from collections.abc import Sequence
 from datetime import datetime, timezone
+from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
@@ -20,7 +21,7 @@ from persistence.codec import ReloadableCodec
 from persistence.columns import UTCDateTime
 from persistence.inbox import Inbox
 from persistence.lifecycle import Lifecycle
-from persistence.quarantine import QUARANTINE_ERROR, UNREADABLE, quarantine, quarantined_rows, release
+from persistence.quarantine import QUARANTINE_ERROR, UNREADABLE, opens, quarantine, quarantined_rows, release
 from persistence.realms import Realms
 from persistence.schema import attempts, history
 from persistence.statements import (
@@ -78,16 +79,6 @@ class Repository(Inbox, Lifecycle, Realms):
             attempt = self._to_attempt(view)
             attempt.last_error = dict(QUARANTINE_ERROR)
             return attempt
-
-    def _opens(self, row: Any) -> bool:
-        """True when the configured key opens every sealed column of ``row``."""
-        try:
-            for blob in (row["secrets"], row["callback_secrets"]):
-                if blob:
-                    self.codec.open(blob)
-        except Exception:  # noqa: BLE001 - see _to_view
-            return False
-        return True
 
     def get(self, attempt_id: str, *, lenient: bool = False) -> Attempt | None:
         """The attempt with ``attempt_id``, or None; ``lenient``: unreadable secrets are left out
@@ -292,7 +283,7 @@ class Repository(Inbox, Lifecycle, Realms):
         if not rows:
             return 0
         with self._write() as conn:
-            return release(conn, rows, self._opens, now)
+            return release(conn, rows, partial(opens, self.codec), now)
 
     def _row_values(self, write: Write) -> dict[str, Any]:
         """``write``'s column values with its secrets sealed (the one place a step's secrets are sealed)."""

@@ -122,13 +122,14 @@ class Workers:
 
 def _reencrypt(db: sa.Engine, keys: list[bytes], report: RotationReport, batch: int) -> None:
     """Re-seal every row under ``keys[0]`` (``persistence.rekey``) and count it in ``report``."""
+    codec = FernetCodec(keys)
     try:
-        tally = reencrypt(db, FernetCodec(keys), batch=batch)
+        tally = reencrypt(db, codec, batch=batch)
     except RowsKeptChangingError as exc:
         raise SecretKeyError(str(exc), hint="Run `provision keys rotate` again.") from None
     for name, value in asdict(tally).items():
         setattr(report, name, value)
-    report.released = release_quarantined(db, FernetCodec(keys))
+    report.released = release_quarantined(db, codec)
 
 
 def rotate_keys(
