@@ -25,7 +25,7 @@ from typing import Protocol
 
 from engine.config import WebhookSettings
 from engine.core.events import EVENT_TYPES, Event, to_event
-from engine.core.intake import shown
+from engine.core.intake import check_flag, check_whole_number
 from engine.errors import InvalidInputError
 from engine.tracing import step_context
 from persistence.outbox import Outbox, OutboxEvent
@@ -130,9 +130,7 @@ class EventDispatcher:
 
     def events(self, after: int = 0, limit: int = 100) -> builtins.list[Event]:
         """The feed: events after cursor ``after``, oldest first."""
-        if isinstance(after, bool) or not isinstance(after, int) or not 0 <= after <= MAX_SEQ:
-            raise InvalidInputError("after",
-                                    f"must be a sequence number from 0 to {MAX_SEQ}, got {shown(after)}")
+        check_whole_number("after", after, 0, MAX_SEQ, "a sequence number")
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
             raise InvalidInputError("limit", f"must be a number from 1 to 10000, got {limit!r}")
         return [self.event(r) for r in self.outbox.read(after, limit)]
@@ -266,13 +264,11 @@ class EventDispatcher:
 
     def redeliver(self, seq: int | None = None, *, failed: bool = False) -> int:
         """Send event ``seq`` again (any state), or every dead-lettered one with ``failed``."""
-        if not isinstance(failed, bool):  # a truthy "no" would resend every dead-lettered event
-            raise InvalidInputError("failed", f"must be True or False, got {shown(failed)}")
-        if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int) or not 1 <= seq <= MAX_SEQ):
+        check_flag("failed", failed)  # a truthy "no" would resend every dead-lettered event
+        if seq is not None:
             # Before, a string reached the SQL comparison: no match (0) on SQLite, a
             # ProgrammingError on PostgreSQL ("operator does not exist: bigint = character varying").
-            raise InvalidInputError("seq",
-                                    f"must be an event sequence number from 1 to {MAX_SEQ}, got {shown(seq)}")
+            check_whole_number("seq", seq, 1, MAX_SEQ, "an event sequence number")
         if (seq is None) == (not failed):
             raise InvalidInputError("redeliver", "give an event sequence number or failed=True (not both)")
         return self.outbox.redeliver(now=self.clock(), seq=seq, failed=failed)

@@ -24,7 +24,7 @@ from engine.core.events import Event
 from engine.core.guard import check_no_live_duplicate
 from engine.core.health import HealthChecker
 from engine.core.heartbeat import Heartbeat
-from engine.core.intake import shown, validate_start
+from engine.core.intake import check_flag, validate_start
 from engine.core.observe import NoObserver, StepObserver
 from engine.core.operator_actions import OperatorActions, check_actor
 from engine.core.parking import Parking
@@ -32,7 +32,7 @@ from engine.core.queries import AttemptQueries, redirect_url
 from engine.core.runner import StepRunner
 from engine.core.scheduler import ONCE_TICK_FAILURES, Scheduler, TickReport, worst_step_seconds
 from engine.core.spool import TokenSpool, default_directory
-from engine.errors import CallbackRejectedError, InvalidInputError
+from engine.errors import CallbackRejectedError
 from persistence.attempt_filter import AttemptFilter
 from persistence.outbox import Outbox
 from persistence.repository import Repository
@@ -157,9 +157,7 @@ class Engine:
                              idempotency_key=idempotency_key, callback_wait_s=callback_wait_s,
                              customer=customer, replace=replace,
                              renewal=renewal)
-        if not isinstance(verify_element, bool):  # a truthy "no" would ask the platform
-            raise InvalidInputError("verify_element", f"must be True or False, got {shown(verify_element)}")
-        if verify_element:
+        if check_flag("verify_element", verify_element):
             warning = self.element_check(req.element_key, req.config).warning()
             if warning:
                 log.warning("%s", warning)

@@ -75,6 +75,22 @@ def shown(value: Any, limit: int = 40) -> str:
     return repr(text[:limit])
 
 
+def check_flag(field: str, value: Any) -> bool:
+    """``value`` when it is True or False, else ``InvalidInputError`` naming ``field``: a truthy
+    string such as "no" must not count as True."""
+    if not isinstance(value, bool):
+        raise InvalidInputError(field, f"must be True or False, got {shown(value)}")
+    return value
+
+
+def check_whole_number(field: str, value: Any, low: int, high: int, what: str) -> int:
+    """``value`` when it is an int (not a bool) from ``low`` to ``high``, else ``InvalidInputError``
+    naming ``field`` ("must be {what} from {low} to {high}"): nothing else may reach the SQL."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidInputError(field, f"must be {what} from {low} to {high}, got {shown(value)}")
+    return value
+
+
 def attempt_id_to_look_up(attempt_id: Any) -> str | None:
     """The id to look up, or None for a string that cannot be any attempt's id.
 
@@ -284,8 +300,7 @@ def validate_start(
     wait = None
     if callback_wait_s is not None:
         wait = _int_field("callback_wait_s", callback_wait_s, minimum=1, maximum=MAX_CALLBACK_WAIT_S)
-    if not isinstance(replace, bool):
-        raise InvalidInputError("replace", f"must be True or False, got {shown(replace)}")
+    check_flag("replace", replace)
     return StartRequest(element, chosen, name.strip(), tuple(tag_list), cfg, idempotency_key, wait,
                         validate_customer(customer), replace,
                         renewal_owner=renewal_owner_of(chosen, renewal))

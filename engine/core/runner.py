@@ -36,8 +36,6 @@ from states.traits import traits_of
 
 log = logging.getLogger(__name__)
 
-
-
 #: Pauses between tries of a renewal's commit before its token is spooled (issue 16 item 1).
 ROTATED_COMMIT_WAITS = (0.5, 2.0)
 
