@@ -38,6 +38,8 @@ REALM_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}", re.ASCII)
 
 #: States in which an attempt no longer holds (or is about to hold) the customer's connection.
 NOT_LIVE: frozenset[State] = frozenset({State.FAILED, State.DISCONNECTED})
+#: ``NOT_LIVE`` as the stored state values, sorted (a stable order for SQL ``IN`` lists).
+NOT_LIVE_VALUES: tuple[str, ...] = tuple(sorted(s.value for s in NOT_LIVE))
 
 
 def realm_of(attempt: Attempt) -> str | None:

@@ -39,11 +39,10 @@ from persistence import backfills as bf
 from persistence.realms import RealmClaimContendedError
 from persistence.repository import Repository
 from states.model import Flow
-from states.realm import NOT_LIVE, REALM_CONFIG_KEY, REALM_ID_RE
+from states.realm import NOT_LIVE_VALUES, REALM_CONFIG_KEY, REALM_ID_RE
 
 log = logging.getLogger(__name__)
 
-_NOT_LIVE = sorted(s.value for s in NOT_LIVE)
 #: Rows per batch: each batch is one read and its progress one small write.
 BATCH = 200
 
@@ -122,12 +121,12 @@ def backfill_realms(repo: Repository, *, now: Callable[[], datetime], batch: int
     skipped = list(mark.skipped)
     if not mark.scanned:
         after = mark.after
-        while rows := bf.next_batch(repo.engine, after, batch, _NOT_LIVE):
+        while rows := bf.next_batch(repo.engine, after, batch, NOT_LIVE_VALUES):
             skipped += [r.id for r in rows if not _backfill_one(repo, r, now, report)]
             after = (rows[-1].created_at, rows[-1].id)
             bf.save_mark(repo.engine, bf.REALM_IDS, bf.Mark(after, False, tuple(skipped)))
     else:
-        again = bf.rows_by_id(repo.engine, skipped, _NOT_LIVE)
+        again = bf.rows_by_id(repo.engine, skipped, NOT_LIVE_VALUES)
         skipped = [r.id for r in again if not _backfill_one(repo, r, now, report)]
     if skipped:
         bf.save_mark(repo.engine, bf.REALM_IDS, bf.Mark(None, True, tuple(skipped)))
@@ -160,7 +159,7 @@ def _backfill_one(repo: Repository, row: bf.SealedRow, now: Callable[[], datetim
         return True
     if row.has_instance:
         try:
-            holder = repo.claim_realm(row.element_key, realm, row.id, replaces=None, not_live=_NOT_LIVE,
+            holder = repo.claim_realm(row.element_key, realm, row.id, replaces=None, not_live=NOT_LIVE_VALUES,
                                       now=now())
         except RealmClaimContendedError:
             return False

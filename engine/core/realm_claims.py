@@ -19,10 +19,9 @@ from engine.core.outage import database_error
 from persistence.repository import Repository
 from states.attempt import Attempt
 from states.model import State
-from states.realm import NOT_LIVE, realm_of
+from states.realm import NOT_LIVE_VALUES, realm_of
 
 log = logging.getLogger(__name__)
-_NOT_LIVE = frozenset(s.value for s in NOT_LIVE)
 
 
 class RealmClaims:
@@ -53,4 +52,4 @@ class RealmClaims:
         if attempt.id in self._held:
             return None
         return self.repo.claim_realm(attempt.element_key, realm_id, attempt.id, replaces=attempt.replaces,
-                                     not_live=_NOT_LIVE, now=self.clock())
+                                     not_live=NOT_LIVE_VALUES, now=self.clock())

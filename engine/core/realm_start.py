@@ -31,9 +31,8 @@ from engine.errors import ConcurrentUpdateError, DuplicateConnectionError, Inval
 from persistence.realms import RealmClaimContendedError, RealmsHeldError
 from persistence.repository import Repository
 from states.attempt import Attempt
-from states.realm import NOT_LIVE, REALM_CONFIG_KEY, REALM_ID_RE, realm_at_start
+from states.realm import NOT_LIVE_VALUES, REALM_CONFIG_KEY, REALM_ID_RE, realm_at_start
 
-_NOT_LIVE = sorted(s.value for s in NOT_LIVE)
 _ROUNDS = 3  # a claim changing hands under our compare-and-set: look again
 
 
@@ -94,7 +93,7 @@ def check_realms(repo: Repository, requests: Sequence[StartRequest], *, single: 
         if req.replace:
             replacing[i] = key
     out = list(requests)
-    holders = repo.live_realm_holders(set(replacing.values()), _NOT_LIVE) if replacing else {}
+    holders = repo.live_realm_holders(set(replacing.values()), NOT_LIVE_VALUES) if replacing else {}
     for i, key in replacing.items():
         holder = holders.get(key)
         req = out[i]
@@ -123,7 +122,7 @@ def insert_claiming(repo: Repository, batch: Sequence[tuple[int, Attempt]], now:
         return repo.insert_attempts(attempts)  # no realm known at start: the plain path
     for _ in range(_ROUNDS):
         try:
-            return repo.insert_claiming(attempts, not_live=_NOT_LIVE, now=now)
+            return repo.insert_claiming(attempts, not_live=NOT_LIVE_VALUES, now=now)
         except RealmsHeldError as exc:
             raise DuplicateRealmError([(_field(i, single), str(a.realm_id), exc.held[a.id])
                                        for i, a in batch if a.id in exc.held]) from None
