@@ -6,6 +6,7 @@ import itertools
 import shutil
 import sys
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +16,8 @@ import pytest
 import requests
 import sqlalchemy as sa
 from cryptography.fernet import Fernet
+
+from engine import Engine
 
 TEST_KEY = Fernet.generate_key().decode()
 
@@ -133,3 +136,20 @@ def in_background(run: Callable[..., None], *args: Any, **kw: Any) -> Iterator[s
     finally:
         stop.set()
         thread.join(10)
+
+
+def stored_rows(db: Engine | sa.Engine) -> dict[str, list[str]]:
+    """Every row of every table in the database (by name, as sorted reprs), migrations' included.
+
+    Two equal results mean nothing was inserted, updated or deleted anywhere: the attempts, their
+    history and events, the callback inbox, worker rows and realm claims alike.
+    """
+    connectable = db if isinstance(db, sa.Engine) else db.repo.engine
+    with connectable.connect() as conn:
+        if connectable not in _TABLE_NAMES:  # the catalogue query costs more than the rows on PostgreSQL
+            _TABLE_NAMES[connectable] = sorted(sa.inspect(conn).get_table_names())
+        return {name: sorted(repr(tuple(row)) for row in conn.execute(sa.text(f'SELECT * FROM "{name}"')))
+                for name in _TABLE_NAMES[connectable]}
+
+
+_TABLE_NAMES: weakref.WeakKeyDictionary[sa.Engine, list[str]] = weakref.WeakKeyDictionary()

@@ -13,10 +13,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from testkit import QBO, QUICK_CONFIG
+from testkit import QBO, QUICK_CONFIG, stored_rows
 
 from engine import Engine
 from engine.cli.main import main as cli_main
@@ -49,23 +48,6 @@ WEIRD = st.one_of(
     st.binary(max_size=10),
     st.dictionaries(ANY_TEXT, ANY_TEXT, max_size=2),
 )
-
-
-def stored_rows(db: Engine | sa.Engine) -> dict[str, list[str]]:
-    """Every row of every table in the database (by name, as sorted reprs), migrations' included.
-
-    Two equal results mean nothing was inserted, updated or deleted anywhere: the attempts, their
-    history and events, the callback inbox, worker rows and realm claims alike.
-    """
-    connectable = db.repo.engine if isinstance(db, Engine) else db
-    with connectable.connect() as conn:
-        if connectable not in _TABLE_NAMES:  # the catalogue query costs more than the rows on PostgreSQL
-            _TABLE_NAMES[connectable] = sorted(sa.inspect(conn).get_table_names())
-        return {name: sorted(repr(tuple(row)) for row in conn.execute(sa.text(f'SELECT * FROM "{name}"')))
-                for name in _TABLE_NAMES[connectable]}
-
-
-_TABLE_NAMES: weakref.WeakKeyDictionary[sa.Engine, list[str]] = weakref.WeakKeyDictionary()
 
 
 @FAST

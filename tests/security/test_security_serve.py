@@ -22,8 +22,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 import sqlalchemy as sa
-from test_security_inputs import stored_rows
-from testkit import QBO, consent
+from testkit import QBO, consent, stored_rows
 
 from engine import Engine
 from engine.config import ServeSettings
