@@ -5,6 +5,12 @@ variant talks to it. Variants run REPS times, interleaved (rep 1 of every varian
 each in a fresh process on a fresh database; the table shows medians and the ratios of our
 medians to the peer's and the floor's medians *from this run* (the machine is shared and noisy).
 
+One more row, "HTTP alone", is the floor's three API calls per attempt with no database at all
+(``baseline_sqla.py --mode http``): the ceiling of any engine that makes those calls one after
+another in one process. The lines under the table say what share of it each single-process row
+reached, and what share 5x the peer would need: the peer's ratio is bounded by how close to that
+ceiling an engine can get, not only by its own overheads.
+
     python bench/compare.py -n 500 --reps 3 [--peer-python /tmp/peer/bin/python] [--no-pg]
 
 In the worker-process rows the driver plays a back-office job: it starts the attempts in lists of
@@ -35,6 +41,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
 
+HTTP_ALONE = "HTTP alone, no database (ceiling)"
 SLOW = "API +{} ms"  # label suffix of the rows run against the fake API with added latency
 EACH = ", one start per attempt"  # label suffix: the driver calls Engine.start per attempt
 
@@ -48,6 +55,7 @@ def variants(a: argparse.Namespace, peer: str | None, floor_py: str) -> list[tup
     if a.pg:
         dbs.append(("postgres", ["--pg", f"{a.pg}/bench_peer"], ["--pg", f"{a.pg}/bench_baseline"],
                     ["--pg", f"{a.pg}/bench_engine"]))
+    out.append((HTTP_ALONE, "-", [floor_py, str(shared / "baseline_sqla.py"), "--mode", "http"]))
     for db, peer_db, floor_db, our_db in dbs:
         if peer:
             out.append(("peer (DBOS)", db, [peer, str(shared / "peer_dbos.py"), *peer_db]))
@@ -129,6 +137,25 @@ def table(by: dict[tuple[str, str], list[dict[str, Any]]], n: int) -> list[str]:
             two = med.get((f"engine, driver + 2 worker processes{suffix}", db))
             if one and two:
                 lines.append(f"\n2 worker processes / 1 on {db}{suffix}: {two / one:.2f}x")
+    lines += ceiling_lines(med)
+    return lines
+
+
+def ceiling_lines(med: dict[tuple[str, str], float]) -> list[str]:
+    """Each single-process row, and 5x the peer, as a share of the HTTP-alone ceiling of this run."""
+    ceiling = med.get((HTTP_ALONE, "-"))
+    if not ceiling:
+        return []
+    lines = []
+    for db in ("sqlite", "postgres"):
+        peer = med.get(("peer (DBOS)", db))
+        ours = [(label, v) for (label, d), v in med.items()
+                if d == db and label.startswith("engine, 1 process")]
+        parts = [f"{label.removeprefix('engine, ')} {v / ceiling:.0%}" for label, v in ours]
+        if peer:
+            parts.append(f"5x the peer would be {5 * peer / ceiling:.0%}")
+        if parts:
+            lines.append(f"\nShare of HTTP alone ({ceiling:.1f}/s) on {db}: " + "; ".join(parts))
     return lines
 
 
