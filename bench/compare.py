@@ -27,6 +27,7 @@ Writes ``bench/results.md`` (the table) and appends raw RESULT lines to ``bench/
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import platform
@@ -106,16 +107,23 @@ def run_once(cmd: list[str], n: int, api: str) -> dict[str, Any]:
     return dict(json.loads(line[7:]))
 
 
-def machine() -> list[str]:
-    """nproc, memory, CPU model, Python and PostgreSQL versions (for the README)."""
+def machine(peer: str | None = None) -> list[str]:
+    """nproc, memory, CPU model, Python and PostgreSQL versions, and the peer's (for the README)."""
     cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
                 if ln.startswith("model name")), platform.processor())
     mem = next((ln.split()[1] for ln in Path("/proc/meminfo").read_text().splitlines()
                 if ln.startswith("MemTotal")), "?")
     pg = subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-Atc", "show server_version"],
                         capture_output=True, text=True).stdout.strip() or "?"
-    return [f"nproc {os.cpu_count()}, {int(mem) // 1024 // 1024 + 1} GiB RAM, CPU {cpu}",
-            f"Python {platform.python_version()}, PostgreSQL {pg}"]
+    lines = [f"nproc {os.cpu_count()}, {int(mem) // 1024 // 1024 + 1} GiB RAM, CPU {cpu}",
+             f"Python {platform.python_version()}, PostgreSQL {pg}; engine: SQLAlchemy "
+             f"{importlib.metadata.version('sqlalchemy')}, requests {importlib.metadata.version('requests')}"]
+    if peer:  # a newer peer release changes its figures, and so every ratio to it
+        probe = "import importlib.metadata as m; print(m.version('dbos'), m.version('sqlalchemy'))"
+        found = subprocess.run([peer, "-c", probe], capture_output=True, text=True).stdout.split()
+        if len(found) == 2:
+            lines.append(f"peer: dbos {found[0]} (SQLAlchemy {found[1]} in its environment)")
+    return lines
 
 
 def table(by: dict[tuple[str, str], list[dict[str, Any]]], n: int) -> list[str]:
@@ -210,7 +218,7 @@ def main() -> None:
         if slow_proc is not None:
             slow_proc.terminate()
     lines = [f"Run {started}, N={a.n}, {a.reps} interleaved repeats, medians; ratios are ours / theirs "
-             "from this same run.", "", *(f"- {m}" for m in machine()), "", *table(by, a.n)]
+             "from this same run.", "", *(f"- {m}" for m in machine(peer)), "", *table(by, a.n)]
     Path(a.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
