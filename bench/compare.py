@@ -22,7 +22,8 @@ against a second fake API that answers ``--latency-ms`` (default 5) later, as a 
 does: there the API, not this machine's cores, bounds one worker, which shows how worker
 processes scale.
 
-Writes ``bench/results.md`` (the table) and appends raw RESULT lines to ``bench/results/runs.jsonl``.
+Writes ``bench/results.md`` (the table, ``--out``) and appends raw RESULT lines to
+``bench/results/runs.jsonl`` (``--log``).
 """
 from __future__ import annotations
 
@@ -188,6 +189,8 @@ def main() -> None:
                     help="also run the worker rows against a fake API answering this much later "
                          "(PostgreSQL only, unless --no-pg; 0 = skip)")
     ap.add_argument("--out", default=str(HERE / "results.md"))
+    ap.add_argument("--log", default=str(HERE / "results" / "runs.jsonl"),
+                    help="file the raw RESULT lines are appended to")
     a = ap.parse_args()
 
     sys.path.insert(0, a.shared)
@@ -198,8 +201,8 @@ def main() -> None:
         print(f"peer skipped: {a.peer_python} not found (python -m venv /tmp/peer && "
               "/tmp/peer/bin/pip install dbos sqlalchemy requests 'psycopg[binary]')", flush=True)
     floor_py = a.floor_python or peer or sys.executable
-    os.makedirs(HERE / "results", exist_ok=True)
-    log = open(HERE / "results" / "runs.jsonl", "a")
+    Path(a.log).parent.mkdir(parents=True, exist_ok=True)
+    log = open(a.log, "a")
     proc, api = common.spawn_fake_api()
     slow_proc, slow_api = spawn_slow_api(Path(a.shared), a.latency_ms) if a.latency_ms else (None, api)
     by: dict[tuple[str, str], list[dict[str, Any]]] = {}

@@ -1,0 +1,171 @@
+"""The benchmark commands the README quotes still run (issue 19, "Done means": the commands reproduce
+the tables).
+
+A benchmark is run by hand, rarely, and a change elsewhere can break it unseen: a new column once
+made ``bench/renewal_load.py`` crash on its first row. Each test here runs one command of the
+README's Performance section at a tiny size, in a subprocess, on a real SQLite file or PostgreSQL,
+against the real fake API, and checks that it completes and that its ``RESULT`` line carries the
+figures the README's tables are made of, with counts that follow from the size asked for. No
+timing is asserted: the figures vary with the machine, and only their presence is checked.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH = ROOT / "bench"
+SHARED = ROOT.parent / "shared" / "bench"
+PG_ENV = "PROVISION_TEST_PG_URL"
+
+
+def run(args: list[str], timeout: float = 240) -> str:
+    """``python args...`` from the repository root; its stdout (the test fails with both streams)."""
+    done = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert done.returncode == 0, (f"{args[0]} exited {done.returncode}\n{done.stdout[-3000:]}\n"
+                                  f"{done.stderr[-3000:]}")
+    return done.stdout
+
+
+def result(stdout: str) -> dict[str, Any]:
+    """The last ``RESULT {json}`` line."""
+    lines = [ln for ln in stdout.splitlines() if ln.startswith("RESULT ")]
+    assert lines, f"no RESULT line in:\n{stdout[-3000:]}"
+    return dict(json.loads(lines[-1][len("RESULT "):]))
+
+
+@pytest.fixture
+def pg_database() -> Iterator[str]:
+    """The URL of a database name of this test's own: the benchmark drops and recreates it."""
+    base = os.environ.get(PG_ENV)
+    if not base:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{PG_ENV} must be set in CI: PostgreSQL tests may not skip there")
+        pytest.skip(f"PostgreSQL not configured: set {PG_ENV}=postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    name = f"bench_smoke_{uuid.uuid4().hex[:10]}"
+    yield sa.make_url(base).set(database=name).render_as_string(hide_password=False)
+    admin = sa.create_engine(sa.make_url(base), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        admin.dispose()
+
+
+@pytest.fixture
+def fake_api() -> Iterator[str]:
+    """``bench/fake_api.py`` (one server process) on a free port, as the benchmarks run it; its base URL."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, str(BENCH / "fake_api.py"), "--port", str(port), "--processes", "1"]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None, "the fake API did not start"
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+@pytest.mark.postgres
+def test_compare_runs_every_variant_and_prints_the_ratios(tmp_path: Path, pg_database: str) -> None:
+    server = pg_database.rsplit("/", 1)[0]  # compare.py names its databases bench_* itself
+    out, log = tmp_path / "results.md", tmp_path / "runs.jsonl"
+    stdout = run([str(BENCH / "compare.py"), "-n", "20", "--reps", "1", "--concurrency", "1",
+                  "--workers", "1", "--no-each-starts", "--latency-ms", "0",
+                  "--peer-python", str(tmp_path / "no-peer"),
+                  "--pg", server, "--out", str(out), "--log", str(log)])
+    assert "peer skipped" in stdout  # no peer environment here: the other rows still run
+    table = out.read_text()
+    for row in ("| HTTP alone, no database (ceiling) |", "| floor (SQLAlchemy Core) | sqlite |",
+                "| engine, 1 process, concurrency 1 | sqlite |",
+                "| engine, driver + 1 worker process | postgres |"):
+        assert row in table
+    assert "Share of HTTP alone" in table and "1 process, concurrency 1" in table
+    runs = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(runs) == 7 and all(r["n"] == 20 and r["attempts_per_s"] > 0 for r in runs)
+
+
+def test_engine_bench_single_process_on_sqlite(fake_api: str) -> None:
+    res = result(run([str(BENCH / "engine_bench.py"), "-n", "30", "--chunk", "10", "--api", fake_api]))
+    assert res["bench"] == "engine" and res["db"] == "sqlite" and res["n"] == 30 and res["attempts_per_s"] > 0
+
+
+@pytest.mark.postgres
+def test_engine_bench_with_callbacks_over_http_through_provision_serve(fake_api: str,
+                                                                       pg_database: str) -> None:
+    res = result(run([str(BENCH / "engine_bench.py"), "-n", "30", "--api", fake_api, "--pg", pg_database,
+                      "--workers", "1", "--callbacks", "http", "--receivers", "2"]))
+    assert res["db"] == "postgres" and res["workers"] == 1 and res["n"] == 30 and res["attempts_per_s"] > 0
+
+
+@pytest.mark.postgres
+def test_callback_cost_measures_both_databases_part_by_part(pg_database: str) -> None:
+    res = result(run([str(BENCH / "callback_cost.py"), "-n", "20", "--pg", pg_database]))
+    for db in ("sqlite", "postgresql"):
+        parts = res[db]
+        for key in ("start", "callback", "wsgi", "cb_parse", "cb_hash", "cb_seal"):
+            assert parts[key] > 0, (db, key)
+
+
+def test_renewals_on_the_embedded_default() -> None:
+    res = result(run([str(BENCH / "renewals.py"), "--sqlite", "-n", "40", "--workers", "1", "--spread-s", "2",
+                      "--start-delay-s", "3", "--grace-s", "60", "--poll-s", "0.5",
+                      "--sample-attempts", "10"]))
+    assert res["n"] == 40 and res["renewals"] >= 40 and res["missed"] == 0
+    assert set(res["lateness_s"]) == {"p50", "p99", "max"}
+    assert res["worker_rss_mib"]["end"] > 0 and res["cpu_ms_per_renewal"]["workers"] > 0
+    # The retention probe: 10 connections x 2 days of hourly rows, folded to one summary a day each.
+    assert res["sample_rows"] == 10 * 2 * 24 and res["sample_summaries"] == 10 * 2
+    assert 0 < res["pruned_bytes_per_connection_day"] < res["kept_bytes_per_connection_day"]
+
+
+@pytest.mark.postgres
+def test_renewals_on_postgresql(pg_database: str) -> None:
+    res = result(run([str(BENCH / "renewals.py"), "--pg", pg_database, "-n", "60", "--workers", "2",
+                      "--spread-s", "2", "--start-delay-s", "3", "--grace-s", "60", "--poll-s", "0.5",
+                      "--sample-attempts", "10", "--fake-processes", "1", "--load-processes", "2"]))
+    assert res["n"] == 60 and res["renewals"] >= 60 and res["missed"] == 0
+    assert res["db"].startswith("PostgreSQL")
+
+
+def test_scale_brings_its_own_postgresql() -> None:
+    sys.path.insert(0, str(BENCH))
+    try:
+        import pg_local  # noqa: PLC0415
+    finally:
+        sys.path.remove(str(BENCH))
+    try:
+        pg_local.find_bin_dir()
+    except pg_local.PostgresBinariesMissingError as exc:
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip(str(exc))
+    stdout = run([str(BENCH / "scale.py"), "-n", "30", "--workers", "1", "--reps", "1",
+                  "--callbacks", "engine", "http", "--receivers", "1", "--fake-processes", "1"], timeout=300)
+    res = result(stdout)
+    assert res["bench"] == "scale" and res["n"] == 30 and "PostgreSQL" in res["machine"]
+    assert set(res["rates"]) == {"engine/1", "http/1"} and all(r[0] > 0 for r in res["rates"].values())
+    assert "| 1 |" in stdout  # the table's row for one worker
