@@ -78,6 +78,9 @@ def database(args: argparse.Namespace, tmp: Path) -> Iterator[tuple[str, Callabl
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
             version = str(conn.exec_driver_sql("SHOW server_version").scalar())
+            # A server with autovacuum off keeps every renewal's dead row version: the table and
+            # its indexes grow, and claims slow down with them (README, the million-connection runs).
+            version += f", autovacuum {conn.exec_driver_sql('SHOW autovacuum').scalar()}"
         admin.dispose()
         yield url, pids, f"PostgreSQL {version}"
 
@@ -147,17 +150,26 @@ def run(args: argparse.Namespace, db_url: str, pg_pids: Callable[[], list[int]],
     try:
         time.sleep(max(0.0, (t0 - utcnow()).total_seconds()))
         wpids = [w.pid for w in workers]
-        rss_start = [procstat.rss_mib(p) or 0.0 for p in wpids]
+        late_start = (utcnow() - t0).total_seconds()
+        if late_start > 1.0:  # arming a large table outlasted --start-delay-s: lateness includes it
+            print(f"  the workers started {late_start:.1f} s after the first due time "
+                  "(raise --start-delay-s)", flush=True)
+        # RSS "at the start" is taken once the workers have renewed something: a process that is still
+        # importing its modules would report a few MiB and make any growth look large.
+        rss_start: list[float] | None = None
         cpu0 = (procstat.total_cpu(wpids), procstat.total_cpu(pg_pids()), procstat.total_cpu(fake_pids))
         deadline = t0 + timedelta(seconds=args.spread_s + args.grace_s)
-        rss_max, last_print, renewed, backlog = list(rss_start), 0.0, 0, args.n
+        rss_max, last_print, renewed, backlog = [0.0] * len(wpids), 0.0, 0, args.n
         while utcnow() < deadline:
             time.sleep(args.poll_s)
             with engine.connect() as conn:
                 renewed = conn.execute(sa.select(sa.func.count()).where(attempts.c.renewals > 0)).scalar_one()
                 backlog = conn.execute(sa.select(sa.func.count()).where(attempts.c.next_run_at <= utcnow())
                                        ).scalar_one()
-            rss_max = [max(a, procstat.rss_mib(p) or 0.0) for a, p in zip(rss_max, wpids, strict=True)]
+            rss_now = [procstat.rss_mib(p) or 0.0 for p in wpids]
+            if rss_start is None and renewed > 0:
+                rss_start = rss_now
+            rss_max = [max(a, b) for a, b in zip(rss_max, rss_now, strict=True)]
             if time.monotonic() - last_print > 10:
                 last_print = time.monotonic()
                 print(f"  {(utcnow() - t0).total_seconds():7.0f} s: {renewed:,} of {args.n:,} renewed, "
@@ -195,7 +207,8 @@ def run(args: argparse.Namespace, db_url: str, pg_pids: Callable[[], list[int]],
         "lead_s": renewal_lead_s(renewal_load.INTERVAL_S),
         "cpu_ms_per_renewal": {kind: round(seconds * 1000 / per, 3)
                                for kind, seconds in zip(("workers", "postgres", "fake"), cpu, strict=True)},
-        "worker_rss_mib": {"start": round(statistics.mean(rss_start), 1),
+        "started_late_s": round(max(late_start, 0.0), 1),
+        "worker_rss_mib": {"start": round(statistics.mean(rss_start or rss_end), 1),
                            "end": round(statistics.mean(rss_end), 1), "max": round(max(rss_max), 1)},
         "history_bytes_per_renewal": round((size_after - size_before) / per, 1),
     }
