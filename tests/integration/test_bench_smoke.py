@@ -169,3 +169,9 @@ def test_scale_brings_its_own_postgresql() -> None:
     assert res["bench"] == "scale" and res["n"] == 30 and "PostgreSQL" in res["machine"]
     assert set(res["rates"]) == {"engine/1", "http/1"} and all(r[0] > 0 for r in res["rates"].values())
     assert "| 1 |" in stdout  # the table's row for one worker
+
+
+def test_http_client_cost_times_both_clients() -> None:
+    res = result(run([str(BENCH / "http_client_cost.py"), "-n", "20", "--reps", "2"]))
+    assert set(res["cpu_ms"]) == {"ElementsClient.oauth_url", "requests.Session.get + .json()"}
+    assert all(len(runs) == 2 and min(runs) > 0 for runs in res["wall_ms"].values())
