@@ -131,8 +131,7 @@ class EventDispatcher:
     def events(self, after: int = 0, limit: int = 100) -> builtins.list[Event]:
         """The feed: events after cursor ``after``, oldest first."""
         check_whole_number("after", after, 0, MAX_SEQ, "a sequence number")
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
-            raise InvalidInputError("limit", f"must be a number from 1 to 10000, got {limit!r}")
+        check_whole_number("limit", limit, 1, 10_000, "a number")
         return [self.event(r) for r in self.outbox.read(after, limit)]
 
     # --- hooks -----------------------------------------------------------------------------------

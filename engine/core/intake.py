@@ -138,10 +138,8 @@ def validate_list(state: Any, element: Any, older_than: Any, newer_than: Any, li
     if element is not None and (not isinstance(element, str) or not _ELEMENT_RE.fullmatch(element)):
         raise InvalidInputError("element", "must be an element key: lowercase letters, digits, '_', '.', '-' "
                                 f"(at most 64), got {shown(element)}")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
-                              or not 1 <= limit <= MAX_LIST_LIMIT):
-        raise InvalidInputError("limit", f"must be a whole number from 1 to {MAX_LIST_LIMIT:,}, "
-                                f"got {shown(limit)}")
+    if limit is not None:
+        check_whole_number("limit", limit, 1, MAX_LIST_LIMIT, "a whole number")
     return ListFilters(st, element, _age("older_than", older_than), _age("newer_than", newer_than), limit,
                        validate_customer(customer))
 
