@@ -28,24 +28,12 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from testkit import TEST_KEY
+from testkit import PG_ENV, TEST_KEY, pg_url_or_skip
 
 from engine import ElementsClient, Engine, EngineSettings, FakeClock, RetryPolicy
 from engine.config import ClientSettings
 from engine.wiring import open_repository
 from sandbox import start as start_sandbox
-
-PG_ENV = "PROVISION_TEST_PG_URL"
-
-
-def pg_url_or_skip() -> str:
-    """The PostgreSQL URL for tests; skip (outside CI) or fail (in CI) when it is not set."""
-    url = os.environ.get(PG_ENV)
-    if not url:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{PG_ENV} must be set in CI: PostgreSQL tests may not skip there")
-        pytest.skip(f"PostgreSQL not configured: set {PG_ENV}=postgresql+psycopg://postgres@127.0.0.1:5432/test")
-    return url
 
 
 @pytest.fixture

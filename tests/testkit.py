@@ -3,6 +3,7 @@ reliably because every test directory may have its own)."""
 from __future__ import annotations
 
 import itertools
+import os
 import shutil
 import sys
 import threading
@@ -20,6 +21,17 @@ from cryptography.fernet import Fernet
 from engine import Engine
 
 TEST_KEY = Fernet.generate_key().decode()
+PG_ENV = "PROVISION_TEST_PG_URL"
+
+
+def pg_url_or_skip() -> str:
+    """The PostgreSQL URL for tests; skip (outside CI) or fail (in CI) when it is not set."""
+    url = os.environ.get(PG_ENV)
+    if not url:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{PG_ENV} must be set in CI: PostgreSQL tests may not skip there")
+        pytest.skip(f"PostgreSQL not configured: set {PG_ENV}=postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    return url
 
 
 def consent(url: str, decision: str = "approve", company: str = "sandbox") -> str:

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,13 +21,16 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-
-pytestmark = pytest.mark.slow
+from testkit import pg_url_or_skip
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "bench"
-SHARED = ROOT.parent / "shared" / "bench"
-PG_ENV = "PROVISION_TEST_PG_URL"
+sys.path.insert(0, str(BENCH))
+
+import fake_api as fake  # noqa: E402 - a benchmark module, not a package
+import pg_local  # noqa: E402
+
+pytestmark = pytest.mark.slow
 
 
 def run(args: list[str], timeout: float = 240) -> str:
@@ -51,11 +52,7 @@ def result(stdout: str) -> dict[str, Any]:
 @pytest.fixture
 def pg_database() -> Iterator[str]:
     """The URL of a database name of this test's own: the benchmark drops and recreates it."""
-    base = os.environ.get(PG_ENV)
-    if not base:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{PG_ENV} must be set in CI: PostgreSQL tests may not skip there")
-        pytest.skip(f"PostgreSQL not configured: set {PG_ENV}=postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    base = pg_url_or_skip()
     name = f"bench_smoke_{uuid.uuid4().hex[:10]}"
     yield sa.make_url(base).set(database=name).render_as_string(hide_password=False)
     admin = sa.create_engine(sa.make_url(base), isolation_level="AUTOCOMMIT")
@@ -69,20 +66,11 @@ def pg_database() -> Iterator[str]:
 @pytest.fixture
 def fake_api() -> Iterator[str]:
     """``bench/fake_api.py`` (one server process) on a free port, as the benchmarks run it; its base URL."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = pg_local.free_port()
     command = [sys.executable, str(BENCH / "fake_api.py"), "--port", str(port), "--processes", "1"]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline and proc.poll() is None, "the fake API did not start"
-                time.sleep(0.05)
+        fake.wait_ready(port, timeout_s=20)
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()
@@ -152,11 +140,6 @@ def test_renewals_on_postgresql(pg_database: str) -> None:
 
 
 def test_scale_brings_its_own_postgresql() -> None:
-    sys.path.insert(0, str(BENCH))
-    try:
-        import pg_local  # noqa: PLC0415
-    finally:
-        sys.path.remove(str(BENCH))
     try:
         pg_local.find_bin_dir()
     except pg_local.PostgresBinariesMissingError as exc:
