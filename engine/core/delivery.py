@@ -19,7 +19,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -33,8 +33,9 @@ from persistence.outbox import Outbox, OutboxEvent
 log = logging.getLogger(__name__)
 
 Hook = Callable[[Event], object]
-#: The consent URL of an attempt still waiting at redirect ``history_seq``, else None.
-ConsentLookup = Callable[[str, int], "str | None"]
+#: The consent URLs of the attempts (id -> history_seq of their redirect) that still wait at that
+#: redirect, by id; an attempt that has moved on is left out.
+ConsentLookup = Callable[[Mapping[str, int]], Mapping[str, str]]
 
 _RETRIED = frozenset({408, 425, 429})
 # The largest event sequence number: ``events.seq`` is a signed 64-bit integer on both backends.
@@ -76,6 +77,12 @@ class DeliveryObserver(Protocol):
 class _NoDeliveryObserver:
     def delivery(self, outcome: str, seconds: float) -> None:
         """Do nothing."""
+
+
+def _waits_at_redirect(row: OutboxEvent) -> bool:
+    """Is ``row`` a redirect its attempt still waits at (so its event carries the consent URL)?"""
+    return row.trigger == "redirect" and row.attempt_state == "REDIRECTED" \
+        and row.attempt_history_seq == row.history_seq
 
 
 def body_of(event: Event) -> str:
@@ -122,17 +129,23 @@ class EventDispatcher:
 
     def event(self, row: OutboxEvent) -> Event:
         """The ``Event`` of an outbox row (the consent URL looked up only for redirects)."""
-        url = None
-        if row.trigger == "redirect" and row.attempt_state == "REDIRECTED" \
-                and row.attempt_history_seq == row.history_seq:
-            url = self.consent_url(row.attempt_id, row.history_seq)
-        return to_event(row, url)
+        return self.to_events([row])[0]
+
+    def to_events(self, rows: Sequence[OutboxEvent]) -> builtins.list[Event]:
+        """The ``Event`` of each row, the consent URLs of all its redirects looked up at once.
+
+        One lookup per page, not one per redirect: read one by one, the lookups cost the feed
+        about 0.9 ms of CPU per attempt on PostgreSQL, more than the rest of the page.
+        """
+        waiting = {r.attempt_id: r.history_seq for r in rows if _waits_at_redirect(r)}
+        urls = self.consent_url(waiting) if waiting else {}
+        return [to_event(r, urls.get(r.attempt_id) if _waits_at_redirect(r) else None) for r in rows]
 
     def events(self, after: int = 0, limit: int = 100) -> builtins.list[Event]:
         """The feed: events after cursor ``after``, oldest first."""
         check_whole_number("after", after, 0, MAX_SEQ, "a sequence number")
         check_whole_number("limit", limit, 1, 10_000, "a number")
-        return [self.event(r) for r in self.outbox.read(after, limit)]
+        return self.to_events(self.outbox.read(after, limit))
 
     # --- hooks -----------------------------------------------------------------------------------
 
@@ -173,9 +186,9 @@ class EventDispatcher:
             try:
                 while True:
                     rows = self.outbox.read(self._cursor or 0, 200, worker=self.worker_id)
-                    for row in rows:
-                        self._cursor = row.seq
-                        self._call_hooks(self.event(row))
+                    for event in self.to_events(rows):
+                        self._cursor = event.seq
+                        self._call_hooks(event)
                     seen += len(rows)
                     if len(rows) < 200:
                         return seen

@@ -106,7 +106,7 @@ class Engine:
         # Events (issue 10/12): hooks for this engine's commits, the feed, webhook delivery.
         self.dispatch = EventDispatcher(
             outbox or Outbox(repo.engine), worker_id=self.worker_id, clock=self.clock,
-            consent_url=self._consent_url, webhooks=webhooks, lease_s=self.settings.lease_s, rng=self.rng,
+            consent_url=self._consent_urls, webhooks=webhooks, lease_s=self.settings.lease_s, rng=self.rng,
             observer=self.observer)
         # Connection lifecycle (issue 10/12): health checks and the customer's connect links.
         self.health = HealthChecker(repo, client, clock=self.clock, worker_id=self.worker_id)
@@ -275,10 +275,10 @@ class Engine:
         """Send the webhook events due now (``tick`` does this too); returns how many were delivered."""
         return self.dispatch.deliver(now)
 
-    def _consent_url(self, attempt_id: str, history_seq: int) -> str | None:
-        attempt = self.repo.get(attempt_id)
-        ok = attempt is not None and attempt.history_seq == history_seq
-        return self.redirect_url(attempt) if ok and attempt is not None else None
+    def _consent_urls(self, waiting: Mapping[str, int]) -> dict[str, str]:
+        found = self.repo.get_many(list(waiting))
+        return {i: url for i, a in found.items()
+                if a.history_seq == waiting[i] and (url := self.redirect_url(a)) is not None}
 
     # --- operator actions ------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import requests
 import sqlalchemy as sa
-from testkit import QBO, TEST_KEY, consent, quick_config
+from testkit import QBO, TEST_KEY, consent, listening, quick_config
 
 from engine import Engine, FakeClock
 from engine.cli.events import run_feed
@@ -105,6 +105,25 @@ def test_the_consent_url_travels_with_the_redirect_while_it_is_usable(
     assert engine.events()[-1].data["consent_url"] == url
     engine.handle_callback(consent(url))
     assert engine.events()[0].data["consent_url"] is None  # spent: the attempt moved on
+
+
+def test_a_page_of_redirects_looks_up_its_consent_urls_in_one_query(
+        make_engine: Callable[..., Engine]) -> None:
+    # Before, each redirect event read its attempt on its own: the feed's cost per attempt, not
+    # per page (0.9 ms of CPU per redirect on PostgreSQL in bench/engine_bench.py's driver).
+    engine = make_engine()
+    waiting = [engine.start("quickbooks", f"waiting {i}", flow="oauth2", **QBO).id for i in range(5)]
+    moved_on = engine.start("quickbooks", "moved on", flow="oauth2", **QBO).id
+    engine.run_until_idle()
+    engine.handle_callback(consent(engine.redirect_url(engine.get(moved_on)) or ""))
+    statements: list[str] = []
+    with listening(engine.repo.engines, before_cursor_execute=lambda *a: statements.append(a[2])):
+        feed = engine.events(limit=1000)
+    reads = [s for s in statements if " ".join(s.split()).upper().startswith("SELECT")]
+    assert len(reads) == 2, reads  # the page, then the attempts of its waiting redirects
+    urls = {e.attempt_id: e.data["consent_url"] for e in feed if e.type == ev.REDIRECTED}
+    assert urls == {**{i: engine.redirect_url(engine.get(i)) for i in waiting}, moved_on: None}
+    assert len(set(urls.values())) == len(waiting) + 1 and all(urls[i] for i in waiting)
 
 
 def test_renewal_rejection_and_recovery_are_connection_events(

@@ -129,7 +129,7 @@ class _BrokenOutbox:
 
 def test_hooks_never_raise_into_the_caller_of_a_commit(caplog: pytest.LogCaptureFixture) -> None:
     dispatcher = EventDispatcher(_BrokenOutbox(), worker_id="w", clock=lambda: AT,  # type: ignore[arg-type]
-                                 consent_url=lambda attempt_id, seq: None)
+                                 consent_url=lambda waiting: {})
     dispatcher.subscribe(lambda e: None)
     assert dispatcher.dispatch_hooks() == 0 and dispatcher.after_commit(AT) == 0
     assert "reading events for the hooks failed" in caplog.text
