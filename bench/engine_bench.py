@@ -17,13 +17,16 @@ Modes (``--workers``):
 * ``1`` / ``2``: ``W`` separate worker processes (``bench/worker.py``, i.e. ``open_engine(...).run``)
   drive the steps while this process starts the attempts (``--starts many``: ``Engine.start_many``
   per ``--chunk``, as a back-office job enrolling a list would; ``each``: ``Engine.start`` per
-  attempt from ``--driver-threads`` threads) and, from a second thread, polls for REDIRECTED
-  attempts and delivers their callbacks. Wall time runs from the first start until all
-  attempts are PROVISIONED. ``--callbacks free`` swaps ``Engine.handle_callback`` for one bulk
-  transaction per poll (``bench/free_callbacks.py``): a measurement of what the driver's
-  callbacks cost the workers' cores, not the product path. ``--callbacks http --receivers K``
-  delivers them over HTTP to K ``provision serve`` processes (``bench/http_callbacks.py``), as
-  browsers would, and RESULT gives the receivers' CPU per callback.
+  attempt from ``--driver-threads`` threads) and, from a second thread, follows the event feed
+  (``Engine.events``: each ``attempt.redirected`` event carries the consent URL, as an
+  application learns it) and delivers the callbacks through ``Engine.handle_callback``. Wall time
+  runs from the first start until all attempts are PROVISIONED. ``--callbacks free`` swaps
+  ``Engine.handle_callback`` for one bulk transaction per poll (``bench/free_callbacks.py``): a
+  measurement of what the driver's callbacks cost the workers' cores, not the product path.
+  ``--callbacks http --receivers K --browsers P`` hands each consent URL to one of P browser
+  processes, which send the provider's redirect as a GET to one of K ``provision serve`` processes
+  (``bench/http_callbacks.py``), and RESULT gives the receivers' CPU per callback and the
+  browsers' per attempt.
 
 Prints one ``RESULT {json}`` line like the shared scripts (``attempts_per_s`` = N / seconds).
 
@@ -34,7 +37,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import subprocess
 import sys
 import threading
@@ -44,7 +46,6 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypedDict
-from urllib.parse import parse_qs, urlencode, urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -52,6 +53,7 @@ sys.path.insert(0, str(ROOT))
 import free_callbacks  # noqa: E402
 import http_callbacks  # noqa: E402
 from cryptography.fernet import Fernet  # noqa: E402
+from http_callbacks import provider_redirect  # noqa: E402  (re-exported: memory.py, callback_cost.py)
 
 from engine import Engine, EngineSettings  # noqa: E402
 from engine.clients.elements import ElementsClient  # noqa: E402
@@ -74,16 +76,6 @@ class StartKeys(TypedDict):
 
 START: StartKeys = {"element": "quickbooks", "flow": "oauth1", "api_key": "k", "api_secret": "s",
                     "callback_url": "https://app.example/cb"}
-
-
-def provider_redirect(oauth_url: str) -> str:
-    """The browser redirect the provider would send back: ``<callbackUrl>?state=..&oauth_token=..``."""
-    q = parse_qs(urlsplit(oauth_url).query)
-    callback = q["oauth_callback"][0]  # the fake carries <callbackUrl>?state=<state> here
-    extra = {"oauth_token": q["oauth_token"][0], "oauth_verifier": secrets.token_hex(6),
-             # Each its own company: the engine refuses a second live connection of one realm.
-             "realmId": str(4620000000000 + secrets.randbelow(10**12)), "dataSource": "QBO"}
-    return callback + "&" + urlencode(extra)
 
 
 def fresh_db(pg: str | None, tag: str) -> str:
@@ -166,37 +158,49 @@ def profiler(out: str | None) -> Iterator[None]:
 
 # --- modes 1, 2: separate worker processes ---------------------------------------------------------------
 
-def multi_process(args: argparse.Namespace, db_url: str) -> tuple[float, float, float | None]:
-    """Seconds from the first start to the last PROVISIONED, and the driver's (and, with
-    ``--callbacks http``, the receivers') CPU seconds meanwhile."""
+def multi_process(args: argparse.Namespace, db_url: str) -> tuple[float, float, dict[str, float]]:
+    """Seconds from the first start to the last PROVISIONED, the driver's CPU seconds meanwhile,
+    and (``--callbacks http``) the receivers' and the browsers' (``{"receivers": s, "browsers": s}``)."""
     driver = make_engine(db_url, args.api)
     env = {**os.environ, "PROVISION_POLL_SECONDS": str(args.poll)}
-    receivers = http_callbacks.Receivers(args.receivers, db_url, env) if args.callbacks == "http" else None
-    deliver = receivers.deliver if receivers is not None else driver.handle_callback
+    receivers = browsers = None
+    if args.callbacks == "http":
+        receivers = http_callbacks.Receivers(args.receivers, db_url, env)
+        browsers = http_callbacks.Browsers(args.browsers, args.driver_threads, receivers.urls)
     cmd = [sys.executable, str(ROOT / "bench" / "worker.py"), db_url, args.api + BASE_PATH,
            "--concurrency", str(args.concurrency)]
     workers = [subprocess.Popen(cmd, env=env) for _ in range(args.workers)]
 
-    def watch() -> None:  # a dead worker must fail the run, not hang it
-        while all(w.poll() is None for w in workers):
+    def watch() -> None:  # a dead worker or browser must fail the run, not hang it
+        while all(w.poll() is None for w in workers) and not (browsers and browsers.failed()):
             time.sleep(0.2)
-        if any(w.returncode not in (None, 0, -15) for w in workers):
-            print(f"a worker process died: {[w.returncode for w in workers]}", file=sys.stderr, flush=True)
+        if any(w.returncode not in (None, 0, -15) for w in workers) or (browsers and browsers.failed()):
+            print(f"a worker or browser process died: {[w.returncode for w in workers]}",
+                  file=sys.stderr, flush=True)
             os._exit(1)
 
     threading.Thread(target=watch, daemon=True).start()
+    feed = RedirectFeed(driver)
     try:
         wait_for(driver, lambda: True, 0)  # workers need a moment to import and connect
         time.sleep(1.0)
-        drive(driver, range(-args.warmup, 0), args, deliver)
-        r0 = receivers.cpu_seconds() if receivers is not None else 0.0
+        drive(driver, range(-args.warmup, 0), args, feed, browsers)
+
+        def helpers_cpu() -> dict[str, float]:
+            if receivers is None or browsers is None:
+                return {}
+            return {"receivers": receivers.cpu_seconds(), "browsers": browsers.cpu_seconds()}
+
+        h0 = helpers_cpu()
         t0, c0 = time.perf_counter(), time.process_time()
-        drive(driver, range(args.n), args, deliver)
+        drive(driver, range(args.n), args, feed, browsers)
         secs, driver_cpu = time.perf_counter() - t0, time.process_time() - c0
-        receiver_cpu = receivers.cpu_seconds() - r0 if receivers is not None else None
+        h1 = helpers_cpu()
         check(driver.repo, args.n + args.warmup)
-        return secs, driver_cpu, receiver_cpu
+        return secs, driver_cpu, {k: h1[k] - h0[k] for k in h1}
     finally:
+        if browsers is not None:
+            browsers.stop()
         if receivers is not None:
             receivers.stop()
         for w in workers:
@@ -206,21 +210,46 @@ def multi_process(args: argparse.Namespace, db_url: str) -> tuple[float, float, 
         driver.close()
 
 
-def drive(driver: Engine, indexes: range, args: argparse.Namespace, deliver: Any) -> None:
-    """Start attempts (``--driver-threads`` at a time) while a thread answers their redirects
-    through ``deliver`` (``Engine.handle_callback``, or an HTTP GET to a receiver)."""
+class RedirectFeed:
+    """The consent URLs of new ``attempt.redirected`` events, read from the event feed as an
+    application would (one query per page of events, not a re-read of every waiting attempt)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.cursor = 0
+
+    def take(self, page: int = 1000) -> list[str]:
+        """The consent URLs redirected since the last call, oldest first."""
+        urls: list[str] = []
+        while events := self.engine.events(after=self.cursor, limit=page):
+            self.cursor = events[-1].seq
+            for event in events:
+                if event.type == "attempt.redirected":
+                    if not event.data.get("consent_url"):  # only if it moved on: nothing here does
+                        raise RuntimeError(f"event {event.seq} of {event.attempt_id} has no consent URL")
+                    urls.append(event.data["consent_url"])
+            if len(events) < page:
+                break
+        return urls
+
+
+def drive(driver: Engine, indexes: range, args: argparse.Namespace, feed: RedirectFeed,
+          browsers: http_callbacks.Browsers | None) -> None:
+    """Start attempts while a thread follows the event feed and answers each redirect: through
+    ``Engine.handle_callback`` (``--driver-threads`` at a time), or (``browsers``) as a GET from
+    a browser process to a receiver."""
     done = threading.Event()
     total = len(indexes)
     base = driver.counts().get("PROVISIONED", 0)
-    answered: set[str] = set()
 
     def answer_callbacks() -> None:
         with ThreadPoolExecutor(args.driver_threads) as pool:
             while not done.is_set():
-                fresh = [a for a in driver.list(State.REDIRECTED) if a.id not in answered]
-                answered.update(a.id for a in fresh)
-                urls = [provider_redirect(driver.redirect_url(a) or "") for a in fresh]
-                list(pool.map(deliver, urls))
+                fresh = feed.take()
+                if browsers is not None:
+                    browsers.send(fresh)
+                else:
+                    list(pool.map(driver.handle_callback, map(provider_redirect, fresh)))
                 if not fresh:
                     time.sleep(args.poll)
 
@@ -276,6 +305,9 @@ def main() -> None:
     ap.add_argument("--starts", choices=("each", "many"), default="many",
                     help="workers mode: Engine.start per attempt, or Engine.start_many per --chunk")
     ap.add_argument("--receivers", type=int, default=2, help="--callbacks http: provision serve processes")
+    ap.add_argument("--browsers", type=int, default=max(1, min(4, (os.cpu_count() or 1) // 4)),
+                    help="--callbacks http: processes sending the GETs, --driver-threads each "
+                         "(default: a quarter of the cores, 1 to 4)")
     ap.add_argument("--callbacks", choices=("engine", "free", "http"), default="engine",
                     help="workers mode: Engine.handle_callback per attempt, or (a measurement only) "
                          "bench/free_callbacks.py's one bulk transaction per poll, or HTTP GETs to "
@@ -288,20 +320,21 @@ def main() -> None:
     open_repository(db_url, migrate=True).engine.dispose()  # schema via the real migration
     # The driver's CPU is what it took from the workers' cores (starts, callbacks, polling).
     driver_cpu: float | None = None
-    receiver_cpu: float | None = None
+    helpers_cpu: dict[str, float] = {}
     if args.workers == 0:
         secs = single_process(args, db_url)
     else:
-        secs, driver_cpu, receiver_cpu = multi_process(args, db_url)
+        secs, driver_cpu, helpers_cpu = multi_process(args, db_url)
     label = "engine" if args.workers == 0 else f"engine_{args.workers}w"
     res = {"bench": label, "db": "postgres" if args.pg else "sqlite", "n": args.n,
            "threads": args.concurrency, "workers": args.workers, "seconds": round(secs, 3),
            "attempts_per_s": round(args.n / secs, 1)}
     if driver_cpu is not None:
         res["driver_cpu_ms_per_attempt"] = round(driver_cpu * 1000 / args.n, 3)
-    if receiver_cpu is not None:
-        res["receiver_cpu_ms_per_callback"] = round(receiver_cpu * 1000 / args.n, 3)
-        res["receivers"] = args.receivers
+    if helpers_cpu:
+        res["receiver_cpu_ms_per_callback"] = round(helpers_cpu["receivers"] * 1000 / args.n, 3)
+        res["browser_cpu_ms_per_attempt"] = round(helpers_cpu["browsers"] * 1000 / args.n, 3)
+        res["receivers"], res["browsers"] = args.receivers, args.browsers
     print(f"{label}: {args.n} attempts in {secs:.2f} s = {args.n / secs:.1f} attempts/s")
     print("RESULT " + json.dumps(res), flush=True)
 

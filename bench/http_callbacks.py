@@ -1,22 +1,39 @@
-"""Callbacks over real HTTP: K ``provision serve`` processes, as the browser redirects would reach them.
+"""Callbacks over real HTTP: the users' browsers as P processes, K ``provision serve`` receivers.
 
-``bench/engine_bench.py --callbacks http --receivers K`` (and ``bench/scale.py --callbacks http``)
-deliver each attempt's provider redirect as a GET to one of K receiver processes, round robin,
-instead of calling ``Engine.handle_callback`` in the driver. Each receiver is the product path:
-``provision serve`` (waitress, ``engine.web.wsgi_server``) on its own port; a receiver that
-answers anything but the 303 to the progress page (an applied callback) fails the run. The
-receivers' CPU per callback (parse, guard statement, encryption, inbox row, HTTP) is what issue 19
-asks to measure.
+``bench/engine_bench.py --callbacks http --receivers K --browsers P`` (and ``bench/scale.py
+--callbacks http``) deliver each attempt's provider redirect as a GET to one of K receiver
+processes instead of calling ``Engine.handle_callback`` in the driver:
+
+* the driver learns each consent URL from the event feed (``attempt.redirected``), as an
+  application would, and hands it to one of P browser processes (``Browsers``, this module run as a
+  script), a line on its stdin, round robin;
+* a browser process builds the redirect the provider would send back (``provider_redirect``) and
+  GETs it, from ``--threads`` threads, at the next receiver; it exits 1, naming the answer, unless
+  the callback was applied (a 303 to the progress page; the 303 is not followed: the progress page
+  is the browser's next, separate request);
+* each receiver is the product path: ``provision serve`` (waitress, ``engine.web.wsgi_server``) on
+  its own port. The receivers' CPU per callback (parse, guard statement, encryption, inbox row,
+  HTTP) is what issue 19 asks to measure.
+
+The browsers are separate processes because a client's GET costs about as much CPU as the
+receiver's answer: sent from the driver, they made the driver the limit of the whole run (1.2 ms
+of its CPU per attempt, about 800 attempts/s on one core, before any receiver or worker was busy).
+
+    python bench/http_callbacks.py [--threads T] RECEIVER_URL...   # a browser process (stdin: URLs)
 """
 from __future__ import annotations
 
+import argparse
 import itertools
+import os
+import queue
+import secrets
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import procstat
 import requests
@@ -25,8 +42,27 @@ ROOT = Path(__file__).resolve().parent.parent
 _PROVISION = "import sys; from engine.main import main; sys.exit(main(sys.argv[1:]))"
 
 
+def provider_redirect(oauth_url: str) -> str:
+    """The browser redirect the provider would send back: ``<callbackUrl>?state=..&oauth_token=..``."""
+    q = parse_qs(urlsplit(oauth_url).query)
+    callback = q["oauth_callback"][0]  # the fake carries <callbackUrl>?state=<state> here
+    extra = {"oauth_token": q["oauth_token"][0], "oauth_verifier": secrets.token_hex(6),
+             # Each its own company: the engine refuses a second live connection of one realm.
+             "realmId": str(4620000000000 + secrets.randbelow(10**12)), "dataSource": "QBO"}
+    return callback + "&" + urlencode(extra)
+
+
+def _stop_all(processes: Iterable[subprocess.Popen[str]], timeout: float = 30) -> None:
+    for proc in processes:
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class Receivers:
-    """K running ``provision serve`` processes on ``db_url``; ``deliver`` is thread-safe."""
+    """K running ``provision serve`` processes on ``db_url``; ``urls`` are their callback URLs."""
 
     def __init__(self, k: int, db_url: str, env: Mapping[str, str]) -> None:
         self.processes: list[subprocess.Popen[str]] = []
@@ -40,23 +76,6 @@ class Receivers:
                 self.stop()
                 raise RuntimeError(f"provision serve did not start (said {line.strip()!r})")
             self.urls.append(line.split(" on ", 1)[1].strip())  # http://127.0.0.1:PORT/callback
-        self._next = itertools.count()
-        self._local = threading.local()
-
-    def deliver(self, redirect_url: str) -> None:
-        """GET the redirect's query at the next receiver; raises unless it was applied (303 to progress).
-
-        The 303 is not followed: the progress page is the browser's next, separate request, and
-        right after the callback it says "Connecting..." until a worker has finished the attempt.
-        """
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = self._local.session = requests.Session()
-            session.trust_env = False  # loopback: no proxies
-        url = self.urls[next(self._next) % len(self.urls)]
-        resp = session.get(f"{url}?{urlsplit(redirect_url).query}", timeout=30, allow_redirects=False)
-        if resp.status_code != 303 or "/callback/progress?t=" not in resp.headers.get("Location", ""):
-            raise RuntimeError(f"receiver {url} answered {resp.status_code}: {resp.text[:200]}")
 
     def cpu_seconds(self) -> float:
         """CPU the receivers used so far."""
@@ -66,8 +85,81 @@ class Receivers:
         """Terminate the receivers (``provision serve`` finishes the request in flight)."""
         for proc in self.processes:
             proc.terminate()
+        _stop_all(self.processes)
+
+
+class Browsers:
+    """P browser processes (this module's ``main``), each delivering the redirects it is sent."""
+
+    def __init__(self, p: int, threads: int, receiver_urls: list[str]) -> None:
+        command = [sys.executable, __file__, "--threads", str(threads), *receiver_urls]
+        self.processes = [subprocess.Popen(command, stdin=subprocess.PIPE, text=True) for _ in range(p)]
+        self._next = itertools.count()
+
+    def send(self, consent_urls: list[str]) -> None:
+        """Hand each consent URL to the next browser, round robin (one write per browser)."""
+        lines: list[list[str]] = [[] for _ in self.processes]
+        for url in consent_urls:
+            lines[next(self._next) % len(lines)].append(url + "\n")
+        for proc, batch in zip(self.processes, lines, strict=True):
+            if batch and proc.stdin is not None:
+                proc.stdin.write("".join(batch))
+                proc.stdin.flush()
+
+    def failed(self) -> list[int]:
+        """Exit codes of the browsers that stopped with an error (they print why)."""
+        return [code for code in (p.poll() for p in self.processes) if code not in (None, 0)]
+
+    def cpu_seconds(self) -> float:
+        """CPU the browsers used so far."""
+        return float(procstat.total_cpu(p.pid for p in self.processes))
+
+    def stop(self) -> None:
+        """Close their input: each finishes the redirects it holds, then exits."""
         for proc in self.processes:
+            if proc.stdin is not None:
+                proc.stdin.close()
+        _stop_all(self.processes)
+
+
+def deliver(session: requests.Session, receiver: str, redirect_url: str) -> None:
+    """GET the redirect's query at ``receiver``; raises unless it was applied (303 to progress)."""
+    resp = session.get(f"{receiver}?{urlsplit(redirect_url).query}", timeout=30, allow_redirects=False)
+    if resp.status_code != 303 or "/callback/progress?t=" not in resp.headers.get("Location", ""):
+        raise RuntimeError(f"receiver {receiver} answered {resp.status_code}: {resp.text[:200]}")
+
+
+def main() -> None:
+    """A browser process: consent URLs on stdin, one per line, until it closes."""
+    ap = argparse.ArgumentParser(description="a browser process of bench/http_callbacks.py")
+    ap.add_argument("--threads", type=int, default=4)
+    ap.add_argument("receivers", nargs="+", help="callback URLs of provision serve processes")
+    args = ap.parse_args()
+    work: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+    turn = itertools.count(os.getpid())  # browsers start at different receivers
+
+    def browse() -> None:
+        session = requests.Session()
+        session.trust_env = False  # loopback: no proxies
+        while (consent_url := work.get()) is not None:
             try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+                deliver(session, args.receivers[next(turn) % len(args.receivers)],
+                        provider_redirect(consent_url))
+            except Exception as exc:  # noqa: BLE001 - any failure fails the run, and says why
+                print(f"browser {os.getpid()}: {exc}", file=sys.stderr, flush=True)
+                os._exit(1)
+
+    threads = [threading.Thread(target=browse) for _ in range(args.threads)]
+    for t in threads:
+        t.start()
+    for line in sys.stdin:
+        if line.strip():
+            work.put(line.strip())
+    for _ in threads:
+        work.put(None)
+    for t in threads:
+        t.join()
+
+
+if __name__ == "__main__":
+    main()

@@ -10,9 +10,10 @@ Brings everything it needs, so that the table can be reproduced on any machine w
 * one ``bench/engine_bench.py --workers W`` run per cell: a driver process starts N attempts with
   ``Engine.start_many`` and delivers their callbacks while W worker processes run the steps
   (``--callbacks free``: the callbacks as one bulk transaction per poll, to show what the workers
-  alone reach when the single driver is not the limit; ``--callbacks http``: every callback as an
-  HTTP GET to one of ``--receivers`` ``provision serve`` processes, the receivers' CPU per callback
-  in the RESULT line).
+  alone reach when the single driver is not the limit; ``--callbacks http``: the driver follows
+  the event feed and hands each consent URL to one of ``--browsers`` processes, which send the
+  provider's redirect as an HTTP GET to one of ``--receivers`` ``provision serve`` processes; the
+  receivers' CPU per callback and the browsers' per attempt are in the RESULT line).
 
 The cells run ``--reps`` times, interleaved (every W once, then again), and the table gives medians
 and the ratio to one worker, with the machine line (cores, CPU, PostgreSQL version). With fewer
@@ -73,7 +74,8 @@ def server_version(url: str) -> str:
 def one_run(args: argparse.Namespace, api: str, db_url: str, workers: int, callbacks: str) -> dict[str, Any]:
     """The RESULT of one ``engine_bench.py`` run (``attempts_per_s``, CPU per attempt...)."""
     cmd = [sys.executable, str(BENCH / "engine_bench.py"), "-n", str(args.n), "--workers", str(workers),
-           "--callbacks", callbacks, "--receivers", str(args.receivers), "--api", api, "--pg", db_url]
+           "--callbacks", callbacks, "--receivers", str(args.receivers), "--browsers", str(args.browsers),
+           "--api", api, "--pg", db_url]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.run_timeout_s)
     results = [line[len("RESULT "):] for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode != 0 or not results:
@@ -120,6 +122,8 @@ def main() -> None:
                     help="a PostgreSQL URL; its database (default bench_scale) is dropped and recreated")
     ap.add_argument("--pg-bin", metavar="DIR", help="server binaries for a PostgreSQL of our own")
     ap.add_argument("--receivers", type=int, default=2, help="--callbacks http: provision serve processes")
+    ap.add_argument("--browsers", type=int, default=max(1, min(4, (os.cpu_count() or 1) // 4)),
+                    help="--callbacks http: processes sending the users' GETs (bench/http_callbacks.py)")
     ap.add_argument("--fake-processes", type=int, default=max(2, min(6, (os.cpu_count() or 2) // 2)))
     ap.add_argument("--run-timeout-s", type=float, default=1800.0)
     args = ap.parse_args()
@@ -140,8 +144,10 @@ def main() -> None:
                         result = one_run(args, f"http://127.0.0.1:{port}", db_url, w, mode)
                         rates.setdefault((mode, w), []).append(float(result["attempts_per_s"]))
                         raw.append(result)
+                        # The driver's CPU per attempt says whether the one driver was the limit.
                         print(f"  repeat {rep + 1}, {w} workers, callbacks {mode}: "
-                              f"{result['attempts_per_s']:,.1f} attempts/s", flush=True)
+                              f"{result['attempts_per_s']:,.1f} attempts/s (driver "
+                              f"{result['driver_cpu_ms_per_attempt']} ms CPU per attempt)", flush=True)
     finally:
         for pid in fake_pids:
             os.kill(pid, signal.SIGTERM)

@@ -105,8 +105,11 @@ def test_engine_bench_single_process_on_sqlite(fake_api: str) -> None:
 def test_engine_bench_with_callbacks_over_http_through_provision_serve(fake_api: str,
                                                                        pg_database: str) -> None:
     res = result(run([str(BENCH / "engine_bench.py"), "-n", "30", "--api", fake_api, "--pg", pg_database,
-                      "--workers", "1", "--callbacks", "http", "--receivers", "2"]))
+                      "--workers", "1", "--callbacks", "http", "--receivers", "2", "--browsers", "2"]))
     assert res["db"] == "postgres" and res["workers"] == 1 and res["n"] == 30 and res["attempts_per_s"] > 0
+    # the GETs come from the browser processes, so each side's CPU is its own
+    assert res["receivers"] == res["browsers"] == 2
+    assert res["receiver_cpu_ms_per_callback"] > 0 and res["browser_cpu_ms_per_attempt"] > 0
 
 
 @pytest.mark.postgres
@@ -147,11 +150,13 @@ def test_scale_brings_its_own_postgresql() -> None:
             raise
         pytest.skip(str(exc))
     stdout = run([str(BENCH / "scale.py"), "-n", "30", "--workers", "1", "--reps", "1",
-                  "--callbacks", "engine", "http", "--receivers", "1", "--fake-processes", "1"], timeout=300)
+                  "--callbacks", "engine", "http", "--receivers", "1", "--browsers", "1",
+                  "--fake-processes", "1"], timeout=300)
     res = result(stdout)
     assert res["bench"] == "scale" and res["n"] == 30 and "PostgreSQL" in res["machine"]
     assert set(res["rates"]) == {"engine/1", "http/1"} and all(r[0] > 0 for r in res["rates"].values())
     assert "| 1 |" in stdout  # the table's row for one worker
+    assert all(r["driver_cpu_ms_per_attempt"] > 0 for r in res["runs"])
 
 
 def test_http_client_cost_times_both_clients() -> None:
