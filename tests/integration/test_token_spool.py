@@ -66,11 +66,12 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 def fill(directory: Path) -> Path:
     """Write a file until the filesystem is full."""
     filler = directory / "filler"
-    with open(filler, "wb") as out:
+    # Unbuffered: a buffered file kept the tail of the write that met the full disk and raised
+    # ENOSPC again when the ``with`` closed it (a flaky failure, depending on where the disk ended).
+    with open(filler, "wb", buffering=0) as out:
         try:
             while True:
                 out.write(b"\0" * 65536)
-                out.flush()
                 os.fsync(out.fileno())
         except OSError as exc:
             assert exc.errno == errno.ENOSPC
