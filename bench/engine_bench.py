@@ -253,10 +253,24 @@ def drive(driver: Engine, indexes: range, args: argparse.Namespace, feed: Redire
                 if not fresh:
                     time.sleep(args.poll)
 
-    if args.callbacks == "free":  # a measurement of the driver's share, not the product path
-        cb = threading.Thread(target=free_callbacks.answer_until, args=(driver, done, args.poll), daemon=True)
-    else:
-        cb = threading.Thread(target=answer_callbacks, daemon=True)
+    failures: list[BaseException] = []
+
+    def answering() -> None:  # an error here must fail the run at once, not time it out
+        try:
+            if args.callbacks == "free":  # a measurement of the driver's share, not the product path
+                free_callbacks.answer_until(driver, done, args.poll)
+            else:
+                answer_callbacks()
+        except BaseException as exc:
+            failures.append(exc)
+            raise
+
+    def finished() -> bool:
+        if failures:
+            raise RuntimeError("answering the callbacks failed") from failures[0]
+        return driver.counts().get("PROVISIONED", 0) >= base + total
+
+    cb = threading.Thread(target=answering, daemon=True)
     cb.start()
     if args.starts == "many":  # a back-office job enrolling a list: one transaction per chunk
         for first in range(indexes.start, indexes.stop, args.chunk):
@@ -266,7 +280,7 @@ def drive(driver: Engine, indexes: range, args: argparse.Namespace, feed: Redire
         with ThreadPoolExecutor(args.driver_threads) as pool:
             list(pool.map(lambda i: driver.start(name=f"bench-{i}", **START), indexes))
     # A GROUP BY over the whole table: checked every 0.1 s (<= 1% of a run), not at the 0.02 s poll.
-    wait_for(driver, lambda: driver.counts().get("PROVISIONED", 0) >= base + total, 0.1)
+    wait_for(driver, finished, 0.1)
     done.set()
     cb.join()
 
