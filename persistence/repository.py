@@ -226,17 +226,20 @@ class Repository(Inbox, Lifecycle, Realms):
         found = self._attempts_in(attempts.c.idempotency_key, keys)
         return {a.idempotency_key: a for a in found if a.idempotency_key is not None}
 
-    def get_many(self, ids: Sequence[str]) -> dict[str, Attempt]:
-        """The stored attempts among ``ids``, by id: one query where ``get`` would make one each."""
-        return {a.id: a for a in self._attempts_in(attempts.c.id, ids)}
+    def get_many(self, ids: Sequence[str], *, lenient: bool = False) -> dict[str, Attempt]:
+        """The stored attempts among ``ids``, by id: one query where ``get`` would make one each
+        (``lenient`` as for ``get``)."""
+        return {a.id: a for a in self._attempts_in(attempts.c.id, ids, lenient=lenient)}
 
-    def _attempts_in(self, column: sa.Column[Any], values: Sequence[str]) -> builtins.list[Attempt]:
+    def _attempts_in(self, column: sa.Column[Any], values: Sequence[str], *,
+                     lenient: bool = False) -> builtins.list[Attempt]:
         found: builtins.list[Attempt] = []
+        convert = self._to_view if lenient else self._to_attempt
         with self._read() as conn:
             # 500 per query: SQLite before 3.32 allows at most 999 bound parameters per statement.
             for i in range(0, len(values), 500):
                 rows = conn.execute(sa.select(attempts).where(column.in_(values[i:i + 500]))).mappings()
-                found.extend(self._to_attempt(r) for r in rows)
+                found.extend(convert(r) for r in rows)
         return found
 
     def _insert_values(self, attempt: Attempt) -> dict[str, Any]:

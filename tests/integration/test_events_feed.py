@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import requests
 import sqlalchemy as sa
+from cryptography.fernet import Fernet
 from testkit import QBO, TEST_KEY, consent, listening, quick_config
 
 from engine import Engine, FakeClock
@@ -27,7 +28,8 @@ from engine.cli.main import main as cli_main
 from engine.core import events as ev
 from engine.core.events import Event
 from engine.errors import InvalidInputError
-from persistence.schema import history
+from engine.security.crypto import FernetCodec
+from persistence.schema import attempts, history
 from states import State
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
@@ -124,6 +126,20 @@ def test_a_page_of_redirects_looks_up_its_consent_urls_in_one_query(
     urls = {e.attempt_id: e.data["consent_url"] for e in feed if e.type == ev.REDIRECTED}
     assert urls == {**{i: engine.redirect_url(engine.get(i)) for i in waiting}, moved_on: None}
     assert len(set(urls.values())) == len(waiting) + 1 and all(urls[i] for i in waiting)
+
+
+def test_a_redirect_whose_secrets_no_key_opens_does_not_stop_the_feed(
+        make_engine: Callable[..., Engine]) -> None:
+    # Before, the feed (and the hooks, and the webhooks) raised at that event on every read.
+    engine = make_engine()
+    good = engine.start("quickbooks", "readable", flow="oauth2", **QBO).id
+    bad = engine.start("quickbooks", "sealed elsewhere", flow="oauth2", **QBO).id
+    engine.run_until_idle()
+    foreign = FernetCodec([Fernet.generate_key()]).seal(engine.get(bad).secrets)
+    with engine.repo.engine.begin() as conn:
+        conn.execute(attempts.update().where(attempts.c.id == bad).values(secrets=foreign))
+    urls = {e.attempt_id: e.data["consent_url"] for e in engine.events(limit=1000) if e.type == ev.REDIRECTED}
+    assert urls == {good: engine.redirect_url(engine.get(good)), bad: None} and urls[good]
 
 
 def test_renewal_rejection_and_recovery_are_connection_events(
