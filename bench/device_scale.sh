@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Issue 19's scaling table on a bare many-core machine, in one call of the `device` tool.
+#
+# Run bench/device_wheels.sh here first (nothing can be fetched there), then:
+#   run(command="bash bench/device_scale.sh", carry=[".device"], timeout_s=590)
+#
+# It makes a virtualenv from the carried wheels, writes the machine's facts, and runs
+# bench/scale.py (its own PostgreSQL from the pgserver wheel, run as an unprivileged user; the fake
+# API as several processes) under a time budget, streaming every run's line to the log so that a
+# run cut short still returns what it measured. Results under $OUT: machine.txt, scale.log and,
+# when it finished, scale.json (scale.py's RESULT). Settings (environment): N (4000), WORKERS
+# ("1 2 4 8 12"), REPS (2), CALLBACKS ("engine free http"), RECEIVERS (4), BROWSERS (4),
+# BUDGET_S (500: the whole table, leaving the 10-minute command its install and its margin),
+# PYTHON (python3).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out="${OUT:-/tmp/device-scale-out}"
+mkdir -p "$out"
+py="${PYTHON:-python3}"
+venv="${VENV:-/tmp/provision-bench-venv}"
+if [ ! -d .device/wheels ]; then
+  echo "no .device/wheels: run bench/device_wheels.sh here and carry .device" | tee "$out/scale.log" >&2
+  exit 2
+fi
+rm -rf "$venv"
+if "$py" -m venv "$venv" 2>/dev/null; then
+  pip=("$venv/bin/python" -m pip)
+else  # a Python without ensurepip: its own pip installs into the new environment
+  "$py" -m venv --without-pip "$venv"
+  pip=("$py" -m pip --python "$venv/bin/python")
+fi
+"${pip[@]}" install -q --no-index --find-links .device/wheels -r bench/device_requirements.txt
+# PostgreSQL refuses to run as root: bench/pg_local.py runs it as BENCH_PG_USER (default nobody).
+if [ "$(id -u)" = 0 ] && ! id -u "${BENCH_PG_USER:-nobody}" >/dev/null 2>&1; then
+  useradd --no-create-home --shell /usr/sbin/nologin benchpg && export BENCH_PG_USER=benchpg
+fi
+{
+  echo "date: $(date -u +%FT%TZ)"
+  echo "nproc: $(nproc)"
+  grep -m1 'model name' /proc/cpuinfo || true
+  grep MemTotal /proc/meminfo || true
+  "$venv/bin/python" --version
+  echo "commit: $(git rev-parse HEAD 2>/dev/null || echo unknown)"
+  echo "settings: N=${N:-4000} WORKERS=${WORKERS:-1 2 4 8 12} REPS=${REPS:-2} CALLBACKS=${CALLBACKS:-engine free http}" \
+       "RECEIVERS=${RECEIVERS:-4} BROWSERS=${BROWSERS:-4} BUDGET_S=${BUDGET_S:-500}"
+} > "$out/machine.txt"
+cat "$out/machine.txt"
+# shellcheck disable=SC2086  # WORKERS and CALLBACKS are lists
+PYTHONUNBUFFERED=1 timeout --kill-after=20 "${BUDGET_S:-500}" "$venv/bin/python" bench/scale.py \
+  -n "${N:-4000}" --workers ${WORKERS:-1 2 4 8 12} --reps "${REPS:-2}" --callbacks ${CALLBACKS:-engine free http} \
+  --receivers "${RECEIVERS:-4}" --browsers "${BROWSERS:-4}" 2>&1 | tee "$out/scale.log"
+status=${PIPESTATUS[0]}
+grep '^RESULT ' "$out/scale.log" | tail -1 | cut -c8- > "$out/scale.json" || true
+[ -s "$out/scale.json" ] || rm -f "$out/scale.json"
+exit "$status"
