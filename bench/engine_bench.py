@@ -58,6 +58,7 @@ from http_callbacks import provider_redirect  # noqa: E402  (re-exported: memory
 from engine import Engine, EngineSettings  # noqa: E402
 from engine.clients.elements import ElementsClient  # noqa: E402
 from engine.config import client_settings_from_env  # noqa: E402
+from engine.core.events import REDIRECTED  # noqa: E402
 from engine.wiring import open_engine, open_repository  # noqa: E402
 from states.model import State  # noqa: E402
 
@@ -224,7 +225,7 @@ class RedirectFeed:
         while events := self.engine.events(after=self.cursor, limit=page):
             self.cursor = events[-1].seq
             for event in events:
-                if event.type == "attempt.redirected":
+                if event.type == REDIRECTED:
                     if not event.data.get("consent_url"):  # only if it moved on: nothing here does
                         raise RuntimeError(f"event {event.seq} of {event.attempt_id} has no consent URL")
                     urls.append(event.data["consent_url"])
@@ -319,7 +320,7 @@ def main() -> None:
     ap.add_argument("--starts", choices=("each", "many"), default="many",
                     help="workers mode: Engine.start per attempt, or Engine.start_many per --chunk")
     ap.add_argument("--receivers", type=int, default=2, help="--callbacks http: provision serve processes")
-    ap.add_argument("--browsers", type=int, default=max(1, min(4, (os.cpu_count() or 1) // 4)),
+    ap.add_argument("--browsers", type=int, default=http_callbacks.DEFAULT_BROWSERS,
                     help="--callbacks http: processes sending the GETs, --driver-threads each "
                          "(default: a quarter of the cores, 1 to 4)")
     ap.add_argument("--callbacks", choices=("engine", "free", "http"), default="engine",

@@ -40,6 +40,8 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 _PROVISION = "import sys; from engine.main import main; sys.exit(main(sys.argv[1:]))"
+#: Browser processes when not given (``--browsers``): a quarter of the cores, 1 to 4.
+DEFAULT_BROWSERS = max(1, min(4, (os.cpu_count() or 1) // 4))
 
 
 def provider_redirect(oauth_url: str) -> str:

@@ -40,6 +40,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 import fake_api  # noqa: E402
+import http_callbacks  # noqa: E402
 import pg_local  # noqa: E402
 import procstat  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
@@ -122,7 +123,7 @@ def main() -> None:
                     help="a PostgreSQL URL; its database (default bench_scale) is dropped and recreated")
     ap.add_argument("--pg-bin", metavar="DIR", help="server binaries for a PostgreSQL of our own")
     ap.add_argument("--receivers", type=int, default=2, help="--callbacks http: provision serve processes")
-    ap.add_argument("--browsers", type=int, default=max(1, min(4, (os.cpu_count() or 1) // 4)),
+    ap.add_argument("--browsers", type=int, default=http_callbacks.DEFAULT_BROWSERS,
                     help="--callbacks http: processes sending the users' GETs (bench/http_callbacks.py)")
     ap.add_argument("--fake-processes", type=int, default=max(2, min(6, (os.cpu_count() or 2) // 2)))
     ap.add_argument("--run-timeout-s", type=float, default=1800.0)
