@@ -37,6 +37,10 @@ class HeaderWatchdog:
         self._watched: dict[int, tuple[float, socket.socket]] = {}
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        # When the thread looks next (monotonic): a call whose deadline is later needs no wake-up.
+        # Calls' deadlines are seconds away and the thread looks every POLL_S, so most calls never
+        # wake it: one wake-up per call cost a thread switch per platform call.
+        self._next_look = 0.0
         self.expired = 0  # sockets shut down so far (for tests and logs)
 
     @contextlib.contextmanager
@@ -59,11 +63,14 @@ class HeaderWatchdog:
         key = id(sock)
         with self._lock:
             self._watched[key] = (deadline, sock)
+            wake = deadline < self._next_look
             if self._thread is None or not self._thread.is_alive():
+                self._next_look = 0.0  # the new thread looks at once
                 self._thread = threading.Thread(target=self._run, name="provision-head-deadline",
                                                 daemon=True)
                 self._thread.start()
-        self._wake.set()
+        if wake:
+            self._wake.set()
         try:
             yield
         finally:
@@ -72,18 +79,20 @@ class HeaderWatchdog:
 
     def _run(self) -> None:
         while True:
+            # Cleared before looking, so a wake-up set while this pass runs is not lost.
+            self._wake.clear()
             now = time.monotonic()
             with self._lock:
                 due = [(k, s) for k, (d, s) in self._watched.items() if d <= now]
                 for key, _ in due:
                     del self._watched[key]
                 nearest = min((d for d, _ in self._watched.values()), default=None)
+                wait = POLL_S if nearest is None else max(0.0, min(POLL_S, nearest - now))
+                self._next_look = now + wait
             for _, sock in due:
                 self.expired += 1
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)  # the blocked recv returns; urllib3 drops it
-            self._wake.clear()
-            wait = POLL_S if nearest is None else max(0.0, min(POLL_S, nearest - time.monotonic()))
             self._wake.wait(wait)
 
 

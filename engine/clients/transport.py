@@ -254,7 +254,11 @@ class Transport:
         verify = True if session.verify is None else session.verify
         resp = adapter.send(prep, stream=True, timeout=self.timeouts, verify=verify,
                             cert=session.cert, proxies=proxies)
-        extract_cookies_to_jar(session.cookies, prep, resp.raw)  # type: ignore[no-untyped-call]
+        headers = resp.raw.headers
+        # The jar only reads these two headers; without them extraction is a no-op that still
+        # builds a mock request and response per call.
+        if "Set-Cookie" in headers or "Set-Cookie2" in headers:
+            extract_cookies_to_jar(session.cookies, prep, resp.raw)  # type: ignore[no-untyped-call]
         return resp
 
     def _read_body(self, resp: requests.Response, endpoint: str, deadline: float) -> bytes:
