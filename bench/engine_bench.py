@@ -213,7 +213,8 @@ def multi_process(args: argparse.Namespace, db_url: str) -> tuple[float, float, 
 
 class RedirectFeed:
     """The consent URLs of new ``attempt.redirected`` events, read from the event feed as an
-    application would (one query per page of events, not a re-read of every waiting attempt)."""
+    application would (one query per page of redirects, not a re-read of every waiting attempt;
+    the feed's type filter leaves the other events in the database)."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -222,7 +223,7 @@ class RedirectFeed:
     def take(self, page: int = 1000) -> list[str]:
         """The consent URLs redirected since the last call, oldest first."""
         urls: list[str] = []
-        while events := self.engine.events(after=self.cursor, limit=page):
+        while events := self.engine.events(after=self.cursor, limit=page, types=REDIRECTED):
             self.cursor = events[-1].seq
             for event in events:
                 if event.type == REDIRECTED:

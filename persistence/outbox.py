@@ -9,7 +9,7 @@ outcome with a write guarded by its lease; a worker that dies leaves a lease tha
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -95,9 +95,11 @@ class Outbox:
             yield conn.execution_options(**AUTOCOMMIT_OPTIONS) if self._sqlite else conn
 
     def read(self, after: int = 0, limit: int = 100, *, worker: str | None = None,
-             seqs: Sequence[int] | None = None) -> builtins.list[OutboxEvent]:
+             seqs: Sequence[int] | None = None, triggers: Collection[str] | None = None,
+             or_dest: str | None = None) -> builtins.list[OutboxEvent]:
         """Events with ``seq > after`` in ``seq`` order (only ``worker``'s, or only ``seqs``, if given).
 
+        ``triggers``: only transitions by one of these triggers or, given ``or_dest``, to that state.
         What a reader sees is always a prefix of the sequence (migration 0004), so resuming from the
         last ``seq`` seen never skips an event.
         """
@@ -106,6 +108,9 @@ class Outbox:
             q = q.where(_e.worker == worker)
         if seqs is not None:
             q = q.where(_e.seq.in_(list(seqs)))
+        if triggers is not None:
+            q = q.where(sa.or_(_h.trigger.in_(sorted(triggers)),
+                               sa.false() if or_dest is None else _h.dest == or_dest))
         with self._read() as conn:
             return [_row(r) for r in conn.execute(q).mappings()]
 

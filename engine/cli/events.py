@@ -1,7 +1,8 @@
 """``provision events``: the event feed, and ``provision events redeliver`` (issue 10/12).
 
-``provision events [--after SEQ] [--limit N]`` prints the events after cursor SEQ, oldest first;
-the last line (text) or ``last_seq`` (``--json``) is the cursor to resume from. ``--follow`` keeps
+``provision events [--after SEQ] [--limit N] [--type TYPE ...]`` prints the events after cursor
+SEQ, oldest first (only those of the given types, if any); the last line (text) or ``last_seq``
+(``--json``) is the cursor to resume from. ``--follow`` keeps
 printing new events as they commit (JSON Lines with ``--json``) until SIGINT or
 SIGTERM. ``provision events redeliver SEQ`` / ``--failed`` queues webhook events again.
 """
@@ -16,6 +17,7 @@ from types import FrameType
 from typing import Any
 
 from engine.cli import output as fmt
+from engine.core.events import EVENT_TYPES
 from engine.errors import InvalidInputError
 
 Add = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
@@ -38,9 +40,13 @@ def run_feed(args: argparse.Namespace, engine: Any, out: Out, stop: threading.Ev
         raise InvalidInputError("--after", f"must be a sequence number >= 0, got {args.after}")
     if not 1 <= args.limit <= 10_000:
         raise InvalidInputError("--limit", f"must be from 1 to 10000, got {args.limit}")
+    unknown = sorted(set(args.types or ()) - set(EVENT_TYPES))
+    if unknown:
+        raise InvalidInputError("--type", f"unknown event type {', '.join(unknown)}",
+                                hint=f"Use one of: {', '.join(EVENT_TYPES)}.")
     cursor = args.after
     if not args.follow:
-        batch = engine.events(after=cursor, limit=args.limit)
+        batch = engine.events(after=cursor, limit=args.limit, types=args.types)
         cursor = batch[-1].seq if batch else cursor
         if args.json:
             out(fmt.to_json({"events": [e.as_dict() for e in batch], "last_seq": cursor}))
@@ -50,7 +56,7 @@ def run_feed(args: argparse.Namespace, engine: Any, out: Out, stop: threading.Ev
         return 0
     stop = stop or threading.Event()
     while not stop.is_set():
-        batch = engine.events(after=cursor, limit=args.limit)
+        batch = engine.events(after=cursor, limit=args.limit, types=args.types)
         for event in batch:
             # JSON Lines: one compact object per event, so a consumer can read line by line.
             out(json.dumps(event.as_dict(), default=str) if args.json else _line(event))
@@ -104,6 +110,8 @@ def add_commands(add: Add, global_options: Callable[..., None],
     p.add_argument("--after", type=int, default=0, metavar="SEQ", help="only events after SEQ (default 0)")
     p.add_argument("--limit", type=int, default=100, metavar="N",
                    help="at most N events per read (default 100)")
+    p.add_argument("--type", dest="types", action="append", metavar="TYPE",
+                   help="only events of this type, e.g. attempt.redirected (repeat for several)")
     p.add_argument("--follow", action="store_true", help="keep printing new events until interrupted")
     actions = p.add_subparsers(dest="events_command", metavar="ACTION")
     r = actions.add_parser("redeliver", help="send webhook events again: SEQ, or every dead-lettered one")

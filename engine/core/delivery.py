@@ -24,11 +24,12 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from engine.config import WebhookSettings
-from engine.core.events import EVENT_TYPES, Event, to_event
+from engine.core.events import EVENT_TYPES, Event, event_type, may_have_type, to_event
 from engine.core.intake import check_flag, check_whole_number
 from engine.errors import InvalidInputError
 from engine.tracing import step_context
 from persistence.outbox import Outbox, OutboxEvent
+from states.model import State
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,18 @@ class DeliveryObserver(Protocol):
 class _NoDeliveryObserver:
     def delivery(self, outcome: str, seconds: float) -> None:
         """Do nothing."""
+
+
+def event_types(types: Iterable[str] | str | None) -> frozenset[str] | None:
+    """``types`` (one type or several) as a set, checked against ``EVENT_TYPES``; None for all."""
+    if types is None:
+        return None
+    wanted = frozenset([types] if isinstance(types, str) else types)
+    unknown = sorted(wanted - set(EVENT_TYPES))
+    if unknown or not wanted:
+        raise InvalidInputError("types", f"unknown event types {unknown or '(none given)'}; "
+                                         f"known: {', '.join(EVENT_TYPES)}")
+    return wanted
 
 
 def _waits_at_redirect(row: OutboxEvent) -> bool:
@@ -141,11 +154,29 @@ class EventDispatcher:
         urls = self.consent_url(waiting) if waiting else {}
         return [to_event(r, urls.get(r.attempt_id) if _waits_at_redirect(r) else None) for r in rows]
 
-    def events(self, after: int = 0, limit: int = 100) -> builtins.list[Event]:
-        """The feed: events after cursor ``after``, oldest first."""
+    def events(self, after: int = 0, limit: int = 100,
+               types: Iterable[str] | str | None = None) -> builtins.list[Event]:
+        """The feed: events after cursor ``after``, oldest first; only those of ``types`` if given.
+
+        With ``types`` the database returns only the rows that may have one of them (their
+        triggers), so a reader of redirects does not fetch and build every other event; pages
+        are read until ``limit`` events of those types are found or the feed ends.
+        """
         check_whole_number("after", after, 0, MAX_SEQ, "a sequence number")
         check_whole_number("limit", limit, 1, 10_000, "a number")
-        return self.to_events(self.outbox.read(after, limit))
+        wanted = event_types(types)
+        if wanted is None:
+            return self.to_events(self.outbox.read(after, limit))
+        triggers, to_provisioned = may_have_type(wanted)
+        found: builtins.list[OutboxEvent] = []
+        while len(found) < limit:
+            rows = self.outbox.read(after, limit, triggers=triggers,
+                                    or_dest=State.PROVISIONED.value if to_provisioned else None)
+            found += [r for r in rows if event_type(r) in wanted][:limit - len(found)]
+            if len(rows) < limit:
+                break
+            after = rows[-1].seq
+        return self.to_events(found)
 
     # --- hooks -----------------------------------------------------------------------------------
 
@@ -153,14 +184,7 @@ class EventDispatcher:
         """Call ``hook(event)`` for events this engine commits from now on; returns an unsubscribe."""
         if not callable(hook):
             raise InvalidInputError("callback", "must be callable with one Event argument")
-        wanted = None
-        if types is not None:
-            wanted = frozenset([types] if isinstance(types, str) else types)
-            unknown = sorted(wanted - set(EVENT_TYPES))
-            if unknown:
-                raise InvalidInputError("types",
-                                        f"unknown event types {unknown}; known: {', '.join(EVENT_TYPES)}")
-        entry = (hook, wanted)
+        entry = (hook, event_types(types))
         with self._lock:
             if self._cursor is None:
                 self._cursor = self.outbox.last_seq()  # hooks see what is committed from now on

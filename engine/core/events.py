@@ -76,6 +76,17 @@ _BY_TRIGGER = {
     Trigger.CONNECT_LINK.value: CONNECT_LINK,
 }
 
+
+def may_have_type(types: frozenset[str]) -> tuple[frozenset[str], bool]:
+    """What a transition must have to be one of ``types``: one of these triggers, or (when the
+    flag is True) PROVISIONED as its destination. A superset, for the database to filter on;
+    ``event_type`` decides exactly."""
+    triggers = {trigger for trigger, kind in _BY_TRIGGER.items() if kind in types}
+    if types & {FAILED, REAUTHORIZATION_REQUIRED}:
+        triggers.add(Trigger.FAIL.value)
+    return frozenset(triggers), bool(types & {PROVISIONED, RECOVERED})
+
+
 # What to do about each failure reason (the error's own hint, when it has one, comes first).
 REASON_HINTS: dict[str, str] = {
     "instance_missing": "The instance is gone from the platform; start a new attempt for the customer.",

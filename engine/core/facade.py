@@ -263,9 +263,14 @@ class Engine:
         """
         return self.dispatch.subscribe(callback, types)
 
-    def events(self, after: int = 0, limit: int = 100) -> builtins.list[Event]:
-        """The event feed: up to ``limit`` events with ``seq > after``, oldest first; never skips one."""
-        return self.dispatch.events(after, limit)
+    def events(self, after: int = 0, limit: int = 100,
+               types: Iterable[str] | str | None = None) -> builtins.list[Event]:
+        """The event feed: up to ``limit`` events with ``seq > after``, oldest first; never skips one.
+
+        ``types`` (an event type or several, ``engine.core.events.EVENT_TYPES``) keeps only those:
+        e.g. ``types="attempt.redirected"`` for the consent URLs to hand to users.
+        """
+        return self.dispatch.events(after, limit, types)
 
     def redeliver(self, seq: int | None = None, *, failed: bool = False) -> int:
         """Send webhook event ``seq`` again, or (``failed=True``) every dead-lettered one; returns a count."""

@@ -40,6 +40,21 @@ def all_history(engine: Engine, ids: list[str]) -> set[tuple[str, int]]:
     return {(i, h.seq) for i in ids for h in engine.history(i)}
 
 
+def assert_type_filters_agree(engine: Engine) -> None:
+    """``events(types=...)`` is the whole feed filtered by type, for every type, in every page size."""
+    everything = engine.events(limit=10_000)
+    for kind in (*ev.EVENT_TYPES, (ev.PROVISIONED, ev.RECOVERED), (ev.REDIRECTED, ev.FAILED)):
+        wanted = {kind} if isinstance(kind, str) else set(kind)
+        expected = [e.seq for e in everything if e.type in wanted]
+        assert [e.seq for e in engine.events(limit=10_000, types=kind)] == expected, kind
+        for limit in (1, 2):
+            pages: list[int] = []
+            while page := engine.events(after=pages[-1] if pages else 0, limit=limit, types=kind):
+                assert len(page) <= limit
+                pages += [e.seq for e in page]
+            assert pages == expected, (kind, limit)
+
+
 def oauth(engine: Engine, flow: str, decision: str = "approve", renewal: str | None = None) -> str:
     a = engine.start("quickbooks", f"{flow} {decision}", flow=flow, renewal=renewal, **QBO)
     engine.run_until_idle()
@@ -76,6 +91,7 @@ def test_every_committed_transition_has_exactly_one_event_in_sequence(
     assert {"attempt_id", "customer", "element", "name", "state", "reason", "hint", "instance_id"} <= set(
         payload["data"])
     json.dumps([e.payload for e in feed])  # JSON-ready
+    assert_type_filters_agree(engine)
 
 
 def test_feed_resumes_from_a_cursor(make_engine: Callable[..., Engine]) -> None:
@@ -128,6 +144,36 @@ def test_a_page_of_redirects_looks_up_its_consent_urls_in_one_query(
     assert len(set(urls.values())) == len(waiting) + 1 and all(urls[i] for i in waiting)
 
 
+def test_a_feed_of_redirects_reads_only_redirect_rows(make_engine: Callable[..., Engine],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # An application that hands consent URLs to users follows only attempt.redirected: the
+    # database filters the other transitions out instead of the reader building and dropping them.
+    engine = make_engine()
+    ids = [oauth(engine, "oauth1") for _ in range(3)]
+    waiting = engine.start("quickbooks", "waiting", flow="oauth2", **QBO).id
+    engine.run_until_idle()
+    assert len(engine.events(limit=1000)) == 13
+    outbox = engine.dispatch.outbox
+    read, fetched = outbox.read, []
+
+    def counted(*args: Any, **kwargs: Any) -> Any:  # passes every call through, counting rows
+        rows = read(*args, **kwargs)
+        fetched.append(len(rows))
+        return rows
+
+    monkeypatch.setattr(outbox, "read", counted)
+    statements: list[str] = []
+    with listening(engine.repo.engines, before_cursor_execute=lambda *a: statements.append(a[2])):
+        feed = engine.events(limit=1000, types=ev.REDIRECTED)
+    assert [e.attempt_id for e in feed] == [*ids, waiting] and {e.type for e in feed} == {ev.REDIRECTED}
+    assert [e.data["consent_url"] is not None for e in feed] == [False] * 3 + [True]
+    assert fetched == [4] and len(statements) == 2  # the page of redirects, then the consent URL
+    with pytest.raises(InvalidInputError, match="unknown event types"):
+        engine.events(types=["attempt.exploded"])
+    with pytest.raises(InvalidInputError, match="none given"):
+        engine.events(types=[])
+
+
 def test_a_redirect_whose_secrets_no_key_opens_does_not_stop_the_feed(
         make_engine: Callable[..., Engine]) -> None:
     # Before, the feed (and the hooks, and the webhooks) raised at that event on every read.
@@ -176,6 +222,8 @@ def test_renewal_rejection_and_recovery_are_connection_events(
     required = engine.events()[4]
     assert required.data["reason"] == "renewal_rejected" and "reauthorize" in required.data["hint"]
     assert required.data["instance_id"] == engine.get(attempt_id).instance_id is not None
+    # PROVISIONED, RENEWED and RECOVERED all reach PROVISIONED: the type filter tells them apart.
+    assert_type_filters_agree(engine)
 
 
 def test_hooks_run_after_the_commit_and_a_raising_hook_affects_nothing(
@@ -242,7 +290,7 @@ def test_cli_events_json_follow_and_redeliver(make_engine: Callable[..., Engine]
         if len(printed) == 4:
             stop.set()
 
-    args = argparse.Namespace(after=3, limit=100, follow=True, json=True)
+    args = argparse.Namespace(after=3, limit=100, follow=True, json=True, types=None)
     follower = threading.Thread(target=run_feed, args=(args, engine, out_fn, stop))
     follower.start()
     oauth(engine, "oauth2")
@@ -255,6 +303,13 @@ def test_cli_events_json_follow_and_redeliver(make_engine: Callable[..., Engine]
     assert "0 events queued" in capsys.readouterr().out
     assert cli_main(["events", "redeliver", "999"]) == 2
     assert "no event with sequence number 999" in capsys.readouterr().err
+    assert cli_main(["--json", "events", "--type", ev.REDIRECTED, "--type", ev.PROVISIONED]) == 0
+    only = json.loads(capsys.readouterr().out)
+    assert [e["type"] for e in only["events"]] == [ev.REDIRECTED, ev.PROVISIONED] * 2
+    assert only["last_seq"] == only["events"][-1]["seq"] == 7
+    assert cli_main(["events", "--type", "attempt.exploded"]) == 2
+    err = capsys.readouterr().err
+    assert "--type" in err and "attempt.exploded" in err and ev.REDIRECTED in err
 
 
 @pytest.mark.postgres

@@ -53,6 +53,25 @@ def test_every_transition_of_the_machine_has_a_known_type() -> None:
         assert ev.event_type(row(t.trigger.value, t.source.value, t.dest.value)) in ev.EVENT_TYPES
 
 
+@pytest.mark.parametrize("reprovisioned", [False, True])
+def test_the_feeds_type_prefilter_lets_every_event_of_the_type_through(reprovisioned: bool) -> None:
+    # Engine.events(types=...) asks the database only for rows of may_have_type's triggers (or
+    # with PROVISIONED as destination): every transition of the machine must pass for its type.
+    for t in TRANSITIONS:
+        r = row(t.trigger.value, t.source.value, t.dest.value, reprovisioned=reprovisioned)
+        kind = ev.event_type(r)
+        triggers, to_provisioned = ev.may_have_type(frozenset({kind}))
+        assert r.trigger in triggers or (to_provisioned and r.dest == "PROVISIONED"), (t, kind)
+
+
+def test_the_feeds_type_prefilter_leaves_other_triggers_out() -> None:
+    triggers, to_provisioned = ev.may_have_type(frozenset({ev.REDIRECTED}))
+    assert triggers == {"redirect"} and not to_provisioned
+    triggers, to_provisioned = ev.may_have_type(frozenset({ev.RESTARTED, ev.FAILED}))
+    assert triggers == {"restart", "reauthorize", "fail"} and not to_provisioned
+    assert ev.may_have_type(frozenset({ev.RECOVERED}))[1]
+
+
 def test_failed_payload_has_reason_hint_and_only_documented_error_fields() -> None:
     error = {"kind": "unauthorized", "message": "bad secrets", "status": 401, "hint": None,
              "endpoint": "create_instance", "request_id": "r-1", "extra": "not copied"}
