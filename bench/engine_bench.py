@@ -223,8 +223,9 @@ class RedirectFeed:
     def take(self, page: int = 1000) -> list[str]:
         """The consent URLs redirected since the last call, oldest first."""
         urls: list[str] = []
-        while events := self.engine.events(after=self.cursor, limit=page, types=REDIRECTED):
-            self.cursor = events[-1].seq
+        while True:
+            events = self.engine.events(after=self.cursor, limit=page, types=REDIRECTED)
+            self.cursor = events.cursor
             for event in events:
                 if event.type == REDIRECTED:
                     if not event.data.get("consent_url"):  # only if it moved on: nothing here does

@@ -3,7 +3,7 @@ from engine.clients.elements import ElementsClient
 from engine.clock import FakeClock, utcnow
 from engine.config import ClientSettings, EngineSettings, RetryPolicy, WebhookSettings
 from engine.core.callbacks import CallbackOutcome
-from engine.core.events import EVENT_TYPES, Event
+from engine.core.events import EVENT_TYPES, Event, EventPage
 from engine.core.facade import Engine, TickReport
 from engine.errors import (
     ApiError,
@@ -26,6 +26,7 @@ __all__ = [
     "Engine",
     "EngineSettings",
     "Event",
+    "EventPage",
     "FakeClock",
     "InvalidInputError",
     "MissingConfigurationError",

@@ -47,7 +47,7 @@ def run_feed(args: argparse.Namespace, engine: Any, out: Out, stop: threading.Ev
     cursor = args.after
     if not args.follow:
         batch = engine.events(after=cursor, limit=args.limit, types=args.types)
-        cursor = batch[-1].seq if batch else cursor
+        cursor = batch.cursor
         if args.json:
             out(fmt.to_json({"events": [e.as_dict() for e in batch], "last_seq": cursor}))
         else:
@@ -60,7 +60,7 @@ def run_feed(args: argparse.Namespace, engine: Any, out: Out, stop: threading.Ev
         for event in batch:
             # JSON Lines: one compact object per event, so a consumer can read line by line.
             out(json.dumps(event.as_dict(), default=str) if args.json else _line(event))
-            cursor = event.seq
+        cursor = batch.cursor  # with --type, past the other events looked at
         if len(batch) < args.limit:
             stop.wait(FOLLOW_POLL_S)
     return 0

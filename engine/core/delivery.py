@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from engine.config import WebhookSettings
-from engine.core.events import EVENT_TYPES, Event, event_type, may_have_type, to_event
+from engine.core.events import EVENT_TYPES, Event, EventPage, event_type, may_have_type, to_event
 from engine.core.intake import check_flag, check_whole_number
 from engine.errors import InvalidInputError
 from engine.tracing import step_context
@@ -155,18 +155,24 @@ class EventDispatcher:
         return [to_event(r, urls.get(r.attempt_id) if _waits_at_redirect(r) else None) for r in rows]
 
     def events(self, after: int = 0, limit: int = 100,
-               types: Iterable[str] | str | None = None) -> builtins.list[Event]:
+               types: Iterable[str] | str | None = None) -> EventPage:
         """The feed: events after cursor ``after``, oldest first; only those of ``types`` if given.
 
         With ``types`` the database returns only the rows that may have one of them (their
         triggers), so a reader of redirects does not fetch and build every other event; pages
-        are read until ``limit`` events of those types are found or the feed ends.
+        are read until ``limit`` events of those types are found or the feed ends. Then the
+        page's ``cursor`` is the end of what was read, so the next read does not scan again the
+        events of other types since the last match.
         """
         check_whole_number("after", after, 0, MAX_SEQ, "a sequence number")
         check_whole_number("limit", limit, 1, 10_000, "a number")
         wanted = event_types(types)
         if wanted is None:
-            return self.to_events(self.outbox.read(after, limit))
+            events = self.to_events(self.outbox.read(after, limit))
+            return EventPage(events, events[-1].seq if events else after)
+        # Every event up to this one is committed and visible (the feed is a prefix of the
+        # sequence), so a read that comes after it and finds no more has looked at them all.
+        horizon = self.outbox.last_seq()
         triggers, to_provisioned = may_have_type(wanted)
         found: builtins.list[OutboxEvent] = []
         while len(found) < limit:
@@ -174,9 +180,11 @@ class EventDispatcher:
                                     or_dest=State.PROVISIONED.value if to_provisioned else None)
             found += [r for r in rows if event_type(r) in wanted][:limit - len(found)]
             if len(rows) < limit:
+                if len(found) < limit:  # the feed's end: nothing of these types up to the horizon
+                    after = max(after, horizon, rows[-1].seq if rows else 0)
                 break
             after = rows[-1].seq
-        return self.to_events(found)
+        return EventPage(self.to_events(found), found[-1].seq if len(found) == limit else after)
 
     # --- hooks -----------------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ the attempt still waits at that redirect; afterwards it is spent and the field i
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -185,6 +186,19 @@ class Event:
     def as_dict(self) -> dict[str, Any]:
         """The payload with the feed's cursor (``seq``) and the webhook id: ``provision events --json``."""
         return {"seq": self.seq, "id": self.webhook_id, **self.payload}
+
+
+class EventPage(list[Event]):
+    """A page of the feed: its events, oldest first, and ``cursor``, the ``after`` of the next read.
+
+    ``cursor`` is the last event's ``seq``, or ``after`` for an empty page. A read filtered by
+    type may move it further, past events of other types it has looked at: a reader of a rare type
+    resumes there instead of looking at them again on every read.
+    """
+
+    def __init__(self, events: Iterable[Event], cursor: int) -> None:
+        super().__init__(events)
+        self.cursor = cursor
 
 
 def to_event(row: OutboxEvent, consent_url: str | None = None) -> Event:

@@ -20,7 +20,7 @@ from engine.core.callbacks import CallbackOutcome, CallbackReceiver
 from engine.core.connect import ConnectLinks
 from engine.core.delivery import EventDispatcher, Hook, WebhookPort
 from engine.core.element_check import ElementCheck, check_element
-from engine.core.events import Event
+from engine.core.events import EventPage
 from engine.core.guard import check_no_live_duplicate
 from engine.core.health import HealthChecker
 from engine.core.heartbeat import Heartbeat
@@ -264,11 +264,12 @@ class Engine:
         return self.dispatch.subscribe(callback, types)
 
     def events(self, after: int = 0, limit: int = 100,
-               types: Iterable[str] | str | None = None) -> builtins.list[Event]:
+               types: Iterable[str] | str | None = None) -> EventPage:
         """The event feed: up to ``limit`` events with ``seq > after``, oldest first; never skips one.
 
         ``types`` (an event type or several, ``engine.core.events.EVENT_TYPES``) keeps only those:
-        e.g. ``types="attempt.redirected"`` for the consent URLs to hand to users.
+        e.g. ``types="attempt.redirected"`` for the consent URLs to hand to users. Resume from the
+        page's ``cursor`` (with types it may be past the last event returned).
         """
         return self.dispatch.events(after, limit, types)
 

@@ -49,10 +49,16 @@ def assert_type_filters_agree(engine: Engine) -> None:
         assert [e.seq for e in engine.events(limit=10_000, types=kind)] == expected, kind
         for limit in (1, 2):
             pages: list[int] = []
-            while page := engine.events(after=pages[-1] if pages else 0, limit=limit, types=kind):
-                assert len(page) <= limit
+            cursor = 0
+            while True:
+                page = engine.events(after=cursor, limit=limit, types=kind)
+                assert len(page) <= limit and page.cursor >= (page[-1].seq if page else cursor)
                 pages += [e.seq for e in page]
+                cursor = page.cursor
+                if len(page) < limit:
+                    break
             assert pages == expected, (kind, limit)
+            assert cursor == everything[-1].seq  # read to the end, whatever the last match
 
 
 def oauth(engine: Engine, flow: str, decision: str = "approve", renewal: str | None = None) -> str:
@@ -167,7 +173,28 @@ def test_a_feed_of_redirects_reads_only_redirect_rows(make_engine: Callable[...,
         feed = engine.events(limit=1000, types=ev.REDIRECTED)
     assert [e.attempt_id for e in feed] == [*ids, waiting] and {e.type for e in feed} == {ev.REDIRECTED}
     assert [e.data["consent_url"] is not None for e in feed] == [False] * 3 + [True]
-    assert fetched == [4] and len(statements) == 2  # the page of redirects, then the consent URL
+    # The feed's end as it was before the read, the page of redirects, then the consent URL.
+    assert fetched == [4] and len(statements) == 3
+    assert feed.cursor == 13
+
+
+def test_a_reader_of_a_rare_type_resumes_past_the_events_it_looked_at(
+        make_engine: Callable[..., Engine]) -> None:
+    # Following connection.reauthorization_required (or attempt.failed) on a busy system: each read
+    # must start after what the last one looked at, not after the last match, or it would scan
+    # every event since that match again, on every poll.
+    engine = make_engine()
+    oauth(engine, "oauth1")
+    page = engine.events(types=ev.FAILED)
+    assert page == [] and page.cursor == 4
+    oauth(engine, "oauth2")
+    denied = oauth(engine, "oauth2", "deny")
+    page = engine.events(after=page.cursor, types=ev.FAILED)
+    assert [(e.attempt_id, e.seq) for e in page] == [(denied, 9)] and page.cursor == 9
+    assert engine.events(after=page.cursor, types=[ev.FAILED]).cursor == 9
+    whole = engine.events(after=2, limit=3)  # without types, the cursor is the last event's
+    assert [e.seq for e in whole] == [3, 4, 5] and whole.cursor == 5
+    assert engine.events(after=9).cursor == 9
     with pytest.raises(InvalidInputError, match="unknown event types"):
         engine.events(types=["attempt.exploded"])
     with pytest.raises(InvalidInputError, match="none given"):
@@ -307,6 +334,8 @@ def test_cli_events_json_follow_and_redeliver(make_engine: Callable[..., Engine]
     only = json.loads(capsys.readouterr().out)
     assert [e["type"] for e in only["events"]] == [ev.REDIRECTED, ev.PROVISIONED] * 2
     assert only["last_seq"] == only["events"][-1]["seq"] == 7
+    assert cli_main(["--json", "events", "--type", ev.FAILED]) == 0
+    assert json.loads(capsys.readouterr().out) == {"events": [], "last_seq": 7}
     assert cli_main(["events", "--type", "attempt.exploded"]) == 2
     err = capsys.readouterr().err
     assert "--type" in err and "attempt.exploded" in err and ev.REDIRECTED in err
