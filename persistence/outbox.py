@@ -73,6 +73,17 @@ _SELECT = sa.select(
 )
 
 
+_FIELDS = tuple(c.name for c in _SELECT.selected_columns)
+_PAGE = _SELECT.where(_e.seq > sa.bindparam("after")).order_by(_e.seq).limit(sa.bindparam("limit"))
+# Outbox.read's statements, built once (by: only one worker's events, only the given seqs).
+_READS = {
+    (by_worker, by_seqs): _PAGE.where(
+        _e.worker == sa.bindparam("worker") if by_worker else sa.true(),
+        _e.seq.in_(sa.bindparam("seqs", expanding=True)) if by_seqs else sa.true())
+    for by_worker in (False, True) for by_seqs in (False, True)
+}
+
+
 def _row(r: Any) -> OutboxEvent:
     data = dict(r)
     data["tags"] = tuple(data["tags"] or ())
@@ -86,6 +97,7 @@ class Outbox:
     def __init__(self, db: sa.Engine) -> None:
         self.db = db
         self._sqlite = db.dialect.name == "sqlite"
+        self._matching: dict[tuple[frozenset[str], str | None], sa.Select[Any]] = {}
 
     @contextmanager
     def _read(self) -> Iterator[sa.Connection]:
@@ -95,24 +107,41 @@ class Outbox:
             yield conn.execution_options(**AUTOCOMMIT_OPTIONS) if self._sqlite else conn
 
     def read(self, after: int = 0, limit: int = 100, *, worker: str | None = None,
-             seqs: Sequence[int] | None = None, triggers: Collection[str] | None = None,
-             or_dest: str | None = None) -> builtins.list[OutboxEvent]:
+             seqs: Sequence[int] | None = None) -> builtins.list[OutboxEvent]:
         """Events with ``seq > after`` in ``seq`` order (only ``worker``'s, or only ``seqs``, if given).
 
-        ``triggers``: only transitions by one of these triggers or, given ``or_dest``, to that state.
         What a reader sees is always a prefix of the sequence (migration 0004), so resuming from the
         last ``seq`` seen never skips an event.
         """
-        q = _SELECT.where(_e.seq > after).order_by(_e.seq).limit(limit)
-        if worker is not None:
-            q = q.where(_e.worker == worker)
-        if seqs is not None:
-            q = q.where(_e.seq.in_(list(seqs)))
-        if triggers is not None:
-            q = q.where(sa.or_(_h.trigger.in_(sorted(triggers)),
-                               sa.false() if or_dest is None else _h.dest == or_dest))
+        q = _READS[(worker is not None, seqs is not None)]
+        values = {"after": after, "limit": limit, "worker": worker,
+                  "seqs": list(seqs) if seqs is not None else None}
         with self._read() as conn:
-            return [_row(r) for r in conn.execute(q).mappings()]
+            return [_row(r) for r in conn.execute(q, values).mappings()]
+
+    def read_matching(self, after: int, limit: int, *, triggers: Collection[str],
+                      or_dest: str | None = None) -> tuple[builtins.list[OutboxEvent], int]:
+        """``read`` of the transitions by one of ``triggers`` (or, given ``or_dest``, to that state),
+        and the highest ``seq`` visible to the same statement (0 when there is none).
+
+        One statement, so one snapshot: the feed being a prefix of the sequence, every event up to
+        that ``seq`` was visible to the page read, and a reader whose page is not full can resume
+        there instead of after its last match.
+        """
+        key = (frozenset(triggers), or_dest)
+        q = self._matching.get(key)
+        if q is None:  # built once per filter: building it cost more CPU than running it
+            page = (_SELECT.where(_e.seq > sa.bindparam("after"), sa.or_(
+                _h.trigger.in_(sorted(triggers)), sa.false() if or_dest is None else _h.dest == or_dest))
+                .order_by(_e.seq).limit(sa.bindparam("limit")).subquery("page"))
+            end = sa.select(sa.func.coalesce(sa.func.max(_e.seq), 0).label("feed_end")).subquery("feed_end")
+            # LEFT JOIN from the one-row end: an empty page still brings the end back (seq NULL).
+            q = self._matching[key] = (sa.select(end.c.feed_end, page)
+                                       .select_from(end.outerjoin(page, sa.true())).order_by(page.c.seq))
+        with self._read() as conn:
+            rows = conn.execute(q, {"after": after, "limit": limit}).mappings().all()
+        found = [_row({k: r[k] for k in _FIELDS}) for r in rows if r["seq"] is not None]
+        return found, int(rows[0]["feed_end"])
 
     def last_seq(self) -> int:
         """The highest ``seq`` written so far (0 when there is none)."""

@@ -170,18 +170,15 @@ class EventDispatcher:
         if wanted is None:
             events = self.to_events(self.outbox.read(after, limit))
             return EventPage(events, events[-1].seq if events else after)
-        # Every event up to this one is committed and visible (the feed is a prefix of the
-        # sequence), so a read that comes after it and finds no more has looked at them all.
-        horizon = self.outbox.last_seq()
         triggers, to_provisioned = may_have_type(wanted)
         found: builtins.list[OutboxEvent] = []
         while len(found) < limit:
-            rows = self.outbox.read(after, limit, triggers=triggers,
-                                    or_dest=State.PROVISIONED.value if to_provisioned else None)
+            rows, end = self.outbox.read_matching(
+                after, limit, triggers=triggers, or_dest=State.PROVISIONED.value if to_provisioned else None)
             found += [r for r in rows if event_type(r) in wanted][:limit - len(found)]
             if len(rows) < limit:
-                if len(found) < limit:  # the feed's end: nothing of these types up to the horizon
-                    after = max(after, horizon, rows[-1].seq if rows else 0)
+                if len(found) < limit:  # nothing more of these types up to the feed's end
+                    after = max(after, end)
                 break
             after = rows[-1].seq
         return EventPage(self.to_events(found), found[-1].seq if len(found) == limit else after)

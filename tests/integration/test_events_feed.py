@@ -160,21 +160,21 @@ def test_a_feed_of_redirects_reads_only_redirect_rows(make_engine: Callable[...,
     engine.run_until_idle()
     assert len(engine.events(limit=1000)) == 13
     outbox = engine.dispatch.outbox
-    read, fetched = outbox.read, []
+    read, fetched = outbox.read_matching, []
 
     def counted(*args: Any, **kwargs: Any) -> Any:  # passes every call through, counting rows
-        rows = read(*args, **kwargs)
+        rows, end = read(*args, **kwargs)
         fetched.append(len(rows))
-        return rows
+        return rows, end
 
-    monkeypatch.setattr(outbox, "read", counted)
+    monkeypatch.setattr(outbox, "read_matching", counted)
     statements: list[str] = []
     with listening(engine.repo.engines, before_cursor_execute=lambda *a: statements.append(a[2])):
         feed = engine.events(limit=1000, types=ev.REDIRECTED)
     assert [e.attempt_id for e in feed] == [*ids, waiting] and {e.type for e in feed} == {ev.REDIRECTED}
     assert [e.data["consent_url"] is not None for e in feed] == [False] * 3 + [True]
-    # The feed's end as it was before the read, the page of redirects, then the consent URL.
-    assert fetched == [4] and len(statements) == 3
+    # The page of redirects (with the feed's end, in the same statement), then the consent URL.
+    assert fetched == [4] and len(statements) == 2
     assert feed.cursor == 13
 
 
@@ -378,6 +378,7 @@ def test_postgres_feed_never_skips_an_event_of_a_slower_transaction(
         threading.Thread(target=commit_t2, daemon=True).start()
         time.sleep(0.3)  # a real wait: T2's COMMIT is blocked in the server
         assert not done.is_set() and engine.events() == []
+        assert engine.events(types=ev.REDIRECTED).cursor == 0  # a filtered read moves no further
         t1.commit()
         assert done.wait(10)
         feed = engine.events()
@@ -389,8 +390,12 @@ def test_postgres_feed_never_skips_an_event_of_a_slower_transaction(
         engine.cancel(c.id)
         cursor = engine.events()[-1].seq
         assert engine.events()[-1].attempt_id == c.id
+        # A reader of another type resumes at the feed's end, past c's event: T1's comes after it.
+        rare = engine.events(types=ev.PROVISIONED)
+        assert rare == [] and rare.cursor == cursor
         t1.commit()
         assert [e.attempt_id for e in engine.events(after=cursor)] == [a.id]
+        assert [e.attempt_id for e in engine.events(after=rare.cursor, types=ev.FAILED)] == [a.id]
     finally:
         t1.close()
         t2.close()
