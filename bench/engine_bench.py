@@ -228,10 +228,9 @@ class RedirectFeed:
             events = self.engine.events(after=self.cursor, limit=page, types=REDIRECTED)
             self.cursor = events.cursor
             for event in events:
-                if event.type == REDIRECTED:
-                    if not event.data.get("consent_url"):  # only if it moved on: nothing here does
-                        raise RuntimeError(f"event {event.seq} of {event.attempt_id} has no consent URL")
-                    urls.append(event.data["consent_url"])
+                if not event.data.get("consent_url"):  # only if it moved on: nothing here does
+                    raise RuntimeError(f"event {event.seq} of {event.attempt_id} has no consent URL")
+                urls.append(event.data["consent_url"])
             if len(events) < page:
                 break
         return urls

@@ -2,9 +2,9 @@
 
 ``provision events [--after SEQ] [--limit N] [--type TYPE ...]`` prints the events after cursor
 SEQ, oldest first (only those of the given types, if any); the last line (text) or ``last_seq``
-(``--json``) is the cursor to resume from. ``--follow`` keeps
-printing new events as they commit (JSON Lines with ``--json``) until SIGINT or
-SIGTERM. ``provision events redeliver SEQ`` / ``--failed`` queues webhook events again.
+(``--json``) is the cursor to resume from. ``--follow`` keeps printing new events as they commit
+(JSON Lines with ``--json``) until SIGINT or SIGTERM. ``provision events redeliver SEQ`` /
+``--failed`` queues webhook events again.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from types import FrameType
 from typing import Any
 
 from engine.cli import output as fmt
-from engine.core.events import EVENT_TYPES
+from engine.core.events import event_types
 from engine.errors import InvalidInputError
 
 Add = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
@@ -40,10 +40,7 @@ def run_feed(args: argparse.Namespace, engine: Any, out: Out, stop: threading.Ev
         raise InvalidInputError("--after", f"must be a sequence number >= 0, got {args.after}")
     if not 1 <= args.limit <= 10_000:
         raise InvalidInputError("--limit", f"must be from 1 to 10000, got {args.limit}")
-    unknown = sorted(set(args.types or ()) - set(EVENT_TYPES))
-    if unknown:
-        raise InvalidInputError("--type", f"unknown event type {', '.join(unknown)}",
-                                hint=f"Use one of: {', '.join(EVENT_TYPES)}.")
+    event_types(args.types, field="--type")  # refused here, naming the option, before any read
     cursor = args.after
     if not args.follow:
         batch = engine.events(after=cursor, limit=args.limit, types=args.types)

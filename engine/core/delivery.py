@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from engine.config import WebhookSettings
-from engine.core.events import EVENT_TYPES, Event, EventPage, event_type, may_have_type, to_event
+from engine.core.events import Event, EventPage, event_type, event_types, may_have_type, to_event
 from engine.core.intake import check_flag, check_whole_number
 from engine.errors import InvalidInputError
 from engine.tracing import step_context
@@ -78,18 +78,6 @@ class DeliveryObserver(Protocol):
 class _NoDeliveryObserver:
     def delivery(self, outcome: str, seconds: float) -> None:
         """Do nothing."""
-
-
-def event_types(types: Iterable[str] | str | None) -> frozenset[str] | None:
-    """``types`` (one type or several) as a set, checked against ``EVENT_TYPES``; None for all."""
-    if types is None:
-        return None
-    wanted = frozenset([types] if isinstance(types, str) else types)
-    unknown = sorted(wanted - set(EVENT_TYPES))
-    if unknown or not wanted:
-        raise InvalidInputError("types", f"unknown event types {unknown or '(none given)'}; "
-                                         f"known: {', '.join(EVENT_TYPES)}")
-    return wanted
 
 
 def _waits_at_redirect(row: OutboxEvent) -> bool:

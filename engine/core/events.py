@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from engine.errors import HINTS
+from engine.errors import HINTS, InvalidInputError
 from persistence.outbox import OutboxEvent
 from states.model import FailureReason, State, Trigger
 
@@ -76,6 +76,20 @@ _BY_TRIGGER = {
     Trigger.REAUTHORIZE.value: RESTARTED,  # the attempt starts over too; PROVISIONED again is RECOVERED
     Trigger.CONNECT_LINK.value: CONNECT_LINK,
 }
+
+
+def event_types(types: Iterable[str] | str | None, field: str = "types") -> frozenset[str] | None:
+    """``types`` (one type or several) as a set, checked against ``EVENT_TYPES``; None for all.
+
+    ``field`` names the input in the error (``--type`` for the CLI)."""
+    if types is None:
+        return None
+    wanted = frozenset([types] if isinstance(types, str) else types)
+    unknown = sorted(wanted - set(EVENT_TYPES))
+    if unknown or not wanted:
+        raise InvalidInputError(field, f"unknown event types {unknown or '(none given)'}; "
+                                       f"known: {', '.join(EVENT_TYPES)}")
+    return wanted
 
 
 def may_have_type(types: frozenset[str]) -> tuple[frozenset[str], bool]:
