@@ -34,6 +34,17 @@ def pg_url_or_skip() -> str:
     return url
 
 
+def pg_binaries_or_skip(find_bin_dir: Callable[[], Path], missing: type[Exception]) -> Path:
+    """The folder of a private PostgreSQL's binaries (``bench/pg_local.find_bin_dir``); skip
+    (outside CI) or fail (in CI) when the ``pgserver`` wheel is missing, as ``pg_url_or_skip`` does."""
+    try:
+        return find_bin_dir()
+    except missing as exc:
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip(str(exc))
+
+
 def consent(url: str, decision: str = "approve", company: str = "sandbox") -> str:
     """Play the user on the sandbox consent page; returns the redirect Location."""
     page = requests.get(url, timeout=5)

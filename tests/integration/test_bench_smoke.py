@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from testkit import pg_url_or_skip
+from testkit import pg_binaries_or_skip, pg_url_or_skip
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "bench"
@@ -143,12 +143,7 @@ def test_renewals_on_postgresql(pg_database: str) -> None:
 
 
 def test_scale_brings_its_own_postgresql() -> None:
-    try:
-        pg_local.find_bin_dir()
-    except pg_local.PostgresBinariesMissingError as exc:
-        if os.environ.get("CI") == "true":
-            raise
-        pytest.skip(str(exc))
+    pg_binaries_or_skip(pg_local.find_bin_dir, pg_local.PostgresBinariesMissingError)
     stdout = run([str(BENCH / "scale.py"), "-n", "30", "--workers", "1", "--reps", "1",
                   "--callbacks", "engine", "http", "--receivers", "1", "--browsers", "1",
                   "--fake-processes", "1"], timeout=300)

@@ -15,7 +15,6 @@ every claim, commit and heartbeat fails with ``database or disk is full`` until 
 """
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
 import subprocess
@@ -29,7 +28,7 @@ import pytest
 import sqlalchemy as sa
 from test_crash import PROVISION, assert_exactly_once, wait_for, worker_env
 from test_token_spool import fill, small_disk  # noqa: F401 - small_disk is a fixture (a 4 MB tmpfs)
-from testkit import QUICK_CONFIG, TEST_KEY, quick_config
+from testkit import QUICK_CONFIG, TEST_KEY, pg_binaries_or_skip, quick_config
 
 from engine import Engine
 from persistence.schema import attempts
@@ -52,12 +51,7 @@ SECRETS = (TEST_KEY, "sandbox-user-secret", "sandbox-org-secret", QUICK_CONFIG["
 @pytest.fixture
 def private_pg() -> Iterator[pg_local.LocalPostgres]:
     """A PostgreSQL server of the test's own (restarting the shared one is not allowed)."""
-    try:
-        bin_dir = pg_local.find_bin_dir()
-    except pg_local.PostgresBinariesMissingError as exc:
-        if os.environ.get("CI") == "true":
-            raise
-        pytest.skip(str(exc))
+    bin_dir = pg_binaries_or_skip(pg_local.find_bin_dir, pg_local.PostgresBinariesMissingError)
     # No fsync: the restarts are of the server, never of the machine, and recovery stays quick.
     server = pg_local.start_postgres(bin_dir, max_connections=100, settings={"fsync": "off"})
     try:

@@ -20,7 +20,6 @@ The tmpfs needs root (skipped otherwise, with the reason); CI runs as root.
 """
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import stat
@@ -39,6 +38,7 @@ import sqlalchemy as sa
 from integration.fault_audit import Tally, audit
 from test_crash import wait_for
 from test_token_spool import after_the_provider, assert_renews_again, fill, provision, tmpfs
+from testkit import pg_binaries_or_skip
 
 from engine import Engine, EngineSettings
 from engine.clock import FakeClock
@@ -71,12 +71,7 @@ class WalDiskServer:
 @pytest.fixture(scope="module")
 def wal_disk_pg() -> Iterator[WalDiskServer]:
     """One server for the module (initdb costs seconds); its WAL on an 8 MB tmpfs."""
-    try:
-        bin_dir = pg_local.find_bin_dir()
-    except pg_local.PostgresBinariesMissingError as exc:
-        if os.environ.get("CI") == "true":
-            raise
-        pytest.skip(str(exc))
+    bin_dir = pg_binaries_or_skip(pg_local.find_bin_dir, pg_local.PostgresBinariesMissingError)
     mount = Path(tempfile.mkdtemp(prefix="pg-wal-disk-"))
     owner = pg_local.server_owner()  # initdb and postgres run as this user when we are root
     options = f"size={WAL_DISK_MB}m,mode=0700" + (f",uid={owner[0]},gid={owner[1]}" if owner else "")
