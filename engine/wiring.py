@@ -28,7 +28,7 @@ from engine.errors import SchemaOutdatedError, SecretKeyError
 from engine.security.crypto import KeyRing, load_codec
 from engine.security.redaction import install as install_log_redaction
 from persistence.database import sqlite_path
-from persistence.migrate import current_revision, head_revision, upgrade
+from persistence.migrate import HEAD, current_revision, upgrade
 from persistence.rekey import sealed_sample
 from persistence.repository import Repository
 
@@ -53,7 +53,7 @@ def _open_store(db_url: str, migrate: bool | None, environ: Mapping[str, str] | 
     auto = db.url.get_backend_name() == "sqlite" if migrate is None else migrate
     if auto:
         upgrade(db)
-    elif current_revision(db) != head_revision():
+    elif current_revision(db) != HEAD:
         raise SchemaOutdatedError("the database schema is not up to date",
                                   hint="Apply the migrations first: open_engine(db_url, migrate=True), or "
                                        "persistence.migrate.upgrade.")

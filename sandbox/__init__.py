@@ -4,6 +4,8 @@ Start one in-process with :func:`start` (``port=0`` picks a free port) or in the
 ``python -m sandbox`` / ``provision sandbox``.  See DESIGN.md §9 and elements-api.md for the behaviour.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from sandbox.defaults import (
     BASE_PATH,
     DEFAULT_HOST,
@@ -13,7 +15,21 @@ from sandbox.defaults import (
     ENDPOINTS,
 )
 from sandbox.faults import FailRule, Faults, parse_delay, parse_fail
-from sandbox.server import Sandbox, serve_forever, start
+
+if TYPE_CHECKING:
+    from sandbox.server import Sandbox, serve_forever, start
+
+#: Loaded on first use (PEP 562): ``provision`` builds the ``sandbox`` command's parser from
+#: ``sandbox.cli`` for every command, and the server module would add a tenth of a second to each.
+_SERVER_NAMES = frozenset({"Sandbox", "serve_forever", "start"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SERVER_NAMES:
+        from sandbox import server  # noqa: PLC0415 - see _SERVER_NAMES
+
+        return getattr(server, name)
+    raise AttributeError(f"module 'sandbox' has no attribute {name!r}")
 
 __all__ = [
     "BASE_PATH",

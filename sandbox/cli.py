@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from sandbox.defaults import DEFAULT_HOST, DEFAULT_ORG_SECRET, DEFAULT_PORT, DEFAULT_USER_SECRET, ENDPOINTS
 from sandbox.faults import parse_delay, parse_fail
-from sandbox.server import Sandbox, serve_forever
+
+if TYPE_CHECKING:
+    from sandbox.server import Sandbox
 
 _ENDPOINT_LIST = ", ".join(ENDPOINTS)
 
@@ -60,6 +63,10 @@ def run(args: argparse.Namespace) -> int:
     if args.page_size < 1:
         print(f"error: --page-size must be at least 1, got {args.page_size}", file=sys.stderr)
         return 2
+
+    # Imported here: the server (werkzeug and the simulated platform) is a tenth of a second of
+    # start-up that the other ``provision`` commands, which build this parser too, never use.
+    from sandbox.server import serve_forever  # noqa: PLC0415
 
     def _ready(sandbox: Sandbox) -> None:
         print(f"sandbox listening on {sandbox.base_url}", flush=True)

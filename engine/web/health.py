@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from werkzeug.wrappers import Response
 
-from persistence.migrate import current_revision, head_revision
+from persistence.migrate import HEAD, current_revision
 
 if TYPE_CHECKING:
     from engine.core.facade import Engine
@@ -29,15 +29,13 @@ HEALTH_PATHS = ("/healthz", "/readyz")
 
 def database_probe(engine: Engine) -> ReadinessProbe:
     """Ready when the engine's database answers and its schema is at the newest migration."""
-    head = head_revision()  # reads the migration scripts once, not on every probe
-
     def probe() -> str | None:
         try:
             current = current_revision(engine.repo.engine)
         except Exception as exc:  # noqa: BLE001 - any driver error means "not reachable"
             log.warning("readiness: database unreachable (%s)", type(exc).__name__)
             return "database unreachable"
-        if current != head:
+        if current != HEAD:
             return "database schema is not current (run `provision db upgrade`)"
         return None
 
