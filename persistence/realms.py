@@ -14,13 +14,12 @@ the first's commit).
 """
 from __future__ import annotations
 
-import functools
-import importlib
 from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from persistence.schema import attempts, realm_claims
 from persistence.store import Store
@@ -46,15 +45,12 @@ class RealmsHeldError(RuntimeError):
 
 
 def _insert(dialect: str) -> Any:
-    # The dialect's module is imported when first used, not with this one: PostgreSQL's takes a
-    # tenth of a second of every CLI command's start-up, which an embedded SQLite user never needs.
-    return importlib.import_module(f"sqlalchemy.dialects.{dialect}").insert(realm_claims)
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(realm_claims)
 
 
-@functools.cache
-def _claim_free(dialect: str) -> Any:
-    """claim_free_realms' statement, built once per dialect."""
-    return _insert(dialect).on_conflict_do_nothing().returning(realm_claims.c.attempt_id)
+# claim_free_realms' statement: [SQLite, PostgreSQL].
+_CLAIM_FREE = [_insert(d).on_conflict_do_nothing().returning(realm_claims.c.attempt_id)
+               for d in ("sqlite", "postgresql")]
 
 
 class Realms(Store):
@@ -175,7 +171,7 @@ class Realms(Store):
             # One statement built once per dialect, run with a list of parameters: SQLAlchemy's
             # "insertmanyvalues" sends it as multi-row INSERTs and gathers RETURNING, and its compiled
             # form is cached (a .values(rows) statement was compiled anew each tick, for every row).
-            insert = _claim_free(conn.dialect.name)
+            insert = _CLAIM_FREE[conn.dialect.name == "postgresql"]
             return {str(row[0]) for row in conn.execute(insert, rows)}
 
     def claim_realm(self, element_key: str, realm_id: str, attempt_id: str, *, replaces: str | None,
