@@ -1,11 +1,13 @@
 """Backend selection by URL (STYLE habit 6): SQLite file by default, PostgreSQL via psycopg 3."""
 from __future__ import annotations
 
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+import tenacity
 from sqlalchemy import event
 
 DEFAULT_URL = "sqlite:///provision.db"
@@ -118,14 +120,24 @@ def _ping_idle(engine: sa.Engine) -> None:
             raise sa.exc.DisconnectionError(f"stale pooled connection ({type(exc).__name__})") from exc
 
 
+def _locked(exc: BaseException) -> bool:
+    """SQLite's SQLITE_BUSY, as the driver raises it."""
+    return isinstance(exc, sqlite3.OperationalError) and "database is locked" in str(exc)
+
+
 def _tune_sqlite(engine: sa.Engine, *, busy_timeout_ms: int) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (see below)
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        # Processes opening a new file at once all switch it to WAL, and SQLite answers some of them
+        # "database is locked" at once, without its busy handler: they try again, for as long as
+        # the busy timeout would have waited.
+        tenacity.Retrying(retry=tenacity.retry_if_exception(_locked), reraise=True,
+                          stop=tenacity.stop_after_delay(busy_timeout_ms / 1000),
+                          wait=tenacity.wait_random(0.005, 0.05))(cur.execute, "PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
 

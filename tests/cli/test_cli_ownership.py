@@ -80,7 +80,8 @@ def test_a_wrong_platform_secret_parks_the_queue_and_loses_no_attempt(cli: Any, 
     started = cli.many(*(quick_oauth2(cli, f"company {i}", refresh_token=f"AB11-token-{i}",
                                       realm=f"{REALM}{i}") for i in range(5)))
     ids = [p.stdout.strip() for p in started]
-    assert all(p.returncode == 0 for p in started) and len(set(ids)) == 5
+    assert [p.returncode for p in started] == [0] * 5, [p.stderr for p in started]
+    assert len(set(ids)) == 5
 
     wrong = type(cli)(cli.exe, cli.db_url, {**cli.env, "ELEMENTS_USER_SECRET": "typo-user-secret"})
     parked = wrong("worker", "--once", expect=1)
