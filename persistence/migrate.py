@@ -59,10 +59,11 @@ def current_revision(engine: sa.Engine) -> str | None:
 
 def upgrade(engine: sa.Engine, revision: str = "head") -> str:
     """Apply every pending migration; returns the revision reached. Safe to call repeatedly."""
-    if current_revision(engine) != HEAD or revision != "head":
-        from alembic import command  # noqa: PLC0415 - only when migrating (see the docstring)
+    if revision == "head" and current_revision(engine) == HEAD:
+        return HEAD  # the common case on every open: one check, no second read
+    from alembic import command  # noqa: PLC0415 - only when migrating (see the docstring)
 
-        command.upgrade(alembic_config(engine), revision)
+    command.upgrade(alembic_config(engine), revision)
     rev = current_revision(engine)
     assert rev is not None
     return rev

@@ -79,5 +79,9 @@ def test_processes_migrating_new_sqlite_files_at_once_all_succeed(tmp_path: Path
 @pytest.mark.postgres
 def test_processes_migrating_a_new_postgresql_schema_at_once_all_succeed(pg_schema_url: str) -> None:
     migrate_together([pg_schema_url])
-    with sa.create_engine(pg_schema_url).connect() as conn:
-        assert conn.exec_driver_sql("SELECT count(*) FROM attempts").scalar_one() == 0
+    db = sa.create_engine(pg_schema_url)
+    try:
+        with db.connect() as conn:
+            assert conn.exec_driver_sql("SELECT count(*) FROM attempts").scalar_one() == 0
+    finally:
+        db.dispose()
