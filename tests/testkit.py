@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from cryptography.fernet import Fernet
 
 from engine import Engine
+from states import State
 
 TEST_KEY = Fernet.generate_key().decode()
 PG_ENV = "PROVISION_TEST_PG_URL"
@@ -76,6 +77,17 @@ QUICK_CONFIG = {
     "quickbooks.realm.id": "123146096291789", "oauth.callback.url": "https://app.example.com/cb",
     **SANDBOX_COMPANY,
 }
+
+def connected(engine: Engine, customer: str = "acme-42", *, name: str = "books", **start: Any) -> str:
+    """A PROVISIONED OAuth2 QuickBooks connection of ``customer``: started (``start``: more
+    ``Engine.start`` keywords), consented on the sandbox's page, driven to the end; its id."""
+    attempt = engine.start("quickbooks", name, flow="oauth2", customer=customer, **QBO, **start)
+    engine.run_until_idle()
+    engine.handle_callback(consent(engine.redirect_url(engine.get(attempt.id)) or ""))
+    engine.run_until_idle()
+    assert engine.get(attempt.id).state is State.PROVISIONED
+    return attempt.id
+
 
 _REALMS = itertools.count(1)
 

@@ -17,23 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.fernet import Fernet
-from testkit import QBO, TEST_KEY, consent
+from testkit import TEST_KEY, connected
 
 from engine import Engine
-from states import State
 
 PROVISION = str(Path(sys.executable).with_name("provision"))
 #: What rich draws for a bar (box-drawing / block characters), and its "done/total" column.
 BAR_MARKS = ("━", "╸", "╺", "█")
 
-
-def _provisioned(engine: Engine, customer: str) -> str:
-    started = engine.start("quickbooks", f"books-{customer}", flow="oauth2", customer=customer, **QBO)
-    engine.run_until_idle()
-    engine.handle_callback(consent(engine.redirect_url(engine.get(started.id)) or ""))
-    engine.run_until_idle()
-    assert engine.get(started.id).state is State.PROVISIONED
-    return started.id
 
 
 def _env(db_url: str, sandbox: Any) -> dict[str, str]:
@@ -73,8 +64,8 @@ def _run_on_pty(env: dict[str, str], *args: str) -> tuple[int, str]:
 def test_check_by_filter_counts_first_then_checks_with_yes(
         sqlite_url: str, engine_on: Callable[..., Engine], sandbox: Any) -> None:
     engine = engine_on(sqlite_url)
-    acme = _provisioned(engine, "acme")  # one live connection per customer and element
-    others = [_provisioned(engine, "other"), _provisioned(engine, "third")]
+    acme = connected(engine, "acme")  # one live connection per customer and element
+    others = [connected(engine, "other"), connected(engine, "third")]
     env = _env(sqlite_url, sandbox)
 
     dry = _run(env, "--json", "check", "--customer", "acme", "--dry-run")
@@ -102,7 +93,7 @@ def test_check_by_filter_counts_first_then_checks_with_yes(
 def test_progress_bar_is_drawn_on_a_terminal_only(
         sqlite_url: str, engine_on: Callable[..., Engine], sandbox: Any) -> None:
     engine = engine_on(sqlite_url)
-    ids = [_provisioned(engine, f"c{n}") for n in range(2)]
+    ids = [connected(engine, f"c{n}") for n in range(2)]
     env = _env(sqlite_url, sandbox)
 
     code, drawn = _run_on_pty(env, "check", "--all")

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from testkit import QBO, TEST_KEY, consent
+from testkit import QBO, TEST_KEY, connected, consent
 
 from engine import Engine
 from engine.core import events as ev
@@ -19,14 +19,6 @@ from states import State
 
 PROVISION = str(Path(sys.executable).with_name("provision"))
 
-
-def connect(engine: Engine, customer: str, **kw: Any) -> str:
-    a = engine.start("quickbooks", f"books of {customer}", flow="oauth2", customer=customer, **QBO, **kw)
-    engine.run_until_idle()
-    engine.handle_callback(consent(engine.redirect_url(engine.get(a.id)) or ""))
-    engine.run_until_idle()
-    assert engine.get(a.id).state is State.PROVISIONED
-    return a.id
 
 
 @pytest.mark.parametrize("bad", ["", "   ", "x" * 201, "acme\n42", "acme\u202e42", "tab\there", 42])
@@ -45,7 +37,7 @@ def test_customer_is_validated_before_anything_is_stored(make_engine: Callable[.
 
 def test_customer_is_stored_filterable_and_carried_in_every_event(make_engine: Callable[..., Engine]) -> None:
     engine = make_engine()
-    first = connect(engine, "acme-42")
+    first = connected(engine, "acme-42", name="books of acme-42")
     other = engine.start("quickbooks", "other", flow="oauth2", customer="globex-7", **QBO)
     anonymous = engine.start("quickbooks", "no customer", flow="oauth2", **QBO)
     assert engine.get(first).customer == "acme-42"
@@ -123,7 +115,7 @@ def test_cli_customer_replace_list_and_show(sqlite_url: str, tmp_path: Path) -> 
 def test_replace_disconnects_the_old_attempt_once_the_new_one_is_provisioned(
         make_engine: Callable[..., Engine], sandbox: Any) -> None:
     engine = make_engine()
-    old = connect(engine, "acme-42")
+    old = connected(engine, "acme-42", name="books of acme-42")
     old_instance = engine.get(old).instance_id
     new = engine.start("quickbooks", "books again", flow="oauth2", customer="acme-42", replace=True, **QBO)
     assert new.replaces == old
@@ -138,6 +130,6 @@ def test_replace_disconnects_the_old_attempt_once_the_new_one_is_provisioned(
     # An old attempt still onboarding is cancelled first, then disconnected.
     waiting = engine.start("quickbooks", "w", flow="oauth2", customer="initech", **QBO)
     engine.run_until_idle()
-    replacement = connect(engine, "initech", replace=True)
+    replacement = connected(engine, "initech", name="books of initech", replace=True)
     assert engine.get(replacement).replaces == waiting.id
     assert [h.trigger for h in engine.history(waiting.id)][-3:] == ["fail", "disconnect", "remove"]

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from test_crash import spawn_worker, wait_for, worker_env
-from testkit import QBO, TEST_KEY, consent
+from testkit import QBO, TEST_KEY, connected
 
 from engine import Engine
 from engine.core import events as ev
@@ -22,14 +22,6 @@ from states import State, invalid_step
 
 PROVISION = str(Path(sys.executable).with_name("provision"))
 
-
-def connected(engine: Engine, customer: str = "acme-42") -> str:
-    a = engine.start("quickbooks", "books", flow="oauth2", customer=customer, **QBO)
-    engine.run_until_idle()
-    engine.handle_callback(consent(engine.redirect_url(engine.get(a.id)) or ""))
-    engine.run_until_idle()
-    assert engine.get(a.id).state is State.PROVISIONED
-    return a.id
 
 
 # The sandbox logs (and delays) these calls under the endpoint names of its fault table.

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import requests
-from testkit import QBO, TEST_KEY, consent
+from testkit import QBO, TEST_KEY, connected
 
 from engine import Engine, FakeClock
 from engine.core import events as ev
@@ -21,14 +21,6 @@ from states import State
 
 PROVISION = str(Path(sys.executable).with_name("provision"))
 
-
-def provisioned(engine: Engine, customer: str = "acme-42") -> str:
-    a = engine.start("quickbooks", "books", flow="oauth2", customer=customer, **QBO)
-    engine.run_until_idle()
-    engine.handle_callback(consent(engine.redirect_url(engine.get(a.id)) or ""))
-    engine.run_until_idle()
-    assert engine.get(a.id).state is State.PROVISIONED
-    return a.id
 
 
 def flip(sim: Any, instance_id: str | None, **status: bool) -> None:
@@ -39,7 +31,7 @@ def flip(sim: Any, instance_id: str | None, **status: bool) -> None:
 def test_invalid_then_disabled_instance_is_recorded_and_emitted_once_per_change(
         db_url: str, engine_on: Callable[..., Engine], clock: FakeClock, clocked_sandbox: Any) -> None:
     engine = engine_on(db_url, clock=clock, sim=clocked_sandbox)
-    attempt_id = provisioned(engine)
+    attempt_id = connected(engine)
     seen: list[ev.Event] = []
     engine.subscribe(seen.append, types=[ev.UNHEALTHY])
     healthy = engine.check(attempt_id)
@@ -75,7 +67,7 @@ def test_invalid_then_disabled_instance_is_recorded_and_emitted_once_per_change(
 def test_deleted_instance_is_unhealthy_and_cli_check_all(
         sqlite_url: str, engine_on: Callable[..., Engine], sandbox: Any) -> None:
     engine = engine_on(sqlite_url)
-    gone, fine = provisioned(engine, "gone"), provisioned(engine, "fine")
+    gone, fine = connected(engine, "gone"), connected(engine, "fine")
     auth = "User sandbox-user-secret, Organization sandbox-org-secret"
     resp = requests.delete(f"{sandbox.base_url}/instances/{engine.get(gone).instance_id}",
                            headers={"Authorization": auth}, timeout=5)
