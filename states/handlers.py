@@ -16,7 +16,14 @@ from states.decisions import Advance, Decision, Fail, WaitForCallback
 from states.disconnect import handle_disconnecting
 from states.elements import spec_for
 from states.model import FailureReason, Flow, State, Trigger
-from states.payloads import instance_body, oauth_url_params, quick_body, token_params
+from states.payloads import (
+    config_int,
+    instance_body,
+    instance_configuration,
+    oauth_url_params,
+    quick_body,
+    token_params,
+)
 from states.ports import Ports
 from states.realm import quick_refusal, realm_of
 from states.realm import refused as realm_refused
@@ -163,13 +170,12 @@ def _create_or_adopt(attempt: Attempt, ports: Ports, body: dict[str, Any],
 
 def _provisioned(attempt: Attempt, ports: Ports, trigger: Trigger, body: dict[str, Any],
                  instance: dict[str, Any], *, adopted: bool) -> Advance:
-    raw_config = instance.get("configuration")
-    config: dict[str, Any] = raw_config if isinstance(raw_config, dict) else {}
-    interval = _int(config.get("oauth.user.refresh_interval")) or _int(
+    config = instance_configuration(instance)
+    interval = config_int(config.get("oauth.user.refresh_interval")) or config_int(
         body.get("configuration", {}).get("oauth.user.refresh_interval")
     ) or spec_for(attempt.element_key).refresh_interval_s.get(attempt.flow)
     now_ms = int(ports.now().timestamp() * 1000)
-    refresh_time = _int(config.get("oauth.user.refresh_time")) or _int(
+    refresh_time = config_int(config.get("oauth.user.refresh_time")) or config_int(
         body.get("configuration", {}).get("oauth.user.refresh_time")
     ) or now_ms
     changes: dict[str, Any] = {"instance_id": str(instance["id"]), "refresh_time": refresh_time}
@@ -198,13 +204,6 @@ def handle_provisioned_or_check(attempt: Attempt, ports: Ports) -> Decision:
     if check is not None:
         return check
     return exactly_once.keep_check(attempt, handle_provisioned(attempt, ports))
-
-
-def _int(value: Any) -> int | None:
-    try:
-        return int(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
-        return None
 
 
 HANDLERS: dict[State, Handler] = {

@@ -21,6 +21,7 @@ from typing import Any
 from states.attempt import Attempt
 from states.decisions import Advance, Decision, Fail, Stay
 from states.model import FailureReason, Trigger
+from states.payloads import config_int, instance_configuration
 from states.ports import Ports
 from states.schedule import next_renewal_at
 
@@ -33,20 +34,8 @@ def watch_grace_s(interval_s: int) -> int:
     return max(300, min(interval_s // 10, 3600))
 
 
-def _int(value: Any) -> int | None:
-    try:
-        return int(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
-        return None
-
-
 def _at(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
-
-
-def _configuration(instance: dict[str, Any]) -> dict[str, Any]:
-    config = instance.get("configuration")
-    return config if isinstance(config, dict) else {}
 
 
 def _unusable(attempt: Attempt, instance: dict[str, Any]) -> Fail | None:
@@ -67,10 +56,10 @@ def watch_instance(attempt: Attempt, ports: Ports) -> Decision:
     instance = ports.call(lambda _n: ports.client.get_instance(instance_id))
     if (failed := _unusable(attempt, instance)) is not None:
         return failed
-    config = _configuration(instance)
-    interval = (_int(config.get("oauth.user.refresh_interval")) or attempt.refresh_interval_s
+    config = instance_configuration(instance)
+    interval = (config_int(config.get("oauth.user.refresh_interval")) or attempt.refresh_interval_s
                 or DEFAULT_INTERVAL_S)
-    observed = _int(config.get("oauth.user.refresh_time"))
+    observed = config_int(config.get("oauth.user.refresh_time"))
     now = ports.now()
     if observed is None:  # nothing to judge the platform's schedule by: look again an interval later
         return Stay(next_run_at=now + timedelta(seconds=interval))
@@ -98,8 +87,8 @@ def adopt_platform_refresh(attempt: Attempt, ports: Ports, tokens: dict[str, Any
     instance = ports.call(lambda _n: ports.client.get_instance(instance_id))
     if (failed := _unusable(attempt, instance)) is not None:
         return failed
-    config = _configuration(instance)
-    observed = _int(config.get("oauth.user.refresh_time"))
+    config = instance_configuration(instance)
+    observed = config_int(config.get("oauth.user.refresh_time"))
     refresh_token = config.get("oauth.user.refresh_token")
     if (observed is None or observed <= attempt.refresh_time or not refresh_token
             or refresh_token == tokens.get("oauth.user.refresh_token")):

@@ -83,3 +83,18 @@ def quick_body(attempt: Attempt, now: datetime) -> dict[str, Any]:
         "name": attempt.name,
         "externalAuthentication": "initial",
     }
+
+
+def instance_configuration(instance: dict[str, Any]) -> dict[str, Any]:
+    """An instance answer's ``configuration`` object; empty when it is missing or not an object."""
+    config = instance.get("configuration")
+    return config if isinstance(config, dict) else {}
+
+
+def config_int(value: Any) -> int | None:
+    """A configuration value as an integer (the platform sends numbers and numeric strings alike);
+    None when it is missing, empty or not a number."""
+    try:
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None

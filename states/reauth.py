@@ -23,6 +23,7 @@ from typing import Any
 
 from states.attempt import Attempt
 from states.decisions import Stay
+from states.payloads import config_int, instance_configuration
 from states.ports import Ports
 
 REAUTH_SENT_AT = "reauth_sent_at"
@@ -37,12 +38,7 @@ def before_put(attempt: Attempt, ports: Ports) -> Stay | None:
 
 def already_reauthenticated(attempt: Attempt, instance: dict[str, Any]) -> bool:
     """True if the instance's tokens changed since the attempt's last known state."""
-    raw = instance.get("configuration")
-    config: dict[str, Any] = raw if isinstance(raw, dict) else {}
-    try:
-        refreshed = int(config.get("oauth.user.refresh_time") or 0)
-    except (TypeError, ValueError):
-        return False
+    refreshed = config_int(instance_configuration(instance).get("oauth.user.refresh_time")) or 0
     known = attempt.refresh_time or 0
     return instance.get("valid") is not False and refreshed > known
 
