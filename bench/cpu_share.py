@@ -5,6 +5,10 @@ fake API and PostgreSQL share two cores, so when their sum nears 2 x wall time a
 process cannot add throughput. Reads /proc (Linux) every 0.1 s; CPU = user + system time.
 
     python bench/cpu_share.py python bench/engine_bench.py -n 1500 --workers 2 --api URL --pg URL
+
+With ``ATTEMPTS=N`` in the environment it also prints each kind's CPU per attempt (start-up
+included, so use a large N): the CPU budget of one attempt, part by part, which bounds what a
+machine with more cores can do.
 """
 from __future__ import annotations
 
@@ -16,7 +20,8 @@ import time
 
 TICKS = os.sysconf("SC_CLK_TCK")
 KINDS = (("bench/worker.py", "worker processes"), ("engine_bench.py", "driver"),
-         ("fake_elements.py", "fake API"), ("postgres", "PostgreSQL"))
+         ("http_callbacks.py", "browsers"), (" serve --db ", "receivers (serve)"),
+         ("fake_elements", "fake API"), ("postgres", "PostgreSQL"))
 
 
 def snapshot(known: dict[str, tuple[str, float]]) -> dict[str, tuple[str, float]]:
@@ -53,10 +58,16 @@ def main() -> None:
     for pid, (kind, cpu) in last.items():
         used[kind] += cpu - (before[pid][1] if pid in before else 0.0)
     print(f"wall {wall:.1f} s (whole command, start-up included), {os.cpu_count()} cores")
+    attempts = int(os.environ.get("ATTEMPTS", "0"))
+
+    def per(cpu: float) -> str:
+        return f"  {cpu * 1000 / attempts:6.3f} ms per attempt" if attempts > 0 else ""
+
     for kind, cpu in sorted(used.items(), key=lambda kv: -kv[1]):
         if cpu >= 0.05:
-            print(f"{kind:18s} {cpu:6.1f} s CPU  ({cpu / wall:4.2f} cores)")
-    print(f"{'all':18s} {sum(used.values()):6.1f} s CPU  ({sum(used.values()) / wall:4.2f} cores)")
+            print(f"{kind:18s} {cpu:6.1f} s CPU  ({cpu / wall:4.2f} cores){per(cpu)}")
+    total = sum(used.values())
+    print(f"{'all':18s} {total:6.1f} s CPU  ({total / wall:4.2f} cores){per(total)}")
     sys.exit(proc.returncode)
 
 

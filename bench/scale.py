@@ -15,6 +15,10 @@ Brings everything it needs, so that the table can be reproduced on any machine w
   provider's redirect as an HTTP GET to one of ``--receivers`` ``provision serve`` processes; the
   receivers' CPU per callback and the browsers' per attempt are in the RESULT line).
 
+Every run also samples what PostgreSQL's busy backends wait for (``bench/pg_waits.py``): on CPU,
+a commit's WAL flush, the events outbox's commit lock... One line per run says it, and the RESULT
+line keeps the shares (``pg_waits``): when the lock and the flush dominate, more cores would not help.
+
 The cells run ``--reps`` times, interleaved (every W once, then again), and the table gives medians
 and the ratio to one worker, with the machine line (cores, CPU, PostgreSQL version). With fewer
 cores than the largest W it still runs, and says what that means for the figures.
@@ -42,6 +46,7 @@ sys.path.insert(0, str(BENCH))
 import fake_api  # noqa: E402
 import http_callbacks  # noqa: E402
 import pg_local  # noqa: E402
+import pg_waits  # noqa: E402
 import procstat  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 
@@ -77,12 +82,22 @@ def one_run(args: argparse.Namespace, api: str, db_url: str, workers: int, callb
     cmd = [sys.executable, str(BENCH / "engine_bench.py"), "-n", str(args.n), "--workers", str(workers),
            "--callbacks", callbacks, "--receivers", str(args.receivers), "--browsers", str(args.browsers),
            "--api", api, "--pg", db_url]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.run_timeout_s)
+    # What the database's backends wait for meanwhile (bench/pg_waits.py): the start-up and the
+    # warm-up are sampled too, but they are short against N attempts.
+    with pg_waits.sampling(db_url) as waits:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.run_timeout_s)
     results = [line[len("RESULT "):] for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode != 0 or not results:
         tail = (done.stderr or done.stdout)[-1500:]
         raise RuntimeError(f"engine_bench.py failed ({done.returncode}): {tail}")
-    return dict(json.loads(results[-1]))
+    return {**json.loads(results[-1]), "pg_waits": waits.summary()}
+
+
+def waits_line(result: dict[str, Any]) -> str:
+    """One run's database waits in a few words: busy backends and the largest shares."""
+    waits = result["pg_waits"]
+    shares = ", ".join(f"{k} {100 * v:.0f}%" for k, v in list(waits["shares"].items())[:4])
+    return f"PostgreSQL: {waits['busy_backends']} busy backends; {shares}"
 
 
 def caveat(cores: int, largest: int) -> str | None:
@@ -149,6 +164,7 @@ def main() -> None:
                         print(f"  repeat {rep + 1}, {w} workers, callbacks {mode}: "
                               f"{result['attempts_per_s']:,.1f} attempts/s (driver "
                               f"{result['driver_cpu_ms_per_attempt']} ms CPU per attempt)", flush=True)
+                        print(f"    {waits_line(result)}", flush=True)
     finally:
         for pid in fake_pids:
             os.kill(pid, signal.SIGTERM)

@@ -152,6 +152,12 @@ def test_scale_brings_its_own_postgresql() -> None:
     assert set(res["rates"]) == {"engine/1", "http/1"} and all(r[0] > 0 for r in res["rates"].values())
     assert "| 1 |" in stdout  # the table's row for one worker
     assert all(r["driver_cpu_ms_per_attempt"] > 0 for r in res["runs"])
+    # What the database's backends waited for, sampled during every run (bench/pg_waits.py).
+    for run_result in res["runs"]:
+        waits = run_result["pg_waits"]
+        assert waits["polls"] > 0 and waits["busy_backends"] > 0, waits
+        assert abs(sum(waits["shares"].values()) - 1) < 0.02 and "on CPU" in waits["shares"], waits
+    assert "busy backends" in stdout
 
 
 def test_http_client_cost_times_both_clients() -> None:
