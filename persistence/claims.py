@@ -42,14 +42,7 @@ def parameterised_claim(dialect: str) -> Any:
         now = sa.bindparam("c_now", type_=attempts.c.next_run_at.type)
         until = sa.bindparam("c_until", type_=attempts.c.lease_expires_at.type)
         owner = sa.bindparam("c_owner", type_=attempts.c.lease_owner.type)
-        # The LIMIT is written into the SQL (one text per batch size, which a process keeps), not
-        # bound. psycopg prepares the claim after 5 runs, and PostgreSQL may then keep a generic plan
-        # made while the table was small (a fresh database, before autovacuum's first ANALYZE: every
-        # benchmark run). With the LIMIT unknown that plan re-scanned the picked rows for each row
-        # of the outer scan (Nested Loop Semi Join over a Materialize): 7.1 ms a claim at 4,000
-        # attempts. With it known, the picked rows are hashed (Hash Semi Join): 1.4 ms, and a fifth
-        # less PostgreSQL CPU per attempt (pg_stat_statements and auto_explain, one worker).
-        limit = sa.bindparam("c_limit", type_=sa.Integer(), literal_execute=True)
+        limit = sa.bindparam("c_limit", type_=sa.Integer())
         pick = sa.select(attempts.c.id).where(_due(now)).order_by(attempts.c.next_run_at).limit(limit)
         if dialect == "postgresql":
             pick = pick.with_for_update(skip_locked=True)
