@@ -7,10 +7,13 @@
 # It makes a virtualenv from the carried wheels, writes the machine's facts, and runs
 # bench/scale.py (its own PostgreSQL from the pgserver wheel, run as an unprivileged user; the fake
 # API as several processes) under a time budget, streaming every run's line to the log so that a
-# run cut short still returns what it measured. Results under $OUT: machine.txt, scale.log and,
-# when it finished, scale.json (scale.py's RESULT). Settings (environment): N (4000), WORKERS
-# ("1 2 4 8 12"), REPS (2), CALLBACKS ("engine free http"), RECEIVERS (4), BROWSERS (4),
-# BUDGET_S (500: the whole table, leaving the 10-minute command its install and its margin),
+# run cut short still returns what it measured. Then bench/outbox_lock.py: event-writing commits
+# per second with the events outbox's commit lock and without it, on the same machine (whether that
+# lock, not the cores, bounds the product path). Results under $OUT: machine.txt, scale.log,
+# outbox_lock.log and, when each finished, scale.json and outbox_lock.json (their RESULT lines).
+# Settings (environment): N (4000), WORKERS ("1 2 4 8 12"), REPS (2), CALLBACKS ("engine free
+# http"), RECEIVERS (4), BROWSERS (4), BUDGET_S (430: the whole table), LOCK_BUDGET_S (90) and
+# LOCK_PROCESSES ("1 4 8 16 32"), which leave the 10-minute command its install and its margin;
 # PYTHON (python3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,14 +45,20 @@ fi
   "$venv/bin/python" --version
   echo "commit: $(git rev-parse HEAD 2>/dev/null || echo unknown)"
   echo "settings: N=${N:-4000} WORKERS=${WORKERS:-1 2 4 8 12} REPS=${REPS:-2} CALLBACKS=${CALLBACKS:-engine free http}" \
-       "RECEIVERS=${RECEIVERS:-4} BROWSERS=${BROWSERS:-4} BUDGET_S=${BUDGET_S:-500}"
+       "RECEIVERS=${RECEIVERS:-4} BROWSERS=${BROWSERS:-4} BUDGET_S=${BUDGET_S:-430}" \
+       "LOCK_BUDGET_S=${LOCK_BUDGET_S:-90} LOCK_PROCESSES=${LOCK_PROCESSES:-1 4 8 16 32}"
 } > "$out/machine.txt"
 cat "$out/machine.txt"
 # shellcheck disable=SC2086  # WORKERS and CALLBACKS are lists
-PYTHONUNBUFFERED=1 timeout --kill-after=20 "${BUDGET_S:-500}" "$venv/bin/python" bench/scale.py \
+PYTHONUNBUFFERED=1 timeout --kill-after=20 "${BUDGET_S:-430}" "$venv/bin/python" bench/scale.py \
   -n "${N:-4000}" --workers ${WORKERS:-1 2 4 8 12} --reps "${REPS:-2}" --callbacks ${CALLBACKS:-engine free http} \
   --receivers "${RECEIVERS:-4}" --browsers "${BROWSERS:-4}" 2>&1 | tee "$out/scale.log"
 status=${PIPESTATUS[0]}
 grep '^RESULT ' "$out/scale.log" | tail -1 | cut -c8- > "$out/scale.json" || true
 [ -s "$out/scale.json" ] || rm -f "$out/scale.json"
+# shellcheck disable=SC2086  # LOCK_PROCESSES is a list
+PYTHONUNBUFFERED=1 timeout --kill-after=10 "${LOCK_BUDGET_S:-90}" "$venv/bin/python" bench/outbox_lock.py \
+  --processes ${LOCK_PROCESSES:-1 4 8 16 32} --seconds 2 --reps 1 2>&1 | tee "$out/outbox_lock.log" || true
+grep '^RESULT ' "$out/outbox_lock.log" | tail -1 | cut -c8- > "$out/outbox_lock.json" || true
+[ -s "$out/outbox_lock.json" ] || rm -f "$out/outbox_lock.json"
 exit "$status"

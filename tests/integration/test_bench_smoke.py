@@ -160,6 +160,17 @@ def test_scale_brings_its_own_postgresql() -> None:
     assert "busy backends" in stdout
 
 
+def test_outbox_lock_measures_every_variant_on_its_own_postgresql() -> None:
+    pg_binaries_or_skip(pg_local.find_bin_dir, pg_local.PostgresBinariesMissingError)
+    stdout = run([str(BENCH / "outbox_lock.py"), "--processes", "1", "2", "--seconds", "0.3", "--reps", "1"],
+                 timeout=300)
+    res = result(stdout)
+    assert res["bench"] == "outbox_lock" and "synchronous_commit=on" in res["machine"]
+    assert set(res["rates"]) == {f"{v}/{p}" for v in ("as shipped", "no lock", "no events") for p in (1, 2)}
+    assert all(r[0] > 0 for r in res["rates"].values())
+    assert "| 2 |" in stdout and "as shipped / no lock" in stdout
+
+
 def test_http_client_cost_times_both_clients() -> None:
     res = result(run([str(BENCH / "http_client_cost.py"), "-n", "20", "--reps", "2"]))
     assert set(res["cpu_ms"]) == {"ElementsClient.oauth_url", "requests.Session.get + .json()"}
