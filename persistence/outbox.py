@@ -2,9 +2,12 @@
 
 Rows are written by the ``history`` trigger of migration 0004, in the transaction of the
 transition, so this module never inserts events: it reads them (joined with their history row and
-the attempt's public columns) and moves their delivery state. Delivery is leased like attempts:
-a worker claims a due event (``lease_owner``, ``lease_expires_at``), sends it and records the
-outcome with a write guarded by its lease; a worker that dies leaves a lease that expires.
+the attempt's public columns), gives them their feed position on PostgreSQL (migration 0012,
+``Outbox.position_new``) and moves their delivery state. An event's ``seq`` in this module and
+above it is its position, the feed's cursor; the ``events.seq`` column only numbers the rows.
+Delivery is leased like attempts: a worker claims a due event (``lease_owner``,
+``lease_expires_at``), sends it and records the outcome with a write guarded by its lease; a
+worker that dies leaves a lease that expires.
 """
 from __future__ import annotations
 
@@ -60,7 +63,7 @@ class OutboxEvent:
 _earlier = history.alias("earlier")
 _e, _h, _a = events.c, history.c, attempts.c
 _SELECT = sa.select(
-    _e.seq, _e.attempt_id, _e.history_seq, _e.created_at, _e.worker, _e.instance_id,
+    _e.position.label("seq"), _e.attempt_id, _e.history_seq, _e.created_at, _e.worker, _e.instance_id,
     _h.trigger, _h.source, _h.dest, _h.note, _h.error,
     _a.element_key, _a.flow, _a.name, _a.tags, _a.state.label("attempt_state"),
     _a.history_seq.label("attempt_history_seq"),
@@ -74,14 +77,28 @@ _SELECT = sa.select(
 
 
 _FIELDS = tuple(c.name for c in _SELECT.selected_columns)
-_PAGE = _SELECT.where(_e.seq > sa.bindparam("after")).order_by(_e.seq).limit(sa.bindparam("limit"))
+_PAGE = _SELECT.where(_e.position > sa.bindparam("after")).order_by(_e.position).limit(sa.bindparam("limit"))
 # Outbox.read's statements, built once (by: only one worker's events, only the given seqs).
 _READS = {
     (by_worker, by_seqs): _PAGE.where(
         _e.worker == sa.bindparam("worker") if by_worker else sa.true(),
-        _e.seq.in_(sa.bindparam("seqs", expanding=True)) if by_seqs else sa.true())
+        _e.position.in_(sa.bindparam("seqs", expanding=True)) if by_seqs else sa.true())
     for by_worker in (False, True) for by_seqs in (False, True)
 }
+
+
+#: Events positioned per transaction of ``Outbox.position_new`` (a backlog takes several).
+POSITION_BATCH = 5000
+_ANY_UNPOSITIONED = sa.select(sa.literal(1)).where(_e.position.is_(None)).limit(1)
+# Keyed by schema, as migration 0004's lock was, so that databases in different schemas (the tests)
+# do not wait for each other.
+_POSITIONING_LOCK = sa.text("SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.events_position'))")
+# In one statement, after the lock: its snapshot includes every earlier positioning's commit.
+_POSITION_BATCH = sa.text(
+    "WITH top AS (SELECT coalesce(max(position), 0) AS base FROM events), "
+    "numbered AS (SELECT seq, row_number() OVER (ORDER BY seq) AS n FROM events "
+    "WHERE position IS NULL ORDER BY seq LIMIT :batch) "
+    "UPDATE events SET position = top.base + numbered.n FROM top, numbered WHERE events.seq = numbered.seq")
 
 
 def _row(r: Any) -> OutboxEvent:
@@ -106,6 +123,28 @@ class Outbox:
         with self.db.connect() as conn:
             yield conn.execution_options(**AUTOCOMMIT_OPTIONS) if self._sqlite else conn
 
+    def position_new(self) -> int:
+        """Give every committed event still without a position the next ones, in ``seq`` order;
+        how many (PostgreSQL; on SQLite the trigger positions each event as it writes it).
+
+        One transaction under a lock that only this takes (migration 0012): the largest position
+        it reads is the last one committed, and readers see its positions all at once, after those
+        of the transaction before. Most calls find nothing to do and write nothing.
+        """
+        if self._sqlite:
+            return 0
+        with self._read() as conn:
+            if conn.execute(_ANY_UNPOSITIONED).first() is None:
+                return 0
+        done = 0
+        while True:
+            with self.db.begin() as conn:
+                conn.execute(_POSITIONING_LOCK)
+                count = conn.execute(_POSITION_BATCH, {"batch": POSITION_BATCH}).rowcount
+            done += count
+            if count < POSITION_BATCH:
+                return done
+
     def read(self, after: int = 0, limit: int = 100, *, worker: str | None = None,
              seqs: Sequence[int] | None = None) -> builtins.list[OutboxEvent]:
         """Events with ``seq > after`` in ``seq`` order (only ``worker``'s, or only ``seqs``, if given).
@@ -116,6 +155,7 @@ class Outbox:
         q = _READS[(worker is not None, seqs is not None)]
         values = {"after": after, "limit": limit, "worker": worker,
                   "seqs": list(seqs) if seqs is not None else None}
+        self.position_new()
         with self._read() as conn:
             return [_row(r) for r in conn.execute(q, values).mappings()]
 
@@ -131,22 +171,25 @@ class Outbox:
         key = (frozenset(triggers), or_dest)
         q = self._matching.get(key)
         if q is None:  # built once per filter: building it cost more CPU than running it
-            page = (_SELECT.where(_e.seq > sa.bindparam("after"), sa.or_(
+            page = (_SELECT.where(_e.position > sa.bindparam("after"), sa.or_(
                 _h.trigger.in_(sorted(triggers)), sa.false() if or_dest is None else _h.dest == or_dest))
-                .order_by(_e.seq).limit(sa.bindparam("limit")).subquery("page"))
-            end = sa.select(sa.func.coalesce(sa.func.max(_e.seq), 0).label("feed_end")).subquery("feed_end")
+                .order_by(_e.position).limit(sa.bindparam("limit")).subquery("page"))
+            end = (sa.select(sa.func.coalesce(sa.func.max(_e.position), 0).label("feed_end"))
+                   .subquery("feed_end"))
             # LEFT JOIN from the one-row end: an empty page still brings the end back (seq NULL).
             q = self._matching[key] = (sa.select(end.c.feed_end, page)
                                        .select_from(end.outerjoin(page, sa.true())).order_by(page.c.seq))
+        self.position_new()
         with self._read() as conn:
             rows = conn.execute(q, {"after": after, "limit": limit}).mappings().all()
         found = [_row({k: r[k] for k in _FIELDS}) for r in rows if r["seq"] is not None]
         return found, int(rows[0]["feed_end"])
 
     def last_seq(self) -> int:
-        """The highest ``seq`` written so far (0 when there is none)."""
+        """The highest ``seq`` (position) so far (0 when there is none)."""
+        self.position_new()
         with self._read() as conn:
-            return int(conn.execute(sa.select(sa.func.max(_e.seq))).scalar() or 0)
+            return int(conn.execute(sa.select(sa.func.max(_e.position))).scalar() or 0)
 
     def counts(self) -> dict[str, int]:
         """How many events are in each delivery state."""
@@ -164,11 +207,14 @@ class Outbox:
         never hold the same event at once.
         """
         earlier = events.alias("earlier_event")
+        # ``seq`` order is each attempt's order (migration 0012), positioned or not.
         blocked = sa.exists().where(earlier.c.attempt_id == _e.attempt_id, earlier.c.seq < _e.seq,
                                     earlier.c.delivery == PENDING)
         free = sa.or_(_e.lease_expires_at.is_(None), _e.lease_expires_at <= now)
-        candidates = (sa.select(_e.seq).where(_e.delivery == PENDING, _e.next_try_at <= now, free, ~blocked)
-                      .order_by(_e.seq).limit(limit))
+        self.position_new()  # only positioned events are sent: the position is the webhook's id
+        candidates = (sa.select(_e.position).where(_e.position.is_not(None), _e.delivery == PENDING,
+                                                   _e.next_try_at <= now, free, ~blocked)
+                      .order_by(_e.position).limit(limit))
         with self._read() as conn:  # most passes find nothing: no write transaction for them
             due = conn.execute(candidates).scalars().all()
         taken: builtins.list[int] = []
@@ -176,7 +222,7 @@ class Outbox:
             return []
         with self.db.begin() as conn:
             for seq in due:
-                moved = conn.execute(events.update().where(_e.seq == seq, _e.delivery == PENDING, free)
+                moved = conn.execute(events.update().where(_e.position == seq, _e.delivery == PENDING, free)
                                      .values(lease_owner=owner, lease_expires_at=lease_until))
                 if moved.rowcount == 1:
                     taken.append(seq)
@@ -184,7 +230,7 @@ class Outbox:
 
     def _settle(self, seq: int, owner: str, **values: Any) -> bool:
         with self.db.begin() as conn:
-            moved = conn.execute(events.update().where(_e.seq == seq, _e.lease_owner == owner,
+            moved = conn.execute(events.update().where(_e.position == seq, _e.lease_owner == owner,
                                                        _e.delivery == PENDING)
                                  .values(lease_owner=None, lease_expires_at=None, **values))
             return bool(moved.rowcount == 1)
@@ -209,7 +255,8 @@ class Outbox:
         """Make event ``seq`` (any state), or with ``failed`` every dead-lettered event, pending again."""
         if (seq is None) == (not failed):
             raise ValueError("give exactly one of seq and failed=True")
-        where = _e.seq == seq if seq is not None else _e.delivery == DEAD
+        self.position_new()
+        where = _e.position == seq if seq is not None else _e.delivery == DEAD
         with self.db.begin() as conn:
             moved = conn.execute(events.update().where(where).values(
                 delivery=PENDING, tries=0, next_try_at=now, lease_owner=None, lease_expires_at=None,

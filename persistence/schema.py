@@ -128,8 +128,10 @@ callbacks = sa.Table(
 
 # --- events outbox (issue 10/12, migration 0004; persistence.outbox reads and writes it) ---------
 # One row per history row, inserted by a database trigger in the transaction that wrote the
-# history row, whatever code path wrote it. ``seq`` is the feed's cursor; the other columns are the
-# webhook delivery state (pending | delivered | dead), leased like attempts.
+# history row, whatever code path wrote it. ``seq`` numbers the rows in the order they were written;
+# ``position`` is the feed's cursor (migration 0012: on SQLite set with the row, on PostgreSQL by
+# ``Outbox.position_new`` after the commit); the other columns are the webhook delivery state
+# (pending | delivered | dead), leased like attempts.
 events = sa.Table(
     "events",
     metadata,
@@ -147,8 +149,12 @@ events = sa.Table(
     sa.Column("lease_expires_at", UTCDateTime, nullable=True),
     sa.Column("delivered_at", UTCDateTime, nullable=True),
     sa.Column("last_error", sa.String(300), nullable=True),
+    sa.Column("position", sa.BigInteger().with_variant(sa.Integer, "sqlite"), nullable=True),
     sa.Index("ix_events_attempt_seq", "attempt_id", "seq"),
-    sa.Index("ix_events_worker_seq", "worker", "seq"),
+    sa.Index("ux_events_position", "position", unique=True),
+    sa.Index("ix_events_unpositioned", "seq", sqlite_where=sa.text("position IS NULL"),
+             postgresql_where=sa.text("position IS NULL")),
+    sa.Index("ix_events_worker_position", "worker", "position"),
     sa.Index(
         "ix_events_pending",
         "next_try_at",
