@@ -1,21 +1,21 @@
-"""What the events outbox's commit lock costs: event-writing commits per second on PostgreSQL.
+"""What the events outbox's old commit lock cost: event-writing commits per second on PostgreSQL.
 
-Every transaction that writes a transition inserts a ``history`` row, and the row's trigger
-(migration 0004) takes one advisory lock in the COMMIT and holds it through the WAL flush, so that
-the feed's ``seq`` order is the commit order and a reader never skips an event. Such commits
-therefore flush one after another: PostgreSQL cannot share one flush between several of them
-(group commit), and the database accepts at most about one of them per WAL flush, whatever the
-number of cores.
+Every transaction that writes a transition inserts a ``history`` row, and the row's trigger writes
+its event. Until migration 0012 that trigger took one advisory lock in the COMMIT and held it
+through the WAL flush, so that the feed's ``seq`` order was the commit order: such commits flushed
+one after another, PostgreSQL could not share one flush between several of them (group commit),
+and the database accepted at most about one of them per WAL flush, whatever the number of cores.
+Since 0012 the events are written without a lock and positioned after their commit, in batches,
+by the readers of the feed (``Outbox.position_new``).
 
-This measures that bound. T processes, each with its own connection, commit transactions of one
-history row (one event) for ``--seconds`` each; the figure is commits per second. Variants, in a
-database this script recreates (``--pg``; by default on a PostgreSQL of its own, as
+This measures the difference. T processes, each with its own connection, commit transactions of
+one history row (one event) for ``--seconds`` each, while one more process positions the new
+events every 10 ms, as a follower of the feed would; the figure is commits per second. Variants,
+in a database this script recreates (``--pg``; by default on a PostgreSQL of its own, as
 ``bench/scale.py`` brings one), interleaved:
 
-* ``as shipped``: the trigger as migration 0004 creates it;
-* ``no lock`` (a measurement only): the same trigger without its advisory lock, which is what a
-  design that orders the feed by other means (a sequencer assigning positions after commit)
-  would pay for the writes themselves;
+* ``as shipped``: the trigger as the migrations leave it;
+* ``commit lock (0004)`` (a measurement only): the same trigger with 0004's advisory lock put back;
 * ``no events`` (a measurement only): the trigger disabled, the history row alone.
 
     python bench/outbox_lock.py --processes 1 2 4 8 --seconds 3 --reps 2
@@ -45,10 +45,12 @@ import scale  # noqa: E402
 from engine_bench import fresh_db  # noqa: E402
 
 from persistence.migrate import upgrade  # noqa: E402
+from persistence.outbox import Outbox  # noqa: E402
 from persistence.schema import attempts, history  # noqa: E402
 
-VARIANTS = ("as shipped", "no lock", "no events")
-_LOCK = "PERFORM pg_advisory_xact_lock(hashtext(TG_TABLE_SCHEMA || '.events'));"
+VARIANTS = ("as shipped", "commit lock (0004)", "no events")
+_BEGIN = "BEGIN\n"
+_LOCK = "BEGIN\n    PERFORM pg_advisory_xact_lock(hashtext(TG_TABLE_SCHEMA || '.events'));\n"
 
 
 def trigger_function(conn: sa.Connection) -> str:
@@ -60,10 +62,10 @@ def trigger_function(conn: sa.Connection) -> str:
 def set_variant(db: sa.Engine, shipped: str, variant: str) -> None:
     """Put the trigger in the state of ``variant`` (the shipped definition for "as shipped")."""
     with db.begin() as conn:
-        if variant == "no lock":
-            if _LOCK not in shipped:
-                raise RuntimeError("the trigger function no longer takes the lock this script removes")
-            conn.exec_driver_sql(shipped.replace(_LOCK, ""))
+        if variant == "commit lock (0004)":
+            if _BEGIN not in shipped or "pg_advisory_xact_lock" in shipped:
+                raise RuntimeError("the trigger function is not the one this script knows how to lock")
+            conn.exec_driver_sql(shipped.replace(_BEGIN, _LOCK, 1))
         else:
             conn.exec_driver_sql(shipped)
         action = "DISABLE" if variant == "no events" else "ENABLE"
@@ -104,6 +106,19 @@ def _committer(url: str, attempt_id: str, first_seq: int, ready: Any, go: Any, s
     db.dispose()
 
 
+def _positioner(url: str, ready: Any, go: Any, stop: Any) -> None:
+    """Position new events every 10 ms while the committers run, as a follower of the feed would."""
+    db = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    outbox = Outbox(db)
+    outbox.position_new()
+    ready.release()
+    go.wait()
+    while not stop.is_set():
+        outbox.position_new()
+        stop.wait(0.01)
+    db.dispose()
+
+
 def commits_per_s(url: str, attempt_ids: list[str], seconds: float, first_seq: int) -> tuple[float, int]:
     """Commits per second of len(attempt_ids) processes (one connection each: no client GIL shared
     between them), one history row per commit; and the next free history seq."""
@@ -112,6 +127,7 @@ def commits_per_s(url: str, attempt_ids: list[str], seconds: float, first_seq: i
     counts = ctx.Array("q", len(attempt_ids), lock=False)
     procs = [ctx.Process(target=_committer, args=(url, a, first_seq, ready, go, stop, counts, n))
              for n, a in enumerate(attempt_ids)]
+    procs.append(ctx.Process(target=_positioner, args=(url, ready, go, stop)))
     for p in procs:
         p.start()
     for _ in procs:
@@ -168,12 +184,13 @@ def main() -> None:
         rates, version, commit = measure(url, args)
     machine = f"{procstat.machine_line()}; PostgreSQL {version}, synchronous_commit={commit}"
     print(f"\n{machine}; {args.seconds:g} s per cell, {args.reps} interleaved repeat(s), medians\n")
-    print("| processes | " + " | ".join(f"{v} (commits/s)" for v in VARIANTS) + " | as shipped / no lock |")
+    head = " | ".join(f"{v} (commits/s)" for v in VARIANTS)
+    print(f"| processes | {head} | commit lock / as shipped |")
     print("|---" * (len(VARIANTS) + 2) + "|")
     for t in args.processes:
         med = {v: statistics.median(rates[f"{v}/{t}"]) for v in VARIANTS}
         cells = " | ".join(f"{med[v]:,.0f}" for v in VARIANTS)
-        print(f"| {t} | {cells} | {med['as shipped'] / med['no lock']:.2f} |")
+        print(f"| {t} | {cells} | {med['commit lock (0004)'] / med['as shipped']:.2f} |")
     print("RESULT " + json.dumps({"bench": "outbox_lock", "machine": machine, "seconds": args.seconds,
                                   "cores": os.cpu_count(), "rates": rates}), flush=True)
 
