@@ -32,6 +32,8 @@ CLASSES = {
     (None, None): "on CPU",
     ("IO", "WALSync"): "WAL flush",
     ("IO", "WALWrite"): "WAL flush",
+    # Waiting for a flush another backend is doing, which will cover this commit too: group commit.
+    ("LWLock", "WALWrite"): "WAL flush (shared)",
     ("Lock", "advisory"): "advisory lock (events outbox)",
     ("Lock", "transactionid"): "row lock",
     ("Lock", "tuple"): "row lock",

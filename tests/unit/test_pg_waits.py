@@ -29,3 +29,9 @@ def test_waits_are_counted_by_class_and_statement() -> None:
     report = waits.report()
     assert "2.00 busy backends" in report and "25.0%  advisory lock (events outbox)" in report
     assert "WITH moved AS (UPDATE attempts SET state = ?)" in report
+
+
+def test_a_wait_for_another_backends_flush_is_a_shared_flush() -> None:
+    waits = pg_waits.Waits()
+    waits.add("COMMIT", "LWLock", "WALWrite")  # group commit: this commit rides on that flush
+    assert waits.shares() == {"WAL flush (shared)": 1.0}
