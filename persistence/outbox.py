@@ -207,9 +207,9 @@ class Outbox:
         never hold the same event at once.
         """
         earlier = events.alias("earlier_event")
-        # ``seq`` order is each attempt's order (migration 0012), positioned or not.
-        blocked = sa.exists().where(earlier.c.attempt_id == _e.attempt_id, earlier.c.seq < _e.seq,
-                                    earlier.c.delivery == PENDING)
+        # An attempt's events in its history's order (index ix_events_attempt_history).
+        blocked = sa.exists().where(earlier.c.attempt_id == _e.attempt_id,
+                                    earlier.c.history_seq < _e.history_seq, earlier.c.delivery == PENDING)
         free = sa.or_(_e.lease_expires_at.is_(None), _e.lease_expires_at <= now)
         self.position_new()  # only positioned events are sent: the position is the webhook's id
         candidates = (sa.select(_e.position).where(_e.position.is_not(None), _e.delivery == PENDING,

@@ -31,7 +31,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from persistence.database import AUTOCOMMIT_OPTIONS
-from persistence.schema import attempts, history
+from persistence.schema import attempts, events, history
 
 RENEW = "renew"
 PROVISIONED = "PROVISIONED"
@@ -218,8 +218,13 @@ class HistoryPruner:
             pairs = doomed[i:i + _DELETE_CHUNK]
             deleted += conn.execute(history.delete().where(
                 sa.tuple_(history.c.attempt_id, history.c.seq).in_(pairs))).rowcount
+            # Their events go with them: delivered long ago, and no longer in the feed (which joins
+            # history), while a pending one would hold the attempt's later webhooks back for ever.
+            conn.execute(events.delete().where(
+                sa.tuple_(events.c.attempt_id, events.c.history_seq).in_(pairs)))
         if deleted != len(doomed):
             return None  # another pruner folded some of these rows first
+        # A summary is not a transition: the history trigger writes no event for it (migration 0013).
         conn.execute(history.insert(), [_merge(rows) for rows in days.values()])
         return len(days) - len(old)
 

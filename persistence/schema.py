@@ -150,7 +150,7 @@ events = sa.Table(
     sa.Column("delivered_at", UTCDateTime, nullable=True),
     sa.Column("last_error", sa.String(300), nullable=True),
     sa.Column("position", sa.BigInteger().with_variant(sa.Integer, "sqlite"), nullable=True),
-    sa.Index("ix_events_attempt_seq", "attempt_id", "seq"),
+    sa.Index("ix_events_attempt_history", "attempt_id", "history_seq"),
     sa.Index("ux_events_position", "position", unique=True),
     sa.Index("ix_events_unpositioned", "seq", sqlite_where=sa.text("position IS NULL"),
              postgresql_where=sa.text("position IS NULL")),

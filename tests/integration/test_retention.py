@@ -19,6 +19,7 @@ from engine.cli.main import main as cli_main
 from engine.clock import utcnow
 from engine.inspection.paths import trace_path
 from engine.wiring import open_repository
+from persistence.outbox import Outbox
 from persistence.repository import Repository
 from persistence.retention import (
     HistoryPruner,
@@ -145,6 +146,30 @@ def test_prune_keeps_transitions_and_summarises_renewal_days(repo: Repository,
     again = pruner.prune(cutoff)
     assert (again.renewal_rows, again.summaries, again.pages) == (0, 0, 0)
     assert table(repo) == after  # a second prune changes nothing
+
+
+def test_prune_writes_no_event_and_takes_the_folded_rows_events_with_them(repo: Repository) -> None:
+    """A summary is not a transition: the feed (and so the webhooks) gets no new event from a prune,
+    and the events of the renewal rows it folds leave the table with them (migration 0013)."""
+    clock = FakeClock(datetime(2026, 1, 1, tzinfo=timezone.utc))
+    load(repo, clock)
+    outbox = Outbox(repo.engine)
+    last = outbox.last_seq()
+    with repo.engine.connect() as conn:
+        count = "SELECT count(*) FROM events"
+        before = conn.exec_driver_sql(count).scalar_one()
+    assert before == last == len(table(repo))  # one event per history row
+    report = HistoryPruner(repo.engine).prune(retention_cutoff(clock(), timedelta(days=90)))
+    assert outbox.read(last, 1000) == [] and outbox.last_seq() == last
+    with repo.engine.connect() as conn:
+        after = conn.exec_driver_sql(count).scalar_one()
+        orphans = conn.exec_driver_sql(
+            "SELECT count(*) FROM events e WHERE NOT EXISTS (SELECT 1 FROM history h "
+            "WHERE h.attempt_id = e.attempt_id AND h.seq = e.history_seq)").scalar_one()
+    assert after == before - report.renewal_rows and orphans == 0
+    # Every event left is a history row the feed still shows; a summary's seq had its first
+    # renewal's event, which went with that row.
+    assert len(outbox.read(0, 10_000)) == after == len(table(repo)) - report.summaries
 
 
 def test_a_later_cutoff_merges_into_the_existing_summaries(repo: Repository) -> None:
