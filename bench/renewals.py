@@ -86,16 +86,18 @@ def database(args: argparse.Namespace, tmp: Path) -> Iterator[tuple[str, Callabl
 
 
 def history_bytes(conn: sa.Connection) -> int:
-    """The history table with its indexes, in bytes."""
+    """The history table and the events outbox (a row per history row), with their indexes, in bytes."""
     if conn.dialect.name == "postgresql":
-        return int(conn.exec_driver_sql("SELECT pg_total_relation_size('history')").scalar() or 0)
+        return int(conn.exec_driver_sql(
+            "SELECT pg_total_relation_size('history') + pg_total_relation_size('events')").scalar() or 0)
     return int(conn.exec_driver_sql(
         "SELECT coalesce(sum(pgsize), 0) FROM dbstat WHERE name IN "
-        "(SELECT name FROM sqlite_master WHERE tbl_name = 'history')").scalar() or 0)
+        "(SELECT name FROM sqlite_master WHERE tbl_name IN ('history', 'events'))").scalar() or 0)
 
 
 def retention_sizes(db_url: str, tmp: Path, attempts_n: int, days: int, keys: str) -> dict[str, float]:
-    """Bytes of history per connection and day, with all rows kept and after retention folded them."""
+    """Bytes of history and events per connection and day, with all rows kept and after retention
+    folded them (the events of folded rows go with them; a summary has none)."""
     if db_url.startswith("sqlite"):
         url = f"sqlite:///{tmp}/retention_sample.db"
     else:
@@ -108,7 +110,7 @@ def retention_sizes(db_url: str, tmp: Path, attempts_n: int, days: int, keys: st
     today = retention_cutoff(utcnow(), timedelta(0))
     try:
         renewal_load.history_sample(engine, attempts_n, days, today)
-        compact = "VACUUM FULL ANALYZE history" if engine.dialect.name == "postgresql" else "VACUUM"
+        compact = "VACUUM FULL ANALYZE history, events" if engine.dialect.name == "postgresql" else "VACUUM"
         autocommit = {"isolation_level": "AUTOCOMMIT"} if engine.dialect.name == "postgresql" \
             else AUTOCOMMIT_OPTIONS  # VACUUM runs outside a transaction
         with engine.connect().execution_options(**autocommit) as conn:
@@ -233,9 +235,9 @@ def table(res: dict[str, Any], sizes: dict[str, float], machine: str, db: str, e
         ("CPU per renewal: workers / PostgreSQL / fake", f"{cpu['workers']} / {pg_cpu} / {cpu['fake']} ms"),
         ("worker RSS start / end / max", f"{rss['start']} / {rss['end']} / {rss['max']} MiB"),
         ("history bytes per renewal (in the run)", f"{res['history_bytes_per_renewal']:,.0f}"),
-        ("history growth per day, all rows kept",
+        ("history and events growth per day, all rows kept",
          f"{sizes['kept_bytes_per_connection_day'] * res['n'] / 2**20:,.1f} MiB ({day:,} rows)"),
-        ("history growth per day beyond the retention window",
+        ("history and events growth per day beyond the retention window",
          f"{sizes['pruned_bytes_per_connection_day'] * res['n'] / 2**20:,.1f} MiB "
          f"({res['n']:,} summary rows)"),
         ("load (not timed above)", f"{res['load_s']} s"),
