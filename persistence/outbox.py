@@ -93,12 +93,14 @@ _ANY_UNPOSITIONED = sa.select(sa.literal(1)).where(_e.position.is_(None)).limit(
 # Keyed by schema, as migration 0004's lock was, so that databases in different schemas (the tests)
 # do not wait for each other.
 _POSITIONING_LOCK = sa.text("SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.events_position'))")
-# In one statement, after the lock: its snapshot includes every earlier positioning's commit.
+# In one statement, after the lock: its snapshot includes every earlier positioning's commit. The
+# positions come from a sequence (migration 0013), taken in ``seq`` order (the outer select draws
+# them row by row from the ordered, limited subquery), so none is ever handed out twice, even
+# after a prune deleted the newest events.
 _POSITION_BATCH = sa.text(
-    "WITH top AS (SELECT coalesce(max(position), 0) AS base FROM events), "
-    "numbered AS (SELECT seq, row_number() OVER (ORDER BY seq) AS n FROM events "
-    "WHERE position IS NULL ORDER BY seq LIMIT :batch) "
-    "UPDATE events SET position = top.base + numbered.n FROM top, numbered WHERE events.seq = numbered.seq")
+    "UPDATE events SET position = numbered.p FROM (SELECT waiting.seq, nextval('events_position_seq') AS p "
+    "FROM (SELECT seq FROM events WHERE position IS NULL ORDER BY seq LIMIT :batch) AS waiting) AS numbered "
+    "WHERE events.seq = numbered.seq")
 
 
 def _row(r: Any) -> OutboxEvent:
@@ -127,9 +129,9 @@ class Outbox:
         """Give every committed event still without a position the next ones, in ``seq`` order;
         how many (PostgreSQL; on SQLite the trigger positions each event as it writes it).
 
-        One transaction under a lock that only this takes (migration 0012): the largest position
-        it reads is the last one committed, and readers see its positions all at once, after those
-        of the transaction before. Most calls find nothing to do and write nothing.
+        One transaction under a lock that only this takes (migration 0012), the positions drawn from
+        a sequence (0013): readers see them all at once, after those of the transaction before, and
+        none is ever handed out twice. Most calls find nothing to do and write nothing.
         """
         if self._sqlite:
             return 0

@@ -172,6 +172,25 @@ def test_prune_writes_no_event_and_takes_the_folded_rows_events_with_them(repo: 
     assert len(outbox.read(0, 10_000)) == after == len(table(repo)) - report.summaries
 
 
+def test_a_prune_of_the_newest_events_never_lets_a_position_be_handed_out_again(repo: Repository) -> None:
+    """A reader resumes after the last position it saw. When a prune takes the newest events with
+    it (a service idle for longer than the retention, pruned before anything else happened), the
+    next event must still come after that position, or the reader would skip it."""
+    clock = FakeClock(datetime(2026, 1, 1, tzinfo=timezone.utc))
+    loaded = load(repo, clock)
+    outbox = Outbox(repo.engine)
+    cursor = outbox.last_seq()
+    HistoryPruner(repo.engine).prune(retention_cutoff(clock(), timedelta(0)))  # every renewal folded
+    assert outbox.last_seq() < cursor  # the newest events went with their rows
+    after_all = len(loaded["att-0"]) + 1
+    with repo.engine.begin() as conn:
+        conn.execute(history.insert(), _row("att-0", after_all, "fail", "PROVISIONED", "FAILED", clock(),
+                                            note="renewal_rejected"))
+    fresh = outbox.read(cursor, 10)
+    assert [(e.attempt_id, e.history_seq) for e in fresh] == [("att-0", after_all)]
+    assert fresh[0].seq > cursor
+
+
 def test_a_later_cutoff_merges_into_the_existing_summaries(repo: Repository) -> None:
     clock = FakeClock(datetime(2026, 1, 1, tzinfo=timezone.utc))
     loaded = load(repo, clock)

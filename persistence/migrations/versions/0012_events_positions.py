@@ -24,7 +24,8 @@ Now ``seq`` only numbers the rows in the order they were written, and the feed's
   transition of an attempt commits only after the earlier one did (the attempt's row lock), so its
   event has the larger ``seq``, and it is never visible while the earlier one is not.
 
-Existing events keep their number: ``position = seq``. A downgrade drops the positions; readers
+Existing events keep their number: ``position = seq``. (Migration 0013 changed where new positions
+come from, once events could be deleted: see there.) A downgrade drops the positions; readers
 then resume by ``seq`` again, which on PostgreSQL numbers the events written since this upgrade in
 the order they were written, not in the order the feed showed them.
 """

@@ -16,6 +16,12 @@ table, so ``events`` kept growing by a row per renewal. It finds them by ``(atte
 history_seq)``, so the index of an attempt's events is now on those columns instead of
 ``(attempt_id, seq)``; the webhook claim orders an attempt's events by ``history_seq`` as well,
 which is the same order (migration 0012).
+
+Since events can now be deleted, a position is never derived from the largest one left: when a
+prune took the newest events, the next event would have taken a position a reader had already
+seen and been skipped. SQLite gives an event its ``seq`` as position (AUTOINCREMENT never hands a
+value out twice); PostgreSQL's positioning takes them from the sequence ``events_position_seq``,
+in ``seq`` order.
 """
 from alembic import op
 
@@ -32,9 +38,12 @@ BEGIN
                         next_try_at, position)
     VALUES (NEW.attempt_id, NEW.seq, NEW."at", NEW.worker,
             (SELECT instance_id FROM attempts WHERE id = NEW.attempt_id), 'pending', 0, NEW."at",
-            (SELECT coalesce(max(position), 0) + 1 FROM events));
+            {position});
 END
 """
+# The seq the row is about to get (one writer; AUTOINCREMENT: the largest ever handed out, plus one).
+_SQLITE_SEQ = "coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0) + 1"
+_SQLITE_MAX = "(SELECT coalesce(max(position), 0) + 1 FROM events)"  # 0012's, for the downgrade
 # 0004's PostgreSQL trigger (its function is 0012's), with or without the condition.
 _PG_TRIGGER = """
 CREATE CONSTRAINT TRIGGER history_event AFTER INSERT ON history
@@ -44,19 +53,26 @@ _SQLITE_WHEN = "\nWHEN NEW.outcome IS NOT 'summary'"
 _PG_WHEN = "\nWHEN (NEW.outcome IS DISTINCT FROM 'summary')"
 
 
-def _replace(when_sqlite: str, when_pg: str) -> None:
+def _replace(when_sqlite: str, when_pg: str, position: str) -> None:
     pg = op.get_bind().dialect.name == "postgresql"
     op.execute("DROP TRIGGER history_event" + (" ON history" if pg else ""))
-    op.execute(_PG_TRIGGER.format(when=when_pg) if pg else _SQLITE_TRIGGER.format(when=when_sqlite))
+    op.execute(_PG_TRIGGER.format(when=when_pg) if pg
+               else _SQLITE_TRIGGER.format(when=when_sqlite, position=position))
 
 
 def upgrade() -> None:
-    _replace(_SQLITE_WHEN, _PG_WHEN)
+    _replace(_SQLITE_WHEN, _PG_WHEN, f"({_SQLITE_SEQ})")
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("CREATE SEQUENCE events_position_seq")
+        op.execute("SELECT setval('events_position_seq', "
+                   "coalesce((SELECT max(position) FROM events), 0) + 1, false)")
     op.drop_index("ix_events_attempt_seq", "events")
     op.create_index("ix_events_attempt_history", "events", ["attempt_id", "history_seq"])
 
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP SEQUENCE events_position_seq")
     op.drop_index("ix_events_attempt_history", "events")
     op.create_index("ix_events_attempt_seq", "events", ["attempt_id", "seq"])
-    _replace("", "")
+    _replace("", "", _SQLITE_MAX)
