@@ -157,7 +157,8 @@ class Outbox:
         q = _READS[(worker is not None, seqs is not None)]
         values = {"after": after, "limit": limit, "worker": worker,
                   "seqs": list(seqs) if seqs is not None else None}
-        self.position_new()
+        if seqs is None:  # given positions (a claim's) are positioned events already
+            self.position_new()
         with self._read() as conn:
             return [_row(r) for r in conn.execute(q, values).mappings()]
 
@@ -257,7 +258,8 @@ class Outbox:
         """Make event ``seq`` (any state), or with ``failed`` every dead-lettered event, pending again."""
         if (seq is None) == (not failed):
             raise ValueError("give exactly one of seq and failed=True")
-        self.position_new()
+        # No positioning first: a position a caller can name was handed out by a read, and a
+        # dead-lettered event was claimed, so positioned, before it was sent.
         where = _e.position == seq if seq is not None else _e.delivery == DEAD
         with self.db.begin() as conn:
             moved = conn.execute(events.update().where(where).values(

@@ -78,6 +78,7 @@ QUICK_CONFIG = {
     **SANDBOX_COMPANY,
 }
 
+
 def connected(engine: Engine, customer: str = "acme-42", *, name: str = "books", **start: Any) -> str:
     """A PROVISIONED OAuth2 QuickBooks connection of ``customer``: started (``start``: more
     ``Engine.start`` keywords), consented on the sandbox's page, driven to the end; its id."""
