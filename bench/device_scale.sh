@@ -12,9 +12,10 @@
 # lock, not the cores, bounds the product path). Results under $OUT: machine.txt, scale.log,
 # outbox_lock.log and, when each finished, scale.json and outbox_lock.json (their RESULT lines).
 # Settings (environment): N (4000), WORKERS ("1 2 4 8 12"), REPS (2), CALLBACKS ("engine free
-# http"), RECEIVERS (4), BROWSERS (4), BUDGET_S (430: the whole table), LOCK_BUDGET_S (90) and
-# LOCK_PROCESSES ("1 4 8 16 32"), which leave the 10-minute command its install and its margin;
-# PYTHON (python3).
+# http"), RECEIVERS (4), BROWSERS (4), BROWSER_THREADS (16: callbacks in flight per browser),
+# BUDGET_S (430: the whole table), LOCK_BUDGET_S (90; 0 skips outbox_lock.py) and LOCK_PROCESSES
+# ("1 4 8 16 32"), which leave the 10-minute command its install and its margin; PYTHON (python3);
+# REUSE_VENV (set: a second table in the same call keeps the virtualenv the first one installed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-/tmp/device-scale-out}"
@@ -25,14 +26,18 @@ if [ ! -d .device/wheels ]; then
   echo "no .device/wheels: run bench/device_wheels.sh here and carry .device" | tee "$out/scale.log" >&2
   exit 2
 fi
-rm -rf "$venv"
-if "$py" -m venv "$venv" 2>/dev/null; then
-  pip=("$venv/bin/python" -m pip)
-else  # a Python without ensurepip: its own pip installs into the new environment
-  "$py" -m venv --without-pip "$venv"
-  pip=("$py" -m pip --python "$venv/bin/python")
+if [ -n "${REUSE_VENV:-}" ] && [ -x "$venv/bin/python" ]; then
+  echo "reusing $venv"  # a second table in the same call: the wheels are installed already
+else
+  rm -rf "$venv"
+  if "$py" -m venv "$venv" 2>/dev/null; then
+    pip=("$venv/bin/python" -m pip)
+  else  # a Python without ensurepip: its own pip installs into the new environment
+    "$py" -m venv --without-pip "$venv"
+    pip=("$py" -m pip --python "$venv/bin/python")
+  fi
+  "${pip[@]}" install -q --no-index --find-links .device/wheels -r bench/device_requirements.txt
 fi
-"${pip[@]}" install -q --no-index --find-links .device/wheels -r bench/device_requirements.txt
 # PostgreSQL refuses to run as root: bench/pg_local.py runs it as BENCH_PG_USER (default nobody).
 if [ "$(id -u)" = 0 ] && ! id -u "${BENCH_PG_USER:-nobody}" >/dev/null 2>&1; then
   useradd --no-create-home --shell /usr/sbin/nologin benchpg && export BENCH_PG_USER=benchpg
@@ -45,17 +50,18 @@ fi
   "$venv/bin/python" --version
   echo "commit: $(git rev-parse HEAD 2>/dev/null || echo unknown)"
   echo "settings: N=${N:-4000} WORKERS=${WORKERS:-1 2 4 8 12} REPS=${REPS:-2} CALLBACKS=${CALLBACKS:-engine free http}" \
-       "RECEIVERS=${RECEIVERS:-4} BROWSERS=${BROWSERS:-4} BUDGET_S=${BUDGET_S:-430}" \
+       "RECEIVERS=${RECEIVERS:-4} BROWSERS=${BROWSERS:-4} BROWSER_THREADS=${BROWSER_THREADS:-16} BUDGET_S=${BUDGET_S:-430}" \
        "LOCK_BUDGET_S=${LOCK_BUDGET_S:-90} LOCK_PROCESSES=${LOCK_PROCESSES:-1 4 8 16 32}"
 } > "$out/machine.txt"
 cat "$out/machine.txt"
 # shellcheck disable=SC2086  # WORKERS and CALLBACKS are lists
 PYTHONUNBUFFERED=1 timeout --kill-after=20 "${BUDGET_S:-430}" "$venv/bin/python" bench/scale.py \
   -n "${N:-4000}" --workers ${WORKERS:-1 2 4 8 12} --reps "${REPS:-2}" --callbacks ${CALLBACKS:-engine free http} \
-  --receivers "${RECEIVERS:-4}" --browsers "${BROWSERS:-4}" 2>&1 | tee "$out/scale.log"
+  --receivers "${RECEIVERS:-4}" --browsers "${BROWSERS:-4}" --browser-threads "${BROWSER_THREADS:-16}" 2>&1 | tee "$out/scale.log"
 status=${PIPESTATUS[0]}
 grep '^RESULT ' "$out/scale.log" | tail -1 | cut -c8- > "$out/scale.json" || true
 [ -s "$out/scale.json" ] || rm -f "$out/scale.json"
+if [ "${LOCK_BUDGET_S:-90}" = 0 ]; then exit "$status"; fi  # the scaling table alone
 # shellcheck disable=SC2086  # LOCK_PROCESSES is a list
 PYTHONUNBUFFERED=1 timeout --kill-after=10 "${LOCK_BUDGET_S:-90}" "$venv/bin/python" bench/outbox_lock.py \
   --processes ${LOCK_PROCESSES:-1 4 8 16 32} --seconds 2 --reps 1 2>&1 | tee "$out/outbox_lock.log" || true

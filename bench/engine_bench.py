@@ -167,7 +167,7 @@ def multi_process(args: argparse.Namespace, db_url: str) -> tuple[float, float, 
     receivers = browsers = None
     if args.callbacks == "http":
         receivers = http_callbacks.Receivers(args.receivers, db_url, env)
-        browsers = http_callbacks.Browsers(args.browsers, args.driver_threads, receivers.urls)
+        browsers = http_callbacks.Browsers(args.browsers, args.browser_threads, receivers.urls)
     cmd = [sys.executable, str(ROOT / "bench" / "worker.py"), db_url, args.api + BASE_PATH,
            "--concurrency", str(args.concurrency)]
     workers = [subprocess.Popen(cmd, env=env) for _ in range(args.workers)]
@@ -332,8 +332,10 @@ def main() -> None:
                     help="workers mode: Engine.start per attempt, or Engine.start_many per --chunk")
     ap.add_argument("--receivers", type=int, default=2, help="--callbacks http: provision serve processes")
     ap.add_argument("--browsers", type=int, default=http_callbacks.DEFAULT_BROWSERS,
-                    help="--callbacks http: processes sending the GETs, --driver-threads each "
+                    help="--callbacks http: processes sending the GETs, --browser-threads each "
                          "(default: a quarter of the cores, 1 to 4)")
+    ap.add_argument("--browser-threads", type=int, default=http_callbacks.DEFAULT_BROWSER_THREADS,
+                    help="--callbacks http: GETs in flight per browser process (default 16)")
     ap.add_argument("--callbacks", choices=("engine", "free", "http"), default="engine",
                     help="workers mode: Engine.handle_callback per attempt, or (a measurement only) "
                          "bench/free_callbacks.py's one bulk transaction per poll, or HTTP GETs to "
@@ -361,6 +363,7 @@ def main() -> None:
         res["receiver_cpu_ms_per_callback"] = round(helpers_cpu["receivers"] * 1000 / args.n, 3)
         res["browser_cpu_ms_per_attempt"] = round(helpers_cpu["browsers"] * 1000 / args.n, 3)
         res["receivers"], res["browsers"] = args.receivers, args.browsers
+        res["browser_threads"] = args.browser_threads
     print(f"{label}: {args.n} attempts in {secs:.2f} s = {args.n / secs:.1f} attempts/s")
     print("RESULT " + json.dumps(res), flush=True)
 

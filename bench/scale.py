@@ -81,6 +81,7 @@ def one_run(args: argparse.Namespace, api: str, db_url: str, workers: int, callb
     """The RESULT of one ``engine_bench.py`` run (``attempts_per_s``, CPU per attempt...)."""
     cmd = [sys.executable, str(BENCH / "engine_bench.py"), "-n", str(args.n), "--workers", str(workers),
            "--callbacks", callbacks, "--receivers", str(args.receivers), "--browsers", str(args.browsers),
+           "--browser-threads", str(args.browser_threads),
            "--api", api, "--pg", db_url]
     # What the database's backends wait for meanwhile (bench/pg_waits.py): the start-up and the
     # warm-up are sampled too, but they are short against N attempts.
@@ -140,6 +141,8 @@ def main() -> None:
     ap.add_argument("--receivers", type=int, default=2, help="--callbacks http: provision serve processes")
     ap.add_argument("--browsers", type=int, default=http_callbacks.DEFAULT_BROWSERS,
                     help="--callbacks http: processes sending the users' GETs (bench/http_callbacks.py)")
+    ap.add_argument("--browser-threads", type=int, default=http_callbacks.DEFAULT_BROWSER_THREADS,
+                    help="--callbacks http: GETs in flight per browser process (default 16)")
     ap.add_argument("--fake-processes", type=int, default=max(2, min(6, (os.cpu_count() or 2) // 2)))
     ap.add_argument("--run-timeout-s", type=float, default=1800.0)
     args = ap.parse_args()
@@ -170,6 +173,9 @@ def main() -> None:
             os.kill(pid, signal.SIGTERM)
     machine = (f"{procstat.machine_line()}; PostgreSQL {version}; N={args.n:,} attempts per run, "
                f"{args.reps} interleaved repeat(s), medians; fake API as {args.fake_processes} processes")
+    if "http" in args.callbacks:
+        machine += (f"; callbacks over HTTP: {args.receivers} receivers, {args.browsers} browser processes "
+                    f"x {args.browser_threads} threads")
     print(render(rates, args, machine))
     if note:
         print(f"\n{note}")

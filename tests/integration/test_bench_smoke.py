@@ -146,12 +146,15 @@ def test_scale_brings_its_own_postgresql() -> None:
     pg_binaries_or_skip(pg_local.find_bin_dir, pg_local.PostgresBinariesMissingError)
     stdout = run([str(BENCH / "scale.py"), "-n", "30", "--workers", "1", "--reps", "1",
                   "--callbacks", "engine", "http", "--receivers", "1", "--browsers", "1",
-                  "--fake-processes", "1"], timeout=300)
+                  "--browser-threads", "2", "--fake-processes", "1"], timeout=300)
     res = result(stdout)
     assert res["bench"] == "scale" and res["n"] == 30 and "PostgreSQL" in res["machine"]
     assert set(res["rates"]) == {"engine/1", "http/1"} and all(r[0] > 0 for r in res["rates"].values())
     assert "| 1 |" in stdout  # the table's row for one worker
     assert all(r["driver_cpu_ms_per_attempt"] > 0 for r in res["runs"])
+    # The callbacks in flight (browsers x threads) bound an HTTP run: the table says how many.
+    assert [r.get("browser_threads") for r in res["runs"]] == [None, 2]
+    assert "1 browser processes x 2 threads" in res["machine"]
     # What the database's backends waited for, sampled during every run (bench/pg_waits.py).
     for run_result in res["runs"]:
         waits = run_result["pg_waits"]
