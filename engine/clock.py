@@ -43,14 +43,19 @@ class DatabaseClock:
     workers of one database therefore use the database server's time. Reading it per call would add
     a round trip to every ``now()``, so the offset between the database and the local clock is
     measured (``read_db`` between two local readings, the midpoint against the answer) and
-    refreshed every ``refresh_s``. If a refresh fails (database down), the last offset is kept: the
-    worker must survive database errors, and the offset of a healthy host changes slowly.
+    refreshed every ``refresh_s``. Each measurement takes ``samples`` readings and keeps the one
+    with the shortest round trip (Cristian's method): a reading delayed on one side (a connection
+    being opened, the thread descheduled on a busy host) is off by up to half its round trip. If a
+    refresh fails (database down), the last offset is kept: the worker must survive database
+    errors, and the offset of a healthy host changes slowly.
     ``open_engine`` uses it; tests inject a ``FakeClock`` instead, which is one clock for all.
     """
 
     def __init__(self, read_db: Callable[[], datetime], *, local: Clock | None = None,
-                 refresh_s: float = 30.0, monotonic: Callable[[], float] = time.monotonic) -> None:
+                 refresh_s: float = 30.0, monotonic: Callable[[], float] = time.monotonic,
+                 samples: int = 3) -> None:
         self._read_db = read_db
+        self._samples = max(1, samples)
         self._local = local or utcnow  # looked up now, not at import: a test worker may offset it
         self._refresh_s = refresh_s
         self._monotonic = monotonic
@@ -73,12 +78,17 @@ class DatabaseClock:
     def _measure(self) -> None:
         self._measured_at = self._monotonic()
         try:
-            before = self._local()
-            db = self._read_db()
-            after = self._local()
+            readings = [self._reading() for _ in range(self._samples)]
         except Exception as exc:  # noqa: BLE001 - keep the last offset; the next call retries soon
             log.warning("cannot read the database clock (%s); keeping offset %s", type(exc).__name__,
                         self._offset)
             self._measured_at = self._monotonic() - self._refresh_s + 1.0
             return
-        self._offset = db - (before + (after - before) / 2)
+        self._offset = min(readings)[1]
+
+    def _reading(self) -> tuple[timedelta, timedelta]:
+        """(round trip, offset) of one reading of the database clock."""
+        before = self._local()
+        db = self._read_db()
+        trip = self._local() - before
+        return trip, db - (before + trip / 2)

@@ -95,7 +95,10 @@ def test_rotation_releases_what_a_worker_holding_old_alone_quarantined(
     holding_old = engine_on(db_url)  # TEST_KEY = OLD alone
     new = Fernet.generate_key()
     both = {ENV_KEY: f"{new.decode()},{TEST_KEY}", "ELEMENTS_BASE_URL": sandbox.base_url}
-    successor = open_engine(db_url, environ=both)
+    # One clock for both: the attempt the successor starts must be due at once for the other engine.
+    # With the successor on the database's clock, a measured offset a few ms ahead (a busy CI host)
+    # left it not yet due, and the claim below found nothing. This test is about keys, not clocks.
+    successor = open_engine(db_url, environ=both, clock=holding_old.clock)
     try:
         parked = successor.start("quickbooks", "sealed under NEW", flow="quick", config=quick_config())
         holding_old.run_until_idle()
