@@ -45,7 +45,9 @@ DEFAULT_BROWSERS = max(1, min(4, (os.cpu_count() or 1) // 4))
 #: Threads per browser process when not given (``--browser-threads``). The callbacks in flight are
 #: browsers x threads, a closed loop: a run can go no faster than that many divided by one
 #: callback's latency. Real users' redirects arrive open-loop, so the benchmark keeps enough in
-#: flight that their number is not the limit (16 in flight held a 16-core run near 1,200/s).
+#: flight that their number cannot be the limit. (A 16-core run at 4 x 4 in flight stopped near
+#: 1,200/s; on another 16-core machine 4 or 16 per browser gave the same 2,000/s: it was the
+#: first machine's speed, not the loop. The README's "How far does it scale" has both.)
 DEFAULT_BROWSER_THREADS = 16
 
 
