@@ -35,6 +35,12 @@ class FakeClock:
         self.advance(seconds)
 
 
+#: A reading this fast is off by at most half of it: a millisecond, finer than any lease or due time.
+GOOD_TRIP = timedelta(milliseconds=2)
+#: At most this long in readings per measurement (after the first), while the caller holds the lock.
+SAMPLING_BUDGET = timedelta(milliseconds=250)
+
+
 class DatabaseClock:
     """The database's clock, read through the local one: ``local() + offset`` (issue 16 item 8).
 
@@ -43,9 +49,12 @@ class DatabaseClock:
     workers of one database therefore use the database server's time. Reading it per call would add
     a round trip to every ``now()``, so the offset between the database and the local clock is
     measured (``read_db`` between two local readings, the midpoint against the answer) and
-    refreshed every ``refresh_s``. Each measurement takes ``samples`` readings and keeps the one
-    with the shortest round trip (Cristian's method): a reading delayed on one side (a connection
-    being opened, the thread descheduled on a busy host) is off by up to half its round trip. If a
+    refreshed every ``refresh_s``. A reading delayed on one side (a connection being opened, the
+    thread descheduled on a busy host) is off by up to half its round trip, so a measurement takes
+    up to ``samples`` readings and keeps the one with the shortest round trip (Cristian's method).
+    It stops at the first reading within ``GOOD_TRIP`` (the common case: one query, as before),
+    or once the readings took ``SAMPLING_BUDGET`` together: the other threads wait for the
+    measurement, and a database that answers slowly must not make them wait for three. If a
     refresh fails (database down), the last offset is kept: the worker must survive database
     errors, and the offset of a healthy host changes slowly.
     ``open_engine`` uses it; tests inject a ``FakeClock`` instead, which is one clock for all.
@@ -78,13 +87,22 @@ class DatabaseClock:
     def _measure(self) -> None:
         self._measured_at = self._monotonic()
         try:
-            readings = [self._reading() for _ in range(self._samples)]
+            readings = self._readings()
         except Exception as exc:  # noqa: BLE001 - keep the last offset; the next call retries soon
             log.warning("cannot read the database clock (%s); keeping offset %s", type(exc).__name__,
                         self._offset)
             self._measured_at = self._monotonic() - self._refresh_s + 1.0
             return
         self._offset = min(readings)[1]
+
+    def _readings(self) -> list[tuple[timedelta, timedelta]]:
+        """Readings until one is good enough, ``samples`` are taken or the budget is spent."""
+        readings = [self._reading()]
+        spent = readings[0][0]
+        while len(readings) < self._samples and readings[-1][0] > GOOD_TRIP and spent < SAMPLING_BUDGET:
+            readings.append(self._reading())
+            spent += readings[-1][0]
+        return readings
 
     def _reading(self) -> tuple[timedelta, timedelta]:
         """(round trip, offset) of one reading of the database clock."""

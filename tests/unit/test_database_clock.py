@@ -1,6 +1,7 @@
 """engine.clock.DatabaseClock: every worker's now() is the database's (issue 16 item 8), pure."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
 from engine.clock import DatabaseClock, FakeClock
@@ -38,10 +39,10 @@ def test_the_offset_is_measured_once_per_refresh_period() -> None:
     ticks = Ticks()
     clock = DatabaseClock(read, local=FakeClock(T0), refresh_s=30, monotonic=ticks)
     clock(), clock()
-    assert len(reads) == 3  # one measurement: three readings, the shortest round trip kept
+    assert len(reads) == 1  # an instant answer is good enough: one reading
     db.advance(2)  # the database's clock drifted 2 s ahead of ours
     ticks.t = 30
-    assert clock() == T0 + timedelta(seconds=2) and len(reads) == 6
+    assert clock() == T0 + timedelta(seconds=2) and len(reads) == 2
 
 
 def test_a_failed_read_keeps_the_last_offset_and_retries_soon() -> None:
@@ -85,12 +86,31 @@ def test_a_slow_reading_does_not_skew_the_offset() -> None:
     assert abs(clock.offset) <= timedelta(milliseconds=1)
 
 
-def test_one_sample_is_still_possible() -> None:
-    reads: list[int] = []
-
+def slow_database(local: FakeClock, seconds: float, reads: list[datetime]) -> Callable[[], datetime]:
+    """A ``read_db`` that answers after ``seconds`` of the local clock, with no skew."""
     def read() -> datetime:
-        reads.append(1)
-        return T0
+        local.advance(seconds)
+        reads.append(local())
+        return local()
+    return read
 
-    DatabaseClock(read, local=FakeClock(T0), monotonic=Ticks(), samples=1)()
+
+def test_readings_stop_at_the_first_good_one() -> None:
+    local, reads = FakeClock(T0), list[datetime]()
+    clock = DatabaseClock(slow_database(local, 0.0015, reads), local=local, monotonic=Ticks())
+    clock()
+    assert len(reads) == 1  # within GOOD_TRIP: no second query
+
+
+def test_a_slow_database_is_not_read_three_times_while_the_others_wait() -> None:
+    """Every thread's now() waits for a measurement: with readings of 300 ms each, three would hold
+    them for 0.9 s every refresh. The budget stops after the first; one sample is also possible."""
+    local, reads = FakeClock(T0), list[datetime]()
+    DatabaseClock(slow_database(local, 0.3, reads), local=local, monotonic=Ticks())()
+    assert len(reads) == 1
+    local, reads = FakeClock(T0), list[datetime]()
+    DatabaseClock(slow_database(local, 0.1, reads), local=local, monotonic=Ticks())()
+    assert len(reads) == 3  # slow but within the budget: the shortest of three
+    local, reads = FakeClock(T0), list[datetime]()
+    DatabaseClock(slow_database(local, 0.1, reads), local=local, monotonic=Ticks(), samples=1)()
     assert len(reads) == 1
