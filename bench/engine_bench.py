@@ -52,6 +52,7 @@ sys.path.insert(0, str(ROOT))
 
 import free_callbacks  # noqa: E402
 import http_callbacks  # noqa: E402
+import procstat  # noqa: E402
 from cryptography.fernet import Fernet  # noqa: E402
 from http_callbacks import provider_redirect  # noqa: E402  (re-exported: memory.py, callback_cost.py)
 
@@ -161,7 +162,8 @@ def profiler(out: str | None) -> Iterator[None]:
 
 def multi_process(args: argparse.Namespace, db_url: str) -> tuple[float, float, dict[str, float]]:
     """Seconds from the first start to the last PROVISIONED, the driver's CPU seconds meanwhile,
-    and (``--callbacks http``) the receivers' and the browsers' (``{"receivers": s, "browsers": s}``)."""
+    and the others': ``{"workers": s, "machine_busy": share}`` and (``--callbacks http``) the
+    receivers' and the browsers' (``"receivers"``, ``"browsers"``)."""
     driver = make_engine(db_url, args.api)
     env = {**os.environ, "PROVISION_POLL_SECONDS": str(args.poll)}
     receivers = browsers = None
@@ -189,17 +191,20 @@ def multi_process(args: argparse.Namespace, db_url: str) -> tuple[float, float, 
         analyze(driver)
 
         def helpers_cpu() -> dict[str, float]:
-            if receivers is None or browsers is None:
-                return {}
-            return {"receivers": receivers.cpu_seconds(), "browsers": browsers.cpu_seconds()}
+            used = {"workers": procstat.total_cpu(w.pid for w in workers)}
+            if receivers is not None and browsers is not None:
+                used.update(receivers=receivers.cpu_seconds(), browsers=browsers.cpu_seconds())
+            return used
 
-        h0 = helpers_cpu()
+        h0, m0 = helpers_cpu(), procstat.machine_cpu()
         t0, c0 = time.perf_counter(), time.process_time()
         drive(driver, range(args.n), args, feed, browsers)
         secs, driver_cpu = time.perf_counter() - t0, time.process_time() - c0
-        h1 = helpers_cpu()
+        h1, m1 = helpers_cpu(), procstat.machine_cpu()
         check(driver.repo, args.n + args.warmup)
-        return secs, driver_cpu, {k: h1[k] - h0[k] for k in h1}
+        # How busy the whole machine was: near 100%, more workers cannot help on this machine.
+        used = {k: h1[k] - h0[k] for k in h1}
+        return secs, driver_cpu, {**used, "machine_busy": procstat.busy_share(m0, m1)}
     finally:
         if browsers is not None:
             browsers.stop()
@@ -360,6 +365,9 @@ def main() -> None:
     if driver_cpu is not None:
         res["driver_cpu_ms_per_attempt"] = round(driver_cpu * 1000 / args.n, 3)
     if helpers_cpu:
+        res["worker_cpu_ms_per_attempt"] = round(helpers_cpu["workers"] * 1000 / args.n, 3)
+        res["machine_busy"] = round(helpers_cpu["machine_busy"], 3)
+    if "receivers" in helpers_cpu:
         res["receiver_cpu_ms_per_callback"] = round(helpers_cpu["receivers"] * 1000 / args.n, 3)
         res["browser_cpu_ms_per_attempt"] = round(helpers_cpu["browsers"] * 1000 / args.n, 3)
         res["receivers"], res["browsers"] = args.receivers, args.browsers

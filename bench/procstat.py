@@ -35,6 +35,23 @@ def rss_mib(pid: int) -> float | None:
     return None
 
 
+def machine_cpu() -> tuple[float, float]:
+    """(busy, all) CPU seconds of the whole machine so far, every core (``/proc/stat``): busy is all
+    but idle and I/O wait. Two readings give how busy the cores were in between, whoever used them."""
+    with open("/proc/stat") as f:
+        ticks = [int(v) for v in f.readline().split()[1:]]
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)
+    # guest time is already counted in user and nice: the first 8 fields are the whole
+    total = sum(ticks[:8])
+    return (total - idle) / TICKS, total / TICKS
+
+
+def busy_share(before: tuple[float, float], after: tuple[float, float]) -> float:
+    """The share of the machine's CPU time that was busy between two ``machine_cpu`` readings."""
+    spent = after[1] - before[1]
+    return (after[0] - before[0]) / spent if spent > 0 else 0.0
+
+
 def pids_named(marker: str) -> list[int]:
     """Processes whose command line contains ``marker`` (e.g. every ``postgres`` on the machine)."""
     found = []

@@ -163,10 +163,13 @@ def main() -> None:
                         result = one_run(args, f"http://127.0.0.1:{port}", db_url, w, mode)
                         rates.setdefault((mode, w), []).append(float(result["attempts_per_s"]))
                         raw.append(result)
-                        # The driver's CPU per attempt says whether the one driver was the limit.
+                        # The driver's CPU per attempt says whether the one driver was the limit, and how
+                        # busy the machine was whether its cores were (near 100%: more workers cannot help).
                         print(f"  repeat {rep + 1}, {w} workers, callbacks {mode}: "
-                              f"{result['attempts_per_s']:,.1f} attempts/s (driver "
-                              f"{result['driver_cpu_ms_per_attempt']} ms CPU per attempt)", flush=True)
+                              f"{result['attempts_per_s']:,.1f} attempts/s (ms CPU per attempt: driver "
+                              f"{result['driver_cpu_ms_per_attempt']}, workers "
+                              f"{result['worker_cpu_ms_per_attempt']}; machine "
+                              f"{100 * result['machine_busy']:.0f}% busy)", flush=True)
                         print(f"    {waits_line(result)}", flush=True)
     finally:
         for pid in fake_pids:

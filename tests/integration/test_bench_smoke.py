@@ -152,6 +152,9 @@ def test_scale_brings_its_own_postgresql() -> None:
     assert set(res["rates"]) == {"engine/1", "http/1"} and all(r[0] > 0 for r in res["rates"].values())
     assert "| 1 |" in stdout  # the table's row for one worker
     assert all(r["driver_cpu_ms_per_attempt"] > 0 for r in res["runs"])
+    # The workers' CPU and how busy the whole machine was: whether its cores were the limit.
+    assert all(r["worker_cpu_ms_per_attempt"] > 0 and 0 < r["machine_busy"] <= 1 for r in res["runs"])
+    assert "% busy" in stdout
     # The callbacks in flight (browsers x threads) bound an HTTP run: the table says how many.
     assert [r.get("browser_threads") for r in res["runs"]] == [None, 2]
     assert "1 browser processes x 2 threads" in res["machine"]
