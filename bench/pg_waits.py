@@ -6,11 +6,12 @@ event), waiting for the WAL flush of a commit (``IO/WALSync``, ``IO/WALWrite``),
 lock (``Lock/advisory``: the events outbox's commit lock, migration 0004), for a row lock, or for
 something else. A share is the fraction of those samples; "busy backends" is their mean number.
 
-Why: every transaction that writes a transition takes the events outbox's lock in its COMMIT and
-holds it through the WAL flush (so that the feed's ``seq`` order is the commit order and a reader
-never skips an event). Commits that write events therefore flush one after another instead of
-sharing a flush, and ``Lock/advisory`` with ``IO/WALSync`` dominating the samples says that this
-lock, not the cores, bounds the run. ``bench/scale.py`` samples every run with it.
+Why: until migration 0012 every transaction that wrote a transition took the events outbox's
+lock in its COMMIT and held it through the WAL flush (so that the feed's order was the commit
+order). Such commits flushed one after another instead of sharing a flush, and this script found
+it: ``Lock/advisory`` with ``IO/WALSync`` dominating the samples said that lock, not the cores,
+bounded the run. Since 0012 the same samples show ``WAL flush (shared)``, commits riding on one
+flush. ``bench/scale.py`` samples every run with it.
 
     python bench/pg_waits.py postgresql+psycopg://postgres@127.0.0.1:5432/bench_engine --seconds 15
 """
@@ -70,16 +71,18 @@ class Waits:
         total = sum(self.by_class.values()) or 1
         return {k: round(v / total, 3) for k, v in self.by_class.most_common()}
 
+    def busy_backends(self) -> float:
+        """How many backends were running a statement, on average over the polls."""
+        return sum(self.by_class.values()) / self.polls if self.polls else 0.0
+
     def summary(self) -> dict[str, object]:
         """The figures a RESULT line carries: busy backends on average and the class shares."""
-        busy = sum(self.by_class.values()) / self.polls if self.polls else 0.0
-        return {"polls": self.polls, "busy_backends": round(busy, 2), "shares": self.shares()}
+        return {"polls": self.polls, "busy_backends": round(self.busy_backends(), 2), "shares": self.shares()}
 
     def report(self, top: int = 12) -> str:
         """The shares, then the statements that were most often active, with what they waited for."""
         total = sum(self.by_class.values()) or 1
-        lines = [f"{self.polls} polls, {sum(self.by_class.values()) / max(self.polls, 1):.2f} busy backends "
-                 "on average"]
+        lines = [f"{self.polls} polls, {self.busy_backends():.2f} busy backends on average"]
         lines += [f"  {100 * v / total:5.1f}%  {k}" for k, v in self.by_class.most_common()]
         lines.append("most often active:")
         lines += [f"  {100 * v / total:5.1f}%  {kind:32s} {stmt}" for (stmt, kind), v in

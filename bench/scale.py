@@ -163,8 +163,8 @@ def main() -> None:
                         result = one_run(args, f"http://127.0.0.1:{port}", db_url, w, mode)
                         rates.setdefault((mode, w), []).append(float(result["attempts_per_s"]))
                         raw.append(result)
-                        # The driver's CPU per attempt says whether the one driver was the limit, and how
-                        # busy the machine was whether its cores were (near 100%: more workers cannot help).
+                        # The driver's CPU per attempt says whether the one driver was the limit; how busy
+                        # the machine was, whether its cores were (near 100%: more workers cannot help).
                         print(f"  repeat {rep + 1}, {w} workers, callbacks {mode}: "
                               f"{result['attempts_per_s']:,.1f} attempts/s (ms CPU per attempt: driver "
                               f"{result['driver_cpu_ms_per_attempt']}, workers "
