@@ -31,6 +31,10 @@ class DriverStatement:
         if compiled.literal_execute_params or compiled.post_compile_params:
             raise ValueError("a statement with expanding or literal-execute parameters cannot be prepared")
         self.sql: str = compiled.string
+        # Whether it yields rows is known here: asking the cursor (``description``) built
+        # psycopg's column objects on every call.
+        self.returns_rows = bool(compiled.effective_returning) or not (
+            compiled.isinsert or compiled.isupdate or compiled.isdelete)
         # SQLite's qmark style: the values in the order of the placeholders (a name may repeat).
         self._pick = _picker(tuple(compiled.positiontup or ())) if compiled.positional else None
         self._names: tuple[str, ...] = tuple(dict.fromkeys(compiled.bind_names.values()))
@@ -82,7 +86,7 @@ class DriverStatement:
         cursor = dbapi_conn.cursor()
         try:
             cursor.execute(self.sql, params)
-            return list(cursor.fetchall()) if cursor.description else []
+            return list(cursor.fetchall()) if self.returns_rows else []
         except dialect.loaded_dbapi.Error as exc:
             lost = dialect.is_disconnect(exc, dbapi_conn, cursor)
             if lost:

@@ -34,7 +34,9 @@ class Store:
         if self._pg:
             # The same pool size as the transactional engine (PROVISION_DB_POOL_SIZE reaches both).
             size = engine.pool.size() if isinstance(engine.pool, sa.pool.QueuePool) else None
-            self._auto = create_db_engine(engine.url, isolation_level="AUTOCOMMIT",
+            # No rollback when a connection returns to this pool: in autocommit no transaction
+            # can be open, and the call cost CPU on every statement.
+            self._auto = create_db_engine(engine.url, isolation_level="AUTOCOMMIT", pool_reset_on_return=None,
                                           **({"pool_size": size} if size else {}))
             sa.event.listen(engine, "engine_disposed", lambda _engine: self._auto.dispose())
 

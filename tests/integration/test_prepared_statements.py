@@ -94,6 +94,60 @@ def test_missing_values_and_unpreparable_statements_are_refused(repo: Repository
         assert fixed.execute(conn, {}) == []  # a bound constant needs no value
 
 
+def test_whether_rows_come_back_is_known_from_the_statement(repo: Repository) -> None:
+    returning = callbacks.update().where(callbacks.c.id == sa.bindparam("g_id")).values(
+        status=sa.bindparam("v_status")).returning(callbacks.c.id, callbacks.c.status)
+    plain = callbacks.update().where(callbacks.c.id == sa.bindparam("g_id")).values(
+        status=sa.bindparam("v_status"))
+    dialect = repo.engine.dialect
+    yields = [DriverStatement(s, dialect).returns_rows for s in (INSERT, plain, returning)]
+    assert yields == [False, False, True]
+    assert DriverStatement(sa.select(sa.literal(1)), dialect).returns_rows
+    with repo.engine.begin() as conn:
+        repo.prepared(INSERT).execute(conn, row(5))
+        assert DriverStatement(plain, dialect).execute(conn, {"g_id": 5, "v_status": "pending"}) == []
+        assert DriverStatement(returning, dialect).execute(conn, {"g_id": 5, "v_status": "rejected"}) == [
+            (5, "rejected")]
+        assert DriverStatement(returning, dialect).execute(conn, {"g_id": 6, "v_status": "x"}) == []
+
+
+@pytest.mark.postgres
+def test_the_autocommit_pool_skips_the_rollback_on_return_and_stays_usable(
+        pg_schema_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its connections go back without a rollback (none can be needed in autocommit): one whose
+    statement failed is handed out again, and works."""
+    repo = open_repository(pg_schema_url, migrate=True, environ={"PROVISION_SECRET_KEY": TEST_KEY})
+    try:
+        auto = repo.engines[-1]
+        prepared = repo.prepared(INSERT)
+
+        def backend(conn: sa.Connection) -> int:
+            return int(conn.connection.dbapi_connection.info.backend_pid)  # type: ignore[union-attr]
+
+        with auto.connect() as conn:  # connected (SQLAlchemy's first connect rolls back once)
+            pid = backend(conn)
+        rollbacks: list[object] = []
+        rollback = auto.dialect.do_rollback
+
+        def observed(dbapi_conn: Any) -> None:  # counted, still done
+            rollbacks.append(dbapi_conn)
+            rollback(dbapi_conn)
+
+        monkeypatch.setattr(auto.dialect, "do_rollback", observed)
+        with auto.connect() as conn:
+            prepared.execute(conn, row(21))
+        with pytest.raises(sa.exc.IntegrityError):
+            with auto.connect() as conn:
+                prepared.execute(conn, row(21))  # the same key: fails, no transaction left open
+        with auto.connect() as conn:
+            assert backend(conn) == pid  # the same connection, handed out again
+            prepared.execute(conn, row(22))
+        assert rollbacks == []
+        assert stored(repo, 22) == stored(repo, 21)
+    finally:
+        repo.engine.dispose()
+
+
 @pytest.mark.postgres
 def test_a_lost_connection_is_invalidated_and_the_next_call_reconnects(pg_schema_url: str) -> None:
     repo = open_repository(pg_schema_url, migrate=True, environ={"PROVISION_SECRET_KEY": TEST_KEY})
