@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.config import ServeSettings
 from engine.errors import ProvisionError
+from engine.web.queue_warnings import QUEUE_LOGGER, QueueWarnings
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
@@ -78,6 +79,9 @@ def run_server(app: WSGIApplication, host: str, port: int, *, settings: ServeSet
         "expose_tracebacks": False, "ident": None, "asyncore_use_poll": True,
     }
     server: Any = create_server(app, sockets=[sock], **options)
+    queue_log = logging.getLogger(QUEUE_LOGGER)
+    queue_warnings = QueueWarnings(settings.threads)  # one line per 10 s under load, not per request
+    queue_log.addFilter(queue_warnings)
     ready(sock.getsockname()[1])
     try:
         # Our own loop (waitress's run() has no stop): one poll at a time until asked to stop.
@@ -87,3 +91,5 @@ def run_server(app: WSGIApplication, host: str, port: int, *, settings: ServeSet
         server.task_dispatcher.shutdown(timeout=5)
         wasyncore.close_all(server._map, ignore_all=True)  # noqa: SLF001
         sock.close()
+        queue_log.removeFilter(queue_warnings)
+        queue_warnings.flush(queue_log)
