@@ -16,8 +16,6 @@ DEFAULT_URL = "sqlite:///provision.db"
 # is its own transaction, so no BEGIN IMMEDIATE (it would queue a read behind writers). PostgreSQL
 # uses a separate pool of autocommit connections for the same purpose (persistence.store).
 AUTOCOMMIT_OPTIONS = {"provision_autocommit": True}
-#: SQLite's automatic checkpoint (``wal_autocheckpoint``), a safety net behind the stores' own.
-SAFETY_AUTOCHECKPOINT_PAGES = 10_000
 
 # A pooled connection idle for longer than this is pinged before use (see _ping_idle).
 PING_AFTER_IDLE_S = 1.0
@@ -140,9 +138,6 @@ def _tune_sqlite(engine: sa.Engine, *, busy_timeout_ms: int) -> None:
                           stop=tenacity.stop_after_delay(busy_timeout_ms / 1000),
                           wait=tenacity.wait_random(0.005, 0.05))(cur.execute, "PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
-        # A store checkpoints on a thread of its own (persistence.checkpoints); the commit that
-        # passes this many WAL pages still does it itself, for writers that bypass a store.
-        cur.execute(f"PRAGMA wal_autocheckpoint={SAFETY_AUTOCHECKPOINT_PAGES}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
 

@@ -8,7 +8,6 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from persistence.checkpoints import WalCheckpointer
 from persistence.codec import Codec
 from persistence.database import AUTOCOMMIT_OPTIONS, create_db_engine
 from persistence.prepared import DriverStatement
@@ -26,12 +25,6 @@ class Store:
         # SQLite's busy handler, which sleeps 1, 2, 5, 10... ms between tries and so idles the
         # worker's thread pool; other processes still queue through busy_timeout.
         self._write_lock: Any = threading.Lock() if self.dialect == "sqlite" else nullcontext()
-        # SQLite: checkpoints on a thread of their own, not inside a commit (persistence.checkpoints);
-        # a disposed engine stops the thread.
-        self._checkpointer: WalCheckpointer | None = None
-        if self.dialect == "sqlite":
-            checkpointer = self._checkpointer = WalCheckpointer(engine)
-            sa.event.listen(engine, "engine_disposed", lambda _engine: checkpointer.stop())
         # PostgreSQL: reads and single-statement writes go through a pool of autocommit
         # connections. Setting autocommit per checkout (and resetting it on return) cost about
         # 0.08 ms of CPU per Engine.start or callback, a fifth of each (bench/README.md).
@@ -72,8 +65,6 @@ class Store:
         """A write transaction (committed on exit), serialised within the process on SQLite."""
         with self._write_lock, self.engine.begin() as conn:
             yield conn
-        if self._checkpointer is not None:
-            self._checkpointer.committed()
 
     @contextmanager
     def _write_one(self) -> Iterator[sa.Connection]:
