@@ -31,10 +31,12 @@ class DriverStatement:
         if compiled.literal_execute_params or compiled.post_compile_params:
             raise ValueError("a statement with expanding or literal-execute parameters cannot be prepared")
         self.sql: str = compiled.string
-        # Whether it yields rows is known here: asking the cursor (``description``) built
-        # psycopg's column objects on every call.
-        self.returns_rows = bool(compiled.effective_returning) or not (
-            compiled.isinsert or compiled.isupdate or compiled.isdelete)
+        # Whether it yields rows is known here for DML and SELECT: asking the cursor
+        # (``description``) built psycopg's column objects on every call. None (textual SQL):
+        # the cursor is asked.
+        dml = compiled.isinsert or compiled.isupdate or compiled.isdelete
+        self.returns_rows: bool | None = (bool(compiled.effective_returning) if dml
+                                          else True if getattr(statement, "is_select", False) else None)
         # SQLite's qmark style: the values in the order of the placeholders (a name may repeat).
         self._pick = _picker(tuple(compiled.positiontup or ())) if compiled.positional else None
         self._names: tuple[str, ...] = tuple(dict.fromkeys(compiled.bind_names.values()))
@@ -86,7 +88,8 @@ class DriverStatement:
         cursor = dbapi_conn.cursor()
         try:
             cursor.execute(self.sql, params)
-            return list(cursor.fetchall()) if self.returns_rows else []
+            rows = self.returns_rows if self.returns_rows is not None else cursor.description is not None
+            return list(cursor.fetchall()) if rows else []
         except dialect.loaded_dbapi.Error as exc:
             lost = dialect.is_disconnect(exc, dbapi_conn, cursor)
             if lost:

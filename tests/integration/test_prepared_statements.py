@@ -103,12 +103,17 @@ def test_whether_rows_come_back_is_known_from_the_statement(repo: Repository) ->
     yields = [DriverStatement(s, dialect).returns_rows for s in (INSERT, plain, returning)]
     assert yields == [False, False, True]
     assert DriverStatement(sa.select(sa.literal(1)), dialect).returns_rows
+    textual = sa.text("UPDATE callbacks SET status = :v_status WHERE id = :g_id")
+    assert DriverStatement(textual, dialect).returns_rows is None  # asked of the cursor
     with repo.engine.begin() as conn:
         repo.prepared(INSERT).execute(conn, row(5))
         assert DriverStatement(plain, dialect).execute(conn, {"g_id": 5, "v_status": "pending"}) == []
         assert DriverStatement(returning, dialect).execute(conn, {"g_id": 5, "v_status": "rejected"}) == [
             (5, "rejected")]
         assert DriverStatement(returning, dialect).execute(conn, {"g_id": 6, "v_status": "x"}) == []
+        assert DriverStatement(textual, dialect).execute(conn, {"g_id": 5, "v_status": "applied"}) == []
+        text_select = sa.text("SELECT status FROM callbacks WHERE id = :g_id")
+        assert DriverStatement(text_select, dialect).execute(conn, {"g_id": 5}) == [("applied",)]
 
 
 @pytest.mark.postgres
