@@ -1,6 +1,6 @@
 """CPU per applied callback and per started attempt, in-process, part by part (issue 19 must-have 1).
 
-    python bench/callback_cost.py -n 2000 [--pg URL] [--profile callbacks|wsgi|starts]
+    python bench/callback_cost.py -n 2000 [--pg URL] [--profile callbacks|wsgi|starts|start]
     python bench/callback_cost.py -n 1000 --pg URL --before /tmp/before --reps 5   # before/after
 
 For each database (SQLite always; PostgreSQL with ``--pg``, a database this script recreates):
@@ -18,7 +18,9 @@ runs this script alternately on another checkout's code (``git worktree add /tmp
 the runs import it with ``--code DIR``) and on this one, ``--reps`` times each, and prints the
 medians side by side. The machine may be shared: only
 figures of one run (and ratios) compare; CPU time is less noisy than wall time, not noise-free.
-``--profile`` prints the cProfile top 25 (CPU time) of one phase.
+Last, N more attempts are started with ``Engine.start``, one call each ("Engine.start one call
+at a time"), as an application starting one customer's connection does. ``--profile`` prints
+the cProfile top 25 (CPU time) of one phase (``starts``: start_many; ``start``: one call each).
 """
 from __future__ import annotations
 
@@ -152,7 +154,18 @@ def measure(db_url: str, api: str, n: int, profile: str | None) -> dict[str, flo
             per_wsgi = cpu_ms_per(n, serve)
         assert statuses == ["303 SEE OTHER"] * n, statuses[:3]
         assert engine.counts().get(State.CALLBACK_RECEIVED.value, 0) == 2 * n, engine.counts()
-        return {"start": per_start, "callback": per_callback, "wsgi": per_wsgi,
+        # Last, so that these NEW attempts stay out of the phases above: Engine.start one at a
+        # time, as an application starting one customer's connection calls it.
+        singles = [{"name": f"one-{i}", **START} for i in range(n)]
+
+        def start_one() -> None:
+            for item in singles:
+                engine.start(**item)
+
+        with profiled(profile == "start"):
+            per_one = cpu_ms_per(n, start_one)
+        assert engine.counts().get(State.NEW.value, 0) == n, engine.counts()
+        return {"start": per_start, "callback": per_callback, "wsgi": per_wsgi, "start_one": per_one,
                 **parts(engine, items, urls)}
     finally:
         engine.close()
@@ -183,7 +196,8 @@ def report(name: str, r: dict[str, float]) -> None:
           f"{r['wsgi'] - r['callback']:.3f}")
     rest = r["start"] - r["start_validate"] - r["start_seal"]
     print(f"  start: validation {r['start_validate']:.3f}, sealing {r['start_seal']:.3f}, "
-          f"insert and the rest {rest:.3f}", flush=True)
+          f"insert and the rest {rest:.3f}; Engine.start one call at a time {r['start_one']:.3f}",
+          flush=True)
 
 
 def compare(args: argparse.Namespace) -> None:
@@ -201,8 +215,8 @@ def compare(args: argparse.Namespace) -> None:
     print("| database | per | before | after | after/before |")
     print("|---|---|---|---|---|")
     for db in runs["after"][0]:
-        for key, label in (("start", "start_many attempt"), ("callback", "handle_callback"),
-                           ("wsgi", "callback through the WSGI app")):
+        for key, label in (("start", "start_many attempt"), ("start_one", "Engine.start, one call"),
+                           ("callback", "handle_callback"), ("wsgi", "callback through the WSGI app")):
             b, a = (statistics.median(r[db][key] for r in runs[side]) for side in ("before", "after"))
             print(f"| {db} | {label} | {b:.3f} | {a:.3f} | {a / b:.2f} |")
     print("RESULT " + json.dumps(runs))
@@ -219,7 +233,7 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=2000, help="callbacks per database per path (2N attempts)")
     ap.add_argument("--pg", help="PostgreSQL URL of a database to recreate (default: SQLite only)")
     ap.add_argument("--pg-only", action="store_true", help="with --pg: skip SQLite")
-    ap.add_argument("--profile", choices=("callbacks", "wsgi", "starts"),
+    ap.add_argument("--profile", choices=("callbacks", "wsgi", "starts", "start"),
                     help="print a cProfile of that phase")
     ap.add_argument("--before", metavar="DIR", help="another checkout to compare with, interleaved")
     ap.add_argument("--reps", type=int, default=5, help="with --before: runs of each")

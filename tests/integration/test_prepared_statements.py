@@ -19,8 +19,9 @@ from testkit import TEST_KEY, listening
 from engine.wiring import open_repository
 from persistence import Repository
 from persistence.prepared import DriverStatement
-from persistence.schema import callbacks, history
+from persistence.schema import attempts, callbacks, history
 from persistence.statements import PENDING_FOR
+from states import Attempt, Flow, State
 
 # Not in UTC: the column type (UTCDateTime) converts it, so a skipped type processor shows.
 AT = datetime(2026, 3, 1, 12, 30, 15, 123456, tzinfo=timezone(timedelta(hours=2)))
@@ -114,6 +115,29 @@ def test_whether_rows_come_back_is_known_from_the_statement(repo: Repository) ->
         assert DriverStatement(textual, dialect).execute(conn, {"g_id": 5, "v_status": "applied"}) == []
         text_select = sa.text("SELECT status FROM callbacks WHERE id = :g_id")
         assert DriverStatement(text_select, dialect).execute(conn, {"g_id": 5}) == [("applied",)]
+
+
+def test_a_started_attempt_is_stored_as_sqlalchemys_own_insert_stores_it(repo: Repository) -> None:
+    """``insert_attempt`` (``Engine.start``) sends a prepared INSERT; ``insert_attempts``
+    (``start_many``) SQLAlchemy's own. Every column must come out the same."""
+    def attempt(attempt_id: str, key: str) -> Attempt:
+        return Attempt(id=attempt_id, element_key="quickbooks", flow=Flow.OAUTH2, name="Acme Ltd",
+                       state=State.NEW, version=1, created_at=AT, updated_at=AT, next_run_at=AT,
+                       tags=("a", "b"), idempotency_key=key, customer="cust-7", deadline_at=AT,
+                       secrets={"config": {"oauth.api.secret": "planted"}})
+
+    repo.insert_attempt(attempt("a-prepared", "k-1"))
+    assert repo.insert_attempts([attempt("a-sqlalchemy", "k-2")])
+    with repo.engine.connect() as conn:
+        rows = {r.id: r._asdict() for r in conn.execute(sa.select(attempts))}
+    prepared, own = rows["a-prepared"], rows["a-sqlalchemy"]
+    for row in (prepared, own):
+        del row["id"], row["idempotency_key"], row["secrets"]  # secrets: a fresh IV each time
+    assert prepared == own
+    assert prepared["created_at"] == AT and prepared["tags"] == own["tags"]
+    got = repo.get("a-prepared")
+    assert got is not None and got.secrets == {"config": {"oauth.api.secret": "planted"}}
+    assert got.tags == ("a", "b") and got.deadline_at == AT
 
 
 @pytest.mark.postgres
