@@ -109,7 +109,10 @@ def test_engine_bench_with_callbacks_over_http_through_provision_serve(fake_api:
     assert res["db"] == "postgres" and res["workers"] == 1 and res["n"] == 30 and res["attempts_per_s"] > 0
     # the GETs come from the browser processes, so each side's CPU is its own
     assert res["receivers"] == res["browsers"] == 2
-    assert res["receiver_cpu_ms_per_callback"] > 0 and res["browser_cpu_ms_per_attempt"] > 0
+    assert res["receiver_cpu_ms_per_callback"] > 0
+    # /proc counts CPU in 10 ms ticks: 30 GETs of about 0.3 ms each, split over two processes, can
+    # all fall within one tick (a CI run read 0.0), so only its presence and sign are checked here.
+    assert isinstance(res["browser_cpu_ms_per_attempt"], float) and res["browser_cpu_ms_per_attempt"] >= 0
 
 
 @pytest.mark.postgres
