@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.config import ServeSettings
 from engine.errors import ProvisionError
-from engine.web.queue_warnings import QUEUE_LOGGER, QueueWarnings
+from engine.web.queue_warnings import QueueWarnings
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
@@ -57,11 +57,13 @@ def _listener(host: str, port: int, reuse_port: bool) -> socket.socket:
 
 
 def run_server(app: WSGIApplication, host: str, port: int, *, settings: ServeSettings,
-               ready: Callable[[int], None], stop: threading.Event) -> None:
+               ready: Callable[[int], None], stop: threading.Event,
+               queue_warnings: QueueWarnings | None = None) -> None:
     """Serve ``app`` on ``host:port`` under waitress until ``stop`` is set.
 
-    ``ready`` gets the bound port once connections are accepted. Raises ``ProvisionError`` naming
-    the ``serve`` extra when waitress is not installed.
+    ``ready`` gets the bound port once connections are accepted. ``queue_warnings`` takes
+    waitress's warnings about queued requests (default: one per 10 s to waitress's logger, with a
+    count). Raises ``ProvisionError`` naming the ``serve`` extra when waitress is not installed.
     """
     try:
         from waitress import wasyncore  # noqa: PLC0415 - optional: the `serve` extra
@@ -79,9 +81,10 @@ def run_server(app: WSGIApplication, host: str, port: int, *, settings: ServeSet
         "expose_tracebacks": False, "ident": None, "asyncore_use_poll": True,
     }
     server: Any = create_server(app, sockets=[sock], **options)
-    queue_log = logging.getLogger(QUEUE_LOGGER)
-    queue_warnings = QueueWarnings(settings.threads)  # one line per 10 s under load, not per request
-    queue_log.addFilter(queue_warnings)
+    # Waitress warns through its dispatcher's ``queue_logger`` for every request it queues; this
+    # server's own stand-in lets one line through per 10 s (engine.web.queue_warnings).
+    warnings = queue_warnings or QueueWarnings(settings.threads)
+    server.task_dispatcher.queue_logger = warnings
     ready(sock.getsockname()[1])
     try:
         # Our own loop (waitress's run() has no stop): one poll at a time until asked to stop.
@@ -91,5 +94,4 @@ def run_server(app: WSGIApplication, host: str, port: int, *, settings: ServeSet
         server.task_dispatcher.shutdown(timeout=5)
         wasyncore.close_all(server._map, ignore_all=True)  # noqa: SLF001
         sock.close()
-        queue_log.removeFilter(queue_warnings)
-        queue_warnings.flush(queue_log)
+        warnings.flush()

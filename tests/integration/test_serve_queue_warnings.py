@@ -2,7 +2,8 @@
 
 One thread, whose request waits until the test lets it go, and five more requests behind it: waitress
 warns as it queues each of the five. Through ``run_server`` the first warning is logged with its
-advice, the other four are held, and the server tells them when it stops.
+advice, the other four are held, and the server tells them when it stops. The server gets its own
+``QueueWarnings`` on a logger of this test's, so that another server in the process cannot add to it.
 """
 from __future__ import annotations
 
@@ -15,26 +16,11 @@ from typing import Any
 import pytest
 
 from engine.config import ServeSettings
-from engine.web.queue_warnings import QUEUE_LOGGER
+from engine.web.queue_warnings import QueueWarnings
 from engine.web.wsgi_server import run_server
 
 QUEUED = 5
-
-
-class Seen(logging.Filter):
-    """Counts the queue warnings waitress emits, before ``run_server``'s own filter decides."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.count = 0
-        self.changed = threading.Condition()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.msg == "Task queue depth is %d":
-            with self.changed:
-                self.count += 1
-                self.changed.notify_all()
-        return True
+LOGGER = "test.serve_queue_warnings"
 
 
 def test_a_saturated_receiver_logs_one_queue_warning_and_a_count(caplog: pytest.LogCaptureFixture) -> None:
@@ -46,9 +32,7 @@ def test_a_saturated_receiver_logs_one_queue_warning_and_a_count(caplog: pytest.
         start_response("200 OK", [("Content-Length", "2")])
         return [b"ok"]
 
-    seen = Seen()
-    queue_log = logging.getLogger(QUEUE_LOGGER)
-    queue_log.addFilter(seen)  # added first, so it runs before run_server's
+    warnings = QueueWarnings(1, logger=logging.getLogger(LOGGER))
     stop, ready = threading.Event(), threading.Event()
     port: list[int] = []
 
@@ -57,7 +41,7 @@ def test_a_saturated_receiver_logs_one_queue_warning_and_a_count(caplog: pytest.
         ready.set()
 
     server = threading.Thread(target=run_server, args=(app, "127.0.0.1", 0), daemon=True, kwargs={
-        "settings": ServeSettings(threads=1), "ready": listening, "stop": stop})
+        "settings": ServeSettings(threads=1), "ready": listening, "stop": stop, "queue_warnings": warnings})
     statuses: list[int] = []
 
     def get() -> None:
@@ -69,7 +53,7 @@ def test_a_saturated_receiver_logs_one_queue_warning_and_a_count(caplog: pytest.
             conn.close()
 
     try:
-        with caplog.at_level(logging.WARNING, logger=QUEUE_LOGGER):
+        with caplog.at_level(logging.WARNING):
             server.start()
             assert ready.wait(10)
             clients = [threading.Thread(target=get)]
@@ -78,8 +62,7 @@ def test_a_saturated_receiver_logs_one_queue_warning_and_a_count(caplog: pytest.
             clients += [threading.Thread(target=get) for _ in range(QUEUED)]
             for c in clients[1:]:
                 c.start()
-            with seen.changed:
-                assert seen.changed.wait_for(lambda: seen.count == QUEUED, timeout=10), seen.count
+            assert warnings.wait_for_queued(QUEUED, timeout_s=10), warnings.queued  # all five queued
             release.set()
             for c in clients:
                 c.join(30)
@@ -88,12 +71,11 @@ def test_a_saturated_receiver_logs_one_queue_warning_and_a_count(caplog: pytest.
     finally:
         release.set()
         stop.set()
-        queue_log.removeFilter(seen)
     assert statuses == [200] * (1 + QUEUED)
-    told = [r.getMessage() for r in caplog.records if r.name == QUEUE_LOGGER]
-    assert told == [
+    assert not server.is_alive()
+    assert [r.getMessage() for r in caplog.records if r.name == LOGGER] == [
         "Task queue depth is 1: every thread is busy (PROVISION_SERVE_THREADS=1) and requests wait; "
         "raise it, or run more `provision serve` processes",
         f"{QUEUED - 1} more task queue warnings held back, deepest queue {QUEUED} "
         "(PROVISION_SERVE_THREADS=1, all busy)"]
-    assert not server.is_alive()
+    assert warnings.queued == QUEUED
