@@ -150,17 +150,19 @@ class Browser:
 
     def __init__(self, timeout_s: float = 30.0) -> None:
         self.timeout_s = timeout_s
-        self.connections: dict[str, http.client.HTTPConnection] = {}
+        # receiver URL -> (its connection, its path): the URL is parsed once, not per GET.
+        self.connections: dict[str, tuple[http.client.HTTPConnection, str]] = {}
 
     def deliver(self, receiver: str, redirect_url: str) -> None:
         """GET the redirect's query at ``receiver``; raises unless it was applied (303 to progress)."""
-        where = urlsplit(receiver)
-        path = f"{where.path}?{urlsplit(redirect_url).query}"
-        conn = self.connections.get(receiver)
-        reused = conn is not None
-        if conn is None:
-            conn = self.connections[receiver] = http.client.HTTPConnection(
-                where.hostname or "127.0.0.1", where.port, timeout=self.timeout_s)
+        known = self.connections.get(receiver)
+        reused = known is not None
+        if known is None:
+            where = urlsplit(receiver)
+            known = self.connections[receiver] = (http.client.HTTPConnection(
+                where.hostname or "127.0.0.1", where.port, timeout=self.timeout_s), where.path)
+        conn, base = known
+        path = f"{base}?{urlsplit(redirect_url).query}"
         try:
             resp, body = _get(conn, path)
         except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
