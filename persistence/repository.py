@@ -25,6 +25,7 @@ from persistence.quarantine import QUARANTINE_ERROR, UNREADABLE, opens, quaranti
 from persistence.realms import Realms
 from persistence.schema import attempts, history
 from persistence.statements import (
+    ATTEMPT_COLUMNS,
     GET,
     INSERT_ATTEMPT,
     INSERT_CALLBACK,
@@ -43,8 +44,6 @@ __all__ = ["UNREADABLE", "Repository"]
 
 log = logging.getLogger(__name__)
 
-_COLUMNS = [c.name for c in attempts.columns if c.name not in ("secrets", "callback_secrets")]
-
 
 def _update_for(key: tuple[frozenset[str], bool, bool]) -> Any:
     """The prepared guarded UPDATE for a ``Write.statement_key``."""
@@ -58,7 +57,7 @@ class Repository(Inbox, Lifecycle, Realms):
     # --- reads -----------------------------------------------------------------------------------
 
     def _to_attempt(self, row: Any) -> Attempt:  # a RowMapping
-        data = {k: row[k] for k in _COLUMNS}
+        data = {k: row[k] for k in ATTEMPT_COLUMNS}
         data["state"] = State(data["state"])
         data["flow"] = Flow(data["flow"])
         data["tags"] = tuple(data["tags"] or ())
@@ -246,7 +245,7 @@ class Repository(Inbox, Lifecycle, Realms):
         return found
 
     def _insert_values(self, attempt: Attempt) -> dict[str, Any]:
-        values = {k: getattr(attempt, k) for k in _COLUMNS}
+        values = {k: getattr(attempt, k) for k in ATTEMPT_COLUMNS}
         values["state"] = attempt.state.value
         values["flow"] = attempt.flow.value
         values["tags"] = list(attempt.tags)

@@ -200,7 +200,8 @@ def _insert_with(table: sa.Table, prefix: str, columns: list[str]) -> Any:
 # database: persistence.prepared).
 INSERT_CALLBACK_HISTORY = _insert_with(history, "h_", _HISTORY_COLS)
 INSERT_CALLBACK_INBOX = _insert_with(callbacks, "cb_", _CALLBACK_COLS)
-# ``Engine.start``'s one row (prepared once per database), every column but the applied callback's
-# parameters, which a new attempt has not got; bound by column name (``Repository._insert_values``).
-INSERT_ONE_ATTEMPT = _insert_with(
-    attempts, "", [c.name for c in attempts.columns if c.name != "callback_secrets"])
+# An attempt's plain columns: all but its two sealed blobs (``Repository`` reads and writes them as is).
+ATTEMPT_COLUMNS = [c.name for c in attempts.columns if c.name not in ("secrets", "callback_secrets")]
+# ``Engine.start``'s one row (prepared once per database): the plain columns and the sealed
+# secrets, bound by column name (``Repository._insert_values``); a new attempt has no callback yet.
+INSERT_ONE_ATTEMPT = _insert_with(attempts, "", [*ATTEMPT_COLUMNS, "secrets"])
