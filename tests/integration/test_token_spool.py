@@ -14,6 +14,7 @@ import os
 import sqlite3
 import stat
 import subprocess
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -240,17 +241,24 @@ def busy_engine(db_file: Path, sandbox: Any, clock: FakeClock, waits: list[float
 def renew_under_an_exclusive_lock(engine: Engine, sandbox: Any, clock: FakeClock, db_file: Path,
                                   spool: Path, count: int) -> dict[str, int]:
     """``count`` engine-owned attempts renew in one tick while another connection holds an
-    EXCLUSIVE lock on ``db_file`` (taken right after the first provider answer, held across the
+    EXCLUSIVE lock on ``db_file`` (taken once every step has its provider answer, held across the
     commits and one more tick); then the lock goes and the engine runs on. Returns each attempt's
     renewal count before."""
     before = {a.id: a.renewals for a in (provision(engine) for _ in range(count))}
     ids = list(before)
     holder = sqlite3.connect(db_file, isolation_level=None, timeout=0.1, check_same_thread=False)
-
+    # The lock is taken once every step running in parallel has its provider answer, before any
+    # commits: taken at the first answer, it lost the race to a second step whose answer came at
+    # the same moment (that step committed, and 1 of 2 tokens was spooled, in about 1 run of 25).
     def lock() -> None:
         holder.execute("BEGIN EXCLUSIVE")
 
-    after_the_provider(engine, lock)
+    answered = threading.Barrier(count, action=lock)
+
+    def all_answered() -> None:
+        answered.wait(timeout=10)
+
+    after_the_provider(engine, all_answered, times=count)
     due = [engine.get(i).next_run_at for i in ids]
     clock.now = max(d for d in due if d is not None)
     # BEGIN IMMEDIATE goes straight to the driver (persistence.database): its error is sqlite3's.
