@@ -185,3 +185,23 @@ def test_http_client_cost_times_both_clients() -> None:
     res = result(run([str(BENCH / "http_client_cost.py"), "-n", "20", "--reps", "2"]))
     assert set(res["cpu_ms"]) == {"ElementsClient.oauth_url", "requests.Session.get + .json()"}
     assert all(len(runs) == 2 and min(runs) > 0 for runs in res["wall_ms"].values())
+
+
+def test_serve_idle_measures_a_real_receiver_with_idle_connections_held() -> None:
+    stdout = run([str(BENCH / "serve_idle.py"), "-n", "15", "--idle", "0", "5", "--reps", "2", "--fresh"])
+    res = result(stdout)
+    assert res["bench"] == "serve_idle" and res["db"] == "sqlite" and res["n"] == 15
+    assert set(res["runs"]) == {"0", "5", "fresh"} and all(len(v) == 2 for v in res["runs"].values())
+    assert all(ms >= 0 for v in res["runs"].values() for ms in v)  # /proc counts CPU in ticks
+    assert "| 5 |" in stdout and "a new connection per callback" in stdout
+
+
+def test_server_overhead_measures_waitress_and_its_idle_timeout() -> None:
+    stdout = run([str(BENCH / "server_overhead.py"), "-n", "30", "--idle", "0", "5", "--servers", "waitress",
+                  "--timeout-check", "1"])
+    res = result(stdout)
+    assert set(res["us_per_request"]["waitress"]) == {"0", "5", "fresh"}
+    # The receiver's server closes every kind of silent connection at its idle timeout (issue 16).
+    closed = res["closed_after_s"]["waitress"]
+    assert set(closed) == {"idle after a request", "half a request line", "no byte at all"}
+    assert all(seconds is not None and seconds < 6 for seconds in closed.values()), closed
