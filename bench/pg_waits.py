@@ -66,14 +66,19 @@ class Waits:
         self.by_class[kind] += 1
         self.by_statement[(statement_kind(query), kind)] += 1
 
+    @property
+    def samples(self) -> int:
+        """Active backends seen, summed over the polls."""
+        return sum(self.by_class.values())
+
     def shares(self) -> dict[str, float]:
         """Each wait class's fraction of the active-backend samples."""
-        total = sum(self.by_class.values()) or 1
+        total = self.samples or 1
         return {k: round(v / total, 3) for k, v in self.by_class.most_common()}
 
     def busy_backends(self) -> float:
         """How many backends were running a statement, on average over the polls."""
-        return sum(self.by_class.values()) / self.polls if self.polls else 0.0
+        return self.samples / self.polls if self.polls else 0.0
 
     def summary(self) -> dict[str, object]:
         """The figures a RESULT line carries: busy backends on average and the class shares."""
@@ -81,7 +86,7 @@ class Waits:
 
     def report(self, top: int = 12) -> str:
         """The shares, then the statements that were most often active, with what they waited for."""
-        total = sum(self.by_class.values()) or 1
+        total = self.samples or 1
         lines = [f"{self.polls} polls, {self.busy_backends():.2f} busy backends on average"]
         lines += [f"  {100 * v / total:5.1f}%  {k}" for k, v in self.by_class.most_common()]
         lines.append("most often active:")
