@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import http.client
 import os
+import select
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -56,19 +57,22 @@ def _wait_for(predicate: Callable[[], bool], timeout: float) -> None:
 
 
 @contextmanager
-def serve_on(db_url: str, sandbox: Any) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """``provision serve`` on ``db_url`` and a free port, with small limits so that tests stay quick."""
+def serve_on(db_url: str, sandbox: Any, settings: Mapping[str, str] | None = None,
+             log: Path | None = None) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``provision serve`` on ``db_url`` and a free port, with small limits so that tests stay quick
+    (``settings`` overrides them); its log (stderr) goes to ``log`` when given."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PROVISION_", "ELEMENTS_"))}
     env.update({"PROVISION_SECRET_KEY": TEST_KEY, "ELEMENTS_BASE_URL": sandbox.base_url,
                 "PROVISION_SERVE_THREADS": str(THREADS), "PROVISION_SERVE_CONNECTION_LIMIT": "3000",
                 "PROVISION_SERVE_IDLE_TIMEOUT_SECONDS": str(IDLE_TIMEOUT_S),
                 "PROVISION_SERVE_REFUSED_BURST": "20", "PROVISION_SERVE_REFUSED_PER_MINUTE": "60",
-                "PYTHONUNBUFFERED": "1"})
+                "PYTHONUNBUFFERED": "1", **(settings or {})})
     # As an operator would: PostgreSQL is never migrated implicitly (SQLite is), so upgrade first.
     subprocess.run([provision_path(), "--db", db_url, "db", "upgrade"], env=env, check=True,
                    capture_output=True, timeout=60)
+    stderr = log.open("w") if log is not None else subprocess.DEVNULL
     proc = subprocess.Popen([provision_path(), "--db", db_url, "serve", "--port", "0"], env=env,
-                            text=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                            text=True, stdout=subprocess.PIPE, stderr=stderr)
     try:
         banner = proc.stdout.readline() if proc.stdout else ""
         assert banner.startswith("serving callbacks on http://127.0.0.1:"), banner
@@ -80,6 +84,8 @@ def serve_on(db_url: str, sandbox: Any) -> Iterator[tuple[subprocess.Popen[str],
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        if not isinstance(stderr, int):
+            stderr.close()
 
 
 @pytest.fixture
@@ -200,3 +206,43 @@ def test_several_serve_processes_share_one_port(sqlite_url: str, sandbox: Any) -
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(timeout=20)
             proc.communicate()
+
+
+def test_idle_connections_at_the_connection_limit_hold_new_ones_until_the_idle_timeout(
+        sqlite_url: str, sandbox: Any, tmp_path: Path) -> None:
+    """``PROVISION_SERVE_CONNECTION_LIMIT`` idle keep-alive connections (browsers after their last
+    page) fill the receiver: it stops accepting and says so in its log, a new client waits in the
+    listen backlog, and is answered once the idle timeout has closed the idle ones. This is what a
+    receiver exposed to browsers directly meets at about limit / (idle timeout + time on the
+    progress page) callbacks per second (operator guide, "The two listeners")."""
+    limit, log = 10, tmp_path / "serve.log"
+    with serve_on(sqlite_url, sandbox, {"PROVISION_SERVE_CONNECTION_LIMIT": str(limit),
+                                        "PROVISION_SERVE_IDLE_TIMEOUT_SECONDS": "2"}, log) as (_, url):
+        port = urlsplit(url).port or 80
+        idle: list[http.client.HTTPConnection] = []
+        try:
+            for _ in range(limit):
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                conn.request("GET", "/healthz")
+                first = conn.getresponse()
+                assert first.status == 200 and b"ok" in first.read()
+                idle.append(conn)  # kept alive: its socket stays open
+            late = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            late.request("GET", "/healthz")  # connects: the kernel's backlog holds it
+            resp = late.getresponse()
+            assert resp.status == 200 and b"ok" in resp.read()
+            # It was answered only after the server had closed idle connections to make room: their
+            # end of stream is waiting already. (Without the limit it is answered at once, while
+            # every idle one stays open for the 2 s of the idle timeout.)
+            socks = [conn.sock for conn in idle if conn.sock is not None]
+            closed, _, _ = select.select(socks, [], [], 0.2)
+            assert closed and all(sock.recv(4096) == b"" for sock in closed), "no idle connection closed"
+            for sock in socks:  # and the idle timeout closes the rest
+                sock.settimeout(10)
+                assert sock.recv(4096) == b""
+            late.close()
+        finally:
+            for conn in idle:
+                conn.close()
+    text = log.read_text()
+    assert "reached the connection limit, no longer accepting new connections" in text, text[-2000:]
