@@ -19,7 +19,7 @@ timeout) idle connections. This script measures what they cost the requests that
 
 Every callback must be applied (a 303 to the progress page), else the run stops.
 
-    python bench/serve_idle.py [-n 1000] [--idle 0 100 300 1000] [--reps 2] [--pg URL]
+    python bench/serve_idle.py [-n 1000] [--idle 0 100 300 1000] [--reps 2] [--fresh] [--pg URL]
 """
 from __future__ import annotations
 
