@@ -12,14 +12,17 @@ timeout) idle connections. This script measures what they cost the requests that
   limit raised above the run's length and the largest M;
 * for each M (interleaved, ``--reps`` times) it opens M connections that each made one request
   (``/healthz``) and then stay silent, as browsers that have seen their last page, and sends N
-  real callbacks, one after another on one kept-alive connection; it reads the receiver process's
-  CPU (``/proc``) before and after and prints ms of CPU per callback, with the ratio to M = 0;
+  real callbacks, one after another on one kept-alive connection (``--in-flight K``: from K
+  clients at once, each on its own connection); it reads the receiver process's
+  CPU (``/proc``) before and after and prints ms of CPU per callback, with the ratio to M = 0,
+  and the callbacks per second the clients saw;
 * with ``--fresh``, one more cell sends each callback on a new connection that asks to be closed,
   as a reverse proxy without a pool of upstream connections does (nginx without ``keepalive``).
 
 Every callback must be applied (a 303 to the progress page), else the run stops.
 
-    python bench/serve_idle.py [-n 1000] [--idle 0 100 300 1000] [--reps 2] [--fresh] [--pg URL]
+    python bench/serve_idle.py [-n 1000] [--idle 0 100 300 1000] [--reps 2] [--fresh] [--in-flight K]
+                               [--pg URL]
 """
 from __future__ import annotations
 
@@ -31,6 +34,8 @@ import signal
 import socket
 import statistics
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -82,13 +87,11 @@ def hold_idle(host: str, port: int, m: int) -> list[socket.socket]:
     return held
 
 
-def cpu_ms_per_callback(receivers: http_callbacks.Receivers, host: str, port: int,
-                        paths: list[str], *, fresh: bool = False) -> float:
-    """The receiver's CPU per callback, one after another on one kept-alive connection (or, with
-    ``fresh``, each on a new connection that asks to be closed); every one must be applied."""
+def send(host: str, port: int, paths: list[str], fresh: bool) -> None:
+    """GET each of ``paths`` one after another on one kept-alive connection (or, with ``fresh``,
+    each on a new connection that asks to be closed); every callback must be applied."""
     conn = http.client.HTTPConnection(host, port)
     try:
-        before = receivers.cpu_seconds()
         for path in paths:
             if fresh:
                 conn.close()
@@ -98,9 +101,21 @@ def cpu_ms_per_callback(receivers: http_callbacks.Receivers, host: str, port: in
             resp.read()
             if resp.status != 303 or "/callback/progress" not in (resp.getheader("Location") or ""):
                 raise RuntimeError(f"a callback was not applied: {resp.status} {resp.getheader('Location')}")
-        return float(receivers.cpu_seconds() - before) * 1000 / len(paths)
     finally:
         conn.close()
+
+
+def cpu_ms_per_callback(receivers: http_callbacks.Receivers, host: str, port: int,
+                        paths: list[str], *, fresh: bool = False, in_flight: int = 1) -> tuple[float, float]:
+    """The receiver's CPU per callback, and callbacks per second, while ``in_flight`` clients
+    (threads) each send their share of ``paths`` with ``send``."""
+    shares = [paths[i::in_flight] for i in range(in_flight)]
+    before, began = receivers.cpu_seconds(), time.perf_counter()
+    with ThreadPoolExecutor(in_flight) as pool:
+        for done in [pool.submit(send, host, port, share, fresh) for share in shares]:
+            done.result()
+    rate = len(paths) / (time.perf_counter() - began)
+    return float(receivers.cpu_seconds() - before) * 1000 / len(paths), rate
 
 
 def main() -> None:
@@ -112,6 +127,9 @@ def main() -> None:
     ap.add_argument("--pg", help="PostgreSQL URL of a database to recreate (default: a SQLite file)")
     ap.add_argument("--fresh", action="store_true",
                     help="add a cell: no idle connections, a new connection for every callback")
+    ap.add_argument("--in-flight", type=int, default=1,
+                    help="clients sending callbacks at once, each on its own kept-alive connection "
+                         "(1: one after another, each waking the server's loop on its own)")
     ap.add_argument("--threads", type=int, default=8, help="PROVISION_SERVE_THREADS of the receiver")
     args = ap.parse_args()
     os.environ.setdefault("PROVISION_SECRET_KEY", Fernet.generate_key().decode())
@@ -134,30 +152,37 @@ def main() -> None:
         host, port = url.hostname or "127.0.0.1", url.port or 80
         cpu_ms_per_callback(receivers, host, port, paths[:20])  # warm-up
         taken = 20
-        print(f"n={args.n} per cell, {args.reps} interleaved runs; {procstat.machine_line()}; database "
+        print(f"n={args.n} per cell, {args.in_flight} in flight, {args.reps} interleaved runs; "
+              f"{procstat.machine_line()}; database "
               f"{'postgresql' if args.pg else 'sqlite'}; {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC")
         runs: dict[int | str, list[float]] = {m: [] for m in cells}
+        rates: dict[int | str, list[float]] = {m: [] for m in cells}
         for m in cells:
             held = hold_idle(host, port, m if isinstance(m, int) else 0)
             try:
                 batch = paths[taken:taken + args.n]
-                ms = cpu_ms_per_callback(receivers, host, port, batch, fresh=m == "fresh")
+                ms, rate = cpu_ms_per_callback(receivers, host, port, batch, fresh=m == "fresh",
+                                               in_flight=args.in_flight)
             finally:
                 for sock in held:
                     sock.close()
             taken += args.n
             runs[m].append(ms)
-            print(f"  {LABELS.get(m, m)}: {ms:.3f} ms CPU per callback", flush=True)
+            rates[m].append(rate)
+            print(f"  {LABELS.get(m, m)}: {ms:.3f} ms CPU per callback, {rate:.0f} callbacks/s", flush=True)
         base = statistics.median(runs[args.idle[0]])
         print("| idle keep-alive connections | receiver CPU per callback (ms, median) | runs | "
-              f"x {args.idle[0]} idle |")
-        print("|---|---|---|---|")
+              f"x {args.idle[0]} idle | callbacks/s (median) |")
+        print("|---|---|---|---|---|")
         for m, values in runs.items():
             med = statistics.median(values)
             label = f"{m:,}" if isinstance(m, int) else LABELS[m]
-            print(f"| {label} | {med:.3f} | {', '.join(f'{x:.3f}' for x in values)} | {med / base:.2f} |")
+            print(f"| {label} | {med:.3f} | {', '.join(f'{x:.3f}' for x in values)} | {med / base:.2f} | "
+                  f"{statistics.median(rates[m]):.0f} |")
         print("RESULT " + json.dumps({"bench": "serve_idle", "db": "postgresql" if args.pg else "sqlite",
-                                      "n": args.n, "runs": {str(m): v for m, v in runs.items()}}))
+                                      "n": args.n, "in_flight": args.in_flight,
+                                      "threads": args.threads, "runs": {str(m): v for m, v in runs.items()},
+                                      "callbacks_per_s": {str(m): v for m, v in rates.items()}}))
     finally:
         if receivers is not None:
             receivers.stop()

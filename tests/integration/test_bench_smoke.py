@@ -188,11 +188,14 @@ def test_http_client_cost_times_both_clients() -> None:
 
 
 def test_serve_idle_measures_a_real_receiver_with_idle_connections_held() -> None:
-    stdout = run([str(BENCH / "serve_idle.py"), "-n", "15", "--idle", "0", "5", "--reps", "2", "--fresh"])
+    stdout = run([str(BENCH / "serve_idle.py"), "-n", "15", "--idle", "0", "5", "--reps", "2", "--fresh",
+                  "--in-flight", "3", "--threads", "2"])
     res = result(stdout)
     assert res["bench"] == "serve_idle" and res["db"] == "sqlite" and res["n"] == 15
+    assert res["in_flight"] == 3 and res["threads"] == 2
     assert set(res["runs"]) == {"0", "5", "fresh"} and all(len(v) == 2 for v in res["runs"].values())
     assert all(ms >= 0 for v in res["runs"].values() for ms in v)  # /proc counts CPU in ticks
+    assert all(rate > 0 for v in res["callbacks_per_s"].values() for rate in v)
     assert "| 5 |" in stdout and "a new connection per callback" in stdout
 
 
