@@ -3,7 +3,7 @@
 When every thread of ``provision serve`` is busy, waitress logs ``Task queue depth is N`` at WARNING
 for each request it queues. Under a burst that is one line per callback: one receiver on a 2-core
 machine logged 1,294 of them for 2,000 callbacks, burying every other line. The signal matters
-(requests wait; more threads or more processes would help), the repetition does not.
+(requests wait; more processes would help), the repetition does not.
 
 :class:`QueueWarnings` stands in for waitress's queue logger on one server's task dispatcher
 (``engine.web.wsgi_server``), so that two servers in one process keep their own counts. It lets the
@@ -24,8 +24,11 @@ QUEUE_LOGGER = "waitress.queue"
 WAITRESS_MESSAGE = "Task queue depth is %d"
 #: At most one queue warning per this many seconds.
 QUEUE_WARNING_INTERVAL_S = 10.0
+# More processes, not more threads: a saturated receiver with 8 threads spent 1.4-3.2 times the
+# CPU per callback of one with 1 (bench/serve_idle.py --in-flight, bench/README.md).
 _ADVICE = ("Task queue depth is %d: every thread is busy (PROVISION_SERVE_THREADS=%d) and requests "
-           "wait; raise it, or run more `provision serve` processes")
+           "wait; run more `provision serve` processes (more threads help only while requests wait on "
+           "a slow database)")
 
 
 class QueueWarnings:
