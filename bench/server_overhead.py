@@ -14,7 +14,7 @@ seconds and reports which connections it closes: one idle after a request, one t
 request line, and one that never sent a byte (a half-open client, issue 16).
 
     python bench/server_overhead.py [-n 3000] [--idle 0 1000] [--servers waitress granian]
-                                    [--timeout-check 2]
+                                    [--threads 8] [--in-flight 1] [--timeout-check 2]
 """
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import procstat
@@ -45,12 +46,15 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def start(server: str, folder: Path, port: int, timeout_s: int = 120) -> subprocess.Popen[bytes] | None:
+def start(server: str, folder: Path, port: int, timeout_s: int = 120,
+          threads: int = 8) -> subprocess.Popen[bytes] | None:
     """The server on ``port`` serving ``folder/app.py``, closing connections idle for ``timeout_s``
     (waitress's ``channel_timeout``, granian's HTTP/1 header read timeout, at most 60 s); None when
     not installed."""
     if server == "waitress":
-        code = (f"import waitress, app; waitress.serve(app.app, host='127.0.0.1', port={port}, threads=8, "
+        # Waitress's per-request queue warning is silenced: provision serve's stand-in holds it back.
+        code = ("import logging, waitress, app; logging.getLogger('waitress.queue').setLevel(logging.ERROR); "
+                f"waitress.serve(app.app, host='127.0.0.1', port={port}, threads={threads}, "
                 f"connection_limit=5000, asyncore_use_poll=True, channel_timeout={timeout_s}, "
                 "cleanup_interval=1, _quiet=True)")
         command = [sys.executable, "-c", code]
@@ -59,7 +63,7 @@ def start(server: str, folder: Path, port: int, timeout_s: int = 120) -> subproc
         if not os.path.exists(exe):
             return None
         command = [exe, "--interface", "wsgi", "--host", "127.0.0.1", "--port", str(port),
-                   "--workers", "1", "--blocking-threads", "8", "--log-level", "error",
+                   "--workers", "1", "--blocking-threads", str(threads), "--log-level", "error",
                    "--http1-header-read-timeout", str(min(timeout_s, 60) * 1000), "app:app"]
     proc = subprocess.Popen(command, cwd=folder)
     for _ in range(200):
@@ -97,18 +101,11 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
     proc.wait()
 
 
-def cell(port: int, pids: list[int], idle: int, n: int, fresh: bool) -> float:
-    """Microseconds of the server's CPU per request with ``idle`` connections held open."""
-    held = []
+def send(port: int, n: int, fresh: bool) -> None:
+    """``n`` requests one after another on one kept-alive connection (or, with ``fresh``, each on a
+    new connection that asks to be closed); each must be answered 303."""
+    conn = http.client.HTTPConnection("127.0.0.1", port)
     try:
-        for _ in range(idle):
-            sock = socket.create_connection(("127.0.0.1", port))
-            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: s\r\n\r\n")
-            sock.recv(4096)
-            held.append(sock)
-        conn = http.client.HTTPConnection("127.0.0.1", port)
-        time.sleep(0.5)  # let the server settle after the connections it accepted
-        before = procstat.total_cpu(pids)
         for _ in range(n):
             if fresh:
                 conn.close()
@@ -118,8 +115,26 @@ def cell(port: int, pids: list[int], idle: int, n: int, fresh: bool) -> float:
             resp.read()
             if resp.status != 303:
                 raise RuntimeError(f"answered {resp.status}")
+    finally:
         conn.close()
-        return float(procstat.total_cpu(pids) - before) * 1e6 / n
+
+
+def cell(port: int, pids: list[int], idle: int, n: int, fresh: bool, in_flight: int = 1) -> float:
+    """Microseconds of the server's CPU per request with ``idle`` connections held open, the ``n``
+    requests sent by ``in_flight`` clients at once."""
+    held = []
+    try:
+        for _ in range(idle):
+            sock = socket.create_connection(("127.0.0.1", port))
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: s\r\n\r\n")
+            sock.recv(4096)
+            held.append(sock)
+        time.sleep(0.5)  # let the server settle after the connections it accepted
+        before = procstat.total_cpu(pids)
+        with ThreadPoolExecutor(in_flight) as pool:
+            for done in [pool.submit(send, port, n // in_flight, fresh) for _ in range(in_flight)]:
+                done.result()
+        return float(procstat.total_cpu(pids) - before) * 1e6 / (n // in_flight * in_flight)
     finally:
         for sock in held:
             sock.close()
@@ -177,11 +192,15 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=3000, help="requests per cell")
     ap.add_argument("--idle", type=int, nargs="+", default=[0, 100, 1000])
     ap.add_argument("--servers", nargs="+", default=["waitress", "granian"], choices=("waitress", "granian"))
+    ap.add_argument("--threads", type=int, default=8,
+                    help="request threads: waitress's threads, granian's blocking threads")
+    ap.add_argument("--in-flight", type=int, default=1, help="clients sending at once (1: one after another)")
     ap.add_argument("--timeout-check", type=int, default=2, metavar="S",
                     help="also check which connections each server closes with an idle timeout of S "
                          "seconds (0: skip)")
     args = ap.parse_args()
-    print(f"n={args.n} per cell; {procstat.machine_line()}")
+    print(f"n={args.n} per cell, {args.in_flight} in flight, {args.threads} request threads; "
+          f"{procstat.machine_line()}")
     print("| server | " + " | ".join(f"{m:,} idle" for m in args.idle) + " | fresh connection each |")
     print("|---|" + "---|" * (len(args.idle) + 1))
     figures: dict[str, dict[str, float]] = {}
@@ -191,7 +210,7 @@ def main() -> None:
         (folder / "app.py").write_text(APP)
         for server in args.servers:
             port = free_port()
-            proc = start(server, folder, port)
+            proc = start(server, folder, port, threads=args.threads)
             if proc is None:
                 print(f"| {server} | not installed (pip install {server}) |")
                 continue
@@ -199,8 +218,8 @@ def main() -> None:
                 time.sleep(0.5)
                 pids = tree(proc.pid)
                 cell(port, pids, 0, 200, False)  # warm-up
-                cells = {str(m): cell(port, pids, m, args.n, False) for m in args.idle}
-                cells["fresh"] = cell(port, pids, 0, args.n, True)
+                cells = {str(m): cell(port, pids, m, args.n, False, args.in_flight) for m in args.idle}
+                cells["fresh"] = cell(port, pids, 0, args.n, True, args.in_flight)
                 figures[server] = cells
                 row = " | ".join(f"{us:.0f} us" for us in cells.values())
                 print(f"| {server} | {row} |", flush=True)
@@ -208,7 +227,8 @@ def main() -> None:
                 stop(proc)
         if args.timeout_check:
             closes = timeouts(args.servers, folder, args.timeout_check)
-    print("RESULT " + json.dumps({"bench": "server_overhead", "n": args.n, "us_per_request": figures,
+    print("RESULT " + json.dumps({"bench": "server_overhead", "n": args.n, "in_flight": args.in_flight,
+                                  "threads": args.threads, "us_per_request": figures,
                                   "closed_after_s": closes}))
 
 

@@ -201,8 +201,9 @@ def test_serve_idle_measures_a_real_receiver_with_idle_connections_held() -> Non
 
 def test_server_overhead_measures_waitress_and_its_idle_timeout() -> None:
     stdout = run([str(BENCH / "server_overhead.py"), "-n", "30", "--idle", "0", "5", "--servers", "waitress",
-                  "--timeout-check", "1"])
+                  "--timeout-check", "1", "--in-flight", "2", "--threads", "2"])
     res = result(stdout)
+    assert res["in_flight"] == 2 and res["threads"] == 2
     assert set(res["us_per_request"]["waitress"]) == {"0", "5", "fresh"}
     # The receiver's server closes every kind of silent connection at its idle timeout (issue 16).
     closed = res["closed_after_s"]["waitress"]
