@@ -24,11 +24,12 @@ QUEUE_LOGGER = "waitress.queue"
 WAITRESS_MESSAGE = "Task queue depth is %d"
 #: At most one queue warning per this many seconds.
 QUEUE_WARNING_INTERVAL_S = 10.0
-# More processes, not more threads: a saturated receiver with 8 threads spent 1.4-3.2 times the
-# CPU per callback of one with 1 (bench/serve_idle.py --in-flight, bench/README.md).
+# More processes, not more threads: one process uses about one core, and at saturation the thread
+# count cut both ways (bench/README.md, "serve_idle.py"): for callbacks 1 thread beat 8, for an
+# instant answer 8 beat 1 by far.
 _ADVICE = ("Task queue depth is %d: every thread is busy (PROVISION_SERVE_THREADS=%d) and requests "
-           "wait; run more `provision serve` processes (more threads help only while requests wait on "
-           "a slow database)")
+           "wait; run more `provision serve` processes (one process uses about one core; more threads "
+           "do not add one)")
 
 
 class QueueWarnings:

@@ -75,8 +75,8 @@ def test_a_saturated_receiver_logs_one_queue_warning_and_a_count(caplog: pytest.
     assert not server.is_alive()
     assert [r.getMessage() for r in caplog.records if r.name == LOGGER] == [
         "Task queue depth is 1: every thread is busy (PROVISION_SERVE_THREADS=1) and requests wait; "
-        "run more `provision serve` processes (more threads help only while requests wait on a slow "
-        "database)",
+        "run more `provision serve` processes (one process uses about one core; more threads do not "
+        "add one)",
         f"{QUEUED - 1} more task queue warnings held back, deepest queue {QUEUED} "
         "(PROVISION_SERVE_THREADS=1, all busy)"]
     assert warnings.queued == QUEUED

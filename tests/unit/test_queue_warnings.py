@@ -40,7 +40,7 @@ def test_the_first_warning_of_each_interval_goes_through_with_the_count_held(
         clock.now += 10
         warnings.warning("Task queue depth is %d", 4)
     advice = "every thread is busy (PROVISION_SERVE_THREADS=8) and requests wait; run more `provision " \
-             "serve` processes (more threads help only while requests wait on a slow database)"
+             "serve` processes (one process uses about one core; more threads do not add one)"
     assert told(caplog) == [f"Task queue depth is 1: {advice}",
                             f"Task queue depth is 2: {advice}; 3 more such warnings in the last 10 s, "
                             "deepest queue 7",
