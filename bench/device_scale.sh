@@ -16,6 +16,8 @@
 # BUDGET_S (430: the whole table), LOCK_BUDGET_S (90; 0 skips outbox_lock.py) and LOCK_PROCESSES
 # ("1 4 8 16 32"), which leave the 10-minute command its install and its margin; PYTHON (python3);
 # REUSE_VENV (set: a second table in the same call keeps the virtualenv the first one installed).
+# PROVISION_SERVE_THREADS, when set, reaches every receiver (bench/README.md, "serve_idle.py":
+# at saturation the receivers' thread count cut both ways on 2 cores; this measures it on many).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-/tmp/device-scale-out}"
@@ -51,7 +53,8 @@ fi
   echo "commit: $(git rev-parse HEAD 2>/dev/null || echo unknown)"
   echo "settings: N=${N:-4000} WORKERS=${WORKERS:-1 2 4 8 12} REPS=${REPS:-2} CALLBACKS=${CALLBACKS:-engine free http}" \
        "RECEIVERS=${RECEIVERS:-4} BROWSERS=${BROWSERS:-4} BROWSER_THREADS=${BROWSER_THREADS:-16} BUDGET_S=${BUDGET_S:-430}" \
-       "LOCK_BUDGET_S=${LOCK_BUDGET_S:-90} LOCK_PROCESSES=${LOCK_PROCESSES:-1 4 8 16 32}"
+       "LOCK_BUDGET_S=${LOCK_BUDGET_S:-90} LOCK_PROCESSES=${LOCK_PROCESSES:-1 4 8 16 32}" \
+       "PROVISION_SERVE_THREADS=${PROVISION_SERVE_THREADS:-unset (the default)}"
 } > "$out/machine.txt"
 cat "$out/machine.txt"
 # shellcheck disable=SC2086  # WORKERS and CALLBACKS are lists

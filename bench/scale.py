@@ -177,8 +177,10 @@ def main() -> None:
     machine = (f"{procstat.machine_line()}; PostgreSQL {version}; N={args.n:,} attempts per run, "
                f"{args.reps} interleaved repeat(s), medians; fake API as {args.fake_processes} processes")
     if "http" in args.callbacks:
-        machine += (f"; callbacks over HTTP: {args.receivers} receivers, {args.browsers} browser processes "
-                    f"x {args.browser_threads} threads")
+        threads = os.environ.get("PROVISION_SERVE_THREADS")  # the receivers inherit it
+        machine += (f"; callbacks over HTTP: {args.receivers} receivers "
+                    f"({'PROVISION_SERVE_THREADS=' + threads if threads else 'default request threads'}), "
+                    f"{args.browsers} browser processes x {args.browser_threads} threads")
     print(render(rates, args, machine))
     if note:
         print(f"\n{note}")

@@ -161,6 +161,7 @@ def test_scale_brings_its_own_postgresql() -> None:
     # The callbacks in flight (browsers x threads) bound an HTTP run: the table says how many.
     assert [r.get("browser_threads") for r in res["runs"]] == [None, 2]
     assert "1 browser processes x 2 threads" in res["machine"]
+    assert "1 receivers (" in res["machine"]  # with their request threads (PROVISION_SERVE_THREADS)
     # What the database's backends waited for, sampled during every run (bench/pg_waits.py).
     for run_result in res["runs"]:
         waits = run_result["pg_waits"]
