@@ -31,7 +31,6 @@ import json
 import os
 import pstats
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -55,6 +54,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
 
 import fake_api  # noqa: E402
+import pg_local  # noqa: E402
 from cryptography.fernet import Fernet  # noqa: E402
 from engine_bench import START, fresh_db, make_engine, provider_redirect  # noqa: E402
 from werkzeug.test import EnvironBuilder  # noqa: E402
@@ -243,9 +243,7 @@ def main() -> None:
         compare(args)
         return
     os.environ.setdefault("PROVISION_SECRET_KEY", Fernet.generate_key().decode())
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = pg_local.free_port()
     pids = fake_api.serve(port, 1)
     try:
         fake_api.wait_ready(port)

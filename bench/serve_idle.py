@@ -27,15 +27,11 @@ Every callback must be applied (a 303 to the progress page), else the run stops.
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import signal
-import socket
 import statistics
 import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -45,6 +41,8 @@ sys.path.insert(0, str(ROOT))
 
 import fake_api  # noqa: E402
 import http_callbacks  # noqa: E402
+import http_load  # noqa: E402
+import pg_local  # noqa: E402
 import procstat  # noqa: E402
 from cryptography.fernet import Fernet  # noqa: E402
 from engine_bench import START, fresh_db, make_engine  # noqa: E402
@@ -75,47 +73,13 @@ def redirected_callbacks(db_url: str, api: str, count: int) -> list[str]:
         engine.close()
 
 
-def hold_idle(host: str, port: int, m: int) -> list[socket.socket]:
-    """``m`` connections that each made one request and now say nothing (kept alive)."""
-    held = []
-    for _ in range(m):
-        sock = socket.create_connection((host, port))
-        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: receiver\r\n\r\n")
-        if not sock.recv(4096).startswith(b"HTTP/1.1 200"):
-            raise RuntimeError("/healthz did not answer 200 on an idle connection's first request")
-        held.append(sock)
-    return held
-
-
-def send(host: str, port: int, paths: list[str], fresh: bool) -> None:
-    """GET each of ``paths`` one after another on one kept-alive connection (or, with ``fresh``,
-    each on a new connection that asks to be closed); every callback must be applied."""
-    conn = http.client.HTTPConnection(host, port)
-    try:
-        for path in paths:
-            if fresh:
-                conn.close()
-                conn = http.client.HTTPConnection(host, port)
-            conn.request("GET", path, headers={"Connection": "close"} if fresh else {})
-            resp = conn.getresponse()
-            resp.read()
-            if resp.status != 303 or "/callback/progress" not in (resp.getheader("Location") or ""):
-                raise RuntimeError(f"a callback was not applied: {resp.status} {resp.getheader('Location')}")
-    finally:
-        conn.close()
-
-
 def cpu_ms_per_callback(receivers: http_callbacks.Receivers, host: str, port: int,
                         paths: list[str], *, fresh: bool = False, in_flight: int = 1) -> tuple[float, float]:
     """The receiver's CPU per callback, and callbacks per second, while ``in_flight`` clients
-    (threads) each send their share of ``paths`` with ``send``."""
-    shares = [paths[i::in_flight] for i in range(in_flight)]
-    before, began = receivers.cpu_seconds(), time.perf_counter()
-    with ThreadPoolExecutor(in_flight) as pool:
-        for done in [pool.submit(send, host, port, share, fresh) for share in shares]:
-            done.result()
-    rate = len(paths) / (time.perf_counter() - began)
-    return float(receivers.cpu_seconds() - before) * 1000 / len(paths), rate
+    each send their share of ``paths`` (``http_load.spread``); every callback must be applied."""
+    before = receivers.cpu_seconds()
+    seconds = http_load.spread(host, port, paths, fresh=fresh, in_flight=in_flight)
+    return float(receivers.cpu_seconds() - before) * 1000 / len(paths), len(paths) / seconds
 
 
 def main() -> None:
@@ -133,9 +97,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=8, help="PROVISION_SERVE_THREADS of the receiver")
     args = ap.parse_args()
     os.environ.setdefault("PROVISION_SECRET_KEY", Fernet.generate_key().decode())
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        api_port = probe.getsockname()[1]
+    api_port = pg_local.free_port()
     pids = fake_api.serve(api_port, 1)
     receivers = None
     try:
@@ -158,7 +120,7 @@ def main() -> None:
         runs: dict[int | str, list[float]] = {m: [] for m in cells}
         rates: dict[int | str, list[float]] = {m: [] for m in cells}
         for m in cells:
-            held = hold_idle(host, port, m if isinstance(m, int) else 0)
+            held = http_load.hold_idle(host, port, m if isinstance(m, int) else 0)
             try:
                 batch = paths[taken:taken + args.n]
                 ms, rate = cpu_ms_per_callback(receivers, host, port, batch, fresh=m == "fresh",

@@ -19,7 +19,6 @@ request line, and one that never sent a byte (a half-open client, issue 16).
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import shutil
@@ -28,22 +27,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import http_load
+import pg_local
 import procstat
 
 APP = '''def app(environ, start_response):
     start_response("303 See Other", [("Location", "/callback/progress"), ("Content-Length", "0")])
     return [b""]
 '''
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def start(server: str, folder: Path, port: int, timeout_s: int = 120,
@@ -101,40 +94,16 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
     proc.wait()
 
 
-def send(port: int, n: int, fresh: bool) -> None:
-    """``n`` requests one after another on one kept-alive connection (or, with ``fresh``, each on a
-    new connection that asks to be closed); each must be answered 303."""
-    conn = http.client.HTTPConnection("127.0.0.1", port)
-    try:
-        for _ in range(n):
-            if fresh:
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", port)
-            conn.request("GET", "/callback?state=s&code=c", headers={"Connection": "close"} if fresh else {})
-            resp = conn.getresponse()
-            resp.read()
-            if resp.status != 303:
-                raise RuntimeError(f"answered {resp.status}")
-    finally:
-        conn.close()
-
-
 def cell(port: int, pids: list[int], idle: int, n: int, fresh: bool, in_flight: int = 1) -> float:
     """Microseconds of the server's CPU per request with ``idle`` connections held open, the ``n``
-    requests sent by ``in_flight`` clients at once."""
-    held = []
+    requests sent by ``in_flight`` clients at once (``http_load``)."""
+    held = http_load.hold_idle("127.0.0.1", port, idle, status=303)  # the app's answer to any path
     try:
-        for _ in range(idle):
-            sock = socket.create_connection(("127.0.0.1", port))
-            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: s\r\n\r\n")
-            sock.recv(4096)
-            held.append(sock)
         time.sleep(0.5)  # let the server settle after the connections it accepted
         before = procstat.total_cpu(pids)
-        with ThreadPoolExecutor(in_flight) as pool:
-            for done in [pool.submit(send, port, n // in_flight, fresh) for _ in range(in_flight)]:
-                done.result()
-        return float(procstat.total_cpu(pids) - before) * 1e6 / (n // in_flight * in_flight)
+        paths = ["/callback?state=s&code=c"] * n
+        http_load.spread("127.0.0.1", port, paths, fresh=fresh, in_flight=in_flight)
+        return float(procstat.total_cpu(pids) - before) * 1e6 / n
     finally:
         for sock in held:
             sock.close()
@@ -173,7 +142,7 @@ def timeouts(servers: list[str], folder: Path, timeout_s: int) -> dict[str, dict
     print("|---|" + "---|" * len(kinds))
     found: dict[str, dict[str, float | None]] = {}
     for server in servers:
-        port = free_port()
+        port = pg_local.free_port()
         proc = start(server, folder, port, timeout_s)
         if proc is None:
             continue
@@ -209,7 +178,7 @@ def main() -> None:
         folder = Path(tmp)
         (folder / "app.py").write_text(APP)
         for server in args.servers:
-            port = free_port()
+            port = pg_local.free_port()
             proc = start(server, folder, port, threads=args.threads)
             if proc is None:
                 print(f"| {server} | not installed (pip install {server}) |")
