@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 INSTALL_HINT = "pip install 'element-provisioner[serve]' (or: pip install waitress)"
 LOOP_TIMEOUT_S = 0.2  # how soon the loop sees a stop request
 MAX_HEADER_BYTES = 64 * 1024  # request line plus headers; a callback needs far less
+THREADS_START_S = 5.0  # how long to wait for the threads to be idle before serving anyway
 
 
 def _listener(host: str, port: int, reuse_port: bool) -> socket.socket:
@@ -54,6 +56,20 @@ def _listener(host: str, port: int, reuse_port: bool) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def _await_idle_threads(dispatcher: Any, timeout_s: float = THREADS_START_S) -> None:
+    """Return once every waitress thread is waiting for work, or after ``timeout_s``.
+
+    Waitress counts a thread as active from its start until it first waits for a task, so a request
+    queued in between is warned about as though every thread were busy: on a loaded machine the
+    first request after start logged "Task queue depth is 1" (a CI run caught it). Saying ready only
+    once the threads wait keeps that warning for real saturation. Nothing signals the moment, so
+    this polls waitress's ``active_count``; it takes microseconds unless the machine is starved.
+    """
+    deadline = time.monotonic() + timeout_s
+    while dispatcher.active_count > 0 and time.monotonic() < deadline:
+        time.sleep(0.001)
 
 
 def run_server(app: WSGIApplication, host: str, port: int, *, settings: ServeSettings,
@@ -85,6 +101,7 @@ def run_server(app: WSGIApplication, host: str, port: int, *, settings: ServeSet
     # server's own stand-in lets one line through per 10 s (engine.web.queue_warnings).
     warnings = queue_warnings or QueueWarnings(settings.threads)
     server.task_dispatcher.queue_logger = warnings
+    _await_idle_threads(server.task_dispatcher)
     ready(sock.getsockname()[1])
     try:
         # Our own loop (waitress's run() has no stop): one poll at a time until asked to stop.
