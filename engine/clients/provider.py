@@ -14,15 +14,18 @@ import json
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import defusedxml.ElementTree as SafeET
 import requests
 from defusedxml import DefusedXmlException
-from requests_oauthlib import OAuth1
 
 from engine.clients.transport import Answer, Transport, checked_text, error_from_response
 from engine.errors import MalformedResponseError, PermanentApiError, ProvisionError
+
+if TYPE_CHECKING:
+    from requests_oauthlib import OAuth1
 
 # oauthlib and requests-oauthlib log signature base strings, signing keys (consumer and token
 # secrets) and the signed Authorization header at DEBUG: keep those records from ever being emitted,
@@ -142,6 +145,20 @@ class ReconnectResult:
         return {"oauth.user.token": self.token, "oauth.user.token.secret": self.secret}
 
 
+def oauth1_signer(consumer_key: str, consumer_secret: str, token: str, token_secret: str) -> OAuth1:
+    """requests' auth that signs a request with OAuth 1.0a HMAC-SHA1 in its Authorization header.
+
+    requests-oauthlib is imported here, not at the top: with oauthlib it is a quarter of a second
+    of import on a 2-core machine, which every ``provision`` command paid though only OAuth1
+    renewals and checks sign anything (tests/cli/test_cli_startup.py).
+    """
+    from requests_oauthlib import OAuth1  # noqa: PLC0415 - lazy: see the docstring
+
+    return OAuth1(consumer_key, client_secret=consumer_secret, resource_owner_key=token,
+                  resource_owner_secret=token_secret, signature_method="HMAC-SHA1",
+                  signature_type="AUTH_HEADER")
+
+
 def _json(answer: Answer) -> Any:
     try:
         return json.loads(answer.body) if answer.body else None
@@ -227,9 +244,7 @@ class ProviderClient:
         ``RenewalRejectedError`` on 270 (expired: the user must re-authorise) and
         ``ProviderAuthorizationError`` on 22/24 (the signature or app was refused).
         """
-        auth = OAuth1(consumer_key, client_secret=consumer_secret, resource_owner_key=token,
-                      resource_owner_secret=token_secret, signature_method="HMAC-SHA1",
-                      signature_type="AUTH_HEADER")
+        auth = oauth1_signer(consumer_key, consumer_secret, token, token_secret)
         prep = self.transport.prepare(requests.Request("GET", self.urls.oauth1_reconnect, auth=auth,
                                                        headers={"Accept": "application/xml"}))
         answer = self.transport.send(ENDPOINT, prep)
@@ -271,8 +286,6 @@ class ProviderClient:
         003200: revoked, expired or unknown token); any other answer raises as usual (5xx/429 are
         transient: no verdict).
         """
-        from urllib.parse import quote  # here, not at the top: this method is appended to a shared file
-
         endpoint = "provider_check"
         realm = quote(realm_id, safe="")
         url = f"{api_base.rstrip('/')}/v3/company/{realm}/companyinfo/{realm}"
@@ -280,9 +293,7 @@ class ProviderClient:
         auth: OAuth1 | None = None
         if oauth1 is not None:
             key, secret, token, token_secret = oauth1
-            auth = OAuth1(key, client_secret=secret, resource_owner_key=token,
-                          resource_owner_secret=token_secret, signature_method="HMAC-SHA1",
-                          signature_type="AUTH_HEADER")
+            auth = oauth1_signer(key, secret, token, token_secret)
         elif access_token:
             headers["Authorization"] = f"Bearer {access_token}"
         else:

@@ -3,8 +3,9 @@
 Most commands (``list``, ``show``, ``start``, ``worker``...) open an up-to-date database and print.
 Alembic (with Mako), werkzeug, the web edges and the simulator's server are each a tenth of a second
 or more of import on a 2-core machine, so they load only in the commands that use them: migrating,
-``serve``/``console``/``worker --metrics-port``, and ``sandbox``/``demo``. The revision check of an
-up-to-date database is one query against ``persistence.migrate.HEAD``.
+``serve``/``console``/``worker --metrics-port``, and ``sandbox``/``demo``; oauthlib and
+requests-oauthlib only when an OAuth1 request is signed. The revision check of an up-to-date
+database is one query against ``persistence.migrate.HEAD``.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from persistence.migrate import HEAD, current_revision, head_revision, upgrade
 
 #: Imported only by the commands that use them.
 LAZY = ("alembic", "mako", "werkzeug", "waitress", "sandbox.server", "engine.web.callback_app",
-        "engine.web.console", "engine.web.worker_metrics")
+        "engine.web.console", "engine.web.worker_metrics", "oauthlib", "requests_oauthlib")
 
 PROBE = """
 import json, sys
