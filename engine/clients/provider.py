@@ -148,9 +148,9 @@ class ReconnectResult:
 def oauth1_signer(consumer_key: str, consumer_secret: str, token: str, token_secret: str) -> OAuth1:
     """requests' auth that signs a request with OAuth 1.0a HMAC-SHA1 in its Authorization header.
 
-    requests-oauthlib is imported here, not at the top: with oauthlib it is a quarter of a second
-    of import on a 2-core machine, which every ``provision`` command paid though only OAuth1
-    renewals and checks sign anything (tests/cli/test_cli_startup.py).
+    requests-oauthlib is imported here, not at the top: with oauthlib it was a sixth of the start of
+    ``provision list`` on a 2-core machine (0.11 of 0.62 s), which every command paid though only
+    OAuth1 renewals and checks sign anything (tests/cli/test_cli_startup.py).
     """
     from requests_oauthlib import OAuth1  # noqa: PLC0415 - lazy: see the docstring
 
