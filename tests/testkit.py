@@ -19,6 +19,9 @@ import sqlalchemy as sa
 from cryptography.fernet import Fernet
 
 from engine import Engine
+from engine.config import ServeSettings
+from engine.web.queue_warnings import QueueWarnings
+from engine.web.wsgi_server import run_server
 from states import State
 
 TEST_KEY = Fernet.generate_key().decode()
@@ -153,14 +156,15 @@ def provision_path() -> str:
 
 
 @contextmanager
-def in_background(run: Callable[..., None], *args: Any, **kw: Any) -> Iterator[str]:
-    """Run a blocking ``serve``-style function (``ready=``, ``stop=`` keywords) in a thread; yields the
-    base URL it reports once listening, and stops it after the block."""
+def in_background(run: Callable[..., None], *args: Any, **kw: Any) -> Iterator[Any]:
+    """Run a blocking ``serve``-style function (``ready=``, ``stop=`` keywords) in a thread; yields
+    what it reports once listening (the base URL; ``run_server``'s port), and stops it after the
+    block: it must have stopped within 10 s."""
     stop, started = threading.Event(), threading.Event()
-    ready: list[str] = []
+    ready: list[Any] = []
 
-    def on_ready(url: str) -> None:
-        ready.append(url)
+    def on_ready(reported: Any) -> None:
+        ready.append(reported)
         started.set()
 
     thread = threading.Thread(target=run, args=args, kwargs={**kw, "ready": on_ready, "stop": stop},
@@ -172,6 +176,17 @@ def in_background(run: Callable[..., None], *args: Any, **kw: Any) -> Iterator[s
     finally:
         stop.set()
         thread.join(10)
+    assert not thread.is_alive(), "server did not stop"
+
+
+@contextmanager
+def on_waitress(app: Any, settings: ServeSettings | None = None,
+                queue_warnings: QueueWarnings | None = None) -> Iterator[int]:
+    """``app`` under the production server of ``provision serve`` (``run_server``: waitress) on a
+    free loopback port, in a thread; yields the port."""
+    with in_background(run_server, app, "127.0.0.1", 0, settings=settings or ServeSettings(),
+                       queue_warnings=queue_warnings) as port:
+        yield int(port)
 
 
 def stored_rows(db: Engine | sa.Engine) -> dict[str, list[str]]:

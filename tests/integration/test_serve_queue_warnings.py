@@ -12,41 +12,17 @@ from __future__ import annotations
 import http.client
 import logging
 import threading
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from typing import Any
 
 import pytest
+from testkit import on_waitress
 
 from engine.config import ServeSettings
 from engine.web.queue_warnings import QueueWarnings
-from engine.web.wsgi_server import run_server
 
 QUEUED = 5
 LOGGER = "test.serve_queue_warnings"
-WSGIApp = Any
-
-
-@contextmanager
-def serving(app: WSGIApp, warnings: QueueWarnings) -> Iterator[int]:
-    """``run_server`` with one thread on a free port, in a thread; yields the port, stops on exit."""
-    stop, ready = threading.Event(), threading.Event()
-    port: list[int] = []
-
-    def listening(bound: int) -> None:
-        port.append(bound)
-        ready.set()
-
-    server = threading.Thread(target=run_server, args=(app, "127.0.0.1", 0), daemon=True, kwargs={
-        "settings": ServeSettings(threads=1), "ready": listening, "stop": stop, "queue_warnings": warnings})
-    server.start()
-    try:
-        assert ready.wait(10)
-        yield port[0]
-    finally:
-        stop.set()
-        server.join(10)
-    assert not server.is_alive()
 
 
 def get(port: int, statuses: list[int]) -> None:
@@ -76,7 +52,7 @@ def test_a_saturated_receiver_logs_one_queue_warning_and_a_count(caplog: pytest.
     warnings = QueueWarnings(1, logger=logging.getLogger(LOGGER))
     statuses: list[int] = []
     try:
-        with caplog.at_level(logging.WARNING), serving(app, warnings) as port:
+        with caplog.at_level(logging.WARNING), on_waitress(app, ServeSettings(threads=1), warnings) as port:
             clients = [threading.Thread(target=get, args=(port, statuses))]
             clients[0].start()
             assert entered.wait(10)  # the one thread is taken
@@ -121,7 +97,7 @@ def test_a_request_right_after_start_is_not_warned_about_while_the_threads_start
 
     warnings = QueueWarnings(1, logger=logging.getLogger(LOGGER))
     statuses: list[int] = []
-    with caplog.at_level(logging.WARNING), serving(app, warnings) as port:
+    with caplog.at_level(logging.WARNING), on_waitress(app, ServeSettings(threads=1), warnings) as port:
         get(port, statuses)
     assert statuses == [200]
     assert warnings.queued == 0

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from urllib.parse import urlsplit
@@ -22,13 +21,11 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 import sqlalchemy as sa
-from testkit import QBO, consent, stored_rows
+from testkit import QBO, consent, on_waitress, stored_rows
 
 from engine import Engine
-from engine.config import ServeSettings
 from engine.web.callback_app import MAX_QUERY_CHARS, MAX_REQUEST_LINE, make_app
 from engine.web.ratelimit import RateLimiter
-from engine.web.wsgi_server import run_server
 from persistence.schema import callbacks
 from states import State
 from states.judge import ALREADY_APPLIED
@@ -41,22 +38,8 @@ BURST = 5  # refused callbacks an address may send before 429 (the limiter's clo
 def serving(engine: Engine, limiter: RateLimiter | None = None) -> Iterator[str]:
     """The receiver of ``engine`` under the production server (waitress), as ``provision serve``
     runs it, on a free loopback port; yields its base URL. ``limiter``: as ``make_app``'s."""
-    stop, bound = threading.Event(), threading.Event()
-    ports: list[int] = []
-
-    def ready(port: int) -> None:
-        ports.append(port)
-        bound.set()
-
-    thread = threading.Thread(target=run_server, args=(make_app(engine, limiter=limiter), "127.0.0.1", 0),
-                              daemon=True, kwargs={"settings": ServeSettings(), "ready": ready, "stop": stop})
-    thread.start()
-    assert bound.wait(10)
-    try:
-        yield f"http://127.0.0.1:{ports[0]}"
-    finally:
-        stop.set()
-        thread.join(5)
+    with on_waitress(make_app(engine, limiter=limiter)) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture

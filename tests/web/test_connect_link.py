@@ -7,7 +7,6 @@ import json
 import logging
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,13 +14,12 @@ from typing import Any
 import pytest
 import requests
 import sqlalchemy as sa
-from testkit import QBO, TEST_KEY, consent
+from testkit import QBO, TEST_KEY, consent, on_waitress
 
 from engine import Engine, FakeClock
-from engine.config import EngineSettings, ServeSettings, engine_settings_from_env
+from engine.config import EngineSettings, engine_settings_from_env
 from engine.errors import InvalidInputError, InvalidTransitionError
 from engine.web.callback_app import make_app
-from engine.web.wsgi_server import run_server
 from persistence.schema import attempts
 from states import State
 
@@ -33,22 +31,8 @@ def served(sqlite_url: str, engine_on: Callable[..., Engine], clock: FakeClock,
            clocked_sandbox: Any) -> Iterator[tuple[Engine, str]]:
     engine = engine_on(sqlite_url, clock=clock, sim=clocked_sandbox)
     # The production server of `provision serve` (waitress), on a free port.
-    stop, bound = threading.Event(), threading.Event()
-    port: list[int] = []
-
-    def ready(p: int) -> None:
-        port.append(p)
-        bound.set()
-
-    thread = threading.Thread(target=run_server, args=(make_app(engine), "127.0.0.1", 0),
-                              kwargs={"settings": ServeSettings(), "ready": ready, "stop": stop}, daemon=True)
-    thread.start()
-    assert bound.wait(10)
-    try:
-        yield engine, f"http://127.0.0.1:{port[0]}"
-    finally:
-        stop.set()
-        thread.join(10)
+    with on_waitress(make_app(engine)) as port:
+        yield engine, f"http://127.0.0.1:{port}"
 
 
 def waiting(engine: Engine) -> str:
