@@ -50,6 +50,7 @@ from engine_bench import START, fresh_db, make_engine  # noqa: E402
 from states.model import State  # noqa: E402
 
 CHUNK = 500
+WARMUP = 20  # callbacks sent before the first cell, not counted
 LABELS = {"fresh": "none, a new connection per callback"}
 
 
@@ -105,15 +106,15 @@ def main() -> None:
         db_url = fresh_db(args.pg, "idle")
         one_run: list[int | str] = [*args.idle, *(["fresh"] if args.fresh else [])]
         cells = one_run * args.reps
-        paths = redirected_callbacks(db_url, f"http://127.0.0.1:{api_port}", args.n * len(cells) + 20)
+        paths = redirected_callbacks(db_url, f"http://127.0.0.1:{api_port}", args.n * len(cells) + WARMUP)
         env = {**os.environ, "PROVISION_SERVE_IDLE_TIMEOUT_SECONDS": "3600",
                "PROVISION_SERVE_CONNECTION_LIMIT": str(max(args.idle) + 100),
                "PROVISION_SERVE_THREADS": str(args.threads)}
         receivers = http_callbacks.Receivers(1, db_url, env)
         url = urlsplit(receivers.urls[0])
         host, port = url.hostname or "127.0.0.1", url.port or 80
-        cpu_ms_per_callback(receivers, host, port, paths[:20])  # warm-up
-        taken = 20
+        cpu_ms_per_callback(receivers, host, port, paths[:WARMUP])
+        taken = WARMUP
         print(f"n={args.n} per cell, {args.in_flight} in flight, {args.reps} interleaved runs; "
               f"{procstat.machine_line()}; database "
               f"{'postgresql' if args.pg else 'sqlite'}; {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC")
