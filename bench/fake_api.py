@@ -27,7 +27,6 @@ import secrets
 import signal
 import socket
 import sys
-import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -154,12 +153,11 @@ def main() -> None:
     args = ap.parse_args()
     pids = serve(args.port, args.processes)
     print(f"fake API: {args.processes} processes on http://127.0.0.1:{args.port}", flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        stop.wait()
-    except KeyboardInterrupt:
-        pass
+    # No handler (one that sets an event can deadlock on the event's lock: engine/signals.py);
+    # the main thread has nothing else to do than wait for the signal itself.
+    stop_signals = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+    signal.sigwait(stop_signals)
     for pid in pids:
         os.kill(pid, signal.SIGTERM)
     sys.exit(0)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import os
-import signal
 import sys
 import threading
 from pathlib import Path
@@ -18,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine.clients.elements import ElementsClient  # noqa: E402
 from engine.config import client_settings_from_env, engine_settings_from_env  # noqa: E402
+from engine.signals import stop_on_signals  # noqa: E402
 from engine.wiring import open_engine  # noqa: E402
 
 
@@ -32,19 +32,18 @@ def main() -> None:
                          settings=engine_settings_from_env(concurrency=args.concurrency))
     stop = threading.Event()
 
-    def on_signal(*_: object) -> None:
+    def on_stop() -> None:
         stop.set()
         engine.wake()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     profile_to = os.environ.get("BENCH_WORKER_PROFILE")  # cProfile stats file, for bench/README.md
     try:
-        if profile_to:
-            cProfile.runctx("engine.run(stop)", globals(), {"engine": engine, "stop": stop},
-                            f"{profile_to}.{os.getpid()}")
-        else:
-            engine.run(stop)
+        with stop_on_signals(on_stop):  # as `provision worker` does (not a handler of its own)
+            if profile_to:
+                cProfile.runctx("engine.run(stop)", globals(), {"engine": engine, "stop": stop},
+                                f"{profile_to}.{os.getpid()}")
+            else:
+                engine.run(stop)
     finally:
         engine.close()
 

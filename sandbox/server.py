@@ -149,9 +149,12 @@ def serve_forever(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, user_secre
     sandbox = start(host, port, user_secret, org_secret, delays, fails, seed, page_size=page_size,
                     auto_refresh=auto_refresh)
     previous: dict[signal.Signals, Any] = {}
+    signalled: list[int] = []
 
     def _on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
+        # Not stop.set(): the handler runs in this thread, which may hold the event's lock inside
+        # stop.wait() below, and that lock is not re-entrant (a deadlock; engine/signals.py says more).
+        signalled.append(signum)
 
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -160,7 +163,7 @@ def serve_forever(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, user_secre
         if ready is not None:
             ready(sandbox)
         # A timed wait keeps the main thread responsive to signals on every platform.
-        while not stop.wait(0.2):
+        while not signalled and not stop.wait(0.2):
             pass
     finally:
         for sig, handler in previous.items():

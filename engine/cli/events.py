@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import threading
 from collections.abc import Callable
-from types import FrameType
+from contextlib import nullcontext
 from typing import Any
 
 from engine.cli import output as fmt
 from engine.core.events import event_types
 from engine.errors import InvalidInputError
+from engine.signals import stop_on_signals
 
 Add = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
 Out = Callable[[str], None]
@@ -67,17 +67,10 @@ def cmd_events(args: argparse.Namespace, engine_of: Callable[..., Any], out: Out
     """The feed (``--follow``: until SIGINT/SIGTERM); reading it never creates a database."""
     engine = engine_of(args, read_only=True)
     stop = threading.Event()
-
-    def _stop(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signals = (signal.SIGINT, signal.SIGTERM) if args.follow else ()
-    previous = {sig: signal.signal(sig, _stop) for sig in signals}
     try:
-        return run_feed(args, engine, out, stop)
+        with stop_on_signals(stop.set, doing="stopping the feed") if args.follow else nullcontext():
+            return run_feed(args, engine, out, stop)
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         engine.close()
 
 
