@@ -50,6 +50,7 @@ from typing import Any, TypedDict
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import children  # noqa: E402
 import free_callbacks  # noqa: E402
 import http_callbacks  # noqa: E402
 import procstat  # noqa: E402
@@ -210,11 +211,10 @@ def multi_process(args: argparse.Namespace, db_url: str) -> tuple[float, float, 
             browsers.stop()
         if receivers is not None:
             receivers.stop()
-        for w in workers:
-            w.terminate()
-        for w in workers:
-            w.wait(timeout=30)
+        stuck = children.stop(workers, what="worker")
         driver.close()
+        if stuck:  # the figures may be fine, but a worker that ignores SIGTERM is a bug to see
+            raise SystemExit(1)
 
 
 class RedirectFeed:

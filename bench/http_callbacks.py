@@ -32,10 +32,11 @@ import secrets
 import subprocess
 import sys
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+import children
 import procstat
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,15 +68,6 @@ def provider_redirect(oauth_url: str) -> str:
     return callback + "&" + urlencode(extra)
 
 
-def _stop_all(processes: Iterable[subprocess.Popen[str]], timeout: float = 30) -> None:
-    for proc in processes:
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 class Receivers:
     """K running ``provision serve`` processes on ``db_url``; ``urls`` are their callback URLs."""
 
@@ -98,9 +90,7 @@ class Receivers:
 
     def stop(self) -> None:
         """Terminate the receivers (``provision serve`` finishes the request in flight)."""
-        for proc in self.processes:
-            proc.terminate()
-        _stop_all(self.processes)
+        children.stop(self.processes, what="receiver")
 
 
 class Browsers:
@@ -134,7 +124,7 @@ class Browsers:
         for proc in self.processes:
             if proc.stdin is not None:
                 proc.stdin.close()
-        _stop_all(self.processes)
+        children.stop(self.processes, what="browser", terminate=False)
 
 
 class Browser:

@@ -21,6 +21,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
+import children  # noqa: E402
 from cryptography.fernet import Fernet  # noqa: E402
 from engine_bench import BASE_PATH, START, fresh_db, make_engine, provider_redirect  # noqa: E402
 
@@ -86,8 +87,7 @@ def main() -> None:
         counts = driver.counts()
         assert counts == {"PROVISIONED": a.n}, counts
     finally:
-        worker.terminate()
-        worker.wait(timeout=30)
+        children.stop([worker], what="worker")
         driver.close()
         if fake is not None:
             fake.terminate()

@@ -43,6 +43,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
 sys.path.insert(0, str(BENCH))
 
+import children  # noqa: E402
 import fake_api  # noqa: E402
 import pg_local  # noqa: E402
 import procstat  # noqa: E402
@@ -183,10 +184,7 @@ def run(args: argparse.Namespace, db_url: str, pg_pids: Callable[[], list[int]],
         cpu = (procstat.total_cpu(wpids) - cpu0[0], procstat.total_cpu(pg_pids()) - cpu0[1],
                procstat.total_cpu(fake_pids) - cpu0[2])
     finally:
-        for w in workers:
-            w.send_signal(signal.SIGTERM)
-        for w in workers:
-            w.wait(60)
+        children.stop(workers, 60, what="worker")
     pairs = renewal_load.first_renewals(engine)
     late = [(at - due).total_seconds() for due, at in pairs if at is not None]
     renew = history.c.trigger == "renew"

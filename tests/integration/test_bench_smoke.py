@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "bench"
 sys.path.insert(0, str(BENCH))
 
-import fake_api as fake  # noqa: E402 - a benchmark module, not a package
+import children  # noqa: E402 - a benchmark module, not a package
+import fake_api as fake  # noqa: E402
 import pg_local  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -210,3 +211,20 @@ def test_server_overhead_measures_waitress_and_its_idle_timeout() -> None:
     closed = res["closed_after_s"]["waitress"]
     assert set(closed) == {"idle after a request", "half a request line", "no byte at all"}
     assert all(seconds is not None and seconds < 6 for seconds in closed.values()), closed
+
+
+SLEEPS = "import signal, time; print('ready', flush=True); time.sleep(60)"
+IGNORES_SIGTERM = "import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN); " + SLEEPS
+
+
+def test_a_child_that_ignores_sigterm_is_killed_and_named(capsys: pytest.CaptureFixture[str]) -> None:
+    # A worker that ignored SIGTERM (engine/signals.py) once hung compare.py's whole table: its
+    # driver gave up waiting and exited, and the worker kept the run's output pipe open.
+    stubborn = subprocess.Popen([sys.executable, "-c", IGNORES_SIGTERM], stdout=subprocess.PIPE, text=True)
+    polite = subprocess.Popen([sys.executable, "-c", SLEEPS], stdout=subprocess.PIPE, text=True)
+    for proc in (stubborn, polite):
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    assert children.stop([stubborn, polite], 1.0, what="worker") == [stubborn.pid]
+    assert stubborn.returncode == -9 and polite.returncode == -15
+    warning = f"BUG: worker [{stubborn.pid}] did not stop within 1 s of SIGTERM; killed"
+    assert warning in capsys.readouterr().err
