@@ -32,6 +32,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -99,12 +100,32 @@ def spawn_slow_api(shared: Path, latency_ms: float) -> tuple[subprocess.Popen[by
     raise RuntimeError("slow fake API did not start")
 
 
+def row_timeout_s(n: int) -> float:
+    """How long one row may take: the slowest row (the peer, about 20 attempts/s on a slow machine)
+    takes N/20 s, so this is generous; it exists so that a hung row fails the table instead of
+    holding it for ever (a worker that ignored SIGTERM once did, engine/signals.py)."""
+    return 300 + 0.2 * n
+
+
 def run_once(cmd: list[str], n: int, api: str) -> dict[str, Any]:
     full = [*cmd, "-n", str(n), "--api", api]
-    out = subprocess.run(full, capture_output=True, text=True, cwd=ROOT)
-    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
-    if out.returncode or not line:
-        sys.exit(f"FAILED: {' '.join(full)}\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+    # A session of its own, so that a timeout kills the row's worker processes too: they inherit
+    # its output pipe, and reading to its end would otherwise wait for them.
+    proc = subprocess.Popen(full, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=row_timeout_s(n))
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:  # every member ended meanwhile
+            pass
+        stdout, stderr = proc.communicate()
+        sys.exit(f"FAILED: {' '.join(full)} took more than {row_timeout_s(n):g} s (killed)\n"
+                 f"{stdout[-3000:]}\n{stderr[-3000:]}")
+    line = next((ln for ln in stdout.splitlines() if ln.startswith("RESULT ")), None)
+    if proc.returncode or not line:
+        sys.exit(f"FAILED: {' '.join(full)}\n{stdout[-3000:]}\n{stderr[-3000:]}")
     return dict(json.loads(line[7:]))
 
 

@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +29,7 @@ BENCH = ROOT / "bench"
 sys.path.insert(0, str(BENCH))
 
 import children  # noqa: E402 - a benchmark module, not a package
+import compare  # noqa: E402
 import fake_api as fake  # noqa: E402
 import pg_local  # noqa: E402
 
@@ -228,3 +230,34 @@ def test_a_child_that_ignores_sigterm_is_killed_and_named(capsys: pytest.Capture
     assert stubborn.returncode == -9 and polite.returncode == -15
     warning = f"BUG: worker [{stubborn.pid}] did not stop within 1 s of SIGTERM; killed"
     assert warning in capsys.readouterr().err
+
+
+#: A row that never ends, and leaves a child of its own holding the output pipe (as a stuck worker did).
+#: Longer than the suite's per-test timeout (120 s), so that a row timeout that misses the child fails.
+HANGS_WITH_A_CHILD = ("import subprocess, sys, time; "
+                      "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']); "
+                      "print(child.pid, flush=True); time.sleep(600)")
+
+
+def test_a_row_that_hangs_fails_the_table_and_leaves_no_process(monkeypatch: pytest.MonkeyPatch,
+                                                                  tmp_path: Path) -> None:
+    monkeypatch.setattr(compare, "row_timeout_s", lambda n: 2.0)  # the real one is minutes
+    with pytest.raises(SystemExit) as failed:
+        compare.run_once([sys.executable, "-c", HANGS_WITH_A_CHILD], 10, "http://127.0.0.1:9")
+    message = str(failed.value)
+    assert message.startswith("FAILED: ") and "took more than 2 s (killed)" in message
+    grandchild = int(message.split("(killed)\n", 1)[1].split()[0])  # the pid it printed
+    # SIGKILLed with its group; until init reaps it, /proc shows it as a zombie (state Z).
+    for _ in range(100):
+        if _state(grandchild) in ("gone", "Z"):
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail(f"the row's child process {grandchild} is still running")
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
