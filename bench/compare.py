@@ -189,6 +189,35 @@ def ceiling_lines(med: dict[tuple[str, str], float]) -> list[str]:
     return lines
 
 
+#: Issue 19's target for one process: at least 5x the peer and 1.5x the floor.
+TARGET = {"peer (DBOS)": 5.0, "floor (SQLAlchemy Core)": 1.5}
+SINGLE = "engine, 1 process, concurrency 1"
+ONE_WORKER = "engine, driver + 1 worker process"
+
+
+def ratio_cell(med: dict[tuple[str, str], float], label: str, db: str) -> str:
+    """``a / b`` (x the peer / x the floor) for the README's table of runs, each part that meets the
+    target in bold, or ``n/a`` when a side did not run."""
+    ours = med.get((label, db))
+    peer, floor = (med.get((other, db)) for other in TARGET)
+    if not (ours and peer and floor):
+        return "n/a"
+    ratios = [ours / peer, ours / floor]
+    text = [f"{r:.2f}x" for r in ratios]
+    met = [r >= target for r, target in zip(ratios, TARGET.values(), strict=True)]
+    if all(met):
+        return f"**{text[0]} / {text[1]}**"
+    return " / ".join(f"**{t}**" if m else t for t, m in zip(text, met, strict=True))
+
+
+def readme_row(med: dict[tuple[str, str], float], started: str, n: int, cpu: str) -> str:
+    """This run as one line of the README's "Every recorded run" table."""
+    ceiling = med.get((HTTP_ALONE, "-"))
+    cells = [f"{started[5:16]}, N={n:,}", cpu, f"{ceiling:.1f}" if ceiling else "",
+             *(ratio_cell(med, label, db) for label in (SINGLE, ONE_WORKER) for db in ("sqlite", "postgres"))]
+    return "| " + " | ".join(cells) + " |"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=500, help="attempts per run (default 500)")
@@ -227,7 +256,7 @@ def main() -> None:
     proc, api = common.spawn_fake_api()
     slow_proc, slow_api = spawn_slow_api(Path(a.shared), a.latency_ms) if a.latency_ms else (None, api)
     by: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    started = time.strftime("%F %T")
+    started = time.strftime("%F %T", time.gmtime())
     try:
         for rep in range(a.reps):
             for label, db, cmd in variants(a, peer, floor_py):
@@ -241,8 +270,14 @@ def main() -> None:
         proc.terminate()
         if slow_proc is not None:
             slow_proc.terminate()
-    lines = [f"Run {started}, N={a.n}, {a.reps} interleaved repeats, medians; ratios are ours / theirs "
-             "from this same run.", "", *(f"- {m}" for m in machine(peer)), "", *table(by, a.n)]
+    med = {k: statistics.median(r["attempts_per_s"] for r in rs) for k, rs in by.items()}
+    about = machine(peer)
+    cpu = about[0].split(", CPU ", 1)[-1]
+    lines = [f"Run {started} UTC, N={a.n}, {a.reps} interleaved repeats, medians; ratios are ours / theirs "
+             "from this same run.", "", *(f"- {m}" for m in about), "", *table(by, a.n), "",
+             "The README's table of runs (run, CPU, HTTP alone, x peer / x floor in one process on SQLite "
+             "and PostgreSQL, then with one worker process; bold: the target met):", "",
+             readme_row(med, started, a.n, cpu)]
     Path(a.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

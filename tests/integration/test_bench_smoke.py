@@ -95,6 +95,8 @@ def test_compare_runs_every_variant_and_prints_the_ratios(tmp_path: Path, pg_dat
                 "| engine, driver + 1 worker process | postgres |"):
         assert row in table
     assert "Share of HTTP alone" in table and "1 process, concurrency 1" in table
+    row = table.rstrip().splitlines()[-1]  # the README's line for this run; no peer ran: n/a
+    assert row.startswith("| ") and ", N=20 | " in row and row.endswith(" | n/a | n/a | n/a | n/a |")
     runs = [json.loads(line) for line in log.read_text().splitlines()]
     assert len(runs) == 7 and all(r["n"] == 20 and r["attempts_per_s"] > 0 for r in runs)
 
@@ -261,3 +263,18 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
         return "gone"
+
+
+def test_the_readme_row_of_a_run_bolds_each_target_met() -> None:
+    med = {(compare.HTTP_ALONE, "-"): 148.4}
+    for db, peer, floor, single, worker in (("sqlite", 27.7, 98.7, 130.8, 185.8),
+                                            ("postgres", 27.8, 60.6, 131.2, 131.6)):
+        med |= {("peer (DBOS)", db): peer, ("floor (SQLAlchemy Core)", db): floor,
+                (compare.SINGLE, db): single, (compare.ONE_WORKER, db): worker}
+    assert compare.readme_row(med, "2026-12-01 05:49:57", 500, "AMD EPYC") == (
+        "| 12-01 05:49, N=500 | AMD EPYC | 148.4 | 4.72x / 1.33x | 4.72x / **2.17x** "
+        "| **6.71x / 1.88x** | 4.73x / **2.17x** |")
+    del med[("floor (SQLAlchemy Core)", "sqlite")]  # a side that did not run
+    assert compare.ratio_cell(med, compare.SINGLE, "sqlite") == "n/a"
+    med |= {("peer (DBOS)", "postgres"): 20.0, ("floor (SQLAlchemy Core)", "postgres"): 100.0}
+    assert compare.ratio_cell(med, compare.SINGLE, "postgres") == "**6.56x** / 1.31x"  # the peer half only
