@@ -21,6 +21,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -69,16 +70,20 @@ def stop_on_signals(on_stop: Callable[[], None], *, doing: str = "stopping") -> 
     watcher = threading.Thread(target=_watch, args=(reader, on_stop, doing), name="provision-signals",
                                daemon=True)
     watcher.start()
-    previous = {sig: signal.signal(sig, _ignore) for sig in STOP_SIGNALS}
-    previous_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
-    try:
+    previous: dict[signal.Signals, Any] = {}
+    previous_fd: int | None = None
+    try:  # the setup too: what it did is undone, and the thread ends, whatever fails
+        for sig in STOP_SIGNALS:
+            previous[sig] = signal.signal(sig, _ignore)
+        previous_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
         yield
     finally:
         # Handlers first: a signal between the two steps then reaches the previous handler rather
         # than ours with no fd to report it.
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        signal.set_wakeup_fd(previous_fd)
+        if previous_fd is not None:
+            signal.set_wakeup_fd(previous_fd)
         writer.close()  # the watcher reads the end of the stream and returns
         watcher.join(WATCHER_JOIN_S)
         reader.close()
