@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -155,7 +156,16 @@ def finish(engine: Engine, ids: list[str], workers: list[subprocess.Popen[bytes]
     def leases_held() -> int:
         return count(attempts.c.lease_owner.is_not(None))
 
-    # No stuck lease. Retried: a pooled connection of this test's engine may predate the last restart.
+    # An attempt whose create step may have run twice (a restart lost the commit of its first run)
+    # is PROVISIONED with a duplicate check due a settle time (5 s here) later
+    # (states/exactly_once.after_create), which a worker leases while it runs: a full-suite run once
+    # counted that lease. So first every such check is done (nothing due before the renewals,
+    # months away), then no lease may be left: nothing is due, so any lease would be stuck.
+    def due_soon() -> int:
+        return count(attempts.c.next_run_at < engine.now() + timedelta(days=1))
+
+    wait_for(lambda: retried(due_soon, "the due count") == 0, 60, "the duplicate checks to be done")
+    # Retried: a pooled connection of this test's engine may predate the last restart.
     assert retried(leases_held, "the lease count") == 0
     for proc in workers:
         proc.send_signal(signal.SIGTERM)
