@@ -47,6 +47,18 @@ ROOT = HERE.parent
 HTTP_ALONE = "HTTP alone, no database (ceiling)"
 SLOW = "API +{} ms"  # label suffix of the rows run against the fake API with added latency
 EACH = ", one start per attempt"  # label suffix: the driver calls Engine.start per attempt
+PEER = "peer (DBOS)"
+FLOOR = "floor (SQLAlchemy Core)"
+
+
+def single(concurrency: int) -> str:
+    """The label of a single-process row."""
+    return f"engine, 1 process, concurrency {concurrency}"
+
+
+def with_workers(workers: int, suffix: str = "") -> str:
+    """The label of a row whose steps run in ``workers`` worker processes beside the driver."""
+    return f"engine, driver + {workers} worker process{'es' if workers > 1 else ''}{suffix}"
 
 
 def variants(a: argparse.Namespace, peer: str | None, floor_py: str) -> list[tuple[str, str, list[str]]]:
@@ -61,19 +73,19 @@ def variants(a: argparse.Namespace, peer: str | None, floor_py: str) -> list[tup
     out.append((HTTP_ALONE, "-", [floor_py, str(shared / "baseline_sqla.py"), "--mode", "http"]))
     for db, peer_db, floor_db, our_db in dbs:
         if peer:
-            out.append(("peer (DBOS)", db, [peer, str(shared / "peer_dbos.py"), *peer_db]))
+            out.append((PEER, db, [peer, str(shared / "peer_dbos.py"), *peer_db]))
         wal = ["--sqlite-wal"] if db == "sqlite" else []
         floor = [floor_py, str(shared / "baseline_sqla.py"), *wal, *floor_db]
-        out.append(("floor (SQLAlchemy Core)", db, floor))
+        out.append((FLOOR, db, floor))
         for c in a.concurrency:
-            out.append((f"engine, 1 process, concurrency {c}", db, [*ours, "--concurrency", str(c), *our_db]))
+            out.append((single(c), db, [*ours, "--concurrency", str(c), *our_db]))
         suffixes = [("", "many"), (EACH, "each")] if a.each_starts else [("", "many")]
         if a.latency_ms and (db == "postgres" or not a.pg):
             # worker scaling when the API, not the 2 cores, is the bottleneck
             suffixes.append((", " + SLOW.format(f"{a.latency_ms:g}"), "many"))
         for suffix, starts in suffixes:
             for w in a.workers:
-                out.append((f"engine, driver + {w} worker process{'es' if w > 1 else ''}{suffix}", db,
+                out.append((with_workers(w, suffix), db,
                             [*ours, "--workers", str(w), "--concurrency", str(a.worker_concurrency),
                              "--starts", starts, *our_db]))
     return out
@@ -129,10 +141,15 @@ def run_once(cmd: list[str], n: int, api: str) -> dict[str, Any]:
     return dict(json.loads(line[7:]))
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``)."""
+    return next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                 if ln.startswith("model name")), platform.processor())
+
+
 def machine(peer: str | None = None) -> list[str]:
     """nproc, memory, CPU model, Python and PostgreSQL versions, and the peer's (for the README)."""
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())
+    cpu = cpu_model()
     mem = next((ln.split()[1] for ln in Path("/proc/meminfo").read_text().splitlines()
                 if ln.startswith("MemTotal")), "?")
     pg = subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-Atc", "show server_version"],
@@ -148,12 +165,17 @@ def machine(peer: str | None = None) -> list[str]:
     return lines
 
 
-def table(by: dict[tuple[str, str], list[dict[str, Any]]], n: int) -> list[str]:
-    med = {k: statistics.median(r["attempts_per_s"] for r in rs) for k, rs in by.items()}
+def medians(by: dict[tuple[str, str], list[dict[str, Any]]]) -> dict[tuple[str, str], float]:
+    """Each row's median attempts/s."""
+    return {k: statistics.median(r["attempts_per_s"] for r in rs) for k, rs in by.items()}
+
+
+def table(by: dict[tuple[str, str], list[dict[str, Any]]], med: dict[tuple[str, str], float],
+          n: int) -> list[str]:
     lines = ["| variant | DB | N | median attempts/s | runs (attempts/s) | vs peer | vs floor |",
              "|---|---|---|---|---|---|---|"]
     for (label, db), rs in by.items():
-        peer, floor = med.get(("peer (DBOS)", db)), med.get(("floor (SQLAlchemy Core)", db))
+        peer, floor = med.get((PEER, db)), med.get((FLOOR, db))
         ratio = ["", ""]
         if label.startswith("engine") and not label.endswith(" ms"):  # the peer ran on the plain API
             ratio = [f"{med[(label, db)] / peer:.2f}x" if peer else "n/a",
@@ -163,8 +185,8 @@ def table(by: dict[tuple[str, str], list[dict[str, Any]]], n: int) -> list[str]:
     slow = sorted({label.split(", ")[-1] for label, _ in by if label.endswith(" ms")})
     for suffix in ["", EACH, *(", " + s for s in slow)]:
         for db in ("sqlite", "postgres"):
-            one = med.get((f"engine, driver + 1 worker process{suffix}", db))
-            two = med.get((f"engine, driver + 2 worker processes{suffix}", db))
+            one = med.get((with_workers(1, suffix), db))
+            two = med.get((with_workers(2, suffix), db))
             if one and two:
                 lines.append(f"\n2 worker processes / 1 on {db}{suffix}: {two / one:.2f}x")
     lines += ceiling_lines(med)
@@ -178,7 +200,7 @@ def ceiling_lines(med: dict[tuple[str, str], float]) -> list[str]:
         return []
     lines = []
     for db in ("sqlite", "postgres"):
-        peer = med.get(("peer (DBOS)", db))
+        peer = med.get((PEER, db))
         ours = [(label, v) for (label, d), v in med.items()
                 if d == db and label.startswith("engine, 1 process")]
         parts = [f"{label.removeprefix('engine, ')} {v / ceiling:.0%}" for label, v in ours]
@@ -190,9 +212,9 @@ def ceiling_lines(med: dict[tuple[str, str], float]) -> list[str]:
 
 
 #: Issue 19's target for one process: at least 5x the peer and 1.5x the floor.
-TARGET = {"peer (DBOS)": 5.0, "floor (SQLAlchemy Core)": 1.5}
-SINGLE = "engine, 1 process, concurrency 1"
-ONE_WORKER = "engine, driver + 1 worker process"
+TARGET = {PEER: 5.0, FLOOR: 1.5}
+SINGLE = single(1)
+ONE_WORKER = with_workers(1)
 
 
 def ratio_cell(med: dict[tuple[str, str], float], label: str, db: str) -> str:
@@ -270,14 +292,12 @@ def main() -> None:
         proc.terminate()
         if slow_proc is not None:
             slow_proc.terminate()
-    med = {k: statistics.median(r["attempts_per_s"] for r in rs) for k, rs in by.items()}
-    about = machine(peer)
-    cpu = about[0].split(", CPU ", 1)[-1]
+    med = medians(by)
     lines = [f"Run {started} UTC, N={a.n}, {a.reps} interleaved repeats, medians; ratios are ours / theirs "
-             "from this same run.", "", *(f"- {m}" for m in about), "", *table(by, a.n), "",
+             "from this same run.", "", *(f"- {m}" for m in machine(peer)), "", *table(by, med, a.n), "",
              "The README's table of runs (run, CPU, HTTP alone, x peer / x floor in one process on SQLite "
              "and PostgreSQL, then with one worker process; bold: the target met):", "",
-             readme_row(med, started, a.n, cpu)]
+             readme_row(med, started, a.n, cpu_model())]
     Path(a.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
