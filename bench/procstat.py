@@ -8,14 +8,25 @@ from collections.abc import Iterable
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of ``pid`` so far (None once it has gone)."""
+def _stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/PID/stat`` after the command name (None once the process has gone)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
+            return f.read().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of ``pid`` so far (None once it has gone)."""
+    fields = _stat(pid)
+    return None if fields is None else (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def state(pid: int) -> str | None:
+    """``pid``'s state letter (``R``, ``S``, ``Z`` for a zombie...; None once it has gone)."""
+    fields = _stat(pid)
+    return None if fields is None else fields[0]
 
 
 def total_cpu(pids: Iterable[int]) -> float:

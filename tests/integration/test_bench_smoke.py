@@ -32,6 +32,7 @@ import children  # noqa: E402 - a benchmark module, not a package
 import compare  # noqa: E402
 import fake_api as fake  # noqa: E402
 import pg_local  # noqa: E402
+import procstat  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -251,18 +252,11 @@ def test_a_row_that_hangs_fails_the_table_and_leaves_no_process(monkeypatch: pyt
     grandchild = int(message.split("(killed)\n", 1)[1].split()[0])  # the pid it printed
     # SIGKILLed with its group; until init reaps it, /proc shows it as a zombie (state Z).
     for _ in range(100):
-        if _state(grandchild) in ("gone", "Z"):
+        if procstat.state(grandchild) in (None, "Z"):
             break
         time.sleep(0.05)
     else:
         pytest.fail(f"the row's child process {grandchild} is still running")
-
-
-def _state(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return "gone"
 
 
 def test_the_readme_row_of_a_run_bolds_each_target_met() -> None:
