@@ -111,6 +111,11 @@ TERMINAL: frozenset[State] = frozenset({State.PROVISIONED, State.FAILED, State.D
 _FAILABLE = (State.NEW, State.TOKEN_ISSUED, State.REDIRECTED, State.CALLBACK_RECEIVED, State.PROVISIONED,
              State.DISCONNECTING)
 
+# What an operator's cancel may stop (DESIGN §2: "any non-terminal --fail--> FAILED"). A
+# PROVISIONED attempt is not among them: failing it would orphan its instance at the platform and
+# read as a rejected renewal; ``disconnect`` is the way to end a connection.
+CANCELLABLE: frozenset[State] = frozenset(s for s in _FAILABLE if s not in TERMINAL)
+
 TRANSITIONS: tuple[Transition, ...] = (
     Transition(Trigger.ISSUE_TOKEN, State.NEW, State.TOKEN_ISSUED),
     Transition(Trigger.REDIRECT, State.TOKEN_ISSUED, State.REDIRECTED),

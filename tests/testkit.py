@@ -93,6 +93,29 @@ def connected(engine: Engine, customer: str = "acme-42", *, name: str = "books",
     return attempt.id
 
 
+def renewal_rejected(engine: Engine, clock: Any, sandbox: Any, customer: str = "acme-42",
+                     **start: Any) -> str:
+    """A connection whose renewal the provider refused: FAILED(renewal_rejected) with its instance.
+
+    Someone else uses (and so rotates away) the attempt's refresh token; ``clock`` (the engine's
+    ``FakeClock``) is moved to each due time until the engine's own refresh is refused.
+    """
+    attempt_id = connected(engine, customer, **start)
+    stolen = engine.get(attempt_id).secrets["user_tokens"]["oauth.user.refresh_token"]
+    r = requests.post(f"{sandbox.root_url}/_provider/oauth2/tokens/bearer",
+                      auth=(QBO["api_key"], QBO["api_secret"]),
+                      data={"grant_type": "refresh_token", "refresh_token": stolen}, timeout=5)
+    assert r.status_code == 200
+    while engine.get(attempt_id).state is State.PROVISIONED:
+        due = engine.get(attempt_id).next_run_at
+        assert due is not None
+        clock.now = due
+        engine.run_until_idle()
+    failed = engine.get(attempt_id)
+    assert failed.state is State.FAILED and failed.failure_reason == "renewal_rejected" and failed.instance_id
+    return attempt_id
+
+
 _REALMS = itertools.count(1)
 
 

@@ -17,9 +17,17 @@ from typing import Any
 from engine.cli import progress
 from engine.cli.options import UsageError, parse_duration
 from engine.errors import ProvisionError
+from states.model import CANCELLABLE, State
 
 FILTERS = ("state", "element", "customer", "reason", "older_than", "newer_than")
 MAX_SELECTION = 100_000
+# The states each bulk action applies to: a selection never holds an attempt the action would
+# refuse (cancel ends attempts on their way, never a connection: that is disconnect).
+ELIGIBLE: dict[str, tuple[State, ...]] = {
+    "cancel": tuple(s for s in State if s in CANCELLABLE),
+    "restart": (State.FAILED,),
+    "check": (State.PROVISIONED,),
+}
 
 
 def add_filter_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,13 +55,32 @@ def is_bulk(args: argparse.Namespace) -> bool:
     return bulk
 
 
-def selected_ids(args: argparse.Namespace, engine: Any, state: Any = None) -> list[str]:
-    """The ids ``args``' filters select (``state`` when ``--state`` is not given), newest first."""
+def eligible_states(action: str, args: argparse.Namespace) -> tuple[State, ...]:
+    """The states ``action`` selects: ``--state`` when given (and one it applies to), else all of them."""
+    allowed = ELIGIBLE[action]
+    names = ", ".join(s.value for s in allowed)
+    if args.state is None:
+        return allowed
+    try:
+        state = State(str(args.state).upper())
+    except ValueError:
+        raise UsageError("--state", f"unknown state {args.state!r}; {action} applies to {names}") from None
+    if state not in allowed:
+        raise UsageError("--state", f"{action} applies to {names} attempts only, not {state.value}; "
+                                    "leave --state out or pick one of them")
+    return (state,)
+
+
+def selected_ids(action: str, args: argparse.Namespace, engine: Any) -> list[str]:
+    """The ids ``args``' filters select among the states ``action`` applies to, newest first."""
     older = parse_duration("--older-than", args.older_than) if args.older_than else None
     newer = parse_duration("--newer-than", args.newer_than) if args.newer_than else None
-    selected = engine.list(args.state or state, element=args.element, customer=args.customer,
-                           reason=args.reason, older_than=older, newer_than=newer, limit=MAX_SELECTION)
-    return [a.id for a in selected]
+    selected = [a for state in eligible_states(action, args)
+                for a in engine.list(state, element=args.element, customer=args.customer,
+                                     reason=args.reason, older_than=older, newer_than=newer,
+                                     limit=MAX_SELECTION)]
+    selected.sort(key=lambda a: (a.created_at, a.id), reverse=True)
+    return [a.id for a in selected[:MAX_SELECTION]]
 
 
 def go_ahead(action: str, ids: list[str], args: argparse.Namespace, out: Callable[[str], None], *,
@@ -63,15 +90,14 @@ def go_ahead(action: str, ids: list[str], args: argparse.Namespace, out: Callabl
         if as_json:
             out(_json({"action": action, "dry_run": True, "count": len(ids), "ids": ids}))
         else:
-            out("\n".join([*ids, f"{action}: {len(ids)} attempt{'s' if len(ids) != 1 else ''} would change "
-                                  "(dry run; nothing changed)"]))
+            out("\n".join([*ids, f"{action}: {_attempts(len(ids))} would change (dry run; nothing changed)"]))
         return False
     if not args.yes:
         ask = confirm if confirm is not None else (_ask if sys.stdin.isatty() else None)
         if ask is None:
-            raise UsageError("--yes", f"{action} of {len(ids)} attempts needs --yes when there is no "
+            raise UsageError("--yes", f"{action} of {_attempts(len(ids))} needs --yes when there is no "
                                       "terminal to confirm on (try --dry-run first)")
-        if not ask(f"{action} {len(ids)} attempts? [y/N] "):
+        if not ask(f"{action} {_attempts(len(ids))}? [y/N] "):
             out(f"{action}: nothing changed")
             return False
     return True
@@ -80,7 +106,7 @@ def go_ahead(action: str, ids: list[str], args: argparse.Namespace, out: Callabl
 def run_bulk(action: str, args: argparse.Namespace, engine: Any, out: Callable[[str], None],
              *, as_json: bool, confirm: Callable[[str], bool] | None = None) -> int:
     """Select attempts by ``args``' filters and apply ``action`` to each (or only count them)."""
-    ids = selected_ids(args, engine)
+    ids = selected_ids(action, args, engine)
     if not go_ahead(action, ids, args, out, as_json=as_json, confirm=confirm):
         return 0
     done: list[str] = []
@@ -99,6 +125,10 @@ def run_bulk(action: str, args: argparse.Namespace, engine: Any, out: Callable[[
     else:
         out(f"{action}: {len(done)} changed, {len(skipped)} skipped (they had moved)")
     return 0
+
+
+def _attempts(n: int) -> str:
+    return f"{n} attempt{'s' if n != 1 else ''}"
 
 
 def _ask(question: str) -> bool:

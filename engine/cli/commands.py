@@ -202,8 +202,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     if sum((bool(args.id), bool(args.all), filtered)) != 1:
         raise UsageError("check", "give an attempt ID, --all, or filters such as --element quickbooks "
                                   "(one of them)")
-    if args.state is not None and args.state.upper() != "PROVISIONED":
-        raise UsageError("--state", "check applies to PROVISIONED attempts only; leave --state out")
+    if args.state is not None:
+        bulk.eligible_states("check", args)  # PROVISIONED only: refused before anything is opened
     if args.id and (args.dry_run or args.yes):
         raise UsageError("--dry-run" if args.dry_run else "--yes", "applies to --all or filters only")
     engine = engine_for(args, read_only=True)  # nothing to check in a database that does not exist
@@ -211,7 +211,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         if args.id:
             ids = [args.id]
         else:
-            ids = provisioned_ids(engine) if args.all else bulk.selected_ids(args, engine, "PROVISIONED")
+            ids = provisioned_ids(engine) if args.all else bulk.selected_ids("check", args, engine)
             if (args.dry_run or not args.all) and not bulk.go_ahead("check", ids, args, emit,
                                                                    as_json=bool(args.json)):
                 return 0

@@ -16,7 +16,7 @@ from persistence.writes import transition_write
 from states.attempt import Attempt, HistoryEntry
 from states.exactly_once import create_in_flight
 from states.machine import next_state
-from states.model import FailureReason, Flow, State, Trigger
+from states.model import CANCELLABLE, FailureReason, Flow, State, Trigger
 
 
 class OperatorActions:
@@ -34,10 +34,13 @@ class OperatorActions:
         self.after_commit = after_commit
 
     def _move(self, attempt_id: str, trigger: Trigger, *, reason: str | None,
-              next_run_at: Callable[[], datetime | None], actor: str | None = None) -> Attempt:
+              next_run_at: Callable[[], datetime | None], actor: str | None = None,
+              allowed: Callable[[Attempt], None] | None = None) -> Attempt:
         check_actor(actor)
         for _ in range(5):
             attempt = self.get(attempt_id)
+            if allowed is not None:
+                allowed(attempt)  # checked on each try: the attempt may have moved meanwhile
             dest = next_state(trigger, attempt.state)
             if dest is None:
                 raise InvalidTransitionError(
@@ -61,9 +64,10 @@ class OperatorActions:
         raise ConcurrentUpdateError(f"attempt {attempt_id} kept changing; try again")
 
     def cancel(self, attempt_id: str, *, actor: str | None = None) -> Attempt:
-        """Move a non-terminal attempt to FAILED(cancelled)."""
+        """Move a non-terminal attempt to FAILED(cancelled); a PROVISIONED, FAILED or DISCONNECTED
+        one is refused (``InvalidTransitionError``): ``disconnect`` ends a connection."""
         return self._move(attempt_id, Trigger.FAIL, reason=FailureReason.CANCELLED.value,
-                          next_run_at=lambda: None, actor=actor)
+                          next_run_at=lambda: None, actor=actor, allowed=check_cancellable)
 
     def reauthorize(self, attempt_id: str, *, actor: str | None = None) -> Attempt:
         """FAILED --reauthorize--> NEW for an attempt with an instance and a consent flow."""
@@ -89,6 +93,20 @@ class OperatorActions:
         """Move a PROVISIONED (or FAILED) attempt to DISCONNECTING, due at once."""
         return self._move(attempt_id, Trigger.DISCONNECT, reason=None, next_run_at=self.clock,
                           actor=actor)
+
+
+def check_cancellable(attempt: Attempt) -> None:
+    """Refuse to cancel an attempt that is no longer on its way (``states.CANCELLABLE``)."""
+    if attempt.state in CANCELLABLE:
+        return
+    if attempt.state is State.PROVISIONED:
+        hint = (f"Attempt {attempt.id} is connected (instance {attempt.instance_id or '(none)'}): to end "
+                f"the connection, disconnect it (`provision disconnect {attempt.id}`, Engine.disconnect), "
+                "which revokes the token and deletes the instance.")
+    else:
+        hint = "Only attempts still on their way (NEW, TOKEN_ISSUED, REDIRECTED, CALLBACK_RECEIVED, " \
+               "DISCONNECTING) can be cancelled."
+    raise InvalidTransitionError(f"cannot cancel attempt {attempt.id} in state {attempt.state}", hint=hint)
 
 
 def check_actor(actor: str | None) -> None:

@@ -17,13 +17,10 @@ from typing import TYPE_CHECKING
 
 from states.attempt import Attempt
 from states.machine import next_state
-from states.model import Flow, State, Trigger
+from states.model import CANCELLABLE, Flow, State, Trigger
 
 if TYPE_CHECKING:
     from engine.core.facade import Engine
-
-TERMINAL = (State.PROVISIONED, State.FAILED)
-
 
 @dataclass(frozen=True)
 class Action:
@@ -44,14 +41,6 @@ class Action:
         return f"{self.label} {count} attempt{'s' if count != 1 else ''}"
 
 
-def _cancel_text(a: Attempt) -> str:
-    if a.state is State.PROVISIONED:
-        return (f"Attempt {a.id} is PROVISIONED with instance {a.instance_id or '(none)'}: cancelling moves "
-                "it to FAILED (cancelled) and stops its token renewals. The instance is NOT deleted at "
-                "Cloud Elements.")
-    return f"Attempt {a.id} ({a.state}) stops where it is and becomes FAILED (cancelled)."
-
-
 def _can_reauthorize(a: Attempt) -> bool:
     # Engine.reauthorize's own rule: a FAILED attempt with an instance, not the quick flow.
     return a.state is State.FAILED and bool(a.instance_id) and a.flow is not Flow.QUICK
@@ -59,10 +48,11 @@ def _can_reauthorize(a: Attempt) -> bool:
 
 CANCEL = Action(
     "cancel", "Cancel",
-    applies=lambda a: next_state(Trigger.FAIL, a.state) is not None,
-    explain=_cancel_text,
+    # Engine.cancel's own rule (states.CANCELLABLE): a connected attempt is disconnected, not cancelled.
+    applies=lambda a: a.state in CANCELLABLE,
+    explain=lambda a: f"Attempt {a.id} ({a.state}) stops where it is and becomes FAILED (cancelled).",
     run=lambda engine, attempt_id, actor: engine.cancel(attempt_id, actor=actor),
-    bulk_states=tuple(s for s in State if next_state(Trigger.FAIL, s) is not None and s not in TERMINAL),
+    bulk_states=tuple(s for s in State if s in CANCELLABLE),  # in the enum's order
     danger=True,
 )
 RESTART = Action(

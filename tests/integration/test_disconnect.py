@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 from test_crash import spawn_worker, wait_for, worker_env
-from testkit import QBO, TEST_KEY, connected
+from testkit import QBO, TEST_KEY, connected, renewal_rejected
 
 from engine import Engine
+from engine.clock import FakeClock
 from engine.core import events as ev
 from engine.errors import InvalidTransitionError
 from states import State, invalid_step
@@ -67,11 +68,10 @@ def test_disconnect_revokes_deletes_and_ends_disconnected(make_engine: Callable[
 
 
 def test_an_instance_already_gone_and_a_failed_attempt_still_disconnect(
-        make_engine: Callable[..., Engine], sandbox: Any) -> None:
-    engine = make_engine()
-    attempt_id = connected(engine)
-    engine.client.delete_instance(engine.get(attempt_id).instance_id or "")  # someone deleted it
-    engine.cancel(attempt_id)  # and it is FAILED
+        make_engine: Callable[..., Engine], clock: FakeClock, clocked_sandbox: Any) -> None:
+    engine = make_engine(clock=clock, sim=clocked_sandbox)
+    attempt_id = renewal_rejected(engine, clock, clocked_sandbox, renewal="engine")  # FAILED, instance kept
+    engine.client.delete_instance(engine.get(attempt_id).instance_id or "")  # and someone deleted it
     engine.disconnect(attempt_id)
     engine.run_until_idle()
     assert engine.get(attempt_id).state is State.DISCONNECTED  # the 404 meant "already gone"

@@ -16,9 +16,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-import requests
 from integration.test_crash import spawn_worker, wait_for, worker_env
-from testkit import QBO, consent
+from testkit import consent, renewal_rejected
 
 from engine import Engine
 from engine.clock import FakeClock
@@ -31,24 +30,7 @@ def _rejected(engine: Engine, clock: FakeClock, sandbox: Any) -> Any:
     """An OAuth2 attempt whose renewal the provider refused (its refresh token was used elsewhere)."""
     # Engine-owned renewal: the sandbox's clock stays in the past while the worker runs in real
     # time, so a platform-owned instance would look overdue and be failed after the adopt.
-    a = engine.start("quickbooks", "Reauth crash", flow="oauth2", renewal="engine", **QBO)
-    engine.run_until_idle()
-    engine.handle_callback(consent(engine.redirect_url(engine.get(a.id)) or ""))
-    engine.run_until_idle()
-    a = engine.get(a.id)
-    stolen = a.secrets["user_tokens"]["oauth.user.refresh_token"]
-    r = requests.post(f"{sandbox.root_url}/_provider/oauth2/tokens/bearer",
-                      auth=(QBO["api_key"], QBO["api_secret"]),
-                      data={"grant_type": "refresh_token", "refresh_token": stolen}, timeout=5)
-    assert r.status_code == 200
-    while engine.get(a.id).state is State.PROVISIONED:
-        due = engine.get(a.id).next_run_at
-        assert due is not None
-        clock.now = due
-        engine.run_until_idle()
-    a = engine.get(a.id)
-    assert a.state is State.FAILED and a.failure_reason == "renewal_rejected"
-    return a
+    return engine.get(renewal_rejected(engine, clock, sandbox, name="Reauth crash", renewal="engine"))
 
 
 def test_sigkill_during_the_reauthenticate_put_adopts_the_new_tokens(

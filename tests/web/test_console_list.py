@@ -131,17 +131,23 @@ def test_retrying_attempts_need_attention(web_engine: Engine, console_for: Conso
 def test_actions_are_confirmed_recorded_and_offered_only_where_they_apply(
         web_engine: Engine, console_for: ConsoleFor, csrf: Csrf) -> None:
     client = console_for(web_engine)
-    a = quick(web_engine, "Live Co")
-    web_engine.run_until_idle()
+    a = quick(web_engine, "Stopped Co")
     page = client.get(f"/attempts/{a.id}").get_data(as_text=True)
     assert f'href="/attempts/{a.id}/cancel"' in page
     assert f'href="/attempts/{a.id}/restart"' not in page and "/reauthorize" not in page
     confirm = client.get(f"/attempts/{a.id}/cancel").get_data(as_text=True)
-    instance = web_engine.get(a.id).instance_id
-    assert f"instance {instance}" in confirm and "NOT deleted" in confirm and "Yes, cancel" in confirm
-    assert web_engine.get(a.id).state is State.PROVISIONED  # asking changed nothing
+    assert "(NEW) stops where it is and becomes FAILED (cancelled)" in confirm and "Yes, cancel" in confirm
+    assert web_engine.get(a.id).state is State.NEW  # asking changed nothing
     assert client.post(f"/attempts/{a.id}/cancel", data={"csrf": csrf(confirm)}).status_code == 303
     assert web_engine.get(a.id).state is State.FAILED
+    # A connection is not cancelled (that would orphan its instance): no button, and a POST is refused.
+    live = quick(web_engine, "Live Co")
+    web_engine.run_until_idle()
+    page = client.get(f"/attempts/{live.id}").get_data(as_text=True)
+    assert f'href="/attempts/{live.id}/cancel"' not in page
+    assert f'href="/attempts/{live.id}/disconnect"' in page
+    refused = client.post(f"/attempts/{live.id}/cancel", data={"csrf": csrf(confirm)})
+    assert refused.status_code == 409 and web_engine.get(live.id).state is State.PROVISIONED
     # A quick-flow attempt has no consent to repeat: no reauthorize button, and a POST is refused.
     page = client.get(f"/attempts/{a.id}").get_data(as_text=True)
     assert "/reauthorize" not in page and f'href="/attempts/{a.id}/restart"' in page
