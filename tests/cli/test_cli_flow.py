@@ -120,7 +120,7 @@ def test_list_cancel_restart(cli: Any) -> None:
     assert created == sorted(created, reverse=True)  # newest first
     assert [a["id"] for a in json.loads(failed.stdout)["attempts"]] == [second]
     assert old.stdout.splitlines()[1:] == ["counts\tNEW=1\tFAILED=1"]  # header, no rows, counts
-    assert again.returncode == 2 and "provision: error: cannot fail attempt" in again.stderr
+    assert again.returncode == 2 and "provision: error: cannot cancel attempt" in again.stderr
 
     # On a terminal: aligned columns and a readable counts line.
     table_text = _run_on_tty(cli, "list")
