@@ -21,6 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from persistence.customer_guard import check_customers
 from persistence.schema import attempts, realm_claims
 from persistence.store import Store
 from states.attempt import Attempt
@@ -73,6 +74,7 @@ class Realms(Store):
         claiming = [a for a in batch if a.realm_id is not None]
         try:
             with self._write() as conn:
+                check_customers(conn, batch)  # CustomersHeldError: the customer guard, race-safe
                 conn.execute(attempts.insert(), [self._insert_values(a) for a in batch])
                 if not claiming:
                     return True

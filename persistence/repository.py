@@ -19,6 +19,7 @@ from persistence.attempt_filter import AttemptFilter, count_query, page_query
 from persistence.claims import claim_params, parameterised_claim
 from persistence.codec import ReloadableCodec
 from persistence.columns import UTCDateTime
+from persistence.customer_guard import check_customers
 from persistence.inbox import Inbox
 from persistence.lifecycle import Lifecycle
 from persistence.quarantine import QUARANTINE_ERROR, UNREADABLE, opens, quarantine, quarantined_rows, release
@@ -210,12 +211,15 @@ class Repository(Inbox, Lifecycle, Realms):
 
         Used by ``Engine.start_many``, which looks the idempotency keys up first; False means
         another caller took one of them meanwhile (the unique constraint refused the insert).
+        Raises ``CustomersHeldError``, with nothing stored, when a customer of the batch has a
+        live attempt for the element (``persistence.customer_guard``).
         """
         if not batch:
             return True
         rows = [self._insert_values(a) for a in batch]
         try:
             with self._write() as conn:
+                check_customers(conn, batch)
                 conn.execute(INSERT_ATTEMPT, rows)  # executemany (multi-row VALUES)
         except sa.exc.IntegrityError:
             if all(a.idempotency_key is None for a in batch):
@@ -309,17 +313,20 @@ class Repository(Inbox, Lifecycle, Realms):
             values["callback_secrets"] = self.codec.seal(write.callback_secrets)
         return values
 
-    def apply(self, write: Write) -> bool:
+    def apply(self, write: Write, *, revive: bool = False) -> bool:
         """Commit one ``Write`` (with its inbox rows) in its own transaction; False if its guard failed.
 
         The guard is compare-and-set on ``version`` and state (and the lease owner when the write
         has one): False means someone else moved the attempt first, and nothing was written.
+        ``revive``: the write makes a FAILED attempt live again (restart, reauthorize), so the
+        customer guard runs in its transaction (``CustomersHeldError``, nothing written).
         """
         params = guarded_params(write.attempt, write.owner, self._row_values(write))
-        if not write.entries:
+        revive = revive and write.attempt.customer is not None
+        if not write.entries and not revive:
             with self._write_one() as conn:
                 return bool(conn.execute(_update_for(write.statement_key), params).rowcount == 1)
-        if self._pg and not write.callback_updates and len(write.entries) == 1:
+        if self._pg and not write.callback_updates and len(write.entries) == 1 and not revive:
             # PostgreSQL: guarded UPDATE + INSERTs as one autocommit statement (one round trip).
             stmt = transition_statement(write.columns, leased=write.owner is not None,
                                         with_callback=write.callback is not None)
@@ -331,6 +338,8 @@ class Repository(Inbox, Lifecycle, Realms):
             with self._write_one() as conn:
                 return len(conn.execute(stmt, params).all()) == 1
         with self._write() as conn:
+            if revive:
+                check_customers(conn, [write.attempt])
             if conn.execute(_update_for(write.statement_key), params).rowcount != 1:
                 conn.rollback()
                 return False

@@ -21,7 +21,6 @@ from engine.core.connect import ConnectLinks
 from engine.core.delivery import EventDispatcher, Hook, WebhookPort
 from engine.core.element_check import ElementCheck, check_element
 from engine.core.events import EventPage
-from engine.core.guard import check_no_live_duplicate
 from engine.core.health import HealthChecker
 from engine.core.heartbeat import Heartbeat
 from engine.core.intake import check_flag, validate_start
@@ -161,11 +160,11 @@ class Engine:
             warning = self.element_check(req.element_key, req.config).warning()
             if warning:
                 log.warning("%s", warning)
-        if realm_at_start(req.flow, req.config) is not None:
-            # A quick start names its realm: claimed in the insert's transaction (engine.core.realm_start).
+        if req.customer is not None or realm_at_start(req.flow, req.config) is not None:
+            # The customer guard and a quick start's realm claim run in the insert's transaction
+            # (persistence.customer_guard, engine.core.realm_start): racing starts cannot both pass.
             [(stored, created)] = starts.start_many(self.repo, [req], self.now(), single=True)
         else:
-            [req] = check_no_live_duplicate(self.repo, [req])
             stored, created = self.repo.insert_attempt(starts.new_attempt(req, self.now()))
         if not created:
             starts.check_same_inputs(stored, req)

@@ -11,9 +11,11 @@ every tick) cancels the old one if it is still onboarding and disconnects it (``
 The column makes this durable: a worker that dies after the PROVISIONED commit leaves the work to
 the next tick, whoever runs it.
 
-The check is a read before the insert, not a constraint: two starts racing within milliseconds
-for the same customer can both pass. A unique partial index would close that race, but it would
-also refuse ``replace``, whose point is two live attempts for a while.
+This check is a read before the insert, which gives each refusal its item and message; two
+starts racing within milliseconds for the same customer could both pass it. The insert's
+transaction looks again, serialised between writers (``persistence.customer_guard``), and refuses
+the later one with the same ``DuplicateConnectionError``. Not a unique index: ``replace`` means
+two live attempts for a while.
 
 The realmId is known only at callback time: that guard runs in the step after CALLBACK_RECEIVED
 (``states.realm``), and is race-safe (a claim row per element and realm, ``persistence.realms``).

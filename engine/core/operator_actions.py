@@ -10,7 +10,13 @@ from dataclasses import replace
 from datetime import datetime
 
 from engine.config import PRINTABLE_RE
-from engine.errors import ConcurrentUpdateError, InvalidInputError, InvalidTransitionError
+from engine.errors import (
+    ConcurrentUpdateError,
+    DuplicateConnectionError,
+    InvalidInputError,
+    InvalidTransitionError,
+)
+from persistence.customer_guard import CustomersHeldError
 from persistence.repository import Repository
 from persistence.writes import transition_write
 from states.attempt import Attempt, HistoryEntry
@@ -57,7 +63,12 @@ class OperatorActions:
             write = transition_write(attempt, entry, owner=None, now=now, next_run_at=next_run_at(),
                                      failure_reason=reason, last_error=error,
                                      secret_updates=marker.secrets if marker else None)
-            if self.repo.apply(write):
+            try:
+                applied = self.repo.apply(write, revive=dest is State.NEW)
+            except CustomersHeldError as exc:  # restart/reauthorize: the customer connected anew meanwhile
+                raise DuplicateConnectionError(str(attempt.customer), attempt.element_key,
+                                               *exc.held[attempt.id]) from None
+            if applied:
                 self.wake()
                 self.after_commit()
                 return self.get(attempt_id)

@@ -28,6 +28,7 @@ from datetime import datetime
 
 from engine.core.intake import StartRequest
 from engine.errors import ConcurrentUpdateError, DuplicateConnectionError, InvalidInputError
+from persistence.customer_guard import CustomersHeldError
 from persistence.realms import RealmClaimContendedError, RealmsHeldError
 from persistence.repository import Repository
 from states.attempt import Attempt
@@ -114,15 +115,19 @@ def insert_claiming(repo: Repository, batch: Sequence[tuple[int, Attempt]], now:
     """Insert the new attempts (``(item index, attempt)``) and claim their realms in ONE transaction.
 
     False when another caller took an idempotency key (as ``Repository.insert_attempts``).
-    Raises ``DuplicateRealmError`` naming every item whose realm a live attempt holds; then
-    nothing was stored.
+    Raises ``DuplicateConnectionError`` when a customer's live attempt was stored since
+    ``engine.core.guard`` looked (the race it cannot close), and ``DuplicateRealmError`` naming
+    every item whose realm a live attempt holds; then nothing was stored.
     """
     attempts = [a for _, a in batch]
-    if all(a.realm_id is None for a in attempts):
-        return repo.insert_attempts(attempts)  # no realm known at start: the plain path
     for _ in range(_ROUNDS):
         try:
+            if all(a.realm_id is None for a in attempts):
+                return repo.insert_attempts(attempts)  # no realm known at start: the plain path
             return repo.insert_claiming(attempts, not_live=NOT_LIVE_VALUES, now=now)
+        except CustomersHeldError as exc:  # a concurrent start for the customer committed first
+            a = next(a for a in attempts if a.id in exc.held)
+            raise DuplicateConnectionError(str(a.customer), a.element_key, *exc.held[a.id]) from None
         except RealmsHeldError as exc:
             raise DuplicateRealmError([(_field(i, single), str(a.realm_id), exc.held[a.id])
                                        for i, a in batch if a.id in exc.held]) from None

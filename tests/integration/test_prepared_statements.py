@@ -118,16 +118,19 @@ def test_whether_rows_come_back_is_known_from_the_statement(repo: Repository) ->
 
 
 def test_a_started_attempt_is_stored_as_sqlalchemys_own_insert_stores_it(repo: Repository) -> None:
-    """``insert_attempt`` (``Engine.start``) sends a prepared INSERT; ``insert_attempts``
-    (``start_many``) SQLAlchemy's own. Every column must come out the same."""
+    """``insert_attempt`` (``Engine.start`` without a customer) sends a prepared INSERT;
+    ``insert_attempts`` (``start_many``, starts with a customer) SQLAlchemy's own. Every column
+    must come out the same."""
     def attempt(attempt_id: str, key: str) -> Attempt:
         return Attempt(id=attempt_id, element_key="quickbooks", flow=Flow.OAUTH2, name="Acme Ltd",
                        state=State.NEW, version=1, created_at=AT, updated_at=AT, next_run_at=AT,
                        tags=("a", "b"), idempotency_key=key, customer="cust-7", deadline_at=AT,
                        secrets={"config": {"oauth.api.secret": "planted"}})
 
-    repo.insert_attempt(attempt("a-prepared", "k-1"))
+    # SQLAlchemy's first: its transaction runs the customer guard, which would refuse a second
+    # live attempt of ``cust-7``; the prepared INSERT (starts without a customer) has none.
     assert repo.insert_attempts([attempt("a-sqlalchemy", "k-2")])
+    repo.insert_attempt(attempt("a-prepared", "k-1"))
     with repo.engine.connect() as conn:
         rows = {r.id: r._asdict() for r in conn.execute(sa.select(attempts))}
     prepared, own = rows["a-prepared"], rows["a-sqlalchemy"]
