@@ -209,7 +209,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     engine = engine_for(args, read_only=True)  # nothing to check in a database that does not exist
     try:
         if args.id:
-            ids = [args.id]
+            # A prefix resolved, an unknown id refused (exit 2) before any check runs.
+            ids = [engine.get(engine.resolve_id(args.id)).id]
         else:
             ids = provisioned_ids(engine) if args.all else bulk.selected_ids("check", args, engine)
             if (args.dry_run or not args.all) and not bulk.go_ahead("check", ids, args, emit,

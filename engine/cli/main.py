@@ -16,7 +16,7 @@ from typing import Any
 from engine.cli import failures
 from engine.cli.commands import ServeFunction
 from engine.cli.logs import configure_logging
-from engine.cli.options import UsageError
+from engine.cli.options import ArgumentsError, UsageError
 from engine.cli.parser import build_parser, package_version
 from engine.errors import (
     AttemptNotFoundError,
@@ -49,8 +49,11 @@ def main(argv: Sequence[str] | None = None, *, serve: ServeFunction | None = Non
     """
     try:
         args = build_parser().parse_args(argv)
-    except UsageError as exc:  # a value that an option's type refused (whole_number, host_name)
-        failures.report(str(exc), exc=exc, as_json="--json" in (sys.argv[1:] if argv is None else argv))
+    except UsageError as exc:  # argparse refused the line (ArgumentsError), or an option's type its value
+        as_json = "--json" in (sys.argv[1:] if argv is None else argv)
+        if isinstance(exc, ArgumentsError) and not as_json:
+            print(exc.usage, end="", file=sys.stderr)  # as argparse itself would
+        failures.report(str(exc), exc=exc, as_json=as_json)
         return 2
     args.serve = serve
     args.console = console

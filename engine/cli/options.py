@@ -22,8 +22,28 @@ _HOSTNAME_RE = re.compile(rf"(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*\.?", re.IGNORE
 _WHOLE_RE = re.compile(r"\s*[+-]?[0-9]{1,12}\s*", re.ASCII)
 
 
+# argparse's messages: "argument --flow: invalid choice...", "argument -o/--output: expected one
+# argument", "the following arguments are required: --element, --name", "unrecognized arguments: -x".
+_ARGPARSE_FIELD = re.compile(r"argument ([^:\s]+):|(?:required|unrecognized arguments): ([^,\s]+)")
+
+
 class UsageError(InvalidInputError):
     """A CLI option value that argparse cannot check by itself (exit code 2)."""
+
+
+class ArgumentsError(UsageError):
+    """argparse refused the command line (an unknown verb or option, a missing or invalid value).
+
+    ``field`` is the option or argument argparse named (``--flow``, ``COMMAND``...), else
+    ``arguments``; ``usage`` is the usage line of the (sub)command, printed above a plain error.
+    """
+
+    def __init__(self, message: str, usage: str) -> None:
+        named = _ARGPARSE_FIELD.search(message)
+        field = (named.group(1) or named.group(2)).split("/")[-1] if named else "arguments"
+        super().__init__(field, message, hint="see --help for the command's options")
+        self.message = message  # argparse's own words: they name the option already
+        self.usage = usage
 
 
 def parse_duration(flag: str, text: str) -> timedelta:

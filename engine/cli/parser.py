@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from engine.cli.commands import (
     BULK_ACTIONS,
@@ -29,12 +29,21 @@ from engine.cli.commands import (
     engine_for,
     operator_command,
 )
-from engine.cli.options import host_name, port_number, whole_number
+from engine.cli.options import ArgumentsError, host_name, port_number, whole_number
 from engine.cli.worker import add_metrics_options
 
 PROG = "provision"
 ID_HELP = "an attempt id, or a unique prefix of at least 4 characters"
 DIAGRAM_FORMATS = ("svg", "png", "mermaid", "dot")
+
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, raising ``ArgumentsError`` instead of printing and exiting, so that
+    ``engine.cli.main`` reports a bad command line like any other input error (JSON under
+    ``--json``); sub-command parsers are of the same class (``add_subparsers`` takes the parent's)."""
+
+    def error(self, message: str) -> NoReturn:  # noqa: D102 - argparse's contract
+        raise ArgumentsError(message, self.format_usage())
+
 
 def _global_options(parser: argparse.ArgumentParser, *, sub: bool) -> None:
     # On subcommands the defaults are SUPPRESS so `provision --json list` is not undone by the
@@ -60,7 +69,7 @@ def package_version() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The complete ``provision`` argument parser."""
-    parser = argparse.ArgumentParser(prog=PROG, description="Provision Cloud Elements instances as persisted "
+    parser = Parser(prog=PROG, description="Provision Cloud Elements instances as persisted "
                                      "state machines. Guide: docs/operator-guide.md; design: docs/design.md.")
     _global_options(parser, sub=False)
     parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")

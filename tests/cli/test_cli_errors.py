@@ -53,3 +53,31 @@ def test_reauthorize_refuses_an_attempt_without_instance(cli: Any) -> None:
                      "--api-secret", cli.SECRET, "--callback-url", cli.CALLBACK_URL).stdout.strip()
     result = cli("reauthorize", attempt_id, expect=2)
     assert "re-authorise" in result.stderr
+
+
+def test_json_errors_are_one_json_document_on_stderr(cli: Any) -> None:
+    """Under --json every refusal, argparse's included, is ``{"error": ...}`` on stderr (exit 2)."""
+    cases = {("start", "--flow", "bogus"): "--flow", ("list", "--bogus"): "--bogus",
+             ("list", "--limit"): "--limit", ("bogusverb",): "COMMAND", ("db",): "ACTION",
+             ("start", "--name", "N"): "--element", ("list", "--limit", "x"): "--limit"}
+    results = cli.many(*(("--json", *argv) for argv in cases))
+    for (argv, field), result in zip(cases.items(), results, strict=True):
+        assert (result.returncode, result.stdout) == (2, ""), (argv, result)
+        doc = json.loads(result.stderr)
+        assert doc["error"]["field"] == field and doc["error"]["kind"] == "invalid_input", (argv, doc)
+    plain = cli("start", "--flow", "bogus", expect=2).stderr  # without --json: the usage, then the line
+    assert plain.startswith("usage: provision start")
+    assert "provision: error: argument --flow: invalid choice" in plain
+
+
+def test_check_resolves_a_prefix_and_refuses_an_unknown_id(cli: Any) -> None:
+    attempt_id = cli("start", "--element", "quickbooks", "--flow", "oauth2", "--name", "C", "--api-key", "k",
+                     "--api-secret", cli.SECRET, "--callback-url", cli.CALLBACK_URL).stdout.strip()
+    # A prefix names the attempt: its row carries the whole id (it is not PROVISIONED: exit 1).
+    rows = cli("--json", "check", attempt_id[:8], expect=1).stdout
+    assert [r["id"] for r in json.loads(rows)["checks"]] == [attempt_id]
+    unknown = cli("check", "0000dead", expect=2)
+    assert unknown.stdout == "" and "no attempt with id '0000dead'" in unknown.stderr
+    assert "provision list" in unknown.stderr
+    whole = cli("--json", "check", "00000000-0000-0000-0000-000000000000", expect=2)
+    assert whole.stdout == "" and json.loads(whole.stderr)["error"]["kind"] == "attempt_not_found"
