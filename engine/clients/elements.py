@@ -23,6 +23,8 @@ from engine.clients.transport import (
 )
 from engine.config import ClientSettings
 from engine.errors import MalformedResponseError, NotFoundApiError, PermanentApiError
+from engine.security.crypto import MIN_SCRUB_LEN, secret_values
+from engine.security.masking import is_secret_key
 from engine.tracing import HttpTracer
 
 #: Intuit's QuickBooks Online Accounting API hosts (production companies, sandbox companies).
@@ -132,8 +134,18 @@ class ElementsClient:
                     "response is not JSON", endpoint=endpoint, status=answer.status
                 ) from None
         if not answer.ok:
-            raise error_from_response(endpoint, answer.status, decoded, answer.headers)
+            raise error_from_response(endpoint, answer.status, decoded, answer.headers,
+                                      sent=self._sent_secrets(params, body))
         return decoded, answer.headers
+
+    def _sent_secrets(self, params: Any, body: Mapping[str, Any] | None) -> set[str]:
+        """The secret values a request carried: the user and organization secrets, secret-named
+        query parameters (``apiSecret``, ``requestToken``, the OAuth ``state``) and body values."""
+        pairs = params.items() if isinstance(params, Mapping) else (params or ())
+        found = {self.settings.user_secret, self.settings.org_secret}
+        found |= {str(v) for k, v in pairs if is_secret_key(str(k)) or str(k).lower() == "state"}
+        found |= secret_values(dict(body)) if body else set()
+        return {v for v in found if len(v) >= MIN_SCRUB_LEN}
 
     def request(
         self,

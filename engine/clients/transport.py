@@ -42,6 +42,7 @@ from engine.errors import (
     RateLimitedError,
     ServiceUnavailableError,
 )
+from engine.security.crypto import scrub
 from engine.tracing import CallSpan, HttpTracer
 
 DEFAULT_MAX_BODY_BYTES = 1 << 20
@@ -107,13 +108,19 @@ def _text(value: Any, limit: int = 500) -> str | None:
 
 
 def error_from_response(
-    endpoint: str, status: int, body: Any, headers: Mapping[str, str] | None = None
+    endpoint: str, status: int, body: Any, headers: Mapping[str, str] | None = None, *,
+    sent: set[str] | None = None,
 ) -> ApiError:
-    """Map an error answer (platform or provider) to its ``ApiError`` subclass."""
+    """Map an error answer (platform or provider) to its ``ApiError`` subclass.
+
+    ``sent``: the secret values of the request (its credentials, a ``state``...): a server that
+    quotes them back in its message gets them masked here, before the error is logged or stored.
+    """
     headers = headers or {}
     payload = body if isinstance(body, dict) else {}
-    message = _text(payload.get("message")) or f"HTTP {status} without a JSON error body"
-    provider = _text(payload.get("providerMessage"))
+    needles = sent or set()
+    message = scrub(_text(payload.get("message")), needles) or f"HTTP {status} without a JSON error body"
+    provider = scrub(_text(payload.get("providerMessage")), needles)
     request_id = _text(payload.get("requestId"), 64) or _text(headers.get("Elements-Request-Id"), 64)
     kw: dict[str, Any] = dict(
         status=status, provider_message=provider, request_id=request_id, endpoint=endpoint
