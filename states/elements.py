@@ -29,6 +29,9 @@ class ElementSpec:
     # Configuration entries added to POST /instances unless the caller set them (seed guide §4a).
     default_config: dict[Flow, dict[str, Any]] = field(default_factory=dict)
     refresh_interval_s: dict[Flow, int] = field(default_factory=dict)
+    # Callback parameters this element's provider always sends, beyond the flow's own
+    # (``states.judge.REQUIRED``): a callback without them is rejected, not applied.
+    callback_params: dict[Flow, tuple[str, ...]] = field(default_factory=dict)
 
     def required_config(self, flow: Flow, auth: str = "oauth1") -> tuple[str, ...]:
         """Configuration keys that must be present before any HTTP call.
@@ -79,6 +82,9 @@ ELEMENTS: dict[str, ElementSpec] = {
             Flow.QUICK: QBO_OAUTH1_INTERVAL_S,
             Flow.OAUTH2: OAUTH2_INTERVAL_S,
         },
+        # Intuit's OAuth2 redirect carries code, state and realmId (elements-api.md §3): the
+        # realmId names the company, which the realm guard and the instance need.
+        callback_params={Flow.OAUTH2: ("realmId",)},
     ),
     "sfdc": ElementSpec(
         "sfdc", (Flow.OAUTH2,), Flow.OAUTH2, refresh_interval_s={Flow.OAUTH2: OAUTH2_INTERVAL_S}

@@ -24,12 +24,17 @@ from datetime import datetime
 from typing import Any, Literal
 
 from states.attempt import Attempt
+from states.elements import ELEMENTS, spec_for
 from states.model import FailureReason, Flow, State
 
 VerdictStatus = Literal["applied", "duplicate", "pending", "rejected"]
 # The parameters a complete callback of each flow carries.
 REQUIRED: dict[Flow, tuple[str, ...]] = {Flow.OAUTH1: ("oauth_token", "oauth_verifier", "realmId"),
                                          Flow.OAUTH2: ("code",)}
+# Every element's extra callback parameters per flow: the fast path requires them all.
+_ELEMENT_PARAMS: dict[Flow, tuple[str, ...]] = {
+    flow: tuple(sorted({p for spec in ELEMENTS.values() for p in spec.callback_params.get(flow, ())}))
+    for flow in REQUIRED}
 NOT_REDIRECTED_YET = "attempt not redirected yet"
 ALREADY_APPLIED = "same callback already applied"
 
@@ -96,7 +101,9 @@ def judge_callback(attempt: Attempt, params: Mapping[str, str], now: datetime, d
         info = {"kind": reason.value, "message": f"provider redirected with error={error}",
                 "hint": "The user did not approve; start a new attempt if they want to connect."}
         return Verdict("applied", reason.value, State.FAILED, reason, info)
-    missing = [p for p in REQUIRED.get(attempt.flow, ()) if not params.get(p)]
+    extra = spec_for(attempt.element_key).callback_params.get(attempt.flow, ())
+    required = (*REQUIRED.get(attempt.flow, ()), *extra)
+    missing = [p for p in required if not params.get(p)]
     if missing:
         return Verdict("rejected", f"missing parameter(s) {', '.join(missing)}")
     return Verdict("applied", None, State.CALLBACK_RECEIVED)
@@ -107,8 +114,10 @@ def fast_path_flow(params: Mapping[str, str]) -> Flow | None:
 
     None for a provider error or a callback missing a parameter of that flow: those are judged
     after reading the attempt. The SQL guard then also requires the attempt's flow to be this one.
+    The statement does not know the element, so an OAuth2 callback without the ``realmId`` that
+    QuickBooks requires (``ElementSpec.callback_params``) is judged after the read as well.
     """
     flow = Flow.OAUTH2 if "code" in params else Flow.OAUTH1
-    if "error" in params or any(not params.get(p) for p in REQUIRED[flow]):
+    if "error" in params or any(not params.get(p) for p in (*REQUIRED[flow], *_ELEMENT_PARAMS[flow])):
         return None
     return flow

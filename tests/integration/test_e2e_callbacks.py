@@ -89,6 +89,15 @@ def test_missing_verifier(make_engine: Callable[..., Engine]) -> None:
     assert_rejected(engine, with_params(location, oauth_verifier=None), "oauth_verifier", a)
 
 
+def test_quickbooks_oauth2_callback_must_name_the_company(make_engine: Callable[..., Engine]) -> None:
+    """Intuit's redirect always carries realmId (elements-api.md §3): without it, no company is known."""
+    engine = make_engine()
+    a, location = redirected(engine, flow="oauth2")
+    assert_rejected(engine, with_params(location, realmId=None), "missing parameter(s) realmId", a)
+    engine.handle_callback(location)  # the genuine one still applies
+    assert engine.get(a.id).state is State.CALLBACK_RECEIVED
+
+
 def test_repeated_parameter(make_engine: Callable[..., Engine]) -> None:
     engine = make_engine()
     a, location = redirected(engine)

@@ -47,7 +47,14 @@ GENUINE = {"state": "a1.n", "oauth_token": "tok", "oauth_verifier": "v", "realmI
     (WAITING, {"state": "a1.n", "oauth_token": "tok"}, False,
      Verdict("rejected", "missing parameter(s) oauth_verifier, realmId")),
     (replace(WAITING, flow=Flow.OAUTH2), {"state": "a1.n", "code": ""}, False,
-     Verdict("rejected", "missing parameter(s) code")),
+     Verdict("rejected", "missing parameter(s) code, realmId")),
+    # Intuit always names the company (realmId); another element's OAuth2 callback needs only the code.
+    (replace(WAITING, flow=Flow.OAUTH2), {"state": "a1.n", "code": "c"}, False,
+     Verdict("rejected", "missing parameter(s) realmId")),
+    (replace(WAITING, flow=Flow.OAUTH2), {"state": "a1.n", "code": "c", "realmId": "r"}, False,
+     Verdict("applied", None, State.CALLBACK_RECEIVED)),
+    (replace(WAITING, flow=Flow.OAUTH2, element_key="hubspot"), {"state": "a1.n", "code": "c"}, False,
+     Verdict("applied", None, State.CALLBACK_RECEIVED)),
     (WAITING, {"state": "a1.n", "error": "access_denied"}, False,
      Verdict("applied", "user_denied", State.FAILED, FailureReason.USER_DENIED)),
     (WAITING, {"state": "a1.n", "error": "server_error"}, False,
@@ -71,7 +78,8 @@ def test_the_inbox_is_consulted_only_when_a_duplicate_is_possible() -> None:
 
 @pytest.mark.parametrize(("params", "flow"), [
     (GENUINE, Flow.OAUTH1),
-    ({"state": "a1.n", "code": "c"}, Flow.OAUTH2),
+    ({"state": "a1.n", "code": "c", "realmId": "r"}, Flow.OAUTH2),
+    ({"state": "a1.n", "code": "c"}, None),  # without realmId: judged after the read (the element decides)
     ({"state": "a1.n", "code": ""}, None),
     ({"state": "a1.n", "code": "c", "error": "access_denied"}, None),
     ({"state": "a1.n", "oauth_token": "tok", "realmId": "r"}, None),
