@@ -44,6 +44,10 @@ from states.model import Flow, State, Trigger
 log = logging.getLogger(__name__)
 
 MAX_CALLBACK_CHARS = 8192
+# Callbacks kept for an attempt whose redirect is not committed yet (``pending``): the genuine one,
+# a repeat or two of the user's browser. More is somebody guessing with a known attempt id.
+MAX_PENDING = 3
+TOO_MANY_EARLY = "too many callbacks before the redirect"
 MAX_VALUE_CHARS = 2048
 KNOWN_PARAMS = frozenset(
     {"state", "oauth_token", "oauth_verifier", "realmId", "dataSource", "code", "error", "error_description"}
@@ -220,6 +224,14 @@ class CallbackReceiver:
             return CallbackOutcome("duplicate", attempt.id, attempt.state, verdict.reason)
         if verdict.status == "pending":
             if existing_id is None:
+                waiting = self.repo.callbacks(attempt.id, status="pending")
+                if any(c.digest == _canonical(params) for c in waiting):
+                    return CallbackOutcome("pending", attempt.id, attempt.state, verdict.reason)  # a repeat
+                if len(waiting) >= MAX_PENDING:
+                    # Its nonce is not known yet, so nothing tells a forged early callback from the
+                    # genuine one: only a few are kept per attempt, the rest are counted, not stored.
+                    self._refuse_unmatched(TOO_MANY_EARLY)
+                    raise CallbackRejectedError(TOO_MANY_EARLY, attempt_id=attempt.id)
                 self._record(attempt, params, None, "pending", verdict.reason or NOT_REDIRECTED_YET)
             return CallbackOutcome("pending", attempt.id, attempt.state, verdict.reason)
         if verdict.status == "rejected":

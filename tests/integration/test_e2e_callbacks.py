@@ -11,6 +11,7 @@ import pytest
 from testkit import QBO, consent
 
 from engine import CallbackRejectedError, Engine
+from engine.core.callbacks import MAX_PENDING
 from engine.core.step_ports import StepPorts
 from states import State
 
@@ -147,6 +148,28 @@ def test_callback_before_redirect_commit_waits_in_the_inbox(make_engine: Callabl
     assert [c.status for c in engine.repo.callbacks(a.id)] == ["applied"]
     # The sandbox never issued "early-code", so the create step fails permanently: proof it was used.
     assert a.state is State.FAILED and a.last_error and a.last_error["kind"] == "provider_rejected"
+
+
+def test_early_callbacks_are_bounded_per_attempt(make_engine: Callable[..., Engine], sandbox: Any,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before the redirect commits no nonce is known: anyone who knows an attempt id could send
+    early callbacks. A repeat is not stored twice, and past MAX_PENDING they are only counted."""
+    monkeypatch.setattr(StepPorts, "new_nonce", lambda self: "known-nonce-for-test-0123456789abcdef")
+    engine = make_engine()
+    a = engine.start("sfdc", "Flooded", flow="oauth2", **QBO)
+    forged = [f"https://app.example.com/cb?code=c{n}&state={a.id}.guess-{n}" for n in range(MAX_PENDING)]
+    for url in forged:
+        assert engine.handle_callback(url).status == "pending"
+    assert engine.handle_callback(forged[0]).status == "pending"  # a repeat: no second row
+    counted = sum(engine.callbacks.unmatched_counts().values())
+    for n in range(20):
+        with pytest.raises(CallbackRejectedError, match="too many callbacks"):
+            engine.handle_callback(f"https://app.example.com/cb?code=x{n}&state={a.id}.guess-x{n}")
+    assert len(engine.repo.callbacks(a.id)) == MAX_PENDING
+    assert sum(engine.callbacks.unmatched_counts().values()) == counted + 20
+    engine.run_until_idle()  # the redirect commits: the guesses are judged against its nonce
+    assert engine.get(a.id).state is State.REDIRECTED
+    assert {c.status for c in engine.repo.callbacks(a.id)} == {"rejected"}
 
 
 def test_every_callback_is_recorded_with_secrets_sealed(make_engine: Callable[..., Engine]) -> None:
