@@ -10,8 +10,12 @@ from __future__ import annotations
 MASK = "********"
 
 #: Fragments that make a key secret, compared case-insensitively anywhere in the key:
-#: ``oauth.api.secret``, ``request_token_secret``, ``oauth_verifier``, ``code``, ``refresh_token``...
-SECRET_KEY_HINTS: tuple[str, ...] = ("secret", "token", "password", "verifier", "code")
+#: ``oauth.api.secret``, ``request_token_secret``, ``oauth_verifier``, ``code``, ``refresh_token``,
+#: and what other elements name their credentials (``ssh.passphrase``, ``private_key``,
+#: ``credentials``, ``db.pwd``, ``request.signature``, ``client.pem``). Masking an innocent key
+#: costs a line of output; showing a secret one cannot be taken back.
+SECRET_KEY_HINTS: tuple[str, ...] = ("secret", "token", "password", "passwd", "pwd", "passphrase", "verifier",
+                                     "code", "private", "credential", "signature", "pem")
 
 
 def is_secret_key(key: str) -> bool:

@@ -22,9 +22,9 @@ import threading
 from engine.security.masking import MASK, SECRET_KEY_HINTS
 
 # Names that make a query parameter or JSON key secret in free text: the key hints, plus the OAuth
-# ``state`` nonce and request ``signature``s, which only ever appear inside URLs and payloads (a
-# ``state`` column of our own is not secret, so these two are not secret keys elsewhere).
-_TEXT_HINTS = "|".join((*SECRET_KEY_HINTS, "state", "signature"))
+# ``state`` nonce, which only ever appears inside URLs and payloads (a ``state`` column of our own
+# is not secret, so it is not a secret key elsewhere).
+_TEXT_HINTS = "|".join((*SECRET_KEY_HINTS, "state"))
 # Query or form parameters whose values are secret (names compared case-insensitively, anywhere in
 # the name: apiSecret, client_secret, requestToken, oauth_verifier, code, refresh_token, state...).
 _PARAM_RE = re.compile(

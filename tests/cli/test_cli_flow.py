@@ -158,3 +158,20 @@ def test_quick_flow_json_start_and_idempotency(cli: Any) -> None:
     assert data["configuration"]["oauth.user.token"] == "********"
     assert data["configuration"]["oauth.user.token.secret"] == "********"
     assert "toksecret" not in shown.stdout + text.stdout and "quick_provision" in text.stdout
+
+
+def test_show_masks_credentials_whatever_their_element_calls_them(cli: Any) -> None:
+    """Keys other elements use for credentials are masked by ``show`` (text and JSON) too."""
+    secrets = {"ssh.passphrase": "pass-phrase-1", "private_key": "-----BEGIN KEY-----x",
+               "credentials": "c-r-e-d-s", "db.pwd": "hunter2-pwd", "request.signature": "sig-nature-9",
+               "client.pem": "pem-body-77"}
+    args = [a for k, v in secrets.items() for a in ("--config", f"{k}={v}")]
+    attempt_id = cli("start", "--element", "quickbooks", "--flow", "oauth2", "--name", "Masked",
+                     "--api-key", "k", "--api-secret", cli.SECRET, "--callback-url", cli.CALLBACK_URL,
+                     "--offline", "--config", "region=eu-west", *args).stdout.strip()
+    shown, text = cli.many(("--json", "show", attempt_id), ("show", attempt_id))
+    config = json.loads(shown.stdout)["configuration"]
+    assert {k: config[k] for k in secrets} == dict.fromkeys(secrets, "********")
+    assert config["region"] == "eu-west"  # an ordinary entry is still shown
+    for value in secrets.values():
+        assert value not in shown.stdout + shown.stderr + text.stdout + text.stderr
